@@ -1,0 +1,1 @@
+"""GPU drivers (Vulkan first). Each driver is one folder mirroring hal/: device, allocator, buffer, command buffer, semaphore, executable."""

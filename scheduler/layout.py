@@ -1,0 +1,127 @@
+"""Where every shared word lives: the layout of the scheduler's arena and of a grid program.
+
+All scheduler state is one int64 numpy array (the *arena*) so that compiled code takes a single
+base address and the host pays for one argument per call. Offsets are in int64 words; words that
+different workers write often start their own 64-byte cache line (8 words).
+
+A *grid program* is what a command buffer becomes at `end()`: an int64 array of commands,
+CMD_WORDS each, and an int64 array of regions, (first command, end command) pairs. The commands
+of a region may run in any order or at once; region r+1 starts when every tile of region r is done.
+"""
+
+LINE = 8  # int64 words per cache line
+
+# --- arena header ---------------------------------------------------------------------------------
+H_SHUTDOWN = 0
+H_WORKERS = 1
+H_SLOT_CAP = 2
+H_SEM_CAP = 3
+H_SPIN_CYCLES = 4  # how long an idle worker spins before parking
+H_TRACE = 5  # 1 while tracing is on
+H_TRACE_ADDR = 6  # base of the trace rings
+H_TRACE_CAP = 7  # events per worker ring
+H_WAKE = 8  # futex word idle workers park on; bumped whenever work is published
+H_SLEEPERS = 9  # workers parked (or about to park) on H_WAKE
+H_WGSTATE_ADDR = 10  # per-worker WorkgroupState (64-byte stride)
+H_DEQUES = 11  # word offsets of the tables below, fixed at creation
+H_INJ = 12
+H_SLOTS = 13
+H_SEMS = 14
+H_PENDING = 16  # submissions parked on semaphores (skip the scan when 0)
+H_INJ_HEAD = 24  # injection queue: host -> workers; consumers CAS the head
+H_INJ_TAIL = 32  # single producer (the host, under its submit lock)
+HEADER_WORDS = 40
+
+# --- per-worker block: deque ends and counters -------------------------------------------------------
+W_TOP = 0  # deque top: stealers CAS it
+W_BOTTOM = LINE  # deque bottom: only the owner writes it
+W_WORKGROUPS = 2 * LINE  # counters, written by the owner only
+W_STEALS = W_WORKGROUPS + 1
+W_PARKS = W_WORKGROUPS + 2
+W_SPINS = W_WORKGROUPS + 3
+W_REGIONS = W_WORKGROUPS + 4
+W_SUBMISSIONS = W_WORKGROUPS + 5
+W_TRACE_COUNT = W_WORKGROUPS + 6
+WORKER_WORDS = 3 * LINE
+COUNTER_NAMES = ("workgroups", "steals", "parks", "spins", "regions", "submissions", "trace_events")
+
+DEQUE_CAP = 256  # shards per worker deque (a power of two)
+INJ_CAP = 4096  # submissions waiting for a worker (a power of two)
+
+# --- submission slots -------------------------------------------------------------------------------
+S_CLAIM = 0  # (generation << CLAIM_SHIFT) | next tile of the current region
+S_TOTAL = 1  # tiles in the current region
+S_REGION = 2  # current region index
+S_STATE = 3
+S_PROGRAM = 4  # address of the command array
+S_N_REGIONS = 5
+S_REGIONS = 6  # address of the region array
+S_TILES = 7  # address of per-submission scratch: resolved tiles per command, then their prefix
+S_REMAINING = LINE  # tiles of the current region not finished yet (own line: every tile hits it)
+S_WAITS = LINE + 1  # address of (semaphore, value) pairs
+S_N_WAITS = LINE + 2
+S_SIGNALS = LINE + 3
+S_N_SIGNALS = LINE + 4
+S_ERROR = LINE + 6  # first failure's status, 0 while healthy
+S_SERIAL = LINE + 7  # the submission's host serial number, for traces
+S_FAIL_PROGRAM = 2 * LINE  # command buffer id of the first failure (C_PROGRAM)
+S_FAIL_CMD = 2 * LINE + 1  # its command index (C_INDEX)
+S_FAIL_WG = 2 * LINE + 2  # its workgroup, packed (x | y << 21 | z << 42)
+S_N_CMDS = 2 * LINE + 3
+S_RESERVATION = 2 * LINE + 4  # tiles claimed at once in the current region
+SLOT_WORDS = 3 * LINE
+
+CLAIM_SHIFT = 40
+CLAIM_MASK = (1 << CLAIM_SHIFT) - 1
+
+FREE, PENDING, READY, DONE, FAILED, RESERVED = 0, 1, 2, 3, 4, 5
+
+# --- semaphores ---------------------------------------------------------------------------------------
+M_PAYLOAD = 0
+M_EPOCH = 1  # futex word host waiters sleep on; bumped on every signal and failure
+M_WAITERS = 2
+M_STATE = 3  # SEM_OK, SEM_FAILING (a failer is writing the details) or SEM_FAILED
+M_FAIL_PROGRAM = 4
+M_FAIL_CMD = 5
+M_FAIL_WG = 6
+M_FAIL_STATUS = 7
+SEM_OK, SEM_FAILING, SEM_FAILED = 0, 1, 2
+SEM_WORDS = LINE
+
+# Failure statuses that are not a kernel's own return value.
+STATUS_HOST_FAILED = -1000  # semaphore.fail() from the host
+STATUS_INDIRECT_RANGE = -1001  # dispatch_indirect read a workgroup count outside the limits
+STATUS_ABORTED = -1002  # the device shut down with the work in flight
+
+# --- grid program commands ------------------------------------------------------------------------------
+OP_DISPATCH, OP_FILL, OP_COPY = 1, 2, 3
+C_OP = 0
+C_FN = 1  # DISPATCH: kernel address; FILL/COPY: destination address
+C_STATE = 2  # DISPATCH: DispatchState address; COPY: source address; FILL: pattern
+C_COUNT = 3  # DISPATCH: workgroup count x, y, z at 3, 4, 5; FILL/COPY: length in bytes at 3
+C_PATTERN_LEN = 4  # FILL: 1, 2 or 4 bytes
+C_TILES = 6  # static tile count (DISPATCH: x*y*z; FILL/COPY: ceil(length / TILE_BYTES))
+C_INDIRECT = 7  # DISPATCH: address of the uint32[3] workgroup count, or 0
+C_MAX_COUNT = 8  # DISPATCH: per-dimension limit checked on an indirect count
+C_INDEX = 9  # the command's index in its command buffer
+C_PROGRAM = 10  # id of the command buffer the command came from
+CMD_WORDS = 12
+
+TRANSFER_TILE_BYTES = 64 * 1024  # fills and copies are split into tiles of this size
+
+# --- trace events (per-worker rings) ---------------------------------------------------------------------
+T_SERIAL, T_CMD, T_FIRST, T_END, T_START_CYCLES, T_END_CYCLES = range(6)
+TRACE_WORDS = 8
+
+WG_PACK_BITS = 21
+
+
+def table_offsets(workers: int, slots: int) -> dict[int, int]:
+    """Word offset of each table, keyed by the header word that records it."""
+    deques = HEADER_WORDS + workers * WORKER_WORDS
+    inj = deques + workers * DEQUE_CAP
+    return {H_DEQUES: deques, H_INJ: inj, H_SLOTS: inj + INJ_CAP, H_SEMS: inj + INJ_CAP + slots * SLOT_WORDS}
+
+
+def arena_words(workers: int, slots: int, sems: int) -> int:
+    return table_offsets(workers, slots)[H_SEMS] + sems * SEM_WORDS

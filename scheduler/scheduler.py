@@ -1,0 +1,337 @@
+"""The host side of the scheduler: the arena, the worker threads, submissions and semaphores.
+
+Python runs here once per submission or semaphore operation, never per workgroup or per
+command: the workers stay in `worker_loop` (native, GIL released) for their whole life.
+With `workers=0` there are no threads: the submitting thread drains the work inline (local-sync).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from hal.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ResourceExhausted
+from scheduler import layout as L
+from scheduler.native import cycles, futex_wake, make_timespec
+from scheduler.topology import detect, pin_current_thread
+from scheduler.worker import host_fail, host_signal, host_submit, host_wait, worker_loop
+
+
+@dataclass(frozen=True)
+class GridProgram:
+    """A lowered command buffer: `commands` is int64 [n, CMD_WORDS], `regions` int64 [r, 2]."""
+
+    commands: np.ndarray
+    regions: np.ndarray
+
+    @staticmethod
+    def concatenate(programs: list["GridProgram"]) -> "GridProgram":
+        """Several command buffers of one submission run one after another: one program whose
+        regions are theirs in order (a region never spans two command buffers)."""
+        if len(programs) == 1:
+            return programs[0]
+        offsets = np.cumsum([0] + [len(p.commands) for p in programs[:-1]])
+        regions = np.concatenate([p.regions + off for p, off in zip(programs, offsets)]) if programs else np.zeros((0, 2), np.int64)
+        commands = np.concatenate([p.commands for p in programs]) if programs else np.zeros((0, L.CMD_WORDS), np.int64)
+        return GridProgram(np.ascontiguousarray(commands), np.ascontiguousarray(regions))
+
+
+@dataclass(frozen=True)
+class SemaphoreFailure:
+    status: int
+    program: int  # command buffer id (-1 when failed from the host)
+    command: int
+    workgroup: tuple[int, int, int]
+
+
+def _aligned(nbytes: int, alignment: int = 64) -> np.ndarray:
+    raw = np.zeros(nbytes + alignment, dtype=np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start : start + nbytes]
+
+
+@njit(cache=True)
+def _read_cycles() -> int:
+    return cycles()
+
+
+@functools.cache
+def cycles_per_ns() -> float:
+    """Cycle-counter ticks per nanosecond, measured once against the OS monotonic clock."""
+    t0, c0 = time.perf_counter_ns(), _read_cycles()
+    time.sleep(0.02)
+    t1, c1 = time.perf_counter_ns(), _read_cycles()
+    return (c1 - c0) / max(1, t1 - t0)
+
+
+class Scheduler:
+    """One arena, `workers` threads in the native worker loop (0: run inline on the caller)."""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        pin: bool = False,
+        max_submissions: int = 1024,
+        max_semaphores: int = 4096,
+        spin_us: float = 20.0,
+        local_memory_size: int = 256 * 1024,
+    ) -> None:
+        topology = detect()
+        if workers is None:
+            workers = topology.default_workers
+        if not isinstance(workers, int) or workers < 0 or workers > 1024:
+            raise InvalidArgument(f"workers={workers!r}: expected an int in [0, 1024]")
+        self.threads_count = workers
+        self.inline = workers == 0
+        self.workers = max(1, workers)
+        self.local_memory_size = int(local_memory_size)
+        self._slots = max_submissions
+        self._sems = max_semaphores
+        offsets = L.table_offsets(self.workers, self._slots)
+        self.arena = np.zeros(L.arena_words(self.workers, self._slots, self._sems), dtype=np.int64)
+        self.a = self.arena.ctypes.data
+        self.arena[L.H_WORKERS] = self.workers
+        self.arena[L.H_SLOT_CAP] = self._slots
+        self.arena[L.H_SEM_CAP] = self._sems
+        self.arena[L.H_SPIN_CYCLES] = int(spin_us * 1000 * cycles_per_ns())
+        for header_word, offset in offsets.items():
+            self.arena[header_word] = offset
+        # Per-worker WorkgroupState (one cache line each) and local memory.
+        self._wgstate = _aligned(64 * self.workers)
+        self._local = _aligned(max(64, self.local_memory_size) * self.workers)
+        for w in range(self.workers):
+            st = self._wgstate[64 * w : 64 * w + 32].view(np.uint32)
+            st[3] = w
+            st[4:6] = np.array([self._local.ctypes.data + w * max(64, self.local_memory_size)], np.uint64).view(np.uint32)
+            st[6] = self.local_memory_size
+        self.arena[L.H_WGSTATE_ADDR] = self._wgstate.ctypes.data
+        self._trace = np.zeros(0, dtype=np.int64)
+        self._lock = threading.Lock()  # the host is the injection queue's single producer
+        self._drain_lock = threading.Lock()
+        self._free_slots = list(range(self._slots - 1, -1, -1))
+        self._slot_keepalive: dict[int, tuple] = {}
+        self._free_sems = list(range(self._sems - 1, -1, -1))
+        self._serial = 0
+        self._closed = False
+        self.semaphore_errors: dict[int, BaseException] = {}
+        self.threads: list[threading.Thread] = []
+        for w in range(workers):
+            cpu = topology.cpus[w % len(topology.cpus)] if pin else None
+            t = threading.Thread(target=self._run_worker, args=(w, cpu), name=f"fibergrid-worker-{w}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        _live_schedulers.add(self)
+
+    def _run_worker(self, w: int, cpu: int | None) -> None:
+        if cpu is not None:
+            pin_current_thread(cpu)
+        worker_loop(self.a, w, False)
+
+    # --- submissions -------------------------------------------------------------------------------
+
+    def submit(self, program: GridProgram, waits: list[tuple[int, int]], signals: list[tuple[int, int]]) -> int:
+        """Queues the program to run once every wait (semaphore, value) is met, then raise every
+        signal semaphore to its value. Returns at once; returns the submission's serial."""
+        waits_arr = np.array(waits, dtype=np.int64).reshape(-1, 2)
+        signals_arr = np.array(signals, dtype=np.int64).reshape(-1, 2)
+        n_cmds = len(program.commands)
+        tiles = np.zeros(2 * max(1, n_cmds), dtype=np.int64)
+        with self._lock:
+            self._check_open()
+            s = self._take_slot()
+            self._serial += 1
+            self._slot_keepalive[s] = (program, tiles, waits_arr, signals_arr)
+            base = self.arena[L.H_SLOTS] + s * L.SLOT_WORDS
+            row = self.arena[base : base + L.SLOT_WORDS]
+            row[L.S_PROGRAM] = program.commands.ctypes.data
+            row[L.S_N_CMDS] = n_cmds
+            row[L.S_REGIONS] = program.regions.ctypes.data
+            row[L.S_N_REGIONS] = len(program.regions)
+            row[L.S_TILES] = tiles.ctypes.data
+            row[L.S_WAITS] = waits_arr.ctypes.data
+            row[L.S_N_WAITS] = len(waits_arr)
+            row[L.S_SIGNALS] = signals_arr.ctypes.data
+            row[L.S_N_SIGNALS] = len(signals_arr)
+            row[L.S_ERROR] = 0
+            row[L.S_SERIAL] = self._serial
+            row[L.S_STATE] = L.PENDING
+            host_submit(self.a, s)
+            serial = self._serial
+        self._drain()
+        return serial
+
+    def _take_slot(self) -> int:
+        if not self._free_slots:
+            states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
+            for s in np.flatnonzero((states == L.DONE) | (states == L.FAILED)):
+                states[s] = L.FREE
+                self._slot_keepalive.pop(int(s), None)
+                self._free_slots.append(int(s))
+        if not self._free_slots:
+            raise ResourceExhausted(f"scheduler: {self._slots} submissions already in flight (max_submissions)")
+        return self._free_slots.pop()
+
+    def _drain(self) -> None:
+        """Inline mode: run whatever became ready on this thread."""
+        if self.inline:
+            with self._drain_lock:
+                worker_loop(self.a, 0, True)
+
+    # --- semaphores ----------------------------------------------------------------------------------
+
+    def create_semaphore(self, initial: int) -> int:
+        with self._lock:
+            self._check_open()
+            if not self._free_sems:
+                raise ResourceExhausted(f"scheduler: all {self._sems} semaphores in use (max_semaphores)")
+            m = self._free_sems.pop()
+            row = self._sem_row(m)
+            row[:] = 0
+            row[L.M_PAYLOAD] = initial
+            return m
+
+    def release_semaphore(self, m: int) -> None:
+        with self._lock:
+            self.semaphore_errors.pop(m, None)
+            self._free_sems.append(m)
+
+    def _sem_row(self, m: int) -> np.ndarray:
+        base = self.arena[L.H_SEMS] + m * L.SEM_WORDS
+        return self.arena[base : base + L.SEM_WORDS]
+
+    def semaphore_value(self, m: int) -> int:
+        return int(self._sem_row(m)[L.M_PAYLOAD])
+
+    def semaphore_failure(self, m: int) -> SemaphoreFailure | None:
+        row = self._sem_row(m)
+        if row[L.M_STATE] != L.SEM_FAILED:
+            return None
+        wg = int(row[L.M_FAIL_WG])
+        mask = (1 << L.WG_PACK_BITS) - 1
+        return SemaphoreFailure(int(row[L.M_FAIL_STATUS]), int(row[L.M_FAIL_PROGRAM]), int(row[L.M_FAIL_CMD]), (wg & mask, (wg >> L.WG_PACK_BITS) & mask, wg >> (2 * L.WG_PACK_BITS)))
+
+    def signal_semaphore(self, m: int, value: int) -> None:
+        with self._lock:
+            host_signal(self.a, m, value)
+        self._drain()
+
+    def fail_semaphore(self, m: int, error: BaseException | None, status: int = L.STATUS_HOST_FAILED) -> None:
+        with self._lock:
+            if error is not None:
+                self.semaphore_errors.setdefault(m, error)
+            host_fail(self.a, m, status)
+        self._drain()
+
+    def wait_semaphore(self, m: int, value: int, timeout: float | None) -> bool:
+        """True when the payload reached `value`, False when the semaphore failed. Raises
+        DeadlineExceeded when `timeout` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        spin = int(self.arena[L.H_SPIN_CYCLES])
+        while True:
+            remaining = 3600.0 if deadline is None else min(3600.0, deadline - time.monotonic())
+            ts = make_timespec(max(0.0, remaining))
+            r = host_wait(self.a, m, value, spin if remaining > 0 else 0, ctypes.addressof(ts))
+            if r == 1:
+                return True
+            if r == -1:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"semaphore did not reach {value} within {timeout} s (it is at {self.semaphore_value(m)})")
+
+    # --- observability -------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Totals over the workers: workgroups run, steals, parks, spin rounds, regions, submissions."""
+        out = {name: 0 for name in L.COUNTER_NAMES}
+        for w in range(self.workers):
+            base = L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_WORKGROUPS
+            for i, name in enumerate(L.COUNTER_NAMES):
+                out[name] += int(self.arena[base + i])
+        return out
+
+    def per_worker_counters(self) -> list[dict[str, int]]:
+        return [
+            {name: int(self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_WORKGROUPS + i]) for i, name in enumerate(L.COUNTER_NAMES)}
+            for w in range(self.workers)
+        ]
+
+    def enable_tracing(self, capacity: int = 1 << 16) -> None:
+        """Preallocates one ring of `capacity` events per worker and turns recording on.
+        Call while idle: the rings must not move under running workers."""
+        self.arena[L.H_TRACE] = 0
+        self._trace = np.zeros(self.workers * capacity * L.TRACE_WORDS, dtype=np.int64)
+        for w in range(self.workers):
+            self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_TRACE_COUNT] = 0
+        self.arena[L.H_TRACE_ADDR] = self._trace.ctypes.data
+        self.arena[L.H_TRACE_CAP] = capacity
+        self.arena[L.H_TRACE] = 1
+
+    def disable_tracing(self) -> None:
+        self.arena[L.H_TRACE] = 0
+
+    def trace_events(self) -> np.ndarray:
+        """Recorded events as a structured array (worker, serial, command, first, end, start_ns,
+        end_ns), oldest first per worker; read it once the traced work has completed."""
+        cap = int(self.arena[L.H_TRACE_CAP])
+        dtype = np.dtype([("worker", "i8"), ("serial", "i8"), ("command", "i8"), ("first", "i8"), ("end", "i8"), ("start_ns", "f8"), ("end_ns", "f8")])
+        if cap == 0:
+            return np.zeros(0, dtype)
+        rings = self._trace.reshape(self.workers, cap, L.TRACE_WORDS)
+        scale = cycles_per_ns()
+        parts = []
+        for w in range(self.workers):
+            n = int(self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_TRACE_COUNT])
+            idx = np.arange(max(0, n - cap), n) % cap
+            ev = rings[w, idx]
+            out = np.zeros(len(idx), dtype)
+            out["worker"] = w
+            out["serial"], out["command"], out["first"], out["end"] = ev[:, L.T_SERIAL], ev[:, L.T_CMD], ev[:, L.T_FIRST], ev[:, L.T_END]
+            out["start_ns"], out["end_ns"] = ev[:, L.T_START_CYCLES] / scale, ev[:, L.T_END_CYCLES] / scale
+            parts.append(out)
+        return np.concatenate(parts)
+
+    # --- lifetime --------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FailedPrecondition("scheduler is shut down")
+
+    def shutdown(self) -> None:
+        """Stops the workers (each finishes the kernel it is in) and fails the semaphores of
+        every submission that did not complete, so no waiter hangs."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.arena[L.H_SHUTDOWN] = 1
+            self.arena[L.H_WAKE] += 1
+            futex_wake(self.a + 8 * L.H_WAKE, 1 << 30)
+        for t in self.threads:
+            t.join()
+        states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
+        for s in np.flatnonzero((states == L.PENDING) | (states == L.READY)):
+            _, _, _, signals = self._slot_keepalive[int(s)]
+            for m, _ in signals:
+                host_fail(self.a, int(m), L.STATUS_ABORTED)
+        _live_schedulers.discard(self)
+
+
+_live_schedulers: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
+
+
+def _shutdown_all() -> None:
+    for sched in list(_live_schedulers):
+        sched.shutdown()
+
+
+# Before the interpreter tears down modules (and frees the arrays the workers read), stop every
+# worker. threading's atexit hook runs before module teardown and before non-daemon joins.
+threading._register_atexit(_shutdown_all)  # type: ignore[attr-defined]

@@ -216,3 +216,23 @@ def memcpy(typingctx, dst, src, n):
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def address_of(typingctx, ptr):
+    """A `void*` as an int64 address (the inverse of `voidptr`)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.ptrtoint(args[0], _i64)
+
+    return types.int64(types.voidptr), codegen
+
+
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of `bits` (kernel constants)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.trunc(args[0], _i32), ir.FloatType())
+
+    return types.float32(types.int64), codegen

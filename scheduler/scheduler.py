@@ -121,7 +121,7 @@ class Scheduler:
         self._free_sems = list(range(self._sems - 1, -1, -1))
         self._serial = 0
         self._closed = False
-        self.semaphore_errors: dict[int, BaseException] = {}
+        self.host_errors: dict[int, BaseException] = {}  # error id -> what semaphore.fail() was given
         self.threads: list[threading.Thread] = []
         for w in range(workers):
             cpu = topology.cpus[w % len(topology.cpus)] if pin else None
@@ -137,9 +137,10 @@ class Scheduler:
 
     # --- submissions -------------------------------------------------------------------------------
 
-    def submit(self, program: GridProgram, waits: list[tuple[int, int]], signals: list[tuple[int, int]]) -> int:
+    def submit(self, program: GridProgram, waits: list[tuple[int, int]], signals: list[tuple[int, int]], keepalive: object = None) -> int:
         """Queues the program to run once every wait (semaphore, value) is met, then raise every
-        signal semaphore to its value. Returns at once; returns the submission's serial."""
+        signal semaphore to its value. Returns at once, with the submission's serial.
+        `keepalive` is held until the submission completes (what the program points into)."""
         waits_arr = np.array(waits, dtype=np.int64).reshape(-1, 2)
         signals_arr = np.array(signals, dtype=np.int64).reshape(-1, 2)
         n_cmds = len(program.commands)
@@ -148,7 +149,7 @@ class Scheduler:
             self._check_open()
             s = self._take_slot()
             self._serial += 1
-            self._slot_keepalive[s] = (program, tiles, waits_arr, signals_arr)
+            self._slot_keepalive[s] = (program, tiles, waits_arr, signals_arr, keepalive)
             base = self.arena[L.H_SLOTS] + s * L.SLOT_WORDS
             row = self.arena[base : base + L.SLOT_WORDS]
             row[L.S_PROGRAM] = program.commands.ctypes.data
@@ -200,7 +201,6 @@ class Scheduler:
 
     def release_semaphore(self, m: int) -> None:
         with self._lock:
-            self.semaphore_errors.pop(m, None)
             self._free_sems.append(m)
 
     def _sem_row(self, m: int) -> np.ndarray:
@@ -223,11 +223,11 @@ class Scheduler:
             host_signal(self.a, m, value)
         self._drain()
 
-    def fail_semaphore(self, m: int, error: BaseException | None, status: int = L.STATUS_HOST_FAILED) -> None:
+    def fail_semaphore(self, m: int, error: BaseException) -> None:
         with self._lock:
-            if error is not None:
-                self.semaphore_errors.setdefault(m, error)
-            host_fail(self.a, m, status)
+            error_id = len(self.host_errors)
+            self.host_errors[error_id] = error
+            host_fail(self.a, m, L.STATUS_HOST_FAILED, error_id)
         self._drain()
 
     def wait_semaphore(self, m: int, value: int, timeout: float | None) -> bool:
@@ -245,6 +245,11 @@ class Scheduler:
                 return False
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded(f"semaphore did not reach {value} within {timeout} s (it is at {self.semaphore_value(m)})")
+
+    def in_flight(self) -> int:
+        """Submissions not yet complete (parked on semaphores or running)."""
+        states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
+        return int(np.count_nonzero((states == L.PENDING) | (states == L.READY) | (states == L.RESERVED)))
 
     # --- observability -------------------------------------------------------------------------------
 
@@ -318,9 +323,9 @@ class Scheduler:
             t.join()
         states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
         for s in np.flatnonzero((states == L.PENDING) | (states == L.READY)):
-            _, _, _, signals = self._slot_keepalive[int(s)]
+            signals = self._slot_keepalive[int(s)][3]
             for m, _ in signals:
-                host_fail(self.a, int(m), L.STATUS_ABORTED)
+                host_fail(self.a, int(m), L.STATUS_ABORTED, -1)
         _live_schedulers.discard(self)
 
 

@@ -111,8 +111,9 @@ def host_signal(a: int, m: int, value: int) -> None:
 
 
 @njit(nogil=True, cache=True)
-def host_fail(a: int, m: int, status: int) -> None:
-    fail_sem(a, m, status, -1, -1, 0)
+def host_fail(a: int, m: int, status: int, error_id: int) -> None:
+    """Fails from the host; `error_id` names the host's error object (kept in Python)."""
+    fail_sem(a, m, status, -1, error_id, 0)
     scan_pending(a, -1)
 
 

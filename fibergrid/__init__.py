@@ -1,0 +1,26 @@
+"""fibergrid: compiled compute kernels on CPUs with GPU semantics.
+
+    import fibergrid as fg
+    device = fg.create_device("local-task", workers=2)
+"""
+
+import hal_cpu  # noqa: F401  (registers local-sync and local-task)
+from fibergrid.kernel import Workgroup, kernel
+from hal import *  # noqa: F401,F403
+from hal import __all__ as _hal_all
+from hal.driver import create_device as _create_device
+from scheduler import detect as _detect
+
+
+def default_driver() -> str:
+    """local-task where more than one core is available, else local-sync."""
+    return "local-task" if _detect().default_workers > 1 else "local-sync"
+
+
+def create_device(name: str | None = None, **options):
+    """`create_device("local-task", workers=2)`; no name: the default driver."""
+    return _create_device(name or default_driver(), **options)
+
+
+__all__ = list(_hal_all) + ["Workgroup", "create_device", "default_driver", "kernel"]
+__version__ = "0.1.0"

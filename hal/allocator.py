@@ -1,0 +1,34 @@
+"""The allocator: where buffers come from. One per device; the device's limits apply."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hal.buffer import Buffer, BufferUsage, BufferView, MemoryType
+from hal.errors import ResourceExhausted
+
+
+class Allocator:
+    def __init__(self, device, max_allocation_size: int = 1 << 40) -> None:
+        self.device = device
+        self.max_allocation_size = max_allocation_size
+
+    def allocate_buffer(self, size: int, usage: BufferUsage = BufferUsage.DEFAULT, memory_type: MemoryType = MemoryType.DEFAULT) -> Buffer:
+        if isinstance(size, (int, np.integer)) and size > self.max_allocation_size:
+            raise ResourceExhausted(f"allocate_buffer: {size} bytes exceeds the device limit of {self.max_allocation_size}")
+        try:
+            return Buffer(size, usage, memory_type, device=self.device)
+        except MemoryError as e:
+            raise ResourceExhausted(f"allocate_buffer: {size} bytes: out of host memory") from e
+
+    def allocate_view(self, shape, dtype, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:
+        shape = tuple(int(d) for d in shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return BufferView(self.allocate_buffer(nbytes, usage), shape, dtype)
+
+    def import_array(self, array, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:
+        """A new buffer holding a copy of `array` (C order)."""
+        array = np.ascontiguousarray(array)
+        view = self.allocate_view(array.shape, array.dtype, usage)
+        view.buffer.write(array)
+        return view

@@ -1,0 +1,133 @@
+"""The device: allocator, executables, command buffers, semaphores and the queue.
+
+A driver subclasses Device and supplies: `lower_command_buffer`, `create_semaphore`,
+`check_executable` and `_submit`. Everything the model promises about validation lives here,
+so every driver behaves alike.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from hal.allocator import Allocator
+from hal.buffer import Buffer
+from hal.command_buffer import CommandBuffer, CommandBufferMode
+from hal.errors import FailedPrecondition, InvalidArgument, Unavailable
+from hal.executable import Executable, ExecutableCache
+from hal.semaphore import Semaphore
+
+Timepoints = Iterable[tuple[Semaphore, int]]
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    max_workgroup_count: int = (1 << 21) - 1  # per dimension
+    local_memory_size: int = 256 * 1024  # per workgroup
+    max_update_size: int = 64 * 1024  # bytes of host data one update command may carry
+
+
+class Device(abc.ABC):
+    driver: str = ""
+    formats: tuple[str, ...] = ()  # executable formats the device loads
+
+    def __init__(self, limits: DeviceLimits) -> None:
+        self.limits = limits
+        self.allocator = Allocator(self)
+        self.executable_cache = ExecutableCache()
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Device {self.driver}>"
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- objects ---------------------------------------------------------------------------------
+
+    def allocate_buffer(self, size: int, *args, **kwargs) -> Buffer:
+        return self.allocator.allocate_buffer(size, *args, **kwargs)
+
+    def create_command_buffer(self, mode: CommandBufferMode | str = CommandBufferMode.ONE_SHOT) -> CommandBuffer:
+        self._check_open()
+        return CommandBuffer(self, CommandBufferMode(mode))
+
+    def check_executable(self, executable: Executable) -> None:
+        if executable.format not in self.formats:
+            raise Unavailable(f"{self.driver}: cannot load executable format '{executable.format}' (supported: {list(self.formats)})")
+
+    @abc.abstractmethod
+    def create_semaphore(self, initial_value: int = 0) -> Semaphore: ...
+
+    @abc.abstractmethod
+    def lower_command_buffer(self, command_buffer: CommandBuffer) -> object:
+        """The driver's executable form of an ended command buffer."""
+
+    # --- queue -------------------------------------------------------------------------------------
+
+    def queue_execute(self, command_buffers: Sequence[CommandBuffer] | CommandBuffer, wait: Timepoints = (), signal: Timepoints = ()) -> None:
+        """Runs the command buffers, in order, once every wait timepoint is reached; then
+        signals every signal timepoint. Returns at once (local-sync: after running, if it could)."""
+        self._check_open()
+        if isinstance(command_buffers, CommandBuffer):
+            command_buffers = [command_buffers]
+        for cb in command_buffers:
+            if not isinstance(cb, CommandBuffer) or cb.device is not self:
+                raise InvalidArgument(f"queue_execute: {cb!r} was not created by {self!r}")
+            if not cb.ended:
+                raise FailedPrecondition(f"queue_execute: {cb!r} has not ended")
+            if cb.mode is CommandBufferMode.ONE_SHOT and cb.submitted:
+                raise FailedPrecondition(f"queue_execute: one-shot {cb!r} was already submitted")
+        wait, signal = self._timepoints(wait, "wait"), self._timepoints(signal, "signal")
+        for cb in command_buffers:
+            cb.submitted += 1
+        self._submit(list(command_buffers), wait, signal)
+
+    def queue_barrier(self, wait: Timepoints = (), signal: Timepoints = ()) -> None:
+        """Signals once the waits are reached: orders later submissions after earlier ones."""
+        self.queue_execute([], wait, signal)
+
+    def queue_fill(self, target: Buffer, offset: int, length: int | None, pattern, pattern_length: int | None = None, wait: Timepoints = (), signal: Timepoints = ()) -> None:
+        cb = self.create_command_buffer()
+        cb.fill(target, offset, length, pattern, pattern_length)
+        cb.end()
+        self.queue_execute([cb], wait, signal)
+
+    def queue_copy(self, source: Buffer, source_offset: int, target: Buffer, target_offset: int, length: int, wait: Timepoints = (), signal: Timepoints = ()) -> None:
+        cb = self.create_command_buffer()
+        cb.copy(source, source_offset, target, target_offset, length)
+        cb.end()
+        self.queue_execute([cb], wait, signal)
+
+    def _timepoints(self, points: Timepoints, what: str) -> list[tuple[Semaphore, int]]:
+        out = []
+        for p in points:
+            try:
+                sem, value = p
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"queue_execute: {what} entry {p!r} is not a (semaphore, value) pair") from None
+            if not isinstance(sem, Semaphore) or sem.device is not self:
+                raise InvalidArgument(f"queue_execute: {what} semaphore {sem!r} does not belong to {self!r}")
+            if not isinstance(value, int) or not 0 <= value < (1 << 63):
+                raise InvalidArgument(f"queue_execute: {what} value {value!r} must be an int in [0, 2**63)")
+            out.append((sem, value))
+        return out
+
+    @abc.abstractmethod
+    def _submit(self, command_buffers: list[CommandBuffer], wait: list[tuple[Semaphore, int]], signal: list[tuple[Semaphore, int]]) -> None: ...
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Waits for every submission made so far."""
+
+    # --- lifetime ------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise FailedPrecondition(f"{self!r} is closed")
+
+    def close(self) -> None:
+        self.closed = True

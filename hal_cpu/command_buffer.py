@@ -1,0 +1,94 @@
+"""Lowering a recorded command buffer into the scheduler's grid program, once, at `end()`.
+
+Everything a worker needs is resolved here into raw addresses: each dispatch gets its
+DispatchState (hal/abi.py) with its constants and binding tables; updates get their data copied
+into memory the program owns. Replaying the program costs no Python per command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hal.abi import DISPATCH_STATE_DTYPE
+from hal.buffer import aligned_bytes
+from hal.command_buffer import CommandBuffer, Copy, Dispatch, Fill, Update
+from scheduler import GridProgram
+from scheduler import layout as L
+
+
+@dataclass
+class LoweredCommandBuffer:
+    program: GridProgram
+    keepalive: list  # dispatch states, tables, update data, executables and buffers referenced
+
+
+def _tiles(length: int) -> int:
+    return -(-length // L.TRANSFER_TILE_BYTES)
+
+
+def _dispatch_state(d: Dispatch, keep: list) -> int:
+    state = aligned_bytes(DISPATCH_STATE_DTYPE.itemsize).view(DISPATCH_STATE_DTYPE)
+    ptrs = np.array([b.buffer.address + b.offset for b in d.bindings] or [0], dtype=np.uint64)
+    lengths = np.array([b.length for b in d.bindings] or [0], dtype=np.uint64)
+    constants = d.constants if len(d.constants) else np.zeros(1, np.uint32)
+    state["workgroup_size"] = d.entry.workgroup_size
+    state["workgroup_count"] = d.workgroup_count
+    state["constant_count"] = d.entry.constant_count
+    state["binding_count"] = d.entry.binding_count
+    state["constants"] = constants.ctypes.data
+    state["binding_ptrs"] = ptrs.ctypes.data
+    state["binding_lengths"] = lengths.ctypes.data
+    keep += [state, ptrs, lengths, constants, d.executable, [b.buffer for b in d.bindings]]
+    return state.ctypes.data
+
+
+def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
+    rows: list[np.ndarray] = []
+    regions: list[tuple[int, int]] = []
+    keep: list = []
+    index = 0
+    for region in cb.regions():
+        first = len(rows)
+        for cmd in region:
+            row = np.zeros(L.CMD_WORDS, dtype=np.int64)
+            row[L.C_INDEX] = index
+            row[L.C_PROGRAM] = cb.id
+            index += 1
+            if isinstance(cmd, Dispatch):
+                row[L.C_OP] = L.OP_DISPATCH
+                row[L.C_FN] = cmd.entry.function
+                row[L.C_STATE] = _dispatch_state(cmd, keep)
+                row[L.C_COUNT : L.C_COUNT + 3] = cmd.workgroup_count
+                row[L.C_TILES] = int(np.prod(cmd.workgroup_count))
+                if cmd.indirect is not None:
+                    row[L.C_INDIRECT] = cmd.indirect.buffer.address + cmd.indirect.offset
+                    row[L.C_MAX_COUNT] = max_workgroup_count
+                    keep.append(cmd.indirect.buffer)
+            elif isinstance(cmd, Fill):
+                row[L.C_OP] = L.OP_FILL
+                row[L.C_FN] = cmd.target.buffer.address + cmd.target.offset
+                row[L.C_STATE] = cmd.pattern
+                row[L.C_COUNT] = cmd.target.length
+                row[L.C_PATTERN_LEN] = cmd.pattern_length
+                row[L.C_TILES] = _tiles(cmd.target.length)
+                keep.append(cmd.target.buffer)
+            elif isinstance(cmd, (Copy, Update)):
+                if isinstance(cmd, Update):
+                    data = np.frombuffer(cmd.data, dtype=np.uint8).copy()
+                    source = data.ctypes.data
+                    keep.append(data)
+                else:
+                    source = cmd.source.buffer.address + cmd.source.offset
+                    keep.append(cmd.source.buffer)
+                row[L.C_OP] = L.OP_COPY
+                row[L.C_FN] = cmd.target.buffer.address + cmd.target.offset
+                row[L.C_STATE] = source
+                row[L.C_COUNT] = cmd.target.length
+                row[L.C_TILES] = _tiles(cmd.target.length)
+                keep.append(cmd.target.buffer)
+            rows.append(row)
+        regions.append((first, len(rows)))
+    commands = np.array(rows, dtype=np.int64).reshape(-1, L.CMD_WORDS)
+    return LoweredCommandBuffer(GridProgram(commands, np.array(regions, dtype=np.int64).reshape(-1, 2)), keep)

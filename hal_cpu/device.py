@@ -1,0 +1,55 @@
+"""The CPU devices: `local-task` (the scheduler's worker threads) and `local-sync` (the same
+native executor, run inline on the submitting thread, as IREE's local-sync does)."""
+
+from __future__ import annotations
+
+import time
+
+from hal.command_buffer import CommandBuffer
+from hal.device import Device, DeviceLimits
+from hal.errors import DeadlineExceeded
+from hal.executable import CPU_NATIVE_FORMAT
+from hal.semaphore import Semaphore
+from hal_cpu.command_buffer import lower
+from hal_cpu.semaphore import CpuSemaphore
+from scheduler import GridProgram, Scheduler
+
+
+class CpuDevice(Device):
+    formats = (CPU_NATIVE_FORMAT,)
+
+    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = 256 * 1024, spin_us: float = 20.0, max_submissions: int = 1024) -> None:
+        super().__init__(DeviceLimits(local_memory_size=local_memory_size))
+        self.driver = driver
+        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, max_submissions=max_submissions)
+
+    def __repr__(self) -> str:
+        return f"<Device {self.driver} workers={self.scheduler.threads_count}>"
+
+    @property
+    def workers(self) -> int:
+        return self.scheduler.workers
+
+    def create_semaphore(self, initial_value: int = 0) -> Semaphore:
+        self._check_open()
+        return CpuSemaphore(self, initial_value)
+
+    def lower_command_buffer(self, command_buffer: CommandBuffer):
+        return lower(command_buffer, self.limits.max_workgroup_count)
+
+    def _submit(self, command_buffers, wait, signal) -> None:
+        program = GridProgram.concatenate([cb.lowered.program for cb in command_buffers])
+        keepalive = ([cb.lowered for cb in command_buffers], [s for s, _ in wait], [s for s, _ in signal])
+        self.scheduler.submit(program, [(s.index, v) for s, v in wait], [(s.index, v) for s, v in signal], keepalive)
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.scheduler.in_flight():
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{self!r}: {self.scheduler.in_flight()} submissions still in flight after {timeout} s")
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.scheduler.shutdown()
+        super().close()

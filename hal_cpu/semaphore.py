@@ -1,0 +1,67 @@
+"""Timeline semaphores backed by the scheduler's native semaphore table, so workers signal and
+check them without Python, and host waits sleep on a futex with the GIL released."""
+
+from __future__ import annotations
+
+from hal.command_buffer import Dispatch, lookup
+from hal.errors import Aborted, InvalidArgument
+from hal.semaphore import Semaphore
+from scheduler import SemaphoreFailure
+from scheduler import layout as L
+
+
+class CpuSemaphore(Semaphore):
+    def __init__(self, device, initial_value: int = 0) -> None:
+        if not isinstance(initial_value, int) or not 0 <= initial_value < (1 << 63):
+            raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
+        self.device = device
+        self._scheduler = device.scheduler
+        self.index = self._scheduler.create_semaphore(initial_value)
+
+    def __repr__(self) -> str:
+        return f"Semaphore(#{self.index})"
+
+    def __del__(self) -> None:
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None and hasattr(self, "index"):
+            scheduler.release_semaphore(self.index)
+
+    def _raise_if_failed(self) -> None:
+        failure = self._scheduler.semaphore_failure(self.index)
+        if failure is not None:
+            raise Aborted(f"{self!r} failed: {describe(failure, self._scheduler.host_errors)}")
+
+    def query(self) -> int:
+        self._raise_if_failed()
+        return self._scheduler.semaphore_value(self.index)
+
+    def signal(self, value: int) -> None:
+        self._raise_if_failed()
+        current = self._scheduler.semaphore_value(self.index)
+        if not isinstance(value, int) or value < current:
+            raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {current} (timelines only move forward)")
+        self._scheduler.signal_semaphore(self.index, value)
+
+    def wait(self, value: int, timeout: float | None = None) -> None:
+        if not self._scheduler.wait_semaphore(self.index, value, timeout):
+            self._raise_if_failed()
+
+    def fail(self, error: BaseException | str) -> None:
+        self._scheduler.fail_semaphore(self.index, error if isinstance(error, BaseException) else Aborted(str(error)))
+
+
+def describe(failure: SemaphoreFailure, host_errors: dict[int, BaseException]) -> str:
+    """One line naming what failed: the kernel and workgroup, or the host's error."""
+    if failure.status == L.STATUS_HOST_FAILED:
+        error = host_errors.get(failure.command)
+        return f"failed from the host: {error}" if error is not None else "failed from the host"
+    if failure.status == L.STATUS_ABORTED:
+        return "the device shut down with the submission in flight"
+    cb = lookup(failure.program)
+    cmd = cb.command(failure.command) if cb is not None else None
+    where = f"command {failure.command} of command buffer #{failure.program}"
+    if failure.status == L.STATUS_INDIRECT_RANGE:
+        name = cmd.entry.name if isinstance(cmd, Dispatch) else "?"
+        return f"dispatch_indirect '{name}' ({where}): workgroup count {failure.workgroup[0]} read from its buffer is out of range"
+    name = cmd.entry.name if isinstance(cmd, Dispatch) else "?"
+    return f"kernel '{name}' returned status {failure.status} at workgroup {failure.workgroup} ({where})"

@@ -1,0 +1,211 @@
+"""Generated matmul/GEMV/conv kernels vs numpy (OpenBLAS), as one JSON object.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.matmul_kernels --json
+
+(the two variables, set in the project's environment, slow OpenBLAS down; unset them for this
+command only.) Kernels run without the scheduler: a numba `nogil` loop calls the kernel's
+function pointer for a contiguous range of workgroups, `reps` times over; with two threads
+each runs half of the grid. There is no barrier between repetitions, so the figures are the
+kernels' own cost (the scheduler's per-dispatch overhead is benchmarked elsewhere). numpy runs
+with OpenBLAS set to the same thread count. Every figure is the median of `--repeats` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from compiler.codegen.llvm_cpu import conv, jit, matmul
+from hal import abi
+
+
+@intrinsic
+def _call_kernel(typingctx, fn, dispatch_state, workgroup_state):  # noqa: ANN001 (numba typing)
+    """Call the kernel at address `fn` (inttoptr + call: no ctypes cost per workgroup)."""
+    sig = types.int32(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.IntType(32), [i8p, i8p])
+        target = builder.inttoptr(args[0], fnty.as_pointer())
+        return builder.call(target, [builder.inttoptr(args[1], i8p), builder.inttoptr(args[2], i8p)])
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def _run_workgroups(fn: int, dispatch_state: int, states: int, count: int, reps: int) -> int:
+    for _ in range(reps):
+        for i in range(count):
+            rc = _call_kernel(fn, dispatch_state, states + i * 32)
+            if rc != 0:
+                return rc
+    return 0
+
+
+class Dispatch:
+    """One kernel, its bindings and per-thread WorkgroupStates (each thread has its own local
+    memory), ready to run `reps` times on 1 or 2 threads."""
+
+    def __init__(self, fn: int, grid: tuple[int, int, int], local_bytes: int,
+                 arrays: Sequence[np.ndarray], threads: int) -> None:
+        self.fn = fn
+        self.arrays = arrays
+        self._ptrs = np.array([a.ctypes.data for a in arrays], np.uint64)
+        self._lens = np.array([a.nbytes for a in arrays], np.uint64)
+        self.ds = np.zeros((), abi.DISPATCH_STATE_DTYPE)
+        self.ds["workgroup_count"] = grid
+        self.ds["binding_count"] = len(arrays)
+        self.ds["binding_ptrs"] = self._ptrs.ctypes.data
+        self.ds["binding_lengths"] = self._lens.ctypes.data
+        ids = np.array([(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])])
+        self.shards = []
+        self._locals = []
+        for part in np.array_split(ids, threads):
+            local = np.zeros(local_bytes // 4 + 16, np.float32)
+            states = np.zeros(len(part), abi.WORKGROUP_STATE_DTYPE)
+            states["workgroup_id"] = part
+            states["worker_id"] = len(self.shards)
+            states["local_memory"] = (local.ctypes.data + 63) // 64 * 64
+            states["local_memory_size"] = local_bytes
+            self._locals.append(local)
+            self.shards.append(states)
+
+    def run(self, reps: int = 1) -> None:
+        def shard(states: np.ndarray) -> None:
+            rc = _run_workgroups(self.fn, self.ds.ctypes.data, states.ctypes.data, len(states), reps)
+            if rc:
+                raise RuntimeError(f"kernel returned {rc}")
+
+        if len(self.shards) == 1:
+            shard(self.shards[0])
+            return
+        workers = [threading.Thread(target=shard, args=(s,)) for s in self.shards]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+
+def _openblas_threads(n: int) -> None:
+    """Set numpy's OpenBLAS thread count in-process (numpy wheels bundle scipy-openblas)."""
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "libscipy_openblas*.so"))
+    if not libs:
+        raise RuntimeError("numpy's OpenBLAS library not found: cannot match its thread count")
+    ctypes.CDLL(libs[0]).scipy_openblas_set_num_threads64_(n)
+
+
+def _median_seconds(fn: Callable[[], None], repeats: int, reps: int = 1) -> float:
+    fn()  # warm caches (and numba/JIT paths)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) / reps)
+    return statistics.median(times)
+
+
+def _case(name: str, flops: float, kernel_fn: int, grid: tuple[int, int, int], local_bytes: int,
+          arrays: Sequence[np.ndarray], reference: Callable[[], np.ndarray], out: np.ndarray,
+          repeats: int, reps: int) -> dict:
+    """Check the kernel against numpy, then time both at 1 and 2 threads."""
+    Dispatch(kernel_fn, grid, local_bytes, arrays, 1).run()
+    expected = reference()
+    err = float(np.abs(out - expected).max() / max(1.0, float(np.abs(expected).max())))
+    row: dict = {"case": name, "max_rel_err": err}
+    for threads in (1, 2):
+        dispatch = Dispatch(kernel_fn, grid, local_bytes, arrays, threads)
+        _openblas_threads(threads)
+        ours = _median_seconds(lambda: dispatch.run(reps), repeats, reps)
+        theirs = _median_seconds(lambda: [reference() for _ in range(reps)], repeats, reps)
+        row[f"t{threads}"] = {
+            "us": round(ours * 1e6, 1), "gflops": round(flops / ours / 1e9, 1),
+            "numpy_us": round(theirs * 1e6, 1), "numpy_gflops": round(flops / theirs / 1e9, 1),
+            "vs_numpy": round(theirs / ours, 2),
+        }
+    return row
+
+
+def bench_matmul(m: int, n: int, k: int, repeats: int, reps: int, **gen: object) -> dict:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), np.float32)
+    b = rng.standard_normal((k, n), np.float32)
+    c = np.zeros((m, n), np.float32)
+    start = time.perf_counter()
+    kernel = matmul.generate_matmul(m, n, k, **gen)
+    module = jit.compile_ir(kernel.ir)
+    compile_ms = (time.perf_counter() - start) * 1e3
+    row = _case(f"matmul {m}x{k}@{k}x{n}", 2.0 * m * n * k, module.address(kernel.name),
+                kernel.workgroup_count, kernel.local_memory_size, [a, b, c], lambda: a @ b, c,
+                repeats, reps)
+    row["config"] = kernel.config.__dict__
+    row["workgroups"] = kernel.workgroup_count
+    row["compile_ms"] = round(compile_ms, 1)
+    return row
+
+
+def bench_conv(repeats: int, reps: int) -> dict:
+    """conv2d 1x56x56x64 * 3x3x64x64, SAME; numpy does im2col (sliding_window_view) + matmul."""
+    xs, ws = (1, 56, 56, 64), (3, 3, 64, 64)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(xs, np.float32), rng.standard_normal(ws, np.float32)
+    out = np.zeros((1, 56, 56, 64), np.float32)
+    start = time.perf_counter()
+    kernel = conv.generate_conv2d(xs, ws, padding="SAME")
+    module = jit.compile_ir(kernel.ir)
+    compile_ms = (time.perf_counter() - start) * 1e3
+    w2 = w.reshape(-1, 64)
+
+    def reference() -> np.ndarray:
+        xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        cols = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2))  # 1,56,56,64,3,3
+        return (cols.transpose(0, 1, 2, 4, 5, 3).reshape(56 * 56, -1) @ w2).reshape(out.shape)
+
+    row = _case("conv2d 1x56x56x64 * 3x3x64x64 SAME", 2.0 * 56 * 56 * 64 * 64 * 9,
+                module.address(kernel.name), kernel.workgroup_count, kernel.local_memory_size,
+                [x, w, out], reference, out, repeats, reps)
+    row["config"] = kernel.config.__dict__
+    row["workgroups"] = kernel.workgroup_count
+    row["compile_ms"] = round(compile_ms, 1)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the default is a table)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per figure (median)")
+    args = parser.parse_args()
+    rows = [
+        bench_matmul(1024, 1024, 1024, args.repeats, reps=1),
+        bench_matmul(1, 1024, 784, args.repeats, reps=200),
+        bench_conv(args.repeats, reps=5),
+    ]
+    result = {
+        "host": jit.format_tag(), "vector_lanes": jit.vector_width_f32(),
+        "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ},
+        "cases": rows,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    for row in rows:
+        for t in ("t1", "t2"):
+            r = row[t]
+            print(f"{row['case']:<40} {t}: {r['gflops']:7.1f} GFLOP/s  numpy {r['numpy_gflops']:7.1f}"
+                  f"  ratio {r['vs_numpy']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The compiler's tensor IR: an SSA graph of ops on tensors, as produced by the frontends.
+
+Shape of the IR (deliberately close to StableHLO so a frontend is a translation, not a redesign):
+
+- `Module` holds `Function`s by name; the entry points are the public ones.
+- A `Function` (and a `Region`, an op's nested body such as a reduce's reducer) has argument
+  `Value`s, a list of `Op`s in execution order, and the `Value`s it returns. There is no
+  terminator op: the returned values are the `results` field.
+- An `Op` has a `name` (the StableHLO op name without the `stablehlo.` prefix: 'add',
+  'dot_general', 'reduce', ...), operand and result `Value`s, `attrs` (plain Python values:
+  int, float, bool, str, tuples of them, numpy arrays for constants) and nested `regions`.
+- A `Value` is defined exactly once (a function/region argument or an op result) and compares by
+  identity. Its `TensorType` may have dynamic dims: None (unknown) or a str (a symbolic name such as
+  'b', shared by all dims known to be equal).
+
+`ELEMENTWISE` is the single table of elementwise ops: the parser uses it to accept them, shape
+inference to type them and the reference evaluator to run them (its numpy function gives the
+semantics; codegen keys its emitters on the same names).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from compiler.errors import CompileError
+
+Dim = Union[int, str, None]
+
+
+def _element_types() -> dict[str, np.dtype]:
+    types = {
+        "i1": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
+        "ui8": np.uint8, "ui16": np.uint16, "ui32": np.uint32, "ui64": np.uint64,
+        "f16": np.float16, "f32": np.float32, "f64": np.float64, "index": np.int64,
+    }
+    try:  # bf16 has no numpy dtype of its own; ml_dtypes (a jax dependency) provides one
+        import ml_dtypes
+        types["bf16"] = ml_dtypes.bfloat16
+    except ImportError:
+        pass
+    return {name: np.dtype(t) for name, t in types.items()}
+
+
+ELEMENT_TYPES: dict[str, np.dtype] = _element_types()
+"""MLIR element type name -> numpy dtype ('index' is the int64 of shape computations)."""
+
+_ELEMENT_TYPE_NAMES = {dt: name for name, dt in ELEMENT_TYPES.items() if name != "index"}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A ranked tensor type; `shape` dims are ints, or None / a symbolic name when dynamic."""
+
+    shape: tuple[Dim, ...]
+    dtype: np.dtype
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def __str__(self) -> str:
+        dims = ["?" if d is None else str(d) for d in self.shape]
+        return "tensor<" + "x".join(dims + [_ELEMENT_TYPE_NAMES.get(self.dtype, str(self.dtype))]) + ">"
+
+
+@dataclass(eq=False)
+class Value:
+    """An SSA value. `name` is the name it had in the source text, for messages only."""
+
+    type: TensorType
+    name: str = ""
+
+    def __repr__(self) -> str:
+        return f"{self.name}: {self.type}"
+
+
+@dataclass(eq=False)
+class Region:
+    """A nested body (reducer, comparator, loop body): arguments, ops, returned values."""
+
+    args: list[Value]
+    ops: list[Op]
+    results: list[Value]
+
+
+@dataclass(eq=False)
+class Op:
+    """One operation. `loc` is the (line, col) of the op in the source text, when parsed."""
+
+    name: str
+    operands: list[Value]
+    results: list[Value]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    regions: list[Region] = field(default_factory=list)
+    loc: tuple[int, int] | None = None
+
+    def where(self) -> str:
+        """'op NAME at LINE:COL', for error messages."""
+        return f"op '{self.name}'" + (f" at {self.loc[0]}:{self.loc[1]}" if self.loc else "")
+
+
+@dataclass(eq=False)
+class Function:
+    """A function; `public` ones are entry points, private ones are only reached by 'call' ops."""
+
+    name: str
+    args: list[Value]
+    results: list[Value]
+    ops: list[Op]
+    public: bool = True
+
+
+@dataclass(eq=False)
+class Module:
+    functions: dict[str, Function]
+
+    def function(self, name: str) -> Function:
+        if name not in self.functions:
+            raise CompileError(f"module has no function '{name}' (has: {', '.join(self.functions)})")
+        return self.functions[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise ops
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An elementwise op: operand count, numpy semantics, and whether it yields i1."""
+
+    arity: int
+    fn: Callable[..., np.ndarray]
+    bool_result: bool = False
+
+
+def _is_int(a: np.ndarray) -> bool:
+    return np.issubdtype(a.dtype, np.integer)
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if not _is_int(a):
+        return np.divide(a, b)
+    safe = np.where(b == 0, 1, b)
+    q = np.where((a % safe != 0) & ((a < 0) != (safe < 0)), a // safe + 1, a // safe)
+    return np.where(b == 0, -1, q)  # XLA: integer x / 0 == -1; truncation toward zero otherwise
+
+
+def _shift(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
+    bits = a.dtype.itemsize * 8
+    out_of_range = (b < 0) | (b >= bits)
+    b = np.clip(b, 0, bits - 1).astype(a.dtype)
+    if kind == "left":
+        return np.where(out_of_range, 0, np.left_shift(a, b))
+    if kind == "arithmetic":
+        return np.where(out_of_range, np.where(a < 0, -1, 0), np.right_shift(a, b)).astype(a.dtype)
+    unsigned = a.view(np.dtype(f"u{a.dtype.itemsize}"))
+    return np.where(out_of_range, 0, np.right_shift(unsigned, b.astype(unsigned.dtype))).astype(a.dtype)
+
+
+def _round_afz(x: np.ndarray) -> np.ndarray:
+    t = np.trunc(x)
+    return t + np.where(np.abs(x - t) >= 0.5, np.sign(x), 0).astype(x.dtype)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+ELEMENTWISE: dict[str, Elementwise] = {
+    "add": Elementwise(2, np.add),
+    "subtract": Elementwise(2, np.subtract),
+    "multiply": Elementwise(2, np.multiply),
+    "divide": Elementwise(2, _divide),
+    "remainder": Elementwise(2, np.fmod),
+    "power": Elementwise(2, np.power),
+    "maximum": Elementwise(2, np.maximum),
+    "minimum": Elementwise(2, np.minimum),
+    "atan2": Elementwise(2, np.arctan2),
+    "and": Elementwise(2, np.bitwise_and),
+    "or": Elementwise(2, np.bitwise_or),
+    "xor": Elementwise(2, np.bitwise_xor),
+    "shift_left": Elementwise(2, lambda a, b: _shift(a, b, "left")),
+    "shift_right_logical": Elementwise(2, lambda a, b: _shift(a, b, "logical")),
+    "shift_right_arithmetic": Elementwise(2, lambda a, b: _shift(a, b, "arithmetic")),
+    "negate": Elementwise(1, np.negative),
+    "abs": Elementwise(1, np.abs),
+    "sign": Elementwise(1, np.sign),
+    "not": Elementwise(1, lambda a: np.logical_not(a) if a.dtype == np.bool_ else np.invert(a)),
+    "exponential": Elementwise(1, np.exp),
+    "exponential_minus_one": Elementwise(1, np.expm1),
+    "log": Elementwise(1, np.log),
+    "log_plus_one": Elementwise(1, np.log1p),
+    "logistic": Elementwise(1, lambda x: 1 / (1 + np.exp(-x))),
+    "sqrt": Elementwise(1, np.sqrt),
+    "rsqrt": Elementwise(1, lambda x: 1 / np.sqrt(x)),
+    "cbrt": Elementwise(1, np.cbrt),
+    "tanh": Elementwise(1, np.tanh),
+    "sine": Elementwise(1, np.sin),
+    "cosine": Elementwise(1, np.cos),
+    "tan": Elementwise(1, np.tan),
+    "floor": Elementwise(1, np.floor),
+    "ceil": Elementwise(1, np.ceil),
+    "round_nearest_even": Elementwise(1, np.rint),
+    "round_nearest_afz": Elementwise(1, _round_afz),
+    "erf": Elementwise(1, _erf),  # from chlo.erf (jax.nn.gelu(approximate=False), erf)
+    "is_finite": Elementwise(1, np.isfinite, bool_result=True),
+    "select": Elementwise(3, np.where),
+    "clamp": Elementwise(3, lambda lo, x, hi: np.minimum(np.maximum(x, lo), hi)),
+}
+
+STRUCTURAL_OPS: frozenset[str] = frozenset({
+    "constant", "iota", "compare", "convert", "bitcast_convert", "broadcast_in_dim", "reshape",
+    "transpose", "reverse", "slice", "dynamic_slice", "dynamic_update_slice", "pad", "concatenate",
+    "dot_general", "convolution", "reduce", "reduce_window", "gather", "sort", "while", "call",
+    "get_dimension_size", "dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota",
+    "custom_call",
+})
+"""Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`."""
+
+SUPPORTED_OPS: frozenset[str] = STRUCTURAL_OPS | frozenset(ELEMENTWISE)

@@ -1,0 +1,397 @@
+"""Shape inference and shape specialization.
+
+`infer_shapes(module)` types every op from its operands and attrs, checks the result types the
+frontend read against that, and refines dynamic dims where the inference knows better (an int beats
+None or a symbolic name; a symbolic name beats None).
+
+`specialize(module, function_name, input_shapes)` is what the runtime calls once it knows the input
+shapes: it re-types the entry function (and, per distinct signature, every function it calls) with
+concrete dims, folds the small integer shape computations jax.export emits
+(`get_dimension_size`, `concatenate` of dims, ...), turns the `dynamic_*` ops whose shape is now known
+into their static forms, checks the `shape_assertion`s (raising `ShapeAssertionError` with JAX's
+message) and drops what became dead. The result is a fully static module for the backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from compiler import reference  # its op semantics fold shape computations: they cannot disagree
+from compiler.errors import CompileError, ShapeAssertionError, shape_assertion_message
+from compiler.ir import ELEMENTWISE, Dim, Function, Module, Op, Region, TensorType, Value
+
+_FOLD_LIMIT = 64  # fold integer results up to this many elements: shape vectors, not data
+
+
+def _known(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def _arith(f: Callable[..., int], *dims: Dim) -> Dim:
+    """f over dims when they are all known, else unknown."""
+    return f(*dims) if all(_known(d) for d in dims) else None
+
+
+def _merge_dim(a: Dim, b: Dim, what: str) -> Dim:
+    if _known(a) and _known(b) and a != b:
+        raise CompileError(f"{what}: dimension {a} does not match {b}")
+    if _known(a) or _known(b):
+        return a if _known(a) else b
+    return a if a is not None else b
+
+
+def _join(declared: TensorType, inferred: TensorType, what: str) -> TensorType:
+    if declared.rank != inferred.rank or declared.dtype != inferred.dtype:
+        raise CompileError(f"{what}: result type {declared} does not match inferred {inferred}")
+    dims = []
+    for d, i in zip(declared.shape, inferred.shape):
+        if _known(d) and _known(i) and d != i:
+            raise CompileError(f"{what}: result type {declared} does not match inferred {inferred}")
+        dims.append(i if _known(i) or d is None else d)
+    return TensorType(tuple(dims), declared.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# One rule per op: (op, operand types, declared result types, known operand values) -> shapes
+
+Rule = Callable[[Op, list[TensorType], list[TensorType], list["np.ndarray | None"]], list[TensorType]]
+
+
+def _elementwise(op: Op, ts: list[TensorType], decl: list[TensorType], _: list) -> list[TensorType]:
+    rank = max(t.rank for t in ts)
+    shape: list[Dim] = [None] * rank
+    for t in ts:
+        if t.rank == rank:
+            shape = [_merge_dim(a, b, op.where()) for a, b in zip(shape, t.shape)]
+        elif t.rank != 0:
+            raise CompileError(f"{op.where()}: operand ranks {[t.rank for t in ts]} do not match")
+    if op.name == "compare" or (op.name in ELEMENTWISE and ELEMENTWISE[op.name].bool_result):
+        dtype = np.dtype(np.bool_)
+    elif op.name in ("convert", "bitcast_convert"):
+        dtype = decl[0].dtype
+    else:
+        dtype = ts[1 if op.name in ("select", "clamp") else 0].dtype
+    return [TensorType(tuple(shape), dtype)]
+
+
+def _bitcast(op: Op, ts, decl, known) -> list[TensorType]:
+    if ts[0].dtype.itemsize == decl[0].dtype.itemsize:
+        return _elementwise(op, ts, decl, known)
+    return decl
+
+
+def _declared(op: Op, ts, decl, known) -> list[TensorType]:
+    return decl
+
+
+def _broadcast_in_dim(op: Op, ts, decl, known) -> list[TensorType]:
+    dims = op.attrs["broadcast_dimensions"]
+    out = list(decl[0].shape)
+    for i, d in enumerate(dims):
+        src = ts[0].shape[i]
+        if _known(src) and src != 1:
+            out[d] = _merge_dim(out[d], src, op.where())
+    return [TensorType(tuple(out), ts[0].dtype)]
+
+
+def _reshape(op: Op, ts, decl, known) -> list[TensorType]:
+    out = list(decl[0].shape)
+    unknown = [i for i, d in enumerate(out) if not _known(d)]
+    if ts[0].is_static and len(unknown) == 1:
+        rest = math.prod(d for d in out if _known(d))
+        out[unknown[0]] = math.prod(ts[0].shape) // rest if rest else 0
+    if ts[0].is_static and all(_known(d) for d in out) and math.prod(out) != math.prod(ts[0].shape):
+        raise CompileError(f"{op.where()}: cannot reshape {ts[0]} to {decl[0]}")
+    return [TensorType(tuple(out), ts[0].dtype)]
+
+
+def _shape_operand(op: Op, ts, decl, known) -> list[TensorType]:
+    """dynamic_broadcast_in_dim / dynamic_reshape / dynamic_iota: the shape is an operand's value."""
+    shape = known[1 if op.name != "dynamic_iota" else 0]
+    dtype = decl[0].dtype
+    if shape is None:
+        if op.name == "dynamic_broadcast_in_dim":
+            return [TensorType(_broadcast_in_dim(op, ts, decl, known)[0].shape, dtype)]
+        return decl
+    return [TensorType(tuple(int(d) for d in shape), dtype)]
+
+
+def _transpose(op: Op, ts, decl, known) -> list[TensorType]:
+    return [TensorType(tuple(ts[0].shape[p] for p in op.attrs["permutation"]), ts[0].dtype)]
+
+
+def _same_as_operands(op: Op, ts, decl, known) -> list[TensorType]:
+    return list(ts[:len(decl)])
+
+
+def _slice(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    shape = tuple(max(0, -(-(hi - lo) // s)) for lo, hi, s in
+                  zip(a["start_indices"], a["limit_indices"], a["strides"]))
+    return [TensorType(shape, ts[0].dtype)]
+
+
+def _dynamic_slice(op: Op, ts, decl, known) -> list[TensorType]:
+    return [TensorType(tuple(op.attrs["slice_sizes"]), ts[0].dtype)]
+
+
+def _pad(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    shape = tuple(_arith(lambda d, lo=lo, hi=hi, i=i: lo + hi + d + max(d - 1, 0) * i, d)
+                  for d, lo, hi, i in zip(ts[0].shape, a["edge_padding_low"],
+                                          a["edge_padding_high"], a["interior_padding"]))
+    return [TensorType(shape, ts[0].dtype)]
+
+
+def _concatenate(op: Op, ts, decl, known) -> list[TensorType]:
+    axis = op.attrs["dimension"]
+    shape = list(ts[0].shape)
+    for t in ts[1:]:
+        for i, d in enumerate(t.shape):
+            shape[i] = _arith(lambda a, b: a + b, shape[i], d) if i == axis else _merge_dim(shape[i], d, op.where())
+    return [TensorType(tuple(shape), ts[0].dtype)]
+
+
+def _dot_general(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    lhs, rhs = ts[0].shape, ts[1].shape
+    for l, r in zip(a["lhs_batching_dimensions"] + a["lhs_contracting_dimensions"],
+                    a["rhs_batching_dimensions"] + a["rhs_contracting_dimensions"]):
+        _merge_dim(lhs[l], rhs[r], op.where())
+    free_l = [d for i, d in enumerate(lhs) if i not in a["lhs_batching_dimensions"] + a["lhs_contracting_dimensions"]]
+    free_r = [d for i, d in enumerate(rhs) if i not in a["rhs_batching_dimensions"] + a["rhs_contracting_dimensions"]]
+    batch = [lhs[i] for i in a["lhs_batching_dimensions"]]
+    return [TensorType(tuple(batch + free_l + free_r), decl[0].dtype)]
+
+
+def _window_out(size: Dim, window: int, stride: int, lo: int, hi: int, base_dil: int, win_dil: int) -> Dim:
+    def f(d: int) -> int:
+        padded = (d - 1) * base_dil + 1 + lo + hi if d else lo + hi
+        span = (window - 1) * win_dil + 1
+        return max(0, (padded - span) // stride + 1)
+    return _arith(f, size)
+
+
+def _convolution(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    lhs, rhs = ts[0].shape, ts[1].shape
+    out: list[Dim] = [None] * ts[0].rank
+    out[a["output_batch_dimension"]] = _arith(lambda n: n // a["batch_group_count"], lhs[a["input_batch_dimension"]])
+    out[a["output_feature_dimension"]] = rhs[a["kernel_output_feature_dimension"]]
+    for k, (i, o) in enumerate(zip(a["input_spatial_dimensions"], a["output_spatial_dimensions"])):
+        lo, hi = a["padding"][k]
+        window = rhs[a["kernel_spatial_dimensions"][k]]
+        out[o] = _window_out(lhs[i], window, a["window_strides"][k], lo, hi, a["lhs_dilation"][k],
+                             a["rhs_dilation"][k])
+    return [TensorType(tuple(out), decl[0].dtype)]
+
+
+def _reduce(op: Op, ts, decl, known) -> list[TensorType]:
+    n = len(ts) // 2
+    dims = op.attrs["dimensions"]
+    return [TensorType(tuple(d for i, d in enumerate(t.shape) if i not in dims), init.dtype)
+            for t, init in zip(ts[:n], ts[n:])]
+
+
+def _reduce_window(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    n = len(ts) // 2
+    shape = tuple(_window_out(*args) for args in zip(
+        ts[0].shape, a["window_dimensions"], a["window_strides"], *zip(*a["padding"]),
+        a["base_dilations"], a["window_dilations"]))
+    return [TensorType(shape, init.dtype) for init in ts[n:]]
+
+
+def _gather(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    idx = ts[1].shape
+    batch = [d for i, d in enumerate(idx) if i != a["index_vector_dim"]]
+    dropped = set(a["collapsed_slice_dims"]) | set(a["operand_batching_dims"])
+    offsets = [s for i, s in enumerate(a["slice_sizes"]) if i not in dropped]
+    out: list[Dim] = []
+    for i in range(len(batch) + len(offsets)):
+        out.append(offsets.pop(0) if i in a["offset_dims"] else batch.pop(0))
+    return [TensorType(tuple(out), ts[0].dtype)]
+
+
+def _scalar(op: Op, ts, decl, known) -> list[TensorType]:
+    return [TensorType((), decl[0].dtype)]
+
+
+RULES: dict[str, Rule] = {name: _elementwise for name in ELEMENTWISE}
+RULES.update({
+    "compare": _elementwise, "convert": _elementwise, "bitcast_convert": _bitcast,
+    "constant": _declared, "iota": _declared, "call": _declared, "custom_call": _declared,
+    "broadcast_in_dim": _broadcast_in_dim, "reshape": _reshape, "transpose": _transpose,
+    "reverse": _same_as_operands, "sort": _same_as_operands, "while": _same_as_operands,
+    "dynamic_update_slice": lambda op, ts, decl, known: [ts[0]],
+    "slice": _slice, "dynamic_slice": _dynamic_slice, "pad": _pad, "concatenate": _concatenate,
+    "dot_general": _dot_general, "convolution": _convolution, "reduce": _reduce,
+    "reduce_window": _reduce_window, "gather": _gather, "get_dimension_size": _scalar,
+    "dynamic_broadcast_in_dim": _shape_operand, "dynamic_reshape": _shape_operand,
+    "dynamic_iota": _shape_operand,
+})
+"""Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The walk shared by infer_shapes and specialize
+
+
+class _Typer:
+    """Re-types functions op by op, tracking the values of small integer tensors.
+
+    With `static=True` (specialize) every function is cloned per call signature and must come out
+    fully static; otherwise each function is typed once from its declared argument types.
+    """
+
+    def __init__(self, module: Module, static: bool) -> None:
+        self.module = module
+        self.static = static
+        self.done: dict[tuple, Function] = {}
+        self.out: dict[str, Function] = {}
+        self.known_results: dict[Function, list[np.ndarray | None]] = {}
+
+    def function(self, fn: Function, arg_types: Sequence[TensorType],
+                 arg_values: Sequence[np.ndarray | None]) -> Function:
+        if not self.static:  # one typing per function, from its declared signature
+            arg_types, arg_values = [a.type for a in fn.args], [None] * len(fn.args)
+        key = (fn.name, tuple(arg_types),
+               tuple(None if v is None else (v.dtype.str, v.tobytes()) for v in arg_values))
+        if key in self.done:
+            return self.done[key]
+        name, k = fn.name, 0
+        while name in self.out or (k and name in self.module.functions):  # a clone per signature
+            k += 1
+            name = f"{fn.name}_{k}"
+        args = [Value(t, a.name) for a, t in zip(fn.args, arg_types)]
+        new = Function(name, args, [], [], fn.public)
+        self.done[key] = new
+        self.out[name] = new
+        vmap = dict(zip(fn.args, args))
+        known = {a: v for a, v in zip(args, arg_values) if v is not None}
+        new.ops = self.ops(fn.ops, vmap, known)
+        new.results = [vmap[v] for v in fn.results]
+        self.known_results[new] = [known.get(v) for v in new.results]
+        if self.static:
+            _drop_dead_ops(new)
+        return new
+
+    def ops(self, ops: list[Op], vmap: dict[Value, Value], known: dict[Value, np.ndarray]) -> list[Op]:
+        out = []
+        for op in ops:
+            new = self.op(op, vmap, known)
+            if new is not None:
+                vmap.update(zip(op.results, new.results))
+                out.append(new)
+        return out
+
+    def op(self, op: Op, vmap: dict[Value, Value], known: dict[Value, np.ndarray]) -> Op | None:
+        """The re-typed copy of `op` (None when it folded away); `vmap` maps old values to new."""
+        operands = [vmap[v] for v in op.operands]
+        ts = [v.type for v in operands]
+        values = [known.get(v) for v in operands]
+        decl = [r.type for r in op.results]
+        attrs, regions, callee = dict(op.attrs), [], None
+        if op.name == "call":
+            callee = self.function(self.module.function(op.attrs["callee"]), ts, values)
+            attrs["callee"] = callee.name
+            decl = [_join(d, r.type, op.where()) for d, r in zip(decl, callee.results)]
+        for region in op.regions:
+            arg_types = ts if op.name == "while" else [a.type for a in region.args]
+            args = [Value(t, a.name) for a, t in zip(region.args, arg_types)]
+            inner = {**vmap, **dict(zip(region.args, args))}  # bodies may use enclosing values
+            body = self.ops(region.ops, inner, dict(known))
+            regions.append(Region(args, body, [inner[v] for v in region.results]))
+        try:
+            inferred = RULES[op.name](op, ts, decl, values)
+        except (KeyError, IndexError, TypeError, ValueError) as e:  # attrs/operands not as the op needs
+            raise CompileError(f"{op.where()}: malformed op ({type(e).__name__}: {e})") from None
+        types = [_join(d, i, op.where()) for d, i in zip(decl, inferred)]
+        if self.static:
+            for t in types:
+                if not t.is_static:
+                    raise CompileError(f"{op.where()}: result type {t} is still dynamic after specialization")
+        results = [Value(t, r.name) for r, t in zip(op.results, types)]
+        if callee is not None:  # shape computations flow through calls (jax.export's divmod)
+            known.update((r, v) for r, v in zip(results, self.known_results.get(callee, ())) if v is not None)
+        return self.fold(Op(op.name, operands, results, attrs, regions, op.loc), values, known)
+
+    def fold(self, op: Op, values: list[np.ndarray | None], known: dict[Value, np.ndarray]) -> Op | None:
+        """Track small integer results; rewrite dynamic-shape ops once their shapes are known."""
+        if op.name == "custom_call":  # shape_assertion(pred, dim values...)
+            if values[0] is None or any(v is None for v in values[1:]):
+                return op
+            if not bool(values[0]):
+                raise ShapeAssertionError(shape_assertion_message(
+                    op.attrs.get("error_message", "shape assertion failed"), [int(v) for v in values[1:]]))
+            return None
+        if op.name == "get_dimension_size" and _known(op.operands[0].type.shape[op.attrs["dimension"]]):
+            value = np.array(op.operands[0].type.shape[op.attrs["dimension"]], op.results[0].type.dtype)
+            op = Op("constant", [], op.results, {"value": value}, [], op.loc)
+        elif op.name in ("dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota") and op.results[0].type.is_static:
+            static = {"dynamic_broadcast_in_dim": "broadcast_in_dim", "dynamic_reshape": "reshape",
+                      "dynamic_iota": "iota"}[op.name]
+            operands = [] if static == "iota" else op.operands[:1]
+            op = Op(static, operands, op.results, op.attrs, [], op.loc)
+            values = [known.get(v) for v in operands]
+        result = op.results[0].type if len(op.results) == 1 else None
+        if (op.name == "constant" and result is not None and op.attrs["value"].size <= _FOLD_LIMIT) or (
+                result is not None and result.is_static and math.prod(result.shape) <= _FOLD_LIMIT
+                and result.dtype.kind in "iub" and not op.regions and op.name != "call"
+                and all(v is not None for v in values)):
+            known[op.results[0]] = reference.evaluate_op(op, values)[0]
+        return op
+
+
+def _drop_dead_ops(fn: Function) -> None:
+    """Remove ops whose results nothing uses (shape computations that specialization made dead)."""
+    def uses(ops: list[Op], results: list[Value]) -> set[Value]:
+        used = set(results)
+        for op in ops:
+            used.update(op.operands)
+            for r in op.regions:
+                used |= uses(r.ops, r.results)
+        return used
+
+    while True:
+        used = uses(fn.ops, fn.results)
+        live = [op for op in fn.ops if op.name == "custom_call" or any(r in used for r in op.results)]
+        if len(live) == len(fn.ops):
+            return
+        fn.ops = live
+
+
+def infer_shapes(module: Module) -> Module:
+    """Type every op of `module`; returns a new module with checked, refined types."""
+    typer = _Typer(module, static=False)
+    for fn in module.functions.values():
+        typer.function(fn, [a.type for a in fn.args], [None] * len(fn.args))
+    return Module({name: typer.out[name] for name in module.functions})
+
+
+def specialize(module: Module, function_name: str,
+               input_shapes: Sequence[Sequence[int]]) -> Module:
+    """A fully static module for calling `function_name` with inputs of `input_shapes`.
+
+    Raises `InvalidArgument` if a shape does not fit the declared type, `ShapeAssertionError`
+    (JAX's message) if it breaks a jax.export shape assertion. The entry keeps its name; callees
+    are cloned per distinct signature.
+    """
+    fn = module.function(function_name)
+    if len(input_shapes) != len(fn.args):
+        raise CompileError(f"@{function_name} takes {len(fn.args)} inputs, got {len(input_shapes)} shapes")
+    arg_types = []
+    for i, (arg, shape) in enumerate(zip(fn.args, input_shapes)):
+        shape = tuple(int(d) for d in shape)
+        fits = len(shape) == arg.type.rank and all(
+            not _known(d) or d == s for d, s in zip(arg.type.shape, shape))
+        if not fits:
+            raise CompileError(f"@{function_name} input {i}: shape {shape} does not fit {arg.type}")
+        arg_types.append(TensorType(shape, arg.type.dtype))
+    typer = _Typer(module, static=True)
+    typer.function(fn, arg_types, [None] * len(fn.args))
+    return Module(typer.out)

@@ -274,21 +274,22 @@ def help_slot(a: int, s: int, w: int) -> None:
         bump(a, w, L.W_WORKGROUPS, n)
         if fetch_add(slot + 8 * L.S_REMAINING, -n) == n:
             bump(a, w, L.W_REGIONS, 1)
-            if advance(a, s, w):
+            if advance(a, s, w, 1):
                 scan_pending(a, w)
 
 
 @njit(nogil=True, cache=True)
-def advance(a: int, s: int, w: int) -> bool:
-    """Called by the finisher of a region: publishes the next non-empty region (False) or
-    completes the submission (True: semaphores moved, parked submissions may be released)."""
+def advance(a: int, s: int, w: int, present: int) -> bool:
+    """Publishes the slot's next non-empty region (False) or completes the submission (True:
+    semaphores moved, parked submissions may be released). `present`: 1 when the caller (the
+    finisher of the previous region) goes on running the slot, 0 when it does not."""
     slot = slot_addr(a, s)
     r = load(slot + 8 * L.S_REGION) + 1
     n_regions = load(slot + 8 * L.S_N_REGIONS)
     while r < n_regions and load(slot + 8 * L.S_ERROR) == 0:
         total = begin_region(a, slot, r)
         if total > 0:
-            share(a, s, w, total)
+            share(a, s, w, total, present)
             return False
         r += 1
     complete(a, s, w)
@@ -296,18 +297,21 @@ def advance(a: int, s: int, w: int) -> bool:
 
 
 @njit(nogil=True, cache=True)
-def share(a: int, s: int, w: int, total: int) -> None:
-    """Invites as many helpers as the region has reservations for: shards on w's deque, which
-    idle workers steal; wakes parked ones only when some sleep. w < 0 is the host."""
+def share(a: int, s: int, w: int, total: int, present: int) -> None:
+    """Invites as many participants as the region has reservations for, less the `present`
+    ones: shards on w's deque, which idle workers steal (w < 0, the host: one injection, which
+    its taker shares further). Wakes parked workers only when some sleep."""
     workers = load_i64(a + 8 * L.H_WORKERS)
-    reservations = (total + load(slot_addr(a, s) + 8 * L.S_RESERVATION) - 1) // load(slot_addr(a, s) + 8 * L.S_RESERVATION)
-    helpers = min(workers - 1, reservations - 1)
+    reservation = load(slot_addr(a, s) + 8 * L.S_RESERVATION)
+    wanted = min(workers, (total + reservation - 1) // reservation) - present
+    if wanted <= 0:
+        return
     if w < 0:
         inject(a, s)
-        wake_workers(a, helpers + 1)
+        wake_workers(a, wanted)
         return
     pushed = 0
-    for _ in range(helpers):
+    for _ in range(wanted):
         if deque_push(a, w, s):
             pushed += 1
     if pushed > 0:
@@ -321,7 +325,7 @@ def start(a: int, s: int, w: int) -> bool:
     slot = slot_addr(a, s)
     store(slot + 8 * L.S_STATE, L.READY)
     store(slot + 8 * L.S_REGION, -1)
-    return advance(a, s, w)
+    return advance(a, s, w, 0)
 
 
 @njit(nogil=True, cache=True)

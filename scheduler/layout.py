@@ -71,6 +71,8 @@ S_N_CMDS = 2 * LINE + 3
 S_RESERVATION = 2 * LINE + 4  # tiles claimed at once in the current region
 SLOT_WORDS = 3 * LINE
 
+MAX_TIMEPOINTS = 64  # waits, and signals, per submission
+
 CLAIM_SHIFT = 40
 CLAIM_MASK = (1 << CLAIM_SHIFT) - 1
 

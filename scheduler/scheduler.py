@@ -24,12 +24,18 @@ from scheduler.topology import detect, pin_current_thread
 from scheduler.worker import host_fail, host_signal, host_submit, host_wait, worker_loop
 
 
-@dataclass(frozen=True)
 class GridProgram:
-    """A lowered command buffer: `commands` is int64 [n, CMD_WORDS], `regions` int64 [r, 2]."""
+    """A lowered command buffer: `commands` is int64 [n, CMD_WORDS], `regions` int64 [r, 2].
 
-    commands: np.ndarray
-    regions: np.ndarray
+    It also owns the scratch where a submission resolves tile counts (indirect dispatches) and
+    their prefix sums, so submitting it allocates nothing: like a Vulkan command buffer without
+    SIMULTANEOUS_USE, one program runs one submission at a time."""
+
+    def __init__(self, commands: np.ndarray, regions: np.ndarray) -> None:
+        self.commands = np.ascontiguousarray(commands, dtype=np.int64).reshape(-1, L.CMD_WORDS)
+        self.regions = np.ascontiguousarray(regions, dtype=np.int64).reshape(-1, 2)
+        self.tiles = np.zeros(2 * max(1, len(self.commands)), dtype=np.int64)
+        self.addresses = (self.commands.ctypes.data, len(self.commands), self.regions.ctypes.data, len(self.regions), self.tiles.ctypes.data)
 
     @staticmethod
     def concatenate(programs: list["GridProgram"]) -> "GridProgram":
@@ -37,10 +43,10 @@ class GridProgram:
         regions are theirs in order (a region never spans two command buffers)."""
         if len(programs) == 1:
             return programs[0]
+        if not programs:
+            return GridProgram(np.zeros((0, L.CMD_WORDS), np.int64), np.zeros((0, 2), np.int64))
         offsets = np.cumsum([0] + [len(p.commands) for p in programs[:-1]])
-        regions = np.concatenate([p.regions + off for p, off in zip(programs, offsets)]) if programs else np.zeros((0, 2), np.int64)
-        commands = np.concatenate([p.commands for p in programs]) if programs else np.zeros((0, L.CMD_WORDS), np.int64)
-        return GridProgram(np.ascontiguousarray(commands), np.ascontiguousarray(regions))
+        return GridProgram(np.concatenate([p.commands for p in programs]), np.concatenate([p.regions + off for p, off in zip(programs, offsets)]))
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class Scheduler:
         max_submissions: int = 1024,
         max_semaphores: int = 4096,
         spin_us: float = 20.0,
+        host_spin_us: float = 200.0,
         local_memory_size: int = 256 * 1024,
     ) -> None:
         topology = detect()
@@ -102,6 +109,9 @@ class Scheduler:
         self.arena[L.H_SLOT_CAP] = self._slots
         self.arena[L.H_SEM_CAP] = self._sems
         self.arena[L.H_SPIN_CYCLES] = int(spin_us * 1000 * cycles_per_ns())
+        # A host wait spins (GIL released) before sleeping: most tiny submissions finish within
+        # it, which saves the futex wake (15-25 us on a VM) on both sides.
+        self._host_spin_cycles = int(host_spin_us * 1000 * cycles_per_ns())
         for header_word, offset in offsets.items():
             self.arena[header_word] = offset
         # Per-worker WorkgroupState (one cache line each) and local memory.
@@ -118,6 +128,10 @@ class Scheduler:
         self._drain_lock = threading.Lock()
         self._free_slots = list(range(self._slots - 1, -1, -1))
         self._slot_keepalive: dict[int, tuple] = {}
+        # Per-slot (semaphore, value) pairs: [slot, waits | signals, MAX_TIMEPOINTS, 2].
+        self._timepoints = np.zeros((self._slots, 2, L.MAX_TIMEPOINTS, 2), dtype=np.int64)
+        self._timepoints_addr = self._timepoints.ctypes.data
+        self._timepoints_stride = self._timepoints[0].nbytes
         self._free_sems = list(range(self._sems - 1, -1, -1))
         self._serial = 0
         self._closed = False
@@ -141,30 +155,20 @@ class Scheduler:
         """Queues the program to run once every wait (semaphore, value) is met, then raise every
         signal semaphore to its value. Returns at once, with the submission's serial.
         `keepalive` is held until the submission completes (what the program points into)."""
-        waits_arr = np.array(waits, dtype=np.int64).reshape(-1, 2)
-        signals_arr = np.array(signals, dtype=np.int64).reshape(-1, 2)
-        n_cmds = len(program.commands)
-        tiles = np.zeros(2 * max(1, n_cmds), dtype=np.int64)
+        if len(waits) > L.MAX_TIMEPOINTS or len(signals) > L.MAX_TIMEPOINTS:
+            raise InvalidArgument(f"submit: {len(waits)} waits and {len(signals)} signals; at most {L.MAX_TIMEPOINTS} of each")
         with self._lock:
             self._check_open()
             s = self._take_slot()
             self._serial += 1
-            self._slot_keepalive[s] = (program, tiles, waits_arr, signals_arr, keepalive)
-            base = self.arena[L.H_SLOTS] + s * L.SLOT_WORDS
-            row = self.arena[base : base + L.SLOT_WORDS]
-            row[L.S_PROGRAM] = program.commands.ctypes.data
-            row[L.S_N_CMDS] = n_cmds
-            row[L.S_REGIONS] = program.regions.ctypes.data
-            row[L.S_N_REGIONS] = len(program.regions)
-            row[L.S_TILES] = tiles.ctypes.data
-            row[L.S_WAITS] = waits_arr.ctypes.data
-            row[L.S_N_WAITS] = len(waits_arr)
-            row[L.S_SIGNALS] = signals_arr.ctypes.data
-            row[L.S_N_SIGNALS] = len(signals_arr)
-            row[L.S_ERROR] = 0
-            row[L.S_SERIAL] = self._serial
-            row[L.S_STATE] = L.PENDING
-            host_submit(self.a, s)
+            self._slot_keepalive[s] = (program, signals, keepalive)
+            pairs = self._timepoints[s]
+            if waits:
+                pairs[0, : len(waits)] = waits
+            if signals:
+                pairs[1, : len(signals)] = signals
+            base = self._timepoints_addr + s * self._timepoints_stride
+            host_submit(self.a, s, *program.addresses, base, len(waits), base + self._timepoints_stride // 2, len(signals), self._serial)
             serial = self._serial
         self._drain()
         return serial
@@ -200,8 +204,9 @@ class Scheduler:
             return m
 
     def release_semaphore(self, m: int) -> None:
-        with self._lock:
-            self._free_sems.append(m)
+        # No lock: this runs from __del__, possibly on a thread inside submit() (list.append is
+        # atomic under the GIL).
+        self._free_sems.append(m)
 
     def _sem_row(self, m: int) -> np.ndarray:
         base = self.arena[L.H_SEMS] + m * L.SEM_WORDS
@@ -234,7 +239,7 @@ class Scheduler:
         """True when the payload reached `value`, False when the semaphore failed. Raises
         DeadlineExceeded when `timeout` seconds pass first."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        spin = int(self.arena[L.H_SPIN_CYCLES])
+        spin = self._host_spin_cycles
         while True:
             remaining = 3600.0 if deadline is None else min(3600.0, deadline - time.monotonic())
             ts = make_timespec(max(0.0, remaining))
@@ -323,7 +328,7 @@ class Scheduler:
             t.join()
         states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
         for s in np.flatnonzero((states == L.PENDING) | (states == L.READY)):
-            signals = self._slot_keepalive[int(s)][3]
+            signals = self._slot_keepalive[int(s)][1]
             for m, _ in signals:
                 host_fail(self.a, int(m), L.STATUS_ABORTED, -1)
         _live_schedulers.discard(self)

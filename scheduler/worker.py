@@ -46,14 +46,14 @@ def _work_visible(a: int, workers: int) -> bool:
 
 @njit(nogil=True, cache=True)
 def _park(a: int, w: int, workers: int) -> None:
+    counters = word(a, L.HEADER_WORDS + w * L.WORKER_WORDS)
+    store(counters + 8 * L.W_PARKS, load(counters + 8 * L.W_PARKS) + 1)  # parks attempted
     epoch = load(word(a, L.H_WAKE))
     fetch_add(word(a, L.H_SLEEPERS), 1)
     # Re-check after registering: a publisher either sees us in H_SLEEPERS or bumped H_WAKE
     # before we read it (then futex_wait returns at once).
     if not _work_visible(a, workers) and load(word(a, L.H_SHUTDOWN)) == 0:
         futex_wait(word(a, L.H_WAKE), epoch, 0)
-        counters = word(a, L.HEADER_WORDS + w * L.WORKER_WORDS)
-        store(counters + 8 * L.W_PARKS, load(counters + 8 * L.W_PARKS) + 1)
     fetch_add(word(a, L.H_SLEEPERS), -1)
 
 
@@ -70,7 +70,7 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
             s = take_injected(a)
             if s != EMPTY:
                 slot = slot_addr(a, s)
-                share(a, s, w, load(slot + 8 * L.S_TOTAL) - (load(slot + 8 * L.S_CLAIM) & L.CLAIM_MASK))
+                share(a, s, w, load(slot + 8 * L.S_TOTAL) - (load(slot + 8 * L.S_CLAIM) & L.CLAIM_MASK), 1)
         if s == EMPTY and workers > 1:
             s = _steal(a, w, workers)
             if s != EMPTY:
@@ -96,10 +96,23 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
 
 
 @njit(nogil=True, cache=True)
-def host_submit(a: int, s: int) -> None:
-    """The slot's fields are filled and its state is PENDING: start it now if its waits are met.
-    Parking first and then trying closes the race with a concurrent signal: exactly one of
-    this call and the signaller's scan wins the slot's CAS."""
+def host_submit(a: int, s: int, commands: int, n_cmds: int, regions: int, n_regions: int, tiles: int, waits: int, n_waits: int, signals: int, n_signals: int, serial: int) -> None:
+    """Fills slot s and parks it, then starts it at once if its waits are met. Parking first
+    closes the race with a concurrent signal: exactly one of this call and the signaller's scan
+    wins the slot's CAS."""
+    slot = slot_addr(a, s)
+    store(slot + 8 * L.S_PROGRAM, commands)
+    store(slot + 8 * L.S_N_CMDS, n_cmds)
+    store(slot + 8 * L.S_REGIONS, regions)
+    store(slot + 8 * L.S_N_REGIONS, n_regions)
+    store(slot + 8 * L.S_TILES, tiles)
+    store(slot + 8 * L.S_WAITS, waits)
+    store(slot + 8 * L.S_N_WAITS, n_waits)
+    store(slot + 8 * L.S_SIGNALS, signals)
+    store(slot + 8 * L.S_N_SIGNALS, n_signals)
+    store(slot + 8 * L.S_ERROR, 0)
+    store(slot + 8 * L.S_SERIAL, serial)
+    store(slot + 8 * L.S_STATE, L.PENDING)
     fetch_add(a + 8 * L.H_PENDING, 1)
     scan_pending(a, -1)
 

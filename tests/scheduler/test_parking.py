@@ -1,0 +1,110 @@
+"""Idle workers spin briefly, then park on a futex: an idle device burns ~no CPU, and parks are
+counted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import pytest
+
+import fibergrid as fg
+from scheduler import layout as L
+from tests.scheduler.kernels import WAIT, dispatch_ids, run
+
+IDLE_S = 0.5
+MAX_CORE_FRACTION = 0.2  # generous: a parked worker uses none; a spinning one uses a whole core
+
+
+def idle_cpu_fraction(seconds: float = IDLE_S) -> float:
+    """CPU time of this process (all threads) over `seconds` of sleeping, per wall second."""
+    proc = psutil.Process()
+    t0 = proc.cpu_times()
+    w0 = time.monotonic()
+    time.sleep(seconds)
+    t1 = proc.cpu_times()
+    return ((t1.user - t0.user) + (t1.system - t0.system)) / (time.monotonic() - w0)
+
+
+def sleepers(dev) -> int:
+    return int(dev.scheduler.arena[L.H_SLEEPERS])
+
+
+def wait_all_parked(dev, timeout: float = 5.0) -> None:
+    """Workers register in H_SLEEPERS when they park, shortly after the spin window (20 µs)."""
+    deadline = time.monotonic() + timeout
+    while sleepers(dev) < dev.workers and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert sleepers(dev) == dev.workers, f"only {sleepers(dev)} of {dev.workers} workers parked within {timeout} s"
+    time.sleep(0.01)  # past 'about to park': asleep in the futex
+
+
+def do_work(dev, n=2000):
+    cb, _, hits, _ = dispatch_ids(dev, (n,))
+    run(dev, [cb])
+    assert (hits.to_numpy() == 1).all()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_idle_device_parks_and_uses_no_cpu(workers):
+    with fg.create_device("local-task", workers=workers) as dev:
+        do_work(dev)
+        wait_all_parked(dev)
+        fraction = idle_cpu_fraction()
+        assert fraction < MAX_CORE_FRACTION, f"idle device used {fraction:.0%} of a core: workers do not park"
+        # New work wakes parked workers (it completes), and they park again.
+        parks = dev.scheduler.counters()["parks"]
+        do_work(dev)
+        assert dev.scheduler.counters()["parks"] > parks
+        assert dev.scheduler.counters()["spins"] > 0
+        wait_all_parked(dev)
+
+
+def test_idle_device_from_the_start_uses_no_cpu():
+    with fg.create_device("local-task", workers=2) as dev:
+        wait_all_parked(dev)
+        fraction = idle_cpu_fraction()
+        assert fraction < MAX_CORE_FRACTION, f"fresh idle device used {fraction:.0%} of a core"
+
+
+def test_parks_counter_grows_when_workers_park_after_work():
+    """After work, once the workers have parked again, every worker that took part has a
+    larger parks count (a worker asleep in the futex has parked)."""
+    with fg.create_device("local-task", workers=2) as dev:
+        for _ in range(3):
+            wait_all_parked(dev)
+            before = dev.scheduler.per_worker_counters()
+            do_work(dev)
+            wait_all_parked(dev)
+            parked = dev.scheduler.per_worker_counters()
+            for w in range(dev.workers):
+                # A worker that ran part of the work was woken, so it parked again since `before`
+                # (possibly before the host's wait returned: snapshot before the work, not after).
+                if parked[w]["workgroups"] > before[w]["workgroups"]:
+                    assert parked[w]["parks"] > before[w]["parks"], (
+                        f"worker {w} is parked (H_SLEEPERS={sleepers(dev)}) but its parks counter did not grow: {before} -> {parked}"
+                    )
+
+
+def test_parked_workers_wake_for_new_work_rounds():
+    """Rounds of work separated by full parking: no wake-up is lost, every round completes."""
+    with fg.create_device("local-task", workers=2) as dev:
+        for n in (1, 2, 64, 500, 3):
+            do_work(dev, n)
+            wait_all_parked(dev)
+        assert idle_cpu_fraction(0.3) < MAX_CORE_FRACTION
+
+
+def test_host_waiter_sleeps_instead_of_spinning():
+    """A host thread blocked in wait() on a semaphore nobody signals for a while sleeps too."""
+    with fg.create_device("local-task", workers=2) as dev:
+        s = dev.create_semaphore(0)
+        t = threading.Thread(target=lambda: s.wait(1, timeout=WAIT))
+        t.start()
+        wait_all_parked(dev)
+        fraction = idle_cpu_fraction()
+        s.signal(1)
+        t.join(timeout=WAIT)
+        assert not t.is_alive()
+        assert fraction < MAX_CORE_FRACTION, f"a blocked waiter used {fraction:.0%} of a core"

@@ -423,6 +423,6 @@ def scan_pending(a: int, w: int) -> None:
     moved = True
     while moved and load(a + 8 * L.H_PENDING) > 0:
         moved = False
-        for s in range(load_i64(a + 8 * L.H_SLOT_CAP)):
+        for s in range(load(a + 8 * L.H_SLOT_HIGH)):
             if load(slot_addr(a, s) + 8 * L.S_STATE) == L.PENDING and try_release(a, s, w):
                 moved = True

@@ -27,6 +27,7 @@ H_DEQUES = 11  # word offsets of the tables below, fixed at creation
 H_INJ = 12
 H_SLOTS = 13
 H_SEMS = 14
+H_SLOT_HIGH = 15  # slots [0, H_SLOT_HIGH) have ever been used: the range scans cover
 H_PENDING = 16  # submissions parked on semaphores (skip the scan when 0)
 H_INJ_HEAD = 24  # injection queue: host -> workers; consumers CAS the head
 H_INJ_TAIL = 32  # single producer (the host, under its submit lock)

@@ -7,6 +7,7 @@ With `workers=0` there are no threads: the submitting thread drains the work inl
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import threading
@@ -127,9 +128,11 @@ class Scheduler:
         self._lock = threading.Lock()  # the host is the injection queue's single producer
         self._drain_lock = threading.Lock()
         self._free_slots = list(range(self._slots - 1, -1, -1))
+        self._in_use: collections.deque[int] = collections.deque()  # submitted slots, oldest first
         self._slot_keepalive: dict[int, tuple] = {}
         # Per-slot (semaphore, value) pairs: [slot, waits | signals, MAX_TIMEPOINTS, 2].
         self._timepoints = np.zeros((self._slots, 2, L.MAX_TIMEPOINTS, 2), dtype=np.int64)
+        self._timepoints_flat = self._timepoints.reshape(-1)
         self._timepoints_addr = self._timepoints.ctypes.data
         self._timepoints_stride = self._timepoints[0].nbytes
         self._free_sems = list(range(self._sems - 1, -1, -1))
@@ -162,27 +165,41 @@ class Scheduler:
             s = self._take_slot()
             self._serial += 1
             self._slot_keepalive[s] = (program, signals, keepalive)
-            pairs = self._timepoints[s]
-            if waits:
-                pairs[0, : len(waits)] = waits
-            if signals:
-                pairs[1, : len(signals)] = signals
-            base = self._timepoints_addr + s * self._timepoints_stride
-            host_submit(self.a, s, *program.addresses, base, len(waits), base + self._timepoints_stride // 2, len(signals), self._serial)
+            flat = self._timepoints_flat
+            base = s * 4 * L.MAX_TIMEPOINTS
+            for i, (m, v) in enumerate(waits):
+                flat[base + 2 * i], flat[base + 2 * i + 1] = m, v
+            base += 2 * L.MAX_TIMEPOINTS
+            for i, (m, v) in enumerate(signals):
+                flat[base + 2 * i], flat[base + 2 * i + 1] = m, v
+            addr = self._timepoints_addr + s * self._timepoints_stride
+            host_submit(self.a, s, *program.addresses, addr, len(waits), addr + self._timepoints_stride // 2, len(signals), self._serial)
             serial = self._serial
         self._drain()
         return serial
 
     def _take_slot(self) -> int:
-        if not self._free_slots:
-            states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
-            for s in np.flatnonzero((states == L.DONE) | (states == L.FAILED)):
-                states[s] = L.FREE
-                self._slot_keepalive.pop(int(s), None)
-                self._free_slots.append(int(s))
-        if not self._free_slots:
-            raise ResourceExhausted(f"scheduler: {self._slots} submissions already in flight (max_submissions)")
-        return self._free_slots.pop()
+        """The oldest submitted slot if it completed, else a free one (lowest index first): the
+        set of slots in use stays small, and with it the range the workers scan (H_SLOT_HIGH)."""
+        if self._in_use and self._slot_done(self._in_use[0]):
+            s = self._in_use.popleft()
+        else:
+            if not self._free_slots:
+                done = [s for s in self._in_use if self._slot_done(s)]
+                for s in done:
+                    self._in_use.remove(s)
+                self._free_slots.extend(sorted(done, reverse=True))
+            if not self._free_slots:
+                raise ResourceExhausted(f"scheduler: {self._slots} submissions already in flight (max_submissions)")
+            s = self._free_slots.pop()
+        self._slot_keepalive.pop(s, None)
+        self._in_use.append(s)
+        if s >= self.arena[L.H_SLOT_HIGH]:
+            self.arena[L.H_SLOT_HIGH] = s + 1
+        return s
+
+    def _slot_done(self, s: int) -> bool:
+        return self.arena[self.arena[L.H_SLOTS] + s * L.SLOT_WORDS + L.S_STATE] in (L.DONE, L.FAILED)
 
     def _drain(self) -> None:
         """Inline mode: run whatever became ready on this thread."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from numba import njit
 
 from scheduler import layout as L
-from scheduler.executor import fail_sem, help_slot, scan_pending, sem_addr, share, signal_sem, slot_addr, word
+from scheduler.executor import fail_sem, help_slot, scan_pending, sem_addr, share, signal_sem, slot_addr, try_release, word
 from scheduler.native import cpu_relax, cycles, fetch_add, futex_wait, load, load_i64, store
 from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, take_injected
 
@@ -114,7 +114,8 @@ def host_submit(a: int, s: int, commands: int, n_cmds: int, regions: int, n_regi
     store(slot + 8 * L.S_SERIAL, serial)
     store(slot + 8 * L.S_STATE, L.PENDING)
     fetch_add(a + 8 * L.H_PENDING, 1)
-    scan_pending(a, -1)
+    if try_release(a, s, -1):  # it had nothing to run: its signals may release others
+        scan_pending(a, -1)
 
 
 @njit(nogil=True, cache=True)

@@ -78,6 +78,13 @@ def _reusable(device, record: Callable) -> object:
     return cb
 
 
+def record_chain(cb, x) -> None:
+    """CHAIN dependent 1-workgroup dispatches: each region waits for the one before."""
+    for _ in range(CHAIN):
+        cb.dispatch(counter, "counter", 1, [], [x])
+        cb.execution_barrier()
+
+
 def fibergrid_figures(repeats: int) -> dict:
     out: dict = {}
     with fg.create_device("local-task", workers=2) as device:
@@ -86,13 +93,7 @@ def fibergrid_figures(repeats: int) -> dict:
         out["per_workgroup_ns"] = median_of(lambda: _run(device, cb), repeats) / WORKGROUPS * 1e9
 
         x = device.allocator.allocate_view((1,), np.float32)
-
-        def chain(cb) -> None:
-            for _ in range(CHAIN):
-                cb.dispatch(counter, "counter", 1, [], [x])
-                cb.execution_barrier()
-
-        cb = _reusable(device, chain)
+        cb = _reusable(device, lambda cb: record_chain(cb, x))
         _run(device, cb)
         out["dispatch_to_dispatch_us"] = median_of(lambda: _run(device, cb), repeats) / CHAIN * 1e6
 

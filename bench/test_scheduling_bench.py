@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from bench.scheduling import CHAIN, COMPUTE_ITERATIONS, SPEEDUP_WORKGROUPS, WORKGROUPS, _reusable, _run, compute, counter, empty
+from bench.scheduling import COMPUTE_ITERATIONS, SPEEDUP_WORKGROUPS, WORKGROUPS, _reusable, _run, compute, counter, empty, record_chain
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,7 @@ def test_empty_dispatch_1m_workgroups(benchmark, device):
 
 def test_dependent_dispatch_chain(benchmark, device):
     x = device.allocator.allocate_view((1,), np.float32)
-
-    def chain(cb) -> None:
-        for _ in range(CHAIN):
-            cb.dispatch(counter, "counter", 1, [], [x])
-            cb.execution_barrier()
-
-    cb = _reusable(device, chain)
+    cb = _reusable(device, lambda cb: record_chain(cb, x))
     benchmark(_run, device, cb)
 
 

@@ -11,6 +11,8 @@ import abc
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from hal.allocator import Allocator
 from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer, CommandBufferMode
@@ -54,7 +56,11 @@ class Device(abc.ABC):
 
     def create_command_buffer(self, mode: CommandBufferMode | str = CommandBufferMode.ONE_SHOT) -> CommandBuffer:
         self._check_open()
-        return CommandBuffer(self, CommandBufferMode(mode))
+        try:
+            mode = CommandBufferMode(mode)
+        except ValueError:
+            raise InvalidArgument(f"command buffer mode {mode!r}: expected one of {[m.value for m in CommandBufferMode]}") from None
+        return CommandBuffer(self, mode)
 
     def check_executable(self, executable: Executable) -> None:
         if executable.format not in self.formats:
@@ -73,8 +79,7 @@ class Device(abc.ABC):
         """Runs the command buffers, in order, once every wait timepoint is reached; then
         signals every signal timepoint. Returns at once (local-sync: after running, if it could)."""
         self._check_open()
-        if isinstance(command_buffers, CommandBuffer):
-            command_buffers = [command_buffers]
+        command_buffers = [command_buffers] if isinstance(command_buffers, CommandBuffer) else list(command_buffers)
         for cb in command_buffers:
             if not isinstance(cb, CommandBuffer) or cb.device is not self:
                 raise InvalidArgument(f"queue_execute: {cb!r} was not created by {self!r}")
@@ -82,6 +87,8 @@ class Device(abc.ABC):
                 raise FailedPrecondition(f"queue_execute: {cb!r} has not ended")
             if cb.mode is CommandBufferMode.ONE_SHOT and cb.submitted:
                 raise FailedPrecondition(f"queue_execute: one-shot {cb!r} was already submitted")
+            if cb.mode is CommandBufferMode.ONE_SHOT and sum(c is cb for c in command_buffers) > 1:
+                raise FailedPrecondition(f"queue_execute: one-shot {cb!r} is listed more than once in one submission")
         wait, signal = self._timepoints(wait, "wait"), self._timepoints(signal, "signal")
         for cb in command_buffers:
             cb.submitted += 1
@@ -112,9 +119,9 @@ class Device(abc.ABC):
                 raise InvalidArgument(f"queue_execute: {what} entry {p!r} is not a (semaphore, value) pair") from None
             if not isinstance(sem, Semaphore) or sem.device is not self:
                 raise InvalidArgument(f"queue_execute: {what} semaphore {sem!r} does not belong to {self!r}")
-            if not isinstance(value, int) or not 0 <= value < (1 << 63):
+            if not isinstance(value, (int, np.integer)) or not 0 <= value < (1 << 63):
                 raise InvalidArgument(f"queue_execute: {what} value {value!r} must be an int in [0, 2**63)")
-            out.append((sem, value))
+            out.append((sem, int(value)))
         return out
 
     @abc.abstractmethod

@@ -3,6 +3,8 @@ check them without Python, and host waits sleep on a futex with the GIL released
 
 from __future__ import annotations
 
+import numpy as np
+
 from hal.command_buffer import Dispatch, lookup
 from hal.errors import Aborted, InvalidArgument
 from hal.semaphore import Semaphore
@@ -12,11 +14,11 @@ from scheduler import layout as L
 
 class CpuSemaphore(Semaphore):
     def __init__(self, device, initial_value: int = 0) -> None:
-        if not isinstance(initial_value, int) or not 0 <= initial_value < (1 << 63):
+        if not isinstance(initial_value, (int, np.integer)) or not 0 <= initial_value < (1 << 63):
             raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
         self.device = device
         self._scheduler = device.scheduler
-        self.index = self._scheduler.create_semaphore(initial_value)
+        self.index = self._scheduler.create_semaphore(int(initial_value))
 
     def __repr__(self) -> str:
         return f"Semaphore(#{self.index})"
@@ -35,15 +37,23 @@ class CpuSemaphore(Semaphore):
         self._raise_if_failed()
         return self._scheduler.semaphore_value(self.index)
 
+    def _payload(self, value, what: str) -> int:
+        """`value` as a payload (an int in [0, 2**63): the native table holds int64), or
+        InvalidArgument naming it."""
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < (1 << 63):
+            raise InvalidArgument(f"{self!r}: cannot {what} {value!r}: a payload is an int in [0, 2**63)")
+        return int(value)
+
     def signal(self, value: int) -> None:
         self._raise_if_failed()
+        value = self._payload(value, "signal")
         current = self._scheduler.semaphore_value(self.index)
-        if not isinstance(value, int) or value < current:
+        if value < current:
             raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {current} (timelines only move forward)")
         self._scheduler.signal_semaphore(self.index, value)
 
     def wait(self, value: int, timeout: float | None = None) -> None:
-        if not self._scheduler.wait_semaphore(self.index, value, timeout):
+        if not self._scheduler.wait_semaphore(self.index, self._payload(value, "wait for"), timeout):
             self._raise_if_failed()
 
     def fail(self, error: BaseException | str) -> None:
@@ -52,16 +62,22 @@ class CpuSemaphore(Semaphore):
 
 def describe(failure: SemaphoreFailure, host_errors: dict[int, BaseException]) -> str:
     """One line naming what failed: the kernel and workgroup, or the host's error."""
-    if failure.status == L.STATUS_HOST_FAILED:
+    # Host failures and shutdown carry no command buffer (program -1); a kernel may return any
+    # int32, including the values of these statuses, so the program tells them apart.
+    if failure.program < 0 and failure.status == L.STATUS_HOST_FAILED:
         error = host_errors.get(failure.command)
         return f"failed from the host: {error}" if error is not None else "failed from the host"
-    if failure.status == L.STATUS_ABORTED:
+    if failure.program < 0 and failure.status == L.STATUS_ABORTED:
         return "the device shut down with the submission in flight"
     cb = lookup(failure.program)
     cmd = cb.command(failure.command) if cb is not None else None
     where = f"command {failure.command} of command buffer #{failure.program}"
-    if failure.status == L.STATUS_INDIRECT_RANGE:
+    if failure.status == L.STATUS_INDIRECT_RANGE and (cmd is None or (isinstance(cmd, Dispatch) and cmd.indirect is not None)):
         name = cmd.entry.name if isinstance(cmd, Dispatch) else "?"
-        return f"dispatch_indirect '{name}' ({where}): workgroup count {failure.workgroup[0]} read from its buffer is out of range"
+        # The count was recorded in the packed workgroup word, whose x field is narrower than a
+        # count over the limit: put the three fields back together.
+        x, y, z = failure.workgroup
+        count = x | (y << L.WG_PACK_BITS) | (z << (2 * L.WG_PACK_BITS))
+        return f"dispatch_indirect '{name}' ({where}): workgroup count {count} read from its buffer is out of range"
     name = cmd.entry.name if isinstance(cmd, Dispatch) else "?"
     return f"kernel '{name}' returned status {failure.status} at workgroup {failure.workgroup} ({where})"

@@ -6,6 +6,7 @@
 
 import hal_cpu  # noqa: F401  (registers local-sync and local-task)
 from fibergrid.kernel import Workgroup, kernel
+from fibergrid.module import load
 from hal import *  # noqa: F401,F403
 from hal import __all__ as _hal_all
 from hal.driver import create_device as _create_device
@@ -22,5 +23,5 @@ def create_device(name: str | None = None, **options):
     return _create_device(name or default_driver(), **options)
 
 
-__all__ = list(_hal_all) + ["Workgroup", "create_device", "default_driver", "kernel"]
+__all__ = list(_hal_all) + ["Workgroup", "create_device", "default_driver", "kernel", "load"]
 __version__ = "0.1.0"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import llvmlite.binding as llvm
 import numpy as np
 
 from compiler import kernel_ir as kir
@@ -61,17 +60,6 @@ def _codegen(region: kir.KernelRegion) -> matmul.GeneratedKernel:
                                   extra_bindings=extra, name=region.name)
 
 
-def _link(kernels: list[matmul.GeneratedKernel]) -> str:
-    """One LLVM module from every kernel's IR (generators each build their own; their internal
-    symbols are prefixed with the kernel name, so they link without clashes). The jit lock is
-    held because llvmlite's LLVM context is not safe to use from several threads at once."""
-    with jit._LOCK:
-        linked = llvm.parse_assembly("")
-        for kernel in kernels:
-            linked.link_in(llvm.parse_assembly(kernel.ir))
-        return str(linked)
-
-
 def _program(dispatches, kernels: list[matmul.GeneratedKernel]) -> list[DispatchRecord]:
     """Dispatch records with barriers only where a dispatch depends on one since the last
     barrier (independent dispatches share a barrier region and may run at once)."""
@@ -96,7 +84,7 @@ def compile_module(text: str, function: str = "main") -> CompiledFunction:
     static = specialize(module, function, [a.type.shape for a in fn.args])
     part = partition(static, function)
     kernels = [_codegen(d.region) for d in part.dispatches]
-    jit_module = jit.compile_ir(_link(kernels)) if kernels else None
+    jit_module = jit.compile_ir(jit.link_ir([k.ir for k in kernels])) if kernels else None
     entries = tuple(
         EntryPoint(k.name, jit_module.address(k.name), (1, 1, 1), k.binding_count, 0,
                    tuple(b.dtype for b in d.region.bindings), (), k.local_memory_size)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hal.buffer import aligned_bytes
 from hal.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ResourceExhausted
 from scheduler import layout as L
 from scheduler.native import cycles, futex_wake, make_timespec
@@ -56,12 +57,6 @@ class SemaphoreFailure:
     program: int  # command buffer id (-1 when failed from the host)
     command: int
     workgroup: tuple[int, int, int]
-
-
-def _aligned(nbytes: int, alignment: int = 64) -> np.ndarray:
-    raw = np.zeros(nbytes + alignment, dtype=np.uint8)
-    start = (-raw.ctypes.data) % alignment
-    return raw[start : start + nbytes]
 
 
 @njit(cache=True)
@@ -116,8 +111,8 @@ class Scheduler:
         for header_word, offset in offsets.items():
             self.arena[header_word] = offset
         # Per-worker WorkgroupState (one cache line each) and local memory.
-        self._wgstate = _aligned(64 * self.workers)
-        self._local = _aligned(max(64, self.local_memory_size) * self.workers)
+        self._wgstate = aligned_bytes(64 * self.workers)
+        self._local = aligned_bytes(max(64, self.local_memory_size) * self.workers)
         for w in range(self.workers):
             st = self._wgstate[64 * w : 64 * w + 32].view(np.uint32)
             st[3] = w

@@ -20,7 +20,7 @@ from __future__ import annotations
 from numba import njit
 
 from scheduler import layout as L
-from scheduler.executor import fail_sem, help_slot, scan_pending, sem_addr, share, signal_sem, slot_addr, try_release, word
+from scheduler.executor import bump, fail_sem, help_slot, scan_pending, sem_addr, share, signal_sem, slot_addr, try_release, word
 from scheduler.native import cpu_relax, cycles, fetch_add, futex_wait, load, load_i64, store
 from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, take_injected
 
@@ -46,8 +46,7 @@ def _work_visible(a: int, workers: int) -> bool:
 
 @njit(nogil=True, cache=True)
 def _park(a: int, w: int, workers: int) -> None:
-    counters = word(a, L.HEADER_WORDS + w * L.WORKER_WORDS)
-    store(counters + 8 * L.W_PARKS, load(counters + 8 * L.W_PARKS) + 1)  # parks attempted
+    bump(a, w, L.W_PARKS, 1)  # parks attempted
     epoch = load(word(a, L.H_WAKE))
     fetch_add(word(a, L.H_SLEEPERS), 1)
     # Re-check after registering: a publisher either sees us in H_SLEEPERS or bumped H_WAKE
@@ -62,7 +61,6 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
     """Runs until shutdown; with `drain`, returns as soon as no work is visible (the host runs
     the loop inline this way on local-sync)."""
     workers = load_i64(a + 8 * L.H_WORKERS)
-    counters = word(a, L.HEADER_WORDS + w * L.WORKER_WORDS)
     idle_since = 0
     while load(word(a, L.H_SHUTDOWN)) == 0:
         s = deque_pop(a, w)
@@ -74,7 +72,7 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         if s == EMPTY and workers > 1:
             s = _steal(a, w, workers)
             if s != EMPTY:
-                store(counters + 8 * L.W_STEALS, load(counters + 8 * L.W_STEALS) + 1)
+                bump(a, w, L.W_STEALS, 1)
         if s != EMPTY:
             help_slot(a, s, w)
             idle_since = 0
@@ -85,7 +83,7 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         if idle_since == 0:
             idle_since = now
         if now - idle_since < load_i64(a + 8 * L.H_SPIN_CYCLES):
-            store(counters + 8 * L.W_SPINS, load(counters + 8 * L.W_SPINS) + 1)
+            bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue
         _park(a, w, workers)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import numpy as np
 
 from tests.hal import kernels as K
@@ -45,3 +48,23 @@ def assert_device_works(device) -> None:
     run_one(device, build)
     np.testing.assert_array_equal(z.to_numpy(), 1 + 3 * np.arange(n, dtype=np.float32))
     np.testing.assert_array_equal(x.to_numpy(), np.full(n, 0.5, np.float32))
+
+
+def run_threads(worker: Callable[[int], None], count: int) -> None:
+    """Runs worker(0..count-1) on as many threads and re-raises the first error any of them
+    hit; a thread still alive after the bounded join fails the test instead of hanging it."""
+    errors: list[BaseException] = []
+
+    def guarded(t: int) -> None:
+        try:
+            worker(t)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(4 * TIMEOUT)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors

@@ -11,7 +11,7 @@ import pytest
 
 import fibergrid as fg
 from tests.hal import kernels as K
-from tests.hal.helpers import TIMEOUT, assert_device_works
+from tests.hal.helpers import TIMEOUT, assert_device_works, run_threads
 
 SMALL = 0.05  # timeouts that are meant to expire
 GENEROUS = 5.0  # bound on how long an expiring wait may take (the machine is shared and noisy)
@@ -319,30 +319,20 @@ def test_submissions_from_many_threads(device):
     bufs = [device.allocator.allocate_view((per_thread,), np.int32) for _ in range(threads_n)]
     sems = [[device.create_semaphore(0) for _ in range(per_thread)] for _ in range(threads_n)]
     timeline = [device.create_semaphore(0) for _ in range(threads_n)]
-    errors: list[BaseException] = []
     go = threading.Barrier(threads_n)
 
     def worker(t):
-        try:
-            go.wait(TIMEOUT)
-            for i in range(per_thread):
-                cb = device.create_command_buffer()
-                cb.dispatch(K.increment, "increment", 1, [i], [bufs[t]])
-                cb.execution_barrier()
-                cb.dispatch(K.increment, "increment", 1, [i], [bufs[t]])
-                cb.end()
-                device.queue_execute([cb], signal=[(sems[t][i], 1), (timeline[t], i + 1)])
-            fg.Fence((sem, 1) for sem in sems[t]).wait(timeout=TIMEOUT)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        go.wait(TIMEOUT)
+        for i in range(per_thread):
+            cb = device.create_command_buffer()
+            cb.dispatch(K.increment, "increment", 1, [i], [bufs[t]])
+            cb.execution_barrier()
+            cb.dispatch(K.increment, "increment", 1, [i], [bufs[t]])
+            cb.end()
+            device.queue_execute([cb], signal=[(sems[t][i], 1), (timeline[t], i + 1)])
+        fg.Fence((sem, 1) for sem in sems[t]).wait(timeout=TIMEOUT)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(4 * TIMEOUT)
-    assert not any(t.is_alive() for t in threads)
-    assert not errors, errors
+    run_threads(worker, threads_n)
     for t in range(threads_n):
         assert all(sem.query() == 1 for sem in sems[t])
         assert timeline[t].query() == per_thread  # signals only raise a timeline: the max wins
@@ -354,30 +344,20 @@ def test_chained_submissions_from_many_threads(device):
     threads_n, per_thread = 8, 20
     bufs = [device.allocator.allocate_view((2,), np.int32) for _ in range(threads_n)]
     sems = [device.create_semaphore(0) for _ in range(threads_n)]
-    errors: list[BaseException] = []
     go = threading.Barrier(threads_n)
 
     def worker(t):
-        try:
-            go.wait(TIMEOUT)
-            for i in range(1, per_thread + 1):
-                cb = device.create_command_buffer()
-                cb.dispatch(K.increment, "increment", 1, [0], [bufs[t]])
-                cb.execution_barrier()
-                cb.dispatch(K.increment, "increment", 1, [1], [bufs[t]])
-                cb.end()
-                device.queue_execute([cb], wait=[(sems[t], i - 1)], signal=[(sems[t], i)])
-            sems[t].wait(per_thread, timeout=TIMEOUT)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        go.wait(TIMEOUT)
+        for i in range(1, per_thread + 1):
+            cb = device.create_command_buffer()
+            cb.dispatch(K.increment, "increment", 1, [0], [bufs[t]])
+            cb.execution_barrier()
+            cb.dispatch(K.increment, "increment", 1, [1], [bufs[t]])
+            cb.end()
+            device.queue_execute([cb], wait=[(sems[t], i - 1)], signal=[(sems[t], i)])
+        sems[t].wait(per_thread, timeout=TIMEOUT)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(4 * TIMEOUT)
-    assert not any(t.is_alive() for t in threads)
-    assert not errors, errors
+    run_threads(worker, threads_n)
     for t in range(threads_n):
         np.testing.assert_array_equal(bufs[t].to_numpy(), [per_thread, per_thread])
 

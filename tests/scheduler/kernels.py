@@ -4,6 +4,8 @@ lin = x + cx * (y + cy * z)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 import fibergrid as fg
@@ -90,3 +92,20 @@ def run(dev, cbs, wait=(), timeout: float = WAIT):
     dev.queue_execute(cbs, wait=wait, signal=[(s, 1)])
     s.wait(1, timeout=timeout)
     return s
+
+
+def blocked_waiter(semaphore, value: int) -> tuple[threading.Thread, list]:
+    """A started thread blocked in semaphore.wait(value); its list gets "returned" or the
+    exception the wait raised."""
+    got: list = []
+
+    def wait() -> None:
+        try:
+            semaphore.wait(value, timeout=WAIT)
+            got.append("returned")
+        except BaseException as e:  # noqa: BLE001
+            got.append(e)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, got

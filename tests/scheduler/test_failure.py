@@ -4,7 +4,6 @@ never an independent submission's; the device keeps working afterwards."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import fibergrid as fg
 from fibergrid.kernel import KERNEL_RAISED
 from scheduler import layout as L
-from tests.scheduler.kernels import WAIT, chain_step, dispatch_ids, fail_at, out_of_bounds, run
+from tests.scheduler.kernels import WAIT, blocked_waiter, chain_step, dispatch_ids, fail_at, out_of_bounds, run
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=lambda w: f"{w}w")
@@ -152,17 +151,7 @@ def test_blocked_waiter_is_woken_by_a_failure(dev):
     gate, s = dev.create_semaphore(0), dev.create_semaphore(0)
     cb, _ = fail_cb(dev, (40,), 39)
     dev.queue_execute([cb], wait=[(gate, 1)], signal=[(s, 1)])
-    got = []
-
-    def waiter():
-        try:
-            s.wait(1, timeout=WAIT)
-            got.append("returned")
-        except BaseException as e:  # noqa: BLE001
-            got.append(e)
-
-    t = threading.Thread(target=waiter)
-    t.start()
+    t, got = blocked_waiter(s, 1)
     time.sleep(0.05)
     assert not got
     gate.signal(1)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from tests.scheduler.kernels import WAIT, dispatch_ids, run, spin
+from tests.scheduler.kernels import WAIT, blocked_waiter, dispatch_ids, run, spin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,17 +68,7 @@ def test_blocked_host_waiter_is_released_by_close():
     gate, s = dev.create_semaphore(0), dev.create_semaphore(0)
     cb, *_ = dispatch_ids(dev, (5,))
     dev.queue_execute([cb], wait=[(gate, 1)], signal=[(s, 1)])
-    got = []
-
-    def waiter():
-        try:
-            s.wait(1, timeout=WAIT)
-            got.append("returned")
-        except BaseException as e:  # noqa: BLE001
-            got.append(e)
-
-    t = threading.Thread(target=waiter)
-    t.start()
+    t, got = blocked_waiter(s, 1)
     time.sleep(0.05)
     close_bounded(dev)
     t.join(WAIT)

@@ -126,6 +126,16 @@ def _engine() -> llvm.ExecutionEngine:
     return llvm.create_mcjit_compiler(module, _new_target_machine())
 
 
+def link_ir(ir_texts: list[str]) -> str:
+    """One LLVM module from several (kernel generators each build their own); the lock is held
+    because llvmlite's LLVM context is not safe to use from several threads at once."""
+    with _LOCK:
+        linked = llvm.parse_assembly("")
+        for text in ir_texts:
+            linked.link_in(llvm.parse_assembly(text))
+        return str(linked)
+
+
 def compile_ir(ir_text: str) -> JitModule:
     """Optimise `ir_text` at O3 for the host and JIT it; safe to call from several threads."""
     with _LOCK:

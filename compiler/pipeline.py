@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import kernel_ir as kir
-from compiler.codegen.llvm_cpu import jit, matmul
-from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
+from compiler.codegen.llvm_cpu import generate, jit
+from compiler.codegen.llvm_cpu.matmul import GeneratedKernel
 from compiler.errors import CompileError
 from compiler.frontends.stablehlo import parse_stablehlo
 from compiler.passes.fusion import Tensor, partition
@@ -48,19 +48,7 @@ class CompiledFunction:
     results: tuple[tuple[int, tuple[int, ...]], ...]  # (tensor id, shape) per result
 
 
-def _codegen(region: kir.KernelRegion) -> matmul.GeneratedKernel:
-    """The llvm_cpu kernel for one region (the only place that picks a generator per body)."""
-    body = region.body
-    if isinstance(body, kir.ElementwiseBody):
-        return generate_elementwise(region)
-    epilogues = {"bias_add": matmul.bias_add(0), "relu": matmul.relu}
-    epilogue = matmul.chain(*(epilogues[e] for e in body.epilogue)) if body.epilogue else None
-    extra = (body.n,) if "bias_add" in body.epilogue else ()
-    return matmul.generate_matmul(body.m, body.n, body.k, batch=body.batch, epilogue=epilogue,
-                                  extra_bindings=extra, name=region.name)
-
-
-def _program(dispatches, kernels: list[matmul.GeneratedKernel]) -> list[DispatchRecord]:
+def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]:
     """Dispatch records with barriers only where a dispatch depends on one since the last
     barrier (independent dispatches share a barrier region and may run at once)."""
     records, written = [], set()
@@ -83,7 +71,7 @@ def compile_module(text: str, function: str = "main") -> CompiledFunction:
             raise CompileError(f"@{function} input {i} has dynamic type {arg.type}: only static shapes are compiled")
     static = specialize(module, function, [a.type.shape for a in fn.args])
     part = partition(static, function)
-    kernels = [_codegen(d.region) for d in part.dispatches]
+    kernels = [generate(d.region) for d in part.dispatches]
     jit_module = jit.compile_ir(jit.link_ir([k.ir for k in kernels])) if kernels else None
     entries = tuple(
         EntryPoint(k.name, jit_module.address(k.name), (1, 1, 1), k.binding_count, 0,

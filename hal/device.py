@@ -8,8 +8,9 @@ so every driver behaves alike.
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -109,6 +110,29 @@ class Device(abc.ABC):
         cb.copy(source, source_offset, target, target_offset, length)
         cb.end()
         self.queue_execute([cb], wait, signal)
+
+    def queue_host_call(self, fn: Callable[[], object], wait: Timepoints = (), signal: Timepoints = ()) -> None:
+        """Runs `fn()` on a host thread once every wait is reached, then signals; if `fn` raises
+        (or a wait fails) the signal semaphores fail with that error. Returns at once. The waits
+        park as a submission (no worker blocks); only the host thread that will run `fn` sleeps,
+        in a futex with the GIL released."""
+        if not callable(fn):
+            raise InvalidArgument(f"queue_host_call: {fn!r} is not callable")
+        signal = self._timepoints(signal, "signal")
+        gate = self.create_semaphore(0)
+        self.queue_barrier(wait, [(gate, 1)])
+
+        def step() -> None:
+            try:
+                gate.wait(1)
+                fn()
+                for sem, value in signal:
+                    sem.signal(value)
+            except BaseException as e:  # noqa: BLE001 - any failure travels on through the semaphores
+                for sem, _ in signal:
+                    sem.fail(e)
+
+        threading.Thread(target=step, name="fibergrid-host-call", daemon=True).start()
 
     def _timepoints(self, points: Timepoints, what: str) -> list[tuple[Semaphore, int]]:
         out = []

@@ -171,6 +171,7 @@ def _round_afz(x: np.ndarray) -> np.ndarray:
 
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 ELEMENTWISE: dict[str, Elementwise] = {
     "add": Elementwise(2, np.add),
@@ -208,7 +209,8 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "ceil": Elementwise(1, np.ceil),
     "round_nearest_even": Elementwise(1, np.rint),
     "round_nearest_afz": Elementwise(1, _round_afz),
-    "erf": Elementwise(1, _erf),  # from chlo.erf (jax.nn.gelu(approximate=False), erf)
+    "erf": Elementwise(1, _erf),  # from chlo.erf (lax.erf)
+    "erfc": Elementwise(1, _erfc),  # from chlo.erfc (jax.nn.gelu(approximate=False))
     "is_finite": Elementwise(1, np.isfinite, bool_result=True),
     "select": Elementwise(3, np.where),
     "clamp": Elementwise(3, lambda lo, x, hi: np.minimum(np.maximum(x, lo), hi)),

@@ -8,15 +8,28 @@ region came from (no StableHLO op, no source location):
   shape and dtype. Buffers are dense and row-major, so a shape is enough to address them.
 - a body, one of
   - `ElementwiseBody`: an expression DAG evaluated at every point of an output iteration space.
-    Leaves are `Load`s of input bindings through an *index map* (which output dim indexes each
-    input dim; `None` = index 0, a broadcast size-1 dim) and scalar `Const`s; inner nodes are
-    `Compute`s named after the ops of `SCALAR_OPS`. Broadcasts and transposes are folded into
-    index maps by the fusion pass, so they cost nothing at run time.
-  - `MatmulBody`: a library region, C = A @ B with an optional fused epilogue; backends map it
-    onto their tuned matmul generator, which also picks its own workgroup grid.
-- `grid` (elementwise only): how the iteration space is tiled onto workgroups. Target-neutral:
-  the space is seen as rows (all dims but the last, flattened) x columns (the last dim);
-  workgroup (x, y) covers columns x*tile_cols.. and rows y*tile_rows.., clipped at the edges.
+  - `ReductionBody`: a fold over some dims of an iteration space (reduce, reduce_window, small
+    or integer dot_general, general convolution), with an expression DAG per element, a combiner
+    DAG and output DAGs over the folded values.
+  - `SortBody`: a stable sort of rows along one dim with a comparator DAG.
+  - `MatmulBody` / `ConvBody`: library regions, mapped onto a backend's tuned generators, which
+    pick their own workgroup grid.
+- `grid` (elementwise and reduction): how the output space is tiled onto workgroups.
+  Target-neutral: the space is seen as rows (all dims but the last, flattened) x columns (the
+  last dim); workgroup (x, y) covers columns x*tile_cols.. and rows y*tile_rows.., clipped.
+
+Expressions. Leaves are `Const`s, `Coord(d)` (the current point's coordinate along dim d of the
+body's iteration space, an int64), `Arg(i)` (a value the body supplies: accumulators and
+elements in a combiner, folded results in a reduction's outputs, the two rows' elements in a
+comparator) and `Load`s. A `Load` reads a binding at one *index expression per dim of the
+binding*: integer expressions over Coords, constants and other Loads. That one form expresses
+all data movement as addressing, so it costs nothing but index arithmetic at run time:
+broadcast and transpose (a Coord of another dim), slice (Coord*stride + start), reverse
+(size-1-Coord), iota (a Coord converted), pad and concatenate (a `select` on a compare of a
+Coord, the load's index clamped so it stays in bounds when not selected), dynamic_slice (Coord +
+a clamped start loaded from a binding) and gather (an index that is itself a Load). A backend
+vectorises along the last dim and uses `affine_step` to tell a contiguous load (step 1) from a
+broadcast one (step 0) from one it must gather lane by lane.
 
 Expression nodes compare by identity (eq=False) so that a DAG with shared subexpressions stays a
 DAG: backends memoise on node identity and emit each node once per point.
@@ -30,15 +43,18 @@ from typing import Union
 
 import numpy as np
 
-# The scalar ops an ElementwiseBody may use, with their operand count. Every backend implements
-# all of them; the fusion pass rejects anything else at compile time. 'compare' carries its
-# direction in `Compute.attr`; 'convert' converts to the node's dtype.
+# The scalar ops expressions may use, with their operand count. Every backend implements all of
+# them; the fusion pass rejects anything else at compile time. 'compare' carries its direction
+# in `Compute.attr` (with "TOTALORDER:" prefixed for IEEE totalOrder on floats); 'convert' and
+# 'bitcast_convert' convert to the node's dtype.
 SCALAR_OPS: dict[str, int] = {
-    "add": 2, "subtract": 2, "multiply": 2, "divide": 2, "maximum": 2, "minimum": 2, "power": 2,
-    "and": 2, "or": 2, "xor": 2, "compare": 2,
-    "negate": 1, "abs": 1, "exponential": 1, "log": 1, "tanh": 1, "logistic": 1, "sqrt": 1,
-    "rsqrt": 1, "sine": 1, "cosine": 1, "floor": 1, "ceil": 1, "round_nearest_even": 1, "not": 1,
-    "convert": 1,
+    "add": 2, "subtract": 2, "multiply": 2, "divide": 2, "remainder": 2, "maximum": 2,
+    "minimum": 2, "power": 2, "atan2": 2, "and": 2, "or": 2, "xor": 2, "compare": 2,
+    "shift_left": 2, "shift_right_logical": 2, "shift_right_arithmetic": 2,
+    "negate": 1, "abs": 1, "sign": 1, "exponential": 1, "exponential_minus_one": 1, "log": 1,
+    "log_plus_one": 1, "tanh": 1, "logistic": 1, "sqrt": 1, "rsqrt": 1, "cbrt": 1, "sine": 1,
+    "cosine": 1, "tan": 1, "erf": 1, "erfc": 1, "floor": 1, "ceil": 1, "round_nearest_even": 1,
+    "round_nearest_afz": 1, "is_finite": 1, "not": 1, "convert": 1, "bitcast_convert": 1,
     "select": 3, "clamp": 3,
 }
 
@@ -46,6 +62,9 @@ SCALAR_OPS: dict[str, int] = {
 KERNEL_DTYPES: frozenset[np.dtype] = frozenset(np.dtype(t) for t in (
     np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
     np.float32, np.float64))
+
+INDEX = np.dtype(np.int64)
+"""The dtype of coordinates and index expressions."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +82,11 @@ class BindingDecl:
 
 @dataclass(eq=False, frozen=True)
 class Load:
-    """Input binding `binding` at the point whose coordinate along input dim e is output
-    coordinate `index_map[e]` (None: 0, the dim is a broadcast size-1 dim)."""
+    """Input binding `binding` at the element whose coordinate along binding dim e is the value
+    of `index[e]` (an INDEX expression, always within the binding's shape)."""
 
     binding: int
-    index_map: tuple[int | None, ...]
+    index: tuple[Expr, ...]
     dtype: np.dtype
 
 
@@ -80,21 +99,84 @@ class Const:
 
 
 @dataclass(eq=False, frozen=True)
+class Coord:
+    """The current point's coordinate along dim `dim` of the body's iteration space (INDEX)."""
+
+    dim: int
+    dtype: np.dtype = INDEX
+
+
+@dataclass(eq=False, frozen=True)
+class Arg:
+    """Value `index` of those the body supplies (see each body), of type `dtype`."""
+
+    index: int
+    dtype: np.dtype
+
+
+@dataclass(eq=False, frozen=True)
 class Compute:
     """`op` (a SCALAR_OPS name) applied to `operands`, giving a `dtype` value."""
 
     op: str
     operands: tuple[Expr, ...]
     dtype: np.dtype
-    attr: str = ""  # compare: direction (EQ, NE, LT, LE, GT, GE)
+    attr: str = ""  # compare: direction (EQ, NE, LT, LE, GT, GE), "TOTALORDER:LT" etc.
 
 
-Expr = Union[Load, Const, Compute]
+Expr = Union[Load, Const, Coord, Arg, Compute]
+
+
+def affine_step(node: Expr, dim: int, memo: dict[int, int | None] | None = None) -> int | None:
+    """How much `node` grows when Coord(dim) grows by one, if that is the same constant at every
+    point (0 when it does not depend on Coord(dim)); None when it is not affine in Coord(dim).
+    Backends use it on index expressions: a load whose flat offset has step 1 along the
+    vectorised dim is a vector load, step 0 a broadcast scalar, anything else a gather."""
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, Coord):
+        step = 1 if node.dim == dim else 0
+    elif isinstance(node, (Const, Arg)):
+        step = 0
+    else:
+        operands = node.index if isinstance(node, Load) else node.operands
+        steps = [affine_step(x, dim, memo) for x in operands]
+        step = None
+        if all(s == 0 for s in steps):
+            step = 0
+        elif isinstance(node, Compute) and None not in steps:
+            if node.op == "add":
+                step = steps[0] + steps[1]
+            elif node.op == "subtract":
+                step = steps[0] - steps[1]
+            elif node.op == "negate":
+                step = -steps[0]
+            elif node.op == "convert" and node.dtype == INDEX and node.operands[0].dtype.kind in "iu":
+                step = steps[0]
+            elif node.op == "multiply":
+                const = [x for x, s in zip(node.operands, steps) if s == 0 and isinstance(x, Const)]
+                if const:
+                    step = sum(steps) * int(const[0].value)
+    memo[id(node)] = step
+    return step
+
+
+def load_step(load: Load, shape: tuple[int, ...], dim: int) -> int | None:
+    """Elements the flat offset of `load` (into a binding of `shape`) moves per step of
+    Coord(dim); None when that is not constant."""
+    total, memo = 0, {}
+    for e, index in enumerate(load.index):
+        step = affine_step(index, dim, memo)
+        if step is None:
+            return None
+        total += step * math.prod(shape[e + 1:])
+    return total
 
 
 @dataclass(frozen=True)
 class Grid:
-    """Elementwise tiling: `tile_rows` x `tile_cols` points per workgroup over a rows x cols space."""
+    """Tiling: `tile_rows` x `tile_cols` output points per workgroup over a rows x cols space."""
 
     rows: int
     cols: int
@@ -111,6 +193,7 @@ def tile_elementwise(shape: tuple[int, ...], points_per_workgroup: int = 16384) 
     workgroup: big enough that scheduling costs (~10 ns a workgroup) vanish next to the work,
     small enough that a 2-worker device gets many workgroups on tensors of a few MB. Long rows
     are split so one huge vector still spreads over workers."""
+    points_per_workgroup = max(1, points_per_workgroup)
     cols = shape[-1] if shape else 1
     rows = math.prod(shape[:-1]) if shape else 1
     tile_cols = cols if cols <= 2 * points_per_workgroup else points_per_workgroup
@@ -120,12 +203,51 @@ def tile_elementwise(shape: tuple[int, ...], points_per_workgroup: int = 16384) 
 
 @dataclass(frozen=True)
 class ElementwiseBody:
-    """outputs[i] is written, at every point of `shape`, to output binding `output_bindings[i]`."""
+    """outputs[i] is written, at every point of `shape`, to output binding `output_bindings[i]`.
+    Coords are those of `shape`; there are no Args."""
 
     shape: tuple[int, ...]
     outputs: tuple[Expr, ...]
     output_bindings: tuple[int, ...]
     grid: Grid
+
+
+@dataclass(frozen=True)
+class ReductionBody:
+    """A fold over the dims `reduced` of the iteration space `shape`.
+
+    At every point of `shape`, `inputs` give n element values (Coords of `shape`). Per output
+    point (the dims of `shape` not in `reduced`, in order) n accumulators start at `inits` (no
+    Coords) and, for each point of the reduced dims in row-major order, become `combiner`
+    evaluated with Arg(0..n-1) = the accumulators and Arg(n..2n-1) = the elements. Finally
+    `outputs[i]` (Arg(j) = final accumulator j, Coords of the output space) is written to
+    `output_bindings[i]`. Backends may reorder the fold only where the combiner makes that
+    exact or within float rounding (a plain add/max/min); `grid` tiles the output space."""
+
+    shape: tuple[int, ...]
+    reduced: tuple[int, ...]
+    inputs: tuple[Expr, ...]
+    inits: tuple[Expr, ...]
+    combiner: tuple[Expr, ...]
+    outputs: tuple[Expr, ...]
+    output_bindings: tuple[int, ...]
+    grid: Grid
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(n for d, n in enumerate(self.shape) if d not in self.reduced)
+
+
+@dataclass(frozen=True)
+class SortBody:
+    """Bindings 0..n-1 (of `shape`) sorted along `dimension` into bindings n..2n-1, all operands
+    permuted together. `less` (Arg(2k), Arg(2k+1) = operand k's two elements) says whether the
+    first element goes before the second; equal elements keep their order (stable)."""
+
+    shape: tuple[int, ...]
+    dimension: int
+    operands: int
+    less: Expr
 
 
 @dataclass(frozen=True)
@@ -141,9 +263,22 @@ class MatmulBody:
 
 
 @dataclass(frozen=True)
+class ConvBody:
+    """2-D convolution, f32: output N x OH x OW x F = input N x H x W x C (binding 0) with filter
+    KH x KW x C x F (binding 1), explicit `padding` ((top, bottom), (left, right)), `strides`
+    and filter `dilation`; output binding 2."""
+
+    input_shape: tuple[int, int, int, int]
+    filter_shape: tuple[int, int, int, int]
+    strides: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    dilation: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class KernelRegion:
     """One dispatch region: a kernel's name, its bindings and what it computes."""
 
     name: str
     bindings: tuple[BindingDecl, ...]
-    body: ElementwiseBody | MatmulBody
+    body: ElementwiseBody | ReductionBody | SortBody | MatmulBody | ConvBody

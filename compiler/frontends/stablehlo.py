@@ -212,7 +212,7 @@ def _unescape(s: str) -> str:
 
 _TERMINATORS = {"return", "func.return", "stablehlo.return"}
 _CALLS = {"call", "func.call"}
-_CHLO = {"chlo.square": "multiply", "chlo.erf": "erf"}  # chlo ops JAX emits, as IR ops
+_CHLO = {"chlo.square": "multiply", "chlo.erf": "erf", "chlo.erfc": "erfc"}  # chlo ops JAX emits, as IR ops
 _SCALAR_TYPE_RE = re.compile(r"(?:[iu]\d+|ui\d+|f\d+|bf16|index)$")
 
 

@@ -1,16 +1,27 @@
 """Fusion: partition a static function into dispatch regions (kernel IR) and the buffers between.
 
 The walk goes over the ops in order and keeps, for every tensor value, either a buffer that
-holds it or a *lazy* expression over buffers (kernel IR `Compute`/`Const` nodes with `_Leaf`
-loads). Elementwise ops, compare, convert, scalar constants, broadcast_in_dim and transpose only
-build expressions (the last two by rewriting the leaves' index maps), so a chain of them costs
-nothing until a value must exist in memory: it is a function result, an operand of a
-non-elementwise op (dot_general, a reshape of a computed value), or used more than once (computed
-once into a buffer rather than recomputed per use). Materialising emits one elementwise region.
+holds it or a *lazy* expression over buffers (kernel IR `Compute`/`Const`/`Coord` nodes and
+`index_exprs.Leaf` loads). Elementwise ops, compare, convert, constants, iota and every
+data-movement op (broadcast, transpose, reshape of unit dims, slice, reverse, pad, concatenate,
+dynamic_slice, dynamic_update_slice, gather) only build expressions (`index_exprs`), so a chain
+of them costs nothing until a value must exist in memory: it is a function result, an operand
+of an op that needs a buffer (matmul, conv, sort, a general reshape), or a computed value used
+more than once (computed once into a buffer rather than recomputed per use). Materialising emits
+one elementwise region.
 
-dot_general becomes a matmul region that stays *pending* while its single user is an `add` of a
-bias broadcast along the columns and then a `maximum` with 0: those fold into its epilogue, as
-jax.nn.relu(x @ w + b) is lowered. Any other use emits it.
+Folds become `ReductionBody` regions whose element expressions are the lazy operands, so
+producers fuse into them: reduce (any elementwise body, several operands as argmax needs),
+reduce_window (the window is reduced dims of the iteration space, padding a select),
+dot_general on non-f32 types and convolutions the conv generator does not take (the contraction
+is the fold of a product). A fold stays pending until a result is needed, so elementwise ops
+on one of its results (mean's divide, a scale) become its output expressions rather than
+another dispatch. dot_general on f32 becomes a matmul region (operands transposed into
+[batch, m, k] x [batch, k, n] first where needed) that stays *pending* while its single user is
+an `add` of a bias broadcast along the columns and then a `maximum` with 0: those fold into its
+epilogue, as jax.nn.relu(x @ w + b) is lowered. 2-D f32 convolutions without groups or input
+dilation go to the conv generator in NHWC x HWIO (other layouts transposed there). sort becomes
+a sort region.
 
 Anything without a lowering raises CompileError("unsupported op 'NAME' at LINE:COL") here, at
 compile time, never at run time.
@@ -26,6 +37,10 @@ import numpy as np
 from compiler import kernel_ir as kir
 from compiler.errors import CompileError
 from compiler.ir import Function, Module, Op, Value
+from compiler.passes import index_exprs as ix
+from compiler.passes.index_exprs import Leaf
+
+F32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -59,17 +74,6 @@ class Partition:
     results: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
 
 
-@dataclass(eq=False, frozen=True)
-class _Leaf:
-    """A load of tensor `tensor` seen with `shape` (a reshape view of its bytes) through
-    `index_map` (as kernel_ir.Load). Becomes a kir.Load once the region's bindings are known."""
-
-    tensor: int
-    shape: tuple[int, ...]
-    index_map: tuple[int | None, ...]
-    dtype: np.dtype
-
-
 @dataclass
 class _PendingMatmul:
     a: int
@@ -81,6 +85,57 @@ class _PendingMatmul:
     shape: tuple[int, ...]
     epilogue: list[str] = field(default_factory=list)
     bias: int | None = None
+
+
+@dataclass
+class _PendingFold:
+    """A reduction not emitted yet (lazy expressions, not lowered): `outputs` maps each value
+    it will produce to its expression of the folded values (kir.Arg) over `out_shape`."""
+
+    shape: tuple[int, ...]
+    reduced: tuple[int, ...]
+    inputs: list
+    inits: list
+    combiner: list
+    out_shape: tuple[int, ...]
+    outputs: dict[Value, object] = field(default_factory=dict)
+
+
+class _Bindings:
+    """The bindings of one region being built: lowers lazy expressions to kernel IR, giving each
+    distinct (buffer, view shape) one input slot; outputs are added after the inputs."""
+
+    def __init__(self) -> None:
+        self.decls: list[kir.BindingDecl] = []
+        self.tensors: list[int] = []
+        self.slots: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.memo: dict[int, kir.Expr] = {}
+
+    def input(self, tensor: int, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        key = (tensor, shape)
+        if key not in self.slots:
+            self.slots[key] = len(self.decls)
+            self.decls.append(kir.BindingDecl(shape, dtype))
+            self.tensors.append(tensor)
+        return self.slots[key]
+
+    def output(self, tensor: int, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        self.decls.append(kir.BindingDecl(tuple(shape), dtype, output=True))
+        self.tensors.append(tensor)
+        return len(self.decls) - 1
+
+    def lower(self, node) -> kir.Expr:
+        if id(node) in self.memo:
+            return self.memo[id(node)]
+        if isinstance(node, Leaf):
+            out = kir.Load(self.input(node.tensor, node.shape, node.dtype),
+                           tuple(self.lower(x) for x in node.index), node.dtype)
+        elif isinstance(node, kir.Compute):
+            out = kir.Compute(node.op, tuple(self.lower(x) for x in node.operands), node.dtype, node.attr)
+        else:
+            out = node
+        self.memo[id(node)] = out
+        return out
 
 
 def _unsupported(op: Op, why: str = "") -> CompileError:
@@ -111,18 +166,23 @@ def inline_calls(module: Module, fn: Function) -> Function:
     return Function(fn.name, fn.args, [subst.get(v, v) for v in fn.results], ops, fn.public)
 
 
-def _remap(node, leaf_map, memo: dict[int, object]):
-    """Rewrite every leaf's index map with `leaf_map(map) -> map`, keeping shared nodes shared."""
-    if id(node) in memo:
-        return memo[id(node)]
-    if isinstance(node, _Leaf):
-        out = _Leaf(node.tensor, node.shape, leaf_map(node.index_map), node.dtype)
-    elif isinstance(node, kir.Compute):
-        out = kir.Compute(node.op, tuple(_remap(x, leaf_map, memo) for x in node.operands), node.dtype, node.attr)
-    else:
-        out = node
-    memo[id(node)] = out
-    return out
+def _reads_memory(node, memo: dict[int, bool]) -> bool:
+    """Whether an expression loads anything: one that does not (constants, iota masks) is
+    cheaper to recompute at each use than to store and load."""
+    if id(node) not in memo:
+        if isinstance(node, Leaf):
+            memo[id(node)] = True
+        else:
+            memo[id(node)] = isinstance(node, kir.Compute) and any(_reads_memory(x, memo) for x in node.operands)
+    return memo[id(node)]
+
+
+def _permuted(node, perm: list[int]):
+    """`node` with its dims reordered: result dim i is operand dim perm[i]."""
+    new: list = [None] * len(perm)
+    for i, p in enumerate(perm):
+        new[p] = kir.Coord(i)
+    return ix.substitute(node, new)
 
 
 class _Fuser:
@@ -131,6 +191,7 @@ class _Fuser:
         self.part = Partition()
         self.lazy: dict[Value, object] = {}
         self.pending: dict[Value, _PendingMatmul] = {}
+        self.pending_folds: dict[Value, _PendingFold] = {}
         self.uses: dict[Value, int] = {}
         for op in fn.ops:
             for v in op.operands:
@@ -139,95 +200,189 @@ class _Fuser:
             self.uses[v] = self.uses.get(v, 0) + 1
 
     # -- buffers ---------------------------------------------------------------------------
-    def new_tensor(self, shape: tuple[int, ...], dtype: np.dtype, kind: str, **kw) -> int:
+    def new_tensor(self, shape: tuple[int, ...], dtype: np.dtype, kind: str = "temp", **kw) -> int:
         t = Tensor(len(self.part.tensors), tuple(shape), np.dtype(dtype), kind, **kw)
         self.part.tensors.append(t)
         return t.id
 
-    def leaf(self, tensor: int, shape: tuple[int, ...], dtype: np.dtype) -> _Leaf:
-        return _Leaf(tensor, tuple(shape), tuple(range(len(shape))), np.dtype(dtype))
+    @staticmethod
+    def leaf(tensor: int, shape: tuple[int, ...], dtype: np.dtype) -> Leaf:
+        return Leaf(tensor, tuple(shape), ix.coords(len(shape)), np.dtype(dtype))
 
     def buffer_of(self, v: Value) -> int:
         """The tensor holding `v` densely in its own shape, materialising it if needed."""
         self.flush(v)
-        node = self.lazy[v]
-        if not (isinstance(node, _Leaf) and node.index_map == tuple(range(v.type.rank))):
-            node = self.materialize(v)
-        return node.tensor
+        tensor = self.tensor_of(self.lazy[v], tuple(v.type.shape), v.type.dtype)
+        self.lazy[v] = self.leaf(tensor, tuple(v.type.shape), v.type.dtype)
+        return tensor
 
-    def materialize(self, v: Value) -> _Leaf:
-        """Emit an elementwise region computing `v` into a new temporary; later uses load it."""
-        shape = tuple(v.type.shape)
-        out = self.new_tensor(shape, v.type.dtype, "temp")
-        bindings: list[kir.BindingDecl] = []
-        tensors: list[int] = []
-        slots: dict[tuple[int, tuple[int, ...]], int] = {}
-        memo: dict[int, object] = {}
+    def tensor_of(self, node, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        """A tensor holding the value of expression `node` (over `shape`) densely."""
+        if isinstance(node, Leaf) and node.is_dense and node.shape == shape:
+            return node.tensor
+        out = self.new_tensor(shape, dtype)
+        regs = _Bindings()
+        expr = regs.lower(node)
+        slot = regs.output(out, shape, dtype)
+        body = kir.ElementwiseBody(shape, (expr,), (slot,), kir.tile_elementwise(shape))
+        self.add_dispatch("elementwise", regs, body)
+        return out
 
-        def lower(node):
-            if id(node) in memo:
-                return memo[id(node)]
-            if isinstance(node, _Leaf):
-                key = (node.tensor, node.shape)
-                if key not in slots:
-                    slots[key] = len(bindings)
-                    bindings.append(kir.BindingDecl(node.shape, node.dtype))
-                    tensors.append(node.tensor)
-                res = kir.Load(slots[key], node.index_map, node.dtype)
-            elif isinstance(node, kir.Compute):
-                res = kir.Compute(node.op, tuple(lower(x) for x in node.operands), node.dtype, node.attr)
-            else:
-                res = node
-            memo[id(node)] = res
-            return res
+    def materialize(self, v: Value) -> None:
+        """Compute `v` into a new temporary; later uses load it."""
+        tensor = self.tensor_of(self.lazy[v], tuple(v.type.shape), v.type.dtype)
+        self.lazy[v] = self.leaf(tensor, tuple(v.type.shape), v.type.dtype)
 
-        expr = lower(self.lazy[v])
-        bindings.append(kir.BindingDecl(shape, v.type.dtype, output=True))
-        tensors.append(out)
-        body = kir.ElementwiseBody(shape, (expr,), (len(bindings) - 1,), kir.tile_elementwise(shape))
-        self.add_dispatch("elementwise", bindings, body, tensors)
-        self.lazy[v] = self.leaf(out, shape, v.type.dtype)
-        return self.lazy[v]
-
-    def add_dispatch(self, kind: str, bindings, body, tensors) -> None:
+    def add_dispatch(self, kind: str, regs: _Bindings, body) -> None:
         name = f"{self.fn.name}_dispatch_{len(self.part.dispatches)}_{kind}"
-        region = kir.KernelRegion(name, tuple(bindings), body)
-        self.part.dispatches.append(Dispatch(region, tuple(tensors)))
+        region = kir.KernelRegion(name, tuple(regs.decls), body)
+        self.part.dispatches.append(Dispatch(region, tuple(regs.tensors)))
 
-    # -- matmul ----------------------------------------------------------------------------
+    # -- folds -------------------------------------------------------------------------------
+    def fold(self, op: Op, shape: tuple[int, ...], reduced: list[int], inputs: list, inits: list,
+             combiner: list | None) -> None:
+        """A reduction folding `inputs` (expressions over `shape`) over the dims `reduced`. It
+        stays pending (`absorb_into_fold`) until a result is needed, so that elementwise
+        consumers (mean's divide, a scale) join its outputs instead of another dispatch."""
+        if combiner is None:
+            raise _unsupported(op, "the reducer body has an op without a scalar lowering")
+        out_shape = tuple(n for d, n in enumerate(shape) if d not in reduced)
+        fold = _PendingFold(tuple(shape), tuple(reduced), inputs, inits, combiner, out_shape)
+        used = [i for i, r in enumerate(op.results) if self.uses.get(r, 0)] or [len(op.results) - 1]
+        for i in used:
+            r = op.results[i]
+            fold.outputs[r] = kir.Arg(i, r.type.dtype)
+            self.pending_folds[r] = fold
+
+    def absorb_into_fold(self, op: Op) -> bool:
+        """Make an elementwise `op` on one result of a pending fold (used only there) an output
+        expression of that fold; True if it did."""
+        if op.name not in kir.SCALAR_OPS:
+            return False
+        pending = [v for v in op.operands if v in self.pending_folds or v in self.pending]
+        if len(pending) != 1 or pending[0] not in self.pending_folds or self.uses[pending[0]] != 1:
+            return False
+        v = pending[0]
+        fold = self.pending_folds.pop(v)
+        if tuple(op.results[0].type.shape) != fold.out_shape:
+            self.pending_folds[v] = fold
+            return False
+        operands = [fold.outputs.pop(x) if x is v else self.lazy[x] for x in op.operands]
+        result = op.results[0]
+        fold.outputs[result] = kir.Compute(op.name, tuple(operands), result.type.dtype, ix.compare_attr(op))
+        self.pending_folds[result] = fold
+        return True
+
+    def flush_fold(self, fold: _PendingFold) -> None:
+        """Emit a pending fold's reduction region; its outputs become buffers."""
+        regs = _Bindings()
+        elements = tuple(regs.lower(x) for x in fold.inputs)
+        inits = tuple(regs.lower(x) for x in fold.inits)
+        outputs = tuple(regs.lower(x) for x in fold.outputs.values())
+        slots = []
+        for v in fold.outputs:
+            tensor = self.new_tensor(fold.out_shape, v.type.dtype)
+            slots.append(regs.output(tensor, fold.out_shape, v.type.dtype))
+            self.lazy[v] = self.leaf(tensor, fold.out_shape, v.type.dtype)
+            del self.pending_folds[v]
+        size = math.prod(fold.shape[d] for d in fold.reduced)
+        grid = kir.tile_elementwise(fold.out_shape, 16384 // max(size, 1))
+        body = kir.ReductionBody(fold.shape, fold.reduced, elements, inits,
+                                 tuple(regs.lower(c) for c in fold.combiner), outputs, tuple(slots), grid)
+        self.add_dispatch("reduction", regs, body)
+
+    @staticmethod
+    def combiner_args(op: Op, inits: list) -> list[kir.Arg]:
+        """Arg(0..n-1): accumulators (the inits' types), Arg(n..2n-1): elements."""
+        n = len(inits)
+        types = [v.type.dtype for v in op.operands[n:2 * n]] + [v.type.dtype for v in op.operands[:n]]
+        return [kir.Arg(i, t) for i, t in enumerate(types)]
+
+    def reduce(self, op: Op, operands: list) -> None:
+        n = len(operands) // 2
+        combiner = ix.region_exprs(op.regions[0], self.combiner_args(op, operands[n:]))
+        self.fold(op, tuple(op.operands[0].type.shape), sorted(op.attrs["dimensions"]),
+                  operands[:n], operands[n:], combiner)
+
+    def reduce_window(self, op: Op, operands: list) -> None:
+        """The iteration space is output dims x window dims; the window dims are reduced. A
+        window point outside the (padded, dilated) operand reads the init value, as in XLA."""
+        a = op.attrs
+        n = len(operands) // 2
+        shape, out = op.operands[0].type.shape, op.results[0].type.shape
+        rank = len(shape)
+        new, conditions = [], []
+        for d in range(rank):
+            position = ix.add(ix.mul(kir.Coord(d), a["window_strides"][d]),
+                              ix.mul(kir.Coord(rank + d), a["window_dilations"][d]))
+            lo, hi = a["padding"][d]
+            span = (shape[d] - 1) * a["base_dilations"][d] + 1 + lo + hi
+            coordinate, condition = ix.window_position(position, shape[d], lo, a["base_dilations"][d], span)
+            new.append(coordinate)
+            conditions += [condition] if condition is not None else []
+        guard = ix.all_of(conditions)
+        elements = [ix.select(guard, ix.substitute(x, new), init) for x, init in zip(operands[:n], operands[n:])]
+        combiner = ix.region_exprs(op.regions[0], self.combiner_args(op, operands[n:]))
+        self.fold(op, tuple(out) + tuple(a["window_dimensions"]), list(range(rank, 2 * rank)),
+                  elements, operands[n:], combiner)
+
+    def contraction(self, op: Op, shape: tuple[int, ...], reduced: list[int], lhs, rhs) -> None:
+        """sum over `reduced` of lhs * rhs (both converted to the result type)."""
+        dtype = op.results[0].type.dtype
+        lhs, rhs = (x if x.dtype == dtype else kir.Compute("convert", (x,), dtype) for x in (lhs, rhs))
+        product = kir.Compute("multiply", (lhs, rhs), dtype)
+        combiner = [kir.Compute("add", (kir.Arg(0, dtype), kir.Arg(1, dtype)), dtype)]
+        self.fold(op, shape, reduced, [product], [kir.Const(0, dtype)], combiner)
+
+    # -- dot_general ---------------------------------------------------------------------------
     def flush(self, v: Value) -> None:
-        """Emit the pending matmul producing `v`, if any: its epilogue can grow no further."""
+        """Emit the pending fold or matmul producing `v`, if any: it can grow no further."""
+        if v in self.pending_folds:
+            return self.flush_fold(self.pending_folds[v])
         p = self.pending.pop(v, None)
         if p is None:
             return
-        out = self.new_tensor(p.shape, np.float32, "temp")
-        f32 = np.dtype(np.float32)
-        bindings = [kir.BindingDecl((p.batch, p.m, p.k), f32), kir.BindingDecl((p.batch, p.k, p.n), f32),
-                    kir.BindingDecl((p.batch, p.m, p.n), f32, output=True)]
-        tensors = [p.a, p.b, out]
+        out = self.new_tensor(p.shape, F32)
+        regs = _Bindings()
+        regs.input(p.a, (p.batch, p.m, p.k), F32)
+        regs.input(p.b, (p.batch, p.k, p.n), F32)
+        regs.output(out, (p.batch, p.m, p.n), F32)
         if p.bias is not None:
-            bindings.append(kir.BindingDecl((p.n,), f32))
-            tensors.append(p.bias)
-        body = kir.MatmulBody(p.m, p.n, p.k, p.batch, tuple(p.epilogue))
-        self.add_dispatch("matmul", bindings, body, tensors)
-        self.lazy[v] = self.leaf(out, p.shape, f32)
+            regs.input(p.bias, (p.n,), F32)
+        self.add_dispatch("matmul", regs, kir.MatmulBody(p.m, p.n, p.k, p.batch, tuple(p.epilogue)))
+        self.lazy[v] = self.leaf(out, p.shape, F32)
 
-    def dot_general(self, op: Op) -> None:
+    def dot_general(self, op: Op, lhs_node, rhs_node) -> None:
+        """f32: a matmul on operands transposed to [batch, m, k] / [batch, k, n]; other types:
+        a contraction fold over the iteration space (batch, lhs free, rhs free, contracting)."""
         lhs, rhs = op.operands
         a = op.attrs
-        dims = (a["lhs_batching_dimensions"], a["rhs_batching_dimensions"],
-                a["lhs_contracting_dimensions"], a["rhs_contracting_dimensions"])
-        f32 = np.dtype(np.float32)
-        if any(t.dtype != f32 for t in (lhs.type, rhs.type, op.results[0].type)):
-            raise _unsupported(op, "only f32 matmuls are lowered")
-        if lhs.type.rank == 2 and rhs.type.rank == 2 and dims == ((), (), (1,), (0,)):
-            (m, k), n, batch = lhs.type.shape, rhs.type.shape[1], 1
-        elif lhs.type.rank == 3 and rhs.type.rank == 3 and dims == ((0,), (0,), (2,), (1,)):
-            (batch, m, k), n = lhs.type.shape, rhs.type.shape[2]
-        else:
-            raise _unsupported(op, "only [m,k]x[k,n] and [b,m,k]x[b,k,n] contractions are lowered")
-        self.pending[op.results[0]] = _PendingMatmul(
-            self.buffer_of(lhs), self.buffer_of(rhs), m, n, k, batch, tuple(op.results[0].type.shape))
+        lb, rb = list(a["lhs_batching_dimensions"]), list(a["rhs_batching_dimensions"])
+        lc, rc = list(a["lhs_contracting_dimensions"]), list(a["rhs_contracting_dimensions"])
+        lf = [d for d in range(lhs.type.rank) if d not in lb + lc]
+        rf = [d for d in range(rhs.type.rank) if d not in rb + rc]
+        ls, rs = lhs.type.shape, rhs.type.shape
+        batch = math.prod(ls[d] for d in lb)
+        m, n, k = math.prod(ls[d] for d in lf), math.prod(rs[d] for d in rf), math.prod(ls[d] for d in lc)
+        if all(t.dtype == F32 for t in (lhs.type, rhs.type, op.results[0].type)) and min(batch, m, n, k) > 0:
+            lhs_perm, rhs_perm = lb + lf + lc, rb + rc + rf
+            a_t = self.tensor_of(_permuted(lhs_node, lhs_perm), tuple(ls[d] for d in lhs_perm), F32)
+            b_t = self.tensor_of(_permuted(rhs_node, rhs_perm), tuple(rs[d] for d in rhs_perm), F32)
+            self.pending[op.results[0]] = _PendingMatmul(a_t, b_t, m, n, k, batch, tuple(op.results[0].type.shape))
+            return
+        nb, nl, nr = len(lb), len(lf), len(rf)
+        lhs_coords, rhs_coords = [None] * lhs.type.rank, [None] * rhs.type.rank
+        for i, (l, r) in enumerate(zip(lb, rb)):
+            lhs_coords[l] = rhs_coords[r] = kir.Coord(i)
+        for i, d in enumerate(lf):
+            lhs_coords[d] = kir.Coord(nb + i)
+        for i, d in enumerate(rf):
+            rhs_coords[d] = kir.Coord(nb + nl + i)
+        for i, (l, r) in enumerate(zip(lc, rc)):
+            lhs_coords[l] = rhs_coords[r] = kir.Coord(nb + nl + nr + i)
+        shape = tuple(ls[d] for d in lb + lf) + tuple(rs[d] for d in rf) + tuple(ls[d] for d in lc)
+        self.contraction(op, shape, list(range(nb + nl + nr, len(shape))),
+                         ix.substitute(lhs_node, lhs_coords), ix.substitute(rhs_node, rhs_coords))
 
     def absorb_epilogue(self, op: Op) -> bool:
         """Fold `op` into the pending matmul it consumes (bias add, then relu); True if it did."""
@@ -254,9 +409,100 @@ class _Fuser:
     @staticmethod
     def _is_bias(node: object, rank: int, n: int) -> bool:
         """A dense f32 vector of n values indexed by the last output dim only."""
-        return (isinstance(node, _Leaf) and node.dtype == np.float32 and math.prod(node.shape) == n
-                and all(d in (None, rank - 1) for d in node.index_map)
-                and sum(d == rank - 1 for d in node.index_map) == 1)
+        if not (isinstance(node, Leaf) and node.dtype == F32 and math.prod(node.shape) == n):
+            return False
+        moving = [x for x in node.index if not (isinstance(x, kir.Const) and x.value == 0)]
+        return len(moving) == 1 and isinstance(moving[0], kir.Coord) and moving[0].dim == rank - 1 \
+            and node.shape[node.index.index(moving[0])] == n
+
+    # -- convolution ---------------------------------------------------------------------------
+    def convolution(self, op: Op, lhs_node, rhs_node) -> None:
+        a = op.attrs
+        if (op.results[0].type.dtype == F32 and op.operands[0].type.dtype == F32
+                and op.operands[1].type.dtype == F32 and len(a["input_spatial_dimensions"]) == 2
+                and a["feature_group_count"] == 1 and a["batch_group_count"] == 1
+                and all(d == 1 for d in a["lhs_dilation"]) and not any(a["window_reversal"])):
+            return self.conv2d(op, lhs_node, rhs_node)
+        self.direct_convolution(op, lhs_node, rhs_node)
+
+    def conv2d(self, op: Op, lhs_node, rhs_node) -> None:
+        """The conv generator's NHWC x HWIO -> NHWC, other layouts transposed into it."""
+        a = op.attrs
+        in_perm = [a["input_batch_dimension"], *a["input_spatial_dimensions"], a["input_feature_dimension"]]
+        k_perm = [*a["kernel_spatial_dimensions"], a["kernel_input_feature_dimension"], a["kernel_output_feature_dimension"]]
+        out_perm = [a["output_batch_dimension"], *a["output_spatial_dimensions"], a["output_feature_dimension"]]
+        ls, ks, os_ = op.operands[0].type.shape, op.operands[1].type.shape, op.results[0].type.shape
+        in_shape, k_shape = tuple(ls[d] for d in in_perm), tuple(ks[d] for d in k_perm)
+        out_shape = tuple(os_[d] for d in out_perm)
+        regs = _Bindings()
+        regs.input(self.tensor_of(_permuted(lhs_node, in_perm), in_shape, F32), in_shape, F32)
+        regs.input(self.tensor_of(_permuted(rhs_node, k_perm), k_shape, F32), k_shape, F32)
+        out = self.new_tensor(out_shape, F32)
+        regs.output(out, out_shape, F32)
+        body = kir.ConvBody(in_shape, k_shape, tuple(a["window_strides"]),
+                            tuple(tuple(p) for p in a["padding"]), tuple(a["rhs_dilation"]))
+        self.add_dispatch("conv", regs, body)
+        inverse = [out_perm.index(d) for d in range(len(out_perm))]
+        self.lazy[op.results[0]] = _permuted(self.leaf(out, out_shape, F32), inverse)
+
+    def direct_convolution(self, op: Op, lhs_node, rhs_node) -> None:
+        """Any convolution as a fold: output dims x (input features of a group, window dims),
+        with feature and batch groups, padding, strides, both dilations and window reversal."""
+        a = op.attrs
+        ls, ks, os_ = op.operands[0].type.shape, op.operands[1].type.shape, op.results[0].type.shape
+        rank, spatial = len(os_), len(a["input_spatial_dimensions"])
+        groups, batch_groups = a["feature_group_count"], a["batch_group_count"]
+        features = os_[a["output_feature_dimension"]]
+        group_in = ks[a["kernel_input_feature_dimension"]]
+        o = kir.Coord(a["output_feature_dimension"])
+        cg = kir.Coord(rank)
+        window = [kir.Coord(rank + 1 + i) for i in range(spatial)]
+        lhs_coords, rhs_coords = [None] * rank, [None] * rank
+        group = kir.Compute("divide", (o, ix.index(features // groups)), kir.INDEX) if groups > 1 else ix.index(0)
+        if groups > 1 and batch_groups > 1:
+            group = kir.Compute("remainder", (group, ix.index(groups)), kir.INDEX)
+        lhs_coords[a["input_feature_dimension"]] = ix.add(ix.mul(group, group_in), cg)
+        batch = kir.Coord(a["output_batch_dimension"])
+        if batch_groups > 1:
+            bgroup = kir.Compute("divide", (o, ix.index(features // batch_groups)), kir.INDEX)
+            batch = ix.add(ix.mul(bgroup, os_[a["output_batch_dimension"]]), batch)
+        lhs_coords[a["input_batch_dimension"]] = batch
+        rhs_coords[a["kernel_output_feature_dimension"]] = o
+        rhs_coords[a["kernel_input_feature_dimension"]] = cg
+        conditions = []
+        for i in range(spatial):
+            size, kernel = ls[a["input_spatial_dimensions"][i]], ks[a["kernel_spatial_dimensions"][i]]
+            lo, hi = a["padding"][i]
+            position = ix.add(ix.mul(kir.Coord(a["output_spatial_dimensions"][i]), a["window_strides"][i]),
+                              ix.mul(window[i], a["rhs_dilation"][i]))
+            span = (size - 1) * a["lhs_dilation"][i] + 1 + lo + hi
+            coordinate, condition = ix.window_position(position, size, lo, a["lhs_dilation"][i], span)
+            lhs_coords[a["input_spatial_dimensions"][i]] = coordinate
+            conditions += [condition] if condition is not None else []
+            tap = window[i]
+            if a["window_reversal"][i]:
+                tap = kir.Compute("subtract", (ix.index(kernel - 1), tap), kir.INDEX)
+            rhs_coords[a["kernel_spatial_dimensions"][i]] = tap
+        lhs = ix.select(ix.all_of(conditions), ix.substitute(lhs_node, lhs_coords), kir.Const(0, lhs_node.dtype))
+        shape = tuple(os_) + (group_in,) + tuple(ks[d] for d in a["kernel_spatial_dimensions"])
+        self.contraction(op, shape, list(range(rank, len(shape))), lhs, ix.substitute(rhs_node, rhs_coords))
+
+    # -- sort ----------------------------------------------------------------------------------
+    def sort(self, op: Op, operands: list) -> None:
+        shape = tuple(op.operands[0].type.shape)
+        args = [kir.Arg(i, op.operands[i // 2].type.dtype) for i in range(2 * len(operands))]
+        less = ix.region_exprs(op.regions[0], args)
+        if less is None:
+            raise _unsupported(op, "the comparator has an op without a scalar lowering")
+        regs = _Bindings()
+        for v, node in zip(op.operands, operands):
+            regs.input(self.tensor_of(node, shape, v.type.dtype), shape, v.type.dtype)
+        for r in op.results:
+            tensor = self.new_tensor(shape, r.type.dtype)
+            regs.output(tensor, shape, r.type.dtype)
+            self.lazy[r] = self.leaf(tensor, shape, r.type.dtype)
+        body = kir.SortBody(shape, op.attrs["dimension"] % len(shape), len(operands), regs.lower(less[0]))
+        self.add_dispatch("sort", regs, body)
 
     # -- the walk --------------------------------------------------------------------------
     def run(self) -> Partition:
@@ -265,7 +511,7 @@ class _Fuser:
             t = self.new_tensor(arg.type.shape, arg.type.dtype, "input", input_index=i)
             self.lazy[arg] = self.leaf(t, arg.type.shape, arg.type.dtype)
         for op in self.fn.ops:
-            if self.absorb_epilogue(op):
+            if self.absorb_epilogue(op) or self.absorb_into_fold(op):
                 continue
             for v in op.operands:
                 self.flush(v)
@@ -281,46 +527,49 @@ class _Fuser:
             raise CompileError(f"{what}: unsupported element type {dtype}")
 
     def op(self, op: Op) -> None:
-        for r in op.results:
-            self.check_dtype(r.type.dtype, "", op)
+        for v in [*op.operands, *op.results]:
+            self.check_dtype(v.type.dtype, "", op)
         result = op.results[0] if op.results else None
         operands = [self.lazy[v] for v in op.operands]
-        if op.name == "dot_general":
-            return self.dot_general(op)
-        if op.name == "constant":
-            value = np.asarray(op.attrs["value"])
-            if value.size == 1:
-                node = kir.Const(value.reshape(()).item(), result.type.dtype)
-            else:
-                t = self.new_tensor(value.shape, value.dtype, "constant", value=np.ascontiguousarray(value))
-                node = self.leaf(t, value.shape, value.dtype)
-        elif op.name in kir.SCALAR_OPS:
-            attr = op.attrs.get("comparison_direction", "") if op.name == "compare" else ""
-            if op.name == "compare" and op.attrs.get("compare_type") == "TOTALORDER":
-                raise _unsupported(op, "TOTALORDER comparisons")
-            node = kir.Compute(op.name, tuple(operands), result.type.dtype, attr)
-        elif op.name == "broadcast_in_dim":
-            node = self.broadcast(op, operands[0])
-        elif op.name == "transpose":
-            inverse = {d: i for i, d in enumerate(op.attrs["permutation"])}
-            node = _remap(operands[0], lambda m: tuple(None if d is None else inverse[d] for d in m), {})
-        elif op.name == "reshape":
-            node = self.leaf(self.buffer_of(op.operands[0]), result.type.shape, result.type.dtype)
-        else:
+        folds = {"dot_general": self.dot_general, "convolution": self.convolution}
+        if op.name in folds:
+            return folds[op.name](op, *operands)
+        if op.name in ("reduce", "reduce_window", "sort"):
+            return getattr(self, op.name)(op, operands)
+        node = self.expression(op, operands)
+        if node is None:
             raise _unsupported(op)
         self.lazy[result] = node
-        if self.uses.get(result, 0) > 1 and isinstance(node, kir.Compute):
+        if self.uses.get(result, 0) > 1 and isinstance(node, kir.Compute) and _reads_memory(node, {}):
             self.materialize(result)
 
-    def broadcast(self, op: Op, node):
-        src, dst = op.operands[0].type.shape, op.results[0].type.shape
-        dims = op.attrs["broadcast_dimensions"]
-
-        def through(index_map):
-            return tuple(None if d is None or (src[d] == 1 and dst[dims[d]] != 1) else dims[d]
-                         for d in index_map)
-
-        return _remap(node, through, {})
+    def expression(self, op: Op, operands: list):
+        """The lazy expression of an elementwise or data-movement op's result (None: no
+        lowering)."""
+        result = op.results[0]
+        name = op.name
+        if name == "constant":
+            value = np.asarray(op.attrs["value"])
+            if value.size == 1:
+                return kir.Const(value.reshape(()).item(), result.type.dtype)
+            t = self.new_tensor(value.shape, value.dtype, "constant", value=np.ascontiguousarray(value))
+            return self.leaf(t, value.shape, value.dtype)
+        if name == "bitcast_convert" and op.operands[0].type.dtype.itemsize != result.type.dtype.itemsize:
+            return None
+        if name in kir.SCALAR_OPS:
+            return kir.Compute(name, tuple(operands), result.type.dtype, ix.compare_attr(op))
+        if name == "reshape":
+            node = ix.reshape_unit_dims(op, operands[0])
+            if node is None:
+                node = self.leaf(self.buffer_of(op.operands[0]), result.type.shape, result.type.dtype)
+            return node
+        movers = {"broadcast_in_dim": ix.broadcast_in_dim, "transpose": ix.transpose, "slice": ix.slice_,
+                  "reverse": ix.reverse, "pad": ix.pad, "dynamic_slice": lambda o, x, *s: ix.dynamic_slice(o, x, list(s)),
+                  "dynamic_update_slice": lambda o, x, u, *s: ix.dynamic_update_slice(o, x, u, list(s)),
+                  "gather": ix.gather, "iota": ix.iota, "concatenate": lambda o, *xs: ix.concatenate(o, list(xs))}
+        if name in movers:
+            return movers[name](op, *operands)
+        return None
 
 
 def partition(module: Module, function: str) -> Partition:

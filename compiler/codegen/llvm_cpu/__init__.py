@@ -1,9 +1,12 @@
-"""LLVM CPU backend: host JIT/AOT (`jit`), ABI helpers for llvmlite.ir (`abi_builder`) and the
-hand-tiled kernel generators the model compiler lowers its hardest ops to (`matmul`, `conv`)."""
+"""LLVM CPU backend: host JIT/AOT (`jit`), ABI helpers for llvmlite.ir (`abi_builder`), the
+shared expression emitter (`expr`) and one generator per kernel IR body: `elementwise`,
+`reduction`, `sort`, and the hand-tiled `matmul` and `conv` the hardest ops lower to."""
 
 from compiler import kernel_ir as kir
-from compiler.codegen.llvm_cpu import matmul
+from compiler.codegen.llvm_cpu import conv, matmul
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
+from compiler.codegen.llvm_cpu.reduction import generate_reduction
+from compiler.codegen.llvm_cpu.sort import generate_sort
 
 
 def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
@@ -11,6 +14,13 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
     body = region.body
     if isinstance(body, kir.ElementwiseBody):
         return generate_elementwise(region)
+    if isinstance(body, kir.ReductionBody):
+        return generate_reduction(region)
+    if isinstance(body, kir.SortBody):
+        return generate_sort(region)
+    if isinstance(body, kir.ConvBody):
+        return conv.generate_conv2d(body.input_shape, body.filter_shape, strides=body.strides,
+                                    padding=body.padding, dilation=body.dilation, name=region.name)
     epilogues = {"bias_add": matmul.bias_add(0), "relu": matmul.relu}
     epilogue = matmul.chain(*(epilogues[e] for e in body.epilogue)) if body.epilogue else None
     extra = (body.n,) if "bias_add" in body.epilogue else ()

@@ -1,0 +1,68 @@
+"""The loop skeleton of kernels over a `kir.Grid`: entry checks, then every point of one
+workgroup's tile, vector-wide along the last dim.
+
+Workgroup (x, y) covers rows y*tile_rows.. and columns x*tile_cols.. of the output seen as
+rows (all dims but the last) x columns (the last dim). Per row the leading coordinates are
+worked out once; the column loop runs whole vectors of `lanes` points and finishes the row
+with single points, so no load or store is ever masked. Elementwise and reduction generators
+differ only in what they compute at a point (`PointBody`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from llvmlite import ir
+
+from compiler import kernel_ir as kir
+
+from .abi_builder import I1, I64, KernelBuilder, for_range, i32, i64
+from .expr import binding_pointers, strides
+from .matmul import ERROR_BINDING_TOO_SHORT
+
+PointBody = Callable[[list[ir.Value], ir.Value, int], None]
+"""(coordinates of the first point, i64 per output dim; its flat output offset; lanes) -> emit."""
+
+
+def kernel_entry(module: ir.Module, region: kir.KernelRegion) -> tuple[KernelBuilder, list[ir.Value]]:
+    """Declare the ABI entry of `region`, return ERROR_BINDING_TOO_SHORT when any binding is
+    shorter than its declared shape, and give the bindings' typed base pointers."""
+    kb = KernelBuilder(module, region.name)
+    b = kb.builder
+    short = ir.Constant(I1, 0)
+    for i, decl in enumerate(region.bindings):
+        short = b.or_(short, b.icmp_unsigned("<", kb.binding_length(i), i64(decl.size * decl.dtype.itemsize)))
+    with b.if_then(short, likely=False):
+        b.ret(i32(ERROR_BINDING_TOO_SHORT))
+    return kb, binding_pointers(kb, region.bindings)
+
+
+def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lanes: int,
+                   body: PointBody) -> None:
+    """Run `body` over this workgroup's tile of `shape` (`lanes` points at a time where a whole
+    vector fits in the row, else one)."""
+    b = kb.builder
+    wx, wy = (b.zext(kb.workgroup_id(d), I64) for d in range(2))
+
+    def clipped_range(w: ir.Value, tile: int, extent: int) -> tuple[ir.Value, ir.Value]:
+        start = b.mul(w, i64(tile))
+        end = b.add(start, i64(tile))
+        return start, b.select(b.icmp_unsigned("<", end, i64(extent)), end, i64(extent))
+
+    r0, r_end = clipped_range(wy, grid.tile_rows, grid.rows)
+    c0, c_end = clipped_range(wx, grid.tile_cols, grid.cols)
+    lead = list(shape[:-1])
+    with for_range(b, r0, r_end, name="row") as row:
+        index = [b.urem(b.udiv(row, i64(s)), i64(n)) for s, n in zip(strides(lead), lead)]
+        out_row = b.mul(row, i64(grid.cols))
+
+        def columns(j: ir.Value, width: int) -> None:
+            body(index + [j] if shape else [], b.add(out_row, j), width)
+
+        tail_start = c0
+        if lanes > 1 and grid.cols >= lanes:
+            with for_range(b, c0, b.sub(c_end, i64(lanes - 1)), step=lanes, name="vec") as j:
+                columns(j, lanes)
+            tail_start = j  # the loop's index at exit: the first column no whole vector covers
+        with for_range(b, tail_start, c_end, name="col") as j:
+            columns(j, 1)

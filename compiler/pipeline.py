@@ -1,29 +1,75 @@
-"""The model compiler's driver: StableHLO text -> native kernels + a host program.
+"""The model compiler's driver: StableHLO text -> native object code + a host program.
 
     parse -> specialize (static shapes) -> fusion (kernel IR regions) -> llvm_cpu codegen
-          -> one LLVM module -> JitModule -> hal Executable (one entry point per region)
+          -> one LLVM module -> object code (AOT) -> hal Executable (one entry point per region)
+
+Every compile emits a relocatable object file (`jit.emit_object`) rather than JIT-ing in place,
+so the same bytes can be written to an .fgx file or the on-disk cache (compiler/executable.py,
+compiler/cache.py) and linked back in later without running LLVM's optimiser again.
 
 The host program is data, not code: the function's buffers (`Tensor`s: inputs, constants,
 temporaries) and an ordered list of `DispatchRecord`s saying which entry point runs on how many
 workgroups with which buffers in which binding slots, and whether a barrier must come before it
 (it reads or overwrites a buffer that a dispatch since the last barrier writes). A runtime
-(fibergrid/module.py) turns it into one command buffer per call; nothing here touches a device.
+(fibergrid/module.py) records it into one reusable command buffer; nothing here touches a device.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu import generate, jit
 from compiler.codegen.llvm_cpu.matmul import GeneratedKernel
 from compiler.errors import CompileError
 from compiler.frontends.stablehlo import parse_stablehlo
+from compiler.ir import Dim, Module
 from compiler.passes.fusion import Tensor, partition
 from compiler.passes.shape_inference import specialize
 from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable
+
+Shapes = tuple[tuple[int, ...], ...]  # one concrete shape per function input
+
+
+@functools.cache
+def compiler_version() -> str:
+    """A digest of the compiler's own source files.
+
+    Cached code must be rebuilt whenever the compiler changes; a hand-bumped version string is
+    forgotten, a digest of the sources is not (it costs ~1 ms once per process)."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Progress:
+    """Reports compile stages as lines on stderr (or to `report`).
+
+    A large model spends seconds in parsing and LLVM; a user waiting on `fg.load` or
+    `fibergrid compile` should see where the time goes. By default only stages that took longer
+    than `threshold` seconds are reported, so small models stay quiet."""
+
+    def __init__(self, threshold: float = 1.0, report: Callable[[str], None] | None = None) -> None:
+        self.threshold = threshold
+        self.report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    @contextmanager
+    def stage(self, what: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        if elapsed >= self.threshold:
+            self.report(f"fibergrid: {what}: {elapsed:.1f} s")
 
 
 @dataclass(frozen=True)
@@ -37,15 +83,50 @@ class DispatchRecord:
 
 
 @dataclass(frozen=True)
-class CompiledFunction:
-    """A compiled entry function: the executable and the host program that drives it."""
+class KernelInfo:
+    """What a runtime needs to know of one kernel in the object code besides its address."""
 
     name: str
-    executable: Executable
+    binding_dtypes: tuple[np.dtype, ...]
+    local_memory_size: int
+
+
+@dataclass(frozen=True)
+class CompiledFunction:
+    """A function compiled for one input-shape signature: object code, its kernels, and the host
+    program that drives them. Plain data (it serialises to an .fgx); `executable` links the
+    object code into this process on first use."""
+
+    name: str
     inputs: tuple[tuple[tuple[int, ...], np.dtype], ...]  # (shape, dtype) per argument
     tensors: tuple[Tensor, ...]
     program: tuple[DispatchRecord, ...]
     results: tuple[tuple[int, tuple[int, ...]], ...]  # (tensor id, shape) per result
+    kernels: tuple[KernelInfo, ...]
+    object_code: bytes  # empty when the function needs no dispatch (e.g. it returns an input)
+
+    @property
+    def shapes(self) -> Shapes:
+        return tuple(shape for shape, _ in self.inputs)
+
+    @functools.cached_property
+    def executable(self) -> Executable:
+        """The kernels as a hal Executable (linked once; the code lives as long as this does)."""
+        module = jit.load_object(self.object_code) if self.kernels else None
+        entries = tuple(EntryPoint(k.name, module.address(k.name), (1, 1, 1), len(k.binding_dtypes), 0,
+                                   k.binding_dtypes, (), k.local_memory_size) for k in self.kernels)
+        return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module)
+
+
+def public_functions(module: Module) -> list[str]:
+    """The entry points of a module (its public functions), in source order."""
+    return [name for name, fn in module.functions.items() if fn.public]
+
+
+def signature(module: Module, function: str) -> tuple[tuple[tuple[Dim | None, ...], np.dtype], ...]:
+    """Declared (shape, dtype) per input of `function`; dynamic dims (None or symbolic) are None."""
+    return tuple((tuple(d if isinstance(d, int) else None for d in a.type.shape), a.type.dtype)
+                 for a in module.function(function).args)
 
 
 def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]:
@@ -61,23 +142,41 @@ def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]
     return records
 
 
-def compile_module(text: str, function: str = "main") -> CompiledFunction:
-    """Compile `function` of a static-shape StableHLO module (as `jax.jit(f).lower(x).as_text()`
-    prints it). Raises CompileError for dynamic shapes or ops without a lowering."""
-    module = parse_stablehlo(text)
+def compile_function(module: Module, function: str, input_shapes: Sequence[Sequence[int]] | None = None,
+                     progress: Progress | None = None) -> CompiledFunction:
+    """Compile `function` of a parsed module for `input_shapes` (default: its declared shapes,
+    which must then be static). Raises CompileError for ops without a lowering and
+    ShapeAssertionError (JAX's message) when the shapes break a jax.export assertion."""
+    progress = progress or Progress()
     fn = module.function(function)
-    for i, arg in enumerate(fn.args):
-        if not arg.type.is_static:
-            raise CompileError(f"@{function} input {i} has dynamic type {arg.type}: only static shapes are compiled")
-    static = specialize(module, function, [a.type.shape for a in fn.args])
-    part = partition(static, function)
-    kernels = [generate(d.region) for d in part.dispatches]
-    jit_module = jit.compile_ir(jit.link_ir([k.ir for k in kernels])) if kernels else None
-    entries = tuple(
-        EntryPoint(k.name, jit_module.address(k.name), (1, 1, 1), k.binding_count, 0,
-                   tuple(b.dtype for b in d.region.bindings), (), k.local_memory_size)
-        for k, d in zip(kernels, part.dispatches))
+    if input_shapes is None:
+        for i, arg in enumerate(fn.args):
+            if not arg.type.is_static:
+                raise CompileError(f"@{function} input {i} has dynamic type {arg.type}: give concrete input shapes")
+        input_shapes = [a.type.shape for a in fn.args]
+    shapes = tuple(tuple(int(d) for d in s) for s in input_shapes)
+    with progress.stage(f"@{function}: shapes and fusion"):
+        static = specialize(module, function, shapes)
+        part = partition(static, function)
+    with progress.stage(f"@{function}: code generation"):
+        kernels = [generate(d.region) for d in part.dispatches]
+    with progress.stage(f"@{function}: LLVM ({len(kernels)} kernels)"):
+        object_code = jit.emit_object(jit.link_ir([k.ir for k in kernels])) if kernels else b""
     return CompiledFunction(
-        function, Executable(entries, CPU_NATIVE_FORMAT, keepalive=jit_module),
-        tuple((tuple(a.type.shape), a.type.dtype) for a in fn.args), tuple(part.tensors),
-        tuple(_program(part.dispatches, kernels)), tuple(part.results))
+        function, tuple((s, a.type.dtype) for s, a in zip(shapes, fn.args)), tuple(part.tensors),
+        tuple(_program(part.dispatches, kernels)), tuple(part.results),
+        tuple(KernelInfo(k.name, tuple(b.dtype for b in d.region.bindings), k.local_memory_size)
+              for k, d in zip(kernels, part.dispatches)),
+        object_code)
+
+
+def parse(text: str, progress: Progress | None = None) -> Module:
+    """StableHLO text -> tensor IR, reported as a stage (15 MB of weights take seconds)."""
+    with (progress or Progress()).stage("parse StableHLO"):
+        return parse_stablehlo(text)
+
+
+def compile_module(text: str, function: str = "main", input_shapes: Sequence[Sequence[int]] | None = None,
+                   progress: Progress | None = None) -> CompiledFunction:
+    """Compile `function` of a StableHLO module (as `jax.jit(f).lower(x).as_text()` prints it)."""
+    return compile_function(parse(text, progress), function, input_shapes, progress)

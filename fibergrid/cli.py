@@ -1,11 +1,186 @@
-"""The `fibergrid` command line."""
+"""The `fibergrid` command line.
+
+    fibergrid compile model.mlir -o model.fgx [--function main] [--specialize main=1x784]
+    fibergrid run model.fgx --device local-task --workers 2 --input 2x3xf32=1 --input @x.npy [--output @y.npy]
+    fibergrid benchmark model.fgx --input 1x784xf32=0.5 --repetitions 100
+
+Inputs and outputs follow IREE's iree-run-module: `SHAPExTYPE=VALUES` (one value is a splat,
+otherwise whitespace- or comma-separated values, brackets optional: `2x2xi32=[1 2][3 4]`),
+`@file.npy` for a numpy file; `--output @y.npy` writes a result (`+y.npy` appends to the file,
+`-` prints it, an empty value drops it), in result order; results without an --output print as
+`result[0]: 2x3xf32=[1 2 3][4 5 6]`. Every failure is one line `fibergrid: error: ...` on stderr
+and exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import re
 import sys
+import time
+
+import numpy as np
 
 import fibergrid as fg
+from compiler.executable import dtype_from_name, dtype_name
+
+PRINT_MAX_ELEMENTS = 1024  # as iree-run-module's --print_max_element_count
+
+
+class CliError(Exception):
+    """A usage error: reported like every other failure, as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage and exit 2
+        raise CliError(message)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and outputs
+
+
+def parse_input(spec: str) -> np.ndarray:
+    """An IREE-style input: `2x3xf32=1`, `2x2xi32=[1 2][3 4]`, `f32=0.5` or `@x.npy`."""
+    if spec.startswith("@"):
+        try:
+            return np.load(spec[1:], allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CliError(f"--input {spec}: cannot read a .npy array: {e}") from None
+    type_part, sep, values = spec.partition("=")
+    if not sep:
+        raise CliError(f"--input {spec!r}: expected SHAPExTYPE=VALUES (e.g. 2x3xf32=1) or @file.npy")
+    *dims, type_name = type_part.split("x")
+    try:
+        shape = tuple(int(d) for d in dims)
+    except ValueError:
+        raise CliError(f"--input {spec!r}: bad shape {'x'.join(dims)!r}") from None
+    try:
+        dtype = dtype_from_name(type_name)
+    except fg.InvalidArgument as e:
+        raise CliError(f"--input {spec!r}: {e}") from None
+    words = [w for w in re.split(r"[\s,\[\]]+", values) if w]
+    count = math.prod(shape)
+    if len(words) not in (1, count):
+        raise CliError(f"--input {spec!r}: {len(words)} values for shape {shape} ({count} elements)")
+    try:
+        parsed = [float(w) if dtype.kind in "fc" else int(w) for w in words]
+        array = np.array(parsed, dtype=dtype)
+    except (ValueError, OverflowError) as e:
+        raise CliError(f"--input {spec!r}: values are not {type_name}: {e}") from None
+    return np.broadcast_to(array, shape).copy() if len(words) == 1 else array.reshape(shape)
+
+
+def format_result(array: np.ndarray) -> str:
+    """IREE's printed form: `2x3xf32=[1 2 3][4 5 6]` (`f32=5` for a scalar)."""
+    type_str = "x".join([str(d) for d in array.shape] + [dtype_name(array.dtype)])
+    if array.size > PRINT_MAX_ELEMENTS:
+        return f"{type_str}=[... {array.size} elements ...]"
+    flat = array.astype(np.int8) if array.dtype == np.bool_ else array
+
+    def nested(a: np.ndarray) -> str:
+        if a.ndim == 1:
+            return "[" + " ".join(f"{v:g}" if a.dtype.kind == "f" else str(v) for v in a.tolist()) + "]"
+        return "".join(nested(sub) for sub in a)
+
+    body = nested(flat) if array.ndim else (f"{flat.item():g}" if flat.dtype.kind == "f" else str(flat.item()))
+    return f"{type_str}={body}"
+
+
+def emit_results(results: tuple[np.ndarray, ...], outputs: list[str]) -> None:
+    if len(outputs) > len(results):
+        raise CliError(f"{len(outputs)} --output given, the function has {len(results)} results")
+    for i, array in enumerate(results):
+        target = outputs[i] if i < len(outputs) else "-"
+        if target == "-":
+            print(f"result[{i}]: {format_result(array)}")
+        elif target[:1] in ("@", "+"):
+            try:
+                with open(target[1:], "wb" if target[0] == "@" else "ab") as f:
+                    np.save(f, array, allow_pickle=False)
+            except OSError as e:
+                raise CliError(f"--output {target}: {e.strerror or e}") from None
+        elif target:
+            raise CliError(f"--output {target!r}: expected @file.npy, +file.npy, - or an empty value")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def _call(args: argparse.Namespace, device: fg.Device) -> tuple[object, tuple[np.ndarray, ...], list[np.ndarray]]:
+    """(function, its results, the inputs) for run and benchmark: one checked first call."""
+    function = fg.load(args.module, device)[args.function]
+    inputs = [parse_input(spec) for spec in args.input]
+    results = function(*inputs)
+    return function, results if isinstance(results, tuple) else (results,), inputs
+
+
+def _specializations(specs: list[str]) -> dict[str, list[tuple[tuple[int, ...], ...]]]:
+    """`--specialize main=4x784,4x10` -> {"main": [((4, 784), (4, 10))]}: input shapes, in order,
+    of a function with dynamic dims to compile ahead of time."""
+    out: dict[str, list[tuple[tuple[int, ...], ...]]] = {}
+    for spec in specs:
+        name, sep, shapes = spec.partition("=")
+        try:
+            parsed = tuple(tuple(int(d) for d in s.split("x") if d) for s in shapes.split(","))
+        except ValueError:
+            parsed = None
+        if not sep or not name or parsed is None:
+            raise CliError(f"--specialize {spec!r}: expected FUNCTION=SHAPE[,SHAPE...], e.g. main=4x784")
+        out.setdefault(name, []).append(parsed)
+    return out
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from compiler import executable
+    from compiler.cache import CACHE
+    from compiler.pipeline import Progress
+
+    if args.input.endswith(".onnx"):
+        raise fg.Unimplemented(f"{args.input}: ONNX models are not supported yet; export StableHLO (e.g. with jax) instead")
+    if args.input.endswith(".fgx"):
+        raise CliError(f"{args.input} is already compiled; compile takes StableHLO text (.mlir)")
+    try:
+        with open(args.input, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"cannot read '{args.input}': {getattr(e, 'strerror', None) or e}") from None
+    progress = Progress(threshold=0.0 if args.verbose else 1.0)
+    shapes = _specializations(args.specialize)
+    if shapes:  # the cache keys one function and one signature; several are built directly
+        program = executable.build(text, args.function, shapes, progress)
+    else:
+        program = CACHE.get_or_build(text, args.function, None,
+                                     lambda: executable.build(text, args.function, progress=progress))
+    executable.save(program, args.output)
+    return 0
+
+
+def _run(args: argparse.Namespace, device: fg.Device) -> int:
+    _, results, _ = _call(args, device)
+    emit_results(results, args.output)
+    return 0
+
+
+def _benchmark(args: argparse.Namespace, device: fg.Device) -> int:
+    if args.repetitions < 1:
+        raise CliError(f"--repetitions {args.repetitions} must be >= 1")
+    function, _, inputs = _call(args, device)
+    times = []
+    for _ in range(args.repetitions):
+        start = time.perf_counter()
+        function(*inputs)
+        times.append((time.perf_counter() - start) * 1e6)
+    print(json.dumps({
+        "module": args.module, "function": args.function, "device": device.driver,
+        "workers": getattr(device, "workers", None), "repetitions": args.repetitions,
+        "median_us": round(float(np.median(times)), 2), "p90_us": round(float(np.percentile(times, 90)), 2),
+        "min_us": round(min(times), 2),
+    }))
+    return 0
 
 
 def _device_options(p: argparse.ArgumentParser) -> None:
@@ -13,14 +188,38 @@ def _device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker threads for local-task (default: one per core)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fibergrid", description="Compiled compute kernels on CPUs with GPU semantics.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _call_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("module", help="an .fgx file (or a .mlir file, compiled through the cache)")
+    p.add_argument("--function", default="main", help="the public function to call (default: main)")
+    p.add_argument("--input", action="append", default=[], help="SHAPExTYPE=VALUES or @file.npy, once per argument, in order")
+    _device_options(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fibergrid", description="Compiled compute kernels on CPUs with GPU semantics.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="run a built-in saxpy + barrier + matmul command buffer and check it against numpy")
     _device_options(demo)
     sub.add_parser("drivers", help="list the drivers available here")
-    args = parser.parse_args(argv)
+    comp = sub.add_parser("compile", help="compile StableHLO text (.mlir) into an .fgx executable")
+    comp.add_argument("input", help="StableHLO text, as jax.jit(f).lower(x).as_text() prints it")
+    comp.add_argument("-o", "--output", required=True, help="the .fgx file to write")
+    comp.add_argument("--function", action="append", default=None, help="a public function to compile (repeatable; default: all)")
+    comp.add_argument("--specialize", action="append", default=[],
+                      help="FUNCTION=SHAPE[,SHAPE...]: also compile a function with dynamic dims for these input shapes")
+    comp.add_argument("-v", "--verbose", action="store_true", help="report every compile stage on stderr")
+    run = sub.add_parser("run", help="call a function of a module once and print or save its results")
+    _call_options(run)
+    run.add_argument("--output", action="append", default=[], help="@file.npy, +file.npy, - or '' per result, in order")
+    bench = sub.add_parser("benchmark", help="time repeated calls of a function; prints JSON")
+    _call_options(bench)
+    bench.add_argument("--repetitions", type=int, default=100, help="timed calls (default: 100)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
+        args = _parser().parse_args(argv)
         if args.command == "demo":
             from fibergrid import demo as demo_module
 
@@ -29,10 +228,19 @@ def main(argv: list[str] | None = None) -> int:
             for name in fg.available_drivers():
                 print(name + (" (default)" if name == fg.default_driver() else ""))
             return 0
-    except fg.Error as e:
-        print(f"fibergrid: error: {e}", file=sys.stderr)
-        return 1
-    return 2
+        if args.command == "compile":
+            return _compile(args)
+        options = {"workers": args.workers} if args.workers is not None else {}
+        with fg.create_device(args.device, **options) as device:
+            return {"run": _run, "benchmark": _benchmark}[args.command](args, device)
+    except (fg.Error, CliError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:  # noqa: BLE001 — a bug must still be one line, never a traceback
+        message = f"internal error: {type(e).__name__}: {e}".splitlines()[0]
+    except KeyboardInterrupt:
+        message = "interrupted"
+    print(f"fibergrid: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,323 @@
+"""The .fgx executable file: every public function of a module, compiled, in one checked file.
+
+Layout (little-endian):
+
+    header    56 bytes  magic b"\\x89FGX\\r\\n\\x1a\\n" | u32 format version | u32 flags (0)
+                        | u64 metadata length | 32-byte sha256 of the metadata
+    metadata  JSON      format version, compiler version, target (triple, CPU, features),
+                        the functions (below), and the blob table: name, offset, length, sha256
+    blobs               raw bytes, back to back: object code, constants, the StableHLO source
+
+A function has its declared input signature (None for a dynamic dim) and its specializations,
+one per concrete input-shape signature: the host program (tensors with constants as blob
+names, dispatch records, results), the kernels' metadata (name, binding dtypes, local memory;
+workgroup counts are in the dispatch records) and the object code blob. A function with dynamic
+dims keeps the StableHLO source in the file, so a runtime can compile a specialization for any
+shapes it is called with (through the disk cache), next to those compiled ahead of time.
+
+The PNG-style magic catches text-mode transfers; the checksums catch truncation and bit rot
+before any byte reaches LLVM's object loader, which must never see a damaged object. Object
+code is refused on a host whose CPU lacks a feature it was compiled with (`Unavailable`), as
+IREE's executable loaders refuse foreign formats. Every other defect is `InvalidArgument`
+naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from compiler import pipeline
+from compiler.codegen.llvm_cpu import jit
+from compiler.ir import ELEMENT_TYPES
+from compiler.passes.fusion import Tensor
+from hal.errors import InvalidArgument, Unavailable
+
+MAGIC = b"\x89FGX\r\n\x1a\n"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sIIQ32s")
+
+_TYPE_NAMES = {dtype: name for name, dtype in ELEMENT_TYPES.items() if name != "index"}
+
+Signature = tuple[tuple[tuple[int | None, ...], np.dtype], ...]
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """MLIR/IREE element type name of a numpy dtype (f32, i32, i1, bf16...)."""
+    return _TYPE_NAMES.get(np.dtype(dtype), str(dtype))
+
+
+def dtype_from_name(name: str) -> np.dtype:
+    """numpy dtype of an MLIR/IREE element type name; InvalidArgument for unknown names."""
+    try:
+        return ELEMENT_TYPES[name]
+    except KeyError:
+        raise InvalidArgument(f"unknown element type '{name}' (known: {', '.join(sorted(_TYPE_NAMES.values()))})") from None
+
+
+def format_shape(shape: Sequence[int | None], dtype: np.dtype) -> str:
+    """'(3, ?) float32': how messages show a declared or actual argument type."""
+    dims = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({dims}{',' if len(shape) == 1 else ''}) {np.dtype(dtype)}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The CPU object code was compiled for. Features are LLVM's `+name` entries."""
+
+    triple: str
+    cpu: str
+    features: frozenset[str]
+
+    @classmethod
+    def host(cls) -> "Target":
+        return cls(jit.host_triple(), jit.host_cpu(),
+                   frozenset(f for f in jit.host_features().split(",") if f.startswith("+")))
+
+    def check_runs_here(self, origin: str) -> None:
+        """Raises Unavailable unless this process's CPU can run code built for this target."""
+        host = Target.host()
+        if self.triple.split("-")[0] != host.triple.split("-")[0]:
+            raise Unavailable(f"{origin}: compiled for {self.triple}; this host is {host.triple}")
+        missing = sorted(self.features - host.features)
+        if missing:
+            raise Unavailable(f"{origin}: compiled for CPU '{self.cpu}' with features this host "
+                              f"('{host.cpu}') lacks: {','.join(missing)}; recompile it here")
+
+
+@dataclass
+class FunctionEntry:
+    """One public function: its declared signature and its compiled specializations."""
+
+    name: str
+    signature: Signature
+    specializations: dict[pipeline.Shapes, pipeline.CompiledFunction] = field(default_factory=dict)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(d is None for shape, _ in self.signature for d in shape)
+
+
+@dataclass
+class Program:
+    """The contents of an .fgx: functions by name, the source when a function needs it later."""
+
+    functions: dict[str, FunctionEntry]
+    source: str | None = None
+    target: Target = field(default_factory=Target.host)
+    compiler_version: str = field(default_factory=pipeline.compiler_version)
+
+
+def build(text: str, functions: Sequence[str] | None = None,
+          shapes: Mapping[str, Sequence[pipeline.Shapes]] | None = None,
+          progress: pipeline.Progress | None = None, module=None) -> Program:
+    """Compile `functions` (default: every public one) of StableHLO `text`: static functions
+    fully, dynamic ones for each signature in `shapes[name]` (ahead of time) plus the source.
+    `module` is `text` already parsed, when the caller has it (parsing a big model takes seconds)."""
+    module = module or pipeline.parse(text, progress)
+    names = list(functions) if functions else pipeline.public_functions(module)
+    entries = {}
+    for name in names:
+        entry = FunctionEntry(name, pipeline.signature(module, name))
+        wanted = list((shapes or {}).get(name, ()))
+        if not entry.is_dynamic:
+            wanted.append(None)  # the declared shapes
+        for s in wanted:
+            compiled = pipeline.compile_function(module, name, s, progress)
+            entry.specializations[compiled.shapes] = compiled
+        entries[name] = entry
+    dynamic = any(e.is_dynamic for e in entries.values())
+    return Program(entries, text if dynamic else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class _Blobs:
+    """Collects named blobs and the table describing them."""
+
+    def __init__(self) -> None:
+        self.table: list[dict[str, Any]] = []
+        self.parts: list[bytes] = []
+        self.offset = 0
+
+    def add(self, name: str, data: bytes) -> str:
+        self.table.append({"name": name, "offset": self.offset, "length": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()})
+        self.parts.append(data)
+        self.offset += len(data)
+        return name
+
+
+def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Blobs) -> dict[str, Any]:
+    def tensor(t: Tensor) -> dict[str, Any]:
+        value = None
+        if t.value is not None:
+            value = blobs.add(f"{prefix}/constant{t.id}", np.ascontiguousarray(t.value).tobytes())
+        return {"id": t.id, "shape": list(t.shape), "dtype": dtype_name(t.dtype), "kind": t.kind,
+                "input_index": t.input_index, "value": value}
+
+    return {
+        "inputs": [{"shape": list(s), "dtype": dtype_name(d)} for s, d in c.inputs],
+        "object": blobs.add(f"{prefix}/object", c.object_code),
+        "kernels": [{"name": k.name, "bindings": [dtype_name(d) for d in k.binding_dtypes],
+                     "local_memory_size": k.local_memory_size} for k in c.kernels],
+        "tensors": [tensor(t) for t in c.tensors],
+        "dispatches": [{"entry": r.entry, "workgroup_count": list(r.workgroup_count),
+                        "tensors": list(r.tensors), "barrier_before": r.barrier_before} for r in c.program],
+        "results": [{"tensor": t, "shape": list(s)} for t, s in c.results],
+    }
+
+
+def to_bytes(program: Program) -> bytes:
+    """The .fgx encoding of `program`."""
+    blobs = _Blobs()
+    functions = []
+    for name, entry in program.functions.items():
+        functions.append({
+            "name": name,
+            "inputs": [{"shape": list(s), "dtype": dtype_name(d)} for s, d in entry.signature],
+            "specializations": [_encode_specialization(c, f"{name}/{i}", blobs)
+                                for i, c in enumerate(entry.specializations.values())],
+        })
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "compiler_version": program.compiler_version,
+        "target": {"triple": program.target.triple, "cpu": program.target.cpu,
+                   "features": sorted(program.target.features)},
+        "source": None if program.source is None else blobs.add("source.mlir", program.source.encode()),
+        "functions": functions,
+        "blobs": blobs.table,
+    }
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta_bytes), hashlib.sha256(meta_bytes).digest())
+    return b"".join([header, meta_bytes, *blobs.parts])
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename, so that a reader (another
+    process, a cache lookup) sees the old file or the new one, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fgx-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a written .fgx is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save(program: Program, path: str | os.PathLike) -> None:
+    try:
+        write_atomic(path, to_bytes(program))
+    except OSError as e:
+        raise InvalidArgument(f"cannot write '{os.fspath(path)}': {e.strerror or e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def from_bytes(data: bytes, origin: str) -> Program:
+    """Decode an .fgx; `origin` (a path) names the file in every error."""
+    if len(data) < _HEADER.size:
+        if not MAGIC.startswith(data[:len(MAGIC)]):
+            raise InvalidArgument(f"{origin}: not a fibergrid executable (.fgx): bad magic")
+        raise InvalidArgument(f"{origin}: truncated: {len(data)} bytes, the header alone is {_HEADER.size}")
+    magic, version, flags, meta_length, meta_sha = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise InvalidArgument(f"{origin}: not a fibergrid executable (.fgx): bad magic")
+    if version != FORMAT_VERSION:
+        raise InvalidArgument(f"{origin}: .fgx format version {version}; this fibergrid reads version "
+                              f"{FORMAT_VERSION}: recompile the model with this fibergrid")
+    if flags:
+        raise InvalidArgument(f"{origin}: unknown header flags {flags:#x} (this fibergrid sets none)")
+    meta_end = _HEADER.size + meta_length
+    if meta_end > len(data):
+        raise InvalidArgument(f"{origin}: truncated: the metadata ends at byte {meta_end}, the file has {len(data)}")
+    meta_bytes = data[_HEADER.size:meta_end]
+    if hashlib.sha256(meta_bytes).digest() != meta_sha:
+        raise InvalidArgument(f"{origin}: corrupted: metadata checksum mismatch")
+    try:
+        meta = json.loads(meta_bytes)
+        target = Target(meta["target"]["triple"], meta["target"]["cpu"], frozenset(meta["target"]["features"]))
+        target.check_runs_here(origin)
+        blobs = _read_blobs(meta["blobs"], memoryview(data)[meta_end:], origin)
+        functions = {f["name"]: _decode_function(f, blobs) for f in meta["functions"]}
+        source = None if meta["source"] is None else bytes(blobs[meta["source"]]).decode()
+        return Program(functions, source, target, meta["compiler_version"])
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        if isinstance(e, InvalidArgument):
+            raise
+        raise InvalidArgument(f"{origin}: malformed metadata ({type(e).__name__}: {e})") from None
+
+
+def _read_blobs(table: list[dict[str, Any]], area: memoryview, origin: str) -> dict[str, memoryview]:
+    blobs = {}
+    end = 0
+    for b in table:
+        offset, length = int(b["offset"]), int(b["length"])
+        if offset < 0 or length < 0 or offset + length > len(area):
+            raise InvalidArgument(f"{origin}: truncated: blob '{b['name']}' needs bytes "
+                                  f"[{offset}, {offset + length}) of {len(area)} after the metadata")
+        blob = area[offset:offset + length]
+        if hashlib.sha256(blob).hexdigest() != b["sha256"]:
+            raise InvalidArgument(f"{origin}: corrupted: checksum mismatch in blob '{b['name']}'")
+        blobs[b["name"]] = blob
+        end = max(end, offset + length)
+    if end != len(area):
+        raise InvalidArgument(f"{origin}: {len(area) - end} unexpected bytes after the last blob")
+    return blobs
+
+
+def _decode_function(f: dict[str, Any], blobs: dict[str, memoryview]) -> FunctionEntry:
+    signature = tuple((tuple(None if d is None else int(d) for d in i["shape"]), dtype_from_name(i["dtype"]))
+                      for i in f["inputs"])
+    entry = FunctionEntry(f["name"], signature)
+    for s in f["specializations"]:
+        compiled = _decode_specialization(f["name"], s, blobs)
+        entry.specializations[compiled.shapes] = compiled
+    return entry
+
+
+def _decode_specialization(name: str, s: dict[str, Any], blobs: dict[str, memoryview]) -> pipeline.CompiledFunction:
+    def tensor(t: dict[str, Any]) -> Tensor:
+        shape, dtype = tuple(int(d) for d in t["shape"]), dtype_from_name(t["dtype"])
+        value = None
+        if t["value"] is not None:
+            value = np.frombuffer(blobs[t["value"]], dtype=dtype).reshape(shape)
+        return Tensor(int(t["id"]), shape, dtype, str(t["kind"]), int(t["input_index"]), value)
+
+    return pipeline.CompiledFunction(
+        name,
+        tuple((tuple(int(d) for d in i["shape"]), dtype_from_name(i["dtype"])) for i in s["inputs"]),
+        tuple(tensor(t) for t in s["tensors"]),
+        tuple(pipeline.DispatchRecord(str(d["entry"]), tuple(int(c) for c in d["workgroup_count"]),
+                                      tuple(int(t) for t in d["tensors"]), bool(d["barrier_before"]))
+              for d in s["dispatches"]),
+        tuple((int(r["tensor"]), tuple(int(d) for d in r["shape"])) for r in s["results"]),
+        tuple(pipeline.KernelInfo(str(k["name"]), tuple(dtype_from_name(d) for d in k["bindings"]),
+                                  int(k["local_memory_size"])) for k in s["kernels"]),
+        bytes(blobs[s["object"]]))
+
+
+def load(path: str | os.PathLike) -> Program:
+    """Read and check an .fgx file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read '{os.fspath(path)}': {e.strerror or e}") from None
+    return from_bytes(data, os.fspath(path))

@@ -1,0 +1,18 @@
+"""Suite-wide setup: compiled programs go to a temporary compile cache, never the user's."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compile_cache_dir(tmp_path_factory):
+    """Point FIBERGRID_CACHE_DIR at a fresh directory for the whole run (tests that count cache
+    hits point it at their own directory on top of this)."""
+    old = os.environ.get("FIBERGRID_CACHE_DIR")
+    os.environ["FIBERGRID_CACHE_DIR"] = str(tmp_path_factory.mktemp("fibergrid-cache"))
+    yield
+    if old is None:
+        del os.environ["FIBERGRID_CACHE_DIR"]
+    else:
+        os.environ["FIBERGRID_CACHE_DIR"] = old

@@ -4,7 +4,7 @@ It knows nothing of the HAL or the compiler: it runs *grid programs* (scheduler.
 dispatch tiles call native functions with the workgroup-state convention of hal/abi.py.
 """
 
-from scheduler.scheduler import GridProgram, Scheduler, SemaphoreFailure, cycles_per_ns
+from scheduler.scheduler import GridProgram, Scheduler, SemaphoreFailure
 from scheduler.topology import Topology, detect
 
-__all__ = ["GridProgram", "Scheduler", "SemaphoreFailure", "Topology", "cycles_per_ns", "detect"]
+__all__ = ["GridProgram", "Scheduler", "SemaphoreFailure", "Topology", "detect"]

@@ -25,7 +25,7 @@ from scheduler.native import (
     cpu_relax,
     call_kernel,
     cas,
-    cycles,
+    now_ns,
     fetch_add,
     futex_wake,
     load,
@@ -218,14 +218,14 @@ def run_tiles(a: int, slot: int, first: int, count: int, w: int) -> None:
             lo = first - start
             hi = min(end - start, n)
             cmd = cmd_addr(slot, c)
-            t0 = cycles() if tracing else 0
+            t0 = now_ns() if tracing else 0
             if load(slot + 8 * L.S_ERROR) == 0:
                 if load_i64(cmd + 8 * L.C_OP) == L.OP_DISPATCH:
                     run_dispatch(slot, cmd, lo, hi - lo, ws)
                 else:
                     run_transfer(cmd, lo, hi - lo)
             if tracing:
-                trace_event(a, w, load(slot + 8 * L.S_SERIAL), c, lo, hi, t0, cycles())
+                trace_event(a, w, load(slot + 8 * L.S_SERIAL), c, lo, hi, t0, now_ns())
             first = start + hi
         c += 1
 
@@ -241,8 +241,8 @@ def trace_event(a: int, w: int, serial: int, c: int, lo: int, hi: int, t0: int, 
     store_i64(e + 8 * L.T_CMD, c)
     store_i64(e + 8 * L.T_FIRST, lo)
     store_i64(e + 8 * L.T_END, hi)
-    store_i64(e + 8 * L.T_START_CYCLES, t0)
-    store_i64(e + 8 * L.T_END_CYCLES, t1)
+    store_i64(e + 8 * L.T_START_NS, t0)
+    store_i64(e + 8 * L.T_END_NS, t1)
     store(counters + 8 * L.W_TRACE_COUNT, n + 1)
 
 

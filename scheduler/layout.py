@@ -16,7 +16,7 @@ H_SHUTDOWN = 0
 H_WORKERS = 1
 H_SLOT_CAP = 2
 H_SEM_CAP = 3
-H_SPIN_CYCLES = 4  # how long an idle worker spins before parking
+H_SPIN_NS = 4  # how long an idle worker spins before parking
 H_TRACE = 5  # 1 while tracing is on
 H_TRACE_ADDR = 6  # base of the trace rings
 H_TRACE_CAP = 7  # events per worker ring
@@ -113,7 +113,7 @@ CMD_WORDS = 12
 TRANSFER_TILE_BYTES = 64 * 1024  # fills and copies are split into tiles of this size
 
 # --- trace events (per-worker rings) ---------------------------------------------------------------------
-T_SERIAL, T_CMD, T_FIRST, T_END, T_START_CYCLES, T_END_CYCLES = range(6)
+T_SERIAL, T_CMD, T_FIRST, T_END, T_START_NS, T_END_NS = range(6)
 TRACE_WORDS = 8
 
 WG_PACK_BITS = 21

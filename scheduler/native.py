@@ -1,4 +1,4 @@
-"""Native primitives for code compiled with numba: atomics, spin hints, a cycle clock, futexes,
+"""Native primitives for code compiled with numba: atomics, spin hints, a clock, futexes,
 raw pointer access and calls through function pointers.
 
 Every shared word the scheduler touches is an int64 at a raw address; these intrinsics emit the
@@ -21,6 +21,7 @@ _i8p = ir.IntType(8).as_pointer()
 _i32 = ir.IntType(32)
 _i64 = ir.IntType(64)
 _X86 = platform.machine() in ("x86_64", "AMD64")
+_CLOCK_MONOTONIC = 1
 
 
 def _ptr(builder: ir.IRBuilder, addr: ir.Value, ty: ir.Type) -> ir.Value:
@@ -83,12 +84,18 @@ def cpu_relax(typingctx):
 
 
 @intrinsic
-def cycles(typingctx):
-    """The CPU's cycle counter (rdtsc on x86): ~10 ns, monotonic on invariant-TSC hosts."""
+def now_ns(typingctx):
+    """CLOCK_MONOTONIC in ns through libc's clock_gettime (the vDSO: ~20 ns, no syscall).
+    Not the cycle counter: on this project's VMs `rdtsc` does not tick at a fixed rate."""
 
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_i64, []), "llvm.readcyclecounter")
-        return builder.call(fn, [])
+        ts_type = ir.LiteralStructType([_i64, _i64])
+        ts = cgutils.alloca_once(builder, ts_type)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_i32, [_i32, ts_type.as_pointer()]), "clock_gettime")
+        builder.call(fn, [ir.Constant(_i32, _CLOCK_MONOTONIC), ts])
+        seconds = builder.load(cgutils.gep_inbounds(builder, ts, 0, 0))
+        nanoseconds = builder.load(cgutils.gep_inbounds(builder, ts, 0, 1))
+        return builder.add(builder.mul(seconds, ir.Constant(_i64, 1_000_000_000)), nanoseconds)
 
     return types.int64(), codegen
 

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import functools
 import threading
 import time
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from hal.buffer import aligned_bytes
 from hal.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ResourceExhausted
 from scheduler import layout as L
-from scheduler.native import cycles, futex_wake, make_timespec
+from scheduler.native import futex_wake, make_timespec
 from scheduler.topology import detect, pin_current_thread
 from scheduler.worker import host_fail, host_signal, host_submit, host_wait, worker_loop
 
@@ -59,20 +57,6 @@ class SemaphoreFailure:
     workgroup: tuple[int, int, int]
 
 
-@njit(cache=True)
-def _read_cycles() -> int:
-    return cycles()
-
-
-@functools.cache
-def cycles_per_ns() -> float:
-    """Cycle-counter ticks per nanosecond, measured once against the OS monotonic clock."""
-    t0, c0 = time.perf_counter_ns(), _read_cycles()
-    time.sleep(0.02)
-    t1, c1 = time.perf_counter_ns(), _read_cycles()
-    return (c1 - c0) / max(1, t1 - t0)
-
-
 class Scheduler:
     """One arena, `workers` threads in the native worker loop (0: run inline on the caller)."""
 
@@ -104,10 +88,10 @@ class Scheduler:
         self.arena[L.H_WORKERS] = self.workers
         self.arena[L.H_SLOT_CAP] = self._slots
         self.arena[L.H_SEM_CAP] = self._sems
-        self.arena[L.H_SPIN_CYCLES] = int(spin_us * 1000 * cycles_per_ns())
+        self.arena[L.H_SPIN_NS] = int(spin_us * 1000)
         # A host wait spins (GIL released) before sleeping: most tiny submissions finish within
         # it, which saves the futex wake (15-25 us on a VM) on both sides.
-        self._host_spin_cycles = int(host_spin_us * 1000 * cycles_per_ns())
+        self._host_spin_ns = int(host_spin_us * 1000)
         for header_word, offset in offsets.items():
             self.arena[header_word] = offset
         # Per-worker WorkgroupState (one cache line each) and local memory.
@@ -251,7 +235,7 @@ class Scheduler:
         """True when the payload reached `value`, False when the semaphore failed. Raises
         DeadlineExceeded when `timeout` seconds pass first."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        spin = self._host_spin_cycles
+        spin = self._host_spin_ns
         while True:
             remaining = 3600.0 if deadline is None else min(3600.0, deadline - time.monotonic())
             ts = make_timespec(max(0.0, remaining))
@@ -303,11 +287,10 @@ class Scheduler:
         """Recorded events as a structured array (worker, serial, command, first, end, start_ns,
         end_ns), oldest first per worker; read it once the traced work has completed."""
         cap = int(self.arena[L.H_TRACE_CAP])
-        dtype = np.dtype([("worker", "i8"), ("serial", "i8"), ("command", "i8"), ("first", "i8"), ("end", "i8"), ("start_ns", "f8"), ("end_ns", "f8")])
+        dtype = np.dtype([("worker", "i8"), ("serial", "i8"), ("command", "i8"), ("first", "i8"), ("end", "i8"), ("start_ns", "i8"), ("end_ns", "i8")])
         if cap == 0:
             return np.zeros(0, dtype)
         rings = self._trace.reshape(self.workers, cap, L.TRACE_WORDS)
-        scale = cycles_per_ns()
         parts = []
         for w in range(self.workers):
             n = int(self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_TRACE_COUNT])
@@ -316,7 +299,7 @@ class Scheduler:
             out = np.zeros(len(idx), dtype)
             out["worker"] = w
             out["serial"], out["command"], out["first"], out["end"] = ev[:, L.T_SERIAL], ev[:, L.T_CMD], ev[:, L.T_FIRST], ev[:, L.T_END]
-            out["start_ns"], out["end_ns"] = ev[:, L.T_START_CYCLES] / scale, ev[:, L.T_END_CYCLES] / scale
+            out["start_ns"], out["end_ns"] = ev[:, L.T_START_NS], ev[:, L.T_END_NS]
             parts.append(out)
         return np.concatenate(parts)
 

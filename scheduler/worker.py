@@ -5,7 +5,7 @@ stack):
 
     RUNNING  -- help_slot: claiming and running reservations of a slot's region
        |  no shard in its deque, nothing injected, nothing to steal
-    SPINNING -- polls the queues with `pause` for H_SPIN_CYCLES
+    SPINNING -- polls the queues with `pause` for H_SPIN_NS
        |  still nothing
     PARKED   -- registered in H_SLEEPERS, futex-waits on H_WAKE; whoever publishes work bumps
                 H_WAKE and wakes only as many as the work needs, and makes no syscall when
@@ -21,7 +21,7 @@ from numba import njit
 
 from scheduler import layout as L
 from scheduler.executor import bump, fail_sem, help_slot, scan_pending, sem_addr, share, signal_sem, slot_addr, try_release, word
-from scheduler.native import cpu_relax, cycles, fetch_add, futex_wait, load, load_i64, store
+from scheduler.native import cpu_relax, fetch_add, futex_wait, load, load_i64, now_ns, store
 from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, take_injected
 
 
@@ -79,10 +79,10 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
             continue
         if drain:
             return
-        now = cycles()
+        now = now_ns()
         if idle_since == 0:
             idle_since = now
-        if now - idle_since < load_i64(a + 8 * L.H_SPIN_CYCLES):
+        if now - idle_since < load_i64(a + 8 * L.H_SPIN_NS):
             bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue
@@ -130,18 +130,18 @@ def host_fail(a: int, m: int, status: int, error_id: int) -> None:
 
 
 @njit(nogil=True, cache=True)
-def host_wait(a: int, m: int, value: int, spin_cycles: int, timespec_addr: int) -> int:
+def host_wait(a: int, m: int, value: int, spin_ns: int, timespec_addr: int) -> int:
     """Waits until the payload reaches `value` (1), the semaphore fails (-1) or one futex sleep
     of the given timeout ends (0: the caller re-checks its deadline and calls again)."""
     sem = sem_addr(a, m)
-    t0 = cycles()
+    t0 = now_ns()
     while True:
         epoch = load(sem + 8 * L.M_EPOCH)
         if load(sem + 8 * L.M_STATE) == L.SEM_FAILED:
             return -1
         if load(sem + 8 * L.M_PAYLOAD) >= value:
             return 1
-        if cycles() - t0 < spin_cycles:
+        if now_ns() - t0 < spin_ns:
             cpu_relax()
             continue
         fetch_add(sem + 8 * L.M_WAITERS, 1)

@@ -18,10 +18,11 @@ from scheduler import GridProgram, Scheduler
 class CpuDevice(Device):
     formats = (CPU_NATIVE_FORMAT,)
 
-    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = 256 * 1024, spin_us: float = 20.0, max_submissions: int = 1024) -> None:
+    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = 256 * 1024, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int = 1024) -> None:
         super().__init__(DeviceLimits(local_memory_size=local_memory_size))
         self.driver = driver
-        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, max_submissions=max_submissions)
+        options = {} if host_spin_us is None else {"host_spin_us": host_spin_us}
+        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, max_submissions=max_submissions, **options)
 
     def __repr__(self) -> str:
         return f"<Device {self.driver} workers={self.scheduler.threads_count}>"

@@ -70,3 +70,17 @@ def op_names(module: Module) -> set[str]:
     for fn in module.functions.values():
         walk(fn.ops)
     return names
+
+
+def run_against_jax(device, f: Callable, *args: Any):
+    """Compile f's StableHLO with fibergrid, run it on `device`, compare with jax.jit(f)(*args);
+    returns the loaded module (tests inspect its dispatches)."""
+    import jax
+
+    import fibergrid as fg
+
+    mod = fg.load(jax.jit(f).lower(*args).as_text(), device)
+    got = mod(*args)
+    want = jax.tree_util.tree_leaves(jax.jit(f)(*args))
+    assert_matches(list(got) if isinstance(got, tuple) else [got], [np.asarray(w) for w in want])
+    return mod

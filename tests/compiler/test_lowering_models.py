@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from tests.compiler.conftest import assert_matches
+from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
 jnp, lax = jax.numpy, jax.lax
@@ -26,12 +26,6 @@ def device():
     dev.close()
 
 
-def _run(device, f, *args) -> None:
-    mod = fg.load(jax.jit(f).lower(*args).as_text(), device)
-    got = mod(*args)
-    want = jax.tree_util.tree_leaves(jax.jit(f)(*args))
-    assert_matches(list(got) if isinstance(got, tuple) else [got], [np.asarray(w) for w in want])
-
 
 def test_cnn(device) -> None:
     def cnn(x, w1, b1, w2, dense):
@@ -40,7 +34,7 @@ def test_cnn(device) -> None:
         y = jax.nn.relu(lax.conv(jnp.transpose(y, (0, 3, 1, 2)), w2, (1, 1), "VALID"))  # NCHW
         return jnp.mean(y, axis=(2, 3)) @ dense
 
-    _run(device, cnn, _f32(2, 12, 12, 3), _f32(3, 3, 3, 8, scale=0.3), _f32(8), _f32(6, 8, 3, 3, scale=0.2),
+    run_against_jax(device, cnn, _f32(2, 12, 12, 3), _f32(3, 3, 3, 8, scale=0.3), _f32(8), _f32(6, 8, 3, 3, scale=0.2),
          _f32(6, 4))
 
 
@@ -62,7 +56,7 @@ def test_transformer_block(device) -> None:
         x = x + jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(x.shape) @ wo
         return x + jax.nn.gelu(layernorm(x, g, b) @ w1) @ w2
 
-    _run(device, block, _f32(2, 6, dim), _f32(dim, 3 * dim, scale=0.3), _f32(dim, dim, scale=0.3),
+    run_against_jax(device, block, _f32(2, 6, dim), _f32(dim, 3 * dim, scale=0.3), _f32(dim, dim, scale=0.3),
          _f32(dim, 4 * dim, scale=0.3), _f32(4 * dim, dim, scale=0.3), _f32(dim), _f32(dim))
 
 
@@ -73,4 +67,4 @@ def test_classifier_head(device) -> None:
         top3 = jnp.argsort(-probs, axis=-1)[:, :3]
         return jnp.argmax(logits, -1), top3, jnp.cumsum(jnp.sort(probs, axis=-1), axis=-1)
 
-    _run(device, head, _f32(20, 8), RNG.integers(0, 20, (3, 4)).astype(np.int32), _f32(8, 10))
+    run_against_jax(device, head, _f32(20, 8), RNG.integers(0, 20, (3, 4)).astype(np.int32), _f32(8, 10))

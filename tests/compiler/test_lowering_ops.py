@@ -8,7 +8,7 @@ import pytest
 
 import fibergrid as fg
 from compiler.errors import CompileError
-from tests.compiler.conftest import assert_matches
+from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
 jnp, lax = jax.numpy, jax.lax
@@ -37,14 +37,6 @@ def sync():
     yield dev
     dev.close()
 
-
-def _run(device, f, *args):
-    """Compile f's StableHLO, run it on `device`, compare with jax.jit(f); return the module."""
-    mod = fg.load(jax.jit(f).lower(*args).as_text(), device)
-    got = mod(*args)
-    want = jax.tree_util.tree_leaves(jax.jit(f)(*args))
-    assert_matches(list(got) if isinstance(got, tuple) else [got], [np.asarray(w) for w in want])
-    return mod
 
 
 def _dispatches(mod) -> int:
@@ -126,23 +118,23 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_op_matches_jax(task, name: str) -> None:
     f, *args = CASES[name]
-    _run(task, f, *args)
+    run_against_jax(task, f, *args)
 
 
 @pytest.mark.parametrize("name", ["softmax", "argmax_argmin", "take_columns", "conv_feature_groups",
                                   "argsort_axis0_long", "cumsum_cumprod"])
 def test_op_matches_jax_on_local_sync(sync, name: str) -> None:
     f, *args = CASES[name]
-    _run(sync, f, *args)
+    run_against_jax(sync, f, *args)
 
 
 def test_data_movement_and_producers_fuse_into_one_dispatch(task) -> None:
     """pad, slice, concatenate, iota, gather and a reduce's producers cost no dispatch."""
-    assert _dispatches(_run(task, lambda x: jnp.pad(x, ((1, 2), (0, 1)))[::2, 1:5] + jnp.arange(4.0), X)) == 1
-    assert _dispatches(_run(task, lambda x: jnp.concatenate([x.T, x.T[::-1]], 1) * 2.0, X)) == 1
-    assert _dispatches(_run(task, lambda x: jnp.sum(jnp.exp(x.T) * 2.0, axis=1), X)) == 1
-    assert _dispatches(_run(task, lambda x, i: jnp.take(x, i, axis=1, mode="clip") * 3.0, X, IDX)) == 1
-    assert _dispatches(_run(task, lambda x: jnp.mean(x, 1) * 2.0 + 1.0, X)) == 1  # consumers join the fold
+    assert _dispatches(run_against_jax(task, lambda x: jnp.pad(x, ((1, 2), (0, 1)))[::2, 1:5] + jnp.arange(4.0), X)) == 1
+    assert _dispatches(run_against_jax(task, lambda x: jnp.concatenate([x.T, x.T[::-1]], 1) * 2.0, X)) == 1
+    assert _dispatches(run_against_jax(task, lambda x: jnp.sum(jnp.exp(x.T) * 2.0, axis=1), X)) == 1
+    assert _dispatches(run_against_jax(task, lambda x, i: jnp.take(x, i, axis=1, mode="clip") * 3.0, X, IDX)) == 1
+    assert _dispatches(run_against_jax(task, lambda x: jnp.mean(x, 1) * 2.0 + 1.0, X)) == 1  # consumers join the fold
 
 
 def test_while_is_still_a_compile_error_naming_it() -> None:

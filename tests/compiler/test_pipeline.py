@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from compiler.errors import CompileError
-from tests.compiler.conftest import assert_matches
+from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -26,22 +25,14 @@ def _rand(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def _run(device, f, *args):
-    """Compile f's StableHLO, run it on `device`, compare with jax.jit(f); return the module."""
-    mod = fg.load(jax.jit(f).lower(*args).as_text(), device)
-    got = mod(*args)
-    want = jax.tree_util.tree_leaves(jax.jit(f)(*args))
-    assert_matches(list(got) if isinstance(got, tuple) else [got], [np.asarray(w) for w in want])
-    return mod
-
 
 def test_elementwise_chain_with_broadcasting_is_one_dispatch(device) -> None:
-    mod = _run(device, lambda x, b: jnp.tanh(x * 2.0 + b) + jnp.exp(-x) * jnp.maximum(x, b), _rand(37, 19), _rand(19))
+    mod = run_against_jax(device, lambda x, b: jnp.tanh(x * 2.0 + b) + jnp.exp(-x) * jnp.maximum(x, b), _rand(37, 19), _rand(19))
     assert len(mod.compiled.program) == 1
 
 
 def test_select_compare_and_column_broadcast(device) -> None:
-    _run(device, lambda x, c: jnp.where(x > 0.5, x, c * x - 1.0), _rand(37, 19), _rand(37, 1))
+    run_against_jax(device, lambda x, c: jnp.where(x > 0.5, x, c * x - 1.0), _rand(37, 19), _rand(37, 1))
 
 
 def test_transpose_reshape_and_several_results(device) -> None:
@@ -49,22 +40,22 @@ def test_transpose_reshape_and_several_results(device) -> None:
         shared = jnp.exp(x) + 1.0  # used twice: computed once
         return (shared + y.T).reshape(19 * 37) * 0.5, jnp.sqrt(shared)
 
-    _run(device, f, _rand(37, 19), _rand(19, 37))
+    run_against_jax(device, f, _rand(37, 19), _rand(19, 37))
 
 
 def test_long_vector_spans_many_workgroups(device) -> None:
-    mod = _run(device, lambda x: jnp.abs(x) * x + 3.0, _rand(100_003))
+    mod = run_against_jax(device, lambda x: jnp.abs(x) * x + 3.0, _rand(100_003))
     assert mod.compiled.program[0].workgroup_count[0] > 1
 
 
 def test_integer_and_bool_ops(device) -> None:
     a = RNG.integers(-100, 100, (13, 21)).astype(np.int32)
     b = RNG.integers(-100, 100, (13, 21)).astype(np.int32)
-    _run(device, lambda a, b: ((a + 3 * b) > 0, jnp.maximum(a, b).astype(jnp.float32) / 7.0), a, b)
+    run_against_jax(device, lambda a, b: ((a + 3 * b) > 0, jnp.maximum(a, b).astype(jnp.float32) / 7.0), a, b)
 
 
 def test_dense_layer_fuses_bias_into_matmul(device) -> None:
-    mod = _run(device, lambda x, w, b: x @ w + b, _rand(8, 32), _rand(32, 16), _rand(16))
+    mod = run_against_jax(device, lambda x, w, b: x @ w + b, _rand(8, 32), _rand(32, 16), _rand(16))
     (only,) = mod.compiled.program
     assert mod.compiled.executable.entry(only.entry).binding_count == 4  # A, B, C, bias
 
@@ -75,7 +66,7 @@ def test_mlp_784_64_10(device, batch: int) -> None:
         return jax.nn.relu(x @ w1 + b1) @ w2 + b2
 
     args = (_rand(batch, 784), _rand(784, 64) * 0.05, _rand(64), _rand(64, 10) * 0.1, _rand(10))
-    mod = _run(device, mlp, *args)
+    mod = run_against_jax(device, mlp, *args)
     program = mod.compiled.program
     assert len(program) == 2 and program[1].barrier_before
     first = mod.compiled.executable.entry(program[0].entry)

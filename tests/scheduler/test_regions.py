@@ -9,7 +9,7 @@ import pytest
 import fibergrid as fg
 from scheduler import GridProgram
 from scheduler import layout as L
-from tests.scheduler.kernels import WAIT, chain_step, dispatch_ids, record_ids, run, write_count
+from tests.scheduler.kernels import WAIT, chain_step, record_ids, run, write_count
 
 
 @pytest.fixture(scope="module", params=[1, 2, 4], ids=lambda w: f"{w}w")

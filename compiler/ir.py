@@ -172,6 +172,107 @@ def _round_afz(x: np.ndarray) -> np.ndarray:
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
+_lgamma_scalar = np.vectorize(lambda x: math.lgamma(x) if not (x <= 0 and x == math.floor(x)) else math.inf,
+                              otypes=[np.float64])
+
+
+def _lgamma(x: np.ndarray) -> np.ndarray:
+    return _lgamma_scalar(x).astype(np.result_type(x.dtype, np.float32))
+
+
+def _digamma(x: np.ndarray) -> np.ndarray:
+    """psi(x): reflection below 1/2, six recurrence steps, then the asymptotic series; NaN at
+    the poles (0 and the negative integers), as XLA's chlo.digamma."""
+    x64 = np.asarray(x, np.float64)
+    pole = (x64 <= 0) & (x64 == np.floor(x64))
+    reflect = x64 < 0.5
+    z = np.where(reflect, 1 - x64, x64)
+    acc = np.zeros_like(z)
+    for k in range(6):
+        acc -= 1 / (z + k)
+    z = z + 6
+    z2 = 1 / (z * z)
+    series = z2 * (1 / 12 - z2 * (1 / 120 - z2 * (1 / 252 - z2 * (1 / 240 - z2 * (1 / 132)))))
+    psi = acc + np.log(z) - 0.5 / z - series
+    with np.errstate(all="ignore"):
+        psi = np.where(reflect, psi - np.pi / np.tan(np.pi * x64), psi)
+    return np.where(pole, np.nan, psi).astype(np.result_type(x.dtype, np.float32))
+
+
+def _erf_inv(x: np.ndarray) -> np.ndarray:
+    """erf^-1 by Newton's method on math.erf from a rough start; +-inf at +-1, NaN outside."""
+    x64 = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        inside = np.abs(x64) < 1
+        t = np.where(inside, x64, 0.0)
+        w = -np.log((1 - t) * (1 + t))
+        y = np.sign(t) * np.sqrt(np.sqrt((2 / (np.pi * 0.147) + w / 2) ** 2 - w / 0.147) - (2 / (np.pi * 0.147) + w / 2))
+        for _ in range(4):
+            y = y - (_erf(y) - t) / (2 / math.sqrt(math.pi) * np.exp(-y * y))
+        y = np.where(inside, y, np.where(np.abs(x64) == 1, np.sign(x64) * np.inf, np.nan))
+    return y.astype(np.result_type(x.dtype, np.float32))
+
+
+def _popcnt(x: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(x).astype(x.dtype)
+
+
+def _count_leading_zeros(x: np.ndarray) -> np.ndarray:
+    bits = x.dtype.itemsize * 8
+    u = x.view(np.dtype(f"u{x.dtype.itemsize}")).astype(np.uint64)
+    out = np.full(x.shape, bits, np.int64)
+    for k in range(bits):
+        out = np.where((u >> np.uint64(k)) & np.uint64(1) != 0, bits - 1 - k, out)
+    return out.astype(x.dtype)
+
+
+def float_layout(dtype: np.dtype) -> tuple[int, int]:
+    """(mantissa bits, exponent bits) of a float dtype (bf16 included)."""
+    mantissa = {2: 10, 4: 23, 8: 52}[dtype.itemsize] if dtype.kind == "f" else 7  # bf16: 7
+    return mantissa, dtype.itemsize * 8 - 1 - mantissa
+
+
+def reduce_precision_format(attrs: dict) -> tuple[int, int]:
+    """(exponent_bits, mantissa_bits) of a reduce_precision op: generic syntax attrs, or the
+    pretty syntax's `format = eXmY`."""
+    if "exponent_bits" in attrs and "mantissa_bits" in attrs:
+        return int(attrs["exponent_bits"]), int(attrs["mantissa_bits"])
+    import re
+    match = re.fullmatch(r"e(\d+)m(\d+)", str(attrs.get("format", "")).strip('"'))
+    if not match:
+        raise CompileError(f"reduce_precision: cannot read its format from {attrs}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _reduce_precision(x: np.ndarray, exponent_bits: int | None = None, mantissa_bits: int | None = None) -> np.ndarray:
+    """StableHLO reduce_precision (round the mantissa to nearest even, clamp the exponent
+    range: overflow -> inf, underflow -> zero; NaN kept, even with no mantissa bits, as XLA
+    does), on x's own bits."""
+    if exponent_bits is None or mantissa_bits is None:
+        raise CompileError("reduce_precision needs exponent_bits and mantissa_bits")
+    x = np.ascontiguousarray(x)
+    src_mant, src_exp = float_layout(x.dtype)
+    nbits = x.dtype.itemsize * 8
+    u = np.dtype(f"u{x.dtype.itemsize}")
+    bits = x.view(u).astype(np.uint64)
+    mask = (1 << nbits) - 1
+    if mantissa_bits < src_mant:
+        shift = src_mant - mantissa_bits
+        last = np.uint64(1 << shift)
+        bias = (bits & last) >> np.uint64(shift)
+        bits = ((bits + bias + np.uint64((1 << (shift - 1)) - 1)) & np.uint64(~((1 << shift) - 1) & mask))
+    if exponent_bits < src_exp:
+        sign = np.uint64(1 << (nbits - 1))
+        exp_mask = np.uint64(((1 << src_exp) - 1) << src_mant)
+        bias_src = (1 << (src_exp - 1)) - 1
+        bias_dst = (1 << (exponent_bits - 1)) - 1
+        exponent = bits & exp_mask
+        overflow = exponent > np.uint64((bias_src + bias_dst) << src_mant)
+        underflow = exponent <= np.uint64((bias_src - bias_dst) << src_mant)
+        signed_zero = bits & sign
+        bits = np.where(overflow, signed_zero | exp_mask, np.where(underflow, signed_zero, bits))
+    out = (bits & np.uint64(mask)).astype(u).view(x.dtype).reshape(x.shape)
+    return np.where(np.isnan(x.astype(np.float32)), x, out).astype(x.dtype)  # NaN kept, as XLA
 
 ELEMENTWISE: dict[str, Elementwise] = {
     "add": Elementwise(2, np.add),
@@ -211,6 +312,24 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "round_nearest_afz": Elementwise(1, _round_afz),
     "erf": Elementwise(1, _erf),  # from chlo.erf (lax.erf)
     "erfc": Elementwise(1, _erfc),  # from chlo.erfc (jax.nn.gelu(approximate=False))
+    # chlo math ops (jnp.arctan, jax.scipy.special.gammaln, ...), named as their chlo op
+    "atan": Elementwise(1, np.arctan),
+    "asin": Elementwise(1, np.arcsin),
+    "acos": Elementwise(1, np.arccos),
+    "sinh": Elementwise(1, np.sinh),
+    "cosh": Elementwise(1, np.cosh),
+    "asinh": Elementwise(1, np.arcsinh),
+    "acosh": Elementwise(1, np.arccosh),
+    "atanh": Elementwise(1, np.arctanh),
+    "lgamma": Elementwise(1, _lgamma),
+    "digamma": Elementwise(1, _digamma),
+    "erf_inv": Elementwise(1, _erf_inv),
+    "next_after": Elementwise(2, np.nextafter),
+    "popcnt": Elementwise(1, _popcnt),
+    "count_leading_zeros": Elementwise(1, _count_leading_zeros),
+    # attrs exponent_bits / mantissa_bits (pretty syntax: format = eXmY); the reference
+    # evaluator passes them as keywords
+    "reduce_precision": Elementwise(1, _reduce_precision),
     "is_finite": Elementwise(1, np.isfinite, bool_result=True),
     "select": Elementwise(3, np.where),
     "clamp": Elementwise(3, lambda lo, x, hi: np.minimum(np.maximum(x, lo), hi)),
@@ -221,8 +340,12 @@ STRUCTURAL_OPS: frozenset[str] = frozenset({
     "transpose", "reverse", "slice", "dynamic_slice", "dynamic_update_slice", "pad", "concatenate",
     "dot_general", "convolution", "reduce", "reduce_window", "gather", "sort", "while", "call",
     "get_dimension_size", "dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota",
-    "custom_call",
+    "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
 })
-"""Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`."""
+"""Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
+'real_dynamic_slice' (operands x, starts, limits, strides), 'dynamic_gather' (x, indices,
+slice_sizes) and 'dynamic_reduce_window' (inputs, inits, window_dimensions, window_strides,
+base_dilations, window_dilations, padding; from jax.export's custom_call of that name) take as
+operands what their static forms take as attrs; `specialize` rewrites them into the static forms."""
 
 SUPPORTED_OPS: frozenset[str] = STRUCTURAL_OPS | frozenset(ELEMENTWISE)

@@ -43,10 +43,13 @@ from typing import Union
 
 import numpy as np
 
+from compiler.ir import ELEMENT_TYPES
+
 # The scalar ops expressions may use, with their operand count. Every backend implements all of
 # them; the fusion pass rejects anything else at compile time. 'compare' carries its direction
 # in `Compute.attr` (with "TOTALORDER:" prefixed for IEEE totalOrder on floats); 'convert' and
-# 'bitcast_convert' convert to the node's dtype.
+# 'bitcast_convert' convert to the node's dtype; 'reduce_precision' carries "EXPONENT:MANTISSA"
+# bits in `attr`.
 SCALAR_OPS: dict[str, int] = {
     "add": 2, "subtract": 2, "multiply": 2, "divide": 2, "remainder": 2, "maximum": 2,
     "minimum": 2, "power": 2, "atan2": 2, "and": 2, "or": 2, "xor": 2, "compare": 2,
@@ -56,12 +59,24 @@ SCALAR_OPS: dict[str, int] = {
     "cosine": 1, "tan": 1, "erf": 1, "erfc": 1, "floor": 1, "ceil": 1, "round_nearest_even": 1,
     "round_nearest_afz": 1, "is_finite": 1, "not": 1, "convert": 1, "bitcast_convert": 1,
     "select": 3, "clamp": 3,
+    "atan": 1, "asin": 1, "acos": 1, "sinh": 1, "cosh": 1, "asinh": 1, "acosh": 1, "atanh": 1,
+    "lgamma": 1, "digamma": 1, "erf_inv": 1, "next_after": 2, "popcnt": 1,
+    "count_leading_zeros": 1, "reduce_precision": 1,
 }
 
-# Element types kernels may load, store and compute on (bool is one byte in memory).
+# Element types kernels may load, store and compute on (bool is one byte in memory). f16 and
+# bf16 are loaded and stored narrow; backends compute on them in f32 and round every result
+# of a narrow type back to it, as XLA's CPU backend does.
+NARROW_FLOATS: frozenset[np.dtype] = frozenset(
+    [np.dtype(np.float16)] + [d for name, d in ELEMENT_TYPES.items() if name == "bf16"])
 KERNEL_DTYPES: frozenset[np.dtype] = frozenset(np.dtype(t) for t in (
     np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-    np.float32, np.float64))
+    np.float32, np.float64)) | NARROW_FLOATS
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """Floats, bf16 (numpy kind 'V') included."""
+    return dtype.kind == "f" or dtype in NARROW_FLOATS
 
 INDEX = np.dtype(np.int64)
 """The dtype of coordinates and index expressions."""

@@ -134,6 +134,8 @@ def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]
     barrier (independent dispatches share a barrier region and may run at once)."""
     records, written = [], set()
     for d, kernel in zip(dispatches, kernels):
+        if 0 in kernel.workgroup_count:
+            continue  # an empty grid: nothing to run (fusion drops those writing nothing)
         barrier = bool(written & set(d.tensors))
         if barrier:
             written = set()

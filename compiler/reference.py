@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from compiler.errors import CompileError, ShapeAssertionError, shape_assertion_message
-from compiler.ir import ELEMENTWISE, Function, Module, Op, Region, Value
+from compiler.ir import ELEMENTWISE, Function, Module, Op, Region, Value, reduce_precision_format
 
 # --------------------------------------------------------------------------------------------
 # Running functions and regions
@@ -130,6 +130,11 @@ def _fold(region: Region, ctx: _Context, accs: list[np.ndarray],
 
 def _elementwise(op: Op, vals, ctx) -> list[np.ndarray]:
     return [ELEMENTWISE[op.name].fn(*[_widen(v) for v in vals])]
+
+
+def _reduce_precision(op: Op, vals, ctx) -> list[np.ndarray]:
+    exponent_bits, mantissa_bits = reduce_precision_format(op.attrs)
+    return [ELEMENTWISE["reduce_precision"].fn(vals[0], exponent_bits, mantissa_bits)]
 
 
 _COMPARISONS = {"EQ": np.equal, "NE": np.not_equal, "LT": np.less, "LE": np.less_equal,
@@ -281,7 +286,8 @@ def _reduce_window(op: Op, vals, ctx) -> list[np.ndarray]:
     inits = vals[n:]
     lo, hi = zip(*a["padding"])
     padded = [_pad(x, init, lo, hi, [d - 1 for d in a["base_dilations"]]) for x, init in zip(vals[:n], inits)]
-    out_shape = _shape_of(op)
+    out_shape = tuple(max(0, (p - (w - 1) * wd - 1) // s + 1) for p, w, wd, s in zip(
+        padded[0].shape, a["window_dimensions"], a["window_dilations"], a["window_strides"]))
 
     def windows():
         for offset in itertools.product(*(range(w) for w in a["window_dimensions"])):
@@ -296,12 +302,16 @@ def _gather(op: Op, vals, ctx) -> list[np.ndarray]:
     x, idx = vals
     a = op.attrs
     ivd = a["index_vector_dim"]
+    batch_dims = [n for i, n in enumerate(idx.shape) if i != ivd]
     if ivd == idx.ndim:
         idx = idx[..., None]
     idx = np.moveaxis(idx, ivd, -1)
     sizes = a["slice_sizes"]
     dropped = set(a["collapsed_slice_dims"]) | set(a["operand_batching_dims"])
-    out = np.empty(_shape_of(op), x.dtype)
+    offsets = [n for d, n in enumerate(sizes) if d not in dropped]
+    out_shape = [offsets.pop(0) if i in a["offset_dims"] else batch_dims.pop(0)
+                 for i in range(len(batch_dims) + len(offsets))]
+    out = np.empty(out_shape, x.dtype)
     batch_positions = [i for i in range(out.ndim) if i not in a["offset_dims"]]
     for b in np.ndindex(*idx.shape[:-1]):
         starts = [0] * x.ndim
@@ -317,6 +327,40 @@ def _gather(op: Op, vals, ctx) -> list[np.ndarray]:
             where[pos] = i
         out[tuple(where)] = piece
     return [out]
+
+
+def static_form(op: Op, values: Sequence[np.ndarray | None]) -> tuple[str, list[int], dict] | None:
+    """For the ops whose attrs are operands (real_dynamic_slice, dynamic_gather,
+    dynamic_reduce_window): (the static op's name, the indices of the operands it keeps, its
+    attrs) once those operands' `values` are known; None while any is unknown."""
+    def ints(v: np.ndarray) -> tuple:
+        return tuple(int(x) for x in np.asarray(v).reshape(-1))
+
+    if op.name == "real_dynamic_slice":
+        if any(v is None for v in values[1:4]):
+            return None
+        starts, limits, strides = (ints(v) for v in values[1:4])
+        return "slice", [0], {"start_indices": starts, "limit_indices": limits, "strides": strides}
+    if op.name == "dynamic_gather":
+        if values[2] is None:
+            return None
+        return "gather", [0, 1], {**op.attrs, "slice_sizes": ints(values[2])}
+    if op.name == "dynamic_reduce_window":
+        n = len(values) - 5
+        if any(v is None for v in values[n:]):
+            return None
+        dims, strides, base, window, padding = values[n:]
+        return "reduce_window", list(range(n)), {
+            "window_dimensions": ints(dims), "window_strides": ints(strides),
+            "base_dilations": ints(base), "window_dilations": ints(window),
+            "padding": tuple(ints(row) for row in np.asarray(padding).reshape(-1, 2))}
+    return None
+
+
+def _dynamic_form(op: Op, vals, ctx) -> list[np.ndarray]:
+    name, keep, attrs = static_form(op, vals)
+    static = Op(name, [op.operands[i] for i in keep], op.results, attrs, op.regions, op.loc)
+    return _OPS[name](static, [vals[i] for i in keep], ctx)
 
 
 def _sort(op: Op, vals, ctx) -> list[np.ndarray]:
@@ -362,6 +406,7 @@ _OPS.update({
     "iota": _iota,
     "compare": _compare,
     "convert": _convert,
+    "reduce_precision": _reduce_precision,
     "bitcast_convert": _bitcast_convert,
     "broadcast_in_dim": _broadcast_in_dim,
     "reshape": _reshape,
@@ -385,4 +430,7 @@ _OPS.update({
     "dynamic_broadcast_in_dim": lambda op, vals, ctx: _broadcast_in_dim(op, vals, ctx, [int(d) for d in vals[1]]),
     "dynamic_reshape": lambda op, vals, ctx: [vals[0].reshape([int(d) for d in vals[1]])],
     "dynamic_iota": lambda op, vals, ctx: _iota(op, vals, ctx, tuple(int(d) for d in vals[0])),
+    "real_dynamic_slice": _dynamic_form,
+    "dynamic_gather": _dynamic_form,
+    "dynamic_reduce_window": _dynamic_form,
 })

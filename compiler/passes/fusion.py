@@ -23,6 +23,9 @@ epilogue, as jax.nn.relu(x @ w + b) is lowered. 2-D f32 convolutions without gro
 dilation go to the conv generator in NHWC x HWIO (other layouts transposed there). sort becomes
 a sort region.
 
+bitcast_convert between widths is index arithmetic too (shifts and ors of the operand's bits).
+A region with nothing to write (every output of size 0) is not emitted at all.
+
 Anything without a lowering raises CompileError("unsupported op 'NAME' at LINE:COL") here, at
 compile time, never at run time.
 """
@@ -36,7 +39,7 @@ import numpy as np
 
 from compiler import kernel_ir as kir
 from compiler.errors import CompileError
-from compiler.ir import Function, Module, Op, Value
+from compiler.ir import Function, Module, Op, Value, reduce_precision_format
 from compiler.passes import index_exprs as ix
 from compiler.passes.index_exprs import Leaf
 
@@ -234,6 +237,8 @@ class _Fuser:
         self.lazy[v] = self.leaf(tensor, tuple(v.type.shape), v.type.dtype)
 
     def add_dispatch(self, kind: str, regs: _Bindings, body) -> None:
+        if all(d.size == 0 for d in regs.decls if d.output):
+            return  # nothing to write (zero-size results): no dispatch, the buffers stay empty
         name = f"{self.fn.name}_dispatch_{len(self.part.dispatches)}_{kind}"
         region = kir.KernelRegion(name, tuple(regs.decls), body)
         self.part.dispatches.append(Dispatch(region, tuple(regs.tensors)))
@@ -327,12 +332,18 @@ class _Fuser:
                   elements, operands[n:], combiner)
 
     def contraction(self, op: Op, shape: tuple[int, ...], reduced: list[int], lhs, rhs) -> None:
-        """sum over `reduced` of lhs * rhs (both converted to the result type)."""
-        dtype = op.results[0].type.dtype
-        lhs, rhs = (x if x.dtype == dtype else kir.Compute("convert", (x,), dtype) for x in (lhs, rhs))
-        product = kir.Compute("multiply", (lhs, rhs), dtype)
-        combiner = [kir.Compute("add", (kir.Arg(0, dtype), kir.Arg(1, dtype)), dtype)]
-        self.fold(op, shape, reduced, [product], [kir.Const(0, dtype)], combiner)
+        """sum over `reduced` of lhs * rhs (both converted to the result type; f16 and bf16
+        products and sums in f32, rounded once at the end, as XLA's CPU dot does)."""
+        result = op.results[0]
+        dtype = acc = result.type.dtype
+        if dtype in kir.NARROW_FLOATS:
+            acc = F32
+        lhs, rhs = (x if x.dtype == acc else kir.Compute("convert", (x,), acc) for x in (lhs, rhs))
+        product = kir.Compute("multiply", (lhs, rhs), acc)
+        combiner = [kir.Compute("add", (kir.Arg(0, acc), kir.Arg(1, acc)), acc)]
+        self.fold(op, shape, reduced, [product], [kir.Const(0, acc)], combiner)
+        if acc != dtype:
+            self.pending_folds[result].outputs[result] = kir.Compute("convert", (kir.Arg(0, acc),), dtype)
 
     # -- dot_general ---------------------------------------------------------------------------
     def flush(self, v: Value) -> None:
@@ -555,7 +566,10 @@ class _Fuser:
             t = self.new_tensor(value.shape, value.dtype, "constant", value=np.ascontiguousarray(value))
             return self.leaf(t, value.shape, value.dtype)
         if name == "bitcast_convert" and op.operands[0].type.dtype.itemsize != result.type.dtype.itemsize:
-            return None
+            return _bitcast_resize(op, operands[0])
+        if name == "reduce_precision":
+            exponent_bits, mantissa_bits = reduce_precision_format(op.attrs)
+            return kir.Compute(name, tuple(operands), result.type.dtype, f"{exponent_bits}:{mantissa_bits}")
         if name in kir.SCALAR_OPS:
             return kir.Compute(name, tuple(operands), result.type.dtype, ix.compare_attr(op))
         if name == "reshape":
@@ -570,6 +584,33 @@ class _Fuser:
         if name in movers:
             return movers[name](op, *operands)
         return None
+
+
+def _bitcast_resize(op: Op, node):
+    """bitcast_convert between element types of different widths, little-endian as XLA: a
+    wide element becomes a trailing dim of narrow ones (byte j of the bits at index j), and a
+    trailing dim of narrow elements one wide element."""
+    src, dst = op.operands[0].type.dtype, op.results[0].type.dtype
+    s_bits, d_bits = 8 * src.itemsize, 8 * dst.itemsize
+    us, ud = np.dtype(f"u{src.itemsize}"), np.dtype(f"u{dst.itemsize}")
+
+    def bitcast(x, dtype):
+        return x if x.dtype == dtype else kir.Compute("bitcast_convert", (x,), dtype)
+
+    if s_bits > d_bits:
+        rank = op.operands[0].type.rank
+        shift = kir.Compute("multiply", (kir.Compute("convert", (kir.Coord(rank),), us), kir.Const(d_bits, us)), us)
+        part = kir.Compute("shift_right_logical", (bitcast(node, us), shift), us)
+        return bitcast(kir.Compute("convert", (part,), ud), dst)
+    rank = op.results[0].type.rank
+    out = None
+    for j in range(d_bits // s_bits):
+        piece = ix.substitute(node, [*ix.coords(rank), ix.index(j)])
+        wide = kir.Compute("convert", (bitcast(piece, us),), ud)
+        if j:
+            wide = kir.Compute("shift_left", (wide, kir.Const(j * s_bits, ud)), ud)
+        out = wide if out is None else kir.Compute("or", (out, wide), ud)
+    return bitcast(out, dst)
 
 
 def partition(module: Module, function: str) -> Partition:

@@ -22,6 +22,7 @@ import numpy as np
 from compiler import reference  # its op semantics fold shape computations: they cannot disagree
 from compiler.errors import CompileError, ShapeAssertionError, shape_assertion_message
 from compiler.ir import ELEMENTWISE, Dim, Function, Module, Op, Region, TensorType, Value
+from hal.errors import Error as HalError
 
 _FOLD_LIMIT = 64  # fold integer results up to this many elements: shape vectors, not data
 
@@ -221,6 +222,17 @@ def _scalar(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType((), decl[0].dtype)]
 
 
+def _dynamic_form(op: Op, ts, decl, known) -> list[TensorType]:
+    """real_dynamic_slice / dynamic_gather / dynamic_reduce_window: typed as their static form
+    once the operands that hold its attrs are known, else as declared."""
+    form = reference.static_form(op, known)
+    if form is None:
+        return decl
+    name, keep, attrs = form
+    static = Op(name, [op.operands[i] for i in keep], op.results, attrs, op.regions, op.loc)
+    return RULES[name](static, [ts[i] for i in keep], decl, [known[i] for i in keep])
+
+
 RULES: dict[str, Rule] = {name: _elementwise for name in ELEMENTWISE}
 RULES.update({
     "compare": _elementwise, "convert": _elementwise, "bitcast_convert": _bitcast,
@@ -233,6 +245,8 @@ RULES.update({
     "reduce_window": _reduce_window, "gather": _gather, "get_dimension_size": _scalar,
     "dynamic_broadcast_in_dim": _shape_operand, "dynamic_reshape": _shape_operand,
     "dynamic_iota": _shape_operand,
+    "real_dynamic_slice": _dynamic_form, "dynamic_gather": _dynamic_form,
+    "dynamic_reduce_window": _dynamic_form,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 
@@ -254,6 +268,7 @@ class _Typer:
         self.done: dict[tuple, Function] = {}
         self.out: dict[str, Function] = {}
         self.known_results: dict[Function, list[np.ndarray | None]] = {}
+        self.producers: dict[Value, Op] = {}  # typed values -> the typed op defining them
 
     def function(self, fn: Function, arg_types: Sequence[TensorType],
                  arg_values: Sequence[np.ndarray | None]) -> Function:
@@ -283,17 +298,66 @@ class _Typer:
     def ops(self, ops: list[Op], vmap: dict[Value, Value], known: dict[Value, np.ndarray]) -> list[Op]:
         out = []
         for op in ops:
-            new = self.op(op, vmap, known)
-            if new is not None:
-                vmap.update(zip(op.results, new.results))
-                out.append(new)
+            try:
+                out.extend(self.op(op, vmap, known))
+            except HalError:
+                raise
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
+                raise CompileError(f"{op.where()}: malformed op ({type(e).__name__}: {e})") from None
         return out
 
-    def op(self, op: Op, vmap: dict[Value, Value], known: dict[Value, np.ndarray]) -> Op | None:
-        """The re-typed copy of `op` (None when it folded away); `vmap` maps old values to new."""
+    def op(self, op: Op, vmap: dict[Value, Value], known: dict[Value, np.ndarray]) -> list[Op]:
+        """The re-typed copy of `op` (none when it folded away; several when a dynamic op became
+        static ones); maps `op`'s results to the new ones in `vmap`."""
         operands = [vmap[v] for v in op.operands]
-        ts = [v.type for v in operands]
         values = [known.get(v) for v in operands]
+        if self.static and op.name in ("real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window"):
+            replacement = self.static_ops(op, operands, values, known)
+            if replacement is not None:
+                vmap.update((v, v) for v in operands)  # the replacement's operands are typed already
+                return self.ops(replacement, vmap, known)
+        new = self.typed(op, operands, values, vmap, known)
+        if new is None:
+            return []
+        vmap.update(zip(op.results, new.results))
+        self.producers.update((r, new) for r in new.results)
+        return [new]
+
+    def static_ops(self, op: Op, operands: list[Value], values: list[np.ndarray | None],
+                   known: dict[Value, np.ndarray]) -> list[Op] | None:
+        """Static ops computing what the dynamic `op` does (their operands are the typed
+        `operands`, the last one defines `op.results`), or None when they cannot be had yet."""
+        form = reference.static_form(op, values)
+        if form is not None:
+            name, keep, attrs = form
+            return [Op(name, [operands[i] for i in keep], op.results, attrs, op.regions, op.loc)]
+        if op.name != "real_dynamic_slice" or values[3] is None or np.any(values[3] != 1):
+            return None
+        # a slice at a runtime start: limits = starts + sizes with the sizes known -> dynamic_slice
+        x, starts, limits = operands[:3]
+        add = self.producers.get(limits)
+        if add is None or add.name != "add" or starts not in add.operands:
+            return None
+        other = add.operands[1] if add.operands[0] is starts else add.operands[0]
+        sizes = known.get(other)
+        if sizes is None or sizes.shape != (x.type.rank,) or np.any(sizes < 0):
+            return None
+        ops, scalars = [], []
+        for d in range(x.type.rank):
+            one = Value(TensorType((1,), starts.type.dtype), f"{starts.name}[{d}]")
+            scalar = Value(TensorType((), starts.type.dtype), f"{starts.name}[{d}]")
+            ops.append(Op("slice", [starts], [one], {"start_indices": (d,), "limit_indices": (d + 1,),
+                                                     "strides": (1,)}, [], op.loc))
+            ops.append(Op("reshape", [one], [scalar], {}, [], op.loc))
+            scalars.append(scalar)
+        ops.append(Op("dynamic_slice", [x, *scalars], op.results,
+                      {"slice_sizes": tuple(int(n) for n in sizes)}, [], op.loc))
+        return ops
+
+    def typed(self, op: Op, operands: list[Value], values: list[np.ndarray | None],
+              vmap: dict[Value, Value], known: dict[Value, np.ndarray]) -> Op | None:
+        """`op` re-typed over the typed `operands` (None when it folded away)."""
+        ts = [v.type for v in operands]
         decl = [r.type for r in op.results]
         attrs, regions, callee = dict(op.attrs), [], None
         if op.name == "call":

@@ -10,6 +10,7 @@ and vector code.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -39,6 +40,29 @@ def f32(value: float) -> ir.Constant:
     return ir.Constant(F32, value)
 
 
+FLUSH_DENORMALS = platform.machine().lower() in ("x86_64", "amd64")
+_MXCSR_FTZ_DAZ = 0x8040  # MXCSR bits 15 (flush to zero) and 6 (denormals are zero)
+
+
+def _flush_denormals_entry(module: ir.Module, name: str, body: ir.Function) -> None:
+    """`i32 name(...)`: save MXCSR, set FTZ and DAZ, call `body`, restore MXCSR."""
+    fn = ir.Function(module, KERNEL_TYPE, name)
+    fn.attributes.add("nounwind")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    stmxcsr = intrinsic(module, "llvm.x86.sse.stmxcsr", ir.VoidType(), [I8P])
+    ldmxcsr = intrinsic(module, "llvm.x86.sse.ldmxcsr", ir.VoidType(), [I8P])
+    slot = b.alloca(I32)
+    ptr = b.bitcast(slot, I8P)
+    b.call(stmxcsr, [ptr])
+    saved = b.load(slot)
+    b.store(b.or_(saved, i32(_MXCSR_FTZ_DAZ)), slot)
+    b.call(ldmxcsr, [ptr])
+    result = b.call(body, list(fn.args))
+    b.store(saved, slot)
+    b.call(ldmxcsr, [ptr])
+    b.ret(result)
+
+
 class KernelBuilder:
     """A kernel function `i32 name(i8* dispatch_state, i8* workgroup_state)` being built.
 
@@ -48,7 +72,16 @@ class KernelBuilder:
 
     def __init__(self, module: ir.Module, name: str) -> None:
         self.module = module
-        self.function = ir.Function(module, KERNEL_TYPE, name)
+        if FLUSH_DENORMALS:
+            # The entry sets flush-to-zero / denormals-are-zero around the kernel body (which
+            # LLVM inlines into it), so f32/f64 arithmetic and libm calls see denormals as XLA's
+            # CPU runtime does (jnp.log(1e-40) == log(2**-150), 1e-39 > 0 is false).
+            self.function = ir.Function(module, KERNEL_TYPE, name + ".body")
+            self.function.linkage = "internal"
+            self.function.attributes.add("alwaysinline")
+            _flush_denormals_entry(module, name, self.function)
+        else:
+            self.function = ir.Function(module, KERNEL_TYPE, name)
         self.function.attributes.add("nounwind")
         dispatch, workgroup = self.function.args
         dispatch.name, workgroup.name = "dispatch_state", "workgroup_state"

@@ -23,7 +23,7 @@ from compiler.errors import CompileError
 from hal.device import DeviceLimits
 
 from .abi_builder import I8, I64, entry_alloca, for_range, i32, i64
-from .expr import ExprEmitter, scalar_type, strides
+from .expr import ExprEmitter, scalar_type, strides, widen_bits
 from .grid_loops import kernel_entry
 from .matmul import ERROR_LOCAL_MEMORY, GeneratedKernel
 
@@ -91,6 +91,8 @@ def generate_sort(region: kir.KernelRegion) -> GeneratedKernel:
         for d, xv, yv in zip(dtypes, x, y):
             if d == np.bool_:
                 xv, yv = (b.icmp_unsigned("!=", v, ir.Constant(v.type, 0)) for v in (xv, yv))
+            elif d in kir.NARROW_FLOATS:  # scratch holds f16/bf16 bits, the comparator f32
+                xv, yv = (widen_bits(b, v, d) for v in (xv, yv))
             args += [xv, yv]
         return ExprEmitter(b, region.bindings, ptrs, [], args=args).value(body.less)
 

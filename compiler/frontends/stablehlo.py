@@ -374,17 +374,18 @@ class _Parser:
         return [self.type()]
 
     def op_types(self) -> tuple[list[TensorType] | None, list[TensorType]]:
-        """`: T`, `: T, U`, `: (Ts) -> Us` or `: T -> U` -> (operand types or None, result types)."""
+        """`: T`, `: T, U`, `: (Ts) -> Us`, `: T -> U` or `: T, U -> V` -> (operand types or None,
+        result types)."""
         self.expect(":")
         if self.at("("):
             ins = self.type_list()
             self.expect("->")
             return ins, self.type_list()
         types = [self.type()]
-        if self.accept("->"):
-            return types, self.type_list()
         while self.accept(","):
             types.append(self.type())
+        if self.accept("->"):  # `: T -> U` and chlo's `: T, U -> V`
+            return types, self.type_list()
         return None, types
 
     # -- attributes ------------------------------------------------------------------------
@@ -775,10 +776,10 @@ class _Parser:
                 attrs["call_target_name"] = self.next().text[1:].strip('"')
             else:
                 self.fail("unexpected token in operation")
-        _, types = self.op_types()
+        operand_types, types = self.op_types()
         # `: T` is every operand's and the result's type; `: I, T` (select) lists operand types
-        # of which the last is the result's
-        return _Parts(operands, attrs, types[-1:], [], enums)
+        # of which the last is the result's; after `->` come the results themselves
+        return _Parts(operands, attrs, types if operand_types is not None else types[-1:], [], enums)
 
     def constant_op(self) -> _Parts:
         """`constant dense<...> : T` (the attr's type is the result type)."""

@@ -1,0 +1,269 @@
+"""Collection: what a profile is made of, gathered from a running CPU device.
+
+The scheduler already records one trace event per workgroup reservation into per-worker rings
+and keeps per-worker counters (scheduler.Scheduler.enable_tracing / trace_events /
+per_worker_counters). What it does not know is the host side: when a submission was made, when
+a host wait returned, which dispatch a command index is, and how much CPU each worker thread
+actually got. A `Recorder` adds exactly that, from Python, once per submission and once per host
+wait (never per workgroup), by wrapping two methods of the device's own Scheduler instance:
+
+- `submit` -> the submission's serial, its host timestamp and its program (to name commands);
+- `wait_semaphore` -> when a host wait began and returned, on which thread.
+
+Per-thread CPU time comes from /proc/self/task/TID/schedstat (ns: on-CPU time, time runnable
+but waiting for a core) and .../status (voluntary switches = parks and sleeps), which the
+kernel keeps anyway; psutil's tick-granular thread times are the fallback. All timestamps are
+CLOCK_MONOTONIC ns, the clock the native trace uses (`time.monotonic_ns()`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from fibergrid.profile.naming import CommandInfo, ProgramInfo, describe_program
+
+DEFAULT_CAPACITY = 1 << 17  # events per worker ring: 8 MiB a worker, ~130k reservations
+
+
+@dataclass(frozen=True)
+class ThreadTimes:
+    """CPU accounting of one OS thread at one instant (ns and counts since the thread began)."""
+
+    on_cpu_ns: int
+    runnable_ns: int  # ready to run but waiting for a core (-1: unknown)
+    voluntary: int  # voluntary context switches: futex parks, sleeps (-1: unknown)
+    involuntary: int  # preemptions (-1: unknown)
+
+    def __sub__(self, other: "ThreadTimes") -> "ThreadTimes":
+        def d(a: int, b: int) -> int:
+            return a - b if a >= 0 and b >= 0 else -1
+        return ThreadTimes(d(self.on_cpu_ns, other.on_cpu_ns), d(self.runnable_ns, other.runnable_ns),
+                           d(self.voluntary, other.voluntary), d(self.involuntary, other.involuntary))
+
+
+def thread_times(tid: int) -> ThreadTimes | None:
+    """The kernel's accounting of thread `tid` of this process; None if it has exited."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            on_cpu, runnable, _ = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        on_cpu = runnable = -1
+    voluntary = involuntary = -1
+    try:
+        with open(f"/proc/self/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary = int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    if on_cpu < 0:
+        import psutil
+
+        for t in psutil.Process().threads():
+            if t.id == tid:
+                on_cpu = int((t.user_time + t.system_time) * 1e9)
+                break
+        else:
+            return None
+    return ThreadTimes(on_cpu, runnable, voluntary, involuntary)
+
+
+@dataclass
+class Submission:
+    serial: int
+    submit_ns: int  # host clock just before the scheduler took it
+    program: int  # key into DeviceCapture.programs
+    thread: int  # native id of the submitting thread
+
+
+@dataclass
+class HostWait:
+    thread: int
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class Call:
+    """One call the profiler made itself (the CLI path): host start and end."""
+
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class DeviceCapture:
+    """Everything recorded for one device over one profiling window."""
+
+    label: str
+    driver: str
+    workers: int  # worker threads (0: local-sync, the submitting thread runs the work)
+    start_ns: int
+    end_ns: int
+    events: np.ndarray  # Scheduler.trace_events() rows inside the window
+    dropped_events: int  # overwritten in the rings (the window outgrew the capacity)
+    counters: list[dict[str, int]]  # per worker slot, deltas over the window
+    worker_threads: list[ThreadTimes | None]  # per worker thread, deltas over the window
+    host_threads: dict[int, ThreadTimes]  # per submitting/waiting thread, deltas
+    submissions: dict[int, Submission]
+    programs: dict[int, ProgramInfo]
+    waits: list[HostWait]
+    calls: list[Call] = field(default_factory=list)
+
+    @property
+    def wall_ns(self) -> int:
+        return max(1, self.end_ns - self.start_ns)
+
+
+class _Attached:
+    """One traced device: the wrappers installed on its Scheduler and what they recorded."""
+
+    def __init__(self, device: Any, label: str, capacity: int, names: Callable[[Any], dict[str, str]] | None) -> None:
+        self.device = device
+        self.label = label
+        self.scheduler = device.scheduler
+        self.names = names
+        self.lock = threading.Lock()
+        self.submissions: dict[int, Submission] = {}
+        self.programs: dict[int, ProgramInfo] = {}
+        self._program_keys: dict[int, tuple[int, object]] = {}  # id(GridProgram) -> (key, program)
+        self.waits: list[HostWait] = []
+        self.host_tids: set[int] = {threading.get_native_id()}
+        self.scheduler.enable_tracing(capacity)
+        self.capacity = capacity
+        self._install()
+        self.reset()
+
+    def _install(self) -> None:
+        sched = self.scheduler
+        submit, wait = sched.submit, sched.wait_semaphore
+
+        def traced_submit(program, waits, signals, keepalive=None):
+            t = time.monotonic_ns()
+            serial = submit(program, waits, signals, keepalive)
+            tid = threading.get_native_id()
+            with self.lock:
+                self.submissions[serial] = Submission(serial, t, self._program_key(program), tid)
+                self.host_tids.add(tid)
+            return serial
+
+        def traced_wait(m, value, timeout):
+            t = time.monotonic_ns()
+            try:
+                return wait(m, value, timeout)
+            finally:
+                end, tid = time.monotonic_ns(), threading.get_native_id()
+                with self.lock:
+                    self.waits.append(HostWait(tid, t, end))
+                    self.host_tids.add(tid)
+
+        sched.submit, sched.wait_semaphore = traced_submit, traced_wait
+        self._originals = (submit, wait)
+
+    def _program_key(self, program) -> int:
+        """Programs are described once (a reusable command buffer is one program for life)."""
+        known = self._program_keys.get(id(program))
+        if known is not None and known[1] is program:
+            return known[0]
+        key = len(self._program_keys)
+        self._program_keys[id(program)] = (key, program)
+        self.programs[key] = describe_program(program, self.names)
+        return key
+
+    def reset(self) -> None:
+        """Starts a new window: counters, thread times and host records from now on."""
+        with self.lock:
+            self.start_ns = time.monotonic_ns()
+            self.counters0 = self.scheduler.per_worker_counters()
+            self.threads0 = [thread_times(t.native_id) for t in self.scheduler.threads]
+            self.host0 = {tid: thread_times(tid) for tid in self.host_tids}
+            self.submissions.clear()
+            self.waits.clear()
+            self.events_seen = int(sum(c["trace_events"] for c in self.counters0))
+
+    def capture(self, calls: list[Call] | None = None) -> DeviceCapture:
+        """The window from the last reset to now. Read once the traced work has completed."""
+        with self.lock:
+            end = time.monotonic_ns()
+            counters = self.scheduler.per_worker_counters()
+            deltas = [{k: c[k] - c0.get(k, 0) for k in c} for c, c0 in zip(counters, self.counters0)]
+            threads = []
+            for t, t0 in zip(self.scheduler.threads, self.threads0):
+                now = thread_times(t.native_id)
+                threads.append(now - t0 if now is not None and t0 is not None else None)
+            host = {}
+            for tid in self.host_tids:
+                now, before = thread_times(tid), self.host0.get(tid)
+                if now is not None:
+                    host[tid] = now - before if before is not None else now
+            events = self.scheduler.trace_events()
+            events = events[events["start_ns"] >= self.start_ns]
+            recorded = sum(d["trace_events"] for d in deltas)
+            return DeviceCapture(
+                self.label, self.device.driver, self.scheduler.threads_count, self.start_ns, end,
+                np.sort(events, order="start_ns"), max(0, recorded - len(events)), deltas, threads, host,
+                dict(self.submissions), dict(self.programs), list(self.waits), list(calls or []))
+
+    def detach(self) -> None:
+        sched = self.scheduler
+        for name in ("submit", "wait_semaphore"):
+            sched.__dict__.pop(name, None)
+        sched.disable_tracing()
+
+
+class Recorder:
+    """Traces any number of CPU devices; `capture()` returns one DeviceCapture per device.
+
+        rec = Recorder(); rec.attach(device)
+        with rec.call(): module(x)          # optional: marks host call boundaries
+        captures = rec.capture()
+
+    Attach while the device is idle (the trace rings are allocated then)."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.devices: list[_Attached] = []
+        self.calls: list[Call] = []
+
+    def attach(self, device: Any, label: str | None = None,
+               names: Callable[[Any], dict[str, str]] | None = None) -> None:
+        """Start tracing `device` (a CPU device; others are skipped with no error: nothing to
+        read). `names(executable)` may map entry names to source names."""
+        if not hasattr(device, "scheduler") or any(a.device is device for a in self.devices):
+            return
+        self.devices.append(_Attached(device, label or f"{device.driver}#{len(self.devices)}", self.capacity, names))
+
+    def reset(self) -> None:
+        """Forget everything recorded so far (e.g. a warm-up call)."""
+        self.calls.clear()
+        for a in self.devices:
+            a.reset()
+
+    def call(self) -> "_CallTimer":
+        return _CallTimer(self.calls)
+
+    def capture(self) -> list[DeviceCapture]:
+        return [a.capture(self.calls) for a in self.devices if not a.device.closed]
+
+    def detach(self) -> None:
+        for a in self.devices:
+            a.detach()
+        self.devices.clear()
+
+
+class _CallTimer:
+    def __init__(self, calls: list[Call]) -> None:
+        self.calls = calls
+
+    def __enter__(self) -> None:
+        self.start = time.monotonic_ns()
+
+    def __exit__(self, *exc) -> None:
+        self.calls.append(Call(self.start, time.monotonic_ns()))

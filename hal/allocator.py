@@ -1,10 +1,16 @@
-"""The allocator: where buffers come from. One per device; the device's limits apply."""
+"""The allocator: where buffers come from. One per device; the device's limits apply.
+
+`Allocator` holds what every driver shares (size checks, views, importing arrays); a driver
+supplies `_create_buffer`, which picks the memory for a usage: CPU drivers always hand out host
+memory (`HostAllocator`), a GPU driver device-local memory for buffers the host never maps and
+host-visible memory for those it does.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hal.buffer import Buffer, BufferUsage, BufferView, MemoryType
+from hal.buffer import Buffer, BufferUsage, BufferView, HostBuffer, MemoryType
 from hal.errors import ResourceExhausted
 
 
@@ -13,13 +19,14 @@ class Allocator:
         self.device = device
         self.max_allocation_size = max_allocation_size
 
+    def _create_buffer(self, size: int, usage: BufferUsage, memory_type: MemoryType) -> Buffer:
+        """The driver's buffer of `size` bytes; raises ResourceExhausted when out of memory."""
+        raise NotImplementedError
+
     def allocate_buffer(self, size: int, usage: BufferUsage = BufferUsage.DEFAULT, memory_type: MemoryType = MemoryType.DEFAULT) -> Buffer:
         if isinstance(size, (int, np.integer)) and size > self.max_allocation_size:
             raise ResourceExhausted(f"allocate_buffer: {size} bytes exceeds the device limit of {self.max_allocation_size}")
-        try:
-            return Buffer(size, usage, memory_type, device=self.device)
-        except MemoryError as e:
-            raise ResourceExhausted(f"allocate_buffer: {size} bytes: out of host memory") from e
+        return self._create_buffer(size, BufferUsage(usage), MemoryType(memory_type))
 
     def allocate_view(self, shape, dtype, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:
         shape = tuple(int(d) for d in shape)
@@ -32,3 +39,13 @@ class Allocator:
         view = self.allocate_view(array.shape, array.dtype, usage)
         view.buffer.write(array)
         return view
+
+
+class HostAllocator(Allocator):
+    """Host memory for every usage: what CPU drivers (and the default Device) allocate."""
+
+    def _create_buffer(self, size: int, usage: BufferUsage, memory_type: MemoryType) -> Buffer:
+        try:
+            return HostBuffer(size, usage, memory_type, device=self.device)
+        except MemoryError as e:
+            raise ResourceExhausted(f"allocate_buffer: {size} bytes: out of host memory") from e

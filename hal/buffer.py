@@ -1,7 +1,13 @@
 """Buffers: byte ranges with a usage and a memory type, bounds-checked on every access.
 
-CPU drivers keep buffers in host memory, 64-byte aligned (a cache line, and the widest vector a
-kernel loads), so mapping is free; GPU drivers subclass Buffer with device memory and staging.
+`Buffer` is the driver-neutral part: size, usage, memory type, range checks and typed host views
+built on one hook, `_host_bytes()` (the mapped bytes, as uint8). Each driver's allocator makes its
+own subclass: CPU drivers keep buffers in host memory, 64-byte aligned (a cache line, and the
+widest vector a kernel loads), so mapping is free (`HostBuffer`); a GPU driver backs a buffer
+with device memory, persistently mapped where it is host-visible. Memory that is host-visible
+but not coherent needs `flush()` after host writes and `invalidate()` before host reads (Vulkan's
+vkFlushMappedMemoryRanges / vkInvalidateMappedMemoryRanges); on coherent memory both are no-ops,
+so callers may always call them.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hal.errors import InvalidArgument, OutOfRange
+from hal.errors import FailedPrecondition, InvalidArgument, OutOfRange
 
 ALIGNMENT = 64
 
@@ -38,7 +44,8 @@ def aligned_bytes(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
 
 
 class Buffer:
-    """A device allocation. `address` is the base pointer kernels see (CPU drivers)."""
+    """A device allocation. Drivers subclass it and supply `_host_bytes` (and, where memory is
+    not coherent, `flush` / `invalidate`)."""
 
     def __init__(self, size: int, usage: BufferUsage = BufferUsage.DEFAULT, memory_type: MemoryType = MemoryType.DEFAULT, *, device=None) -> None:
         if not isinstance(size, (int, np.integer)) or size < 0:
@@ -47,8 +54,16 @@ class Buffer:
         self.usage = BufferUsage(usage)
         self.memory_type = MemoryType(memory_type)
         self.device = device
-        self._storage = aligned_bytes(max(1, self.size))[: self.size]
-        self.address = self._storage.ctypes.data
+
+    def _host_bytes(self) -> np.ndarray:
+        """All `size` bytes as a writable uint8 array over host-visible memory."""
+        raise FailedPrecondition(f"{self!r} is not host-visible (memory type {self.memory_type!r}); copy it to a MAPPING buffer")
+
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        """Makes host writes to [offset, offset+length) visible to the device (no-op when coherent)."""
+
+    def invalidate(self, offset: int = 0, length: int | None = None) -> None:
+        """Makes device writes to [offset, offset+length) visible to the host (no-op when coherent)."""
 
     def __repr__(self) -> str:
         return f"Buffer(size={self.size}, usage={self.usage!r})"
@@ -70,7 +85,7 @@ class Buffer:
         """Host view (uint8) of [offset, offset+length); writes go straight to the buffer."""
         self.require(BufferUsage.MAPPING, "map")
         offset, length = self.check_range(offset, length, "map")
-        return self._storage[offset : offset + length]
+        return self._host_bytes()[offset : offset + length]
 
     def view(self, dtype, shape: Sequence[int] | int | None = None, offset: int = 0) -> np.ndarray:
         """Typed host view; shape None means as many elements as fit."""
@@ -86,9 +101,24 @@ class Buffer:
     def write(self, data, offset: int = 0) -> None:
         src = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
         self.map(offset, src.nbytes)[:] = src
+        self.flush(offset, src.nbytes)
 
     def read(self, dtype=np.uint8, shape=None, offset: int = 0) -> np.ndarray:
-        return self.view(dtype, shape, offset).copy()
+        view = self.view(dtype, shape, offset)
+        self.invalidate(offset, view.nbytes)
+        return view.copy()
+
+
+class HostBuffer(Buffer):
+    """A buffer in host memory (what CPU drivers use): `address` is the base pointer kernels see."""
+
+    def __init__(self, size: int, usage: BufferUsage = BufferUsage.DEFAULT, memory_type: MemoryType = MemoryType.DEFAULT, *, device=None) -> None:
+        super().__init__(size, usage, memory_type, device=device)
+        self._storage = aligned_bytes(max(1, self.size))[: self.size]
+        self.address = self._storage.ctypes.data
+
+    def _host_bytes(self) -> np.ndarray:
+        return self._storage
 
 
 class BufferView:

@@ -113,7 +113,7 @@ class CommandBuffer:
         bindings: Sequence[BindingLike] = (),
     ) -> None:
         self._recording("dispatch")
-        ep = self._entry(executable, entry)
+        executable, ep = self._entry(executable, entry)
         count = _grid(workgroup_count, ep.name)
         limit = self.device.limits.max_workgroup_count
         for d, c in enumerate(count):
@@ -135,7 +135,7 @@ class CommandBuffer:
         when the dispatch's region starts (after every earlier region completed). A count of 0
         in any dimension skips the dispatch; one over the device limit fails the submission."""
         self._recording("dispatch_indirect")
-        ep = self._entry(executable, entry)
+        executable, ep = self._entry(executable, entry)
         source = resolve_binding(workgroup_count, f"dispatch_indirect '{ep.name}': workgroup count", length=12)
         if source.offset % 4:
             raise InvalidArgument(f"dispatch_indirect '{ep.name}': workgroup count offset {source.offset} is not 4-byte aligned")
@@ -149,8 +149,8 @@ class CommandBuffer:
             pattern_length = pattern_length or pattern.dtype.itemsize
             pattern = int(np.frombuffer(pattern.tobytes(), dtype=np.dtype(f"u{pattern.dtype.itemsize}"))[0])
         pattern_length = pattern_length or 4
-        if pattern_length not in (1, 2, 4):
-            raise InvalidArgument(f"fill: pattern_length {pattern_length} must be 1, 2 or 4")
+        if pattern_length not in self.device.limits.fill_pattern_sizes:
+            raise InvalidArgument(f"fill: pattern_length {pattern_length} must be one of {self.device.limits.fill_pattern_sizes}")
         if not isinstance(pattern, (int, np.integer)) or not 0 <= int(pattern) < (1 << (8 * pattern_length)):
             raise InvalidArgument(f"fill: pattern {pattern!r} does not fit in {pattern_length} bytes")
         target.require(BufferUsage.TRANSFER, "fill")
@@ -208,14 +208,18 @@ class CommandBuffer:
 
     # --- validation helpers --------------------------------------------------------------------
 
-    def _entry(self, executable: Executable, entry: str | int) -> EntryPoint:
+    def _entry(self, executable: Executable, entry: str | int) -> tuple[Executable, EntryPoint]:
+        """The device's form of `executable` (a variant in its format, if needed) and the entry."""
         if not isinstance(executable, Executable):
             raise InvalidArgument(f"dispatch: {executable!r} is not an Executable")
-        self.device.check_executable(executable)
+        executable = self.device.executable_for(executable)
         ep = executable.entry(entry)
-        if ep.local_memory_size > self.device.limits.local_memory_size:
-            raise ResourceExhausted(f"dispatch '{ep.name}': needs {ep.local_memory_size} bytes of local memory; the device has {self.device.limits.local_memory_size}")
-        return ep
+        limits = self.device.limits
+        if ep.local_memory_size > limits.local_memory_size:
+            raise ResourceExhausted(f"dispatch '{ep.name}': needs {ep.local_memory_size} bytes of local memory; the device has {limits.local_memory_size}")
+        if any(s > m for s, m in zip(ep.workgroup_size, limits.max_workgroup_size)) or ep.workgroup_size[0] * ep.workgroup_size[1] * ep.workgroup_size[2] > limits.max_workgroup_invocations:
+            raise OutOfRange(f"dispatch '{ep.name}': workgroup size {ep.workgroup_size} exceeds the device's {limits.max_workgroup_size} / {limits.max_workgroup_invocations} invocations")
+        return executable, ep
 
     @staticmethod
     def _constants(ep: EntryPoint, constants: Sequence[Any]) -> np.ndarray:

@@ -14,14 +14,22 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from hal.allocator import Allocator
+from hal.allocator import Allocator, HostAllocator
 from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer, CommandBufferMode
 from hal.errors import FailedPrecondition, InvalidArgument, Unavailable
-from hal.executable import Executable, ExecutableCache
+from hal.executable import EntryPoint, Executable, ExecutableCache
 from hal.semaphore import Semaphore
 
 Timepoints = Iterable[tuple[Semaphore, int]]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A variant loaded on a device, and the executable it came from (kept alive)."""
+
+    executable: Executable
+    source: Executable
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,21 @@ class DeviceLimits:
     max_workgroup_count: int = (1 << 21) - 1  # per dimension
     local_memory_size: int = 256 * 1024  # per workgroup
     max_update_size: int = 64 * 1024  # bytes of host data one update command may carry
+    max_workgroup_size: tuple[int, int, int] = (1 << 16, 1 << 16, 1 << 16)  # invocations per dim
+    max_workgroup_invocations: int = 1 << 30
+    max_constant_bytes: int = 4 * 256  # push-constant bytes (constants are 32-bit words)
+    binding_offset_alignment: int = 1  # bytes; bindings also need their element size
+    fill_pattern_sizes: tuple[int, ...] = (1, 2, 4)
 
 
 class Device(abc.ABC):
     driver: str = ""
     formats: tuple[str, ...] = ()  # executable formats the device loads
+    allocator_class: type[Allocator] = HostAllocator  # a driver's own memory: its allocator
 
     def __init__(self, limits: DeviceLimits) -> None:
         self.limits = limits
-        self.allocator = Allocator(self)
+        self.allocator = self.allocator_class(self)
         self.executable_cache = ExecutableCache()
         self.closed = False
 
@@ -63,9 +77,36 @@ class Device(abc.ABC):
             raise InvalidArgument(f"command buffer mode {mode!r}: expected one of {[m.value for m in CommandBufferMode]}") from None
         return CommandBuffer(self, mode)
 
-    def check_executable(self, executable: Executable) -> None:
-        if executable.format not in self.formats:
-            raise Unavailable(f"{self.driver}: cannot load executable format '{executable.format}' (supported: {list(self.formats)})")
+    def check_executable(self, executable: Executable) -> Executable:
+        """The form of `executable` this device runs (itself, or a variant loaded once);
+        Unavailable when it has no format the device loads."""
+        return self.executable_for(executable)
+
+    def executable_for(self, executable: Executable) -> Executable:
+        if executable.format in self.formats:
+            return executable
+        for fmt in self.formats:
+            variant = executable.variants.get(fmt)
+            if variant is not None:
+                # Keyed by identity; the value keeps the source alive so its id is not reused.
+                key = ("variant", id(executable), fmt)
+                return self.executable_cache.get_or_create(
+                    key, lambda: _Loaded(self.create_executable(fmt, variant.data, variant.entry_points), executable)).executable
+        raise Unavailable(f"{self.driver}: cannot load executable format '{executable.format}' "
+                          f"(it has {list(executable.formats)}; {self.driver} loads {list(self.formats)})")
+
+    def create_executable(self, format: str, data, entry_points: Sequence[EntryPoint]) -> Executable:
+        """Loads code of `format` (the driver's: native code, SPIR-V bytes, ...) with the given
+        entry points; Unavailable for a format the device does not load."""
+        self._check_open()
+        if format not in self.formats:
+            raise Unavailable(f"{self.driver}: cannot load executable format '{format}' (supported: {list(self.formats)})")
+        return self._load_executable(format, data, tuple(entry_points))
+
+    def _load_executable(self, format: str, data, entry_points: tuple[EntryPoint, ...]) -> Executable:
+        """The driver's loader (CPU drivers: entry points already hold native addresses and
+        `data` keeps that code alive)."""
+        return Executable(entry_points, format, keepalive=data)
 
     @abc.abstractmethod
     def create_semaphore(self, initial_value: int = 0) -> Semaphore: ...

@@ -2,7 +2,12 @@
 
 An executable is what a driver dispatches. On the CPU drivers every entry point is a native
 function with the kernel ABI of `hal.abi`; the executable holds whatever keeps that code alive
-(a numba cfunc, an llvmlite engine) for as long as any command buffer references it.
+(a numba cfunc, an llvmlite engine) for as long as any command buffer references it. A GPU
+driver's executable holds its pipelines.
+
+One program may come in several formats (IREE's executable variants): an executable may carry
+`variants`, the same entry points' code in other formats, and a device given an executable it
+cannot run itself loads the variant in a format it supports (`Device.executable_for`), once.
 """
 
 from __future__ import annotations
@@ -63,13 +68,29 @@ class EntryPoint:
         return words
 
 
-@dataclass
+@dataclass(frozen=True)
+class Variant:
+    """An executable's code in another format: the driver's `data` (SPIR-V bytes, ...) and the
+    entry points as that format has them (workgroup sizes may differ from the CPU's)."""
+
+    data: Any = field(repr=False)
+    entry_points: tuple[EntryPoint, ...]
+
+
+@dataclass(eq=False)
 class Executable:
-    """A set of entry points in one format, plus what keeps their code alive."""
+    """A set of entry points in one format, plus what keeps their code alive, plus the same
+    program in other formats (`variants`, format -> Variant)."""
 
     entry_points: tuple[EntryPoint, ...]
     format: str = CPU_NATIVE_FORMAT
     keepalive: Any = field(default=None, repr=False)
+    variants: dict[str, Variant] = field(default_factory=dict, repr=False)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """Every format this executable can be loaded in."""
+        return (self.format, *self.variants)
 
     def __post_init__(self) -> None:
         self._by_name = {e.name: e for e in self.entry_points}

@@ -186,6 +186,8 @@ class _Attached:
             self.host0 = {tid: thread_times(tid) for tid in self.host_tids}
             self.submissions.clear()
             self.waits.clear()
+            self.programs.clear()  # described again at their next submit: names may be new
+            self._program_keys.clear()
             self.events_seen = int(sum(c["trace_events"] for c in self.counters0))
 
     def capture(self, calls: list[Call] | None = None) -> DeviceCapture:
@@ -251,6 +253,16 @@ class Recorder:
 
     def capture(self) -> list[DeviceCapture]:
         return [a.capture(self.calls) for a in self.devices if not a.device.closed]
+
+    def take(self, device: Any) -> DeviceCapture | None:
+        """Capture one device now and stop tracing it (before it closes)."""
+        for a in self.devices:
+            if a.device is device:
+                self.devices.remove(a)
+                cap = a.capture(self.calls)
+                a.detach()
+                return cap
+        return None
 
     def detach(self) -> None:
         for a in self.devices:

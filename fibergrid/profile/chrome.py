@@ -1,0 +1,112 @@
+"""Chrome / Perfetto trace-event JSON (the "JSON Array/Object Format" of the Trace Event Format
+document, which chrome://tracing and ui.perfetto.dev both open).
+
+One process per device, one thread track per worker lane plus one per host thread; a complete
+("X") slice per workgroup reservation named after its dispatch with the workgroup range in args;
+on the host tracks the calls, submissions and waits; flow arrows ("s" -> "f", bound to the
+enclosing slices) from each submission to the first reservation of each of its dispatches; and
+a counter track ("C") of how many lanes are inside a kernel. Timestamps are microseconds from
+the start of the profile; events are sorted by time, parents before their children.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from fibergrid.profile.collect import DeviceCapture
+from fibergrid.profile.naming import CommandInfo
+
+HOST_TID_BASE = 1000  # host threads' tracks come after the worker lanes
+
+
+def _name(cap: DeviceCapture, serial: int, command: int) -> tuple[str, CommandInfo | None]:
+    sub = cap.submissions.get(serial)
+    prog = cap.programs.get(sub.program) if sub else None
+    info = prog.commands[command] if prog and command < len(prog.commands) else None
+    return (info.name if info else f"command {command}"), info
+
+
+def trace_events(captures: list[DeviceCapture]) -> list[dict[str, Any]]:
+    """The trace events of every capture, sorted as the format wants them."""
+    if not captures:
+        return []
+    origin = min(c.start_ns for c in captures)
+
+    def us(ns: int | float) -> float:
+        return round((ns - origin) / 1e3, 3)
+
+    events: list[dict[str, Any]] = []
+    flow_id = 0
+    for pid, cap in enumerate(captures, 1):
+        events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"{cap.label} ({cap.driver})"}})
+        lanes = max([len(cap.counters)] + ([int(cap.events["worker"].max()) + 1] if len(cap.events) else []))
+        for w in range(lanes):
+            label = f"worker {w}" if w < cap.workers else "host (runs work)"
+            events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": w, "args": {"name": label}})
+            events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": w, "args": {"sort_index": w}})
+        host_tids = sorted({s.thread for s in cap.submissions.values()} | {w.thread for w in cap.waits})
+        host_track = {t: HOST_TID_BASE + i for i, t in enumerate(host_tids)}
+        for t, tid in host_track.items():
+            events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": f"host thread {t}"}})
+            events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
+        main_host = host_track[host_tids[0]] if host_tids else HOST_TID_BASE
+        for i, call in enumerate(cap.calls):
+            events.append({"name": f"call {i}", "cat": "host", "ph": "X", "ts": us(call.start_ns),
+                           "dur": round((call.end_ns - call.start_ns) / 1e3, 3), "pid": pid, "tid": main_host})
+        for wait in cap.waits:
+            events.append({"name": "wait", "cat": "host", "ph": "X", "ts": us(wait.start_ns),
+                           "dur": round((wait.end_ns - wait.start_ns) / 1e3, 3), "pid": pid, "tid": host_track[wait.thread]})
+        ev = cap.events
+        first_of: dict[int, dict[int, int]] = {}  # serial -> command -> its first reservation
+        for i in np.argsort(ev["start_ns"], kind="stable"):
+            first_of.setdefault(int(ev["serial"][i]), {}).setdefault(int(ev["command"][i]), int(i))
+        for i, row in enumerate(ev):
+            serial, command = int(row["serial"]), int(row["command"])
+            name, info = _name(cap, serial, command)
+            args = {"workgroups": f"[{int(row['first'])}, {int(row['end'])})", "submission": serial, "command": command}
+            if info is not None:
+                args["entry"] = info.entry
+                if info.source is not None:
+                    args["source ops"] = ", ".join(info.source.ops)
+            events.append({"name": name, "cat": info.kind if info else "dispatch", "ph": "X", "ts": us(row["start_ns"]),
+                           "dur": round((int(row["end_ns"]) - int(row["start_ns"])) / 1e3, 3), "pid": pid,
+                           "tid": int(row["worker"]), "args": args})
+        for sub in cap.submissions.values():
+            tid = host_track.get(sub.thread, main_host)
+            events.append({"name": f"submit #{sub.serial}", "cat": "host", "ph": "X", "ts": us(sub.submit_ns), "dur": 0.001,
+                           "pid": pid, "tid": tid})
+            for i in first_of.get(sub.serial, {}).values():
+                flow_id += 1
+                events.append({"name": "submit", "cat": "flow", "ph": "s", "id": flow_id, "ts": us(sub.submit_ns),
+                               "pid": pid, "tid": tid})
+                events.append({"name": "submit", "cat": "flow", "ph": "f", "bp": "e", "id": flow_id,
+                               "ts": us(ev["start_ns"][i]), "pid": pid, "tid": int(ev["worker"][i])})
+        # Counter: lanes inside a kernel, at every change.
+        if len(ev):
+            times = np.concatenate([ev["start_ns"], ev["end_ns"]])
+            steps = np.concatenate([np.ones(len(ev), np.int64), -np.ones(len(ev), np.int64)])
+            order = np.lexsort((steps, times))  # at equal times an end before a start
+            level = np.cumsum(steps[order])
+            last_t = None
+            for t, n in zip(times[order], level):
+                if last_t is not None and t == last_t:
+                    events[-1]["args"]["busy workers"] = int(n)
+                    continue
+                events.append({"name": "busy workers", "ph": "C", "ts": us(t), "pid": pid, "tid": 0, "args": {"busy workers": int(n)}})
+                last_t = t
+    metadata = [e for e in events if e["ph"] == "M"]
+    timed = [e for e in events if e["ph"] != "M"]
+    # By time; at equal times the longer slice (the parent) first, flow ends after their slice.
+    timed.sort(key=lambda e: (e["ts"], e["ph"] == "f", -e.get("dur", 0)))
+    return metadata + timed
+
+
+def write(captures: list[DeviceCapture], path: str) -> None:
+    """Writes the trace as {"traceEvents": [...], "displayTimeUnit": "ns"}."""
+    doc = {"traceEvents": trace_events(captures), "displayTimeUnit": "ns",
+           "otherData": {"generator": "fibergrid profile"}}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, separators=(",", ":"))

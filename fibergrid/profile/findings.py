@@ -1,0 +1,133 @@
+"""Explain: plain-language findings, ranked by how much of the call they account for.
+
+Each rule reads the Analysis and, when its condition holds, states what it measured with the
+numbers and what usually helps. The rank is the share of the call's wall time the finding is
+about, so the first line is where the time goes. Thresholds are the point below which a finding
+is not worth a user's attention (e.g. < 10 % of the call), not guesses at the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fibergrid.profile.analysis import Analysis
+
+
+@dataclass(frozen=True)
+class Finding:
+    weight: float  # share of the call's wall time it concerns (0..1): the rank
+    code: str  # stable identifier for scripts and tests
+    text: str
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1e3:,.0f} us" if ns >= 10e3 else f"{ns / 1e3:.1f} us"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
+    """Findings for one device, most important first. `peak_gflops`: a measured reference rate
+    for matmul-like kernels on this machine (see peak.py), or None."""
+    out: list[Finding] = []
+    b = a.breakdown
+    wall = b.wall if b else a.wall_ns / max(1, a.calls)
+    lanes = [lane for lane in a.lanes if lane.name != "host"] or a.lanes
+    multi = len(lanes) > 1
+
+    # Where the kernel time goes: the biggest dispatches.
+    for d in a.dispatches[:3]:
+        if d.share < 0.2:
+            break
+        rate = ""
+        if d.gflops is not None:
+            rate = f" running at {d.gflops:.1f} GFLOP/s"
+            if peak_gflops and d.kind in ("matmul", "conv"):
+                rate += f" ({_pct(d.gflops / peak_gflops)} of the {peak_gflops:.0f} GFLOP/s this machine's BLAS matmul reaches)"
+        elif d.gbytes is not None:
+            rate = f" moving {d.gbytes:.1f} GB/s"
+        out.append(Finding(d.share, "dominant-dispatch",
+                           f"{_pct(d.share)} of the call is one {d.kind} ({d.name}), {_us(d.mean_ns)} a call{rate}"))
+
+    # Serial graphs and idle workers.
+    path = a.critical_path
+    if multi and path:
+        single = [s for s in path if s.lanes <= 1]
+        span = sum(s.duration_ns for s in path) or 1
+        single_ns = sum(s.duration_ns for s in single)
+        idle = b.lane_idle if b else 0.0
+        if len(single) == len(path) and len(path) > 1:
+            few = sum(1 for s in path if s.workgroups < len(lanes))
+            why = []
+            if few:
+                why.append(f"{few} have fewer workgroups than workers")
+            if few < len(path):
+                why.append(f"{len(path) - few} have enough workgroups but only one worker took part "
+                           f"(the others were parked and the wake did not pay for the region)")
+            out.append(Finding(max(0.5, single_ns / max(1.0, wall)), "serial-graph",
+                               f"the graph runs serially: each of the {len(path)} regions of a call ran on one worker "
+                               f"({'; '.join(why)}), and each waits for the one before at a barrier, so "
+                               f"{len(lanes) - 1} of {len(lanes)} workers idle and the critical path is the whole "
+                               f"device time ({_us(span)}); more workgroups per dispatch or independent work between "
+                               f"barriers would let workers overlap"))
+        elif idle >= 0.25:
+            few = [s for s in path if s.workgroups < len(lanes)]
+            why = (f": {len(few)} of {len(path)} regions have fewer workgroups than workers and serialize the graph"
+                   if few else ": workgroups finish unevenly (see the balance column)")
+            out.append(Finding(idle * (b.kernels + b.gaps) / max(1.0, wall), "idle-workers",
+                               f"workers idle {_pct(idle)} of the time kernels run{why}"))
+
+    # Wakes: launch and completion latency per call.
+    if b and b.launch + b.completion >= 0.1 * wall:
+        wakes = sum(1 for _ in a.launch_ns) / max(1, a.calls)
+        out.append(Finding((b.launch + b.completion) / wall, "wake-latency",
+                           f"each call pays {_us(b.launch + b.completion)} of wakes ({_pct((b.launch + b.completion) / wall)}): "
+                           f"{_us(b.launch)} from submit to the first workgroup ({wakes:.0f} submission(s) a call wake "
+                           f"parked workers), {_us(b.completion)} from the last workgroup until the waiting host runs"))
+
+    # Host overhead.
+    if b and b.host_before + b.host_after >= 0.15 * wall:
+        host = b.host_before + b.host_after
+        out.append(Finding(host / wall, "host-overhead",
+                           f"{_pct(host / wall)} of each call ({_us(host)}) is host work: Python, argument checks and "
+                           f"copies in ({_us(b.host_before)}) and out ({_us(b.host_after)}); larger batches amortize it"))
+
+    # Barrier gaps.
+    if b and b.gaps >= 0.1 * wall:
+        out.append(Finding(b.gaps / wall, "region-gaps",
+                           f"{_pct(b.gaps / wall)} of each call ({_us(b.gaps)}) passes between regions with no kernel "
+                           f"running ({a.regions_per_call:.0f} regions a call): barriers and region hand-offs"))
+
+    # Uneven spread.
+    for d in a.dispatches:
+        if multi and d.share >= 0.1 and d.balance < 0.7 and d.workgroups_per_call >= len(lanes):
+            split = ", ".join(f"{k} {v}" for k, v in d.per_worker.items())
+            out.append(Finding(d.share * (1 - d.balance), "imbalance",
+                               f"{d.name} spreads its workgroups unevenly ({split}; balance {d.balance:.2f}): the "
+                               f"busiest worker sets its time"))
+
+    # Tiny workgroups: scheduling cost next to the work.
+    for d in a.dispatches:
+        if d.workgroups_per_call >= 64 and d.busy_ns / max(1, d.calls * d.workgroups_per_call) < 2000 and d.share >= 0.1:
+            per = d.busy_ns / (d.calls * d.workgroups_per_call)
+            out.append(Finding(d.share * 0.5, "tiny-workgroups",
+                               f"{d.name} runs {d.workgroups_per_call:.0f} workgroups of {_us(per)} each: per-workgroup "
+                               f"costs weigh; fewer, larger workgroups would amortize them"))
+
+    # A shared machine: other processes took the cores.
+    waited = [lane for lane in a.lanes if lane.runnable_ns > 0.1 * a.wall_ns]
+    if waited:
+        worst = max(lane.runnable_ns for lane in waited) / a.wall_ns
+        each = ", ".join(f"{lane.name} {_pct(lane.runnable_ns / a.wall_ns)}" for lane in waited)
+        out.append(Finding(worst, "preempted",
+                           f"threads were ready but waited for a core ({each} of the time): other processes compete "
+                           f"for the CPUs, and every time above includes that wait"))
+
+    if a.dropped_events:
+        out.append(Finding(0.0, "trace-overflow", a.notes[0] if a.notes else f"{a.dropped_events} events dropped"))
+    if not a.dispatches:
+        out.append(Finding(0.0, "no-work", "no workgroup ran on this device during the profile"))
+    out.sort(key=lambda f: -f.weight)
+    return out

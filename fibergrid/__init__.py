@@ -25,3 +25,10 @@ def create_device(name: str | None = None, **options):
 
 __all__ = list(_hal_all) + ["Workgroup", "create_device", "default_driver", "kernel", "load"]
 __version__ = "0.1.0"
+
+import os as _os
+
+if _os.environ.get("FIBERGRID_PROFILE"):  # `fibergrid profile -- python app.py`: trace every device
+    from fibergrid.profile import session as _profile_session
+
+    _profile_session.install()

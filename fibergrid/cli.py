@@ -188,8 +188,8 @@ def _device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker threads for local-task (default: one per core)")
 
 
-def _call_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("module", help="an .fgx file (or a .mlir file, compiled through the cache)")
+def _call_options(p: argparse.ArgumentParser, module_required: bool = True) -> None:
+    p.add_argument("module", nargs=None if module_required else "?", help="an .fgx file (or a .mlir file, compiled through the cache)")
     p.add_argument("--function", default="main", help="the public function to call (default: main)")
     p.add_argument("--input", action="append", default=[], help="SHAPExTYPE=VALUES or @file.npy, once per argument, in order")
     _device_options(p)
@@ -214,11 +214,27 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="time repeated calls of a function; prints JSON")
     _call_options(bench)
     bench.add_argument("--repetitions", type=int, default=100, help="timed calls (default: 100)")
+    prof = sub.add_parser("profile", help="trace calls (or a whole program after --): per-worker and per-dispatch "
+                                          "time, where a call's time goes, findings; Chrome trace, PNG, JSON")
+    _call_options(prof, module_required=False)
+    from fibergrid.profile import command as profile_command
+
+    profile_command.add_arguments(prof)
     return parser
+
+
+def _profile(args: argparse.Namespace, device: fg.Device) -> int:
+    from fibergrid.profile import command as profile_command
+
+    return profile_command.profile_module(args, device, parse_input, CliError)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        program = None  # `fibergrid profile [options] -- python app.py ...`: the program to run
+        if argv[:1] == ["profile"] and "--" in argv:
+            argv, program = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
         args = _parser().parse_args(argv)
         if args.command == "demo":
             from fibergrid import demo as demo_module
@@ -230,9 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "compile":
             return _compile(args)
+        if args.command == "profile" and (program is not None or args.module is None):
+            from fibergrid.profile import command as profile_command
+
+            return profile_command.profile_program(args, program or [], CliError)
         options = {"workers": args.workers} if args.workers is not None else {}
         with fg.create_device(args.device, **options) as device:
-            return {"run": _run, "benchmark": _benchmark}[args.command](args, device)
+            return {"run": _run, "benchmark": _benchmark, "profile": _profile}[args.command](args, device)
     except (fg.Error, CliError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
     except Exception as e:  # noqa: BLE001 — a bug must still be one line, never a traceback

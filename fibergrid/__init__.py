@@ -5,6 +5,7 @@
 """
 
 import hal_cpu  # noqa: F401  (registers local-sync and local-task)
+import hal_gpu  # noqa: F401  (registers vulkan, listed where a Vulkan device exists)
 from fibergrid.kernel import Workgroup, kernel
 from fibergrid.module import load
 from hal import *  # noqa: F401,F403

@@ -90,8 +90,10 @@ class Device(abc.ABC):
             if variant is not None:
                 # Keyed by identity; the value keeps the source alive so its id is not reused.
                 key = ("variant", id(executable), fmt)
-                return self.executable_cache.get_or_create(
-                    key, lambda: _Loaded(self.create_executable(fmt, variant.data, variant.entry_points), executable)).executable
+                # A variant's data may be a callable that compiles it: only devices that load
+                # the format pay for the compile.
+                return self.executable_cache.get_or_create(key, lambda: _Loaded(self.create_executable(
+                    fmt, variant.data() if callable(variant.data) else variant.data, variant.entry_points), executable)).executable
         raise Unavailable(f"{self.driver}: cannot load executable format '{executable.format}' "
                           f"(it has {list(executable.formats)}; {self.driver} loads {list(self.formats)})")
 

@@ -1,1 +1,5 @@
-"""GPU drivers (Vulkan first). Each driver is one folder mirroring hal/: device, allocator, buffer, command buffer, semaphore, executable."""
+"""GPU drivers (Vulkan first). Each driver is one folder mirroring hal/: driver, device,
+allocator, buffer, command buffer, executable, semaphore. Importing this package registers
+every GPU driver with hal; each is listed by `available_drivers()` only where it can run."""
+
+import hal_gpu.vulkan  # noqa: F401  (registers "vulkan")

@@ -1,0 +1,92 @@
+"""LLVM IR text -> SPIR-V bytes, in a child process, then `spirv-val` where it is installed.
+
+Why a child process: llvmlite 0.50's LLVM has assertions compiled in, and its SPIR-V backend
+aborts the whole process on some IR it cannot select (a GEP whose first index is not 0, a null
+resource name). A compile must never take the interpreter down, so LLVM runs in a short-lived
+`python -c` that reads IR on stdin and writes SPIR-V on stdout; an abort there becomes a
+`SpirvCompileError` naming the LLVM message. The cost, ~0.3 s per module, is paid once per
+program (compiled programs are cached on disk).
+
+Why no LLVM optimisation pipeline: instcombine rewrites `getelementptr [N x T], p, 0, i` into
+`getelementptr T, p, i`, which the SPIR-V backend cannot lower in Vulkan's logical addressing
+(see above), and the Vulkan driver optimises SPIR-V itself. Codegen (instruction selection at
+-O2) still runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from compiler.codegen.spirv import TRIPLE
+from compiler.errors import CompileError
+
+
+class SpirvCompileError(CompileError):
+    """LLVM's SPIR-V backend failed on a module, or spirv-val rejected its output."""
+
+
+_CHILD = r"""
+import sys
+import llvmlite.binding as llvm
+llvm.initialize_all_targets()
+llvm.initialize_all_asmprinters()
+text = sys.stdin.buffer.read().decode()
+mod = llvm.parse_assembly(text)
+mod.verify()
+tm = llvm.Target.from_triple(sys.argv[1]).create_target_machine(opt=2)
+sys.stdout.buffer.write(tm.emit_object(mod))
+"""
+
+_MAGIC = bytes.fromhex("03022307")
+
+
+def _last_lines(text: str, n: int = 4) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:])
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_cached(digest: str, ir_text: str, validate: bool) -> bytes:
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD, TRIPLE], input=ir_text.encode(), capture_output=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise SpirvCompileError("LLVM's SPIR-V backend took over 600 s on one module") from None
+    if done.returncode != 0 or not done.stdout.startswith(_MAGIC):
+        why = _last_lines(done.stderr.decode(errors="replace")) or f"exit status {done.returncode}"
+        raise SpirvCompileError(f"LLVM's SPIR-V backend failed (exit {done.returncode}): {why}")
+    spirv = done.stdout
+    if validate:
+        check(spirv)
+    return spirv
+
+
+def compile_spirv(ir_text: str, validate: bool = True) -> bytes:
+    """SPIR-V for Vulkan 1.3 from LLVM IR text (triple `TRIPLE`); SpirvCompileError on failure."""
+    return _compile_cached(hashlib.sha256(ir_text.encode()).hexdigest(), ir_text, validate)
+
+
+def spirv_val() -> str | None:
+    """Path of `spirv-val` (Debian's spirv-tools), or None."""
+    return shutil.which("spirv-val")
+
+
+def check(spirv: bytes) -> None:
+    """Runs `spirv-val --target-env vulkan1.3` when installed; SpirvCompileError if it rejects."""
+    tool = spirv_val()
+    if tool is None:
+        return
+    fd, path = tempfile.mkstemp(suffix=".spv")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(spirv)
+        done = subprocess.run([tool, "--target-env", "vulkan1.3", path], capture_output=True, timeout=120)
+    finally:
+        os.unlink(path)
+    if done.returncode != 0:
+        raise SpirvCompileError(f"spirv-val rejected the module: {_last_lines(done.stderr.decode(errors='replace') + done.stdout.decode(errors='replace'))}")

@@ -1,0 +1,190 @@
+"""Vulkan compute kernels as llvmlite IR, linked into one SPIR-V module.
+
+llvmlite's IR builder cannot spell the SPIR-V backend's resource types (`target("spirv.
+VulkanBuffer", [0 x T], 12, 1)`), so kernels are built against placeholders that `SpirvModule.
+text()` rewrites: `@fg.spv.ptr.<slot>.<type>(i32 index)` becomes `llvm.spv.resource.getpointer`
+on the binding's handle, and a marker call at the top of each entry becomes the
+`llvm.spv.resource.handlefrombinding` calls for its bindings. Every storage-buffer access takes
+its element pointer from `getpointer(handle, index)`: the SPIR-V backend turns that into one
+OpAccessChain, while a GEP on a buffer pointer aborts it (backend.py).
+
+The resource layout is `hal.spirv_abi`: bindings 0..n-1 then the dispatch-state words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from llvmlite import ir
+
+from compiler.codegen.spirv import TRIPLE
+from compiler.codegen.spirv.backend import compile_spirv
+from compiler.errors import CompileError
+
+I1, I8, I16, I32, I64 = (ir.IntType(w) for w in (1, 8, 16, 32, 64))
+F32, F64, HALF = ir.FloatType(), ir.DoubleType(), ir.HalfType()
+
+# element type in memory -> (LLVM type, its name in the handle type, its mangling)
+_ELEMENTS = {
+    "f32": (F32, "float", "f32"), "f64": (F64, "double", "f64"), "f16": (HALF, "half", "f16"),
+    "i8": (I8, "i8", "i8"), "i16": (I16, "i16", "i16"), "i32": (I32, "i32", "i32"), "i64": (I64, "i64", "i64"),
+}
+
+
+def memory_element(dtype: np.dtype) -> str:
+    """The storage-buffer element of a binding of `dtype` (bool is a byte; bf16 its i16 bits)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_ or dtype.itemsize == 1:
+        return "i8"
+    if dtype == np.float16:
+        return "f16"
+    if dtype.kind == "f":
+        return {4: "f32", 8: "f64"}[dtype.itemsize]
+    if dtype.itemsize == 2:
+        return "i16"  # int16/uint16 and bf16's bits
+    return {4: "i32", 8: "i64"}[dtype.itemsize]
+
+
+def _handle_type(elem: str) -> str:
+    return f'target("spirv.VulkanBuffer", [0 x {_ELEMENTS[elem][1]}], 12, 1)'
+
+
+def _mangled(elem: str) -> str:
+    return f"tspirv.VulkanBuffer_a0{_ELEMENTS[elem][2]}_12_1t"
+
+
+@dataclass
+class SpirvEntry:
+    """One compute entry point being built: `builder` sits in its body."""
+
+    module: "SpirvModule"
+    name: str
+    elements: tuple[str, ...]  # memory element per binding, then "i32" for the dispatch state
+    workgroup_size: tuple[int, int, int]
+    function: ir.Function
+    builder: ir.IRBuilder
+    _cache: dict = field(default_factory=dict)
+
+    @property
+    def binding_count(self) -> int:
+        return len(self.elements) - 1
+
+    def element_pointer(self, slot: int, index: ir.Value) -> ir.Value:
+        """Pointer to element `index` (i32, relative to the buffer's start) of binding `slot`."""
+        elem = self.elements[slot]
+        ty = _ELEMENTS[elem][0]
+        fn = self.module._placeholder(slot, elem)
+        if index.type != I32:
+            index = self.builder.trunc(index, I32)
+        return self.builder.call(fn, [index])
+
+    def state_word(self, word: int) -> ir.Value:
+        """Dispatch-state word `word` (i32), loaded once per entry."""
+        if word not in self._cache:
+            with self.builder.goto_block(self.function.entry_basic_block):
+                # Loads of the state sit in the entry block, before its terminator if any.
+                block = self.function.entry_basic_block
+                if block.is_terminated:
+                    self.builder.position_before(block.terminator)
+                ptr = self.element_pointer(self.binding_count, ir.Constant(I32, word))
+                self._cache[word] = self.builder.load(ptr, name=f"state{word}")
+        return self._cache[word]
+
+    def builtin(self, which: str, dim: int) -> ir.Value:
+        """'local' (LocalInvocationId) or 'group' (WorkgroupId) along `dim`, as i32."""
+        key = (which, dim)
+        if key not in self._cache:
+            name = {"local": "llvm.spv.thread.id.in.group.i32", "group": "llvm.spv.group.id.i32", "global": "llvm.spv.thread.id.i32"}[which]
+            fn = self.module.module.globals.get(name) or ir.Function(self.module.module, ir.FunctionType(I32, [I32]), name)
+            with self.builder.goto_block(self.function.entry_basic_block):
+                block = self.function.entry_basic_block
+                if block.is_terminated:
+                    self.builder.position_before(block.terminator)
+                self._cache[key] = self.builder.call(fn, [ir.Constant(I32, dim)])
+        return self._cache[key]
+
+    def barrier(self) -> None:
+        """Workgroup execution + workgroup-memory barrier (GroupMemoryBarrierWithGroupSync)."""
+        name = "llvm.spv.group.memory.barrier.with.group.sync"
+        fn = self.module.module.globals.get(name) or ir.Function(self.module.module, ir.FunctionType(ir.VoidType(), []), name)
+        self.builder.call(fn, [])
+
+    def local_array(self, name: str, ty: ir.Type, count: int) -> ir.GlobalVariable:
+        """A workgroup-shared array of `count` `ty` (index it with `local_pointer`)."""
+        gv = ir.GlobalVariable(self.module.module, ir.ArrayType(ty, count), f"{self.name}.{name}", addrspace=3)
+        gv.linkage = "internal"
+        gv.initializer = ir.Constant(gv.value_type, ir.Undefined)
+        return gv
+
+    def local_pointer(self, array: ir.GlobalVariable, index: ir.Value) -> ir.Value:
+        return self.builder.gep(array, [ir.Constant(I32, 0), index])
+
+
+class SpirvModule:
+    """Entry points built one after the other, linked by `text()` and compiled by `compile()`."""
+
+    def __init__(self) -> None:
+        self.module = ir.Module()
+        self.module.triple = TRIPLE
+        self.entries: list[SpirvEntry] = []
+        self._marker = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [I32]), "fg.spv.handles")
+
+    def _placeholder(self, slot: int, elem: str) -> ir.Function:
+        name = f"fg.spv.ptr.{slot}.{elem}"
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ir.PointerType(_ELEMENTS[elem][0], addrspace=11), [I32]), name)
+        return fn
+
+    def entry(self, name: str, binding_dtypes, workgroup_size: tuple[int, int, int]) -> SpirvEntry:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
+            raise CompileError(f"SPIR-V entry point name {name!r} must be an identifier")
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), name)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.call(self._marker, [ir.Constant(I32, len(self.entries))])
+        elements = tuple(memory_element(d) for d in binding_dtypes) + ("i32",)
+        entry = SpirvEntry(self, name, elements, tuple(int(s) for s in workgroup_size), fn, b)
+        self.entries.append(entry)
+        return entry
+
+    def text(self) -> str:
+        """The module as LLVM IR the SPIR-V backend takes (placeholders resolved)."""
+        text = str(self.module)
+        lines, decls, names = [], set(), []
+        for line in text.splitlines():
+            if 'declare void @"fg.spv.handles"' in line or re.match(r'declare .*@"fg\.spv\.ptr\.', line):
+                continue
+            marker = re.match(r'\s*call void @"fg\.spv\.handles"\(i32 (\d+)\)', line)
+            if marker:
+                entry = self.entries[int(marker.group(1))]
+                for slot, elem in enumerate(entry.elements):
+                    ht, mg = _handle_type(elem), _mangled(elem)
+                    gname = f"fg.name.{slot}.{elem}"
+                    if gname not in names:
+                        names.append(gname)
+                    decls.add(f"declare {ht} @llvm.spv.resource.handlefrombinding.{mg}(i32, i32, i32, i32, ptr)")
+                    lines.append(f'  %"fg.h{slot}" = call {ht} @llvm.spv.resource.handlefrombinding.{mg}(i32 0, i32 {slot}, i32 1, i32 0, ptr @"{gname}")')
+                continue
+            call = re.search(r'call (.+?) @"fg\.spv\.ptr\.(\d+)\.(\w+)"\(i32 ([^)]+)\)', line)
+            if call:
+                slot, elem, index = call.group(2), call.group(3), call.group(4)
+                ht, mg = _handle_type(elem), _mangled(elem)
+                decls.add(f"declare ptr addrspace(11) @llvm.spv.resource.getpointer.p11.{mg}({ht}, i32)")
+                line = line[: call.start()] + f'call ptr addrspace(11) @llvm.spv.resource.getpointer.p11.{mg}({ht} %"fg.h{slot}", i32 {index})' + line[call.end():]
+            lines.append(line)
+        out = "\n".join(lines) + "\n" + "\n".join(sorted(decls)) + "\n"
+        for gname in names:
+            label = gname.replace("fg.name.", "b").replace(".", "_")
+            out += f'@"{gname}" = private unnamed_addr constant [{len(label) + 1} x i8] c"{label}\\00"\n'
+        for i, entry in enumerate(self.entries):
+            out = out.replace(f'define void @"{entry.name}"()', f'define void @"{entry.name}"() #{100 + i}', 1)
+            x, y, z = entry.workgroup_size
+            out += f'attributes #{100 + i} = {{ "hlsl.shader"="compute" "hlsl.numthreads"="{x},{y},{z}" }}\n'
+        return out
+
+    def compile(self, validate: bool = True) -> bytes:
+        """SPIR-V bytes with one GLCompute entry point per entry (SpirvCompileError on failure)."""
+        return compile_spirv(self.text(), validate)
+

@@ -1,0 +1,191 @@
+"""Command buffers translated to a VkCommandBuffer once, at `end()`.
+
+- dispatch: bind the entry's pipeline and a descriptor set (the bindings as whole buffers, and
+  this dispatch's region of the command buffer's dispatch-state buffer: workgroup count, binding
+  offsets and lengths, constants; hal/spirv_abi.py), then vkCmdDispatch.
+- dispatch_indirect: the three count words are copied from the indirect buffer into the state
+  (the kernel reads its workgroup count there) and vkCmdDispatchIndirect reads them too.
+- fill: vkCmdFillBuffer where offset and length are 4-byte multiples (the pattern repeated to 32
+  bits); anything else, and every `update`, copies from a host-visible staging buffer written
+  at record time (the data is known then, and a reusable command buffer replays it).
+- copy: vkCmdCopyBuffer.
+- execution_barrier: a global memory barrier, compute and transfer writes -> compute, transfer
+  and indirect reads: the commands of one region still overlap, as the model allows.
+- the end: a barrier that makes the device's writes visible to the host, so a host that waited
+  on the submission's semaphore reads results from mapped memory with no further step.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hal import spirv_abi
+from hal.buffer import BufferUsage
+from hal.command_buffer import Barrier, CommandBuffer, Copy, Dispatch, Fill, Update
+
+WHOLE_SIZE = (1 << 64) - 1  # VK_WHOLE_SIZE (the binding exposes it as -1, which cffi refuses)
+
+
+@dataclass
+class LoweredCommandBuffer:
+    handle: object
+    pool: object
+    status: "_StatusView"  # one status word per dispatch, in the state buffer
+    dispatches: list[tuple[int, str]]  # (command index, entry name), as `status`
+    keepalive: list = field(default_factory=list)
+
+
+def _release(device, handle, pool) -> None:
+    if device.closed or device.handle is None:
+        return
+    with device._lock:
+        device.vk.vkFreeCommandBuffers(device.handle, device.command_pool, 1, [handle])
+        if pool is not None:
+            device.vk.vkDestroyDescriptorPool(device.handle, pool, None)
+
+
+def _barrier(v, cb, src_stage, src_access, dst_stage, dst_access) -> None:
+    barrier = v.VkMemoryBarrier(sType=v.VK_STRUCTURE_TYPE_MEMORY_BARRIER, srcAccessMask=src_access, dstAccessMask=dst_access)
+    v.vkCmdPipelineBarrier(cb, src_stage, dst_stage, 0, 1, [barrier], 0, None, 0, None)
+
+
+def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
+    v, h = device.vk, device.handle
+    dispatches = [c for c in cb.commands if isinstance(c, Dispatch)]
+    align = max(4, device.properties.limits.minStorageBufferOffsetAlignment)
+    regions, offset = [], 0
+    for d in dispatches:
+        regions.append(offset)
+        words = spirv_abi.state_words(d.entry.binding_count, d.entry.constant_count)
+        offset += -(-4 * words // align) * align
+    keep: list = []
+    state = device.allocator.allocate_buffer(max(offset, 4), BufferUsage.DEFAULT)
+    words = state.view(np.uint32)
+    keep.append(state)
+    pool = None
+    if dispatches:
+        count = sum(d.entry.binding_count + 1 for d in dispatches)
+        pool = v.vkCreateDescriptorPool(h, v.VkDescriptorPoolCreateInfo(
+            sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=len(dispatches), poolSizeCount=1,
+            pPoolSizes=[v.VkDescriptorPoolSize(type=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)]), None)
+    with device._lock:
+        handle = v.vkAllocateCommandBuffers(h, v.VkCommandBufferAllocateInfo(
+            sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, commandPool=device.command_pool,
+            level=v.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))[0]
+    lowered = LoweredCommandBuffer(handle, pool, _StatusView(words, [r // 4 + spirv_abi.STATUS for r in regions]), [], keep)
+    weakref.finalize(lowered, _release, device, handle, pool)
+
+    v.vkBeginCommandBuffer(handle, v.VkCommandBufferBeginInfo(sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                                              flags=v.VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT))
+    all_stages = v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | v.VK_PIPELINE_STAGE_TRANSFER_BIT
+    writes = v.VK_ACCESS_SHADER_WRITE_BIT | v.VK_ACCESS_TRANSFER_WRITE_BIT
+    reads = v.VK_ACCESS_SHADER_READ_BIT | v.VK_ACCESS_SHADER_WRITE_BIT | v.VK_ACCESS_TRANSFER_READ_BIT | v.VK_ACCESS_TRANSFER_WRITE_BIT | v.VK_ACCESS_INDIRECT_COMMAND_READ_BIT
+    index = 0
+    di = 0
+    for cmd in cb.commands:
+        if isinstance(cmd, Barrier):
+            _barrier(v, handle, all_stages, writes, all_stages | v.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT, reads)
+            continue
+        if isinstance(cmd, Dispatch):
+            _record_dispatch(device, handle, cmd, state, words, regions[di], pool, keep)
+            lowered.dispatches.append((index, cmd.entry.name))
+            di += 1
+        elif isinstance(cmd, Fill):
+            _record_fill(device, handle, cmd, keep)
+        elif isinstance(cmd, Copy):
+            if cmd.target.length:
+                v.vkCmdCopyBuffer(handle, cmd.source.buffer.handle, cmd.target.buffer.handle, 1,
+                                  [v.VkBufferCopy(srcOffset=cmd.source.offset, dstOffset=cmd.target.offset, size=cmd.target.length)])
+            keep += [cmd.source.buffer, cmd.target.buffer]
+        elif isinstance(cmd, Update):
+            _copy_from_staging(device, handle, cmd.data, cmd.target, keep)
+        index += 1
+    _barrier(v, handle, all_stages, writes, v.VK_PIPELINE_STAGE_HOST_BIT, v.VK_ACCESS_HOST_READ_BIT)
+    v.vkEndCommandBuffer(handle)
+    return lowered
+
+
+class _StatusView:
+    """The dispatches' status words inside the state buffer (reset before every submission)."""
+
+    def __init__(self, words: np.ndarray, indices: list[int]) -> None:
+        self.words, self.indices = words, np.array(indices, dtype=np.int64)
+
+    def reset(self) -> None:
+        if len(self.indices):
+            self.words[self.indices] = 0
+
+    def failed(self) -> list[tuple[int, int]]:
+        """(dispatch number, status) of every dispatch that failed."""
+        if not len(self.indices):
+            return []
+        values = self.words[self.indices].view(np.int32)
+        return [(int(i), int(values[i])) for i in np.flatnonzero(values)]
+
+
+def _record_dispatch(device, handle, d: Dispatch, state, words: np.ndarray, region: int, pool, keep: list) -> None:
+    v, h = device.vk, device.handle
+    ep = d.entry
+    pipe = d.executable.pipelines[ep.function]
+    base = region // 4
+    words[base + spirv_abi.WORKGROUP_COUNT: base + 3] = d.workgroup_count
+    words[base + spirv_abi.STATUS] = 0
+    for i, b in enumerate(d.bindings):
+        size = ep.binding_dtypes[i].itemsize if i < len(ep.binding_dtypes) and ep.binding_dtypes[i] is not None else 1
+        words[base + spirv_abi.binding_offset_word(i)] = b.offset // size
+        words[base + spirv_abi.binding_length_word(i)] = b.length // size
+    if ep.constant_count:
+        start = base + spirv_abi.constant_word(ep.binding_count, 0)
+        words[start: start + ep.constant_count] = d.constants
+    nwords = spirv_abi.state_words(ep.binding_count, ep.constant_count)
+    dset = v.vkAllocateDescriptorSets(h, v.VkDescriptorSetAllocateInfo(
+        sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, descriptorPool=pool, descriptorSetCount=1, pSetLayouts=[pipe.set_layout]))[0]
+    infos = [v.VkDescriptorBufferInfo(buffer=b.buffer.handle, offset=0, range=WHOLE_SIZE) for b in d.bindings]
+    infos.append(v.VkDescriptorBufferInfo(buffer=state.handle, offset=region, range=4 * nwords))
+    writes = [v.VkWriteDescriptorSet(sType=v.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, dstSet=dset, dstBinding=i, descriptorCount=1,
+                                     descriptorType=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, pBufferInfo=[info]) for i, info in enumerate(infos)]
+    v.vkUpdateDescriptorSets(h, len(writes), writes, 0, None)
+    if d.indirect is not None:
+        v.vkCmdCopyBuffer(handle, d.indirect.buffer.handle, state.handle, 1,
+                          [v.VkBufferCopy(srcOffset=d.indirect.offset, dstOffset=region + 4 * spirv_abi.WORKGROUP_COUNT, size=12)])
+        _barrier(v, handle, v.VK_PIPELINE_STAGE_TRANSFER_BIT, v.VK_ACCESS_TRANSFER_WRITE_BIT,
+                 v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, v.VK_ACCESS_SHADER_READ_BIT)
+        keep.append(d.indirect.buffer)
+    v.vkCmdBindPipeline(handle, v.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.pipeline)
+    v.vkCmdBindDescriptorSets(handle, v.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.layout, 0, 1, [dset], 0, None)
+    if d.indirect is not None:
+        v.vkCmdDispatchIndirect(handle, d.indirect.buffer.handle, d.indirect.offset)
+    else:
+        v.vkCmdDispatch(handle, *d.workgroup_count)
+    keep += [d.executable, [b.buffer for b in d.bindings]]
+
+
+def _copy_from_staging(device, handle, data: bytes, target, keep: list) -> None:
+    if not target.length:
+        return
+    v = device.vk
+    staging = device.allocator.allocate_buffer(len(data), BufferUsage.DEFAULT)
+    staging.write(np.frombuffer(data, dtype=np.uint8))
+    v.vkCmdCopyBuffer(handle, staging.handle, target.buffer.handle, 1, [v.VkBufferCopy(srcOffset=0, dstOffset=target.offset, size=target.length)])
+    keep += [staging, target.buffer]
+
+
+def _record_fill(device, handle, cmd: Fill, keep: list) -> None:
+    v = device.vk
+    t = cmd.target
+    pattern = int(cmd.pattern)
+    if cmd.pattern_length == 1:
+        pattern *= 0x01010101
+    elif cmd.pattern_length == 2:
+        pattern |= pattern << 16
+    if t.offset % 4 == 0 and t.length % 4 == 0:
+        if t.length:
+            v.vkCmdFillBuffer(handle, t.buffer.handle, t.offset, t.length, pattern)
+        keep.append(t.buffer)
+        return
+    # Unaligned ranges (1- and 2-byte patterns): the bytes are known now; copy them in.
+    data = np.frombuffer(np.array([cmd.pattern], dtype=f"<u{cmd.pattern_length}").tobytes() * (t.length // cmd.pattern_length), dtype=np.uint8)
+    _copy_from_staging(device, handle, data.tobytes(), t, keep)

@@ -1,0 +1,258 @@
+"""The Vulkan device: a logical device with one compute queue.
+
+Submissions go to the queue with their waits and signals as timeline-semaphore operations
+(Vulkan 1.2 core), so a submission that waits on a semaphore the host signals later parks on the
+GPU side and `queue_execute` returns at once. Each submission also carries a fence, which is how
+the driver knows it finished: then it reads the kernels' status words and fails the
+submission's semaphores if one is non-zero (hal_gpu/vulkan/semaphore.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from hal.command_buffer import CommandBuffer
+from hal.device import Device, DeviceLimits
+from hal.errors import Aborted, DeadlineExceeded, Unavailable
+from hal.executable import EntryPoint, Executable
+from hal.semaphore import Semaphore
+from hal_gpu.vulkan import command_buffer, executable
+from hal_gpu.vulkan.allocator import VulkanAllocator
+from hal_gpu.vulkan.driver import compute_queue_family, device_name, vk
+from hal_gpu.vulkan.semaphore import VulkanSemaphore
+
+FORMAT = "vulkan-spirv1.6"  # what compiler/codegen/spirv emits (hal does not import the compiler)
+
+
+@dataclass
+class _Submission:
+    fence: object
+    command_buffers: list
+    waits: list
+    signals: list
+
+
+class VulkanDevice(Device):
+    driver = "vulkan"
+    formats = (FORMAT,)
+    allocator_class = VulkanAllocator
+
+    def __init__(self, physical, **_options) -> None:
+        self.vk = v = vk()
+        self.physical = physical
+        self.handle = None
+        self.properties = v.vkGetPhysicalDeviceProperties(physical)
+        self.memory_properties = v.vkGetPhysicalDeviceMemoryProperties(physical)
+        self.name = device_name(physical)
+        lim = self.properties.limits
+        heaps = [self.memory_properties.memoryHeaps[i].size for i in range(self.memory_properties.memoryHeapCount)]
+        self.max_allocation_size = max(heaps)
+        limits = DeviceLimits(
+            max_workgroup_count=min(lim.maxComputeWorkGroupCount[0], lim.maxComputeWorkGroupCount[1], lim.maxComputeWorkGroupCount[2]),
+            local_memory_size=lim.maxComputeSharedMemorySize,
+            max_update_size=64 * 1024,
+            max_workgroup_size=tuple(lim.maxComputeWorkGroupSize[i] for i in range(3)),
+            max_workgroup_invocations=lim.maxComputeWorkGroupInvocations,
+            max_constant_bytes=lim.maxStorageBufferRange,
+            binding_offset_alignment=1,
+            fill_pattern_sizes=(1, 2, 4),
+        )
+        self.family = compute_queue_family(physical)
+        features = v.vkGetPhysicalDeviceFeatures(physical)
+        f11 = v.VkPhysicalDeviceVulkan11Features(sType=v.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES)
+        f12 = v.VkPhysicalDeviceVulkan12Features(sType=v.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, pNext=f11)
+        v.vkGetPhysicalDeviceFeatures2(physical, v.VkPhysicalDeviceFeatures2(sType=v.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=f12))
+        if not f12.timelineSemaphore:
+            raise Unavailable(f"vulkan: {self.name} has no timeline semaphores (Vulkan 1.2)")
+        want11 = v.VkPhysicalDeviceVulkan11Features(sType=v.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                                    storageBuffer16BitAccess=f11.storageBuffer16BitAccess)
+        want12 = v.VkPhysicalDeviceVulkan12Features(sType=v.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, pNext=want11,
+                                                    timelineSemaphore=1, storageBuffer8BitAccess=f12.storageBuffer8BitAccess,
+                                                    shaderInt8=f12.shaderInt8, shaderFloat16=f12.shaderFloat16)
+        base = v.VkPhysicalDeviceFeatures(shaderInt64=features.shaderInt64, shaderFloat64=features.shaderFloat64,
+                                          shaderInt16=features.shaderInt16, robustBufferAccess=features.robustBufferAccess)
+        queue_info = v.VkDeviceQueueCreateInfo(sType=v.VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, queueFamilyIndex=self.family,
+                                               queueCount=1, pQueuePriorities=[1.0])
+        try:
+            self.handle = v.vkCreateDevice(physical, v.VkDeviceCreateInfo(
+                sType=v.VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, pNext=want12, queueCreateInfoCount=1, pQueueCreateInfos=[queue_info],
+                pEnabledFeatures=base), None)
+        except v.VkException as e:
+            raise Unavailable(f"vulkan: vkCreateDevice on {self.name} failed: {type(e).__name__}") from None
+        super().__init__(limits)
+        self.queue = v.vkGetDeviceQueue(self.handle, self.family, 0)
+        self.command_pool = v.vkCreateCommandPool(self.handle, v.VkCommandPoolCreateInfo(
+            sType=v.VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, queueFamilyIndex=self.family,
+            flags=v.VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT), None)
+        self._lock = threading.RLock()  # the queue and the command pool need external sync
+        self._pending: list[_Submission] = []
+        self._fences: list = []
+        self._semaphores = _WeakSet()
+
+    def __repr__(self) -> str:
+        return f"<Device vulkan {self.name}>"
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def create_semaphore(self, initial_value: int = 0) -> Semaphore:
+        self._check_open()
+        return VulkanSemaphore(self, initial_value)
+
+    def _load_executable(self, format: str, data, entry_points: tuple[EntryPoint, ...]) -> Executable:
+        return executable.load(self, format, data, entry_points)
+
+    def lower_command_buffer(self, cb: CommandBuffer):
+        self._check_open()
+        return command_buffer.lower(self, cb)
+
+    # --- queue ------------------------------------------------------------------------------
+
+    def _fence(self):
+        v = self.vk
+        if self._fences:
+            fence = self._fences.pop()
+            v.vkResetFences(self.handle, 1, [fence])
+            return fence
+        return v.vkCreateFence(self.handle, v.VkFenceCreateInfo(sType=v.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO), None)
+
+    def _submit(self, command_buffers, wait, signal) -> None:
+        v = self.vk
+        with self._lock:
+            failed = [s for s, _ in wait if s.failure is not None]
+            if failed:
+                for s, _ in signal:
+                    s.fail(Aborted(f"a submission waited on {failed[0]!r}, which failed: {failed[0].failure}"))
+                return
+            for cb in command_buffers:
+                cb.lowered.status.reset()
+            fence = self._fence()
+            timeline = v.VkTimelineSemaphoreSubmitInfo(
+                sType=v.VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+                waitSemaphoreValueCount=len(wait), pWaitSemaphoreValues=[x for _, x in wait] or None,
+                signalSemaphoreValueCount=len(signal), pSignalSemaphoreValues=[x for _, x in signal] or None)
+            info = v.VkSubmitInfo(
+                sType=v.VK_STRUCTURE_TYPE_SUBMIT_INFO, pNext=timeline,
+                waitSemaphoreCount=len(wait), pWaitSemaphores=[s.handle for s, _ in wait] or None,
+                pWaitDstStageMask=[v.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT] * len(wait) or None,
+                commandBufferCount=len(command_buffers), pCommandBuffers=[cb.lowered.handle for cb in command_buffers] or None,
+                signalSemaphoreCount=len(signal), pSignalSemaphores=[s.handle for s, _ in signal] or None)
+            try:
+                v.vkQueueSubmit(self.queue, 1, [info], fence)
+            except v.VkErrorDeviceLost:
+                self._lost("vkQueueSubmit")
+            except (v.VkErrorOutOfHostMemory, v.VkErrorOutOfDeviceMemory) as e:
+                from hal.errors import ResourceExhausted
+                raise ResourceExhausted(f"vulkan: vkQueueSubmit: {type(e).__name__}") from None
+            self._pending.append(_Submission(fence, list(command_buffers), list(wait), list(signal)))
+
+    def _check_completed(self) -> None:
+        """Retires finished submissions: a failed kernel or a failed wait fails their signals.
+        A submission that signalled a semaphore a host waiter saw is finished or about to be: its
+        fence is waited for (briefly) so its status is never missed."""
+        v = self.vk
+        with self._lock:
+            still = []
+            for sub in self._pending:
+                reached = all(s._raw() >= x for s, x in sub.signals) and sub.signals
+                try:
+                    if reached:
+                        v.vkWaitForFences(self.handle, 1, [sub.fence], v.VK_TRUE, 10_000_000_000)
+                    else:
+                        v.vkGetFenceStatus(self.handle, sub.fence)
+                except (v.VkNotReady, v.VkTimeout):
+                    still.append(sub)
+                    continue
+                self._retire(sub)
+            self._pending = still
+
+    def _retire(self, sub: _Submission) -> None:
+        self._fences.append(sub.fence)
+        error = None
+        for s, _ in sub.waits:
+            if s.failure is not None:
+                error = Aborted(f"a submission waited on {s!r}, which failed: {s.failure}")
+        for cb in sub.command_buffers:
+            for number, status in cb.lowered.status.failed():
+                index, name = cb.lowered.dispatches[number]
+                error = error or Aborted(f"kernel '{name}' returned status {status} (command {index} of command buffer #{cb.id})")
+        if error is not None:
+            for s, _ in sub.signals:
+                if s.failure is None:
+                    s.failure = error
+                    self._semaphore_failed(s)
+
+    def _semaphore_failed(self, sem: VulkanSemaphore) -> None:
+        """A semaphore failed: submissions waiting on it fail their signals, and the GPU side is
+        released (the timeline raised to what they wait for) so nothing waits forever."""
+        v = self.vk
+        with self._lock:
+            highest = max((x for sub in self._pending for s, x in sub.waits if s is sem), default=0)
+            if highest > sem._raw():
+                v.vkSignalSemaphore(self.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=sem.handle, value=highest))
+            for sub in list(self._pending):
+                if any(s is sem for s, _ in sub.waits):
+                    for s, _ in sub.signals:
+                        if s.failure is None:
+                            s.failure = Aborted(f"a submission waited on {sem!r}, which failed: {sem.failure}")
+                            self._semaphore_failed(s)
+
+    def _lost(self, where: str):
+        raise Aborted(f"vulkan: {self.name}: device lost in {where}")
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        v = self.vk
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                fences = [s.fence for s in self._pending]
+            if not fences:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                v.vkWaitForFences(self.handle, len(fences), fences, v.VK_TRUE, 5_000_000 if left is None else max(0, min(5_000_000, int(left * 1e9))))
+            except v.VkTimeout:
+                if left is not None and left <= 0:
+                    raise DeadlineExceeded(f"{self!r}: {len(fences)} submissions still in flight after {timeout} s") from None
+                continue
+            self._check_completed()
+        self._check_completed()
+
+    def close(self) -> None:
+        if self.closed or self.handle is None:
+            super().close()
+            return
+        v = self.vk
+        with self._lock:
+            # Work parked on semaphores nobody will signal fails, and its waits are released so
+            # the GPU drains; then everything is freed with the device.
+            for sub in list(self._pending):
+                for s, _ in sub.signals:
+                    if s.failure is None:
+                        s.failure = Aborted(f"{self!r} closed with the submission in flight")
+                for s, x in sub.waits:
+                    if s._raw() < x:
+                        v.vkSignalSemaphore(self.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=s.handle, value=x))
+            v.vkDeviceWaitIdle(self.handle)
+            for sem in list(self._semaphores):
+                if sem.failure is None:
+                    sem.failure = Aborted(f"{self!r} is closed")
+            super().close()
+            v.vkDestroyDevice(self.handle, None)
+            self.handle = None
+
+
+class _WeakSet:
+    """The device's live semaphores (failed on close), without keeping them alive."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._set = weakref.WeakSet()
+
+    def add(self, item) -> None:
+        self._set.add(item)
+
+    def __iter__(self):
+        return iter(list(self._set))

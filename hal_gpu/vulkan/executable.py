@@ -1,0 +1,69 @@
+"""Executables from SPIR-V: a shader module and, per entry point, its descriptor-set layout
+(bindings 0..n-1 plus the dispatch state, hal/spirv_abi.py), pipeline layout and compute
+pipeline, all created at load time so recording a dispatch creates nothing."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+from hal.errors import InvalidArgument
+from hal.executable import EntryPoint, Executable
+
+SPIRV_MAGIC = bytes.fromhex("03022307")
+
+
+@dataclass
+class Pipeline:
+    set_layout: object
+    layout: object
+    pipeline: object
+
+
+def _release(device, module, pipelines) -> None:
+    if device.closed or device.handle is None:
+        return
+    v, h = device.vk, device.handle
+    for p in pipelines:
+        v.vkDestroyPipeline(h, p.pipeline, None)
+        v.vkDestroyPipelineLayout(h, p.layout, None)
+        v.vkDestroyDescriptorSetLayout(h, p.set_layout, None)
+    v.vkDestroyShaderModule(h, module, None)
+
+
+def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...]) -> Executable:
+    v, h = device.vk, device.handle
+    if not isinstance(data, (bytes, bytearray)) or len(data) % 4 or not bytes(data[:4]) == SPIRV_MAGIC:
+        raise InvalidArgument(f"vulkan: executable data for '{format}' is not a SPIR-V module (magic {bytes(data[:4]).hex() if isinstance(data, (bytes, bytearray)) else type(data).__name__})")
+    try:
+        module = v.vkCreateShaderModule(h, v.VkShaderModuleCreateInfo(sType=v.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, codeSize=len(data), pCode=bytes(data)), None)
+    except v.VkException as e:
+        raise InvalidArgument(f"vulkan: vkCreateShaderModule rejected the SPIR-V: {type(e).__name__}") from None
+    pipelines = []
+    try:
+        for ep in entry_points:
+            bindings = [v.VkDescriptorSetLayoutBinding(binding=i, descriptorType=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=1,
+                                                       stageFlags=v.VK_SHADER_STAGE_COMPUTE_BIT) for i in range(ep.binding_count + 1)]
+            set_layout = v.vkCreateDescriptorSetLayout(h, v.VkDescriptorSetLayoutCreateInfo(
+                sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, bindingCount=len(bindings), pBindings=bindings), None)
+            layout = v.vkCreatePipelineLayout(h, v.VkPipelineLayoutCreateInfo(
+                sType=v.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, setLayoutCount=1, pSetLayouts=[set_layout]), None)
+            stage = v.VkPipelineShaderStageCreateInfo(sType=v.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                                                      stage=v.VK_SHADER_STAGE_COMPUTE_BIT, module=module, pName=ep.name)
+            try:
+                pipeline = v.vkCreateComputePipelines(h, v.VK_NULL_HANDLE, 1, [v.VkComputePipelineCreateInfo(
+                    sType=v.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, stage=stage, layout=layout)], None)[0]
+            except v.VkException as e:
+                v.vkDestroyPipelineLayout(h, layout, None)
+                v.vkDestroyDescriptorSetLayout(h, set_layout, None)
+                raise InvalidArgument(f"vulkan: no compute pipeline for entry point '{ep.name}': {type(e).__name__}") from None
+            pipelines.append(Pipeline(set_layout, layout, pipeline))
+    except BaseException:
+        _release(device, module, pipelines)
+        raise
+    entries = tuple(EntryPoint(ep.name, i, ep.workgroup_size, ep.binding_count, ep.constant_count, ep.binding_dtypes,
+                               ep.constant_types, ep.local_memory_size) for i, ep in enumerate(entry_points))
+    exe = Executable(entries, format, keepalive=(module, pipelines))
+    exe.pipelines = pipelines  # type: ignore[attr-defined]
+    weakref.finalize(exe, _release, device, module, pipelines)
+    return exe

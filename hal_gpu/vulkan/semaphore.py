@@ -1,0 +1,96 @@
+"""Timeline semaphores: a Vulkan 1.2 timeline VkSemaphore, plus what Vulkan has no word for.
+
+Vulkan semaphores cannot fail, and a kernel cannot fail a submission. The driver keeps both on
+the host: `fail()` marks the semaphore failed (and raises the timeline far enough that no GPU
+work waits on it forever), and a kernel's status (hal/spirv_abi.py) is read when a host waiter
+sees the value a submission signalled; a non-zero status fails that submission's semaphores.
+Failures then travel down the submissions that waited on them, as on the CPU drivers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hal.errors import Aborted, DeadlineExceeded, InvalidArgument
+from hal.semaphore import Semaphore
+
+_SLICE_NS = 5_000_000  # host waits wake every 5 ms to notice a failure from another thread
+
+
+def _payload(sem, value, what: str) -> int:
+    if not isinstance(value, (int, np.integer)) or not 0 <= value < (1 << 63):
+        raise InvalidArgument(f"{sem!r}: cannot {what} {value!r}: a payload is an int in [0, 2**63)")
+    return int(value)
+
+
+class VulkanSemaphore(Semaphore):
+    def __init__(self, device, initial_value: int = 0) -> None:
+        if not isinstance(initial_value, (int, np.integer)) or not 0 <= initial_value < (1 << 63):
+            raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
+        self.device = device
+        v = device.vk
+        info = v.VkSemaphoreTypeCreateInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
+                                           semaphoreType=v.VK_SEMAPHORE_TYPE_TIMELINE, initialValue=int(initial_value))
+        self.handle = v.vkCreateSemaphore(device.handle, v.VkSemaphoreCreateInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, pNext=info), None)
+        self.failure: BaseException | None = None
+        device._semaphores.add(self)
+
+    def __repr__(self) -> str:
+        return f"VulkanSemaphore(#{id(self) & 0xFFFF:04x})"
+
+    def __del__(self) -> None:
+        dev = getattr(self, "device", None)
+        if dev is not None and not dev.closed and dev.handle is not None and getattr(self, "handle", None) is not None:
+            dev.vk.vkDestroySemaphore(dev.handle, self.handle, None)
+
+    def _raw(self) -> int:
+        return self.device.vk.vkGetSemaphoreCounterValue(self.device.handle, self.handle)
+
+    def _raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise Aborted(f"{self!r} failed: {self.failure}")
+
+    def query(self) -> int:
+        self._raise_if_failed()
+        value = self._raw()
+        self.device._check_completed()
+        self._raise_if_failed()
+        return value
+
+    def signal(self, value: int) -> None:
+        self._raise_if_failed()
+        value = _payload(self, value, "signal")
+        current = self._raw()
+        if value < current:
+            raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {current} (timelines only move forward)")
+        if value > current:
+            v = self.device.vk
+            v.vkSignalSemaphore(self.device.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=self.handle, value=value))
+
+    def wait(self, value: int, timeout: float | None = None) -> None:
+        value = _payload(self, value, "wait for")
+        dev, v = self.device, self.device.vk
+        deadline = None if timeout is None else time.monotonic() + timeout
+        info = v.VkSemaphoreWaitInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, semaphoreCount=1, pSemaphores=[self.handle], pValues=[value])
+        while True:
+            self._raise_if_failed()
+            left = None if deadline is None else deadline - time.monotonic()
+            step = _SLICE_NS if left is None else max(0, min(_SLICE_NS, int(left * 1e9)))
+            try:
+                v.vkWaitSemaphores(dev.handle, info, step)
+                break
+            except v.VkTimeout:
+                if left is not None and left <= 0:
+                    self._raise_if_failed()
+                    raise DeadlineExceeded(f"{self!r}: payload {self._raw()} did not reach {value} within {timeout} s") from None
+            except v.VkErrorDeviceLost:
+                dev._lost("vkWaitSemaphores")
+        dev._check_completed()
+        self._raise_if_failed()
+
+    def fail(self, error: BaseException | str) -> None:
+        if self.failure is None:
+            self.failure = error if isinstance(error, BaseException) else Aborted(str(error))
+        self.device._semaphore_failed(self)

@@ -61,6 +61,7 @@ class DispatchStats:
     flops: int | None
     bytes: int
     ops: tuple[str, ...] = ()
+    lanes_per_call: float = 1.0  # distinct lanes that ran some of it, mean over calls
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Analysis:
     submissions: int
     regions_per_call: float = 0.0
     notes: list[str] = field(default_factory=list)
+    first_call: dict | None = None  # the categories of a warm-up first call left out of `breakdown`
 
 
 def _lane_names(cap: DeviceCapture) -> list[str]:
@@ -180,8 +182,11 @@ def _command(cap: DeviceCapture, serial: int, command: int) -> CommandInfo | Non
     return prog.commands[command] if prog is not None and command < len(prog.commands) else None
 
 
-def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int) -> list[DispatchStats]:
+def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[int]) -> list[DispatchStats]:
+    """Per dispatch site; submissions in `skip` (a warm-up first call) are left out."""
     ev = cap.events
+    if skip:
+        ev = ev[~np.isin(ev["serial"], list(skip))]
     groups: dict[tuple[str, str], dict] = {}
     if not len(ev):
         return []
@@ -192,7 +197,8 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int) -> list[Di
         info = _command(cap, int(serial), int(command))
         rows = ev[inverse == i]
         name = info.name if info else f"command {int(command)} (submitted before the profile)"
-        g = groups.setdefault((name, info.entry if info else "", int(command)), {"info": info, "spans": [], "wg": 0, "busy": 0, "per": {}})
+        g = groups.setdefault((name, info.entry if info else "", int(command)), {"info": info, "spans": [], "wg": 0, "busy": 0, "per": {}, "lanes": 0})
+        g["lanes"] += len(np.unique(rows["worker"]))
         g["spans"].append(int(rows["end_ns"].max() - rows["start_ns"].min()))
         g["wg"] += int((rows["end"] - rows["first"]).sum())
         g["busy"] += int((rows["end_ns"] - rows["start_ns"]).sum())
@@ -221,12 +227,12 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int) -> list[Di
             g["wg"] / max(1, calls), per, min(1.0, balance), g["busy"],
             flops * calls / seconds / 1e9 if flops and seconds > 0 else None,
             nbytes * calls / seconds / 1e9 if nbytes and seconds > 0 else None, flops, nbytes,
-            info.source.ops if info and info.source else ()))
+            info.source.ops if info and info.source else (), g["lanes"] / max(1, calls)))
     out.sort(key=lambda d: -d.total_ns)
     return out
 
 
-def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallBreakdown | None, list[int]]:
+def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallBreakdown | None, list[int], dict | None]:
     ev = cap.events
     subs = sorted(cap.submissions.values(), key=lambda s: s.submit_ns)
     parts = {k: [] for k in ("wall", "host_before", "launch", "kernels", "gaps", "completion", "host_after", "idle")}
@@ -260,14 +266,21 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallB
         parts["idle"].append(1.0 - float((rows["end_ns"] - rows["start_ns"]).sum()) / (lanes * span))
         launches += [int(ev[ev["serial"] == s.serial]["start_ns"].min()) - s.submit_ns for s in mine if (ev["serial"] == s.serial).any()]
     if not parts["wall"]:
-        return None, launches
+        return None, launches, None
+    first = None
+    walls = parts["wall"]
+    if len(walls) >= 3 and walls[0] > 3 * statistics.median(walls[1:]):
+        # A first call many times slower than the rest is warm-up (first touch of the constants,
+        # lazy linking): reported on its own, so the steady state is not averaged with it.
+        first = {k: v[0] for k, v in parts.items()}
+        parts = {k: v[1:] for k, v in parts.items()}
     mean = {k: statistics.fmean(v) for k, v in parts.items()}
     # The categories are measured separately; a clock step or a wait outside the call could
     # leave a residue: it goes to host time so the parts still add up to the wall time.
     measured = sum(mean[k] for k in ("host_before", "launch", "kernels", "gaps", "completion", "host_after"))
     mean["host_after"] += max(0.0, mean["wall"] - measured)
     return CallBreakdown(mean["wall"], mean["host_before"], mean["launch"], mean["kernels"], mean["gaps"],
-                         mean["completion"], mean["host_after"], max(0.0, mean["idle"])), launches
+                         mean["completion"], mean["host_after"], max(0.0, mean["idle"])), launches, first
 
 
 def _critical_path(cap: DeviceCapture, calls: list[Call], names: list[str]) -> tuple[list[CriticalStep], float]:
@@ -304,9 +317,12 @@ def analyse(cap: DeviceCapture) -> Analysis:
     names = _lane_names(cap)
     lanes = _lanes(cap)
     calls = _calls(cap)
-    call_wall = sum(c.end_ns - c.start_ns for c in calls) or cap.wall_ns
     busy_lanes = max(1, cap.workers) if cap.workers else 1
-    breakdown, launches = _breakdown(cap, calls, busy_lanes)
+    breakdown, launches, first = _breakdown(cap, calls, busy_lanes)
+    steady = calls[1:] if first is not None else calls
+    call_wall = sum(c.end_ns - c.start_ns for c in steady) or cap.wall_ns
+    skip = ({s.serial for s in cap.submissions.values() if calls[0].start_ns <= s.submit_ns <= calls[0].end_ns}
+            if first is not None else set())
     if not launches:  # submissions outside any call (a script's own waits)
         for s in cap.submissions.values():
             rows = cap.events[cap.events["serial"] == s.serial]
@@ -319,9 +335,11 @@ def analyse(cap: DeviceCapture) -> Analysis:
             completions.append(w.end_ns - int(rows["end_ns"].max()))
     path, regions = _critical_path(cap, calls, names)
     notes = []
+    if first is not None:
+        notes.append("the first call was warm-up (see the findings): per-dispatch and per-call figures leave it out")
     if cap.dropped_events:
         notes.append(f"{cap.dropped_events} trace events were overwritten (the rings hold the newest); "
                      "per-dispatch figures cover the rest")
     return Analysis(cap.label, cap.driver, lanes, cap.wall_ns, len(calls), [c.end_ns - c.start_ns for c in calls],
-                    _dispatches(cap, names, call_wall), breakdown, path, launches, completions,
-                    cap.dropped_events, len(cap.submissions), regions, notes)
+                    _dispatches(cap, names, call_wall, skip), breakdown, path, launches, completions,
+                    cap.dropped_events, len(cap.submissions), regions, notes, first)

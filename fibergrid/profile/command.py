@@ -101,7 +101,7 @@ def _emit(captures: list[DeviceCapture], args: argparse.Namespace, error: type[E
             peak = matmul_gflops()
         results.append((a, explain(a, peak)))
     if args.json:
-        print(json.dumps(report.as_json(results, **meta, reference_matmul_gflops=peak)))
+        print(json.dumps(report.as_json(results, **meta, reference_matmul_gflops_per_core=peak)))
     else:
         print("\n\n".join(report.text(a, fs) for a, fs in results) if results else
               "fibergrid: profile: no fibergrid CPU device ran work")
@@ -156,7 +156,8 @@ def profile_program(args: argparse.Namespace, command: list[str], error: type[Ex
     with tempfile.TemporaryDirectory(prefix="fibergrid-profile-") as out:
         env = dict(os.environ, **{ENV_VAR: out, f"{ENV_VAR}_CAPACITY": str(args.capacity)})
         try:
-            status = subprocess.call(command, env=env)
+            # With --json this process's stdout is the report: the program's output goes to stderr.
+            status = subprocess.call(command, env=env, stdout=sys.stderr if args.json else None)
         except OSError as e:
             raise error(f"cannot run {command[0]!r}: {e.strerror or e}") from None
         captures: list[DeviceCapture] = []

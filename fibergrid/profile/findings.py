@@ -29,8 +29,8 @@ def _pct(x: float) -> str:
 
 
 def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
-    """Findings for one device, most important first. `peak_gflops`: a measured reference rate
-    for matmul-like kernels on this machine (see peak.py), or None."""
+    """Findings for one device, most important first. `peak_gflops`: a measured single-core
+    reference rate for matmul-like kernels on this machine (see peak.py), or None."""
     out: list[Finding] = []
     b = a.breakdown
     wall = b.wall if b else a.wall_ns / max(1, a.calls)
@@ -45,7 +45,9 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
         if d.gflops is not None:
             rate = f" running at {d.gflops:.1f} GFLOP/s"
             if peak_gflops and d.kind in ("matmul", "conv"):
-                rate += f" ({_pct(d.gflops / peak_gflops)} of the {peak_gflops:.0f} GFLOP/s this machine's BLAS matmul reaches)"
+                ref = peak_gflops * d.lanes_per_call
+                rate += (f" on {d.lanes_per_call:.1f} worker(s): {_pct(d.gflops / ref)} of what BLAS reaches on as many "
+                         f"cores here ({ref:.0f} GFLOP/s)")
         elif d.gbytes is not None:
             rate = f" moving {d.gbytes:.1f} GB/s"
         out.append(Finding(d.share, "dominant-dispatch",
@@ -125,8 +127,15 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
                            f"threads were ready but waited for a core ({each} of the time): other processes compete "
                            f"for the CPUs, and every time above includes that wait"))
 
+    if a.first_call is not None and a.call_ns:
+        f = a.first_call
+        out.append(Finding(f["wall"] / sum(a.call_ns), "first-call",
+                           f"the first call took {_us(f['wall'])}, {f['wall'] / max(1.0, wall):.0f}x a steady call; "
+                           f"{_us(f['launch'])} of it passed between submit and the first workgroup and "
+                           f"{_us(f['host_before'])} in host work before submit (one-time warm-up)"))
     if a.dropped_events:
-        out.append(Finding(0.0, "trace-overflow", a.notes[0] if a.notes else f"{a.dropped_events} events dropped"))
+        out.append(Finding(0.0, "trace-overflow", f"{a.dropped_events} trace events were overwritten (the rings keep "
+                           f"the newest); raise --capacity to keep them all"))
     if not a.dispatches:
         out.append(Finding(0.0, "no-work", "no workgroup ran on this device during the profile"))
     out.sort(key=lambda f: -f.weight)

@@ -1,0 +1,95 @@
+"""Collection and the per-worker / per-dispatch numbers checked against what is known: the
+workgroups a dispatch has, the calls made, the time a compute-bound kernel keeps both workers
+busy, and a serial graph explained as serial."""
+
+from __future__ import annotations
+
+import pytest
+
+import fibergrid as fg
+from fibergrid.profile.analysis import analyse
+from fibergrid.profile.findings import explain
+from scheduler.layout import H_TRACE
+from tests.profile.kernels import profile_calls, record
+
+
+@pytest.fixture(scope="module")
+def device():
+    with fg.create_device("local-task", workers=2) as d:
+        yield d
+
+
+def test_a_dispatch_of_n_workgroups_shows_n(device):
+    cb, _ = record(device, [(37, 100), (5, 100)])
+    a = analyse(profile_calls(device, cb, calls=4))
+    by_wg = sorted(d.workgroups_per_call for d in a.dispatches)
+    assert by_wg == [5, 37]
+    assert all(d.calls == 4 for d in a.dispatches)
+    assert sum(lane.workgroups for lane in a.lanes) == 4 * (37 + 5)
+    assert sum(sum(d.per_worker.values()) for d in a.dispatches) == 4 * 42
+    assert a.calls == 4 and a.submissions == 4
+    # the two sites of one kernel are told apart, named after the entry point
+    assert {d.name for d in a.dispatches} == {"burn #0", "burn #1"}
+    assert {d.entry for d in a.dispatches} == {"burn"}
+
+
+def test_counters_and_lanes_add_up(device):
+    cb, _ = record(device, [(64, 1000)])
+    cap = profile_calls(device, cb, calls=3)
+    a = analyse(cap)
+    assert [lane.name for lane in a.lanes] == ["worker 0", "worker 1"]
+    for lane in a.lanes:
+        # busy + spin + parked is the window's wall time (to the ns, by construction)
+        assert lane.busy_ns + lane.spin_ns + lane.parked_ns == pytest.approx(a.wall_ns, rel=1e-6)
+        assert lane.reservations >= 1 or lane.workgroups == 0
+    # every workgroup run was traced: the native counters agree with the events
+    assert sum(c["workgroups"] for c in cap.counters) == sum(int(e) - int(f) for f, e in zip(cap.events["first"], cap.events["end"]))
+    assert len(a.launch_ns) == 3 and all(x >= 0 for x in a.launch_ns)
+    b = a.breakdown
+    parts = b.host_before + b.launch + b.kernels + b.gaps + b.completion + b.host_after
+    assert parts == pytest.approx(b.wall, rel=1e-6)
+
+
+def test_two_workers_busy_on_a_compute_bound_kernel(device):
+    """256 workgroups of ~1 ms each: both workers stay in kernels for > 80 % of the dispatch.
+    The bar has room for a noisy machine: a worker preempted inside a kernel still counts as
+    busy (the trace measures wall time in the kernel), and the tail where one worker finishes
+    the last workgroup alone is ~1 ms of ~130 ms."""
+    cb, _ = record(device, [(256, 400_000)])
+    a = analyse(profile_calls(device, cb, calls=1))
+    (step,) = a.critical_path
+    assert step.workgroups == 256 and step.lanes == 2
+    for lane in a.lanes:
+        assert lane.busy_ns > 0.8 * step.duration_ns, (lane, step)
+    assert a.breakdown.lane_idle < 0.2
+    assert not [f for f in explain(a) if f.code in ("serial-graph", "idle-workers")]
+
+
+def test_a_serial_graph_is_explained_as_serial(device):
+    """Eight 1-workgroup dispatches, each behind a barrier: one worker at a time."""
+    cb, _ = record(device, [(1, 50_000)] * 8)
+    a = analyse(profile_calls(device, cb, calls=3))
+    assert len(a.critical_path) == 8
+    assert all(step.lanes == 1 and step.workgroups == 1 for step in a.critical_path)
+    findings = explain(a)
+    codes = [f.code for f in findings]
+    assert "serial-graph" in codes
+    serial = next(f for f in findings if f.code == "serial-graph")
+    assert "8 regions" in serial.text and "fewer workgroups than workers" in serial.text
+
+
+def test_local_sync_runs_on_the_host_lane():
+    with fg.create_device("local-sync") as device:
+        cb, _ = record(device, [(6, 1000)])
+        a = analyse(profile_calls(device, cb, calls=2))
+    assert [lane.name for lane in a.lanes] == ["host"]
+    assert a.lanes[0].workgroups == 12
+    assert a.dispatches[0].workgroups_per_call == 6
+
+
+def test_tracing_is_off_unless_asked_and_off_again_after(device):
+    cb, _ = record(device, [(4, 10)])
+    assert device.scheduler.arena[H_TRACE] == 0  # a fresh device does not trace
+    profile_calls(device, cb, calls=1)
+    assert device.scheduler.arena[H_TRACE] == 0
+    assert "submit" not in vars(device.scheduler)  # the wrappers are gone

@@ -269,9 +269,10 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallB
         return None, launches, None
     first = None
     walls = parts["wall"]
-    if len(walls) >= 3 and walls[0] > 3 * statistics.median(walls[1:]):
-        # A first call many times slower than the rest is warm-up (first touch of the constants,
-        # lazy linking): reported on its own, so the steady state is not averaged with it.
+    if not cap.calls and len(walls) >= 3 and walls[0] > 3 * statistics.median(walls[1:]):
+        # A program's first call many times slower than the rest is warm-up (first touch of
+        # constants, lazy linking): reported on its own, so the steady state is not averaged
+        # with it. (`fibergrid profile MODEL` makes its own untraced warm-up call.)
         first = {k: v[0] for k, v in parts.items()}
         parts = {k: v[1:] for k, v in parts.items()}
     mean = {k: statistics.fmean(v) for k, v in parts.items()}

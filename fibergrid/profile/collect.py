@@ -131,10 +131,10 @@ class _Attached:
         self.scheduler = device.scheduler
         self.names = names
         self.lock = threading.Lock()
-        self.submissions: dict[int, Submission] = {}
+        self.submissions: dict[int, tuple[int, int, int]] = {}  # serial -> (submit ns, program, thread)
         self.programs: dict[int, ProgramInfo] = {}
         self._program_keys: dict[int, tuple[int, object]] = {}  # id(GridProgram) -> (key, program)
-        self.waits: list[HostWait] = []
+        self.waits: list[tuple[int, int, int]] = []  # (thread, start ns, end ns)
         self.host_tids: set[int] = {threading.get_native_id()}
         self.scheduler.enable_tracing(capacity)
         self.capacity = capacity
@@ -145,33 +145,30 @@ class _Attached:
         sched = self.scheduler
         submit, wait = sched.submit, sched.wait_semaphore
 
-        def traced_submit(program, waits, signals, keepalive=None):
-            t = time.monotonic_ns()
-            serial = submit(program, waits, signals, keepalive)
-            tid = threading.get_native_id()
-            with self.lock:
-                self.submissions[serial] = Submission(serial, t, self._program_key(program), tid)
-                self.host_tids.add(tid)
+        # The hot path of a profiled call: plain tuples appended under the GIL (dict and list
+        # updates are atomic there), turned into dataclasses only at capture().
+        submissions, waits, now, tid_of = self.submissions, self.waits, time.monotonic_ns, threading.get_native_id
+
+        def traced_submit(program, waits_, signals, keepalive=None):
+            t = now()
+            serial = submit(program, waits_, signals, keepalive)
+            known = self._program_keys.get(id(program))
+            key = known[0] if known is not None and known[1] is program else self._program_key(program)
+            submissions[serial] = (t, key, tid_of())
             return serial
 
         def traced_wait(m, value, timeout):
-            t = time.monotonic_ns()
+            t = now()
             try:
                 return wait(m, value, timeout)
             finally:
-                end, tid = time.monotonic_ns(), threading.get_native_id()
-                with self.lock:
-                    self.waits.append(HostWait(tid, t, end))
-                    self.host_tids.add(tid)
+                waits.append((tid_of(), t, now()))
 
         sched.submit, sched.wait_semaphore = traced_submit, traced_wait
         self._originals = (submit, wait)
 
     def _program_key(self, program) -> int:
         """Programs are described once (a reusable command buffer is one program for life)."""
-        known = self._program_keys.get(id(program))
-        if known is not None and known[1] is program:
-            return known[0]
         key = len(self._program_keys)
         self._program_keys[id(program)] = (key, program)
         self.programs[key] = describe_program(program, self.names)
@@ -183,6 +180,7 @@ class _Attached:
             self.start_ns = time.monotonic_ns()
             self.counters0 = self.scheduler.per_worker_counters()
             self.threads0 = [thread_times(t.native_id) for t in self.scheduler.threads]
+            self.host_tids |= {tid for _, _, tid in self.submissions.values()} | {w[0] for w in self.waits}
             self.host0 = {tid: thread_times(tid) for tid in self.host_tids}
             self.submissions.clear()
             self.waits.clear()
@@ -200,8 +198,11 @@ class _Attached:
             for t, t0 in zip(self.scheduler.threads, self.threads0):
                 now = thread_times(t.native_id)
                 threads.append(now - t0 if now is not None and t0 is not None else None)
+            submissions = {serial: Submission(serial, t, key, tid) for serial, (t, key, tid) in list(self.submissions.items())}
+            waits = [HostWait(*w) for w in list(self.waits)]
+            tids = self.host_tids | {s.thread for s in submissions.values()} | {w.thread for w in waits}
             host = {}
-            for tid in self.host_tids:
+            for tid in tids:
                 now, before = thread_times(tid), self.host0.get(tid)
                 if now is not None:
                     host[tid] = now - before if before is not None else now
@@ -211,7 +212,7 @@ class _Attached:
             return DeviceCapture(
                 self.label, self.device.driver, self.scheduler.threads_count, self.start_ns, end,
                 np.sort(events, order="start_ns"), max(0, recorded - len(events)), deltas, threads, host,
-                dict(self.submissions), dict(self.programs), list(self.waits), list(calls or []))
+                submissions, dict(self.programs), waits, list(calls or []))
 
     def detach(self) -> None:
         sched = self.scheduler

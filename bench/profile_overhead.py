@@ -1,0 +1,87 @@
+"""What profiling costs: the bench.models cases with tracing off and on, in the same run.
+
+    python -m bench.profile_overhead --json [--case mlp_b1] [--blocks 10] [--calls 20]
+
+"On" is everything `fibergrid profile` turns on: the scheduler's trace rings (one event per
+workgroup reservation, written by the workers) and the profiler's host wrappers (submit and wait
+timestamps). Off and on alternate in blocks of calls on one loaded module, so both see the same
+machine state (the machine is shared and noisy); the figure is the ratio of the medians per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fibergrid as fg
+from bench.models import _cases
+from fibergrid.profile.collect import Recorder
+
+
+def _block(call, calls: int) -> list[float]:
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def measure(module, inputs: list[np.ndarray], device, blocks: int, calls: int) -> dict[str, float]:
+    off: list[float] = []
+    on: list[float] = []
+    call = lambda: module(*inputs)  # noqa: E731
+    call()
+    for _ in range(blocks):
+        off += _block(call, calls)
+        recorder = Recorder()
+        recorder.attach(device)
+        call()  # the first traced call describes the program once (names), untimed
+        on += _block(call, calls)
+        recorder.detach()
+    off_us, on_us = statistics.median(off) * 1e6, statistics.median(on) * 1e6
+    return {"off_us": round(off_us, 2), "on_us": round(on_us, 2), "overhead": round(on_us / off_us - 1, 4)}
+
+
+def run(cases: list[str] | None, blocks: int, calls: int) -> dict:
+    import jax
+
+    out: dict = {}
+    device = fg.create_device("local-task")
+    for name, (jax_fn, _, inputs) in _cases().items():
+        if cases and name not in cases:
+            continue
+        try:
+            module = fg.load(jax.jit(jax_fn).lower(*inputs).as_text(), device=device)
+            out[name] = measure(module, inputs, device, blocks, calls)
+        except fg.Error as e:
+            out[name] = {"error": str(e).splitlines()[0]}
+    device.close()
+    ratios = [v["overhead"] for v in out.values() if "overhead" in v]
+    out["max_overhead"] = max(ratios) if ratios else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the default is a table)")
+    parser.add_argument("--case", action="append", help="only these bench.models cases")
+    parser.add_argument("--blocks", type=int, default=10, help="off/on block pairs (default: 10)")
+    parser.add_argument("--calls", type=int, default=20, help="calls per block (default: 20)")
+    args = parser.parse_args(argv)
+    result = run(args.case, args.blocks, args.calls)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:14s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,20 +27,22 @@ from fibergrid.profile.naming import CommandInfo
 
 @dataclass
 class Lane:
-    """A worker thread, or the host thread that runs work itself (local-sync, caller helps).
-    busy + spin + parked = the window's wall time; `runnable` overlaps them (time the thread was
-    ready but another process had the core: inside a kernel it counts as busy)."""
+    """A worker thread, or the host thread that runs work itself (local-sync; local-task where
+    the caller helps). busy + spin + parked + other = the window's wall time; `runnable`
+    overlaps them (ready but another process had the core: inside a kernel it counts as busy)."""
 
     name: str
     busy_ns: int  # inside kernels (trace events)
-    spin_ns: int  # awake outside kernels: claiming, stealing, the bounded spin (-1: unknown)
-    parked_ns: int  # asleep: off-CPU and not runnable (-1: unknown)
+    spin_ns: int  # awake in the scheduler outside kernels: claiming, stealing, spinning (-1: unknown)
+    parked_ns: int  # asleep in the scheduler with nothing to do (-1: unknown)
     runnable_ns: int  # waiting for a core (-1: unknown)
     workgroups: int
     reservations: int
     steals: int
     parks: int
-    wakes: int  # voluntary context switches: each park that slept ends with one wake
+    wakes: int  # parks that ended in a wake (native counter), else voluntary context switches
+    other_ns: int = 0  # the host lane: outside the scheduler (Python, copies, the program)
+    wake_latency_ns: float | None = None  # mean wake issued -> running again, where measured
 
 
 @dataclass
@@ -113,33 +115,56 @@ def _lane_names(cap: DeviceCapture) -> list[str]:
     return [f"worker {w}" if w < cap.workers else "host" for w in range(slots)]
 
 
+def _merged(times: list) -> object | None:
+    """The host lane's threads' CPU accounting, summed."""
+    if not times:
+        return None
+    t = times[0]
+    for x in times[1:]:
+        t = type(t)(t.on_cpu_ns + x.on_cpu_ns, t.runnable_ns + x.runnable_ns, t.voluntary + x.voluntary,
+                    t.involuntary + x.involuntary)
+    return t
+
+
 def _lanes(cap: DeviceCapture) -> list[Lane]:
+    """Per lane. Where the scheduler keeps its own clocks per participant (parked_ns, spin_ns,
+    busy_ns, wakes, wake_ns counters), they split the time; otherwise the kernel's per-thread
+    accounting does (on-CPU time outside kernels is spinning and scheduling, off-CPU time that
+    was not runnable is parked)."""
     names = _lane_names(cap)
     out = []
     ev = cap.events
+    wall = cap.wall_ns
     for w, name in enumerate(names):
         mine = ev[ev["worker"] == w]
-        busy = int((mine["end_ns"] - mine["start_ns"]).sum())
+        busy = min(wall, int((mine["end_ns"] - mine["start_ns"]).sum()))
         c = cap.counters[w] if w < len(cap.counters) else {}
-        if w < cap.workers:
-            t = cap.worker_threads[w] if w < len(cap.worker_threads) else None
-        else:  # the host lane: the submitting threads together
-            ts = list(cap.host_threads.values())
-            t = None
-            if ts:
-                t = ts[0]
-                for x in ts[1:]:
-                    t = type(t)(t.on_cpu_ns + x.on_cpu_ns, t.runnable_ns + x.runnable_ns, t.voluntary + x.voluntary, t.involuntary + x.involuntary)
-        wall = cap.wall_ns
-        if t is None or t.on_cpu_ns < 0:
-            spin = runnable = parked = wakes = -1
+        host = w >= cap.workers
+        t = _merged(list(cap.host_threads.values())) if host else (cap.worker_threads[w] if w < len(cap.worker_threads) else None)
+        runnable = t.runnable_ns if t is not None else -1
+        other, latency = 0, None
+        if "parked_ns" in c and "spin_ns" in c:
+            parked = min(c["parked_ns"], wall - busy)
+            spin = min(c["spin_ns"] + max(0, c.get("busy_ns", busy) - busy), wall - busy - parked)
+            residue = wall - busy - spin - parked
+            if host:
+                other = residue
+            else:
+                spin += residue
+            wakes = c.get("wakes", -1)
+            if c.get("wakes"):
+                latency = c.get("wake_ns", 0) / c["wakes"]
+        elif t is None or t.on_cpu_ns < 0:
+            spin = parked = wakes = -1
+        elif host:  # no native clocks: on-CPU outside kernels is the program's own work
+            other = max(0, min(wall - busy, t.on_cpu_ns - busy))
+            parked, spin, wakes = max(0, wall - busy - other), -1, t.voluntary
         else:
-            runnable = t.runnable_ns
             parked = min(wall - busy, max(0, wall - t.on_cpu_ns - max(0, runnable)))
             spin = max(0, wall - busy - parked)
             wakes = t.voluntary
         out.append(Lane(name, busy, spin, parked, runnable, int((mine["end"] - mine["first"]).sum()), len(mine),
-                        c.get("steals", 0), c.get("parks", 0), wakes))
+                        c.get("steals", 0), c.get("parks", 0), wakes, other, latency))
     return out
 
 

@@ -118,6 +118,14 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
                                f"{d.name} runs {d.workgroups_per_call:.0f} workgroups of {_us(per)} each: per-workgroup "
                                f"costs weigh; fewer, larger workgroups would amortize them"))
 
+    # Lanes awake without work: spinning, or claiming with nothing to claim.
+    for lane in a.lanes:
+        if lane.spin_ns > 0.3 * a.wall_ns and lane.spin_ns > 2 * lane.busy_ns:
+            out.append(Finding(lane.spin_ns / a.wall_ns, "spinning",
+                               f"{lane.name} spent {_pct(lane.spin_ns / a.wall_ns)} of the profile awake in the scheduler "
+                               f"without running a kernel (spinning, or looking for work it could not take): a core "
+                               f"burnt that another thread or process could have used"))
+
     # A shared machine: other processes took the cores.
     waited = [lane for lane in a.lanes if lane.runnable_ns > 0.1 * a.wall_ns]
     if waited:

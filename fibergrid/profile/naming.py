@@ -97,7 +97,7 @@ def describe_program(program: Any, names: Callable[[Any], dict[str, KernelSource
     """A scheduler GridProgram's commands, named (call while its command buffers are alive)."""
     rows = program.commands
     region_of = [0] * len(rows)
-    regions = tuple((int(a), int(b)) for a, b in program.regions)
+    regions = tuple((int(r[0]), int(r[1])) for r in program.regions)  # first, end (then scheduler data)
     for r, (a, b) in enumerate(regions):
         for c in range(a, b):
             region_of[c] = r

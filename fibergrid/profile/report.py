@@ -44,10 +44,12 @@ def text(a: Analysis, findings: list[Finding]) -> str:
     rows = []
     for lane in a.lanes:
         rows.append([lane.name, _pct(lane.busy_ns, a.wall_ns), _pct(lane.spin_ns, a.wall_ns), _pct(lane.parked_ns, a.wall_ns),
-                     _pct(lane.runnable_ns, a.wall_ns), str(lane.workgroups), str(lane.reservations), str(lane.steals),
-                     str(lane.parks), str(lane.wakes) if lane.wakes >= 0 else "-"])
-    out += _table(["lane", "busy%", "spin/sched%", "parked%", "preempted%", "workgroups", "reservations", "steals",
-                   "parks", "wakes"], rows)
+                     _pct(lane.other_ns, a.wall_ns) if lane.name == "host" else "", _pct(lane.runnable_ns, a.wall_ns),
+                     str(lane.workgroups), str(lane.reservations), str(lane.steals), str(lane.parks),
+                     str(lane.wakes) if lane.wakes >= 0 else "-",
+                     _us(lane.wake_latency_ns) if lane.wake_latency_ns is not None else "-"])
+    out += _table(["lane", "busy%", "spin/sched%", "parked%", "host other%", "preempted%", "workgroups", "reservations",
+                   "steals", "parks", "wakes", "wake us"], rows)
     if a.launch_ns:
         lat = sorted(a.launch_ns)
         out.append(f"submit -> first workgroup: median {_us(lat[len(lat) // 2])} us (p90 {_us(lat[int(0.9 * (len(lat) - 1))])} us)"

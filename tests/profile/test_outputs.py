@@ -31,13 +31,14 @@ def test_chrome_trace_follows_the_format_and_shows_what_ran(capture, tmp_path):
     ranges = [e["args"]["workgroups"] for e in slices]
     covered = sum(int(r.split(",")[1].strip(" )")) - int(r.split(",")[0].strip("[ ")) for r in ranges)
     assert covered == 3 * (24 + 3)
-    assert {e["tid"] for e in slices} <= {0, 1}
-    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert {"worker 0", "worker 1"} <= names
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names[0] == "worker 0" and names[1] == "worker 1"
+    for tid in {e["tid"] for e in slices}:  # workers, and the host where the caller helps
+        assert names[tid] in ("worker 0", "worker 1", "host (runs work)")
     # a flow arrow from each submission to the first reservation of each of its dispatches
     assert sum(1 for e in events if e["ph"] == "s") == 3 * 2
     counters = [e for e in events if e["ph"] == "C"]
-    assert counters and max(e["args"]["busy workers"] for e in counters) <= 2
+    assert counters and max(e["args"]["busy workers"] for e in counters) <= len(capture.counters)
     assert counters[-1]["args"]["busy workers"] == 0
     assert sum(1 for e in events if e.get("name", "").startswith("call ")) == 3
 

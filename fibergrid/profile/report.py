@@ -62,7 +62,7 @@ def text(a: Analysis, findings: list[Finding]) -> str:
         rows.append([_short(d.name), d.kind, str(d.calls), _us(d.total_ns), _us(d.mean_ns), f"{100 * d.share:5.1f}",
                      f"{d.workgroups_per_call:g}", spread, f"{d.balance:.2f}",
                      f"{d.gflops:.2f}" if d.gflops is not None else "-", f"{d.gbytes:.2f}" if d.gbytes is not None else "-"])
-    out += _table(["dispatch", "kind", "calls", "total us", "mean us", "share%", "wg/call", "wg per worker",
+    out += _table(["dispatch", "kind", "calls", "total us", "mean us", "share%", "wg/call", "wg per lane",
                    "balance", "GFLOP/s", "GB/s"], rows, left=2)
     b = a.breakdown
     if b:

@@ -19,18 +19,22 @@ def _info(cap: DeviceCapture, serial: int, command: int) -> CommandInfo | None:
     return prog.commands[command] if prog and command < len(prog.commands) else None
 
 
-def _window(cap: DeviceCapture, calls: int) -> tuple[int, int]:
-    """The first `calls` calls (a few calls show the pattern; thousands are a grey smear)."""
+def _window(cap: DeviceCapture, calls: int) -> tuple[int, int, str]:
+    """`calls` consecutive calls, the run of them with the median total time: a few calls show
+    the pattern (thousands are a grey smear), and a typical run shows it better than the first."""
     if cap.calls:
-        chosen = cap.calls[:calls]
-        return chosen[0].start_ns, chosen[-1].end_ns
+        n = min(calls, len(cap.calls))
+        runs = sorted(range(len(cap.calls) - n + 1),
+                      key=lambda i: cap.calls[i + n - 1].end_ns - cap.calls[i].start_ns)
+        i = runs[len(runs) // 2]
+        return cap.calls[i].start_ns, cap.calls[i + n - 1].end_ns, f"calls {i + 1}-{i + n} of {len(cap.calls)} (a typical run)"
     if len(cap.events):
-        return int(cap.events["start_ns"].min()), int(cap.events["end_ns"].max())
-    return cap.start_ns, cap.end_ns
+        return int(cap.events["start_ns"].min()), int(cap.events["end_ns"].max()), "all submissions"
+    return cap.start_ns, cap.end_ns, "nothing ran"
 
 
 def write(cap: DeviceCapture, analysis: Analysis, path: str, size: tuple[int, int] = (1600, 500), calls: int = 3) -> None:
-    """Draws the first `calls` calls of one device into a `size` (pixels) PNG at `path`."""
+    """Draws `calls` typical consecutive calls of one device into a `size` (pixels) PNG."""
     try:
         import matplotlib
 
@@ -41,7 +45,7 @@ def write(cap: DeviceCapture, analysis: Analysis, path: str, size: tuple[int, in
 
         raise Unavailable("--png needs matplotlib: pip install 'fibergrid[profile]'") from None
     dpi = 100
-    start, end = _window(cap, calls)
+    start, end, shown = _window(cap, calls)
     span_us = max(1e-3, (end - start) / 1e3)
     lanes = [lane.name for lane in analysis.lanes]
     host_row = len(lanes) if "host" not in lanes else lanes.index("host")
@@ -59,23 +63,24 @@ def write(cap: DeviceCapture, analysis: Analysis, path: str, size: tuple[int, in
         key = (int(row["worker"]), name if name in colours else "other")
         bars.setdefault(key, []).append(((int(row["start_ns"]) - start) / 1e3, max(span_us / size[0], (int(row["end_ns"]) - int(row["start_ns"])) / 1e3)))
     for (lane, name), spans in bars.items():
-        ax.broken_barh(spans, (lane - 0.4, 0.8), facecolors=colours.get(name, (0.6, 0.6, 0.6, 1.0)), linewidth=0)
+        ax.broken_barh(spans, (lane - 0.3, 0.6), facecolors=colours.get(name, (0.6, 0.6, 0.6, 1.0)), linewidth=0, zorder=2)
+    # The host row: its calls as a light background, its waits as a dark strip along the bottom
+    # (under any kernels it ran itself while it waited).
     host = [((c.start_ns - start) / 1e3, (c.end_ns - c.start_ns) / 1e3) for c in cap.calls if c.end_ns >= start and c.start_ns <= end]
-    if host and "host" not in lanes:
-        ax.broken_barh(host, (host_row - 0.4, 0.8), facecolors=(0.85, 0.85, 0.85, 1.0), linewidth=0)
+    if host:
+        ax.broken_barh(host, (host_row - 0.45, 0.9), facecolors=(0.92, 0.92, 0.92, 1.0), linewidth=0, zorder=0)
     waits = [((w.start_ns - start) / 1e3, (w.end_ns - w.start_ns) / 1e3) for w in cap.waits if w.end_ns >= start and w.start_ns <= end]
     if waits:
-        ax.broken_barh(waits, (host_row - 0.15, 0.3), facecolors=(0.35, 0.35, 0.35, 1.0), linewidth=0)
+        ax.broken_barh(waits, (host_row + 0.3, 0.12), facecolors=(0.3, 0.3, 0.3, 1.0), linewidth=0, zorder=3)
     for sub in cap.submissions.values():
         if start <= sub.submit_ns <= end:
             ax.axvline((sub.submit_ns - start) / 1e3, color=(0.2, 0.2, 0.2, 0.5), linewidth=0.6, linestyle=":")
-    labels = lanes + ([] if "host" in lanes else ["host (calls, waits)"])
+    labels = [f"{n} (runs work; calls, waits)" if n == "host" else n for n in lanes] + ([] if "host" in lanes else ["host (calls, waits)"])
     ax.set_yticks(range(rows), labels)
     ax.set_ylim(rows - 0.5, -0.5)
     ax.set_xlim(0, span_us)
-    ax.set_xlabel("time (us) from the first call shown")
-    shown = len(cap.calls[:calls]) if cap.calls else 0
-    ax.set_title(f"{cap.label} ({cap.driver}): " + (f"first {shown} call(s)" if shown else "all submissions"), fontsize=10)
+    ax.set_xlabel("time (us) from the first call shown; dotted lines: submissions")
+    ax.set_title(f"{cap.label} ({cap.driver}): {shown}", fontsize=10)
     from matplotlib.patches import Patch
 
     handles = [Patch(color=colours[n], label=n if len(n) <= 60 else n[:59] + "…") for n in named]

@@ -127,6 +127,9 @@ def profile_module(args: argparse.Namespace, device: Any, parse_input: Any, erro
         raise error(f"--repetitions {args.repetitions} must be >= 1")
     if args.png:
         _png_size(args.png_size, error)
+    if not hasattr(device, "scheduler"):
+        raise error(f"profile: the {device.driver} driver has no tracing yet (GPU timestamp queries are future "
+                    f"work); profile on local-task or local-sync")
     module = fg.load(args.module, device)
     function = module[args.function]
     inputs = [parse_input(spec) for spec in args.input]

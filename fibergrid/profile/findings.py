@@ -83,11 +83,18 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
 
     # Wakes: launch and completion latency per call.
     if b and b.launch + b.completion >= 0.1 * wall:
-        wakes = sum(1 for _ in a.launch_ns) / max(1, a.calls)
+        worker_wakes = [lane.wakes for lane in lanes if lane.name != "host" and lane.wakes >= 0]
+        latencies = [lane.wake_latency_ns for lane in lanes if lane.wake_latency_ns]
+        count = ""
+        if worker_wakes and a.calls:
+            count = f"{sum(worker_wakes) / a.calls:.1f} worker wakes a call"
+            if latencies:
+                count += f" at ~{_us(sum(latencies) / len(latencies))} each"
+            count += "; "
         out.append(Finding((b.launch + b.completion) / wall, "wake-latency",
                            f"each call pays {_us(b.launch + b.completion)} of wakes ({_pct((b.launch + b.completion) / wall)}): "
-                           f"{_us(b.launch)} from submit to the first workgroup ({wakes:.0f} submission(s) a call wake "
-                           f"parked workers), {_us(b.completion)} from the last workgroup until the waiting host runs"))
+                           f"{count}{_us(b.launch)} from submit to the first workgroup, {_us(b.completion)} from the "
+                           f"last workgroup until the waiting host runs again"))
 
     # Host overhead.
     if b and b.host_before + b.host_after >= 0.15 * wall:

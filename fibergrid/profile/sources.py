@@ -182,9 +182,15 @@ def _label(ops: list[Any], locs: _Locations) -> tuple[str, tuple[str, ...]]:
         short = f"{lead.name}+{len(work) - 1} ops"
     where = f"@{lead.loc[0]}" if lead.loc else ""
     jax_name, py = locs.of(lead.loc)
-    extra = ", ".join(x for x in (jax_name, py) if x)
+    extra = py or jax_name  # the Python line says more than JAX's op path, which repeats the op
     label = f"{short}{where}" + (f" ({extra})" if extra else "")
-    described = tuple(f"{op.name}@{op.loc[0]}:{op.loc[1]}" if op.loc else op.name for op in unique)
+    def describe(op: Any) -> str:
+        name, where = locs.of(op.loc)
+        at = f"@{op.loc[0]}:{op.loc[1]}" if op.loc else ""
+        more = ", ".join(x for x in (name, where) if x)
+        return f"{op.name}{at}" + (f" ({more})" if more else "")
+
+    described = tuple(describe(op) for op in unique)
     return label, described
 
 

@@ -18,18 +18,24 @@ from scheduler import GridProgram, Scheduler
 class CpuDevice(Device):
     formats = (CPU_NATIVE_FORMAT,)
 
-    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = 256 * 1024, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int = 1024) -> None:
+    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = 256 * 1024, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int | None = None, wake_cost_us: float | None = None) -> None:
         super().__init__(DeviceLimits(local_memory_size=local_memory_size))
         self.driver = driver
-        options = {} if host_spin_us is None else {"host_spin_us": host_spin_us}
-        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, max_submissions=max_submissions, **options)
+        options = {k: v for k, v in (("host_spin_us", host_spin_us), ("max_submissions", max_submissions)) if v is not None}
+        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, wake_cost_us=wake_cost_us, **options)
 
     def __repr__(self) -> str:
-        return f"<Device {self.driver} workers={self.scheduler.threads_count}>"
+        return f"<Device {self.driver} workers={self.scheduler.workers}>"
 
     @property
     def workers(self) -> int:
+        """Worker threads (0 on local-sync)."""
         return self.scheduler.workers
+
+    @property
+    def participants(self) -> int:
+        """Worker ids a kernel may see: the workers, then the host thread that helps."""
+        return self.scheduler.participants
 
     def create_semaphore(self, initial_value: int = 0) -> Semaphore:
         self._check_open()

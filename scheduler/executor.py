@@ -20,7 +20,7 @@ from __future__ import annotations
 from numba import njit
 
 from scheduler import layout as L
-from scheduler.queues import deque_push, inject
+from scheduler.queues import deque_push, ready_push, slot_addr
 from scheduler.native import (
     cpu_relax,
     call_kernel,
@@ -49,11 +49,6 @@ def word(a: int, i: int) -> int:
 
 
 @njit(inline="always")
-def slot_addr(a: int, s: int) -> int:
-    return word(a, load_i64(word(a, L.H_SLOTS)) + s * L.SLOT_WORDS)
-
-
-@njit(inline="always")
 def sem_addr(a: int, m: int) -> int:
     return word(a, load_i64(word(a, L.H_SEMS)) + m * L.SEM_WORDS)
 
@@ -76,6 +71,7 @@ def wake_workers(a: int, count: int) -> None:
     """Publishes 'there is work' and wakes up to `count` parked workers; no syscall when none sleeps."""
     fetch_add(word(a, L.H_WAKE), 1)
     if load(word(a, L.H_SLEEPERS)) > 0:
+        store(word(a, L.H_WAKE_T0), now_ns())
         futex_wake(word(a, L.H_WAKE), count)
 
 
@@ -89,9 +85,9 @@ def begin_region(a: int, slot: int, r: int) -> int:
     Indirect workgroup counts are read here, when every earlier region is complete."""
     gen = (load(slot + 8 * L.S_CLAIM) >> L.CLAIM_SHIFT) + 1
     store(slot + 8 * L.S_CLAIM, (gen << L.CLAIM_SHIFT) | CLOSED)
-    regions = load(slot + 8 * L.S_REGIONS)
-    first = load_i64(regions + 16 * r)
-    end = load_i64(regions + 16 * r + 8)
+    row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * r
+    first = load_i64(row + 8 * L.R_FIRST)
+    end = load_i64(row + 8 * L.R_END)
     tiles = load(slot + 8 * L.S_TILES)
     n_cmds = load(slot + 8 * L.S_N_CMDS)
     total = 0
@@ -109,13 +105,17 @@ def begin_region(a: int, slot: int, r: int) -> int:
                     record_failure(slot, L.STATUS_INDIRECT_RANGE, cmd, count, 0, 0)
                     count = 0
                 store_u32(cmd + 8 * (L.C_COUNT + d), count)
-                store_u32(state + 12 + 4 * d, count)  # DispatchState.workgroup_count
+                store_u32(state + L.DISPATCH_STATE_WORKGROUP_COUNT + 4 * d, count)
                 n *= count
         store(tiles + 8 * c, n)
         store(tiles + 8 * (n_cmds + c), total)  # first tile of command c within the region
         total += n
+    if total > L.CLAIM_MASK:  # only indirect counts get here: static ones are checked at end()
+        record_failure(slot, L.STATUS_INDIRECT_RANGE, cmd_addr(slot, first), total, 0, 0)
     if load(slot + 8 * L.S_ERROR) != 0:
         total = 0
+    store(slot + 8 * L.S_LEARN, 1 if load_i64(row + 8 * L.R_SAMPLES) < L.LEARN_SAMPLES else 0)
+    store(slot + 8 * L.S_WORK_NS, 0)
     workers = load_i64(a + 8 * L.H_WORKERS)
     store(slot + 8 * L.S_RESERVATION, max(1, min(MAX_RESERVATION, total // (8 * workers))))
     store(slot + 8 * L.S_REGION, r)
@@ -202,10 +202,9 @@ def _fill(dst: int, pattern: int, pattern_len: int, n: int) -> None:
 @njit(nogil=True, cache=True)
 def run_tiles(a: int, slot: int, first: int, count: int, w: int) -> None:
     """Runs region tiles [first, first+count), which may span several commands."""
-    regions = load(slot + 8 * L.S_REGIONS)
-    r = load(slot + 8 * L.S_REGION)
-    c = load_i64(regions + 16 * r)
-    end_cmd = load_i64(regions + 16 * r + 8)
+    row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * load(slot + 8 * L.S_REGION)
+    c = load_i64(row + 8 * L.R_FIRST)
+    end_cmd = load_i64(row + 8 * L.R_END)
     tiles = load(slot + 8 * L.S_TILES)
     n_cmds = load(slot + 8 * L.S_N_CMDS)
     ws = load_i64(a + 8 * L.H_WGSTATE_ADDR) + 64 * w
@@ -257,9 +256,18 @@ def bump(a: int, w: int, counter: int, n: int) -> None:
 
 
 @njit(nogil=True, cache=True)
-def help_slot(a: int, s: int, w: int) -> None:
+def sem_reached(a: int, m: int, value: int) -> bool:
+    """The host participant's stop condition: the semaphore it waits for reached `value` or failed."""
+    sem = sem_addr(a, m)
+    return load(sem + 8 * L.M_PAYLOAD) >= value or load(sem + 8 * L.M_STATE) != L.SEM_OK
+
+
+@njit(nogil=True, cache=True)
+def help_slot(a: int, s: int, w: int, stop_m: int, stop_value: int) -> None:
     """Claims and runs reservations of the slot's current region until none is left; whoever
-    finishes a region releases the next one and keeps going."""
+    finishes a region releases the next one and keeps going. With `stop_m` >= 0 (the host
+    participant) it also returns between reservations once semaphore stop_m reaches
+    `stop_value`, re-queuing the slot so that a worker finishes what is left."""
     slot = slot_addr(a, s)
     while load(word(a, L.H_SHUTDOWN)) == 0:
         claim = load(slot + 8 * L.S_CLAIM)
@@ -267,28 +275,43 @@ def help_slot(a: int, s: int, w: int) -> None:
         total = load(slot + 8 * L.S_TOTAL)
         if first >= total:
             return
+        if stop_m >= 0 and sem_reached(a, stop_m, stop_value):
+            ready_push(a, s)
+            wake_workers(a, 1)
+            return
         n = min(load(slot + 8 * L.S_RESERVATION), total - first)
         if cas(slot + 8 * L.S_CLAIM, claim, claim + n) != claim:
             continue
+        learn = load(slot + 8 * L.S_LEARN) != 0
+        t0 = now_ns() if learn else 0
         run_tiles(a, slot, first, n, w)
+        if learn:
+            fetch_add(slot + 8 * L.S_WORK_NS, now_ns() - t0)
         bump(a, w, L.W_WORKGROUPS, n)
         if fetch_add(slot + 8 * L.S_REMAINING, -n) == n:
             bump(a, w, L.W_REGIONS, 1)
-            if advance(a, s, w, 1):
+            if learn:
+                row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * load(slot + 8 * L.S_REGION)
+                store_i64(row + 8 * L.R_WORK_NS, load(slot + 8 * L.S_WORK_NS))
+                store_i64(row + 8 * L.R_SAMPLES, load_i64(row + 8 * L.R_SAMPLES) + 1)
+            if advance(a, s, w, 1, False):
                 scan_pending(a, w)
 
 
 @njit(nogil=True, cache=True)
-def advance(a: int, s: int, w: int, present: int) -> bool:
+def advance(a: int, s: int, w: int, present: int, queue: bool) -> bool:
     """Publishes the slot's next non-empty region (False) or completes the submission (True:
-    semaphores moved, parked submissions may be released). `present`: 1 when the caller (the
-    finisher of the previous region) goes on running the slot, 0 when it does not."""
+    semaphores moved, parked submissions may be released). `present`: participants that will
+    run the region without an invitation (the finisher of the previous region); `queue`: put
+    the slot on the ready queue, because nobody is certain to run it otherwise."""
     slot = slot_addr(a, s)
     r = load(slot + 8 * L.S_REGION) + 1
     n_regions = load(slot + 8 * L.S_N_REGIONS)
     while r < n_regions and load(slot + 8 * L.S_ERROR) == 0:
         total = begin_region(a, slot, r)
         if total > 0:
+            if queue:
+                ready_push(a, s)
             share(a, s, w, total, present)
             return False
         r += 1
@@ -297,35 +320,57 @@ def advance(a: int, s: int, w: int, present: int) -> bool:
 
 
 @njit(nogil=True, cache=True)
-def share(a: int, s: int, w: int, total: int, present: int) -> None:
-    """Invites as many participants as the region has reservations for, less the `present`
-    ones: shards on w's deque, which idle workers steal (w < 0, the host: one injection, which
-    its taker shares further). Wakes parked workers only when some sleep."""
-    workers = load_i64(a + 8 * L.H_WORKERS)
-    reservation = load(slot_addr(a, s) + 8 * L.S_RESERVATION)
-    wanted = min(workers, (total + reservation - 1) // reservation) - present
-    if wanted <= 0:
-        return
-    if w < 0:
-        inject(a, s)
-        wake_workers(a, wanted)
-        return
-    pushed = 0
-    for _ in range(wanted):
-        if deque_push(a, w, s):
-            pushed += 1
-    if pushed > 0:
-        wake_workers(a, pushed)
+def helpers_to_wake(a: int, slot: int, total: int, present: int) -> int:
+    """The wake policy: how many more participants the region just published should get.
+
+    A wake costs the waker little but the woken worker a vCPU wake (15-100 us on our VMs: the
+    measured or configured H_WAKE_COST_NS), so a region gets k more participants only while the
+    k-th one still shortens it by more than a wake costs: work/(p+k-1) - work/(p+k) > cost, with
+    `work` the region's measured work (its first runs are timed) and p the participants already
+    there. A region never timed counts as large. Never more participants than the region has
+    reservations or the device has workers, and at least one when nobody is present."""
+    reservation = load(slot + 8 * L.S_RESERVATION)
+    threads = load_i64(a + 8 * L.H_THREADS)
+    useful = min(load_i64(a + 8 * L.H_WORKERS), (total + reservation - 1) // reservation) - present
+    limit = min(useful, threads - max(0, load(a + 8 * L.H_ACTIVE)))
+    if limit <= 0:
+        return 1 if present == 0 and threads > 0 else 0
+    row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * load(slot + 8 * L.S_REGION)
+    if load_i64(row + 8 * L.R_SAMPLES) == 0:
+        return limit
+    work = load_i64(row + 8 * L.R_WORK_NS)
+    cost = load(a + 8 * L.H_WAKE_COST_NS)
+    p = max(1, present)
+    k = 0
+    while k < limit and work // (p + k) - work // (p + k + 1) > cost:
+        k += 1
+    return max(k, 1 if present == 0 else 0)
 
 
 @njit(nogil=True, cache=True)
-def start(a: int, s: int, w: int) -> bool:
+def share(a: int, s: int, w: int, total: int, present: int) -> None:
+    """Invites the participants the wake policy grants the region: shards on w's deque, which
+    idle workers steal (w < 0, the host outside a help session: the ready entry is the
+    invitation, and its taker shares further). Wakes parked workers only when some sleep."""
+    k = helpers_to_wake(a, slot_addr(a, s), total, present)
+    if k <= 0:
+        return
+    if w >= 0:
+        for _ in range(k):
+            deque_push(a, w, s)
+    wake_workers(a, k)
+
+
+@njit(nogil=True, cache=True)
+def start(a: int, s: int, w: int, direct: bool) -> bool:
     """A submission whose waits are met: publish its first non-empty region, or complete it
-    at once (True) when it has nothing to run."""
+    at once (True) when it has nothing to run. `direct`: the caller runs it next itself."""
     slot = slot_addr(a, s)
     store(slot + 8 * L.S_STATE, L.READY)
     store(slot + 8 * L.S_REGION, -1)
-    return advance(a, s, w, 0)
+    if direct:
+        return advance(a, s, w, 1, False)
+    return advance(a, s, w, 1 if w >= 0 else 0, True)
 
 
 @njit(nogil=True, cache=True)
@@ -394,7 +439,7 @@ def waits_state(a: int, slot: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def try_release(a: int, s: int, w: int) -> bool:
+def try_release(a: int, s: int, w: int, direct: bool) -> bool:
     """Moves a parked submission on if its waits are met (start) or one failed (fail it).
     The CAS on its state makes exactly one of the host and the workers do it. True when it
     completed (its semaphores moved)."""
@@ -404,7 +449,7 @@ def try_release(a: int, s: int, w: int) -> bool:
         return False
     fetch_add(a + 8 * L.H_PENDING, -1)
     if state == 1:
-        return start(a, s, w)
+        return start(a, s, w, direct)
     else:
         sem = sem_addr(a, -2 - state)
         while load(sem + 8 * L.M_STATE) != L.SEM_FAILED:  # the failer is still writing details
@@ -424,5 +469,5 @@ def scan_pending(a: int, w: int) -> None:
     while moved and load(a + 8 * L.H_PENDING) > 0:
         moved = False
         for s in range(load(a + 8 * L.H_SLOT_HIGH)):
-            if load(slot_addr(a, s) + 8 * L.S_STATE) == L.PENDING and try_release(a, s, w):
+            if load(slot_addr(a, s) + 8 * L.S_STATE) == L.PENDING and try_release(a, s, w, False):
                 moved = True

@@ -1,10 +1,12 @@
-"""The two queues work travels through: a Chase-Lev deque per worker (the owner pushes and pops
-at the bottom, idle workers steal from the top) and one injection queue (the host pushes
-submissions under its submit lock; any worker takes them).
+"""The two queues work travels through: a Chase-Lev deque per participant (the owner pushes and
+pops at the bottom, idle workers steal from the top) and one ready queue (any thread pushes a
+submission that became runnable; any participant takes it).
 
-Entries are slot indices. A deque entry is a *shard*: an invitation to help run the slot's current
-region. A stale shard (the region finished meanwhile) costs one failed claim, so capacity
-overflow simply drops the invitation instead of blocking.
+Entries are slot indices. A deque entry is a *shard*: an extra invitation to help run the slot's
+current region. Shards are optional (a stale one costs one failed claim), so a full deque drops
+them. The ready queue carries the one invitation a submission cannot do without (the one that
+starts it when nobody is already running it), so it never refuses: each slot has at most one
+entry in it (the slot's S_QUEUED flag), and it has a cell for every slot.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from numba import njit
 
 from scheduler import layout as L
-from scheduler.native import cas, load, store
+from scheduler.native import cas, cpu_relax, load, store
 
 EMPTY = -1
 
@@ -76,25 +78,56 @@ def deque_size(a: int, w: int) -> int:
     return load(ends + 8 * L.W_BOTTOM) - load(ends + 8 * L.W_TOP)
 
 
-@njit(nogil=True, cache=True)
-def inject(a: int, value: int) -> bool:
-    """Single producer (the host, under its submit lock). False when the queue is full."""
-    head = load(a + 8 * L.H_INJ_HEAD)
-    tail = load(a + 8 * L.H_INJ_TAIL)
-    if tail - head >= L.INJ_CAP:
-        return False
-    store(a + 8 * (load(a + 8 * L.H_INJ) + (tail & (L.INJ_CAP - 1))), value)
-    store(a + 8 * L.H_INJ_TAIL, tail + 1)
-    return True
+@njit(inline="always")
+def slot_addr(a: int, s: int) -> int:
+    """Address of slot s (slots live in chunks: one more load than a flat table)."""
+    chunk = load(a + 8 * (load(a + 8 * L.H_SLOT_CHUNKS) + (s >> L.SLOT_CHUNK_SHIFT)))
+    return chunk + 8 * L.SLOT_WORDS * (s & (L.SLOT_CHUNK - 1))
 
 
 @njit(nogil=True, cache=True)
-def take_injected(a: int) -> int:
-    """Any consumer: the oldest injected entry, or EMPTY."""
+def ready_push(a: int, s: int) -> None:
+    """Any thread: makes slot s visible to every participant. A no-op while an entry for s is
+    queued: its taker clears S_QUEUED before reading the slot's claim word, so it sees whatever
+    region was published before this call."""
+    if cas(slot_addr(a, s) + 8 * L.S_QUEUED, 0, 1) != 0:
+        return
+    mask = load(a + 8 * L.H_READY_CAP) - 1
+    cells = a + 8 * load(a + 8 * L.H_READY)
     while True:
-        head = load(a + 8 * L.H_INJ_HEAD)
-        if head >= load(a + 8 * L.H_INJ_TAIL):
+        pos = load(a + 8 * L.H_READY_TAIL)
+        cell = cells + 8 * L.READY_CELL_WORDS * (pos & mask)
+        seq = load(cell)
+        if seq == pos:
+            if cas(a + 8 * L.H_READY_TAIL, pos, pos + 1) == pos:
+                store(cell + 8, s)
+                store(cell, pos + 1)
+                return
+        elif seq < pos:
+            # The cell's last taker has claimed it but not yet released it (the queue cannot be
+            # full: it has a cell per slot and a slot queues at most once).
+            cpu_relax()
+
+
+@njit(nogil=True, cache=True)
+def ready_take(a: int) -> int:
+    """Any participant: the oldest ready slot, or EMPTY."""
+    mask = load(a + 8 * L.H_READY_CAP) - 1
+    cells = a + 8 * load(a + 8 * L.H_READY)
+    while True:
+        pos = load(a + 8 * L.H_READY_HEAD)
+        cell = cells + 8 * L.READY_CELL_WORDS * (pos & mask)
+        seq = load(cell)
+        if seq == pos + 1:
+            if cas(a + 8 * L.H_READY_HEAD, pos, pos + 1) == pos:
+                s = load(cell + 8)
+                store(cell, pos + mask + 1)
+                store(slot_addr(a, s) + 8 * L.S_QUEUED, 0)
+                return s
+        elif seq < pos + 1:
             return EMPTY
-        value = load(a + 8 * (load(a + 8 * L.H_INJ) + (head & (L.INJ_CAP - 1))))
-        if cas(a + 8 * L.H_INJ_HEAD, head, head + 1) == head:
-            return value
+
+
+@njit(nogil=True, cache=True)
+def ready_size(a: int) -> int:
+    return load(a + 8 * L.H_READY_TAIL) - load(a + 8 * L.H_READY_HEAD)

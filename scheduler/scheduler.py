@@ -21,21 +21,46 @@ from hal.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Re
 from scheduler import layout as L
 from scheduler.native import futex_wake, make_timespec
 from scheduler.topology import detect, pin_current_thread
-from scheduler.worker import host_fail, host_signal, host_submit, host_wait, worker_loop
+from scheduler.worker import host_fail, host_help, host_join, host_signal, host_submit, host_wait, worker_loop
 
 
 class GridProgram:
-    """A lowered command buffer: `commands` is int64 [n, CMD_WORDS], `regions` int64 [r, 2].
+    """A lowered command buffer: `commands` is int64 [n, CMD_WORDS], `regions` int64
+    [r, REGION_WORDS] (first and end command; the rest is the wake policy's measured work).
 
     It also owns the scratch where a submission resolves tile counts (indirect dispatches) and
-    their prefix sums, so submitting it allocates nothing: like a Vulkan command buffer without
-    SIMULTANEOUS_USE, one program runs one submission at a time."""
+    their prefix sums, so submitting it allocates nothing. A program submitted again while a
+    submission of it is still in flight (Vulkan's SIMULTANEOUS_USE) runs on a private copy of
+    that scratch and of its indirect dispatches' states (`for_submission`)."""
 
     def __init__(self, commands: np.ndarray, regions: np.ndarray) -> None:
         self.commands = np.ascontiguousarray(commands, dtype=np.int64).reshape(-1, L.CMD_WORDS)
-        self.regions = np.ascontiguousarray(regions, dtype=np.int64).reshape(-1, 2)
+        regions = np.asarray(regions, dtype=np.int64)
+        regions = regions.reshape(len(regions), regions.shape[1] if regions.ndim == 2 else 2)
+        self.regions = np.zeros((len(regions), L.REGION_WORDS), dtype=np.int64)
+        self.regions[:, : regions.shape[1]] = regions
         self.tiles = np.zeros(2 * max(1, len(self.commands)), dtype=np.int64)
         self.addresses = (self.commands.ctypes.data, len(self.commands), self.regions.ctypes.data, len(self.regions), self.tiles.ctypes.data)
+        self.in_flight: tuple[int, int] = (-1, -1)  # (slot, serial) of its latest submission
+        self._keep: list[np.ndarray] = []
+        for first, end in self.regions[:, : 2]:
+            total = int(self.commands[first:end, L.C_TILES].sum()) if end > first else 0
+            if total > L.CLAIM_MASK:
+                raise ResourceExhausted(f"a region of {total} workgroups and transfer tiles exceeds the scheduler's {L.CLAIM_MASK} per region")
+
+    def for_submission(self) -> "GridProgram":
+        """A copy that can run beside this program's submission in flight: own scratch, own
+        states for the indirect dispatches (the only state a submission writes)."""
+        commands = self.commands.copy()
+        copy = GridProgram(commands, self.regions)
+        copy.regions = self.regions  # share what the wake policy learns
+        for row in np.flatnonzero(commands[:, L.C_INDIRECT] != 0):
+            state = aligned_bytes(L.DISPATCH_STATE_BYTES)
+            ctypes.memmove(state.ctypes.data, int(commands[row, L.C_STATE]), L.DISPATCH_STATE_BYTES)
+            commands[row, L.C_STATE] = state.ctypes.data
+            copy._keep.append(state)
+        copy.addresses = (commands.ctypes.data, len(commands), self.regions.ctypes.data, len(self.regions), copy.tiles.ctypes.data)
+        return copy
 
     @staticmethod
     def concatenate(programs: list["GridProgram"]) -> "GridProgram":
@@ -46,7 +71,7 @@ class GridProgram:
         if not programs:
             return GridProgram(np.zeros((0, L.CMD_WORDS), np.int64), np.zeros((0, 2), np.int64))
         offsets = np.cumsum([0] + [len(p.commands) for p in programs[:-1]])
-        return GridProgram(np.concatenate([p.commands for p in programs]), np.concatenate([p.regions + off for p, off in zip(programs, offsets)]))
+        return GridProgram(np.concatenate([p.commands for p in programs]), np.concatenate([p.regions[:, :2] + off for p, off in zip(programs, offsets)]))
 
 
 @dataclass(frozen=True)
@@ -58,17 +83,21 @@ class SemaphoreFailure:
 
 
 class Scheduler:
-    """One arena, `workers` threads in the native worker loop (0: run inline on the caller)."""
+    """One arena, `workers` threads in the native worker loop (0: run inline on the caller).
+
+    `wake_cost_us`: the wake policy's price of waking a parked worker (None: measure it, starting
+    from 50 us); a region gets another participant only while that shortens it by more."""
 
     def __init__(
         self,
         workers: int | None = None,
         *,
         pin: bool = False,
-        max_submissions: int = 1024,
+        max_submissions: int = L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK,
         max_semaphores: int = 4096,
         spin_us: float = 20.0,
         host_spin_us: float = 0.0,
+        wake_cost_us: float | None = None,
         local_memory_size: int = 256 * 1024,
     ) -> None:
         topology = detect()
@@ -76,19 +105,27 @@ class Scheduler:
             workers = topology.default_workers
         if not isinstance(workers, int) or workers < 0 or workers > 1024:
             raise InvalidArgument(f"workers={workers!r}: expected an int in [0, 1024]")
-        self.threads_count = workers
+        if not isinstance(max_submissions, int) or not 1 <= max_submissions <= L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK:
+            raise InvalidArgument(f"max_submissions={max_submissions!r}: expected an int in [1, {L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK}]")
         self.inline = workers == 0
-        self.workers = max(1, workers)
+        # Participants: the worker threads, then the host (whichever host thread waits and helps;
+        # on local-sync the host is the only one).
+        self.workers = self.threads_count = workers
+        self.participants = workers + 1
+        self.host = workers
         self.local_memory_size = int(local_memory_size)
-        self._slots = max_submissions
+        self._max_slots = max_submissions
         self._sems = max_semaphores
-        offsets = L.table_offsets(self.workers, self._slots)
-        self.arena = np.zeros(L.arena_words(self.workers, self._slots, self._sems), dtype=np.int64)
+        offsets = L.table_offsets(self.participants, self._sems)
+        self.arena = np.zeros(L.arena_words(self.participants, self._sems), dtype=np.int64)
         self.a = self.arena.ctypes.data
-        self.arena[L.H_WORKERS] = self.workers
-        self.arena[L.H_SLOT_CAP] = self._slots
+        self.arena[L.H_WORKERS] = self.participants
+        self.arena[L.H_THREADS] = workers
+        self.arena[L.H_SLOT_CAP] = L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK
         self.arena[L.H_SEM_CAP] = self._sems
         self.arena[L.H_SPIN_NS] = int(spin_us * 1000)
+        self.arena[L.H_WAKE_MEASURE] = wake_cost_us is None
+        self.arena[L.H_WAKE_COST_NS] = int((50.0 if wake_cost_us is None else wake_cost_us) * 1000)
         # How long a host wait spins (GIL released) before sleeping in the futex. Measured on the
         # 2-core machines: 0 is best (an MLP call: 150 us at 0, 190 us at 20-200) because a
         # spinning host takes a core from the workers; tiny submissions lose nothing (11 us
@@ -96,26 +133,29 @@ class Scheduler:
         self._host_spin_ns = int(host_spin_us * 1000)
         for header_word, offset in offsets.items():
             self.arena[header_word] = offset
-        # Per-worker WorkgroupState (one cache line each) and local memory.
-        self._wgstate = aligned_bytes(64 * self.workers)
-        self._local = aligned_bytes(max(64, self.local_memory_size) * self.workers)
-        for w in range(self.workers):
+        cells = L.ready_cells(int(self.arena[L.H_SLOT_CAP]))
+        self.arena[L.H_READY_CAP] = cells
+        ready = self.arena[L.H_READY]
+        self.arena[ready : ready + L.READY_CELL_WORDS * cells : L.READY_CELL_WORDS] = np.arange(cells)
+        # Per-participant WorkgroupState (one cache line each) and local memory.
+        self._wgstate = aligned_bytes(64 * self.participants)
+        self._local = aligned_bytes(max(64, self.local_memory_size) * self.participants)
+        for w in range(self.participants):
             st = self._wgstate[64 * w : 64 * w + 32].view(np.uint32)
             st[3] = w
             st[4:6] = np.array([self._local.ctypes.data + w * max(64, self.local_memory_size)], np.uint64).view(np.uint32)
             st[6] = self.local_memory_size
         self.arena[L.H_WGSTATE_ADDR] = self._wgstate.ctypes.data
         self._trace = np.zeros(0, dtype=np.int64)
-        self._lock = threading.Lock()  # the host is the injection queue's single producer
+        self._lock = threading.Lock()  # slots, serials and semaphore allocation
         self._drain_lock = threading.Lock()
-        self._free_slots = list(range(self._slots - 1, -1, -1))
+        # Slots come in chunks, allocated when every slot in use is still in flight.
+        self._chunks: list[np.ndarray] = []
+        # Per-chunk (semaphore, value) pairs: [slot in chunk, waits | signals, MAX_TIMEPOINTS, 2].
+        self._timepoints: list[np.ndarray] = []
+        self._free_slots: list[int] = []
         self._in_use: collections.deque[int] = collections.deque()  # submitted slots, oldest first
         self._slot_keepalive: dict[int, tuple] = {}
-        # Per-slot (semaphore, value) pairs: [slot, waits | signals, MAX_TIMEPOINTS, 2].
-        self._timepoints = np.zeros((self._slots, 2, L.MAX_TIMEPOINTS, 2), dtype=np.int64)
-        self._timepoints_flat = self._timepoints.reshape(-1)
-        self._timepoints_addr = self._timepoints.ctypes.data
-        self._timepoints_stride = self._timepoints[0].nbytes
         self._free_sems = list(range(self._sems - 1, -1, -1))
         self._serial = 0
         self._closed = False
@@ -139,29 +179,42 @@ class Scheduler:
         """Queues the program to run once every wait (semaphore, value) is met, then raise every
         signal semaphore to its value. Returns at once, with the submission's serial.
         `keepalive` is held until the submission completes (what the program points into)."""
+        return self._submit(program, waits, signals, keepalive, False)[1]
+
+    def _submit(self, program: GridProgram, waits: list[tuple[int, int]], signals: list[tuple[int, int]], keepalive: object, direct: bool) -> tuple[int, int]:
+        """(slot, serial). `direct`: the caller is the host participant (host_join) and runs the
+        slot next (host_help)."""
         if len(waits) > L.MAX_TIMEPOINTS or len(signals) > L.MAX_TIMEPOINTS:
             raise InvalidArgument(f"submit: {len(waits)} waits and {len(signals)} signals; at most {L.MAX_TIMEPOINTS} of each")
         with self._lock:
             self._check_open()
+            if self._busy(program):
+                program = program.for_submission()
             s = self._take_slot()
             self._serial += 1
+            program.in_flight = (s, self._serial)
             self._slot_keepalive[s] = (program, signals, keepalive)
-            flat = self._timepoints_flat
-            base = s * 4 * L.MAX_TIMEPOINTS
+            table = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
+            row = s & (L.SLOT_CHUNK - 1)
             for i, (m, v) in enumerate(waits):
-                flat[base + 2 * i], flat[base + 2 * i + 1] = m, v
-            base += 2 * L.MAX_TIMEPOINTS
+                table[row, 0, i] = m, v
             for i, (m, v) in enumerate(signals):
-                flat[base + 2 * i], flat[base + 2 * i + 1] = m, v
-            addr = self._timepoints_addr + s * self._timepoints_stride
-            host_submit(self.a, s, *program.addresses, addr, len(waits), addr + self._timepoints_stride // 2, len(signals), self._serial)
+                table[row, 1, i] = m, v
+            addr = table[row, 0].ctypes.data
+            host_submit(self.a, s, *program.addresses, addr, len(waits), table[row, 1].ctypes.data, len(signals), self._serial, direct)
             serial = self._serial
-        self._drain()
-        return serial
+        if not direct:
+            self._drain()
+        return s, serial
+
+    def _busy(self, program: GridProgram) -> bool:
+        s, serial = program.in_flight
+        return s >= 0 and self._slot_word(s, L.S_SERIAL) == serial and not self._slot_done(s)
 
     def _take_slot(self) -> int:
         """The oldest submitted slot if it completed, else a free one (lowest index first): the
-        set of slots in use stays small, and with it the range the workers scan (H_SLOT_HIGH)."""
+        set of slots in use stays small, and with it the range the workers scan (H_SLOT_HIGH).
+        A new chunk of slots when every slot is in flight."""
         if self._in_use and self._slot_done(self._in_use[0]):
             s = self._in_use.popleft()
         else:
@@ -171,7 +224,7 @@ class Scheduler:
                     self._in_use.remove(s)
                 self._free_slots.extend(sorted(done, reverse=True))
             if not self._free_slots:
-                raise ResourceExhausted(f"scheduler: {self._slots} submissions already in flight (max_submissions)")
+                self._add_chunk()
             s = self._free_slots.pop()
         self._slot_keepalive.pop(s, None)
         self._in_use.append(s)
@@ -179,14 +232,53 @@ class Scheduler:
             self.arena[L.H_SLOT_HIGH] = s + 1
         return s
 
+    def _add_chunk(self) -> None:
+        first = len(self._chunks) * L.SLOT_CHUNK
+        if first >= self._max_slots:
+            raise ResourceExhausted(f"scheduler: {self._max_slots} submissions already in flight (max_submissions)")
+        chunk = aligned_bytes(8 * L.SLOT_WORDS * L.SLOT_CHUNK).view(np.int64).reshape(L.SLOT_CHUNK, L.SLOT_WORDS)
+        self._chunks.append(chunk)
+        self._timepoints.append(np.zeros((L.SLOT_CHUNK, 2, L.MAX_TIMEPOINTS, 2), dtype=np.int64))
+        # Publish the chunk before any of its slot indices can reach a worker.
+        self.arena[self.arena[L.H_SLOT_CHUNKS] + len(self._chunks) - 1] = chunk.ctypes.data
+        last = min(first + L.SLOT_CHUNK, self._max_slots)
+        self._free_slots.extend(range(last - 1, first - 1, -1))
+
+    def _slot_word(self, s: int, w: int) -> int:
+        return int(self._chunks[s >> L.SLOT_CHUNK_SHIFT][s & (L.SLOT_CHUNK - 1), w])
+
     def _slot_done(self, s: int) -> bool:
-        return self.arena[self.arena[L.H_SLOTS] + s * L.SLOT_WORDS + L.S_STATE] in (L.DONE, L.FAILED)
+        return self._slot_word(s, L.S_STATE) in (L.DONE, L.FAILED)
+
+    def _slot_states(self) -> np.ndarray:
+        if not self._chunks:
+            return np.zeros(0, np.int64)
+        return np.concatenate([c[:, L.S_STATE] for c in self._chunks])
 
     def _drain(self) -> None:
         """Inline mode: run whatever became ready on this thread."""
         if self.inline:
             with self._drain_lock:
-                worker_loop(self.a, 0, True)
+                worker_loop(self.a, self.host, True)
+
+    def submit_and_wait(self, program: GridProgram, signal: tuple[int, int], keepalive: object = None, timeout: float | None = None) -> bool:
+        """A submission with no waits whose caller waits for it at once: the fast path of a
+        model call. On local-task the calling thread becomes the host participant and runs the
+        submission itself; workers join only where the wake policy says they pay for their
+        wake. Returns as wait_semaphore does."""
+        m, value = signal
+        if not self.inline and host_join(self.a):
+            try:
+                s, _ = self._submit(program, [], [signal], keepalive, True)
+            except BaseException:
+                host_help(self.a, -1, m, value)  # leaves the host participant role
+                raise
+            r = host_help(self.a, s, m, value)
+            if r != 0:
+                return r == 1
+        else:
+            self.submit(program, [], [signal], keepalive)
+        return self.wait_semaphore(m, value, timeout)
 
     # --- semaphores ----------------------------------------------------------------------------------
 
@@ -235,10 +327,15 @@ class Scheduler:
 
     def wait_semaphore(self, m: int, value: int, timeout: float | None) -> bool:
         """True when the payload reached `value`, False when the semaphore failed. Raises
-        DeadlineExceeded when `timeout` seconds pass first."""
+        DeadlineExceeded when `timeout` seconds pass first. On local-task the waiting thread
+        helps (as the host participant) while there is work it may run, and sleeps otherwise."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         spin = self._host_spin_ns
         while True:
+            if not self.inline and host_join(self.a):
+                r = host_help(self.a, -1, m, value)
+                if r != 0:
+                    return r == 1
             remaining = 3600.0 if deadline is None else min(3600.0, deadline - time.monotonic())
             ts = make_timespec(max(0.0, remaining))
             r = host_wait(self.a, m, value, spin if remaining > 0 else 0, ctypes.addressof(ts))
@@ -251,32 +348,38 @@ class Scheduler:
 
     def in_flight(self) -> int:
         """Submissions not yet complete (parked on semaphores or running)."""
-        states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
+        states = self._slot_states()
         return int(np.count_nonzero((states == L.PENDING) | (states == L.READY) | (states == L.RESERVED)))
 
     # --- observability -------------------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        """Totals over the workers: workgroups run, steals, parks, spin rounds, regions, submissions."""
+        """Totals over the participants (workers and the host): workgroups run, steals, parks,
+        spin rounds, regions, submissions, wakes and their latency, time parked, busy, spinning."""
         out = {name: 0 for name in L.COUNTER_NAMES}
-        for w in range(self.workers):
+        for w in range(self.participants):
             base = L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_WORKGROUPS
             for i, name in enumerate(L.COUNTER_NAMES):
                 out[name] += int(self.arena[base + i])
         return out
 
+    def wake_cost_ns(self) -> int:
+        """The wake policy's current price of a wake (measured, unless configured)."""
+        return int(self.arena[L.H_WAKE_COST_NS])
+
     def per_worker_counters(self) -> list[dict[str, int]]:
+        """One dict per participant: the worker threads in order, then the host participant."""
         return [
             {name: int(self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_WORKGROUPS + i]) for i, name in enumerate(L.COUNTER_NAMES)}
-            for w in range(self.workers)
+            for w in range(self.participants)
         ]
 
     def enable_tracing(self, capacity: int = 1 << 16) -> None:
         """Preallocates one ring of `capacity` events per worker and turns recording on.
         Call while idle: the rings must not move under running workers."""
         self.arena[L.H_TRACE] = 0
-        self._trace = np.zeros(self.workers * capacity * L.TRACE_WORDS, dtype=np.int64)
-        for w in range(self.workers):
+        self._trace = np.zeros(self.participants * capacity * L.TRACE_WORDS, dtype=np.int64)
+        for w in range(self.participants):
             self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_TRACE_COUNT] = 0
         self.arena[L.H_TRACE_ADDR] = self._trace.ctypes.data
         self.arena[L.H_TRACE_CAP] = capacity
@@ -292,9 +395,9 @@ class Scheduler:
         dtype = np.dtype([("worker", "i8"), ("serial", "i8"), ("command", "i8"), ("first", "i8"), ("end", "i8"), ("start_ns", "i8"), ("end_ns", "i8")])
         if cap == 0:
             return np.zeros(0, dtype)
-        rings = self._trace.reshape(self.workers, cap, L.TRACE_WORDS)
+        rings = self._trace.reshape(self.participants, cap, L.TRACE_WORDS)
         parts = []
-        for w in range(self.workers):
+        for w in range(self.participants):
             n = int(self.arena[L.HEADER_WORDS + w * L.WORKER_WORDS + L.W_TRACE_COUNT])
             idx = np.arange(max(0, n - cap), n) % cap
             ev = rings[w, idx]
@@ -323,7 +426,7 @@ class Scheduler:
             futex_wake(self.a + 8 * L.H_WAKE, 1 << 30)
         for t in self.threads:
             t.join()
-        states = self.arena[self.arena[L.H_SLOTS] + L.S_STATE :: L.SLOT_WORDS][: self._slots]
+        states = self._slot_states()
         for s in np.flatnonzero((states == L.PENDING) | (states == L.READY)):
             signals = self._slot_keepalive[int(s)][1]
             for m, _ in signals:

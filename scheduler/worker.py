@@ -4,15 +4,21 @@ Worker states (marl's, minus fibers: a parked submission is a continuation in it
 stack):
 
     RUNNING  -- help_slot: claiming and running reservations of a slot's region
-       |  no shard in its deque, nothing injected, nothing to steal
+       |  no shard in its deque, nothing ready, nothing to steal
     SPINNING -- polls the queues with `pause` for H_SPIN_NS
        |  still nothing
     PARKED   -- registered in H_SLEEPERS, futex-waits on H_WAKE; whoever publishes work bumps
-                H_WAKE and wakes only as many as the work needs, and makes no syscall when
-                nobody sleeps.
+                H_WAKE and wakes only as many as the wake policy grants (executor.helpers_to_wake),
+                and makes no syscall when nobody sleeps.
 
-Where a worker looks for work, in order: its own deque (newest shard first), the injection queue
-(submissions from the host), then the other workers' deques (oldest shard first: a steal).
+Where a participant looks for work, in order: its own deque (newest shard first), the ready queue
+(submissions that became runnable), then the other deques (oldest shard first: a steal).
+
+The caller helps (marl lets the main thread join; TBB's master thread joins its arena): a host
+thread that waits for a semaphore becomes the *host participant* (index H_WORKERS - 1, one host
+thread at a time), runs work until its semaphore is reached, and sleeps only when nothing is left
+to run. A device with N workers runs at most N participants at once (H_ACTIVE), the host
+included, so the host's help never oversubscribes the cores.
 """
 
 from __future__ import annotations
@@ -20,61 +26,104 @@ from __future__ import annotations
 from numba import njit
 
 from scheduler import layout as L
-from scheduler.executor import bump, fail_sem, help_slot, scan_pending, sem_addr, share, signal_sem, slot_addr, try_release, word
-from scheduler.native import cpu_relax, fetch_add, futex_wait, load, load_i64, now_ns, store
-from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, take_injected
+from scheduler.executor import bump, fail_sem, help_slot, scan_pending, sem_addr, sem_reached, share, signal_sem, slot_addr, try_release, wake_workers, word
+from scheduler.native import cas, cpu_relax, fetch_add, futex_wait, load, load_i64, now_ns, store
+from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, ready_size, ready_take
 
 
 @njit(nogil=True, cache=True)
-def _steal(a: int, w: int, workers: int) -> int:
-    for i in range(1, workers):
-        s = deque_steal(a, (w + i) % workers)
+def _steal(a: int, w: int, participants: int) -> int:
+    for i in range(1, participants):
+        s = deque_steal(a, (w + i) % participants)
         if s != EMPTY:
             return s
     return EMPTY
 
 
 @njit(nogil=True, cache=True)
-def _work_visible(a: int, workers: int) -> bool:
-    if load(a + 8 * L.H_INJ_HEAD) < load(a + 8 * L.H_INJ_TAIL):
+def _work_visible(a: int, participants: int) -> bool:
+    if ready_size(a) > 0:
         return True
-    for v in range(workers):
+    for v in range(participants):
         if deque_size(a, v) > 0:
             return True
     return False
 
 
 @njit(nogil=True, cache=True)
-def _park(a: int, w: int, workers: int) -> None:
+def find_work(a: int, w: int) -> int:
+    """A slot to help, or EMPTY: own deque, then the ready queue, then a steal. A slot from
+    the ready queue comes back as -2 - slot: its taker invites more participants (`join`)."""
+    participants = load_i64(a + 8 * L.H_WORKERS)
+    s = deque_pop(a, w)
+    if s != EMPTY:
+        return s
+    s = ready_take(a)
+    if s != EMPTY:
+        return -2 - s
+    if participants > 1:
+        s = _steal(a, w, participants)
+        if s != EMPTY:
+            bump(a, w, L.W_STEALS, 1)
+    return s
+
+
+@njit(nogil=True, cache=True)
+def join(a: int, found: int, w: int) -> int:
+    """The slot of find_work's answer; the taker of a ready entry shares the rest of its region
+    (it counts itself in H_ACTIVE first, so the wake policy sees it)."""
+    if found >= 0:
+        return found
+    s = -2 - found
+    slot = slot_addr(a, s)
+    share(a, s, w, load(slot + 8 * L.S_TOTAL) - (load(slot + 8 * L.S_CLAIM) & L.CLAIM_MASK), 1)
+    return s
+
+
+@njit(nogil=True, cache=True)
+def _park(a: int, w: int, participants: int) -> None:
     bump(a, w, L.W_PARKS, 1)  # parks attempted
     epoch = load(word(a, L.H_WAKE))
     fetch_add(word(a, L.H_SLEEPERS), 1)
     # Re-check after registering: a publisher either sees us in H_SLEEPERS or bumped H_WAKE
     # before we read it (then futex_wait returns at once).
-    if not _work_visible(a, workers) and load(word(a, L.H_SHUTDOWN)) == 0:
+    t0 = now_ns()
+    if not _work_visible(a, participants) and load(word(a, L.H_SHUTDOWN)) == 0:
         futex_wait(word(a, L.H_WAKE), epoch, 0)
     fetch_add(word(a, L.H_SLEEPERS), -1)
+    t1 = now_ns()
+    bump(a, w, L.W_PARKED_NS, t1 - t0)
+    issued = load(word(a, L.H_WAKE_T0))
+    if load(word(a, L.H_WAKE)) != epoch and t0 < issued <= t1:
+        latency = t1 - issued  # the wake policy's price of a wake, as this machine charges it
+        bump(a, w, L.W_WAKES, 1)
+        bump(a, w, L.W_WAKE_NS, latency)
+        if load(word(a, L.H_WAKE_MEASURE)) != 0:
+            store(word(a, L.H_WAKE_COST_NS), (7 * load(word(a, L.H_WAKE_COST_NS)) + latency) // 8)
+
+
+@njit(nogil=True, cache=True)
+def run_slot(a: int, s: int, w: int, stop_m: int, stop_value: int) -> None:
+    """One help session, counted in H_ACTIVE and in the participant's busy time."""
+    t0 = now_ns()
+    help_slot(a, s, w, stop_m, stop_value)
+    bump(a, w, L.W_BUSY_NS, now_ns() - t0)
 
 
 @njit(nogil=True, cache=True)
 def worker_loop(a: int, w: int, drain: bool) -> None:
     """Runs until shutdown; with `drain`, returns as soon as no work is visible (the host runs
     the loop inline this way on local-sync)."""
-    workers = load_i64(a + 8 * L.H_WORKERS)
+    participants = load_i64(a + 8 * L.H_WORKERS)
     idle_since = 0
     while load(word(a, L.H_SHUTDOWN)) == 0:
-        s = deque_pop(a, w)
-        if s == EMPTY:
-            s = take_injected(a)
-            if s != EMPTY:
-                slot = slot_addr(a, s)
-                share(a, s, w, load(slot + 8 * L.S_TOTAL) - (load(slot + 8 * L.S_CLAIM) & L.CLAIM_MASK), 1)
-        if s == EMPTY and workers > 1:
-            s = _steal(a, w, workers)
-            if s != EMPTY:
-                bump(a, w, L.W_STEALS, 1)
-        if s != EMPTY:
-            help_slot(a, s, w)
+        found = find_work(a, w)
+        if found != EMPTY:
+            if idle_since != 0:
+                bump(a, w, L.W_SPIN_NS, now_ns() - idle_since)
+            fetch_add(a + 8 * L.H_ACTIVE, 1)
+            run_slot(a, join(a, found, w), w, -1, 0)
+            fetch_add(a + 8 * L.H_ACTIVE, -1)
             idle_since = 0
             continue
         if drain:
@@ -86,7 +135,8 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
             bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue
-        _park(a, w, workers)
+        bump(a, w, L.W_SPIN_NS, now - idle_since)
+        _park(a, w, participants)
         idle_since = 0
 
 
@@ -94,10 +144,11 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
 
 
 @njit(nogil=True, cache=True)
-def host_submit(a: int, s: int, commands: int, n_cmds: int, regions: int, n_regions: int, tiles: int, waits: int, n_waits: int, signals: int, n_signals: int, serial: int) -> None:
+def host_submit(a: int, s: int, commands: int, n_cmds: int, regions: int, n_regions: int, tiles: int, waits: int, n_waits: int, signals: int, n_signals: int, serial: int, direct: bool) -> None:
     """Fills slot s and parks it, then starts it at once if its waits are met. Parking first
     closes the race with a concurrent signal: exactly one of this call and the signaller's scan
-    wins the slot's CAS."""
+    wins the slot's CAS. `direct`: the caller is the host participant and runs the slot next
+    (host_help), so it is neither queued nor counted on a worker to start it."""
     slot = slot_addr(a, s)
     store(slot + 8 * L.S_PROGRAM, commands)
     store(slot + 8 * L.S_N_CMDS, n_cmds)
@@ -112,8 +163,53 @@ def host_submit(a: int, s: int, commands: int, n_cmds: int, regions: int, n_regi
     store(slot + 8 * L.S_SERIAL, serial)
     store(slot + 8 * L.S_STATE, L.PENDING)
     fetch_add(a + 8 * L.H_PENDING, 1)
-    if try_release(a, s, -1):  # it had nothing to run: its signals may release others
-        scan_pending(a, -1)
+    h = load_i64(a + 8 * L.H_WORKERS) - 1 if direct else -1
+    if try_release(a, s, h, direct):  # it had nothing to run: its signals may release others
+        scan_pending(a, h)
+
+
+@njit(nogil=True, cache=True)
+def host_join(a: int) -> bool:
+    """Makes the calling host thread the host participant, if no other host thread is and the
+    device is not already running as many participants as it has workers."""
+    if cas(word(a, L.H_HOST), 0, 1) != 0:
+        return False
+    threads = load_i64(a + 8 * L.H_THREADS)
+    while True:
+        active = load(a + 8 * L.H_ACTIVE)
+        if active >= threads:
+            store(word(a, L.H_HOST), 0)
+            return False
+        if cas(a + 8 * L.H_ACTIVE, active, active + 1) == active:
+            return True
+
+
+@njit(nogil=True, cache=True)
+def host_help(a: int, first: int, m: int, value: int) -> int:
+    """The host participant (after host_join) runs work until semaphore m reaches `value`: slot
+    `first` (>= 0: a submission it just made with `direct`), then whatever it finds. Returns 1
+    when the value is reached, -1 when the semaphore failed, 0 when nothing is left to run (the
+    caller then sleeps). Leaves the host participant role: anything it leaves visible gets a
+    worker woken for it."""
+    participants = load_i64(a + 8 * L.H_WORKERS)
+    h = participants - 1
+    t0 = now_ns()
+    if first >= 0:
+        help_slot(a, first, h, m, value)
+    while not sem_reached(a, m, value):
+        found = find_work(a, h)
+        if found == EMPTY:
+            break
+        help_slot(a, join(a, found, h), h, m, value)
+    bump(a, h, L.W_BUSY_NS, now_ns() - t0)
+    fetch_add(a + 8 * L.H_ACTIVE, -1)
+    store(word(a, L.H_HOST), 0)
+    if _work_visible(a, participants):
+        wake_workers(a, 1)
+    sem = sem_addr(a, m)
+    if load(sem + 8 * L.M_STATE) == L.SEM_FAILED:
+        return -1
+    return 1 if load(sem + 8 * L.M_PAYLOAD) >= value else 0
 
 
 @njit(nogil=True, cache=True)

@@ -35,7 +35,7 @@ def test_every_workgroup_runs_exactly_once(dev, shape):
     before = dev.scheduler.counters()
     cb, ids, hits, who = dispatch_ids(dev, shape)
     run(dev, [cb])
-    check_exactly_once(shape, ids, hits, who, dev.workers)
+    check_exactly_once(shape, ids, hits, who, dev.participants)
     after = dev.scheduler.counters()
     assert after["workgroups"] - before["workgroups"] == int(np.prod(shape))
     assert after["regions"] - before["regions"] == 1
@@ -56,7 +56,7 @@ def test_one_region_of_many_dispatches(dev):
     before = dev.scheduler.counters()
     run(dev, [cb])
     for shape, (ids, hits, who) in outs:
-        check_exactly_once(shape, ids, hits, who, dev.workers)
+        check_exactly_once(shape, ids, hits, who, dev.participants)
     after = dev.scheduler.counters()
     assert after["workgroups"] - before["workgroups"] == sum(int(np.prod(s)) for s, _ in outs)
     assert after["regions"] - before["regions"] == 1
@@ -99,7 +99,7 @@ def test_many_independent_submissions_at_once(dev):
         sem.wait(1, timeout=WAIT)
     dev.wait_idle(timeout=WAIT)
     for shape, (_, ids, hits, who) in zip(shapes + shapes, quiet + loud):
-        check_exactly_once(shape, ids, hits, who, dev.workers)
+        check_exactly_once(shape, ids, hits, who, dev.participants)
     after = dev.scheduler.counters()
     assert after["workgroups"] - before["workgroups"] == 2 * sum(int(np.prod(s)) for s in shapes)
     assert after["submissions"] - before["submissions"] == 2 * len(shapes)

@@ -21,7 +21,7 @@ def dev():
 def test_no_threads_and_worker_id_zero(dev):
     baseline = threading.active_count()
     assert dev.scheduler.threads == [] and dev.scheduler.inline
-    assert dev.workers == 1
+    assert dev.workers == 0 and dev.participants == 1
     for shape in [(1,), (100,), (7, 11), (3, 4, 5)]:
         cb, ids, hits, who = dispatch_ids(dev, shape)
         s = dev.create_semaphore(0)

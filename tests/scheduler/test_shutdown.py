@@ -164,7 +164,7 @@ def test_several_devices_alive_at_once():
         for dev, s, hits, who in runs:
             s.wait(1, timeout=WAIT)
             assert (hits.to_numpy() == 1).all()
-            assert (who.to_numpy() < dev.workers).all()
+            assert (who.to_numpy() < dev.participants).all()
         for dev in devs:
             assert dev.scheduler.counters()["workgroups"] == 257 + 258 + 259
         # Closing one leaves the others working.

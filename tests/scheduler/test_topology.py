@@ -45,7 +45,7 @@ def test_pinned_workers_run_and_are_pinned(workers):
         run(dev, [cb])
         assert (hits.to_numpy() == 1).all()
         assert (ids.to_numpy() == np.arange(257)).all()
-        assert set(who.to_numpy().tolist()) <= set(range(workers))
+        assert set(who.to_numpy().tolist()) <= set(range(dev.participants))
         # Each worker thread is pinned to one CPU of the affinity, round-robin.
         for w, t in enumerate(dev.scheduler.threads):
             assert os.sched_getaffinity(t.native_id) == {topo.cpus[w % len(topo.cpus)]}

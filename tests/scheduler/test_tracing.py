@@ -50,7 +50,7 @@ def test_events_cover_every_workgroup_exactly_once(workers):
         dev.wait_idle(timeout=WAIT)
         ev = dev.scheduler.trace_events()
         assert len(ev) == dev.scheduler.counters()["trace_events"]
-        assert ((ev["worker"] >= 0) & (ev["worker"] < workers)).all()
+        assert ((ev["worker"] >= 0) & (ev["worker"] < dev.participants)).all()
         assert (ev["start_ns"] <= ev["end_ns"]).all()
         assert (ev["first"] < ev["end"]).all()
         serials = sorted(set(ev["serial"].tolist()))
@@ -66,7 +66,7 @@ def test_events_cover_every_workgroup_exactly_once(workers):
         for key, c in cover.items():
             assert (c == 1).all(), f"submission/command {key}: tiles covered {np.bincount(c)} times"
         # Events of one worker are in time order.
-        for w in range(workers):
+        for w in range(dev.participants):
             mine = ev[ev["worker"] == w]
             assert (np.diff(mine["start_ns"]) >= 0).all()
 
@@ -107,9 +107,14 @@ def test_ring_keeps_the_newest_events_when_full():
             dev.queue_execute([cb], signal=[(s, i + 1)])
             s.wait(i + 1, timeout=WAIT)
         ev = dev.scheduler.trace_events()
-        assert len(ev) == 8
         assert dev.scheduler.counters()["trace_events"] == 20
-        assert (np.diff(ev["serial"]) == 1).all()
+        # The worker and the helping host each have a ring; each keeps its newest 8, in order.
+        counts = [c["trace_events"] for c in dev.scheduler.per_worker_counters()]
+        for w, count in enumerate(counts):
+            mine = ev[ev["worker"] == w]
+            assert len(mine) == min(8, count)
+            assert (np.diff(mine["serial"]) > 0).all()
+        assert ev["serial"].max() == 20
 
 
 def test_trace_of_long_workgroups():

@@ -56,7 +56,7 @@ class DispatchStats:
     share: float  # of the calls' wall time
     workgroups_per_call: float
     per_worker: dict[str, int]  # workgroups run per lane, over all calls
-    balance: float  # mean lane share / max lane share over the lanes that could run it (1 = even)
+    balance: float  # per call: its workgroups per lane that could run at once / the busiest lane's (1 = even), mean
     busy_ns: int  # worker time inside it (sum of reservation durations)
     gflops: float | None
     gbytes: float | None
@@ -127,10 +127,14 @@ def _merged(times: list) -> object | None:
 
 
 def _lanes(cap: DeviceCapture) -> list[Lane]:
-    """Per lane. Where the scheduler keeps its own clocks per participant (parked_ns, spin_ns,
-    busy_ns, wakes, wake_ns counters), they split the time; otherwise the kernel's per-thread
-    accounting does (on-CPU time outside kernels is spinning and scheduling, off-CPU time that
-    was not runnable is parked)."""
+    """Per lane. Busy is the trace's time in kernels. The rest is split by the kernel's
+    per-thread accounting, which is exact at both ends of the window (cumulative counters read
+    at both instants): off-CPU and not runnable is parked (asleep), the remainder awake in the
+    scheduler, or for the host its own work (less the scheduler's own spin clock where it keeps
+    one). The scheduler's per-participant clocks (parked_ns, spin_ns, wakes, wake_ns) are
+    credited when a park or spin *ends*, so a park that spans the window's edge would count
+    wrongly: they split the time only where the kernel's accounting is missing, and give the
+    wake count and latency, which do not have that problem."""
     names = _lane_names(cap)
     out = []
     ev = cap.events
@@ -142,43 +146,69 @@ def _lanes(cap: DeviceCapture) -> list[Lane]:
         host = w >= cap.workers
         t = _merged(list(cap.host_threads.values())) if host else (cap.worker_threads[w] if w < len(cap.worker_threads) else None)
         runnable = t.runnable_ns if t is not None else -1
-        other, latency = 0, None
-        if "parked_ns" in c and "spin_ns" in c:
+        native = "parked_ns" in c and "spin_ns" in c
+        other = 0
+        if t is not None and t.on_cpu_ns >= 0:
+            parked = min(wall - busy, max(0, wall - t.on_cpu_ns - max(0, runnable)))
+            awake = wall - busy - parked
+            spin = min(c["spin_ns"], awake) if host and native else (awake if not host else 0)
+            other = awake - spin if host else 0
+        elif native:
             parked = min(c["parked_ns"], wall - busy)
             spin = min(c["spin_ns"] + max(0, c.get("busy_ns", busy) - busy), wall - busy - parked)
             residue = wall - busy - spin - parked
-            if host:
-                other = residue
-            else:
-                spin += residue
-            wakes = c.get("wakes", -1)
-            if c.get("wakes"):
-                latency = c.get("wake_ns", 0) / c["wakes"]
-        elif t is None or t.on_cpu_ns < 0:
-            spin = parked = wakes = -1
-        elif host:  # no native clocks: on-CPU outside kernels is the program's own work
-            other = max(0, min(wall - busy, t.on_cpu_ns - busy))
-            parked, spin, wakes = max(0, wall - busy - other), -1, t.voluntary
+            other, spin = (residue, spin) if host else (0, spin + residue)
         else:
-            parked = min(wall - busy, max(0, wall - t.on_cpu_ns - max(0, runnable)))
-            spin = max(0, wall - busy - parked)
-            wakes = t.voluntary
+            spin = parked = -1
+        wakes = c["wakes"] if "wakes" in c else (t.voluntary if t is not None else -1)
+        latency = c["wake_ns"] / c["wakes"] if c.get("wakes") and "wake_ns" in c else None
         out.append(Lane(name, busy, spin, parked, runnable, int((mine["end"] - mine["first"]).sum()), len(mine),
                         c.get("steals", 0), c.get("parks", 0), wakes, other, latency))
     return out
 
 
-def _calls(cap: DeviceCapture) -> list[Call]:
+class _BySerial:
+    """The events grouped by submission serial once, so that per-call and per-submission
+    questions cost a slice, not a scan of every event (a long profile has millions)."""
+
+    def __init__(self, ev: np.ndarray) -> None:
+        self.ev = ev[np.argsort(ev["serial"], kind="stable")]
+        self.serials, first = np.unique(self.ev["serial"], return_index=True)
+        self.bounds = np.append(first, len(self.ev))
+        self.first_start = np.minimum.reduceat(self.ev["start_ns"], first) if len(first) else np.zeros(0, np.int64)
+        self.last_end = np.maximum.reduceat(self.ev["end_ns"], first) if len(first) else np.zeros(0, np.int64)
+        self.index = {int(x): i for i, x in enumerate(self.serials)}
+
+    def rows(self, serials: list[int]) -> np.ndarray:
+        parts = [self.ev[self.bounds[i]:self.bounds[i + 1]] for i in (self.index.get(x) for x in serials) if i is not None]
+        return parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else self.ev[:0])
+
+    def span(self, serial: int) -> tuple[int, int] | None:
+        i = self.index.get(serial)
+        return None if i is None else (int(self.first_start[i]), int(self.last_end[i]))
+
+
+def _calls(cap: DeviceCapture, by: _BySerial) -> list[Call]:
     """The host's own call boundaries, or one per submission: submit -> the wait that saw it."""
     if cap.calls:
         return list(cap.calls)
-    ev = cap.events
+    waits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for w in sorted(cap.waits, key=lambda w: w.end_ns):
+        waits.setdefault(w.thread, ([], []))
+        waits[w.thread][0].append(w.end_ns)
+        waits[w.thread][1].append(w.start_ns)
     out = []
-    waits = sorted(cap.waits, key=lambda w: w.end_ns)
     for sub in sorted(cap.submissions.values(), key=lambda s: s.submit_ns):
-        mine = ev[ev["serial"] == sub.serial]
-        last = int(mine["end_ns"].max()) if len(mine) else sub.submit_ns
-        end = next((w.end_ns for w in waits if w.thread == sub.thread and w.end_ns >= last and w.start_ns >= sub.submit_ns), last)
+        span = by.span(sub.serial)
+        last = span[1] if span else sub.submit_ns
+        end = last
+        if sub.thread in waits:  # the first wait of the submitting thread that ended after the work
+            ends, starts = waits[sub.thread]
+            j = int(np.searchsorted(ends, last))
+            while j < len(ends) and starts[j] < sub.submit_ns:
+                j += 1
+            if j < len(ends):
+                end = ends[j]
         out.append(Call(sub.submit_ns, max(end, last)))
     return out
 
@@ -188,15 +218,9 @@ def _union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     if not len(starts):
         return 0
     order = np.argsort(starts)
-    total, cur_s, cur_e = 0, int(starts[order[0]]), int(ends[order[0]])
-    for i in order[1:]:
-        s, e = int(starts[i]), int(ends[i])
-        if s > cur_e:
-            total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    return total + cur_e - cur_s
+    s, e = starts[order], np.maximum.accumulate(ends[order])
+    gaps = np.maximum(0, s[1:] - e[:-1])  # a gap where an interval starts after all before it ended
+    return int(e[-1] - s[0] - gaps.sum())
 
 
 def _command(cap: DeviceCapture, serial: int, command: int) -> CommandInfo | None:
@@ -208,67 +232,87 @@ def _command(cap: DeviceCapture, serial: int, command: int) -> CommandInfo | Non
 
 
 def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[int]) -> list[DispatchStats]:
-    """Per dispatch site; submissions in `skip` (a warm-up first call) are left out."""
+    """Per dispatch site (program, command); submissions in `skip` (a warm-up call) left out.
+    One instance is one (submission, command): its events reduced in one vectorised pass."""
     ev = cap.events
     if skip:
         ev = ev[~np.isin(ev["serial"], list(skip))]
-    groups: dict[tuple[str, str], dict] = {}
     if not len(ev):
         return []
-    keys = np.stack([ev["serial"], ev["command"]], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for i, (serial, command) in enumerate(uniq):
-        info = _command(cap, int(serial), int(command))
-        rows = ev[inverse == i]
-        name = info.name if info else f"command {int(command)} (submitted before the profile)"
-        g = groups.setdefault((name, info.entry if info else "", int(command)), {"info": info, "spans": [], "wg": 0, "busy": 0, "per": {}, "lanes": 0})
-        g["lanes"] += len(np.unique(rows["worker"]))
-        g["spans"].append(int(rows["end_ns"].max() - rows["start_ns"].min()))
-        g["wg"] += int((rows["end"] - rows["first"]).sum())
-        g["busy"] += int((rows["end_ns"] - rows["start_ns"]).sum())
-        for w in np.unique(rows["worker"]):
-            lane = names[int(w)] if int(w) < len(names) else f"lane {int(w)}"
-            g["per"][lane] = g["per"].get(lane, 0) + int((rows[rows["worker"] == w]["end"] - rows[rows["worker"] == w]["first"]).sum())
-    out = []
-    lanes = max(1, len(names))
+    e = ev[np.lexsort((ev["command"], ev["serial"]))]
+    change = np.flatnonzero((np.diff(e["serial"]) != 0) | (np.diff(e["command"]) != 0)) + 1
+    idx = np.concatenate([[0], change])
+    spans = np.maximum.reduceat(e["end_ns"], idx) - np.minimum.reduceat(e["start_ns"], idx)
+    wgs = e["end"] - e["first"]
+    busy = np.add.reduceat(e["end_ns"] - e["start_ns"], idx)
+    group = np.repeat(np.arange(len(idx)), np.diff(np.append(idx, len(e))))
+    n_lanes = max(len(names), int(e["worker"].max()) + 1)
+    per_lane = np.zeros((len(idx), n_lanes), np.int64)
+    np.add.at(per_lane, (group, e["worker"]), wgs)
+    ran = np.zeros((len(idx), n_lanes), bool)
+    ran[group, e["worker"]] = True
+    # Balance of one instance: its workgroups over the lanes that could run it at once (the
+    # worker threads: a helping host takes one of their places), against the busiest lane.
+    totals = per_lane.sum(axis=1)
+    could = np.maximum(1, min(max(1, cap.workers), n_lanes))
+    tops = np.maximum(1, per_lane.max(axis=1))
+    lane_names = [names[w] if w < len(names) else f"lane {w}" for w in range(n_lanes)]
+    sites: dict[tuple[int, int], dict] = {}  # (program key, command) -> totals
+    for g, i in enumerate(idx):
+        serial, command = int(e["serial"][i]), int(e["command"][i])
+        sub = cap.submissions.get(serial)
+        key = (sub.program if sub else -1, command)
+        site = sites.get(key)
+        if site is None:
+            site = sites[key] = {"info": _command(cap, serial, command), "command": command, "spans": 0, "calls": 0,
+                                 "wg": 0, "busy": 0, "per": np.zeros(n_lanes, np.int64), "lanes": 0, "balance": 0.0}
+        site["spans"] += int(spans[g])
+        site["calls"] += 1
+        site["busy"] += int(busy[g])
+        site["per"] += per_lane[g]
+        site["lanes"] += int(ran[g].sum())
+        site["balance"] += min(1.0, float(totals[g]) / min(could, max(1, int(totals[g]))) / float(tops[g]))
     clashes: dict[str, int] = {}
-    for name, _, _ in groups:
-        clashes[name] = clashes.get(name, 0) + 1
-    for (name, entry, command), g in groups.items():
-        if clashes[name] > 1:  # the same kernel at several places of a program
-            name = f"{name} #{command}"
-        info: CommandInfo | None = g["info"]
-        calls, total = len(g["spans"]), sum(g["spans"])
-        per = {n: g["per"].get(n, 0) for n in names} if names else g["per"]
-        could = min(lanes, max(1, info.tiles if info else lanes))
-        top = max(per.values()) if per else 0
-        balance = (g["wg"] / could) / top if top else 1.0
+    for site in sites.values():
+        info = site["info"]
+        site["name"] = info.name if info else f"command {site['command']} (submitted before the profile)"
+        clashes[site["name"]] = clashes.get(site["name"], 0) + 1
+    out = []
+    for site in sites.values():
+        info: CommandInfo | None = site["info"]
+        name = site["name"] if clashes[site["name"]] == 1 else f"{site['name']} #{site['command']}"  # one kernel, several sites
+        calls, total, wg = site["calls"], site["spans"], int(site["per"].sum())
+        per = {lane_names[w]: int(site["per"][w]) for w in range(n_lanes)}
+        balance = site["balance"] / max(1, calls)
         seconds = total / 1e9
         flops = info.flops if info else None
         nbytes = info.bytes if info else 0
         out.append(DispatchStats(
-            name, entry, info.kind if info else "?", calls, total, total / max(1, calls), total / max(1, call_wall),
-            g["wg"] / max(1, calls), per, min(1.0, balance), g["busy"],
+            name, info.entry if info else "", info.kind if info else "?", calls, total, total / max(1, calls),
+            total / max(1, call_wall), wg / max(1, calls), per, min(1.0, balance), site["busy"],
             flops * calls / seconds / 1e9 if flops and seconds > 0 else None,
             nbytes * calls / seconds / 1e9 if nbytes and seconds > 0 else None, flops, nbytes,
-            info.source.ops if info and info.source else (), g["lanes"] / max(1, calls)))
+            info.source.ops if info and info.source else (), site["lanes"] / max(1, calls)))
     out.sort(key=lambda d: -d.total_ns)
     return out
 
 
-def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallBreakdown | None, list[int], dict | None]:
-    ev = cap.events
+def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int, by: _BySerial) -> tuple[CallBreakdown | None, list[int], dict | None]:
     subs = sorted(cap.submissions.values(), key=lambda s: s.submit_ns)
+    sub_t = np.array([s.submit_ns for s in subs], np.int64)
+    wait_ends = np.array(sorted(w.end_ns for w in cap.waits), np.int64)
     parts = {k: [] for k in ("wall", "host_before", "launch", "kernels", "gaps", "completion", "host_after", "idle")}
     launches: list[int] = []
     for call in calls:
-        mine = [s for s in subs if call.start_ns <= s.submit_ns <= call.end_ns]
+        lo, hi = np.searchsorted(sub_t, call.start_ns), np.searchsorted(sub_t, call.end_ns, side="right")
+        mine = subs[lo:hi]
         if not mine:
             continue
-        rows = ev[np.isin(ev["serial"], [s.serial for s in mine])]
+        rows = by.rows([s.serial for s in mine])
         wall = call.end_ns - call.start_ns
         first_submit = mine[0].submit_ns
+        if not len(rows) and cap.dropped_events:
+            continue  # its events were overwritten in the rings: nothing to split it by
         if not len(rows):
             parts["wall"].append(wall)
             parts["host_before"].append(first_submit - call.start_ns)
@@ -278,8 +322,8 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallB
             continue
         first, last = int(rows["start_ns"].min()), int(rows["end_ns"].max())
         busy_union = _union_ns(rows["start_ns"], rows["end_ns"])
-        waits = [w.end_ns for w in cap.waits if call.start_ns <= w.end_ns <= call.end_ns and w.end_ns >= last]
-        wait_end = min(waits) if waits else call.end_ns
+        j = int(np.searchsorted(wait_ends, max(last, call.start_ns)))  # the wait that saw the work done
+        wait_end = int(wait_ends[j]) if j < len(wait_ends) and wait_ends[j] <= call.end_ns else call.end_ns
         parts["wall"].append(wall)
         parts["host_before"].append(max(0, first_submit - call.start_ns))
         parts["launch"].append(max(0, first - first_submit))
@@ -289,7 +333,7 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallB
         parts["host_after"].append(max(0, call.end_ns - max(wait_end, last)))
         span = max(1, last - first)
         parts["idle"].append(1.0 - float((rows["end_ns"] - rows["start_ns"]).sum()) / (lanes * span))
-        launches += [int(ev[ev["serial"] == s.serial]["start_ns"].min()) - s.submit_ns for s in mine if (ev["serial"] == s.serial).any()]
+        launches += [by.span(s.serial)[0] - s.submit_ns for s in mine if by.span(s.serial) is not None]
     if not parts["wall"]:
         return None, launches, None
     first = None
@@ -309,12 +353,11 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int) -> tuple[CallB
                          mean["completion"], mean["host_after"], max(0.0, mean["idle"])), launches, first
 
 
-def _critical_path(cap: DeviceCapture, calls: list[Call], names: list[str]) -> tuple[list[CriticalStep], float]:
+def _critical_path(cap: DeviceCapture, calls: list[Call], by: _BySerial) -> tuple[list[CriticalStep], float]:
     """The regions of the median call, in order: each waits for the one before (a barrier), so
     the call's device time is the chain of region spans plus the gaps between them."""
     if not calls:
         return [], 0.0
-    ev = cap.events
     ordered = sorted(calls, key=lambda c: c.end_ns - c.start_ns)
     call = ordered[len(ordered) // 2]
     serials = [s.serial for s in cap.submissions.values() if call.start_ns <= s.submit_ns <= call.end_ns]
@@ -323,7 +366,7 @@ def _critical_path(cap: DeviceCapture, calls: list[Call], names: list[str]) -> t
     for serial in sorted(serials):
         sub = cap.submissions[serial]
         prog = cap.programs.get(sub.program)
-        rows = ev[ev["serial"] == serial]
+        rows = by.rows([serial])
         if prog is None or not len(rows):
             continue
         regions += len(prog.regions)
@@ -342,24 +385,23 @@ def analyse(cap: DeviceCapture) -> Analysis:
     """The numbers of one device's capture."""
     names = _lane_names(cap)
     lanes = _lanes(cap)
-    calls = _calls(cap)
+    by = _BySerial(cap.events)
+    calls = _calls(cap, by)
     busy_lanes = max(1, cap.workers) if cap.workers else 1
-    breakdown, launches, first = _breakdown(cap, calls, busy_lanes)
+    breakdown, launches, first = _breakdown(cap, calls, busy_lanes, by)
     steady = calls[1:] if first is not None else calls
     call_wall = sum(c.end_ns - c.start_ns for c in steady) or cap.wall_ns
     skip = ({s.serial for s in cap.submissions.values() if calls[0].start_ns <= s.submit_ns <= calls[0].end_ns}
             if first is not None else set())
     if not launches:  # submissions outside any call (a script's own waits)
-        for s in cap.submissions.values():
-            rows = cap.events[cap.events["serial"] == s.serial]
-            if len(rows):
-                launches.append(int(rows["start_ns"].min()) - s.submit_ns)
+        launches = [by.span(s.serial)[0] - s.submit_ns for s in cap.submissions.values() if by.span(s.serial)]
+    ends = np.sort(cap.events["end_ns"])
     completions = []
-    for w in cap.waits:
-        rows = cap.events[(cap.events["end_ns"] <= w.end_ns) & (cap.events["end_ns"] >= w.start_ns)]
-        if len(rows) and w.end_ns - w.start_ns > 0:
-            completions.append(w.end_ns - int(rows["end_ns"].max()))
-    path, regions = _critical_path(cap, calls, names)
+    for w in cap.waits:  # the last workgroup that ended while the host waited -> the wait's end
+        j = int(np.searchsorted(ends, w.end_ns, side="right")) - 1
+        if j >= 0 and ends[j] >= w.start_ns and w.end_ns > w.start_ns:
+            completions.append(w.end_ns - int(ends[j]))
+    path, regions = _critical_path(cap, calls, by)
     notes = []
     if first is not None:
         notes.append("the first call was warm-up (see the findings): per-dispatch and per-call figures leave it out")

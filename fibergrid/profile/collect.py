@@ -141,31 +141,47 @@ class _Attached:
         self._install()
         self.reset()
 
+    # The Scheduler methods wrapped, and how: every submission goes through the first one found
+    # of SUBMIT_METHODS (the internal one where the scheduler has it, so that fast paths such as
+    # submit_and_wait, which submit without calling `submit`, are seen too); host waits through
+    # WAIT_METHODS. A wrapper takes the serial from the result: an int, or (slot, serial).
+    SUBMIT_METHODS = ("_submit", "submit")
+    WAIT_METHODS = ("wait_semaphore", "submit_and_wait")
+
     def _install(self) -> None:
         sched = self.scheduler
-        submit, wait = sched.submit, sched.wait_semaphore
-
         # The hot path of a profiled call: plain tuples appended under the GIL (dict and list
         # updates are atomic there), turned into dataclasses only at capture().
         submissions, waits, now, tid_of = self.submissions, self.waits, time.monotonic_ns, threading.get_native_id
+        self._wrapped: list[str] = []
 
-        def traced_submit(program, waits_, signals, keepalive=None):
-            t = now()
-            serial = submit(program, waits_, signals, keepalive)
-            known = self._program_keys.get(id(program))
-            key = known[0] if known is not None and known[1] is program else self._program_key(program)
-            submissions[serial] = (t, key, tid_of())
-            return serial
+        def traced_submit(submit):
+            def traced(program, *args, **kwargs):
+                t = now()
+                out = submit(program, *args, **kwargs)
+                serial = out[1] if isinstance(out, tuple) else out
+                known = self._program_keys.get(id(program))
+                key = known[0] if known is not None and known[1] is program else self._program_key(program)
+                submissions[serial] = (t, key, tid_of())
+                return out
+            return traced
 
-        def traced_wait(m, value, timeout):
-            t = now()
-            try:
-                return wait(m, value, timeout)
-            finally:
-                waits.append((tid_of(), t, now()))
+        def traced_wait(wait):
+            def traced(*args, **kwargs):
+                t = now()
+                try:
+                    return wait(*args, **kwargs)
+                finally:
+                    waits.append((tid_of(), t, now()))
+            return traced
 
-        sched.submit, sched.wait_semaphore = traced_submit, traced_wait
-        self._originals = (submit, wait)
+        name = next(n for n in self.SUBMIT_METHODS if callable(getattr(sched, n, None)))
+        setattr(sched, name, traced_submit(getattr(sched, name)))
+        self._wrapped.append(name)
+        for name in self.WAIT_METHODS:
+            if callable(getattr(sched, name, None)):
+                setattr(sched, name, traced_wait(getattr(sched, name)))
+                self._wrapped.append(name)
 
     def _program_key(self, program) -> int:
         """Programs are described once (a reusable command buffer is one program for life)."""
@@ -216,7 +232,7 @@ class _Attached:
 
     def detach(self) -> None:
         sched = self.scheduler
-        for name in ("submit", "wait_semaphore"):
+        for name in self._wrapped:
             sched.__dict__.pop(name, None)
         sched.disable_tracing()
 

@@ -114,8 +114,9 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
         if multi and d.share >= 0.1 and d.balance < 0.7 and d.workgroups_per_call >= len(lanes):
             split = ", ".join(f"{k} {v}" for k, v in d.per_worker.items())
             out.append(Finding(d.share * (1 - d.balance), "imbalance",
-                               f"{d.name} spreads its workgroups unevenly ({split}; balance {d.balance:.2f}): the "
-                               f"busiest worker sets its time"))
+                               f"{d.name} spreads its {d.workgroups_per_call:.0f} workgroups unevenly: the busiest lane "
+                               f"runs {1 / max(d.balance, 1e-9):.1f}x an even share (balance {d.balance:.2f}; over all "
+                               f"calls {split}), and it sets the dispatch's time"))
 
     # Tiny workgroups: scheduling cost next to the work.
     for d in a.dispatches:

@@ -202,10 +202,10 @@ def _calls(cap: DeviceCapture, by: _BySerial) -> list[Call]:
         span = by.span(sub.serial)
         last = span[1] if span else sub.submit_ns
         end = last
-        if sub.thread in waits:  # the first wait of the submitting thread that ended after the work
+        if sub.thread in waits:  # the submitting thread's wait that saw the work complete
             ends, starts = waits[sub.thread]
-            j = int(np.searchsorted(ends, last))
-            while j < len(ends) and starts[j] < sub.submit_ns:
+            j = int(np.searchsorted(ends, last))  # ended after the work, began before it ended
+            while j < len(ends) and starts[j] > last:
                 j += 1
             if j < len(ends):
                 end = ends[j]

@@ -16,6 +16,7 @@ def check(doc: Any) -> list[dict]:
     last_ts: dict[tuple[int, int], float] = {}
     open_b: dict[tuple[int, int], list[str]] = {}
     flows: dict[Any, list[str]] = {}
+    stacks: dict[tuple[int, int], list[float]] = {}  # per track: end times of the open X slices
     for i, e in enumerate(events):
         where = f"event {i} {e}"
         assert isinstance(e.get("name"), str) and e.get("ph") in PHASES, where
@@ -29,6 +30,12 @@ def check(doc: Any) -> list[dict]:
         last_ts[track] = e["ts"]
         if e["ph"] == "X":
             assert isinstance(e.get("dur"), (int, float)) and e["dur"] >= 0, where
+            # slices on one track nest or follow each other, never overlap partly
+            stack = stacks.setdefault(track, [])
+            while stack and stack[-1] <= e["ts"]:
+                stack.pop()
+            assert not stack or e["ts"] + e["dur"] <= stack[-1] + 1e-6, f"partial overlap on track {track}: {where}"
+            stack.append(e["ts"] + e["dur"])
         elif e["ph"] == "B":
             open_b.setdefault(track, []).append(e["name"])
         elif e["ph"] == "E":

@@ -4,6 +4,8 @@
     device = fg.create_device("local-task", workers=2)
 """
 
+import threading as _threading
+
 import hal_cpu  # noqa: F401  (registers local-sync and local-task)
 import hal_gpu  # noqa: F401  (registers vulkan, listed where a Vulkan device exists)
 from fibergrid.kernel import Workgroup, kernel
@@ -24,7 +26,23 @@ def create_device(name: str | None = None, **options):
     return _create_device(name or default_driver(), **options)
 
 
-__all__ = list(_hal_all) + ["Workgroup", "create_device", "default_driver", "kernel", "load"]
+_default_devices: dict = {}
+_default_lock = _threading.Lock()
+
+
+def default_device(name: str | None = None):
+    """The process's shared device for a driver (no name: the default driver), created on first
+    use with the driver's default options. `fg.load` runs modules on it, so loading a model does
+    not start worker threads of its own: a service that loads many models keeps one pool."""
+    name = name or default_driver()
+    with _default_lock:
+        device = _default_devices.get(name)
+        if device is None or device.closed:
+            device = _default_devices[name] = _create_device(name)
+        return device
+
+
+__all__ = list(_hal_all) + ["Workgroup", "create_device", "default_device", "default_driver", "kernel", "load"]
 __version__ = "0.1.0"
 
 import os as _os

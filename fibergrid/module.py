@@ -18,10 +18,11 @@ different signatures (or different modules) run concurrently.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,26 +31,31 @@ from compiler.cache import CACHE
 from compiler.executable import Program, format_shape
 from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
 from hal.device import Device
-from hal.errors import Error, InvalidArgument, Unimplemented
+from hal.errors import DeadlineExceeded, Error, InvalidArgument, Unimplemented
 
 
-class _Prepared:
-    """One shape signature of a function made ready to run on a device: buffers allocated,
-    constants uploaded, the host program recorded into one reusable command buffer."""
+class _Lane:
+    """One set of buffers and one reusable command buffer for a shape signature: a call in
+    flight owns a lane. Synchronous calls use lane 0; `submit` adds lanes so calls pipeline."""
 
-    def __init__(self, compiled: CompiledFunction, device: Device, timeout: float) -> None:
-        self.compiled = compiled
-        self._device = device
-        self._timeout = timeout
-        device.check_executable(compiled.executable)
+    def __init__(self, compiled: CompiledFunction, device: Device, constants: dict[int, Any]) -> None:
         alloc = device.allocator
-        views = {t.id: alloc.import_array(t.value) if t.kind == "constant" else alloc.allocate_view(t.shape, t.dtype)
+        views = {t.id: constants[t.id] if t.kind == "constant" else alloc.allocate_view(t.shape, t.dtype)
                  for t in compiled.tensors}
+        kinds = {t.id: t.kind for t in compiled.tensors}
         # Host views of the buffers, made once: a call copies through them with no HAL checks.
-        self._inputs = [(t.input_index, views[t.id].buffer.view(t.dtype, t.shape))
-                        for t in compiled.tensors if t.kind == "input"]
-        self._results = [views[t].buffer.view(views[t].dtype, shape) for t, shape in compiled.results]
-        self._command_buffer = None
+        self.inputs = [(t.input_index, views[t.id].buffer, views[t.id].buffer.view(t.dtype, t.shape))
+                       for t in compiled.tensors if t.kind == "input"]
+        # Per result: its buffer, a host view in the result's shape, and whether a dispatch writes
+        # it (only those can be pointed at memory the caller then owns; a result that is an
+        # input, a constant or another result's tensor is copied).
+        seen: set[int] = set()
+        self.results = []
+        for t, shape in compiled.results:
+            buffer = views[t].buffer
+            self.results.append((buffer, buffer.view(views[t].dtype, shape), kinds[t] == "temp" and t not in seen))
+            seen.add(t)
+        self.command_buffer = None
         if compiled.program:
             cb = device.create_command_buffer("reusable")
             for rec in compiled.program:
@@ -57,20 +63,186 @@ class _Prepared:
                     cb.execution_barrier()
                 cb.dispatch(compiled.executable, rec.entry, rec.workgroup_count, [], [views[t] for t in rec.tensors])
             cb.end()
-            self._command_buffer = cb
-        self._semaphore = device.create_semaphore(0)
-        self._submissions = 0
+            self.command_buffer = cb
+        self.semaphore = device.create_semaphore(0)
+        self.submissions = 0
+        self.pending: tuple | None = None  # (outputs, kept inputs) of the call in flight
+
+
+class _Prepared:
+    """One shape signature of a function made ready to run on a device: constants uploaded,
+    lanes (buffers + one reusable command buffer) recorded on first use.
+
+    A call binds aligned numpy inputs in place where the driver can (`Device.rebind`, CPU
+    drivers) and copies the others; results come back as arrays over memory the caller then owns
+    (each call points the result buffers at fresh memory: no copy out), or into caller-provided
+    `out` arrays (ONNX Runtime's io-binding)."""
+
+    def __init__(self, compiled: CompiledFunction, device: Device, timeout: float) -> None:
+        self.compiled = compiled
+        self._device = device
+        self._timeout = timeout
+        device.check_executable(compiled.executable)
+        self._constants = {t.id: device.allocator.import_array(t.value) for t in compiled.tensors if t.kind == "constant"}
+        self._lanes = [_Lane(compiled, device, self._constants)]
+        self._free = [self._lanes[0]]
+        self._lock = threading.Lock()
+        self._lane_freed = threading.Condition(self._lock)
+        self._in_flight: collections.deque[CallFuture] = collections.deque()  # submitted, uncollected
+
+    def _acquire(self, grow: bool) -> _Lane:
+        """A free lane. Synchronous calls wait for one; `submit` adds lanes up to MAX_LANES, then
+        completes the oldest call in flight (its future keeps the results) to free its lane."""
+        while True:
+            with self._lock:
+                if self._free:
+                    return self._free.pop()
+                if grow and len(self._lanes) < MAX_LANES:
+                    lane = _Lane(self.compiled, self._device, self._constants)
+                    self._lanes.append(lane)
+                    return lane
+                oldest = self._in_flight[0] if grow and self._in_flight else None
+                if oldest is None and not self._lane_freed.wait(self._timeout):
+                    raise DeadlineExceeded(f"@{self.compiled.name}: no call finished within {self._timeout} s")
+            if oldest is not None:
+                oldest._complete()
+
+    def _release(self, lane: _Lane, future: "CallFuture | None" = None) -> None:
+        with self._lock:
+            if future is not None and future in self._in_flight:
+                self._in_flight.remove(future)
+            self._free.append(lane)
+            self._lane_freed.notify()
+
+    def _bind(self, lane: _Lane, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None) -> list[np.ndarray | None]:
+        """Binds the inputs (in place, or copied into the lane's buffers) and the results'
+        memory; per result, the array the run writes in place, or None (copy it out after)."""
+        device, cb = self._device, lane.command_buffer
+        for index, buffer, view in lane.inputs:
+            a = arrays[index]
+            if cb is None or not device.rebind(cb, buffer, a):
+                if cb is not None:
+                    device.rebind(cb, buffer, None)
+                np.copyto(view, a)
+        targets: list[np.ndarray | None] = []
+        for i, (buffer, view, written) in enumerate(lane.results):
+            target = None
+            if written and cb is not None:
+                target = out[i] if out is not None else _result_memory(view)
+                if not device.rebind(cb, buffer, target):
+                    device.rebind(cb, buffer, None)
+                    target = None
+            targets.append(target)
+        return targets
+
+    def _collect(self, lane: _Lane, targets: list[np.ndarray | None], out: Sequence[np.ndarray] | None) -> tuple[np.ndarray, ...]:
+        results = []
+        for i, ((_, view, _), target) in enumerate(zip(lane.results, targets)):
+            if target is None:
+                if out is not None:
+                    np.copyto(out[i], view)
+                    target = out[i]
+                else:
+                    target = view.copy()
+            results.append(target)
+        return tuple(results)
+
+    def _replace(self, lane: _Lane, future: "CallFuture | None" = None) -> None:
+        """A lane whose call failed or timed out (its semaphore failed, or its command buffer may
+        still be in flight) is dropped; the next call gets a fresh one."""
+        fresh = _Lane(self.compiled, self._device, self._constants)
+        with self._lock:
+            self._lanes[self._lanes.index(lane)] = fresh
+        self._release(fresh, future)
+
+    def run(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+        lane = self._acquire(grow=False)
+        try:
+            targets = self._bind(lane, arrays, out)
+            if lane.command_buffer is not None:
+                lane.submissions += 1
+                self._device.execute_and_wait(lane.command_buffer, lane.semaphore, lane.submissions, self._timeout)
+            results = self._collect(lane, targets, out)
+        except BaseException:
+            self._replace(lane)
+            raise
+        self._release(lane)
+        return results
+
+    def submit(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> "CallFuture":
+        """Starts a call and returns at once; calls of one signature pipeline over up to
+        MAX_LANES lanes (each with its own buffers), waiting for a lane when all are busy."""
+        lane = self._acquire(grow=True)
+        try:
+            targets = self._bind(lane, arrays, out)
+            if lane.command_buffer is not None:
+                lane.submissions += 1
+                self._device.queue_execute([lane.command_buffer], signal=[(lane.semaphore, lane.submissions)])
+        except BaseException:
+            self._replace(lane)
+            raise
+        future = CallFuture(self, lane, lane.submissions, targets, out, arrays)
+        with self._lock:
+            self._in_flight.append(future)
+        return future
+
+
+class CallFuture:
+    """A call in flight (`function.submit(...)`): `result(timeout)` waits and returns what the
+    call would have. The arrays it was given stay referenced until then (they may be bound in
+    place)."""
+
+    def __init__(self, prepared: _Prepared, lane: _Lane, value: int, targets: list, out, arrays: list) -> None:
+        self._prepared, self._lane, self._value = prepared, lane, value
+        self._targets, self._out, self._arrays = targets, out, arrays
+        self._result: tuple[np.ndarray, ...] | None = None
+        self._error: BaseException | None = None
         self._lock = threading.Lock()
 
-    def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    def done(self) -> bool:
+        """True once the call completed (or failed)."""
+        if self._result is not None or self._error is not None or self._lane.command_buffer is None:
+            return True
+        try:
+            return self._lane.semaphore.query() >= self._value
+        except Error:
+            return True
+
+    def _complete(self, timeout: float | None = None) -> None:
+        """Waits for the call, keeps its results (or failure) and frees its lane; idempotent."""
         with self._lock:
-            for index, view in self._inputs:
-                np.copyto(view, arrays[index])
-            if self._command_buffer is not None:
-                self._submissions += 1
-                self._device.queue_execute([self._command_buffer], signal=[(self._semaphore, self._submissions)])
-                self._semaphore.wait(self._submissions, self._timeout)
-            return tuple(view.copy() for view in self._results)
+            if self._result is not None or self._error is not None:
+                return
+            lane = self._lane
+            try:
+                if lane.command_buffer is not None:
+                    lane.semaphore.wait(self._value, self._prepared._timeout if timeout is None else timeout)
+                self._result = self._prepared._collect(lane, self._targets, self._out)
+            except DeadlineExceeded:
+                raise  # still in flight: the lane stays taken, result() may be called again
+            except Error as e:
+                self._error = e
+            self._arrays = []
+            if self._error is None:
+                self._prepared._release(lane, self)
+            else:
+                self._prepared._replace(lane, self)
+
+    def result(self, timeout: float | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
+        self._complete(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._result[0] if len(self._result) == 1 else self._result
+
+
+MAX_LANES = 4  # calls of one signature in flight at once through `submit`
+
+
+def _result_memory(like: np.ndarray) -> np.ndarray:
+    """A new array shaped like `like`, bound in place of a result buffer for one call; the
+    caller owns it afterwards. Plain np.empty: numpy's allocations are aligned enough for a CPU
+    driver to bind in place; a driver that refuses it makes the call copy into it instead."""
+    return np.empty_like(like)
 
 
 def _as_array(arg: Any, dtype: np.dtype, what: str) -> np.ndarray:
@@ -126,33 +298,48 @@ class Function:
                 prepared = self._prepared[shapes] = _Prepared(compiled, self._module.device, self._module.timeout)
             return prepared
 
-    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+    def _outputs(self, prepared: _Prepared, out: Any) -> list[np.ndarray] | None:
+        """`out`: one array per result (a bare array for a single result), each of exactly the
+        result's shape and dtype and writeable."""
+        if out is None:
+            return None
+        outs = [out] if isinstance(out, np.ndarray) else list(out)
+        results = prepared._lanes[0].results
+        if len(outs) != len(results):
+            raise InvalidArgument(f"{self.name}: out= has {len(outs)} arrays for {len(results)} results")
+        for i, (o, (_, view, _)) in enumerate(zip(outs, results)):
+            if not isinstance(o, np.ndarray) or o.dtype != view.dtype or o.shape != view.shape or not o.flags.writeable:
+                got = format_shape(o.shape, o.dtype) if isinstance(o, np.ndarray) else type(o).__name__
+                raise InvalidArgument(f"{self.name}: out[{i}]: expected a writeable {format_shape(view.shape, view.dtype)} array, got {got}")
+        return outs
+
+    def __call__(self, *args: Any, out: Any = None) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Runs the function: numpy in, numpy out. Results are new arrays the caller owns (no
+        copy where the driver writes them in place), or the given `out` arrays."""
         arrays = self._arrays(args)
         shapes = tuple(a.shape for a in arrays)
         prepared = self._prepared.get(shapes) or self._prepare(shapes)
-        try:
-            results = prepared.run(arrays)
-        except Error:
-            # A failed or timed-out submission may leave the command buffer in flight or its
-            # semaphore failed: the next call of this signature starts from fresh state.
-            with self._lock:
-                if self._prepared.get(shapes) is prepared:
-                    del self._prepared[shapes]
-            raise
+        results = prepared.run(arrays, self._outputs(prepared, out))
         return results[0] if len(results) == 1 else results
+
+    def submit(self, *args: Any, out: Any = None) -> CallFuture:
+        """Starts the call and returns a future at once (`.result(timeout)`, `.done()`), so calls
+        pipeline: the next call's inputs are bound while this one runs."""
+        arrays = self._arrays(args)
+        shapes = tuple(a.shape for a in arrays)
+        prepared = self._prepared.get(shapes) or self._prepare(shapes)
+        return prepared.submit(arrays, self._outputs(prepared, out))
 
 
 class Module:
     """A compiled program bound to a device. `module(...)` runs @main; other public functions
     are attributes (`module.name`) or items (`module["name"]`)."""
 
-    def __init__(self, program: Program, device: Device, *, owns_device: bool, timeout: float,
-                 progress: Progress, origin: str) -> None:
+    def __init__(self, program: Program, device: Device, *, timeout: float, progress: Progress, origin: str) -> None:
         self.program = program
         self.device = device
         self.timeout = timeout
         self.origin = origin
-        self._owns_device = owns_device
         self._progress = progress
         self._parsed = None
         self._parse_lock = threading.Lock()
@@ -197,9 +384,11 @@ class Module:
         return CACHE.get_or_build(source, [name], shapes, build).functions[name].specializations[shapes]
 
     def close(self) -> None:
-        """Closes the device if `load` created it."""
-        if self._owns_device:
-            self.device.close()
+        """Frees the module's buffers and command buffers now (they also go with the module).
+        The device is not closed: it is the caller's, or the process's shared default device."""
+        for function in self.functions.values():
+            with function._lock:
+                function._prepared.clear()
 
     def __enter__(self) -> "Module":
         return self
@@ -238,13 +427,14 @@ def _compile_text(text: str, progress: Progress) -> Program:
 def load(source: str | os.PathLike, device: Device | str | None = None, *, timeout: float = 60.0,
          progress: bool = False) -> Module:
     """Load an .fgx file, or compile a StableHLO module (a .mlir path or its text), for `device`
-    (a Device, a driver name, or None for the default driver; a device created here is closed by
-    `Module.close`). Calls wait at most `timeout` seconds. Compile stages that take over a second
-    are reported on stderr; `progress=True` reports every stage."""
+    (a Device; a driver name or None: that driver's shared default device, `fg.default_device`).
+    Calls wait at most `timeout` seconds. Compile stages that take over a second are reported on
+    stderr; `progress=True` reports every stage."""
     prog = Progress(threshold=0.0) if progress else Progress()
     program, origin = _read_program(source, prog)
-    owns = not isinstance(device, Device)
-    if owns:
-        from fibergrid import create_device  # it picks the default driver; imported late (cycle)
-        device = create_device(device)
-    return Module(program, device, owns_device=owns, timeout=timeout, progress=prog, origin=origin)
+    if not isinstance(device, Device):
+        if device is not None and not isinstance(device, str):
+            raise InvalidArgument(f"fg.load: device must be a Device, a driver name or None, got {type(device).__name__}")
+        from fibergrid import default_device  # imported late: fibergrid imports this module
+        device = default_device(device)
+    return Module(program, device, timeout=timeout, progress=prog, origin=origin)

@@ -138,6 +138,22 @@ class Device(abc.ABC):
             cb.submitted += 1
         self._submit(list(command_buffers), wait, signal)
 
+    def execute_and_wait(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None = None) -> None:
+        """Runs an ended reusable command buffer, signalling `semaphore` to `value`, and waits for
+        it: a model call's fast path, validated once when its caller prepared it (same device,
+        ended, reusable). CPU drivers run it on the calling thread where that is fastest."""
+        self.queue_execute([command_buffer], signal=[(semaphore, value)])
+        semaphore.wait(value, timeout)
+
+    def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
+        """Points every dispatch binding of `buffer` in an ended command buffer, not in flight, at
+        the memory of host `array` (IREE's binding tables, for host memory), until rebound again
+        (None: back to the buffer's own memory): True when the driver can use the array in place
+        (CPU drivers: element-aligned, C-contiguous, at least the buffer's size), False when the
+        caller must copy through the buffer instead. The caller keeps `array` alive while
+        submissions use it."""
+        return False
+
     def queue_barrier(self, wait: Timepoints = (), signal: Timepoints = ()) -> None:
         """Signals once the waits are reached: orders later submissions after earlier ones."""
         self.queue_execute([], wait, signal)

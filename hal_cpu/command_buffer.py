@@ -7,7 +7,7 @@ into memory the program owns. Replaying the program costs no Python per command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,15 +22,29 @@ from scheduler import layout as L
 class LoweredCommandBuffer:
     program: GridProgram
     keepalive: list  # dispatch states, tables, update data, executables and buffers referenced
+    # id(buffer) -> [(binding pointer table, slot, offset)] for every dispatch binding of it, and
+    # the buffers that fills, copies or indirect counts use by address (never rebound).
+    binding_sites: dict[int, list[tuple[np.ndarray, int, int]]] = field(default_factory=dict)
+    fixed_buffers: set[int] = field(default_factory=set)
+
+    def rebind(self, buffer, address: int) -> bool:
+        """Points every dispatch binding of `buffer` at `address` (+ the binding's offset)."""
+        if id(buffer) in self.fixed_buffers or id(buffer) not in self.binding_sites:
+            return False
+        for table, slot, offset in self.binding_sites[id(buffer)]:
+            table[slot] = address + offset
+        return True
 
 
 def _tiles(length: int) -> int:
     return -(-length // L.TRANSFER_TILE_BYTES)
 
 
-def _dispatch_state(d: Dispatch, keep: list) -> int:
+def _dispatch_state(d: Dispatch, keep: list, sites: dict) -> int:
     state = aligned_bytes(DISPATCH_STATE_DTYPE.itemsize).view(DISPATCH_STATE_DTYPE)
     ptrs = np.array([b.buffer.address + b.offset for b in d.bindings] or [0], dtype=np.uint64)
+    for i, b in enumerate(d.bindings):
+        sites.setdefault(id(b.buffer), []).append((ptrs, i, b.offset))
     lengths = np.array([b.length for b in d.bindings] or [0], dtype=np.uint64)
     constants = d.constants if len(d.constants) else np.zeros(1, np.uint32)
     state["workgroup_size"] = d.entry.workgroup_size
@@ -48,6 +62,8 @@ def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
     rows: list[np.ndarray] = []
     regions: list[tuple[int, int]] = []
     keep: list = []
+    sites: dict[int, list] = {}
+    fixed: set[int] = set()
     index = 0
     for region in cb.regions():
         first = len(rows)
@@ -59,13 +75,14 @@ def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
             if isinstance(cmd, Dispatch):
                 row[L.C_OP] = L.OP_DISPATCH
                 row[L.C_FN] = cmd.entry.function
-                row[L.C_STATE] = _dispatch_state(cmd, keep)
+                row[L.C_STATE] = _dispatch_state(cmd, keep, sites)
                 row[L.C_COUNT : L.C_COUNT + 3] = cmd.workgroup_count
                 row[L.C_TILES] = int(np.prod(cmd.workgroup_count))
                 if cmd.indirect is not None:
                     row[L.C_INDIRECT] = cmd.indirect.buffer.address + cmd.indirect.offset
                     row[L.C_MAX_COUNT] = max_workgroup_count
                     keep.append(cmd.indirect.buffer)
+                    fixed.add(id(cmd.indirect.buffer))
             elif isinstance(cmd, Fill):
                 row[L.C_OP] = L.OP_FILL
                 row[L.C_FN] = cmd.target.buffer.address + cmd.target.offset
@@ -74,6 +91,7 @@ def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
                 row[L.C_PATTERN_LEN] = cmd.pattern_length
                 row[L.C_TILES] = _tiles(cmd.target.length)
                 keep.append(cmd.target.buffer)
+                fixed.add(id(cmd.target.buffer))
             elif isinstance(cmd, (Copy, Update)):
                 if isinstance(cmd, Update):
                     data = np.frombuffer(cmd.data, dtype=np.uint8).copy()
@@ -82,13 +100,15 @@ def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
                 else:
                     source = cmd.source.buffer.address + cmd.source.offset
                     keep.append(cmd.source.buffer)
+                    fixed.add(id(cmd.source.buffer))
                 row[L.C_OP] = L.OP_COPY
                 row[L.C_FN] = cmd.target.buffer.address + cmd.target.offset
                 row[L.C_STATE] = source
                 row[L.C_COUNT] = cmd.target.length
                 row[L.C_TILES] = _tiles(cmd.target.length)
                 keep.append(cmd.target.buffer)
+                fixed.add(id(cmd.target.buffer))
             rows.append(row)
         regions.append((first, len(rows)))
     commands = np.array(rows, dtype=np.int64).reshape(-1, L.CMD_WORDS)
-    return LoweredCommandBuffer(GridProgram(commands, np.array(regions, dtype=np.int64).reshape(-1, 2)), keep)
+    return LoweredCommandBuffer(GridProgram(commands, np.array(regions, dtype=np.int64).reshape(-1, 2)), keep, sites, fixed)

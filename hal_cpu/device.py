@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
+from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer
 from hal.device import Device, DeviceLimits
 from hal.errors import DeadlineExceeded
@@ -13,6 +16,9 @@ from hal.semaphore import Semaphore
 from hal_cpu.command_buffer import lower
 from hal_cpu.semaphore import CpuSemaphore
 from scheduler import GridProgram, Scheduler
+
+
+REBIND_ALIGNMENT = 16  # what numpy's allocations guarantee on x86-64 and AArch64
 
 
 class CpuDevice(Device):
@@ -48,6 +54,29 @@ class CpuDevice(Device):
         program = GridProgram.concatenate([cb.lowered.program for cb in command_buffers])
         keepalive = ([cb.lowered for cb in command_buffers], [s for s, _ in wait], [s for s, _ in signal])
         self.scheduler.submit(program, [(s.index, v) for s, v in wait], [(s.index, v) for s, v in signal], keepalive)
+
+    def execute_and_wait(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None = None) -> None:
+        """The calling thread joins as the host participant and runs the submission itself;
+        workers join where the wake policy says they pay for their wake (scheduler/worker.py)."""
+        self._check_open()
+        command_buffer.submitted += 1
+        lowered = command_buffer.lowered
+        if not self.scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout):
+            semaphore.wait(value, 0)  # raises the failure
+
+    def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
+        """Host arrays are used in place when 16-byte aligned (every element type's alignment,
+        which is all that kernels assume: generated code loads with element alignment) and
+        C-contiguous; None points the bindings back at the buffer's own memory."""
+        if array is None:
+            address = buffer.address
+        else:
+            address = array.ctypes.data
+            if address % REBIND_ALIGNMENT or not array.flags.c_contiguous or array.nbytes < buffer.size:
+                return False
+        if self.scheduler.program_busy(command_buffer.lowered.program):
+            return False
+        return command_buffer.lowered.rebind(buffer, address)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -151,8 +151,9 @@ class Scheduler:
         self._drain_lock = threading.Lock()
         # Slots come in chunks, allocated when every slot in use is still in flight.
         self._chunks: list[np.ndarray] = []
-        # Per-chunk (semaphore, value) pairs: [slot in chunk, waits | signals, MAX_TIMEPOINTS, 2].
-        self._timepoints: list[np.ndarray] = []
+        # Per chunk, its slots' (semaphore, value) pairs, flat: [slot, waits | signals,
+        # MAX_TIMEPOINTS, 2], with the array's address.
+        self._timepoints: list[tuple[np.ndarray, int]] = []
         self._free_slots: list[int] = []
         self._in_use: collections.deque[int] = collections.deque()  # submitted slots, oldest first
         self._slot_keepalive: dict[int, tuple] = {}
@@ -194,18 +195,28 @@ class Scheduler:
             self._serial += 1
             program.in_flight = (s, self._serial)
             self._slot_keepalive[s] = (program, signals, keepalive)
-            table = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
-            row = s & (L.SLOT_CHUNK - 1)
+            # Timepoints go through flat views at precomputed addresses: numpy's 2-D indexing
+            # and .ctypes cost microseconds here, on every model call.
+            flat, base = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
+            row = (s & (L.SLOT_CHUNK - 1)) * 4 * L.MAX_TIMEPOINTS
             for i, (m, v) in enumerate(waits):
-                table[row, 0, i] = m, v
+                flat[row + 2 * i] = m
+                flat[row + 2 * i + 1] = v
+            row += 2 * L.MAX_TIMEPOINTS
             for i, (m, v) in enumerate(signals):
-                table[row, 1, i] = m, v
-            addr = table[row, 0].ctypes.data
-            host_submit(self.a, s, *program.addresses, addr, len(waits), table[row, 1].ctypes.data, len(signals), self._serial, direct)
+                flat[row + 2 * i] = m
+                flat[row + 2 * i + 1] = v
+            waits_addr = base + 8 * (row - 2 * L.MAX_TIMEPOINTS)
+            host_submit(self.a, s, *program.addresses, waits_addr, len(waits), base + 8 * row, len(signals), self._serial, direct)
             serial = self._serial
         if not direct:
             self._drain()
         return s, serial
+
+    def program_busy(self, program: GridProgram) -> bool:
+        """Whether a submission of `program` is still in flight (a racy read is safe: a slot's
+        serial changes only when the host reuses the slot, after its submission completed)."""
+        return self._busy(program)
 
     def _busy(self, program: GridProgram) -> bool:
         s, serial = program.in_flight
@@ -238,14 +249,15 @@ class Scheduler:
             raise ResourceExhausted(f"scheduler: {self._max_slots} submissions already in flight (max_submissions)")
         chunk = aligned_bytes(8 * L.SLOT_WORDS * L.SLOT_CHUNK).view(np.int64).reshape(L.SLOT_CHUNK, L.SLOT_WORDS)
         self._chunks.append(chunk)
-        self._timepoints.append(np.zeros((L.SLOT_CHUNK, 2, L.MAX_TIMEPOINTS, 2), dtype=np.int64))
+        timepoints = np.zeros(L.SLOT_CHUNK * 4 * L.MAX_TIMEPOINTS, dtype=np.int64)
+        self._timepoints.append((timepoints, timepoints.ctypes.data))
         # Publish the chunk before any of its slot indices can reach a worker.
         self.arena[self.arena[L.H_SLOT_CHUNKS] + len(self._chunks) - 1] = chunk.ctypes.data
         last = min(first + L.SLOT_CHUNK, self._max_slots)
         self._free_slots.extend(range(last - 1, first - 1, -1))
 
     def _slot_word(self, s: int, w: int) -> int:
-        return int(self._chunks[s >> L.SLOT_CHUNK_SHIFT][s & (L.SLOT_CHUNK - 1), w])
+        return self._chunks[s >> L.SLOT_CHUNK_SHIFT].item(s & (L.SLOT_CHUNK - 1), w)
 
     def _slot_done(self, s: int) -> bool:
         return self._slot_word(s, L.S_STATE) in (L.DONE, L.FAILED)

@@ -10,7 +10,7 @@ import numpy as np
 from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer
 from hal.device import Device, DeviceLimits
-from hal.errors import DeadlineExceeded
+from hal.errors import DeadlineExceeded, FailedPrecondition
 from hal.executable import CPU_NATIVE_FORMAT
 from hal.semaphore import Semaphore
 from hal_cpu.command_buffer import lower
@@ -18,13 +18,16 @@ from hal_cpu.semaphore import CpuSemaphore
 from scheduler import GridProgram, Scheduler
 
 
+# Local memory per participant: the compiler's packed GEMM panels take up to 384 KiB on AVX-512
+# hosts (a core's L2 is 1-2 MiB on the machines we run on).
+CPU_LOCAL_MEMORY = 1 << 20
 REBIND_ALIGNMENT = 16  # what numpy's allocations guarantee on x86-64 and AArch64
 
 
 class CpuDevice(Device):
     formats = (CPU_NATIVE_FORMAT,)
 
-    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = 256 * 1024, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int | None = None, wake_cost_us: float | None = None) -> None:
+    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = CPU_LOCAL_MEMORY, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int | None = None, wake_cost_us: float | None = None) -> None:
         super().__init__(DeviceLimits(local_memory_size=local_memory_size))
         self.driver = driver
         options = {k: v for k, v in (("host_spin_us", host_spin_us), ("max_submissions", max_submissions)) if v is not None}
@@ -74,8 +77,8 @@ class CpuDevice(Device):
             address = array.ctypes.data
             if address % REBIND_ALIGNMENT or not array.flags.c_contiguous or array.nbytes < buffer.size:
                 return False
-        if self.scheduler.program_busy(command_buffer.lowered.program):
-            return False
+        if not self.scheduler.settle(command_buffer.lowered.program):
+            raise FailedPrecondition(f"rebind: {command_buffer!r} is in flight")
         return command_buffer.lowered.rebind(buffer, address)
 
     def wait_idle(self, timeout: float | None = None) -> None:

@@ -375,9 +375,13 @@ def start(a: int, s: int, w: int, direct: bool) -> bool:
 
 @njit(nogil=True, cache=True)
 def complete(a: int, s: int, w: int) -> None:
-    """Signals the submission's semaphores, or fails them with its first failure."""
+    """Signals the submission's semaphores, or fails them with its first failure. The slot is
+    marked done first (its program is free again once a waiter sees a signal: the host may rebind
+    or resubmit it at once) and retired last (only then may the host reuse the slot, whose
+    signal list this reads)."""
     slot = slot_addr(a, s)
     error = load(slot + 8 * L.S_ERROR)
+    store(slot + 8 * L.S_STATE, L.DONE if error == 0 else L.FAILED)
     signals = load(slot + 8 * L.S_SIGNALS)
     for i in range(load(slot + 8 * L.S_N_SIGNALS)):
         m = load_i64(signals + 16 * i)
@@ -387,7 +391,7 @@ def complete(a: int, s: int, w: int) -> None:
             fail_sem(a, m, error, load(slot + 8 * L.S_FAIL_PROGRAM), load(slot + 8 * L.S_FAIL_CMD), load(slot + 8 * L.S_FAIL_WG))
     if w >= 0:
         bump(a, w, L.W_SUBMISSIONS, 1)
-    store(slot + 8 * L.S_STATE, L.DONE if error == 0 else L.FAILED)
+    store(slot + 8 * L.S_RETIRED, 1)
 
 
 # --- semaphores ---------------------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ S_N_CMDS = 2 * LINE + 3
 S_RESERVATION = 2 * LINE + 4  # tiles claimed at once in the current region
 S_QUEUED = 2 * LINE + 5  # 1 while the ready queue holds an entry for this slot
 S_LEARN = 2 * LINE + 6  # 1 while the current region's work is being timed (R_SAMPLES < LEARN_SAMPLES)
+S_RETIRED = 2 * LINE + 7  # 0 from submit until the completer is done with the slot (reusable again)
 S_WORK_NS = 3 * LINE  # work timed in the current region, summed over participants (own line)
 SLOT_WORDS = 4 * LINE
 

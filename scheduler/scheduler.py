@@ -98,7 +98,7 @@ class Scheduler:
         spin_us: float = 20.0,
         host_spin_us: float = 0.0,
         wake_cost_us: float | None = None,
-        local_memory_size: int = 256 * 1024,
+        local_memory_size: int = 1 << 20,
     ) -> None:
         topology = detect()
         if workers is None:
@@ -213,14 +213,22 @@ class Scheduler:
             self._drain()
         return s, serial
 
-    def program_busy(self, program: GridProgram) -> bool:
-        """Whether a submission of `program` is still in flight (a racy read is safe: a slot's
-        serial changes only when the host reuses the slot, after its submission completed)."""
-        return self._busy(program)
+    def settle(self, program: GridProgram, patience_s: float = 0.001) -> bool:
+        """True once no submission of `program` is in flight, waiting up to `patience_s` for one
+        that is finishing: a waiter sees its semaphore signalled just before the completing
+        participant marks the slot done. (A racy read is safe: a slot's serial changes only when
+        the host reuses the slot, after its submission completed.)"""
+        if not self._busy(program):
+            return True
+        deadline = time.monotonic() + patience_s
+        while time.monotonic() < deadline:
+            if not self._busy(program):
+                return True
+        return False
 
     def _busy(self, program: GridProgram) -> bool:
         s, serial = program.in_flight
-        return s >= 0 and self._slot_word(s, L.S_SERIAL) == serial and not self._slot_done(s)
+        return s >= 0 and self._slot_word(s, L.S_SERIAL) == serial and self._slot_word(s, L.S_STATE) not in (L.DONE, L.FAILED)
 
     def _take_slot(self) -> int:
         """The oldest submitted slot if it completed, else a free one (lowest index first): the
@@ -248,6 +256,7 @@ class Scheduler:
         if first >= self._max_slots:
             raise ResourceExhausted(f"scheduler: {self._max_slots} submissions already in flight (max_submissions)")
         chunk = aligned_bytes(8 * L.SLOT_WORDS * L.SLOT_CHUNK).view(np.int64).reshape(L.SLOT_CHUNK, L.SLOT_WORDS)
+        chunk[:, L.S_RETIRED] = 1
         self._chunks.append(chunk)
         timepoints = np.zeros(L.SLOT_CHUNK * 4 * L.MAX_TIMEPOINTS, dtype=np.int64)
         self._timepoints.append((timepoints, timepoints.ctypes.data))
@@ -260,12 +269,15 @@ class Scheduler:
         return self._chunks[s >> L.SLOT_CHUNK_SHIFT].item(s & (L.SLOT_CHUNK - 1), w)
 
     def _slot_done(self, s: int) -> bool:
-        return self._slot_word(s, L.S_STATE) in (L.DONE, L.FAILED)
+        """The slot's submission completed and its completer is done with it: reusable."""
+        return self._slot_word(s, L.S_RETIRED) == 1 and self._slot_word(s, L.S_STATE) in (L.DONE, L.FAILED)
 
     def _slot_states(self) -> np.ndarray:
+        """Per slot, its state; a completed slot whose completer is still signalling counts as
+        READY (its semaphores have not all moved yet)."""
         if not self._chunks:
             return np.zeros(0, np.int64)
-        return np.concatenate([c[:, L.S_STATE] for c in self._chunks])
+        return np.concatenate([np.where(c[:, L.S_RETIRED] == 1, c[:, L.S_STATE], L.READY) for c in self._chunks])
 
     def _drain(self) -> None:
         """Inline mode: run whatever became ready on this thread."""

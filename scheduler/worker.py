@@ -161,6 +161,7 @@ def host_submit(a: int, s: int, commands: int, n_cmds: int, regions: int, n_regi
     store(slot + 8 * L.S_N_SIGNALS, n_signals)
     store(slot + 8 * L.S_ERROR, 0)
     store(slot + 8 * L.S_SERIAL, serial)
+    store(slot + 8 * L.S_RETIRED, 0)
     store(slot + 8 * L.S_STATE, L.PENDING)
     fetch_add(a + 8 * L.H_PENDING, 1)
     h = load_i64(a + 8 * L.H_WORKERS) - 1 if direct else -1

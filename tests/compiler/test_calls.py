@@ -156,3 +156,19 @@ def test_cpu_rebind_uses_host_arrays_in_place(driver):
         assert dev.rebind(cb, yb.buffer, None)
         dev.execute_and_wait(cb, sem, 2, 10)
         np.testing.assert_array_equal(yb.to_numpy(), 2 * x)
+
+
+def test_back_to_back_calls_where_workers_finish_the_work():
+    """Calls large enough for workers to join: a worker may complete a call (and signal the
+    host) an instant before it marks the submission done; the next call must still bind its
+    fresh result memory, never write into the previous call's (regression: heap corruption)."""
+    w = RNG.standard_normal((512, 512)).astype(np.float32)
+    text = jax.jit(lambda x: jnp.maximum(x @ w, 0) @ w).lower(np.zeros((64, 512), np.float32)).as_text()
+    with fg.create_device("local-task", workers=2) as dev:
+        m = fg.load(text, device=dev)
+        x = RNG.standard_normal((64, 512)).astype(np.float32)
+        want = np.maximum(x @ w, 0) @ w
+        results = [m(x) for _ in range(40)]
+        for r in results:
+            np.testing.assert_allclose(r, want, rtol=1e-4, atol=1e-3)
+        assert dev.scheduler.counters()["workgroups"] > 0

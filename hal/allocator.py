@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hal.buffer import Buffer, BufferUsage, BufferView, HostBuffer, MemoryType
-from hal.errors import ResourceExhausted
+from hal.errors import InvalidArgument, ResourceExhausted
 
 
 class Allocator:
@@ -24,6 +24,8 @@ class Allocator:
         raise NotImplementedError
 
     def allocate_buffer(self, size: int, usage: BufferUsage = BufferUsage.DEFAULT, memory_type: MemoryType = MemoryType.DEFAULT) -> Buffer:
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 0:
+            raise InvalidArgument(f"buffer size {size!r} must be a non-negative int")
         if isinstance(size, (int, np.integer)) and size > self.max_allocation_size:
             raise ResourceExhausted(f"allocate_buffer: {size} bytes exceeds the device limit of {self.max_allocation_size}")
         return self._create_buffer(size, BufferUsage(usage), MemoryType(memory_type))

@@ -7,10 +7,12 @@ A kernel with n bindings sees, in descriptor set 0:
     binding n        the dispatch state, a storage buffer of uint32 words:
         [0..2]       workgroup_count x, y, z (copied from the indirect buffer for
                      dispatch_indirect before the dispatch runs)
-        [3]          status: 0; a kernel that fails stores a non-zero status here and returns
-        [4 + 2i]     binding i's offset in its buffer, in elements of the binding's type
-        [5 + 2i]     binding i's length, in elements
-        [4 + 2n + j] constant j (a 32-bit word, as on the CPU)
+        [3]          status: 0; a kernel that fails stores a non-zero status here
+        [4..6]       the failing workgroup's id (stored with the status)
+        [7]          reserved
+        [8 + 2i]     binding i's offset in its buffer, in elements of the binding's type
+        [9 + 2i]     binding i's length, in elements
+        [8 + 2n + j] constant j (a 32-bit word, as on the CPU)
 
 Why the binding ranges travel as data and not as descriptor offsets: Vulkan requires descriptor
 offsets aligned to minStorageBufferOffsetAlignment (16 to 256 bytes), the model allows any
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 WORKGROUP_COUNT = 0
 STATUS = 3
-HEADER_WORDS = 4
+FAILED_WORKGROUP = 4
+HEADER_WORDS = 8
 
 
 def binding_offset_word(i: int) -> int:

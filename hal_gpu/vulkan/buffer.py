@@ -31,6 +31,11 @@ class VulkanBuffer(Buffer):
         self.memory = memory
         self._mapping = mapping  # keeps the cffi buffer alive
         self._bytes = None if mapping is None else np.frombuffer(mapping, dtype=np.uint8, count=max(size, 1))[:size]
+        # The host address of the mapping (vkMapMemory aligns it to minMemoryMapAlignment, 64
+        # or more); None for device-local memory, which the host cannot address.
+        self.address = None if self._bytes is None else self._bytes.ctypes.data
+        if self._bytes is not None:
+            self._bytes[:] = 0  # new buffers are zeroed, as on the CPU drivers
         self._finalizer = weakref.finalize(self, _release, device, handle, memory)
 
     def __repr__(self) -> str:

@@ -118,12 +118,16 @@ class _StatusView:
         if len(self.indices):
             self.words[self.indices] = 0
 
-    def failed(self) -> list[tuple[int, int]]:
-        """(dispatch number, status) of every dispatch that failed."""
+    def failed(self) -> list[tuple[int, int, tuple[int, int, int]]]:
+        """(dispatch number, status, failing workgroup) of every dispatch that failed."""
         if not len(self.indices):
             return []
         values = self.words[self.indices].view(np.int32)
-        return [(int(i), int(values[i])) for i in np.flatnonzero(values)]
+        out = []
+        for i in np.flatnonzero(values):
+            at = self.indices[i] - spirv_abi.STATUS + spirv_abi.FAILED_WORKGROUP
+            out.append((int(i), int(values[i]), tuple(int(w) for w in self.words[at: at + 3])))
+        return out
 
 
 def _record_dispatch(device, handle, d: Dispatch, state, words: np.ndarray, region: int, pool, keep: list) -> None:

@@ -9,13 +9,14 @@ submission's semaphores if one is non-zero (hal_gpu/vulkan/semaphore.py).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
 
 from hal.command_buffer import CommandBuffer
 from hal.device import Device, DeviceLimits
-from hal.errors import Aborted, DeadlineExceeded, Unavailable
+from hal.errors import Aborted, DeadlineExceeded, ResourceExhausted, Unavailable
 from hal.executable import EntryPoint, Executable
 from hal.semaphore import Semaphore
 from hal_gpu.vulkan import command_buffer, executable
@@ -87,12 +88,31 @@ class VulkanDevice(Device):
             sType=v.VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, queueFamilyIndex=self.family,
             flags=v.VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT), None)
         self._lock = threading.RLock()  # the queue and the command pool need external sync
+        self._users = 0  # threads inside a Vulkan call on this device outside the lock (waits)
+        self._idle = threading.Condition(self._lock)
         self._pending: list[_Submission] = []
+        self._deferred: list[tuple[list, list, list]] = []  # held until the host signals (_pump)
+        self._pumping = False
         self._fences: list = []
         self._semaphores = _WeakSet()
 
     def __repr__(self) -> str:
         return f"<Device vulkan {self.name}>"
+
+    @contextlib.contextmanager
+    def using(self):
+        """Marks a Vulkan call made outside the lock (a blocking wait), so `close` does not
+        destroy the device under it; Aborted once the device is closed."""
+        with self._lock:
+            if self.closed or self.handle is None:
+                raise Aborted(f"{self!r} is closed")
+            self._users += 1
+        try:
+            yield self.handle
+        finally:
+            with self._lock:
+                self._users -= 1
+                self._idle.notify_all()
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -118,34 +138,68 @@ class VulkanDevice(Device):
         return v.vkCreateFence(self.handle, v.VkFenceCreateInfo(sType=v.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO), None)
 
     def _submit(self, command_buffers, wait, signal) -> None:
-        v = self.vk
         with self._lock:
-            failed = [s for s, _ in wait if s.failure is not None]
-            if failed:
-                for s, _ in signal:
-                    s.fail(Aborted(f"a submission waited on {failed[0]!r}, which failed: {failed[0].failure}"))
-                return
-            for cb in command_buffers:
-                cb.lowered.status.reset()
-            fence = self._fence()
-            timeline = v.VkTimelineSemaphoreSubmitInfo(
-                sType=v.VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
-                waitSemaphoreValueCount=len(wait), pWaitSemaphoreValues=[x for _, x in wait] or None,
-                signalSemaphoreValueCount=len(signal), pSignalSemaphoreValues=[x for _, x in signal] or None)
-            info = v.VkSubmitInfo(
-                sType=v.VK_STRUCTURE_TYPE_SUBMIT_INFO, pNext=timeline,
-                waitSemaphoreCount=len(wait), pWaitSemaphores=[s.handle for s, _ in wait] or None,
-                pWaitDstStageMask=[v.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT] * len(wait) or None,
-                commandBufferCount=len(command_buffers), pCommandBuffers=[cb.lowered.handle for cb in command_buffers] or None,
-                signalSemaphoreCount=len(signal), pSignalSemaphores=[s.handle for s, _ in signal] or None)
-            try:
-                v.vkQueueSubmit(self.queue, 1, [info], fence)
-            except v.VkErrorDeviceLost:
-                self._lost("vkQueueSubmit")
-            except (v.VkErrorOutOfHostMemory, v.VkErrorOutOfDeviceMemory) as e:
-                from hal.errors import ResourceExhausted
-                raise ResourceExhausted(f"vulkan: vkQueueSubmit: {type(e).__name__}") from None
-            self._pending.append(_Submission(fence, list(command_buffers), list(wait), list(signal)))
+            self._deferred.append((list(command_buffers), list(wait), list(signal)))
+            self._pump()
+
+    def _covered(self, sem, value: int) -> bool:
+        """Whether (sem, value) is reached or will be by work already on the GPU queue."""
+        return sem._raw() >= value or any(s is sem and x >= value for sub in self._pending for s, x in sub.signals)
+
+    def _pump(self) -> None:
+        """Hands the GPU every held submission whose waits are covered, in order.
+
+        Why hold any: Vulkan lets a submission wait for a value the host signals later, but
+        drivers (Mesa's lavapipe among them) run a queue's submissions in order, so one parked
+        submission would block every later one, including the one it waits for. Submissions
+        whose waits only the host can satisfy stay here until `signal()` (or a failure) runs
+        this again; the rest go straight to the queue."""
+        if self._pumping:
+            return  # a failure found while pumping: the running pump sees it
+        self._pumping = True
+        try:
+            progress = True
+            while progress:
+                progress, held = False, []
+                for cbs, wait, signal in self._deferred:
+                    failed = [s for s, _ in wait if s.failure is not None]
+                    if failed:
+                        for s, _ in signal:
+                            if s.failure is None:
+                                s.failure = Aborted(f"a submission waited on {failed[0]!r}, which failed: {failed[0].failure}")
+                                self._semaphore_failed(s)
+                        progress = True
+                        continue
+                    if held or not all(self._covered(s, x) for s, x in wait):
+                        held.append((cbs, wait, signal))
+                        continue
+                    self._queue_submit(cbs, wait, signal)
+                self._deferred = held
+        finally:
+            self._pumping = False
+
+    def _queue_submit(self, command_buffers, wait, signal) -> None:
+        v = self.vk
+        for cb in command_buffers:
+            cb.lowered.status.reset()
+        fence = self._fence()
+        timeline = v.VkTimelineSemaphoreSubmitInfo(
+            sType=v.VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+            waitSemaphoreValueCount=len(wait), pWaitSemaphoreValues=[x for _, x in wait] or None,
+            signalSemaphoreValueCount=len(signal), pSignalSemaphoreValues=[x for _, x in signal] or None)
+        info = v.VkSubmitInfo(
+            sType=v.VK_STRUCTURE_TYPE_SUBMIT_INFO, pNext=timeline,
+            waitSemaphoreCount=len(wait), pWaitSemaphores=[s.handle for s, _ in wait] or None,
+            pWaitDstStageMask=[v.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT] * len(wait) or None,
+            commandBufferCount=len(command_buffers), pCommandBuffers=[cb.lowered.handle for cb in command_buffers] or None,
+            signalSemaphoreCount=len(signal), pSignalSemaphores=[s.handle for s, _ in signal] or None)
+        try:
+            v.vkQueueSubmit(self.queue, 1, [info], fence)
+        except v.VkErrorDeviceLost:
+            self._lost("vkQueueSubmit")
+        except (v.VkErrorOutOfHostMemory, v.VkErrorOutOfDeviceMemory) as e:
+            raise ResourceExhausted(f"vulkan: vkQueueSubmit: {type(e).__name__}") from None
+        self._pending.append(_Submission(fence, list(command_buffers), list(wait), list(signal)))
 
     def _check_completed(self) -> None:
         """Retires finished submissions: a failed kernel or a failed wait fails their signals.
@@ -174,9 +228,9 @@ class VulkanDevice(Device):
             if s.failure is not None:
                 error = Aborted(f"a submission waited on {s!r}, which failed: {s.failure}")
         for cb in sub.command_buffers:
-            for number, status in cb.lowered.status.failed():
+            for number, status, workgroup in cb.lowered.status.failed():
                 index, name = cb.lowered.dispatches[number]
-                error = error or Aborted(f"kernel '{name}' returned status {status} (command {index} of command buffer #{cb.id})")
+                error = error or Aborted(f"kernel '{name}' returned status {status} at workgroup {workgroup} (command {index} of command buffer #{cb.id})")
         if error is not None:
             for s, _ in sub.signals:
                 if s.failure is None:
@@ -197,6 +251,7 @@ class VulkanDevice(Device):
                         if s.failure is None:
                             s.failure = Aborted(f"a submission waited on {sem!r}, which failed: {sem.failure}")
                             self._semaphore_failed(s)
+            self._pump()
 
     def _lost(self, where: str):
         raise Aborted(f"vulkan: {self.name}: device lost in {where}")
@@ -207,6 +262,12 @@ class VulkanDevice(Device):
         while True:
             with self._lock:
                 fences = [s.fence for s in self._pending]
+                held = len(self._deferred)
+            if not fences and held:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExceeded(f"{self!r}: {held} submissions still waiting after {timeout} s")
+                time.sleep(0.0005)
+                continue
             if not fences:
                 break
             left = None if deadline is None else deadline - time.monotonic()
@@ -227,10 +288,15 @@ class VulkanDevice(Device):
         with self._lock:
             # Work parked on semaphores nobody will signal fails, and its waits are released so
             # the GPU drains; then everything is freed with the device.
+            for _, _, signal in self._deferred:
+                for s, _ in signal:
+                    if s.failure is None:
+                        s.failure = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
+            self._deferred = []
             for sub in list(self._pending):
                 for s, _ in sub.signals:
                     if s.failure is None:
-                        s.failure = Aborted(f"{self!r} closed with the submission in flight")
+                        s.failure = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
                 for s, x in sub.waits:
                     if s._raw() < x:
                         v.vkSignalSemaphore(self.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=s.handle, value=x))
@@ -239,6 +305,8 @@ class VulkanDevice(Device):
                 if sem.failure is None:
                     sem.failure = Aborted(f"{self!r} is closed")
             super().close()
+            # Host waiters wake every few ms, see the failure and leave.
+            self._idle.wait_for(lambda: self._users == 0, timeout=5.0)
             v.vkDestroyDevice(self.handle, None)
             self.handle = None
 

@@ -46,7 +46,8 @@ class VulkanSemaphore(Semaphore):
             dev.vk.vkDestroySemaphore(dev.handle, self.handle, None)
 
     def _raw(self) -> int:
-        return self.device.vk.vkGetSemaphoreCounterValue(self.device.handle, self.handle)
+        with self.device.using() as handle:
+            return self.device.vk.vkGetSemaphoreCounterValue(handle, self.handle)
 
     def _raise_if_failed(self) -> None:
         if self.failure is not None:
@@ -54,6 +55,8 @@ class VulkanSemaphore(Semaphore):
 
     def query(self) -> int:
         self._raise_if_failed()
+        if self.device.closed:
+            raise Aborted(f"{self!r}: {self.device!r} is closed")
         value = self._raw()
         self.device._check_completed()
         self._raise_if_failed()
@@ -67,7 +70,10 @@ class VulkanSemaphore(Semaphore):
             raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {current} (timelines only move forward)")
         if value > current:
             v = self.device.vk
-            v.vkSignalSemaphore(self.device.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=self.handle, value=value))
+            with self.device.using() as handle:
+                v.vkSignalSemaphore(handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=self.handle, value=value))
+            with self.device._lock:
+                self.device._pump()  # held submissions this releases go to the GPU now
 
     def wait(self, value: int, timeout: float | None = None) -> None:
         value = _payload(self, value, "wait for")
@@ -79,7 +85,8 @@ class VulkanSemaphore(Semaphore):
             left = None if deadline is None else deadline - time.monotonic()
             step = _SLICE_NS if left is None else max(0, min(_SLICE_NS, int(left * 1e9)))
             try:
-                v.vkWaitSemaphores(dev.handle, info, step)
+                with dev.using() as handle:
+                    v.vkWaitSemaphores(handle, info, step)
                 break
             except v.VkTimeout:
                 if left is not None and left <= 0:

@@ -44,6 +44,8 @@ class SpirvContext(KernelContext):
         status = self.i32(status) if isinstance(status, int) else status
         with self.b.if_then(condition, likely=False):
             self.b.store(status, self.entry.element_pointer(self.n, self.i32(spirv_abi.STATUS)))
+            for d in range(3):
+                self.b.store(self.workgroup_id(d), self.entry.element_pointer(self.n, self.i32(spirv_abi.FAILED_WORKGROUP + d)))
 
     def local_array(self, name: str, dtype, count: int) -> ir.GlobalVariable:
         return self.entry.local_array(name, llvm_type(dtype), count)

@@ -1,0 +1,140 @@
+"""GPU benchmarks on the `vulkan` driver (issue 8): submit-to-signal for one tiny dispatch, a
+256 MiB device-local copy's GB/s, a 4096x4096 f32 matmul's GFLOP/s from a portable kernel, and
+the per-call latency of compiled models where the compiler can target Vulkan.
+
+    python -m bench.gpu --json          # full sizes (an NVIDIA H200 in the issue)
+    python -m bench.gpu --json --quick  # small sizes (lavapipe on a CPU)
+
+Every figure is a median over repeated runs. The raw floor is an empty submission signalling a
+semaphore (what the driver cannot go below); the tiny dispatch is one workgroup of one
+invocation incrementing one word.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+from llvmlite import ir
+
+import fibergrid as fg
+from compiler.portable import F32, kernel
+from hal.buffer import BufferUsage
+
+DEVICE_LOCAL = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
+TILE = 16
+
+
+@kernel(workgroup_size=1, bindings=(np.int32,), boundscheck=False)
+def tiny(k):
+    k.store(0, k.i32(0), k.b.add(k.load(0, k.i32(0)), k.i32(1)))
+
+
+@kernel(workgroup_size=(TILE, TILE), bindings=(np.float32, np.float32, np.float32), constants=(np.uint32,), boundscheck=False)
+def matmul(k):
+    """c = a @ b, all n x n row-major (n a multiple of TILE); one output per invocation, the
+    k loop unrolled by 4 (the portable lowering: no workgroup memory)."""
+    b = k.b
+    n = k.constant(0)
+    row, col = k.global_id(1), k.global_id(0)
+    acc = b.alloca(F32)
+    b.store(ir.Constant(F32, 0.0), acc)
+    arow = b.mul(row, n)
+    with k.loop(0, n, step=4, name="p") as p:
+        total = b.load(acc)
+        for u in range(4):
+            pu = b.add(p, k.i32(u))
+            total = b.fadd(total, b.fmul(k.load(0, b.add(arow, pu)), k.load(1, b.add(b.mul(pu, n), col))))
+        b.store(total, acc)
+    k.store(2, b.add(arow, col), b.load(acc))
+
+
+def _median_us(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+def _run(device, cb, state: dict) -> None:
+    state["v"] += 1
+    device.queue_execute([cb], signal=[(state["sem"], state["v"])])
+    state["sem"].wait(state["v"], 60)
+
+
+def submit_to_signal(device, repeats: int) -> dict:
+    sem = device.create_semaphore(0)
+    state = {"sem": sem, "v": 0}
+    word = device.allocator.allocate_view((1,), np.int32)
+    cb = device.create_command_buffer("reusable")
+    cb.dispatch(tiny, "tiny", 1, [], [word])
+    cb.end()
+    empty = device.create_command_buffer("reusable")
+    empty.end()
+    floor = _median_us(lambda: _run(device, empty, state), repeats)
+    dispatch = _median_us(lambda: _run(device, cb, state), repeats)
+    return {"submit_to_signal_us": dispatch, "empty_submit_us": floor, "ratio_vs_floor": dispatch / floor}
+
+
+def copy_bandwidth(device, nbytes: int, repeats: int) -> dict:
+    src = device.allocator.allocate_buffer(nbytes, DEVICE_LOCAL)
+    dst = device.allocator.allocate_buffer(nbytes, DEVICE_LOCAL)
+    cb = device.create_command_buffer("reusable")
+    cb.copy(src, 0, dst, 0, nbytes)
+    cb.end()
+    state = {"sem": device.create_semaphore(0), "v": 0}
+    us = _median_us(lambda: _run(device, cb, state), repeats)
+    return {"copy_bytes": nbytes, "copy_us": us, "copy_GBps": nbytes / us / 1e3}
+
+
+def matmul_rate(device, n: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    a_host = rng.standard_normal((n, n), dtype=np.float32)
+    b_host = rng.standard_normal((n, n), dtype=np.float32)
+    a, b = device.allocator.import_array(a_host), device.allocator.import_array(b_host)
+    c = device.allocator.allocate_view((n, n), np.float32)
+    cb = device.create_command_buffer("reusable")
+    cb.dispatch(matmul, "matmul", (n // TILE, n // TILE), [n], [a, b, c])
+    cb.end()
+    state = {"sem": device.create_semaphore(0), "v": 0}
+    us = _median_us(lambda: _run(device, cb, state), repeats)
+    rows = [0, n // 2, n - 1]
+    got = c.to_numpy()[rows]
+    want = a_host[rows].astype(np.float64) @ b_host.astype(np.float64)
+    err = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+    return {"matmul_n": n, "matmul_us": us, "matmul_GFLOPs": 2.0 * n ** 3 / us / 1e3, "matmul_rel_error": err}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="small sizes (CPU Vulkan implementations)")
+    parser.add_argument("--device", default=None, help="vulkan device index or name substring")
+    args = parser.parse_args(argv)
+    if "vulkan" not in fg.available_drivers():
+        print("bench.gpu: no Vulkan device on this machine (fg.available_drivers() has no 'vulkan')", file=sys.stderr)
+        return 2
+    device = fg.create_device("vulkan", **({} if args.device is None else {"device": int(args.device) if args.device.isdigit() else args.device}))
+    out: dict = {"device": device.name}
+    out.update(submit_to_signal(device, 50 if args.quick else 500))
+    out.update(copy_bandwidth(device, (16 if args.quick else 256) << 20, 5 if args.quick else 20))
+    out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10))
+    out["models"] = "not measured: the model compiler does not emit SPIR-V yet (issue 8, open)"
+    device.close()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for key, value in out.items():
+            print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

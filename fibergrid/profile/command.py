@@ -106,6 +106,9 @@ def _emit(captures: list[DeviceCapture], args: argparse.Namespace, error: type[E
         print("\n\n".join(report.text(a, fs) for a, fs in results) if results else
               "fibergrid: profile: no fibergrid CPU device ran work")
     if args.trace:
+        events = sum(len(c.events) for c in captures)
+        if events > 100_000:  # seconds of work: say so
+            print(f"fibergrid: profile: writing {events} workgroup events to {args.trace}", file=sys.stderr, flush=True)
         try:
             chrome.write(captures, args.trace)
         except OSError as e:

@@ -66,7 +66,21 @@ class _Lane:
             self.command_buffer = cb
         self.semaphore = device.create_semaphore(0)
         self.submissions = 0
-        self.pending: tuple | None = None  # (outputs, kept inputs) of the call in flight
+        self.rebound: set[int] = set()  # ids of the buffers whose bindings point at caller memory
+
+    def bind(self, device: Device, buffer, array: np.ndarray | None) -> bool:
+        """Points the buffer's bindings at `array` (None: back at the buffer), skipping the
+        driver call when nothing changes; False when the driver cannot use `array` in place."""
+        if array is None:
+            if id(buffer) in self.rebound:
+                device.rebind(self.command_buffer, buffer, None)
+                self.rebound.discard(id(buffer))
+            return True
+        if not device.rebind(self.command_buffer, buffer, array):
+            self.bind(device, buffer, None)
+            return False
+        self.rebound.add(id(buffer))
+        return True
 
 
 class _Prepared:
@@ -116,22 +130,25 @@ class _Prepared:
 
     def _bind(self, lane: _Lane, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None) -> list[np.ndarray | None]:
         """Binds the inputs (in place, or copied into the lane's buffers) and the results'
-        memory; per result, the array the run writes in place, or None (copy it out after)."""
+        memory; per result, the array the run writes in place, or None (copy it out after).
+        In place only from ZERO_COPY_BYTES up (and always for `out` arrays): below, a copy costs
+        less than pointing the bindings elsewhere."""
         device, cb = self._device, lane.command_buffer
         for index, buffer, view in lane.inputs:
             a = arrays[index]
-            if cb is None or not device.rebind(cb, buffer, a):
+            if cb is None or a.nbytes < ZERO_COPY_BYTES or not lane.bind(device, buffer, a):
                 if cb is not None:
-                    device.rebind(cb, buffer, None)
+                    lane.bind(device, buffer, None)
                 np.copyto(view, a)
         targets: list[np.ndarray | None] = []
         for i, (buffer, view, written) in enumerate(lane.results):
             target = None
-            if written and cb is not None:
-                target = out[i] if out is not None else _result_memory(view)
-                if not device.rebind(cb, buffer, target):
-                    device.rebind(cb, buffer, None)
+            if written and cb is not None and (out is not None or view.nbytes >= ZERO_COPY_BYTES):
+                target = out[i] if out is not None else np.empty_like(view)
+                if not lane.bind(device, buffer, target):
                     target = None
+            elif cb is not None:
+                lane.bind(device, buffer, None)
             targets.append(target)
         return targets
 
@@ -236,13 +253,7 @@ class CallFuture:
 
 
 MAX_LANES = 4  # calls of one signature in flight at once through `submit`
-
-
-def _result_memory(like: np.ndarray) -> np.ndarray:
-    """A new array shaped like `like`, bound in place of a result buffer for one call; the
-    caller owns it afterwards. Plain np.empty: numpy's allocations are aligned enough for a CPU
-    driver to bind in place; a driver that refuses it makes the call copy into it instead."""
-    return np.empty_like(like)
+ZERO_COPY_BYTES = 64 * 1024  # arrays this large are bound in place (measured: below, copying wins)
 
 
 def _as_array(arg: Any, dtype: np.dtype, what: str) -> np.ndarray:
@@ -262,6 +273,8 @@ class Function:
     def __init__(self, module: "Module", entry: executable.FunctionEntry) -> None:
         self.name = entry.name
         self.signature = entry.signature
+        # Per argument, its shape when every dim is static (None otherwise): _arrays' fast check.
+        self._static = [tuple(shape) if all(d is not None for d in shape) else None for shape, _ in self.signature]
         self._module = module
         self._entry = entry
         self._prepared: dict[Shapes, _Prepared] = {}
@@ -281,13 +294,16 @@ class Function:
     def _arrays(self, args: tuple[Any, ...]) -> list[np.ndarray]:
         if len(args) != len(self.signature):
             raise InvalidArgument(f"{self.name}: takes {len(self.signature)} arguments, got {len(args)}")
-        arrays = []
-        for i, (arg, (shape, dtype)) in enumerate(zip(args, self.signature)):
+        arrays = list(args)
+        for i, (arg, (shape, dtype), static) in enumerate(zip(args, self.signature, self._static)):
+            # The common case in a few attribute reads: an ndarray of the declared dtype and shape.
+            if type(arg) is np.ndarray and arg.dtype is dtype and arg.shape == static:
+                continue
             a = _as_array(arg, dtype, f"{self.name}: argument {i}")
             if a.dtype != dtype or a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):
                 raise InvalidArgument(f"{self.name}: argument {i}: expected {format_shape(shape, dtype)}, "
                                       f"got {format_shape(a.shape, a.dtype)}")
-            arrays.append(a)
+            arrays[i] = a
         return arrays
 
     def _prepare(self, shapes: Shapes) -> _Prepared:

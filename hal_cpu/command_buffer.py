@@ -7,6 +7,7 @@ into memory the program owns. Replaying the program costs no Python per command.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,11 @@ class LoweredCommandBuffer:
     # the buffers that fills, copies or indirect counts use by address (never rebound).
     binding_sites: dict[int, list[tuple[np.ndarray, int, int]]] = field(default_factory=dict)
     fixed_buffers: set[int] = field(default_factory=set)
+    # execute_and_wait's reserved submission slot: (semaphore index, slot), its release, and
+    # the lock that keeps two threads from calling through it at once.
+    reserved: tuple[int, int] | None = None
+    unreserve: object = None
+    call_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def rebind(self, buffer, address: int) -> bool:
         """Points every dispatch binding of `buffer` at `address` (+ the binding's offset)."""

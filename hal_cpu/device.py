@@ -4,6 +4,7 @@ native executor, run inline on the submitting thread, as IREE's local-sync does)
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 
@@ -21,7 +22,11 @@ from scheduler import GridProgram, Scheduler
 # Local memory per participant: the compiler's packed GEMM panels take up to 384 KiB on AVX-512
 # hosts (a core's L2 is 1-2 MiB on the machines we run on).
 CPU_LOCAL_MEMORY = 1 << 20
-REBIND_ALIGNMENT = 16  # what numpy's allocations guarantee on x86-64 and AArch64
+REBIND_ALIGNMENT = 16
+
+
+class _Busy(Exception):
+    """The command buffer's last submission is still in flight."""  # what numpy's allocations guarantee on x86-64 and AArch64
 
 
 class CpuDevice(Device):
@@ -59,12 +64,33 @@ class CpuDevice(Device):
         self.scheduler.submit(program, [(s.index, v) for s, v in wait], [(s.index, v) for s, v in signal], keepalive)
 
     def execute_and_wait(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None = None) -> None:
-        """The calling thread joins as the host participant and runs the submission itself;
-        workers join where the wake policy says they pay for their wake (scheduler/worker.py)."""
+        """One native call: the command buffer keeps a reserved submission slot for the
+        semaphore it signals (scheduler.reserve), so a call writes no program or timepoints; on
+        local-task the calling thread joins as the host participant and runs it, workers
+        joining where the wake policy says they pay for their wake (scheduler/worker.py). A
+        command buffer in flight, or called from two threads at once, takes the general path."""
         self._check_open()
         command_buffer.submitted += 1
         lowered = command_buffer.lowered
-        if not self.scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout):
+        scheduler = self.scheduler
+        if lowered.call_lock.acquire(blocking=False):
+            try:
+                if not scheduler.settle(lowered.program, 0.0):
+                    raise _Busy
+                if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
+                    if lowered.reserved is not None:
+                        lowered.unreserve()
+                    slot = scheduler.reserve(lowered.program, semaphore.index, (lowered, semaphore))
+                    lowered.reserved = (semaphore.index, slot)
+                    lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
+                ok = scheduler.call(lowered.reserved[1], lowered.program, (semaphore.index, value), timeout)
+            except _Busy:
+                ok = scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout)
+            finally:
+                lowered.call_lock.release()
+        else:
+            ok = scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout)
+        if not ok:
             semaphore.wait(value, 0)  # raises the failure
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:

@@ -8,6 +8,7 @@ With `workers=0` there are no threads: the submitting thread drains the work inl
 from __future__ import annotations
 
 import collections
+import itertools
 import ctypes
 import threading
 import time
@@ -21,7 +22,7 @@ from hal.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Re
 from scheduler import layout as L
 from scheduler.native import futex_wake, make_timespec
 from scheduler.topology import detect, pin_current_thread
-from scheduler.worker import host_fail, host_help, host_join, host_signal, host_submit, host_wait, worker_loop
+from scheduler.worker import host_call, host_fail, host_help, host_join, host_signal, host_submit, host_wait, worker_loop
 
 
 class GridProgram:
@@ -158,7 +159,8 @@ class Scheduler:
         self._in_use: collections.deque[int] = collections.deque()  # submitted slots, oldest first
         self._slot_keepalive: dict[int, tuple] = {}
         self._free_sems = list(range(self._sems - 1, -1, -1))
-        self._serial = 0
+        self._serials = itertools.count(1)  # atomic under the GIL: calls take serials unlocked
+        self._reserved: dict[int, int] = {}  # reserved slot -> address of its signal's value
         self._closed = False
         self.host_errors: dict[int, BaseException] = {}  # error id -> what semaphore.fail() was given
         self.threads: list[threading.Thread] = []
@@ -192,8 +194,8 @@ class Scheduler:
             if self._busy(program):
                 program = program.for_submission()
             s = self._take_slot()
-            self._serial += 1
-            program.in_flight = (s, self._serial)
+            serial = next(self._serials)
+            program.in_flight = (s, serial)
             self._slot_keepalive[s] = (program, signals, keepalive)
             # Timepoints go through flat views at precomputed addresses: numpy's 2-D indexing
             # and .ctypes cost microseconds here, on every model call.
@@ -207,8 +209,7 @@ class Scheduler:
                 flat[row + 2 * i] = m
                 flat[row + 2 * i + 1] = v
             waits_addr = base + 8 * (row - 2 * L.MAX_TIMEPOINTS)
-            host_submit(self.a, s, *program.addresses, waits_addr, len(waits), base + 8 * row, len(signals), self._serial, direct)
-            serial = self._serial
+            host_submit(self.a, s, *program.addresses, waits_addr, len(waits), base + 8 * row, len(signals), serial, direct)
         if not direct:
             self._drain()
         return s, serial
@@ -238,10 +239,7 @@ class Scheduler:
             s = self._in_use.popleft()
         else:
             if not self._free_slots:
-                done = [s for s in self._in_use if self._slot_done(s)]
-                for s in done:
-                    self._in_use.remove(s)
-                self._free_slots.extend(sorted(done, reverse=True))
+                self._recycle()
             if not self._free_slots:
                 self._add_chunk()
             s = self._free_slots.pop()
@@ -250,6 +248,13 @@ class Scheduler:
         if s >= self.arena[L.H_SLOT_HIGH]:
             self.arena[L.H_SLOT_HIGH] = s + 1
         return s
+
+    def _recycle(self) -> None:
+        """Moves every completed slot in use to the free list."""
+        done = [s for s in self._in_use if self._slot_done(s)]
+        for s in done:
+            self._in_use.remove(s)
+        self._free_slots.extend(sorted(done, reverse=True))
 
     def _add_chunk(self) -> None:
         first = len(self._chunks) * L.SLOT_CHUNK
@@ -284,6 +289,51 @@ class Scheduler:
         if self.inline:
             with self._drain_lock:
                 worker_loop(self.a, self.host, True)
+
+    def reserve(self, program: GridProgram, signal: int, keepalive: object = None) -> int:
+        """A slot kept for repeated calls of `program` that each signal semaphore `signal`
+        (a model call's lane): its program and signal list are written once, so a call is one
+        native call (`call`). Give it back with `unreserve`."""
+        with self._lock:
+            self._check_open()
+            if not self._free_slots:
+                self._recycle()
+            if not self._free_slots:
+                self._add_chunk()
+            s = self._free_slots.pop()
+            if s >= self.arena[L.H_SLOT_HIGH]:
+                self.arena[L.H_SLOT_HIGH] = s + 1
+            flat, base = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
+            signals = (s & (L.SLOT_CHUNK - 1)) * 4 * L.MAX_TIMEPOINTS + 2 * L.MAX_TIMEPOINTS
+            flat[signals] = signal
+            self._slot_keepalive[s] = (program, [(signal, 0)], keepalive)
+            chunk = self._chunks[s >> L.SLOT_CHUNK_SHIFT][s & (L.SLOT_CHUNK - 1)]
+            commands, n_cmds, regions, n_regions, tiles = program.addresses
+            chunk[[L.S_PROGRAM, L.S_N_CMDS, L.S_REGIONS, L.S_N_REGIONS, L.S_TILES]] = commands, n_cmds, regions, n_regions, tiles
+            chunk[[L.S_WAITS, L.S_N_WAITS, L.S_SIGNALS, L.S_N_SIGNALS]] = base, 0, base + 8 * signals, 1
+            self._reserved[s] = base + 8 * (signals + 1)  # where the signal's value goes
+            return s
+
+    def unreserve(self, s: int) -> None:
+        """Gives a reserved slot back (reused once its last call completed)."""
+        with self._lock:
+            if self._reserved.pop(s, None) is not None:
+                self._in_use.append(s)
+
+    def call(self, s: int, program: GridProgram, signal: tuple[int, int], timeout: float | None) -> bool:
+        """One call on reserved slot s: it signals semaphore `signal[0]` to `signal[1]`. Returns
+        as wait_semaphore does."""
+        m, value = signal
+        serial = next(self._serials)
+        program.in_flight = (s, serial)
+        if self.inline:
+            with self._drain_lock:
+                r = host_call(self.a, s, self._reserved[s], value, serial, m)
+        else:
+            r = host_call(self.a, s, self._reserved[s], value, serial, m)
+        if r == 1:
+            return True
+        return self.wait_semaphore(m, value, timeout)
 
     def submit_and_wait(self, program: GridProgram, signal: tuple[int, int], keepalive: object = None, timeout: float | None = None) -> bool:
         """A submission with no waits whose caller waits for it at once: the fast path of a

@@ -214,6 +214,38 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
 
 
 @njit(nogil=True, cache=True)
+def host_call(a: int, s: int, value_addr: int, value: int, serial: int, m: int) -> int:
+    """Runs reserved slot s again (a prepared call: its program and its one signal, semaphore
+    m, are already in place) with the signal value `value`, in one native call: on local-task
+    the caller joins as the host participant and runs it (returns as host_help does; 0 when it
+    could not join: the caller waits), on local-sync the caller (holding the drain lock) runs
+    everything ready."""
+    slot = slot_addr(a, s)
+    while load(slot + 8 * L.S_RETIRED) == 0:  # the last call's completer may still be signalling
+        cpu_relax()
+    store(value_addr, value)
+    store(slot + 8 * L.S_ERROR, 0)
+    store(slot + 8 * L.S_SERIAL, serial)
+    store(slot + 8 * L.S_RETIRED, 0)
+    store(slot + 8 * L.S_STATE, L.PENDING)
+    fetch_add(a + 8 * L.H_PENDING, 1)
+    if load_i64(a + 8 * L.H_THREADS) == 0:
+        h = load_i64(a + 8 * L.H_WORKERS) - 1
+        if try_release(a, s, -1, False):
+            scan_pending(a, -1)
+        worker_loop(a, h, True)
+        return 1 if sem_reached(a, m, value) and load(sem_addr(a, m) + 8 * L.M_STATE) == L.SEM_OK else 0
+    if host_join(a):
+        h = load_i64(a + 8 * L.H_WORKERS) - 1
+        if try_release(a, s, h, True):
+            scan_pending(a, h)
+        return host_help(a, s, m, value)
+    if try_release(a, s, -1, False):
+        scan_pending(a, -1)
+    return 0
+
+
+@njit(nogil=True, cache=True)
 def host_signal(a: int, m: int, value: int) -> None:
     signal_sem(a, m, value)
     scan_pending(a, -1)

@@ -141,12 +141,15 @@ class _Attached:
         self._install()
         self.reset()
 
-    # The Scheduler methods wrapped, and how: every submission goes through the first one found
-    # of SUBMIT_METHODS (the internal one where the scheduler has it, so that fast paths such as
-    # submit_and_wait, which submit without calling `submit`, are seen too); host waits through
-    # WAIT_METHODS. A wrapper takes the serial from the result: an int, or (slot, serial).
-    SUBMIT_METHODS = ("_submit", "submit")
-    WAIT_METHODS = ("wait_semaphore", "submit_and_wait")
+    # The Scheduler methods wrapped. Every submission enters through one of SUBMIT_METHODS: the
+    # internal `_submit` where the scheduler has one (else `submit`), which fast paths such as
+    # submit_and_wait share, and `call`, the one-native-call path of a reserved slot (which also
+    # waits). Host waits go through WAIT_METHODS. A wrapper finds the program among the
+    # arguments and the serial in the result (an int, or (slot, serial)), else in the
+    # program's `in_flight` (slot, serial), so it survives the scheduler growing new paths that
+    # keep those conventions; a path it cannot read is skipped, never broken.
+    SUBMIT_METHODS = (("_submit", "submit"), ("call",))
+    WAIT_METHODS = ("wait_semaphore", "submit_and_wait", "call")
 
     def _install(self) -> None:
         sched = self.scheduler
@@ -155,19 +158,33 @@ class _Attached:
         submissions, waits, now, tid_of = self.submissions, self.waits, time.monotonic_ns, threading.get_native_id
         self._wrapped: list[str] = []
 
-        def traced_submit(submit):
-            def traced(program, *args, **kwargs):
+        def serial_of(out: Any, program: Any) -> int | None:
+            if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], int):
+                return out[1]
+            if isinstance(out, int) and not isinstance(out, bool):
+                return out
+            in_flight = getattr(program, "in_flight", None)
+            return in_flight[1] if isinstance(in_flight, tuple) and len(in_flight) == 2 else None
+
+        def traced_submit(submit: Callable[..., Any], waits_too: bool) -> Callable[..., Any]:
+            def traced(*args: Any, **kwargs: Any) -> Any:
+                program = next((a for a in args if hasattr(a, "commands") and hasattr(a, "regions")), None)
                 t = now()
-                out = submit(program, *args, **kwargs)
-                serial = out[1] if isinstance(out, tuple) else out
-                known = self._program_keys.get(id(program))
-                key = known[0] if known is not None and known[1] is program else self._program_key(program)
-                submissions[serial] = (t, key, tid_of())
+                try:
+                    out = submit(*args, **kwargs)
+                finally:
+                    if waits_too:
+                        waits.append((tid_of(), t, now()))
+                serial = serial_of(out, program)
+                if serial is not None and program is not None:
+                    known = self._program_keys.get(id(program))
+                    key = known[0] if known is not None and known[1] is program else self._program_key(program)
+                    submissions[serial] = (t, key, tid_of())
                 return out
             return traced
 
-        def traced_wait(wait):
-            def traced(*args, **kwargs):
+        def traced_wait(wait: Callable[..., Any]) -> Callable[..., Any]:
+            def traced(*args: Any, **kwargs: Any) -> Any:
                 t = now()
                 try:
                     return wait(*args, **kwargs)
@@ -175,11 +192,13 @@ class _Attached:
                     waits.append((tid_of(), t, now()))
             return traced
 
-        name = next(n for n in self.SUBMIT_METHODS if callable(getattr(sched, n, None)))
-        setattr(sched, name, traced_submit(getattr(sched, name)))
-        self._wrapped.append(name)
+        for choices in self.SUBMIT_METHODS:
+            name = next((n for n in choices if callable(getattr(sched, n, None))), None)
+            if name is not None:
+                setattr(sched, name, traced_submit(getattr(sched, name), name in self.WAIT_METHODS))
+                self._wrapped.append(name)
         for name in self.WAIT_METHODS:
-            if callable(getattr(sched, name, None)):
+            if name not in self._wrapped and callable(getattr(sched, name, None)):
                 setattr(sched, name, traced_wait(getattr(sched, name)))
                 self._wrapped.append(name)
 

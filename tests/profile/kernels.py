@@ -30,15 +30,17 @@ def record(device, grids: list[tuple[int, int]], barriers: bool = True):
     return cb, out
 
 
-def profile_calls(device, cb, calls: int) -> DeviceCapture:
-    """One untraced warm-up submission, then `calls` traced submit-and-wait calls."""
+def profile_calls(device, cb, calls: int, warmups: int = 1) -> DeviceCapture:
+    """`warmups` untraced submissions (the scheduler's wake policy learns a region's work from
+    its first runs), then `calls` traced submit-and-wait calls."""
     sem = device.create_semaphore(0)
     rec = Recorder()
     rec.attach(device, label="test")
-    device.queue_execute([cb], signal=[(sem, 1)])
-    sem.wait(1, 60)
+    for i in range(1, warmups + 1):
+        device.queue_execute([cb], signal=[(sem, i)])
+        sem.wait(i, 60)
     rec.reset()
-    for i in range(2, calls + 2):
+    for i in range(warmups + 1, warmups + calls + 1):
         with rec.call():
             device.queue_execute([cb], signal=[(sem, i)])
             sem.wait(i, 60)

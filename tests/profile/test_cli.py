@@ -100,3 +100,30 @@ def test_program_that_fails_passes_its_status_on(tmp_path):
     proc = run("profile", "--", sys.executable, "-c", "raise SystemExit(3)", cwd=tmp_path)
     assert proc.returncode == 3
     assert "no fibergrid CPU device ran work" in proc.stdout
+
+
+def test_every_device_of_a_program_is_profiled_even_one_closed_early(tmp_path):
+    """Two devices: one closed by the program (captured as it closes), one left open (captured at
+    exit, before the scheduler stops its workers); hand-written kernels keep their entry names."""
+    app = tmp_path / "devices.py"
+    app.write_text(
+        "import numpy as np, fibergrid as fg\n"
+        "from tests.profile.kernels import record\n"
+        "def run(device, workgroups, n):\n"
+        "    cb, _ = record(device, [(workgroups, 1000)])\n"
+        "    sem = device.create_semaphore(0)\n"
+        "    for i in range(1, n + 1):\n"
+        "        device.queue_execute([cb], signal=[(sem, i)])\n"
+        "        sem.wait(i, 60)\n"
+        "with fg.create_device('local-task', workers=2) as first:\n"
+        "    run(first, 12, 3)\n"
+        "second = fg.create_device('local-sync')\n"
+        "run(second, 5, 2)\n")
+    proc = run("profile", "--json", "--", sys.executable, str(app), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    devices = {d["driver"]: d for d in doc["devices"]}
+    assert set(devices) == {"local-task", "local-sync"}
+    assert devices["local-task"]["submissions"] == 3 and devices["local-sync"]["submissions"] == 2
+    assert [d["workgroups_per_call"] for d in devices["local-task"]["dispatches"]] == [12]
+    assert [d["name"] for d in devices["local-sync"]["dispatches"]] == ["burn"]

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fibergrid.profile.naming import CommandInfo, ProgramInfo, describe_program
+from fibergrid.profile.naming import ProgramInfo, describe_program
 
 DEFAULT_CAPACITY = 1 << 17  # events per worker ring: 8 MiB a worker, ~130k reservations
 
@@ -125,11 +125,10 @@ class DeviceCapture:
 class _Attached:
     """One traced device: the wrappers installed on its Scheduler and what they recorded."""
 
-    def __init__(self, device: Any, label: str, capacity: int, names: Callable[[Any], dict[str, str]] | None) -> None:
+    def __init__(self, device: Any, label: str, capacity: int) -> None:
         self.device = device
         self.label = label
         self.scheduler = device.scheduler
-        self.names = names
         self.lock = threading.Lock()
         self.submissions: dict[int, tuple[int, int, int]] = {}  # serial -> (submit ns, program, thread)
         self.programs: dict[int, ProgramInfo] = {}
@@ -206,7 +205,7 @@ class _Attached:
         """Programs are described once (a reusable command buffer is one program for life)."""
         key = len(self._program_keys)
         self._program_keys[id(program)] = (key, program)
-        self.programs[key] = describe_program(program, self.names)
+        self.programs[key] = describe_program(program)
         return key
 
     def reset(self) -> None:
@@ -221,7 +220,6 @@ class _Attached:
             self.waits.clear()
             self.programs.clear()  # described again at their next submit: names may be new
             self._program_keys.clear()
-            self.events_seen = int(sum(c["trace_events"] for c in self.counters0))
 
     def capture(self, calls: list[Call] | None = None) -> DeviceCapture:
         """The window from the last reset to now. Read once the traced work has completed."""
@@ -270,13 +268,12 @@ class Recorder:
         self.devices: list[_Attached] = []
         self.calls: list[Call] = []
 
-    def attach(self, device: Any, label: str | None = None,
-               names: Callable[[Any], dict[str, str]] | None = None) -> None:
+    def attach(self, device: Any, label: str | None = None) -> None:
         """Start tracing `device` (a CPU device; others are skipped with no error: nothing to
-        read). `names(executable)` may map entry names to source names."""
+        read). Kernels are named from `naming.register_sources` where someone registered them."""
         if not hasattr(device, "scheduler") or any(a.device is device for a in self.devices):
             return
-        self.devices.append(_Attached(device, label or f"{device.driver}#{len(self.devices)}", self.capacity, names))
+        self.devices.append(_Attached(device, label or f"{device.driver}#{len(self.devices)}", self.capacity))
 
     def reset(self) -> None:
         """Forget everything recorded so far (e.g. a warm-up call)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from hal.command_buffer import Barrier, Copy, Dispatch, Fill, Update, lookup
 from scheduler import layout as L
@@ -73,12 +73,11 @@ def _kind_of(entry: str) -> str:
     return kind if sep and "_dispatch_" in entry else "kernel"
 
 
-def _describe(cmd: Any, row: Any, names: Callable[[Any], dict[str, KernelSource]] | None, region: int) -> CommandInfo:
+def _describe(cmd: Any, row: Any, region: int) -> CommandInfo:
     tiles = int(row[L.C_TILES])
     if isinstance(cmd, Dispatch):
         entry = cmd.entry.name
-        known = sources_of(cmd.executable) or (names(cmd.executable) if names else {})
-        source = known.get(entry)
+        source = sources_of(cmd.executable).get(entry)
         count = tuple(int(c) for c in cmd.workgroup_count)
         return CommandInfo(source.label if source else entry, entry, (source.kind if source and source.kind else _kind_of(entry)),
                            tiles or math.prod(count), count, sum(b.length for b in cmd.bindings),
@@ -93,7 +92,7 @@ def _describe(cmd: Any, row: Any, names: Callable[[Any], dict[str, KernelSource]
     return CommandInfo(f"{kind} #{int(row[L.C_INDEX])}", "", kind, tiles, (tiles, 1, 1), 0, None, region)
 
 
-def describe_program(program: Any, names: Callable[[Any], dict[str, KernelSource]] | None = None) -> ProgramInfo:
+def describe_program(program: Any) -> ProgramInfo:
     """A scheduler GridProgram's commands, named (call while its command buffers are alive)."""
     rows = program.commands
     region_of = [0] * len(rows)
@@ -108,5 +107,5 @@ def describe_program(program: Any, names: Callable[[Any], dict[str, KernelSource
             cb = lookup(cb_id)
             recorded[cb_id] = [x for x in cb.commands if not isinstance(x, Barrier)] if cb is not None else []
         cmd = recorded[cb_id][index] if index < len(recorded[cb_id]) else None
-        commands.append(_describe(cmd, row, names, region_of[c]))
+        commands.append(_describe(cmd, row, region_of[c]))
     return ProgramInfo(tuple(commands), regions)

@@ -72,7 +72,9 @@ def wake_workers(a: int, count: int) -> None:
     fetch_add(word(a, L.H_WAKE), 1)
     if load(word(a, L.H_SLEEPERS)) > 0:
         store(word(a, L.H_WAKE_T0), now_ns())
-        futex_wake(word(a, L.H_WAKE), count)
+        woken = futex_wake(word(a, L.H_WAKE), count)
+        if woken > 0:  # each decrements it when it runs again: see worker._park
+            fetch_add(word(a, L.H_WAKING), woken)
 
 
 # --- regions ---------------------------------------------------------------------------------------------
@@ -319,6 +321,13 @@ def advance(a: int, s: int, w: int, present: int, queue: bool) -> bool:
     return True
 
 
+@njit(inline="always")
+def committed(a: int) -> int:
+    """Participants running (H_ACTIVE) or woken to run (H_WAKING): the device runs at most as
+    many at once as it has workers."""
+    return max(0, load(a + 8 * L.H_ACTIVE)) + max(0, load(a + 8 * L.H_WAKING))
+
+
 @njit(nogil=True, cache=True)
 def helpers_to_wake(a: int, slot: int, total: int, present: int) -> int:
     """The wake policy: how many more participants the region just published should get.
@@ -332,7 +341,7 @@ def helpers_to_wake(a: int, slot: int, total: int, present: int) -> int:
     reservation = load(slot + 8 * L.S_RESERVATION)
     threads = load_i64(a + 8 * L.H_THREADS)
     useful = min(load_i64(a + 8 * L.H_WORKERS), (total + reservation - 1) // reservation) - present
-    limit = min(useful, threads - max(0, load(a + 8 * L.H_ACTIVE)))
+    limit = min(useful, threads - committed(a))
     if limit <= 0:
         return 1 if present == 0 and threads > 0 else 0
     row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * load(slot + 8 * L.S_REGION)

@@ -36,6 +36,7 @@ H_WAKE_MEASURE = 19  # 1: H_WAKE_COST_NS follows the measured wake latency
 H_WAKE_T0 = 20  # when the last wake was issued (CLOCK_MONOTONIC ns), for the latency measurement
 H_HOST = 21  # 1 while a host thread is the host participant
 H_READY_CAP = 22  # ready-queue cells (a power of two >= H_SLOT_CAP: the queue never fills)
+H_WAKING = 23  # workers woken and not yet running: participants already committed to published work
 H_ACTIVE = 24  # participants inside help_slot (own line: every help session hits it)
 H_READY_HEAD = 32  # ready queue: consumers CAS the head
 H_READY_TAIL = 40  # producers CAS the tail

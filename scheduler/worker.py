@@ -89,7 +89,8 @@ def _park(a: int, w: int, participants: int) -> None:
     # before we read it (then futex_wait returns at once).
     t0 = now_ns()
     if not _work_visible(a, participants) and load(word(a, L.H_SHUTDOWN)) == 0:
-        futex_wait(word(a, L.H_WAKE), epoch, 0)
+        if futex_wait(word(a, L.H_WAKE), epoch, 0) == 0:  # woken (not a spurious return)
+            fetch_add(word(a, L.H_WAKING), -1)
     fetch_add(word(a, L.H_SLEEPERS), -1)
     t1 = now_ns()
     bump(a, w, L.W_PARKED_NS, t1 - t0)
@@ -178,7 +179,7 @@ def host_join(a: int) -> bool:
     threads = load_i64(a + 8 * L.H_THREADS)
     while True:
         active = load(a + 8 * L.H_ACTIVE)
-        if active >= threads:
+        if active + max(0, load(word(a, L.H_WAKING))) >= threads:
             store(word(a, L.H_HOST), 0)
             return False
         if cas(a + 8 * L.H_ACTIVE, active, active + 1) == active:

@@ -62,6 +62,10 @@ class CompileCache:
                 program = executable.load(path)
                 with self._lock:
                     self.hits += 1
+                for entry in program.functions.values():
+                    for compiled in entry.specializations.values():
+                        # Lets a device of another format have the kernels compiled for it.
+                        object.__setattr__(compiled, "source", source)
                 return program
             except (InvalidArgument, Unavailable):
                 pass  # a damaged or foreign entry: rebuild and overwrite it

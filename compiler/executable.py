@@ -38,6 +38,7 @@ from compiler import pipeline
 from compiler.codegen.llvm_cpu import jit
 from compiler.ir import ELEMENT_TYPES
 from compiler.passes.fusion import Tensor
+from compiler.targets import KernelCode, TargetCode
 from hal.errors import InvalidArgument, Unavailable
 
 MAGIC = b"\x89FGX\r\n\x1a\n"
@@ -117,7 +118,7 @@ class Program:
 
 def build(text: str, functions: Sequence[str] | None = None,
           shapes: Mapping[str, Sequence[pipeline.Shapes]] | None = None,
-          progress: pipeline.Progress | None = None, module=None) -> Program:
+          progress: pipeline.Progress | None = None, module=None, targets: Sequence[str] = ()) -> Program:
     """Compile `functions` (default: every public one) of StableHLO `text`: static functions
     fully, dynamic ones for each signature in `shapes[name]` (ahead of time) plus the source.
     `module` is `text` already parsed, when the caller has it (parsing a big model takes seconds)."""
@@ -130,7 +131,7 @@ def build(text: str, functions: Sequence[str] | None = None,
         if not entry.is_dynamic:
             wanted.append(None)  # the declared shapes
         for s in wanted:
-            compiled = pipeline.compile_function(module, name, s, progress)
+            compiled = pipeline.compile_function(module, name, s, progress, targets)
             entry.specializations[compiled.shapes] = compiled
         entries[name] = entry
     dynamic = any(e.is_dynamic for e in entries.values())
@@ -174,6 +175,13 @@ def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Bl
         "dispatches": [{"entry": r.entry, "workgroup_count": list(r.workgroup_count),
                         "tensors": list(r.tensors), "barrier_before": r.barrier_before} for r in c.program],
         "results": [{"tensor": t, "shape": list(s)} for t, s in c.results],
+        # One blob per further format (SPIR-V for vulkan...), with its kernels' grids.
+        "variants": [{"format": v.format, "blob": blobs.add(f"{prefix}/{v.format}", v.blob),
+                      "kernels": [{"name": k.name, "workgroup_size": list(k.workgroup_size),
+                                   "workgroup_count": list(k.workgroup_count),
+                                   "bindings": [dtype_name(d) for d in k.binding_dtypes],
+                                   "local_memory_size": k.local_memory_size} for k in v.kernels]}
+                     for v in c.variants],
     }
 
 
@@ -310,7 +318,11 @@ def _decode_specialization(name: str, s: dict[str, Any], blobs: dict[str, memory
         tuple((int(r["tensor"]), tuple(int(d) for d in r["shape"])) for r in s["results"]),
         tuple(pipeline.KernelInfo(str(k["name"]), tuple(dtype_from_name(d) for d in k["bindings"]),
                                   int(k["local_memory_size"])) for k in s["kernels"]),
-        bytes(blobs[s["object"]]))
+        bytes(blobs[s["object"]]),
+        tuple(TargetCode(str(v["format"]), bytes(blobs[v["blob"]]), tuple(
+            KernelCode(str(k["name"]), tuple(int(x) for x in k["workgroup_size"]), tuple(int(x) for x in k["workgroup_count"]),
+                       tuple(dtype_from_name(d) for d in k["bindings"]), int(k["local_memory_size"])) for k in v["kernels"]))
+              for v in s.get("variants", ())))
 
 
 def load(path: str | os.PathLike) -> Program:

@@ -21,12 +21,14 @@ import hashlib
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from compiler import kernel_ir as kir
+from compiler import targets as targets_
 from compiler.codegen.llvm_cpu import generate, jit
 from compiler.codegen.llvm_cpu.matmul import GeneratedKernel
 from compiler.errors import CompileError
@@ -34,7 +36,7 @@ from compiler.frontends.stablehlo import parse_stablehlo
 from compiler.ir import Dim, Module
 from compiler.passes.fusion import Tensor, partition
 from compiler.passes.shape_inference import specialize
-from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable
+from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable, Variant
 
 Shapes = tuple[tuple[int, ...], ...]  # one concrete shape per function input
 
@@ -104,6 +106,14 @@ class CompiledFunction:
     results: tuple[tuple[int, tuple[int, ...]], ...]  # (tensor id, shape) per result
     kernels: tuple[KernelInfo, ...]
     object_code: bytes  # empty when the function needs no dispatch (e.g. it returns an input)
+    # The same kernels for other targets (an .fgx compiled with --target vulkan carries them).
+    variants: tuple[targets_.TargetCode, ...] = ()
+    # The kernel IR, kept in memory (not in an .fgx) so a device of another format can have the
+    # kernels compiled for it on first use.
+    regions: tuple[kir.KernelRegion, ...] = field(default=(), compare=False, repr=False)
+    # The StableHLO it came from, where a loader knows it (the compile cache): the kernel IR is
+    # rebuilt from it when a device needs a format the function was not compiled for.
+    source: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def shapes(self) -> Shapes:
@@ -111,11 +121,52 @@ class CompiledFunction:
 
     @functools.cached_property
     def executable(self) -> Executable:
-        """The kernels as a hal Executable (linked once; the code lives as long as this does)."""
+        """The kernels as a hal Executable in the CPU format (linked once; the code lives as long
+        as this does), with every other format as a variant: those compiled ahead of time, and
+        SPIR-V from the kernel IR, compiled when a Vulkan device first loads it. A device picks
+        its format itself (`Device.executable_for`), so a runtime dispatches this on any."""
         module = jit.load_object(self.object_code) if self.kernels else None
         entries = tuple(EntryPoint(k.name, module.address(k.name), (1, 1, 1), len(k.binding_dtypes), 0,
                                    k.binding_dtypes, (), k.local_memory_size) for k in self.kernels)
-        return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module)
+        variants = {code.format: Variant(code.blob, _entry_points(code)) for code in self.variants}
+        vulkan = targets_.get("vulkan")
+        if vulkan.format not in variants and (self.regions or self.source is not None) and self.kernels:
+            from compiler.codegen.spirv.kernels import WORKGROUP_SIZE
+
+            def build() -> bytes:
+                return vulkan.build(self._kernel_regions()).blob
+
+            variants[vulkan.format] = Variant(build, tuple(
+                EntryPoint(k.name, 0, (WORKGROUP_SIZE, 1, 1), len(k.binding_dtypes), 0, k.binding_dtypes)
+                for k in self.kernels))
+        return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants=variants)
+
+    def _kernel_regions(self) -> tuple[kir.KernelRegion, ...]:
+        """The kernel IR of this function's kernels (rebuilt from `source` if not in memory)."""
+        regions = self.regions
+        if not regions:
+            static = specialize(parse(self.source), self.name, self.shapes)
+            regions = tuple(d.region for d in partition(static, self.name).dispatches)
+        names = [k.name for k in self.kernels]
+        by_name = {r.name: r for r in regions}
+        if sorted(by_name) != sorted(names):
+            raise CompileError(f"@{self.name}: its source no longer gives the kernels it was compiled with")
+        return tuple(by_name[n] for n in names)
+
+    def program_for(self, formats: Sequence[str]) -> tuple[DispatchRecord, ...]:
+        """The host program with the workgroup counts of the first of `formats` compiled ahead
+        of time (a GPU target lays kernels out on its own grid); the CPU program otherwise.
+        Every kernel is correct with either grid (GPU kernels stride over their points)."""
+        for fmt in formats:
+            for code in self.variants:
+                if code.format == fmt:
+                    return tuple(replace(r, workgroup_count=code.kernel(r.entry).workgroup_count) for r in self.program)
+        return self.program
+
+
+def _entry_points(code: targets_.TargetCode) -> tuple[EntryPoint, ...]:
+    return tuple(EntryPoint(k.name, 0, k.workgroup_size, len(k.binding_dtypes), 0, k.binding_dtypes, (), k.local_memory_size)
+                 for k in code.kernels)
 
 
 def public_functions(module: Module) -> list[str]:
@@ -145,10 +196,11 @@ def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]
 
 
 def compile_function(module: Module, function: str, input_shapes: Sequence[Sequence[int]] | None = None,
-                     progress: Progress | None = None) -> CompiledFunction:
+                     progress: Progress | None = None, targets: Sequence[str] = ()) -> CompiledFunction:
     """Compile `function` of a parsed module for `input_shapes` (default: its declared shapes,
-    which must then be static). Raises CompileError for ops without a lowering and
-    ShapeAssertionError (JAX's message) when the shapes break a jax.export assertion."""
+    which must then be static), for the host CPU and the extra `targets` ("vulkan"). Raises
+    CompileError for ops without a lowering and ShapeAssertionError (JAX's message) when the
+    shapes break a jax.export assertion."""
     progress = progress or Progress()
     fn = module.function(function)
     if input_shapes is None:
@@ -164,12 +216,17 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
         kernels = [generate(d.region) for d in part.dispatches]
     with progress.stage(f"@{function}: LLVM ({len(kernels)} kernels)"):
         object_code = jit.emit_object(jit.link_ir([k.ir for k in kernels])) if kernels else b""
+    regions = tuple(d.region for d in part.dispatches)
+    variants = []
+    for name in dict.fromkeys(t for t in targets if t != "cpu"):
+        with progress.stage(f"@{function}: {name} ({len(regions)} kernels)"):
+            variants.append(targets_.get(name).build(regions))
     return CompiledFunction(
         function, tuple((s, a.type.dtype) for s, a in zip(shapes, fn.args)), tuple(part.tensors),
         tuple(_program(part.dispatches, kernels)), tuple(part.results),
         tuple(KernelInfo(k.name, tuple(b.dtype for b in d.region.bindings), k.local_memory_size)
               for k, d in zip(kernels, part.dispatches)),
-        object_code)
+        object_code, tuple(variants), regions)
 
 
 def parse(text: str, progress: Progress | None = None) -> Module:

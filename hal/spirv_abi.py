@@ -24,6 +24,8 @@ invocation is cached and costs nothing next to a dispatch.
 
 from __future__ import annotations
 
+FORMAT = "vulkan-spirv1.6"  # executable format tag: SPIR-V 1.6 for Vulkan 1.3, this ABI
+
 WORKGROUP_COUNT = 0
 STATUS = 3
 FAILED_WORKGROUP = 4

@@ -19,12 +19,12 @@ from hal.device import Device, DeviceLimits
 from hal.errors import Aborted, DeadlineExceeded, ResourceExhausted, Unavailable
 from hal.executable import EntryPoint, Executable
 from hal.semaphore import Semaphore
+from hal.spirv_abi import FORMAT
 from hal_gpu.vulkan import command_buffer, executable
 from hal_gpu.vulkan.allocator import VulkanAllocator
 from hal_gpu.vulkan.driver import compute_queue_family, device_name, vk
 from hal_gpu.vulkan.semaphore import VulkanSemaphore
 
-FORMAT = "vulkan-spirv1.6"  # what compiler/codegen/spirv emits (hal does not import the compiler)
 
 
 @dataclass

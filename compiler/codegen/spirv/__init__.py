@@ -3,5 +3,5 @@ SPIR-V target in a child process (`backend`), with Vulkan's resource model spell
 `module` (storage buffers, the dispatch-state buffer, workgroup memory, builtins) and generators
 from kernel IR in `kernels`."""
 
-FORMAT = "vulkan-spirv1.6"
+from hal.spirv_abi import FORMAT  # noqa: F401  (the format tag lives with the ABI)
 TRIPLE = "spirv1.6-unknown-vulkan1.3-compute"

@@ -7,10 +7,11 @@ resource name). A compile must never take the interpreter down, so LLVM runs in 
 `SpirvCompileError` naming the LLVM message. The cost, ~0.3 s per module, is paid once per
 program (compiled programs are cached on disk).
 
-Why no LLVM optimisation pipeline: instcombine rewrites `getelementptr [N x T], p, 0, i` into
+Why no LLVM optimisation: instcombine rewrites `getelementptr [N x T], p, 0, i` into
 `getelementptr T, p, i`, which the SPIR-V backend cannot lower in Vulkan's logical addressing
-(see above), and the Vulkan driver optimises SPIR-V itself. Codegen (instruction selection at
--O2) still runs.
+(see above), and at -O1 and up its instruction selection combines a trunc of an i64 `urem` into
+an OpBitwiseAnd of mismatched widths that spirv-val rejects (seen on LLVM 22). Codegen runs at
+-O0; the Vulkan driver optimises the SPIR-V itself when it builds the pipeline.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ llvm.initialize_all_asmprinters()
 text = sys.stdin.buffer.read().decode()
 mod = llvm.parse_assembly(text)
 mod.verify()
-tm = llvm.Target.from_triple(sys.argv[1]).create_target_machine(opt=2)
+tm = llvm.Target.from_triple(sys.argv[1]).create_target_machine(opt=int(sys.argv[2]) if len(sys.argv) > 2 else 2)
 sys.stdout.buffer.write(tm.emit_object(mod))
 """
 
@@ -54,7 +55,7 @@ def _last_lines(text: str, n: int = 4) -> str:
 @functools.lru_cache(maxsize=256)
 def _compile_cached(digest: str, ir_text: str, validate: bool) -> bytes:
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD, TRIPLE], input=ir_text.encode(), capture_output=True, timeout=600)
+        done = subprocess.run([sys.executable, "-c", _CHILD, TRIPLE, "0"], input=ir_text.encode(), capture_output=True, timeout=600)
     except subprocess.TimeoutExpired:
         raise SpirvCompileError("LLVM's SPIR-V backend took over 600 s on one module") from None
     if done.returncode != 0 or not done.stdout.startswith(_MAGIC):

@@ -152,6 +152,11 @@ class SpirvModule:
     def text(self) -> str:
         """The module as LLVM IR the SPIR-V backend takes (placeholders resolved)."""
         text = str(self.module)
+        external = sorted(set(re.findall(r'^declare [^@]*@"?([A-Za-z_][\w.]*)"?\(', text, re.M)) - {"fg.spv.handles"})
+        external = [name for name in external if not name.startswith(("llvm.", "fg.spv."))]
+        if external:
+            raise CompileError(f"SPIR-V: no lowering for C library math {', '.join(external)} (used on the CPU target); "
+                               "those ops are not supported on vulkan yet")
         lines, decls, names = [], set(), []
         for line in text.splitlines():
             if 'declare void @"fg.spv.handles"' in line or re.match(r'declare .*@"fg\.spv\.ptr\.', line):

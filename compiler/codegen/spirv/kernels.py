@@ -1,0 +1,251 @@
+"""Kernel IR regions -> SPIR-V compute entry points (the portable lowering for GPUs).
+
+Every region becomes one entry point of `WORKGROUP_SIZE` invocations that walks its output
+points (or sort rows) with a grid-stride loop: invocation g of G handles points g, g + G, ...
+So a kernel is correct for any workgroup count a host program dispatches it with — the SPIR-V
+target's own (`workgroup_count`) or another target's — and the count only tunes occupancy.
+
+Expressions go through the CPU backend's `ExprEmitter` one lane wide (it is LLVM IR either way):
+the builder here (`_SpirvBuilder`) turns the emitter's "pointer to element i of binding s" into
+the resource access the SPIR-V backend needs (module.py), adding the binding's offset from the
+dispatch state (hal/spirv_abi.py). Library bodies (matmul, conv) arrive already lowered to
+reductions (compiler/passes/library_lowering.py). Math the C library provides on the CPU (erf,
+expm1, ...) has no SPIR-V form: such calls are refused with a CompileError naming them, unless
+the special-math expansion (compiler/passes/special_math.py) replaced them first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from llvmlite import ir
+
+from compiler import kernel_ir as kir
+from compiler.codegen.llvm_cpu.expr import ExprEmitter, scalar_type, store, strides, widen_bits
+from compiler.codegen.spirv.module import I32, I64, SpirvEntry, SpirvModule
+from compiler.errors import CompileError
+from compiler.passes.library_lowering import portable
+from hal import spirv_abi
+
+WORKGROUP_SIZE = 64
+MAX_WORKGROUPS = 65535  # per dimension, the Vulkan minimum every device supports
+
+
+class _BindingBase:
+    """What the emitter holds as binding `slot`'s base pointer; `_SpirvBuilder.gep` resolves it."""
+
+    def __init__(self, slot: int, elem: ir.Type) -> None:
+        self.slot = slot
+        self.type = ir.PointerType(elem, addrspace=11)
+
+
+class _SpirvBuilder(ir.IRBuilder):
+    entry: SpirvEntry
+
+    def gep(self, ptr, indices, inbounds=False, name="", source_etype=None):
+        if isinstance(ptr, _BindingBase):
+            (index,) = indices
+            offset = self.entry.state_word(spirv_abi.binding_offset_word(ptr.slot))
+            index = self.trunc(index, I32) if index.type != I32 else index
+            return self.entry.element_pointer(ptr.slot, self.add(offset, index))
+        return super().gep(ptr, indices, inbounds=inbounds, name=name, source_etype=source_etype)
+
+
+@dataclass(frozen=True)
+class SpirvKernel:
+    name: str
+    workgroup_count: tuple[int, int, int]
+    binding_dtypes: tuple[np.dtype, ...]
+
+
+def workgroup_count(points: int) -> tuple[int, int, int]:
+    """The grid the SPIR-V target picks for `points` independent items."""
+    groups = max(1, min(-(-points // WORKGROUP_SIZE), MAX_WORKGROUPS))
+    return (groups, 1, 1)
+
+
+def _entry(module: SpirvModule, region: kir.KernelRegion) -> tuple[SpirvEntry, _SpirvBuilder, list]:
+    entry = module.entry(region.name, [d.dtype for d in region.bindings], (WORKGROUP_SIZE, 1, 1))
+    b = _SpirvBuilder(entry.builder.block)
+    b.entry = entry
+    entry.builder = b
+    ptrs = [_BindingBase(i, scalar_type(d.dtype, in_memory=True)) for i, d in enumerate(region.bindings)]
+    return entry, b, ptrs
+
+
+def _grid_stride(entry: SpirvEntry, b: ir.IRBuilder, total: int, body) -> None:
+    """for (p = global invocation; p < total; p += invocations in the grid) body(p as i64)."""
+    counts = [entry.state_word(spirv_abi.WORKGROUP_COUNT + d) for d in range(3)]
+    gx, gy, gz = (entry.builtin("group", d) for d in range(3))
+    linear = b.add(gx, b.mul(counts[0], b.add(gy, b.mul(counts[1], gz))))
+    first = b.zext(b.add(b.mul(linear, ir.Constant(I32, WORKGROUP_SIZE)), entry.builtin("local", 0)), I64)
+    step = b.zext(b.mul(b.mul(b.mul(counts[0], counts[1]), counts[2]), ir.Constant(I32, WORKGROUP_SIZE)), I64)
+    before = b.block
+    header, loop, after = (b.append_basic_block(f"gs.{s}") for s in ("header", "body", "end"))
+    b.branch(header)
+    b.position_at_end(header)
+    p = b.phi(I64, name="p")
+    p.add_incoming(first, before)
+    b.cbranch(b.icmp_signed("<", p, ir.Constant(I64, total)), loop, after)
+    b.position_at_end(loop)
+    body(p)
+    p.add_incoming(b.add(p, step), b.block)
+    b.branch(header)
+    b.position_at_end(after)
+
+
+def _unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
+    return [b.urem(b.udiv(flat, ir.Constant(I64, s)), ir.Constant(I64, n)) for s, n in zip(strides(shape), shape)]
+
+
+def _loops(b: ir.IRBuilder, extents: Sequence[int], body, coords: list | None = None) -> None:
+    """Nested counted loops (outermost first), body(loop variables)."""
+    coords = [] if coords is None else coords
+    if len(coords) == len(extents):
+        body(coords)
+        return
+    from compiler.codegen.llvm_cpu.abi_builder import for_range
+
+    with for_range(b, 0, extents[len(coords)], name=f"r{len(coords)}") as v:
+        _loops(b, extents, body, coords + [v])
+
+
+def _elementwise(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
+    body = region.body
+    entry, b, ptrs = _entry(module, region)
+    total = math.prod(body.shape)
+
+    def point(p: ir.Value) -> None:
+        e = ExprEmitter(b, region.bindings, ptrs, _unravel(b, p, body.shape), None, 1)
+        for slot, expr in zip(body.output_bindings, body.outputs):
+            store(b, ptrs, region.bindings[slot], slot, p, e.value(expr))
+
+    _grid_stride(entry, b, total, point)
+    b.ret_void()
+    return SpirvKernel(region.name, workgroup_count(total), tuple(d.dtype for d in region.bindings))
+
+
+def _reduction(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
+    body = region.body
+    entry, b, ptrs = _entry(module, region)
+    rank = len(body.shape)
+    kept = [d for d in range(rank) if d not in body.reduced]
+    out_shape = body.output_shape
+    total = math.prod(out_shape)
+    with b.goto_block(entry.function.entry_basic_block):
+        b.position_at_start(entry.function.entry_basic_block)
+        slots = [b.alloca(scalar_type(x.dtype)) for x in body.inits]
+
+    def point(p: ir.Value) -> None:
+        out_coords = _unravel(b, p, out_shape)
+        e0 = ExprEmitter(b, region.bindings, ptrs, [], None, 1)
+        for slot, init in zip(slots, body.inits):
+            b.store(e0.value(init), slot)
+
+        def fold(loop_vars: list[ir.Value]) -> None:
+            coords: list = [None] * rank
+            for d, c in zip(kept, out_coords):
+                coords[d] = c
+            for d, c in zip(body.reduced, loop_vars):
+                coords[d] = c
+            elements = [ExprEmitter(b, region.bindings, ptrs, coords, None, 1).value(x) for x in body.inputs]
+            acc = [b.load(s) for s in slots]
+            ec = ExprEmitter(b, region.bindings, ptrs, [], None, 1, acc + elements)
+            new = [ec.value(c) for c in body.combiner]
+            for s, v in zip(slots, new):
+                b.store(v, s)
+
+        _loops(b, [body.shape[d] for d in body.reduced], fold)
+        eo = ExprEmitter(b, region.bindings, ptrs, out_coords, None, 1, [b.load(s) for s in slots])
+        for slot, expr in zip(body.output_bindings, body.outputs):
+            store(b, ptrs, region.bindings[slot], slot, p, eo.value(expr))
+
+    _grid_stride(entry, b, total, point)
+    b.ret_void()
+    return SpirvKernel(region.name, workgroup_count(total), tuple(d.dtype for d in region.bindings))
+
+
+def _register_value(b: ir.IRBuilder, raw: ir.Value, dtype: np.dtype) -> ir.Value:
+    """A loaded memory value as the emitter holds it (bool i1, f16/bf16 as f32)."""
+    if dtype == np.bool_:
+        return b.icmp_unsigned("!=", raw, ir.Constant(raw.type, 0))
+    if dtype in kir.NARROW_FLOATS:
+        return widen_bits(b, raw, dtype)
+    return raw
+
+
+def _sort(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
+    """Stable insertion sort of each row, in place in the outputs (one invocation per row)."""
+    body = region.body
+    entry, b, ptrs = _entry(module, region)
+    n_ops, dim, shape = body.operands, body.dimension, body.shape
+    length = shape[dim]
+    row_stride = strides(shape)[dim]
+    rest = [n for d, n in enumerate(shape) if d != dim]
+    rows = math.prod(rest)
+    dtypes = [region.bindings[k].dtype for k in range(n_ops)]
+    with b.goto_block(entry.function.entry_basic_block):
+        b.position_at_start(entry.function.entry_basic_block)
+        key_slots = [b.alloca(scalar_type(d, in_memory=True)) for d in dtypes]
+        j_slot = b.alloca(I64)
+
+    def at(base: ir.Value, i: ir.Value) -> ir.Value:
+        return b.add(base, b.mul(i, ir.Constant(I64, row_stride)))
+
+    def load(slot: int, offset: ir.Value) -> ir.Value:
+        return b.load(b.gep(ptrs[slot], [offset]))
+
+    def row(r: ir.Value) -> None:
+        coords = _unravel(b, r, rest)
+        full = coords[:dim] + [ir.Constant(I64, 0)] + coords[dim:]
+        base = ir.Constant(I64, 0)
+        for c, s in zip(full, strides(shape)):
+            base = b.add(base, b.mul(c, ir.Constant(I64, s)))
+        from compiler.codegen.llvm_cpu.abi_builder import for_range
+
+        with for_range(b, 0, length, name="copy") as i:
+            for k in range(n_ops):
+                b.store(load(k, at(base, i)), b.gep(ptrs[n_ops + k], [at(base, i)]))
+        with for_range(b, 1, length, name="ins") as i:
+            for k in range(n_ops):
+                b.store(load(n_ops + k, at(base, i)), key_slots[k])
+            b.store(i, j_slot)
+            header, step, done = (b.append_basic_block(f"shift.{s}") for s in ("header", "body", "end"))
+            b.branch(header)
+            b.position_at_end(header)
+            j = b.load(j_slot)
+            positive = b.icmp_signed(">", j, ir.Constant(I64, 0))
+            prev = b.select(positive, b.sub(j, ir.Constant(I64, 1)), ir.Constant(I64, 0))
+            keys = [_register_value(b, b.load(key_slots[k]), dtypes[k]) for k in range(n_ops)]
+            prevs = [_register_value(b, load(n_ops + k, at(base, prev)), dtypes[k]) for k in range(n_ops)]
+            args = [v for k in range(n_ops) for v in (keys[k], prevs[k])]
+            less = ExprEmitter(b, region.bindings, ptrs, [], None, 1, args).value(body.less)
+            b.cbranch(b.and_(positive, less), step, done)
+            b.position_at_end(step)
+            for k in range(n_ops):
+                b.store(load(n_ops + k, at(base, prev)), b.gep(ptrs[n_ops + k], [at(base, j)]))
+            b.store(prev, j_slot)
+            b.branch(header)
+            b.position_at_end(done)
+            for k in range(n_ops):
+                b.store(b.load(key_slots[k]), b.gep(ptrs[n_ops + k], [at(base, b.load(j_slot))]))
+
+    _grid_stride(entry, b, rows, row)
+    b.ret_void()
+    return SpirvKernel(region.name, workgroup_count(rows), tuple(d.dtype for d in region.bindings))
+
+
+def generate(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
+    """Adds `region`'s entry point to `module`: the one place that picks a generator per body."""
+    region = portable(region)
+    body = region.body
+    if isinstance(body, kir.ElementwiseBody):
+        return _elementwise(module, region)
+    if isinstance(body, kir.ReductionBody):
+        return _reduction(module, region)
+    if isinstance(body, kir.SortBody):
+        return _sort(module, region)
+    raise CompileError(f"SPIR-V: region '{region.name}' has a {type(body).__name__}, which has no SPIR-V lowering")

@@ -1,0 +1,93 @@
+"""Compilation targets: the one place that knows a machine (DESIGN.md, "Codegen: one kernel IR,
+several targets").
+
+A target takes the kernel IR regions of a function and gives a `TargetCode`: its format tag (what
+a driver loads), one blob (object code, a SPIR-V module), and per kernel its dispatch metadata and
+the workgroup grid it wants. Targets: `cpu` (LLVM's host backend, the tuned matmul/conv kernels)
+and `vulkan` (LLVM's SPIR-V backend, portable lowerings). Frontends and passes never see a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from compiler import kernel_ir as kir
+from compiler.errors import CompileError
+
+
+@dataclass(frozen=True)
+class KernelCode:
+    """One kernel as a target laid it out."""
+
+    name: str
+    workgroup_size: tuple[int, int, int]
+    workgroup_count: tuple[int, int, int]
+    binding_dtypes: tuple[np.dtype, ...]
+    local_memory_size: int = 0
+
+
+@dataclass(frozen=True)
+class TargetCode:
+    """A function's kernels for one target: the driver format, the blob and the kernels."""
+
+    format: str
+    blob: bytes
+    kernels: tuple[KernelCode, ...]
+
+    def kernel(self, name: str) -> KernelCode:
+        for k in self.kernels:
+            if k.name == name:
+                return k
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    format: str
+    build: Callable[[Sequence[kir.KernelRegion]], TargetCode]
+
+
+def _build_vulkan(regions: Sequence[kir.KernelRegion]) -> TargetCode:
+    from compiler.codegen.spirv import FORMAT
+    from compiler.codegen.spirv.kernels import WORKGROUP_SIZE, generate
+    from compiler.codegen.spirv.module import SpirvModule
+
+    module = SpirvModule()
+    kernels = [generate(module, r) for r in regions]
+    blob = module.compile() if kernels else b""
+    return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, (WORKGROUP_SIZE, 1, 1), k.workgroup_count, k.binding_dtypes)
+                                         for k in kernels))
+
+
+def _build_cpu(regions: Sequence[kir.KernelRegion]) -> TargetCode:
+    from compiler.codegen.llvm_cpu import generate, jit
+    from hal.executable import CPU_NATIVE_FORMAT
+
+    kernels = [generate(r) for r in regions]
+    blob = jit.emit_object(jit.link_ir([k.ir for k in kernels])) if kernels else b""
+    return TargetCode(CPU_NATIVE_FORMAT, blob, tuple(
+        KernelCode(k.name, (1, 1, 1), k.workgroup_count, tuple(b.dtype for b in r.bindings), k.local_memory_size)
+        for k, r in zip(kernels, regions)))
+
+
+def _vulkan_format() -> str:
+    from hal.spirv_abi import FORMAT
+
+    return FORMAT
+
+
+TARGETS: dict[str, Callable[[], Target]] = {
+    "cpu": lambda: Target("cpu", "cpu-native", _build_cpu),
+    "vulkan": lambda: Target("vulkan", _vulkan_format(), _build_vulkan),
+}
+
+
+def get(name: str) -> Target:
+    """The target named `name` (`cpu`, `vulkan`); CompileError for others."""
+    if name not in TARGETS:
+        raise CompileError(f"unknown target '{name}' (known: {', '.join(TARGETS)})")
+    return TARGETS[name]()

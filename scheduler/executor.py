@@ -281,7 +281,10 @@ def help_slot(a: int, s: int, w: int, stop_m: int, stop_value: int) -> None:
             ready_push(a, s)
             wake_workers(a, 1)
             return
-        n = min(load(slot + 8 * L.S_RESERVATION), total - first)
+        # Guided self-scheduling: reservations shrink toward the end of the region (never above
+        # a fair share of what is left), so the last claims are small and no participant is
+        # left alone with a large tail while the others idle.
+        n = max(1, min(load(slot + 8 * L.S_RESERVATION), (total - first) // (2 * load_i64(a + 8 * L.H_WORKERS))))
         if cas(slot + 8 * L.S_CLAIM, claim, claim + n) != claim:
             continue
         learn = load(slot + 8 * L.S_LEARN) != 0

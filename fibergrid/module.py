@@ -58,7 +58,7 @@ class _Lane:
         self.command_buffer = None
         if compiled.program:
             cb = device.create_command_buffer("reusable")
-            for rec in compiled.program:
+            for rec in compiled.program_for(device.formats):
                 if rec.barrier_before:
                     cb.execution_barrier()
                 cb.dispatch(compiled.executable, rec.entry, rec.workgroup_count, [], [views[t] for t in rec.tensors])

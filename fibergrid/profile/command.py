@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `profile` subcommand's own options (the call options come from cli.py)."""
     p.add_argument("--repetitions", type=int, default=20, help="traced calls after one warm-up call (default: 20)")
     p.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace-event JSON file")
-    p.add_argument("--png", default=None, help="write a PNG timeline of the first calls (needs matplotlib)")
+    p.add_argument("--png", default=None, help="write a PNG timeline of a typical run of three calls (needs matplotlib)")
     p.add_argument("--png-size", default="1600x500", help="PNG size in pixels, WIDTHxHEIGHT (default: 1600x500)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument("--capacity", type=int, default=1 << 17, help="trace events kept per worker (default: 131072)")

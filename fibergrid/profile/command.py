@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--png-size", default="1600x500", help="PNG size in pixels, WIDTHxHEIGHT (default: 1600x500)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument("--capacity", type=int, default=1 << 17, help="trace events kept per worker (default: 131072)")
+    p.add_argument("--source", default=None, help="the StableHLO an .fgx was compiled from: names its kernels after "
+                                                  "the model's ops (a .mlir module is its own source)")
 
 
 class _Progress:
@@ -66,11 +68,19 @@ def _png_size(spec: str, error: type[Exception]) -> tuple[int, int]:
     return w, h
 
 
-def _register_names(module: Any, function: Any, path: str) -> None:
-    """Source names for the function's kernels, where the StableHLO text is at hand."""
+def _register_names(module: Any, function: Any, path: str, source: str | None, error: type[Exception]) -> None:
+    """Source names for the function's kernels, where the StableHLO text is at hand: --source,
+    the source an .fgx keeps for dynamic functions, or the .mlir module itself."""
     from fibergrid.profile.sources import kernel_sources
 
-    text = getattr(module.program, "source", None)
+    text = None
+    if source is not None:
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise error(f"--source {source}: cannot read StableHLO text: {getattr(e, 'strerror', None) or e}") from None
+    text = text or getattr(module.program, "source", None)
     if text is None and not path.endswith(".fgx"):
         try:
             with open(path, encoding="utf-8") as f:
@@ -86,7 +96,10 @@ def _register_names(module: Any, function: Any, path: str) -> None:
         if not prepared:
             return
         compiled = next(iter(prepared.values())).compiled
-    register_sources(compiled.executable, kernel_sources(text, compiled))
+    names = kernel_sources(text, compiled)
+    if source is not None and not names:
+        raise error(f"--source {source}: its @{compiled.name} does not compile to this module's kernels")
+    register_sources(compiled.executable, names)
 
 
 def _emit(captures: list[DeviceCapture], args: argparse.Namespace, error: type[Exception], **meta: Any) -> int:
@@ -136,11 +149,11 @@ def profile_module(args: argparse.Namespace, device: Any, parse_input: Any, erro
     module = fg.load(args.module, device)
     function = module[args.function]
     inputs = [parse_input(spec) for spec in args.input]
-    _register_names(module, function, args.module)
+    _register_names(module, function, args.module, args.source, error)
     recorder = Recorder(args.capacity)
     recorder.attach(device, label=f"{os.path.basename(args.module)}@{args.function}")
     function(*inputs)  # warm-up: checks the inputs, compiles a dynamic signature, wakes workers
-    _register_names(module, function, args.module)
+    _register_names(module, function, args.module, args.source, error)
     recorder.reset()
     progress = _Progress(args.repetitions)
     for i in range(args.repetitions):

@@ -212,6 +212,13 @@ def kernel_sources(text: str, compiled: Any) -> dict[str, KernelSource]:
     entries = {k.name for k in compiled.kernels}
     if not entries <= set(walker.region_ops):
         return {}
+    # The same entries must bind tensors of the same shapes, or this is another model's source.
+    shapes = {t.id: tuple(t.shape) for t in compiled.tensors}
+    ours = {t.id: tuple(t.shape) for t in walker.part.tensors}
+    theirs = {rec.entry: tuple(shapes[t] for t in rec.tensors) for rec in compiled.program}
+    mine = {d.region.name: tuple(ours[t] for t in d.tensors) for d in walker.part.dispatches}
+    if any(mine.get(entry) != bound for entry, bound in theirs.items()):
+        return {}
     locs = _Locations(text)
     out = {}
     for name in entries:

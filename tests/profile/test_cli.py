@@ -66,11 +66,22 @@ def test_profile_json_has_flops_of_the_matmuls(model, capsys):
     assert all(d["calls"] == 3 for d in device["dispatches"])
 
 
+def test_an_fgx_is_named_from_its_source(model, tmp_path, capsys):
+    fgx = tmp_path / "mlp.fgx"
+    assert cli.main(["compile", str(model), "-o", str(fgx)]) == 0
+    assert cli.main(["profile", str(fgx), "--input", "8x64xf32=0.5", "--repetitions", "2"]) == 0
+    assert "main_dispatch_0_matmul" in capsys.readouterr().out  # no source in a static .fgx
+    assert cli.main(["profile", str(fgx), "--source", str(model), "--input", "8x64xf32=0.5", "--repetitions", "2"]) == 0
+    table = capsys.readouterr().out.split("Dispatches")[1].split("Where")[0]
+    assert "dot_general" in table and "main_dispatch_" not in table
+
+
 @pytest.mark.parametrize("args, match", [
     (["--function", "nope"], "no public function 'nope'"),
     (["--input", "8x64xq9=1"], "--input '8x64xq9=1'"),
     (["--input", "8x64xf32=1", "--repetitions", "0"], "--repetitions 0 must be >= 1"),
     (["--input", "8x64xf32=1", "--png", "x.png", "--png-size", "big"], "--png-size 'big'"),
+    (["--input", "8x64xf32=1", "--source", "/nonexistent.mlir"], "--source /nonexistent.mlir: cannot read"),
 ])
 def test_bad_input_is_one_line(model, args, match, capsys):
     assert cli.main(["profile", str(model), *args]) == 1

@@ -212,14 +212,18 @@ class CommandBuffer:
         """The device's form of `executable` (a variant in its format, if needed) and the entry."""
         if not isinstance(executable, Executable):
             raise InvalidArgument(f"dispatch: {executable!r} is not an Executable")
+        self._check_entry(executable.entry(entry))  # what it declares, in any format
         executable = self.device.executable_for(executable)
         ep = executable.entry(entry)
+        self._check_entry(ep)  # the device's form (a variant may lay workgroups out otherwise)
+        return executable, ep
+
+    def _check_entry(self, ep: EntryPoint) -> None:
         limits = self.device.limits
         if ep.local_memory_size > limits.local_memory_size:
             raise ResourceExhausted(f"dispatch '{ep.name}': needs {ep.local_memory_size} bytes of local memory; the device has {limits.local_memory_size}")
         if any(s > m for s, m in zip(ep.workgroup_size, limits.max_workgroup_size)) or ep.workgroup_size[0] * ep.workgroup_size[1] * ep.workgroup_size[2] > limits.max_workgroup_invocations:
             raise OutOfRange(f"dispatch '{ep.name}': workgroup size {ep.workgroup_size} exceeds the device's {limits.max_workgroup_size} / {limits.max_workgroup_invocations} invocations")
-        return executable, ep
 
     @staticmethod
     def _constants(ep: EntryPoint, constants: Sequence[Any]) -> np.ndarray:

@@ -147,7 +147,7 @@ class VulkanDevice(Device):
         return sem._raw() >= value or any(s is sem and x >= value for sub in self._pending for s, x in sub.signals)
 
     def _pump(self) -> None:
-        """Hands the GPU every held submission whose waits are covered, in order.
+        """Hands the GPU every held submission whose waits are covered.
 
         Why hold any: Vulkan lets a submission wait for a value the host signals later, but
         drivers (Mesa's lavapipe among them) run a queue's submissions in order, so one parked
@@ -170,10 +170,11 @@ class VulkanDevice(Device):
                                 self._semaphore_failed(s)
                         progress = True
                         continue
-                    if held or not all(self._covered(s, x) for s, x in wait):
+                    if not all(self._covered(s, x) for s, x in wait):
                         held.append((cbs, wait, signal))
                         continue
                     self._queue_submit(cbs, wait, signal)
+                    progress = True  # its signals may cover a held one's waits
                 self._deferred = held
         finally:
             self._pumping = False

@@ -39,16 +39,10 @@ def device(driver):
 # is an expected failure on vulkan only, so the rest of the suite guards it and a fix shows up
 # as XPASS.
 VULKAN_GAPS = {
-    "test_local_memory_over_device_limit": "workgroup-local arrays through the CPU scratch ABI are not lowered to SPIR-V Workgroup memory yet (LLVM ptrcast)",
-    "test_local_memory": "workgroup-local arrays through the CPU scratch ABI are not lowered to SPIR-V Workgroup memory yet (LLVM ptrcast)",
     "test_dispatch_indirect_over_limit_fails_the_submission": "an indirect count over the limit is not checked on the GPU",
     "test_failure_names_the_right_command": "commands after a failed dispatch still run on the GPU",
     "test_failure_travels_to_dependent_submissions": "dependent submissions already on the GPU queue still run their kernels",
     "test_failure_in_one_of_several_command_buffers": "later command buffers of a failed submission still run on the GPU",
-    "test_host_step_between_two_submissions": "a submission whose wait the host signals holds later ones back (in-order queue)",
-    "test_timeline_ordering_between_submissions": "a submission whose wait the host signals holds later ones back (in-order queue)",
-    "test_empty_submissions_chained_on_the_device": "a submission whose wait the host signals holds later ones back (in-order queue)",
-    "test_long_timeline_chain": "a submission whose wait the host signals holds later ones back (in-order queue)",
 }
 
 

@@ -31,10 +31,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FIBERGRID_CACHE_DIR") or Path.home() / ".cache" / "fibergrid")
 
 
-def cache_key(source: str, functions: Sequence[str] | None, shapes: pipeline.Shapes | None) -> str:
+def cache_key(source: str, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
+              targets: Sequence[str] = ()) -> str:
     """sha256 over everything that decides the compiled code."""
     target = executable.Target.host()
     parts = {
+        "targets": sorted(targets),
         "source": hashlib.sha256(source.encode()).hexdigest(),
         "functions": sorted(functions) if functions else None,
         "shapes": [list(s) for s in shapes] if shapes is not None else None,
@@ -54,9 +56,10 @@ class CompileCache:
         self._lock = threading.Lock()
 
     def get_or_build(self, source: str, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
-                     build: Callable[[], executable.Program]) -> executable.Program:
-        """The cached program for this key, or `build()`'s, stored for next time."""
-        path = cache_dir() / f"{cache_key(source, functions, shapes)}.fgx"
+                     build: Callable[[], executable.Program], targets: Sequence[str] = ()) -> executable.Program:
+        """The cached program for this key, or `build()`'s, stored for next time. `targets`:
+        the extra targets `build` compiles for (part of the key)."""
+        path = cache_dir() / f"{cache_key(source, functions, shapes, targets)}.fgx"
         if path.exists():
             try:
                 program = executable.load(path)

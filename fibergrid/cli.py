@@ -134,6 +134,15 @@ def _specializations(specs: list[str]) -> dict[str, list[tuple[tuple[int, ...], 
     return out
 
 
+def _driver_detail(name: str) -> str:
+    """What a driver would run on (the GPU drivers' device names), for `fibergrid drivers`."""
+    if name != "vulkan":
+        return ""
+    from hal_gpu.vulkan import driver
+
+    return ", ".join(driver.device_name(p) for p in driver.physical_devices())
+
+
 def _compile(args: argparse.Namespace) -> int:
     from compiler import executable
     from compiler.cache import CACHE
@@ -150,11 +159,13 @@ def _compile(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read '{args.input}': {getattr(e, 'strerror', None) or e}") from None
     progress = Progress(threshold=0.0 if args.verbose else 1.0)
     shapes = _specializations(args.specialize)
+    targets = tuple(dict.fromkeys(t for t in args.target if t != "cpu"))  # the host CPU's code is always in
     if shapes:  # the cache keys one function and one signature; several are built directly
-        program = executable.build(text, args.function, shapes, progress)
+        program = executable.build(text, args.function, shapes, progress, targets=targets)
     else:
         program = CACHE.get_or_build(text, args.function, None,
-                                     lambda: executable.build(text, args.function, progress=progress))
+                                     lambda: executable.build(text, args.function, progress=progress, targets=targets),
+                                     targets=targets)
     executable.save(program, args.output)
     return 0
 
@@ -207,6 +218,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--function", action="append", default=None, help="a public function to compile (repeatable; default: all)")
     comp.add_argument("--specialize", action="append", default=[],
                       help="FUNCTION=SHAPE[,SHAPE...]: also compile a function with dynamic dims for these input shapes")
+    comp.add_argument("--target", action="append", default=[], choices=["cpu", "vulkan"],
+                      help="also compile for this target (repeatable; the host CPU is always included): "
+                           "vulkan adds SPIR-V, so the .fgx runs on --device vulkan with no compile there")
     comp.add_argument("-v", "--verbose", action="store_true", help="report every compile stage on stderr")
     run = sub.add_parser("run", help="call a function of a module once and print or save its results")
     _call_options(run)
@@ -242,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return demo_module.run(args.device, args.workers)
         if args.command == "drivers":
             for name in fg.available_drivers():
-                print(name + (" (default)" if name == fg.default_driver() else ""))
+                detail = _driver_detail(name)
+                print(name + (f" ({detail})" if detail else "") + (" (default)" if name == fg.default_driver() else ""))
             return 0
         if args.command == "compile":
             return _compile(args)

@@ -154,3 +154,22 @@ def test_wrong_format_is_refused(device) -> None:
     exe = fg.Executable(compiled.executable.entry_points, "cuda-sm90")
     with pytest.raises(fg.Unavailable, match="cuda-sm90"):
         device.check_executable(exe)
+
+
+def test_cli_compile_for_vulkan_and_run(tmp_path, capsys) -> None:
+    from fibergrid import cli
+
+    w = (np.arange(12, dtype=np.float32).reshape(3, 4) / 10)
+    source = tmp_path / "m.mlir"
+    source.write_text(jax.jit(lambda x, w: jax.nn.softmax(jnp.tanh(x @ w))).lower(np.ones((2, 3), np.float32), w).as_text())
+    np.save(tmp_path / "w.npy", w)
+    assert cli.main(["drivers"]) == 0
+    assert "vulkan (" in capsys.readouterr().out
+    out = tmp_path / "m.fgx"
+    assert cli.main(["compile", str(source), "-o", str(out), "--target", "vulkan"]) == 0
+    program = executable.load(out)
+    assert [v.format for v in next(iter(program.functions["main"].specializations.values())).variants] == [FORMAT]
+    assert cli.main(["run", str(out), "--device", "vulkan", "--input", "2x3xf32=1", "--input", f"@{tmp_path / 'w.npy'}"]) == 0
+    want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
+    printed = capsys.readouterr().out
+    assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed

@@ -202,26 +202,34 @@ def spirv_blob(kernels: Sequence[PortableKernel]) -> bytes:
 _cache = ExecutableCache()
 
 
-def executable(kernels: Sequence[PortableKernel]) -> Executable:
+# The format of an executable with no code of its own, only variants (GPU-only kernels).
+GPU_ONLY_FORMAT = "portable-gpu-only"
+
+
+def executable(kernels: Sequence[PortableKernel], cpu: bool = True) -> Executable:
     """The kernels as one hal Executable: CPU native code, with the SPIR-V form as a variant
-    compiled when a Vulkan device first loads it."""
+    compiled when a Vulkan device first loads it. `cpu=False`: no CPU code (kernels that need
+    barriers among many invocations), so only GPU drivers load it."""
     from compiler.codegen.spirv import FORMAT
 
-    key = "|".join(k.key() for k in kernels)
+    key = "|".join(k.key() for k in kernels) + f"|cpu={cpu}"
 
     def create() -> Executable:
-        module, entries = cpu_executable(kernels)
         variant = Variant(lambda: spirv_blob(kernels), tuple(k.entry_point() for k in kernels))
+        if not cpu:
+            return Executable(tuple(k.entry_point() for k in kernels), GPU_ONLY_FORMAT, variants={FORMAT: variant})
+        module, entries = cpu_executable(kernels)
         return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants={FORMAT: variant})
 
     return _cache.get_or_create(key, create)
 
 
 def kernel(workgroup_size: Sequence[int] | int = (1, 1, 1), bindings: Sequence = (), constants: Sequence | int = (),
-           local_memory: int = 0, boundscheck: bool = True) -> Callable[[Body], Executable]:
+           local_memory: int = 0, boundscheck: bool = True, cpu: bool = True) -> Callable[[Body], Executable]:
     """`@kernel(...)` over a body `f(k)`: an Executable (one entry point named after `f`) that
-    runs on every driver. Declarations as `fibergrid.kernel`'s."""
+    runs on every driver (with `cpu=False`, on GPU drivers only). Declarations as
+    `fibergrid.kernel`'s."""
     def decorate(body: Body) -> Executable:
-        return executable([PortableKernel(body, workgroup_size, bindings, constants, local_memory, boundscheck)])
+        return executable([PortableKernel(body, workgroup_size, bindings, constants, local_memory, boundscheck)], cpu)
 
     return decorate

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 from compiler.codegen.spirv import TRIPLE
 from compiler.errors import CompileError
 
@@ -61,10 +63,49 @@ def _compile_cached(digest: str, ir_text: str, validate: bool) -> bytes:
     if done.returncode != 0 or not done.stdout.startswith(_MAGIC):
         why = _last_lines(done.stderr.decode(errors="replace")) or f"exit status {done.returncode}"
         raise SpirvCompileError(f"LLVM's SPIR-V backend failed (exit {done.returncode}): {why}")
-    spirv = done.stdout
+    spirv = fix_barrier_semantics(done.stdout)
     if validate:
         check(spirv)
     return spirv
+
+
+_OP_CONSTANT, _OP_CONTROL_BARRIER = 43, 224
+_ACQUIRE_RELEASE_WORKGROUP_MEMORY = 0x8 | 0x100
+
+
+def fix_barrier_semantics(spirv: bytes) -> bytes:
+    """Makes every OpControlBarrier order workgroup memory.
+
+    LLVM 22 lowers `llvm.spv.group.memory.barrier.with.group.sync` (HLSL's
+    GroupMemoryBarrierWithGroupSync) to OpControlBarrier with memory semantics 0x10
+    (SequentiallyConsistent) and no storage class, which orders no memory at all: stores to
+    workgroup memory before the barrier need not be visible after it (seen as wrong results
+    on lavapipe). The barrier's semantics operand is pointed at a new constant,
+    AcquireRelease | WorkgroupMemory, as GLSL's barrier() has."""
+    words = list(np.frombuffer(spirv, dtype="<u4"))
+    bound = words[3]
+    out, i, new_id, insert_at, uint_type = words[:5], 5, None, None, None
+    constants: dict[int, tuple[int, int]] = {}  # id -> (type, value)
+    body: list[int] = []
+    while i < len(words):
+        count, opcode = words[i] >> 16, words[i] & 0xFFFF
+        inst = words[i: i + count]
+        if opcode == _OP_CONSTANT and count == 4:
+            constants[inst[2]] = (inst[1], inst[3])
+            insert_at = len(body) + count
+        if opcode == _OP_CONTROL_BARRIER:
+            semantics = constants.get(inst[3])
+            if semantics is not None and not semantics[1] & 0x100:
+                uint_type = semantics[0]
+                new_id = new_id or bound
+                inst = inst[:3] + [new_id]
+        body += inst
+        i += count
+    if new_id is None:
+        return spirv
+    body[insert_at:insert_at] = [(4 << 16) | _OP_CONSTANT, uint_type, new_id, _ACQUIRE_RELEASE_WORKGROUP_MEMORY]
+    out[3] = bound + 1
+    return np.array(out + body, dtype="<u4").tobytes()
 
 
 def compile_spirv(ir_text: str, validate: bool = True) -> bytes:

@@ -31,13 +31,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FIBERGRID_CACHE_DIR") or Path.home() / ".cache" / "fibergrid")
 
 
-def cache_key(source: str, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
+def cache_key(source: str | bytes, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
               targets: Sequence[str] = ()) -> str:
     """sha256 over everything that decides the compiled code."""
     target = executable.Target.host()
     parts = {
         "targets": sorted(targets),
-        "source": hashlib.sha256(source.encode()).hexdigest(),
+        "source": hashlib.sha256(source if isinstance(source, bytes) else source.encode()).hexdigest(),
         "functions": sorted(functions) if functions else None,
         "shapes": [list(s) for s in shapes] if shapes is not None else None,
         "compiler": pipeline.compiler_version(),
@@ -55,7 +55,7 @@ class CompileCache:
         self.builds = 0
         self._lock = threading.Lock()
 
-    def get_or_build(self, source: str, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
+    def get_or_build(self, source: str | bytes, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
                      build: Callable[[], executable.Program], targets: Sequence[str] = ()) -> executable.Program:
         """The cached program for this key, or `build()`'s, stored for next time. `targets`:
         the extra targets `build` compiles for (part of the key)."""

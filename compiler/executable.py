@@ -93,13 +93,21 @@ class Target:
                               f"('{host.cpu}') lacks: {','.join(missing)}; recompile it here")
 
 
+IOInfo = tuple[str, tuple[int | str | None, ...], np.dtype]
+"""(name, declared shape with symbolic dims by name, dtype) of a named input or result."""
+
+
 @dataclass
 class FunctionEntry:
-    """One public function: its declared signature and its compiled specializations."""
+    """One public function: its declared signature and its compiled specializations. `inputs` and
+    `outputs` name the arguments and results where the source names them (ONNX); empty for
+    StableHLO, whose arguments are positional."""
 
     name: str
     signature: Signature
     specializations: dict[pipeline.Shapes, pipeline.CompiledFunction] = field(default_factory=dict)
+    inputs: tuple[IOInfo, ...] = ()
+    outputs: tuple[IOInfo, ...] = ()
 
     @property
     def is_dynamic(self) -> bool:
@@ -111,22 +119,22 @@ class Program:
     """The contents of an .fgx: functions by name, the source when a function needs it later."""
 
     functions: dict[str, FunctionEntry]
-    source: str | None = None
+    source: str | bytes | None = None  # StableHLO text, or a serialized ONNX model
     target: Target = field(default_factory=Target.host)
     compiler_version: str = field(default_factory=pipeline.compiler_version)
 
 
-def build(text: str, functions: Sequence[str] | None = None,
+def build(text: str | bytes, functions: Sequence[str] | None = None,
           shapes: Mapping[str, Sequence[pipeline.Shapes]] | None = None,
           progress: pipeline.Progress | None = None, module=None, targets: Sequence[str] = ()) -> Program:
-    """Compile `functions` (default: every public one) of StableHLO `text`: static functions
+    """Compile `functions` (default: every public one) of StableHLO `text` (or ONNX bytes): static functions
     fully, dynamic ones for each signature in `shapes[name]` (ahead of time) plus the source.
     `module` is `text` already parsed, when the caller has it (parsing a big model takes seconds)."""
     module = module or pipeline.parse(text, progress)
     names = list(functions) if functions else pipeline.public_functions(module)
     entries = {}
     for name in names:
-        entry = FunctionEntry(name, pipeline.signature(module, name))
+        entry = FunctionEntry(name, pipeline.signature(module, name), {}, *pipeline.io_info(module, name))
         wanted = list((shapes or {}).get(name, ()))
         if not entry.is_dynamic:
             wanted.append(None)  # the declared shapes
@@ -185,6 +193,15 @@ def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Bl
     }
 
 
+def _encode_io(infos: tuple[IOInfo, ...]) -> list[dict[str, Any]]:
+    return [{"name": n, "shape": list(s), "dtype": dtype_name(d)} for n, s, d in infos]
+
+
+def _decode_io(items: list[dict[str, Any]]) -> tuple[IOInfo, ...]:
+    return tuple((str(i["name"]), tuple(d if d is None or isinstance(d, str) else int(d) for d in i["shape"]),
+                  dtype_from_name(i["dtype"])) for i in items)
+
+
 def to_bytes(program: Program) -> bytes:
     """The .fgx encoding of `program`."""
     blobs = _Blobs()
@@ -195,13 +212,20 @@ def to_bytes(program: Program) -> bytes:
             "inputs": [{"shape": list(s), "dtype": dtype_name(d)} for s, d in entry.signature],
             "specializations": [_encode_specialization(c, f"{name}/{i}", blobs)
                                 for i, c in enumerate(entry.specializations.values())],
+            **({"input_info": _encode_io(entry.inputs), "output_info": _encode_io(entry.outputs)} if entry.inputs else {}),
         })
+    source = program.source
+    if isinstance(source, str):
+        source_blob = blobs.add("source.mlir", source.encode())
+    else:
+        source_blob = None if source is None else blobs.add("source.onnx", bytes(source))
     meta = {
         "format_version": FORMAT_VERSION,
         "compiler_version": program.compiler_version,
         "target": {"triple": program.target.triple, "cpu": program.target.cpu,
                    "features": sorted(program.target.features)},
-        "source": None if program.source is None else blobs.add("source.mlir", program.source.encode()),
+        "source": source_blob,
+        "source_format": "onnx" if isinstance(source, (bytes, bytearray)) else "stablehlo",
         "functions": functions,
         "blobs": blobs.table,
     }
@@ -264,7 +288,9 @@ def from_bytes(data: bytes, origin: str) -> Program:
         target.check_runs_here(origin)
         blobs = _read_blobs(meta["blobs"], memoryview(data)[meta_end:], origin)
         functions = {f["name"]: _decode_function(f, blobs) for f in meta["functions"]}
-        source = None if meta["source"] is None else bytes(blobs[meta["source"]]).decode()
+        source: str | bytes | None = None if meta["source"] is None else bytes(blobs[meta["source"]])
+        if source is not None and meta.get("source_format", "stablehlo") != "onnx":
+            source = source.decode()
         return Program(functions, source, target, meta["compiler_version"])
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         if isinstance(e, InvalidArgument):
@@ -293,7 +319,7 @@ def _read_blobs(table: list[dict[str, Any]], area: memoryview, origin: str) -> d
 def _decode_function(f: dict[str, Any], blobs: dict[str, memoryview]) -> FunctionEntry:
     signature = tuple((tuple(None if d is None else int(d) for d in i["shape"]), dtype_from_name(i["dtype"]))
                       for i in f["inputs"])
-    entry = FunctionEntry(f["name"], signature)
+    entry = FunctionEntry(f["name"], signature, {}, _decode_io(f.get("input_info", [])), _decode_io(f.get("output_info", [])))
     for s in f["specializations"]:
         compiled = _decode_specialization(f["name"], s, blobs)
         entry.specializations[compiled.shapes] = compiled

@@ -111,9 +111,9 @@ class CompiledFunction:
     # The kernel IR, kept in memory (not in an .fgx) so a device of another format can have the
     # kernels compiled for it on first use.
     regions: tuple[kir.KernelRegion, ...] = field(default=(), compare=False, repr=False)
-    # The StableHLO it came from, where a loader knows it (the compile cache): the kernel IR is
-    # rebuilt from it when a device needs a format the function was not compiled for.
-    source: str | None = field(default=None, compare=False, repr=False)
+    # The StableHLO (or ONNX bytes) it came from, where a loader knows it (the compile cache): the
+    # kernel IR is rebuilt from it when a device needs a format the function was not compiled for.
+    source: str | bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def shapes(self) -> Shapes:
@@ -145,7 +145,7 @@ class CompiledFunction:
         """The kernel IR of this function's kernels (rebuilt from `source` if not in memory)."""
         regions = self.regions
         if not regions:
-            static = specialize(parse(self.source), self.name, self.shapes)
+            static = static_module(parse(self.source), self.name, self.shapes)
             regions = tuple(d.region for d in partition(static, self.name).dispatches)
         names = [k.name for k in self.kernels]
         by_name = {r.name: r for r in regions}
@@ -180,6 +180,26 @@ def signature(module: Module, function: str) -> tuple[tuple[tuple[Dim | None, ..
                  for a in module.function(function).args)
 
 
+def static_module(module: Module, function: str, shapes: Shapes) -> Module:
+    """`module` specialised to `shapes`. A frontend that resolves shapes itself (ONNX: its graph
+    is converted per input-shape signature, folding the shape subgraphs) instantiates it first."""
+    instantiate = getattr(module, "instantiate", None)
+    if instantiate is not None:
+        module = instantiate(function, shapes)
+    return specialize(module, function, shapes)
+
+
+def io_info(module: Module, function: str) -> tuple[tuple, tuple]:
+    """Per input and per result of `function`: (name, declared shape with symbolic dims by name,
+    dtype), for frontends whose inputs and results have names (ONNX); () for StableHLO, whose
+    are positional."""
+    if not hasattr(module, "instantiate"):
+        return (), ()
+    fn = module.function(function)
+    return (tuple((a.name, a.type.shape, a.type.dtype) for a in fn.args),
+            tuple((r.name, r.type.shape, r.type.dtype) for r in fn.results))
+
+
 def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]:
     """Dispatch records with barriers only where a dispatch depends on one since the last
     barrier (independent dispatches share a barrier region and may run at once)."""
@@ -210,7 +230,7 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
         input_shapes = [a.type.shape for a in fn.args]
     shapes = tuple(tuple(int(d) for d in s) for s in input_shapes)
     with progress.stage(f"@{function}: shapes and fusion"):
-        static = specialize(module, function, shapes)
+        static = static_module(module, function, shapes)
         part = partition(static, function)
     with progress.stage(f"@{function}: code generation"):
         kernels = [generate(d.region) for d in part.dispatches]
@@ -229,8 +249,13 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
         object_code, tuple(variants), regions)
 
 
-def parse(text: str, progress: Progress | None = None) -> Module:
-    """StableHLO text -> tensor IR, reported as a stage (15 MB of weights take seconds)."""
+def parse(text: str | bytes, progress: Progress | None = None) -> Module:
+    """StableHLO text (str) or a serialized ONNX model (bytes) -> tensor IR, reported as a stage
+    (15 MB of weights take seconds)."""
+    if isinstance(text, (bytes, bytearray)):
+        from compiler.frontends.onnx import parse_onnx  # imported late: it needs the onnx package
+        with (progress or Progress()).stage("read ONNX"):
+            return parse_onnx(bytes(text))
     with (progress or Progress()).stage("parse StableHLO"):
         return parse_stablehlo(text)
 

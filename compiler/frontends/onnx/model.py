@@ -1,0 +1,180 @@
+"""Reading an ONNX model: bytes -> a checked `onnx.ModelProto` -> an `OnnxModule`.
+
+An `OnnxModule` is an IR `Module` whose @main has the graph's declared signature (a `dim_param`
+stays a symbolic dim, named as in the model; an unnamed unknown dim is None) and no body: the
+body is built per input-shape signature by `instantiate`, which binds every symbolic dim to one
+value (a dim bound two ways is an error naming it), folds the shape subgraphs and returns a fully
+static module. The pipeline calls `instantiate` where it would specialize a StableHLO module, so
+the .fgx, the compile cache and `fg.load`'s per-call specialization work unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from compiler.errors import CompileError
+from compiler.frontends.onnx.builder import Builder
+from compiler.frontends.onnx.graph import Scope, convert_graph
+from compiler.ir import Dim, Function, Module, TensorType, Value
+from hal.errors import InvalidArgument
+
+MIN_OPSET = 13
+MAX_OPSET = 23
+
+
+def element_type(elem_type: int, what: str) -> np.dtype:
+    """numpy dtype of an ONNX TensorProto element type; CompileError for those fibergrid lacks."""
+    from onnx import TensorProto, helper
+    supported = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+                 TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
+                 TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
+    if elem_type not in supported:
+        name = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else str(elem_type)
+        raise CompileError(f"{what}: unsupported element type {name}")
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def tensor_value(t: Any, what: str) -> np.ndarray:
+    """An initializer or Constant's TensorProto as a read-only numpy array."""
+    from onnx import numpy_helper
+    element_type(t.data_type, what)
+    try:
+        array = numpy_helper.to_array(t)
+    except (ValueError, TypeError, OSError) as e:
+        raise CompileError(f"{what}: cannot read tensor '{t.name}': {e}") from None
+    array = np.ascontiguousarray(array)
+    array.setflags(write=False)
+    return array
+
+
+def read_model(data: bytes, base_dir: str | None = None) -> Any:
+    """Parse and check a serialized ModelProto (external data read from `base_dir`)."""
+    try:
+        import onnx
+    except ImportError:
+        raise CompileError("reading ONNX models needs the 'onnx' package: pip install 'fibergrid[onnx]'") from None
+    from google.protobuf.message import DecodeError
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CompileError(f"expected a serialized ONNX model (bytes), got {type(data).__name__}")
+    try:
+        model = onnx.load_from_string(bytes(data))
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise CompileError(f"not a valid ONNX model (truncated or corrupted?): {e}") from None
+    if not model.HasField("graph") or not model.graph.output:
+        raise CompileError("not a valid ONNX model (truncated or corrupted?): it has no graph outputs")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        if base_dir is None:
+            raise CompileError("the model keeps initializers in external data files: load it from its path")
+        try:
+            from onnx.external_data_helper import load_external_data_for_model
+            load_external_data_for_model(model, base_dir)
+        except (OSError, ValueError) as e:
+            raise CompileError(f"cannot read the model's external data: {e}") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid"
+        raise CompileError(f"invalid ONNX model: {first}") from None
+    return model
+
+
+def default_opset(model: Any) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    raise CompileError("the ONNX model imports no opset of the default domain")
+
+
+class OnnxModule(Module):
+    """The declared signature of an ONNX graph as @main; `instantiate` builds its body."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.opset = default_opset(model)
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise CompileError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET} to {MAX_OPSET} are)")
+        graph = model.graph
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.graph_inputs = [i for i in graph.input if i.name not in self.initializers]
+        args = [Value(self._declared(i, "input"), i.name) for i in self.graph_inputs]
+        results = [Value(self._declared(o, "output", allow_unknown=True), o.name) for o in graph.output]
+        super().__init__({"main": Function("main", args, results, [])})
+
+    @staticmethod
+    def _declared(info: Any, kind: str, allow_unknown: bool = False) -> TensorType:
+        what = f"graph {kind} '{info.name}'"
+        t = info.type
+        if t.WhichOneof("value") != "tensor_type":
+            raise CompileError(f"{what}: only tensor {kind}s are supported (got {t.WhichOneof('value')})")
+        dtype = element_type(t.tensor_type.elem_type, what)
+        if not t.tensor_type.HasField("shape"):
+            if allow_unknown:
+                return TensorType((), dtype)
+            raise CompileError(f"{what} has no shape (rank unknown)")
+        dims: list[Dim] = []
+        for d in t.tensor_type.shape.dim:
+            which = d.WhichOneof("value")
+            dims.append(int(d.dim_value) if which == "dim_value" else (d.dim_param or None) if which == "dim_param" else None)
+        return TensorType(tuple(dims), dtype)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.functions["main"].args)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.functions["main"].results)
+
+    def bind_dims(self, shapes: Sequence[Sequence[int]]) -> dict[str, int]:
+        """The value of every symbolic dim at these input shapes (InvalidArgument naming the dim
+        when one is bound two ways, or an input's rank or static dim does not fit)."""
+        args = self.functions["main"].args
+        if len(shapes) != len(args):
+            raise InvalidArgument(f"the ONNX graph takes {len(args)} inputs, got {len(shapes)} shapes")
+        bound: dict[str, tuple[int, str]] = {}
+        for arg, shape in zip(args, shapes):
+            if len(shape) != arg.type.rank:
+                raise InvalidArgument(f"input '{arg.name}': expected rank {arg.type.rank}, got shape {tuple(shape)}")
+            for k, (d, s) in enumerate(zip(arg.type.shape, shape)):
+                if isinstance(d, int) and d != s:
+                    raise InvalidArgument(f"input '{arg.name}': dim {k} must be {d}, got {s}")
+                if isinstance(d, str):
+                    if d in bound and bound[d][0] != s:
+                        raise InvalidArgument(f"symbolic dim '{d}' is bound to {bound[d][0]} by input "
+                                              f"'{bound[d][1]}' and to {s} by input '{arg.name}'")
+                    bound.setdefault(d, (int(s), arg.name))
+        return {k: v for k, (v, _) in bound.items()}
+
+    def instantiate(self, function: str, shapes: Sequence[Sequence[int]]) -> Module:
+        """A static module: the graph converted at these input shapes."""
+        from compiler.frontends.onnx.ops import HANDLERS
+        if function != "main":
+            raise CompileError(f"an ONNX model has one function, 'main' (asked for '{function}')")
+        self.bind_dims(shapes)
+        declared = self.functions["main"]
+        scope = Scope()
+        builder = Builder()
+        for name, t in self.initializers.items():
+            scope.values[name] = tensor_value(t, f"initializer '{name}'")
+        args = []
+        for arg, shape in zip(declared.args, shapes):
+            v = Value(TensorType(tuple(int(s) for s in shape), arg.type.dtype), arg.name)
+            args.append(v)
+            scope.values[arg.name] = v
+        outputs = convert_graph(self.model.graph, scope, builder, self.opset, HANDLERS)
+        results = []
+        for declared_out, out in zip(declared.results, outputs):
+            v = builder.value(out)
+            if v.type.dtype != declared_out.type.dtype:
+                raise CompileError(f"graph output '{declared_out.name}': declared {declared_out.type.dtype}, "
+                                   f"computed {v.type.dtype}")
+            results.append(v)
+        return Module({"main": Function("main", args, results, builder.ops)})
+
+
+def parse_onnx(data: bytes, base_dir: str | os.PathLike | None = None) -> OnnxModule:
+    """A serialized ONNX model -> an `OnnxModule` (CompileError for bad or unsupported input)."""
+    return OnnxModule(read_model(data, None if base_dir is None else os.fspath(base_dir)))

@@ -272,15 +272,22 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[
         site["per"] += per_lane[g]
         site["lanes"] += int(ran[g].sum())
         site["balance"] += min(1.0, float(totals[g]) / min(could, max(1, int(totals[g]))) / float(tops[g]))
-    clashes: dict[str, int] = {}
-    for site in sites.values():
+    # One name at several sites (a kernel dispatched twice; one function's signatures, each its
+    # own program): told apart by the command index, and by the program where that is not enough.
+    clashes: dict[str, list[tuple[int, int]]] = {}
+    for key, site in sites.items():
         info = site["info"]
         site["name"] = info.name if info else f"command {site['command']} (submitted before the profile)"
-        clashes[site["name"]] = clashes.get(site["name"], 0) + 1
+        clashes.setdefault(site["name"], []).append(key)
     out = []
-    for site in sites.values():
+    for key, site in sites.items():
         info: CommandInfo | None = site["info"]
-        name = site["name"] if clashes[site["name"]] == 1 else f"{site['name']} #{site['command']}"  # one kernel, several sites
+        name, same = site["name"], clashes[site["name"]]
+        if len(same) > 1:
+            commands = [c for _, c in same]
+            programs = len({p for p, _ in same}) > 1
+            name += f" #{site['command']}" if len(set(commands)) == len(commands) else ""
+            name += f" (program {key[0]})" if programs and len(set(commands)) < len(commands) else ""
         calls, total, wg = site["calls"], site["spans"], int(site["per"].sum())
         per = {lane_names[w]: int(site["per"][w]) for w in range(n_lanes)}
         balance = site["balance"] / max(1, calls)

@@ -202,11 +202,23 @@ class _Attached:
                 self._wrapped.append(name)
 
     def _program_key(self, program) -> int:
-        """Programs are described once (a reusable command buffer is one program for life)."""
+        """Programs are described at their first submit (a reusable command buffer is one
+        program for life; a one-shot one may be gone by capture time) and again at capture."""
         key = len(self._program_keys)
         self._program_keys[id(program)] = (key, program)
         self.programs[key] = describe_program(program)
         return key
+
+    def _described_again(self) -> dict[int, ProgramInfo]:
+        """Every program described anew where its command buffers still exist: kernels whose
+        names were registered after their first submit (a function with dynamic dims compiles
+        at its first call) get them."""
+        out = dict(self.programs)
+        for key, program in list(self._program_keys.values()):
+            fresh = describe_program(program)
+            if key in out and all(c.entry or c.kind != "dispatch" for c in fresh.commands):
+                out[key] = fresh
+        return out
 
     def reset(self) -> None:
         """Starts a new window: counters, thread times and host records from now on."""
@@ -245,7 +257,7 @@ class _Attached:
             return DeviceCapture(
                 self.label, self.device.driver, self.scheduler.threads_count, self.start_ns, end,
                 np.sort(events, order="start_ns"), max(0, recorded - len(events)), deltas, threads, host,
-                submissions, dict(self.programs), waits, list(calls or []))
+                submissions, self._described_again(), waits, list(calls or []))
 
     def detach(self) -> None:
         sched = self.scheduler

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import weakref
 from typing import Any, Callable
 
 from fibergrid.profile.collect import DEFAULT_CAPACITY, DeviceCapture, Recorder
@@ -48,11 +49,17 @@ def _traced_factory(factory: Callable[..., Any], recorder: Recorder, captures: l
     return create
 
 
+_loaded: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()  # module -> its StableHLO
+
+
 def _traced_load(load: Callable[..., Any]) -> Callable[..., Any]:
     def traced(source: Any, device: Any = None, **kwargs: Any) -> Any:
         module = load(source, device, **kwargs)
         try:
-            _name_kernels(module, source)
+            text = _source_text(module, source)
+            if text is not None:
+                _loaded[module] = text
+                _name_kernels(module, text)
         except Exception:  # noqa: BLE001 — names are a nicety; the program must run regardless
             pass
         return module
@@ -61,27 +68,39 @@ def _traced_load(load: Callable[..., Any]) -> Callable[..., Any]:
     return traced
 
 
-def _name_kernels(module: Any, source: Any) -> None:
-    from fibergrid.profile.naming import register_sources
-    from fibergrid.profile.sources import kernel_sources
-
+def _source_text(module: Any, source: Any) -> str | None:
     text = module.program.source
     if text is None and isinstance(source, str) and "{" in source:
         text = source
     elif text is None and isinstance(source, (str, os.PathLike)) and not os.fspath(source).endswith(".fgx"):
         with open(source, encoding="utf-8") as f:
             text = f.read()
-    if text is None:
-        return
+    return text
+
+
+def _name_kernels(module: Any, text: str) -> None:
+    """Registers names for every compiled signature of the module's functions: the static ones
+    at load, those of functions with dynamic dims (compiled at their first call) at exit."""
+    from fibergrid.profile.naming import register_sources, sources_of
+    from fibergrid.profile.sources import kernel_sources
+
     for function in module.functions.values():
+        compiled = []
         try:
-            compiled = function.compiled
-        except Exception:  # noqa: BLE001 — dynamic dims: compiled per call, left with entry names
-            continue
-        register_sources(compiled.executable, kernel_sources(text, compiled))
+            compiled.append(function.compiled)
+        except Exception:  # noqa: BLE001 — dynamic dims: one compiled function per signature
+            compiled += [p.compiled for p in list(getattr(function, "_prepared", {}).values())]
+        for c in compiled:
+            if c.kernels and not sources_of(c.executable):
+                register_sources(c.executable, kernel_sources(text, c))
 
 
 def _dump(out: str, recorder: Recorder, captures: list[DeviceCapture]) -> None:
+    for module, text in list(_loaded.items()):
+        try:
+            _name_kernels(module, text)
+        except Exception:  # noqa: BLE001
+            pass
     for a in list(recorder.devices):
         if not a.device.closed:
             cap = recorder.take(a.device)

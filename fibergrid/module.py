@@ -22,7 +22,7 @@ import collections
 import dataclasses
 import os
 import threading
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from compiler.cache import CACHE
 from compiler.executable import Program, format_shape
 from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
 from hal.device import Device
-from hal.errors import DeadlineExceeded, Error, InvalidArgument, Unimplemented
+from hal.errors import DeadlineExceeded, Error, InvalidArgument
 
 
 class _Lane:
@@ -252,6 +252,16 @@ class CallFuture:
         return self._result[0] if len(self._result) == 1 else self._result
 
 
+class TensorInfo(NamedTuple):
+    """A named input or result: `shape` has ints, symbolic dim names (str) or None (unknown)."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: np.dtype
+
+
+_MISSING = object()
+
 MAX_LANES = 4  # calls of one signature in flight at once through `submit`
 ZERO_COPY_BYTES = 64 * 1024  # arrays this large are bound in place (measured: below, copying wins)
 
@@ -301,7 +311,8 @@ class Function:
                 continue
             a = _as_array(arg, dtype, f"{self.name}: argument {i}")
             if a.dtype != dtype or a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):
-                raise InvalidArgument(f"{self.name}: argument {i}: expected {format_shape(shape, dtype)}, "
+                named = f" ('{self._entry.inputs[i][0]}')" if self._entry.inputs else ""
+                raise InvalidArgument(f"{self.name}: argument {i}{named}: expected {format_shape(shape, dtype)}, "
                                       f"got {format_shape(a.shape, a.dtype)}")
             arrays[i] = a
         return arrays
@@ -329,18 +340,60 @@ class Function:
                 raise InvalidArgument(f"{self.name}: out[{i}]: expected a writeable {format_shape(view.shape, view.dtype)} array, got {got}")
         return outs
 
-    def __call__(self, *args: Any, out: Any = None) -> np.ndarray | tuple[np.ndarray, ...]:
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        """Name, declared shape (a symbolic dim by its name, an unknown one None) and dtype per
+        argument, as ONNX Runtime's `get_inputs()`; positional functions get `arg0`, `arg1`..."""
+        if self._entry.inputs:
+            return [TensorInfo(n, s, d) for n, s, d in self._entry.inputs]
+        return [TensorInfo(f"arg{i}", s, d) for i, (s, d) in enumerate(self.signature)]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        """Name, declared shape and dtype per result (named where the source names them)."""
+        if self._entry.outputs:
+            return [TensorInfo(n, s, d) for n, s, d in self._entry.outputs]
+        raise InvalidArgument(f"@{self.name}: its results are positional (StableHLO has no result names)")
+
+    def _by_name(self, args: tuple[Any, ...], named: dict[str, Any]) -> tuple[Any, ...]:
+        """Positional arguments followed by those given by input name, in signature order."""
+        names = [i.name for i in self.inputs]
+        merged: list[Any] = list(args) + [_MISSING] * (len(names) - len(args))
+        for key, value in named.items():
+            if key not in names:
+                raise InvalidArgument(f"{self.name}: no input named '{key}' (inputs: {', '.join(names)})")
+            k = names.index(key)
+            if k < len(args):
+                raise InvalidArgument(f"{self.name}: input '{key}' given both by position and by name")
+            merged[k] = value
+        missing = [n for n, v in zip(names, merged) if v is _MISSING]
+        if missing:
+            raise InvalidArgument(f"{self.name}: missing input(s) {', '.join(repr(n) for n in missing)}")
+        return tuple(merged)
+
+    def named(self, *args: Any, **inputs: Any) -> dict[str, np.ndarray]:
+        """Runs the function and returns its results by output name (ONNX output names)."""
+        results = self(*args, **inputs)
+        results = results if isinstance(results, tuple) else (results,)
+        return dict(zip((o.name for o in self.outputs), results))
+
+    def __call__(self, *args: Any, out: Any = None, **inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Runs the function: numpy in, numpy out. Results are new arrays the caller owns (no
-        copy where the driver writes them in place), or the given `out` arrays."""
+        copy where the driver writes them in place), or the given `out` arrays. Inputs may be
+        given by name (ONNX input names) as keyword arguments."""
+        if inputs:
+            args = self._by_name(args, inputs)
         arrays = self._arrays(args)
         shapes = tuple(a.shape for a in arrays)
         prepared = self._prepared.get(shapes) or self._prepare(shapes)
         results = prepared.run(arrays, self._outputs(prepared, out))
         return results[0] if len(results) == 1 else results
 
-    def submit(self, *args: Any, out: Any = None) -> CallFuture:
+    def submit(self, *args: Any, out: Any = None, **inputs: Any) -> CallFuture:
         """Starts the call and returns a future at once (`.result(timeout)`, `.done()`), so calls
         pipeline: the next call's inputs are bound while this one runs."""
+        if inputs:
+            args = self._by_name(args, inputs)
         arrays = self._arrays(args)
         shapes = tuple(a.shape for a in arrays)
         prepared = self._prepared.get(shapes) or self._prepare(shapes)
@@ -376,8 +429,32 @@ class Module:
             return functions[name]
         raise AttributeError(f"fibergrid module has no attribute or public function '{name}'")
 
-    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        return self["main"](*args)
+    def __call__(self, *args: Any, **inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        return self["main"](*args, **inputs)
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        """@main's inputs: name, shape (symbolic dims by name), dtype (`InferenceSession.get_inputs()`)."""
+        return self["main"].inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        """@main's outputs: name, shape (symbolic dims by name), dtype."""
+        return self["main"].outputs
+
+    def named(self, *args: Any, **inputs: Any) -> dict[str, np.ndarray]:
+        """@main's results by output name."""
+        return self["main"].named(*args, **inputs)
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any]) -> list[np.ndarray]:
+        """ONNX Runtime's `InferenceSession.run`: inputs by name, the named outputs (None: all) in order."""
+        results = self["main"].named(**input_feed)
+        if output_names is None:
+            return list(results.values())
+        for name in output_names:
+            if name not in results:
+                raise InvalidArgument(f"{self.origin}: no output named '{name}' (outputs: {', '.join(results)})")
+        return [results[name] for name in output_names]
 
     @property
     def compiled(self) -> CompiledFunction:
@@ -413,15 +490,20 @@ class Module:
         self.close()
 
 
-def _read_program(source: str | os.PathLike, progress: Progress) -> tuple[Program, str]:
-    """(program, origin) for an .fgx path, a .mlir path or StableHLO text."""
+def _read_program(source: str | os.PathLike | bytes, progress: Progress) -> tuple[Program, str]:
+    """(program, origin) for an .fgx path, a .mlir or .onnx path, StableHLO text or a serialized
+    ONNX model (bytes)."""
     if isinstance(source, str) and "{" in source:  # MLIR text, not a path
         return _compile_text(source, progress), "<StableHLO text>"
+    if isinstance(source, (bytes, bytearray)):
+        return _compile_text(bytes(source), progress), "<ONNX model>"
     if not isinstance(source, (str, os.PathLike)):
-        raise InvalidArgument(f"fg.load: source must be an .fgx or .mlir path or StableHLO text, got {type(source).__name__}")
+        raise InvalidArgument(f"fg.load: source must be an .fgx, .mlir or .onnx path, StableHLO text or ONNX bytes, "
+                              f"got {type(source).__name__}")
     path = os.fspath(source)
     if path.endswith(".onnx"):
-        raise Unimplemented(f"{path}: ONNX models are not supported yet; export StableHLO (e.g. with jax) instead")
+        from compiler.frontends.onnx.model import read_source  # imported late: needs the onnx package
+        return _compile_text(read_source(path), progress), path
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -436,7 +518,7 @@ def _read_program(source: str | os.PathLike, progress: Progress) -> tuple[Progra
     return _compile_text(text, progress), path
 
 
-def _compile_text(text: str, progress: Progress) -> Program:
+def _compile_text(text: str | bytes, progress: Progress) -> Program:
     return CACHE.get_or_build(text, None, None, lambda: executable.build(text, progress=progress))
 
 

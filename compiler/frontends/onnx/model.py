@@ -175,6 +175,28 @@ class OnnxModule(Module):
         return Module({"main": Function("main", args, results, builder.ops)})
 
 
+def read_source(path: str | os.PathLike) -> bytes:
+    """The bytes of the model at `path`, self-contained: a model whose initializers live in
+    external data files (beside it) is returned with them inlined, so that the bytes alone key the
+    compile cache and rebuild the model later."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read '{path}': {e.strerror or e}") from None
+    if b"location" not in data:  # no external data reference (a cheap scan before a full parse)
+        return data
+    import onnx
+    model = read_model(data, os.path.dirname(os.path.abspath(path)) or ".")
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load_from_string(data).graph.initializer):
+        return data
+    for t in model.graph.initializer:
+        t.data_location = onnx.TensorProto.DEFAULT
+        del t.external_data[:]
+    return model.SerializeToString()
+
+
 def parse_onnx(data: bytes, base_dir: str | os.PathLike | None = None) -> OnnxModule:
     """A serialized ONNX model -> an `OnnxModule` (CompileError for bad or unsupported input)."""
     return OnnxModule(read_model(data, None if base_dir is None else os.fspath(base_dir)))

@@ -1,6 +1,7 @@
 """GPU benchmarks on the `vulkan` driver (issue 8): submit-to-signal for one tiny dispatch, a
-256 MiB device-local copy's GB/s, a 4096x4096 f32 matmul's GFLOP/s from a portable kernel, and
-the per-call latency of compiled models where the compiler can target Vulkan.
+256 MiB device-local copy's GB/s, a 4096x4096 f32 matmul's GFLOP/s from portable kernels (naive
+and tiled through workgroup memory), and the per-call latency of bench.models' JAX models
+compiled for Vulkan (next to IREE's Vulkan driver where IREE is installed).
 
     python -m bench.gpu --json          # full sizes (an NVIDIA H200 in the issue)
     python -m bench.gpu --json --quick  # small sizes (lavapipe on a CPU)
@@ -160,6 +161,60 @@ def matmul_rate(device, n: int, repeats: int, tiled: bool) -> dict:
     return {f"{name}_n": n, f"{name}_us": us, f"{name}_GFLOPs": 2.0 * n ** 3 / us / 1e3, f"{name}_rel_error": err}
 
 
+def _iree_vulkan(text: str, inputs: list[np.ndarray]):
+    """IREE's own Vulkan driver on the same model, numpy in and out; None without IREE or where
+    it cannot run the model (lavapipe refuses its host-memory import for some results)."""
+    try:
+        import iree.compiler as ireec
+        import iree.runtime as ireert
+    except ImportError:
+        return None
+    try:
+        vmfb = ireec.compile_str(text, target_backends=["vulkan-spirv"], input_type="stablehlo")
+        ctx = ireert.SystemContext(config=ireert.Config("vulkan"))
+        ctx.add_vm_module(ireert.VmModule.copy_buffer(ctx.instance, vmfb))
+        fn = getattr(ctx.modules, [n for n in ctx.modules if n != "hal"][0])["main"]
+
+        def call(*args):
+            out = fn(*args)
+            return tuple(np.asarray(o) for o in out) if isinstance(out, (list, tuple)) else np.asarray(out)
+
+        call(*inputs)
+    except Exception:  # noqa: BLE001 - a reference that cannot run is left out, not fatal
+        return None
+    return call
+
+
+def models(device, repeats: int, names: list[str] | None) -> dict:
+    """Per-call latency (numpy in, numpy out) of bench.models' JAX models on this device, next
+    to IREE's Vulkan driver where IREE is installed."""
+    import jax
+
+    from bench.models import _cases, _max_rel_error, medians_us
+
+    out: dict = {}
+    for name, (jax_fn, np_fn, inputs) in _cases().items():
+        if names and name not in names:
+            continue
+        text = jax.jit(jax_fn).lower(*inputs).as_text()
+        try:
+            module = fg.load(text, device=device)
+            out[f"{name}_max_rel_error"] = _max_rel_error(module(*inputs), np_fn(*inputs))
+        except fg.Error as e:
+            out[f"{name}_error"] = str(e).splitlines()[0]
+            continue
+        calls = {"fibergrid": lambda module=module: module(*inputs)}
+        iree = _iree_vulkan(text, inputs)
+        if iree is not None:
+            calls["iree"] = lambda: iree(*inputs)
+        t = medians_us(calls, repeats)
+        out[f"{name}_us"] = t["fibergrid"]
+        if "iree" in t:
+            out[f"{name}_iree_vulkan_us"] = t["iree"]
+            out[f"{name}_ratio_vs_iree"] = t["fibergrid"] / t["iree"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -175,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     out.update(copy_bandwidth(device, (16 if args.quick else 256) << 20, 5 if args.quick else 20))
     out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10, tiled=False))
     out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10, tiled=True))
-    out["models"] = "not measured: the model compiler does not emit SPIR-V yet (issue 8, open)"
+    quick_models = ["attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "mlp_b1"]
+    out.update(models(device, 5 if args.quick else 50, quick_models if args.quick else None))
     device.close()
     if args.json:
         print(json.dumps(out, indent=1))

@@ -141,8 +141,14 @@ class CompiledFunction:
                 for k in self.kernels))
         return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants=variants)
 
-    def _kernel_regions(self) -> tuple[kir.KernelRegion, ...]:
+    @functools.cached_property
+    def _rebuilt_regions(self) -> tuple[kir.KernelRegion, ...]:
+        return self._kernel_regions(cached=False)
+
+    def _kernel_regions(self, cached: bool = True) -> tuple[kir.KernelRegion, ...]:
         """The kernel IR of this function's kernels (rebuilt from `source` if not in memory)."""
+        if cached and not self.regions:
+            return self._rebuilt_regions
         regions = self.regions
         if not regions:
             static = static_module(parse(self.source), self.name, self.shapes)
@@ -161,6 +167,11 @@ class CompiledFunction:
             for code in self.variants:
                 if code.format == fmt:
                     return tuple(replace(r, workgroup_count=code.kernel(r.entry).workgroup_count) for r in self.program)
+            if fmt == targets_.get("vulkan").format and (self.regions or self.source is not None) and self.program:
+                from compiler.codegen.spirv.kernels import grid
+
+                grids = {r.name: grid(r) for r in self._kernel_regions()}
+                return tuple(replace(r, workgroup_count=grids[r.entry]) for r in self.program)
         return self.program
 
 

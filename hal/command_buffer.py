@@ -17,7 +17,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from hal.buffer import Buffer, BufferUsage, BufferView
-from hal.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from hal.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from hal.executable import EntryPoint, Executable
 
 
@@ -212,10 +212,14 @@ class CommandBuffer:
         """The device's form of `executable` (a variant in its format, if needed) and the entry."""
         if not isinstance(executable, Executable):
             raise InvalidArgument(f"dispatch: {executable!r} is not an Executable")
-        self._check_entry(executable.entry(entry))  # what it declares, in any format
-        executable = self.device.executable_for(executable)
+        declared = executable.entry(entry)
+        try:
+            executable = self.device.executable_for(executable)
+        except Unavailable:
+            self._check_entry(declared)  # needs beyond the device say more than its format does
+            raise
         ep = executable.entry(entry)
-        self._check_entry(ep)  # the device's form (a variant may lay workgroups out otherwise)
+        self._check_entry(ep)  # the device's form (a variant lays workgroups out its own way)
         return executable, ep
 
     def _check_entry(self, ep: EntryPoint) -> None:

@@ -238,6 +238,18 @@ def _sort(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     return SpirvKernel(region.name, workgroup_count(rows), tuple(d.dtype for d in region.bindings))
 
 
+def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
+    """The workgroup count `generate` picks for `region`, without generating it."""
+    body = portable(region).body
+    if isinstance(body, kir.ElementwiseBody):
+        return workgroup_count(math.prod(body.shape))
+    if isinstance(body, kir.ReductionBody):
+        return workgroup_count(math.prod(body.output_shape))
+    if isinstance(body, kir.SortBody):
+        return workgroup_count(math.prod(n for d, n in enumerate(body.shape) if d != body.dimension))
+    raise CompileError(f"SPIR-V: region '{region.name}' has a {type(body).__name__}, which has no SPIR-V lowering")
+
+
 def generate(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     """Adds `region`'s entry point to `module`: the one place that picks a generator per body."""
     region = portable(region)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import psutil
 import pytest
 
 import fibergrid as fg
@@ -116,16 +117,21 @@ def test_calls_from_many_threads(module):
     assert not errors, errors[0]
 
 
-def test_loads_share_the_default_device(text):
-    """50 loads of a model, their modules dropped, leave no worker thread behind: fg.load runs
-    on the driver's shared device."""
+def test_loads_share_the_default_device(text, tmp_path):
+    """50 loads of a model (text and a .mlir file), their modules dropped, leave no worker thread
+    and no file handle behind: fg.load runs on the driver's shared device."""
+    path = tmp_path / "model.mlir"
+    path.write_text(text)
     fg.load(text, device="local-task")(np.zeros((5, 32), np.float32))
-    before = threading.active_count()
-    for _ in range(50):
-        m = fg.load(text, device="local-task")
+    fg.load(path, device="local-task")(np.zeros((5, 32), np.float32))
+    process = psutil.Process()
+    threads, fds = threading.active_count(), process.num_fds()
+    for i in range(50):
+        m = fg.load(text if i % 2 else path, device="local-task")
         m(np.zeros((5, 32), np.float32))
         del m
-    assert threading.active_count() == before
+    assert threading.active_count() == threads
+    assert process.num_fds() == fds
     assert fg.load(text, device="local-task").device is fg.default_device("local-task")
 
 

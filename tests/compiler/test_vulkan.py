@@ -173,3 +173,12 @@ def test_cli_compile_for_vulkan_and_run(tmp_path, capsys) -> None:
     want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
     printed = capsys.readouterr().out
     assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed
+
+
+@pytest.mark.parametrize("name", ["erf", "erfc", "expm1", "log1p", "cbrt", "asinh", "acosh", "atanh", "log", "tan", "atan2", "sinh"])
+def test_special_math(device, name) -> None:
+    fns = {"erf": lax.erf, "erfc": lax.erfc, "expm1": jnp.expm1, "log1p": jnp.log1p, "cbrt": jnp.cbrt,
+           "asinh": jnp.arcsinh, "acosh": lambda x: jnp.arccosh(1.0 + jnp.abs(x)), "atanh": lambda x: jnp.arctanh(jnp.tanh(x)),
+           "log": lambda x: jnp.log(jnp.abs(x)), "tan": jnp.tan, "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh}
+    x = np.concatenate([np.linspace(-4, 4, 57), [0.0, 1e-6, -1e-7, 0.3, -0.49, 0.51, 30.0]]).astype(np.float32)
+    run_against_jax(device, fns[name], x)

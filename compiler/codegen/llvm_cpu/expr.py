@@ -237,6 +237,10 @@ def _int_suffix(ty: ir.Type) -> str:
 
 
 def _intrinsic(b: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
+    # A builder of another target (the SPIR-V one) may lower a math function its own way.
+    target_math = getattr(b, "target_math", None)
+    if target_math is not None and (value := target_math(name, args)) is not None:
+        return value
     ty = args[0].type
     fn = intrinsic(b.module, f"llvm.{name}.{_float_suffix(ty)}", ty, [ty] * len(args))
     return b.call(fn, args)
@@ -244,6 +248,9 @@ def _intrinsic(b: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
 
 def _libm(b: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
     """C library `name` (f64) / `name`f (f32), lane by lane for vectors."""
+    target_math = getattr(b, "target_math", None)
+    if target_math is not None and (value := target_math(name, args)) is not None:
+        return value
     ty = args[0].type
     scalar = ty.element if isinstance(ty, ir.VectorType) else ty
     symbol = name + ("f" if isinstance(scalar, ir.FloatType) else "")

@@ -28,6 +28,7 @@ from compiler.codegen.llvm_cpu.expr import ExprEmitter, scalar_type, store, stri
 from compiler.codegen.spirv.module import I32, I64, SpirvEntry, SpirvModule
 from compiler.errors import CompileError
 from compiler.passes.library_lowering import portable
+from compiler.passes.special_math import expand as expand_special_math
 from hal import spirv_abi
 
 WORKGROUP_SIZE = 64
@@ -42,8 +43,31 @@ class _BindingBase:
         self.type = ir.PointerType(elem, addrspace=11)
 
 
+# C library functions with a GLSL.std.450 instruction behind an LLVM intrinsic the SPIR-V backend
+# selects; the others are expanded in kernel IR first (compiler/passes/special_math.py).
+_GLSL_MATH = frozenset({"tan", "atan", "asin", "acos", "sinh", "cosh", "atan2"})
+# Kernel IR math ops the SPIR-V target lowers itself (GLSL.std.450 or plain arithmetic).
+SPIRV_NATIVE_MATH = frozenset({"tan", "atan", "asin", "acos", "sinh", "cosh", "atan2", "digamma"})
+
+
 class _SpirvBuilder(ir.IRBuilder):
     entry: SpirvEntry
+
+    def target_math(self, name: str, args: list[ir.Value]) -> ir.Value | None:
+        """The SPIR-V form of a math function the CPU emitter would call (expr.py's hook)."""
+        ty = args[0].type
+        if name == "copysign":  # the SPIR-V backend cannot select llvm.copysign: sign bit by hand
+            width = 32 if isinstance(ty, ir.FloatType) else 64
+            ity = ir.IntType(width)
+            sign = ir.Constant(ity, 1 << (width - 1))
+            magnitude = self.and_(self.bitcast(args[0], ity), ir.Constant(ity, (1 << (width - 1)) - 1))
+            return self.bitcast(self.or_(magnitude, self.and_(self.bitcast(args[1], ity), sign)), ty)
+        if name in _GLSL_MATH:
+            suffix = "f32" if isinstance(ty, ir.FloatType) else "f64"
+            fname = f"llvm.{name}.{suffix}"
+            fn = self.module.globals.get(fname) or ir.Function(self.module, ir.FunctionType(ty, [ty] * len(args)), fname)
+            return self.call(fn, args)
+        return None
 
     def gep(self, ptr, indices, inbounds=False, name="", source_etype=None):
         if isinstance(ptr, _BindingBase):
@@ -252,7 +276,7 @@ def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
 
 def generate(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     """Adds `region`'s entry point to `module`: the one place that picks a generator per body."""
-    region = portable(region)
+    region = expand_special_math(portable(region), SPIRV_NATIVE_MATH)
     body = region.body
     if isinstance(body, kir.ElementwiseBody):
         return _elementwise(module, region)

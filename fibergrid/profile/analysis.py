@@ -17,6 +17,7 @@ Everything here is computed from measurements, never assumed:
 from __future__ import annotations
 
 import statistics
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +79,8 @@ class CallBreakdown:
     completion: float
     host_after: float
     lane_idle: float  # fraction of lane time idle while kernels were running (0..1)
+    timed: bool = True  # False: no host timestamps (collect.Recorder): host_before is everything
+    # before the first workgroup (host, submit, wake) and completion everything after the last
 
 
 @dataclass
@@ -187,6 +190,14 @@ class _BySerial:
         i = self.index.get(serial)
         return None if i is None else (int(self.first_start[i]), int(self.last_end[i]))
 
+    def issued(self, sub: Any) -> int:
+        """When a submission was made: its host timestamp, or where it was not timed (see
+        collect.Recorder) when its first workgroup started."""
+        if sub.submit_ns >= 0:
+            return sub.submit_ns
+        span = self.span(sub.serial)
+        return span[0] if span else -1
+
 
 def _calls(cap: DeviceCapture, by: _BySerial) -> list[Call]:
     """The host's own call boundaries, or one per submission: submit -> the wait that saw it."""
@@ -198,9 +209,11 @@ def _calls(cap: DeviceCapture, by: _BySerial) -> list[Call]:
         waits[w.thread][0].append(w.end_ns)
         waits[w.thread][1].append(w.start_ns)
     out = []
-    for sub in sorted(cap.submissions.values(), key=lambda s: s.submit_ns):
+    for sub in sorted(cap.submissions.values(), key=by.issued):
         span = by.span(sub.serial)
-        last = span[1] if span else sub.submit_ns
+        if span is None:
+            continue
+        issued, last = by.issued(sub), span[1]
         end = last
         if sub.thread in waits:  # the submitting thread's wait that saw the work complete
             ends, starts = waits[sub.thread]
@@ -209,7 +222,7 @@ def _calls(cap: DeviceCapture, by: _BySerial) -> list[Call]:
                 j += 1
             if j < len(ends):
                 end = ends[j]
-        out.append(Call(sub.submit_ns, max(end, last)))
+        out.append(Call(issued, max(end, last)))
     return out
 
 
@@ -277,7 +290,7 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[
     clashes: dict[str, list[tuple[int, int]]] = {}
     for key, site in sites.items():
         info = site["info"]
-        site["name"] = info.name if info else f"command {site['command']} (submitted before the profile)"
+        site["name"] = info.name if info else f"command {site['command']} (program not identified)"
         clashes.setdefault(site["name"], []).append(key)
     out = []
     for key, site in sites.items():
@@ -305,8 +318,8 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[
 
 
 def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int, by: _BySerial) -> tuple[CallBreakdown | None, list[int], dict | None]:
-    subs = sorted(cap.submissions.values(), key=lambda s: s.submit_ns)
-    sub_t = np.array([s.submit_ns for s in subs], np.int64)
+    subs = sorted(cap.submissions.values(), key=by.issued)
+    sub_t = np.array([by.issued(s) for s in subs], np.int64)
     wait_ends = np.array(sorted(w.end_ns for w in cap.waits), np.int64)
     parts = {k: [] for k in ("wall", "host_before", "launch", "kernels", "gaps", "completion", "host_after", "idle")}
     launches: list[int] = []
@@ -317,7 +330,7 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int, by: _BySerial)
             continue
         rows = by.rows([s.serial for s in mine])
         wall = call.end_ns - call.start_ns
-        first_submit = mine[0].submit_ns
+        first_submit = by.issued(mine[0])
         if not len(rows) and cap.dropped_events:
             continue  # its events were overwritten in the rings: nothing to split it by
         if not len(rows):
@@ -340,7 +353,7 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int, by: _BySerial)
         parts["host_after"].append(max(0, call.end_ns - max(wait_end, last)))
         span = max(1, last - first)
         parts["idle"].append(1.0 - float((rows["end_ns"] - rows["start_ns"]).sum()) / (lanes * span))
-        launches += [by.span(s.serial)[0] - s.submit_ns for s in mine if by.span(s.serial) is not None]
+        launches += [by.span(s.serial)[0] - s.submit_ns for s in mine if s.submit_ns >= 0 and by.span(s.serial) is not None]
     if not parts["wall"]:
         return None, launches, None
     first = None
@@ -357,7 +370,7 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int, by: _BySerial)
     measured = sum(mean[k] for k in ("host_before", "launch", "kernels", "gaps", "completion", "host_after"))
     mean["host_after"] += max(0.0, mean["wall"] - measured)
     return CallBreakdown(mean["wall"], mean["host_before"], mean["launch"], mean["kernels"], mean["gaps"],
-                         mean["completion"], mean["host_after"], max(0.0, mean["idle"])), launches, first
+                         mean["completion"], mean["host_after"], max(0.0, mean["idle"]), cap.host_timing), launches, first
 
 
 def _critical_path(cap: DeviceCapture, calls: list[Call], by: _BySerial) -> tuple[list[CriticalStep], float]:
@@ -367,7 +380,7 @@ def _critical_path(cap: DeviceCapture, calls: list[Call], by: _BySerial) -> tupl
         return [], 0.0
     ordered = sorted(calls, key=lambda c: c.end_ns - c.start_ns)
     call = ordered[len(ordered) // 2]
-    serials = [s.serial for s in cap.submissions.values() if call.start_ns <= s.submit_ns <= call.end_ns]
+    serials = [s.serial for s in cap.submissions.values() if call.start_ns <= by.issued(s) <= call.end_ns]
     steps: list[CriticalStep] = []
     regions = 0
     for serial in sorted(serials):
@@ -396,12 +409,14 @@ def analyse(cap: DeviceCapture) -> Analysis:
     calls = _calls(cap, by)
     busy_lanes = max(1, cap.workers) if cap.workers else 1
     breakdown, launches, first = _breakdown(cap, calls, busy_lanes, by)
+    if not cap.calls and not cap.host_timing:
+        breakdown = None  # a program's calls seen from the device only: nothing to split
     steady = calls[1:] if first is not None else calls
     call_wall = sum(c.end_ns - c.start_ns for c in steady) or cap.wall_ns
-    skip = ({s.serial for s in cap.submissions.values() if calls[0].start_ns <= s.submit_ns <= calls[0].end_ns}
+    skip = ({s.serial for s in cap.submissions.values() if calls[0].start_ns <= by.issued(s) <= calls[0].end_ns}
             if first is not None else set())
     if not launches:  # submissions outside any call (a script's own waits)
-        launches = [by.span(s.serial)[0] - s.submit_ns for s in cap.submissions.values() if by.span(s.serial)]
+        launches = [by.span(s.serial)[0] - s.submit_ns for s in cap.submissions.values() if s.submit_ns >= 0 and by.span(s.serial)]
     ends = np.sort(cap.events["end_ns"])
     completions = []
     for w in cap.waits:  # the last workgroup that ended while the host waited -> the wait's end

@@ -47,12 +47,14 @@ def trace_events(captures: list[DeviceCapture]) -> list[dict[str, Any]]:
             label = f"worker {w}" if w < cap.workers else "host (runs work)"
             events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": w, "args": {"name": label}})
             events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": w, "args": {"sort_index": w}})
-        host_tids = sorted({s.thread for s in cap.submissions.values()} | {w.thread for w in cap.waits})
+        host_tids = sorted({s.thread for s in cap.submissions.values() if s.thread >= 0} | {w.thread for w in cap.waits})
         host_track = {t: HOST_TID_BASE + i for i, t in enumerate(host_tids)}
         for t, tid in host_track.items():
             events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": f"host thread {t}"}})
             events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
         main_host = host_track[host_tids[0]] if host_tids else HOST_TID_BASE
+        if not host_tids and cap.calls:
+            events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": main_host, "args": {"name": "host (calls)"}})
         for i, call in enumerate(cap.calls):
             events.append({"name": f"call {i}", "cat": "host", "ph": "X", "ts": us(call.start_ns),
                            "dur": (call.end_ns - call.start_ns) / 1e3, "pid": pid, "tid": main_host})
@@ -81,6 +83,8 @@ def trace_events(captures: list[DeviceCapture]) -> list[dict[str, Any]]:
             events.append({"name": name, "cat": info.kind if info else "dispatch", "ph": "X", "ts": ts, "dur": dur,
                            "pid": pid, "tid": worker, "args": args})
         for sub in cap.submissions.values():
+            if sub.submit_ns < 0:
+                continue  # not timed from the host (collect.Recorder): no submit slice or arrows
             tid = host_track.get(sub.thread, main_host)
             events.append({"name": f"submit #{sub.serial}", "cat": "host", "ph": "X", "ts": us(sub.submit_ns), "dur": 0.001,
                            "pid": pid, "tid": tid})

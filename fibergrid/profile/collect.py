@@ -25,9 +25,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fibergrid.profile.matching import live_programs, match, program_shape
 from fibergrid.profile.naming import ProgramInfo, describe_program
 
 DEFAULT_CAPACITY = 1 << 17  # events per worker ring: 8 MiB a worker, ~130k reservations
+MAX_DESCRIBED = 10_000  # distinct programs remembered per device (a program making one-shot
+# command buffers in a loop records the same few shapes: they are deduplicated)
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,9 @@ def thread_times(tid: int) -> ThreadTimes | None:
 @dataclass
 class Submission:
     serial: int
-    submit_ns: int  # host clock just before the scheduler took it
+    submit_ns: int  # host clock just before the scheduler took it (-1: not timed, see matching.py)
     program: int  # key into DeviceCapture.programs
-    thread: int  # native id of the submitting thread
+    thread: int  # native id of the submitting thread (-1: not recorded)
 
 
 @dataclass
@@ -116,6 +119,7 @@ class DeviceCapture:
     programs: dict[int, ProgramInfo]
     waits: list[HostWait]
     calls: list[Call] = field(default_factory=list)
+    host_timing: bool = False  # submissions and host waits timed from Python (else only calls)
 
     @property
     def wall_ns(self) -> int:
@@ -123,9 +127,10 @@ class DeviceCapture:
 
 
 class _Attached:
-    """One traced device: the wrappers installed on its Scheduler and what they recorded."""
+    """One traced device: its trace rings on, and with `host_timing` the wrappers installed on
+    its Scheduler and what they recorded."""
 
-    def __init__(self, device: Any, label: str, capacity: int) -> None:
+    def __init__(self, device: Any, label: str, capacity: int, host_timing: bool) -> None:
         self.device = device
         self.label = label
         self.scheduler = device.scheduler
@@ -137,7 +142,23 @@ class _Attached:
         self.host_tids: set[int] = {threading.get_native_id()}
         self.scheduler.enable_tracing(capacity)
         self.capacity = capacity
-        self._install()
+        self._wrapped: list[str] = []
+        if host_timing:
+            self._install()
+        # Every command buffer ended from now on is described once (not per call), so a
+        # submission can be named after its program is gone (matching.py).
+        self._ended: dict[tuple, ProgramInfo] = {}
+        lower = device.lower_command_buffer
+
+        def observed_lower(command_buffer: Any) -> Any:
+            lowered = lower(command_buffer)
+            program = getattr(lowered, "program", None)
+            if program is not None and len(self._ended) < MAX_DESCRIBED:
+                info = describe_program(program)
+                self._ended.setdefault((program_shape(program), tuple(c.name for c in info.commands)), info)
+            return lowered
+
+        device.lower_command_buffer = observed_lower
         self.reset()
 
     # The Scheduler methods wrapped. Every submission enters through one of SUBMIT_METHODS: the
@@ -155,7 +176,6 @@ class _Attached:
         # The hot path of a profiled call: plain tuples appended under the GIL (dict and list
         # updates are atomic there), turned into dataclasses only at capture().
         submissions, waits, now, tid_of = self.submissions, self.waits, time.monotonic_ns, threading.get_native_id
-        self._wrapped: list[str] = []
 
         def serial_of(out: Any, program: Any) -> int | None:
             if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], int):
@@ -253,21 +273,46 @@ class _Attached:
                     host[tid] = now - before if before is not None else now
             events = self.scheduler.trace_events()
             events = events[events["start_ns"] >= self.start_ns]
+            unknown = events[~np.isin(events["serial"], list(submissions))]
+            if len(unknown):  # not recorded from the host: matched by shape (matching.py)
+                # Live programs first (described now: names registered since they ended count),
+                # then the descriptions of programs already gone.
+                candidates = [(program_shape(p), p) for p in live_programs(self.device)]
+                candidates += [(shape, info) for (shape, _), info in self._ended.items()]
+                keys: dict[int, int] = {}
+                matched = match(unknown, candidates)
+                for serial in np.unique(unknown["serial"]).tolist():
+                    found, key = matched.get(serial), -1
+                    if isinstance(found, ProgramInfo):
+                        if id(found) not in keys:
+                            keys[id(found)] = len(self._program_keys) + len(keys) + 1_000_000
+                            self.programs[keys[id(found)]] = found
+                        key = keys[id(found)]
+                    elif found is not None:
+                        known = self._program_keys.get(id(found))
+                        key = known[0] if known is not None and known[1] is found else self._program_key(found)
+                    submissions[serial] = Submission(serial, -1, key, -1)
             recorded = sum(d["trace_events"] for d in deltas)
             return DeviceCapture(
                 self.label, self.device.driver, self.scheduler.threads_count, self.start_ns, end,
                 np.sort(events, order="start_ns"), max(0, recorded - len(events)), deltas, threads, host,
-                submissions, self._described_again(), waits, list(calls or []))
+                submissions, self._described_again(), waits, list(calls or []), bool(self._wrapped))
 
     def detach(self) -> None:
         sched = self.scheduler
         for name in self._wrapped:
             sched.__dict__.pop(name, None)
+        self.device.__dict__.pop("lower_command_buffer", None)
         sched.disable_tracing()
 
 
 class Recorder:
     """Traces any number of CPU devices; `capture()` returns one DeviceCapture per device.
+
+    By default nothing runs per call (the workers write the trace rings; programs are matched
+    to submissions at capture). `host_timing` also times each submission and host wait from
+    Python, splitting a call's host time from its launch and completion latency, for 2-5 us a
+    call.
 
         rec = Recorder(); rec.attach(device)
         with rec.call(): module(x)          # optional: marks host call boundaries
@@ -275,8 +320,9 @@ class Recorder:
 
     Attach while the device is idle (the trace rings are allocated then)."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, host_timing: bool = False) -> None:
         self.capacity = capacity
+        self.host_timing = host_timing
         self.devices: list[_Attached] = []
         self.calls: list[Call] = []
 
@@ -285,7 +331,7 @@ class Recorder:
         read). Kernels are named from `naming.register_sources` where someone registered them."""
         if not hasattr(device, "scheduler") or any(a.device is device for a in self.devices):
             return
-        self.devices.append(_Attached(device, label or f"{device.driver}#{len(self.devices)}", self.capacity))
+        self.devices.append(_Attached(device, label or f"{device.driver}#{len(self.devices)}", self.capacity, self.host_timing))
 
     def reset(self) -> None:
         """Forget everything recorded so far (e.g. a warm-up call)."""

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--png-size", default="1600x500", help="PNG size in pixels, WIDTHxHEIGHT (default: 1600x500)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument("--capacity", type=int, default=1 << 17, help="trace events kept per worker (default: 131072)")
+    p.add_argument("--host-timing", action="store_true",
+                   help="also time each submission and host wait from Python (2-5 us a call): splits host work "
+                        "from launch and completion latency, and draws submission arrows in the trace")
     p.add_argument("--source", default=None, help="the StableHLO an .fgx was compiled from: names its kernels after "
                                                   "the model's ops (a .mlir module is its own source)")
 
@@ -150,7 +153,7 @@ def profile_module(args: argparse.Namespace, device: Any, parse_input: Any, erro
     function = module[args.function]
     inputs = [parse_input(spec) for spec in args.input]
     _register_names(module, function, args.module, args.source, error)
-    recorder = Recorder(args.capacity)
+    recorder = Recorder(args.capacity, host_timing=args.host_timing)
     recorder.attach(device, label=f"{os.path.basename(args.module)}@{args.function}")
     function(*inputs)  # warm-up: checks the inputs, compiles a dynamic signature, wakes workers
     _register_names(module, function, args.module, args.source, error)
@@ -173,7 +176,8 @@ def profile_program(args: argparse.Namespace, command: list[str], error: type[Ex
     if args.png:
         _png_size(args.png_size, error)
     with tempfile.TemporaryDirectory(prefix="fibergrid-profile-") as out:
-        env = dict(os.environ, **{ENV_VAR: out, f"{ENV_VAR}_CAPACITY": str(args.capacity)})
+        env = dict(os.environ, **{ENV_VAR: out, f"{ENV_VAR}_CAPACITY": str(args.capacity),
+                                  f"{ENV_VAR}_HOST_TIMING": "1" if args.host_timing else ""})
         try:
             # With --json this process's stdout is the report: the program's output goes to stderr.
             status = subprocess.call(command, env=env, stdout=sys.stderr if args.json else None)

@@ -81,27 +81,39 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
             out.append(Finding(idle * (b.kernels + b.gaps) / max(1.0, wall), "idle-workers",
                                f"workers idle {_pct(idle)} of the time kernels run{why}"))
 
-    # Wakes: launch and completion latency per call.
-    if b and b.launch + b.completion >= 0.1 * wall:
-        worker_wakes = [lane.wakes for lane in lanes if lane.name != "host" and lane.wakes >= 0]
-        latencies = [lane.wake_latency_ns for lane in lanes if lane.wake_latency_ns]
+    # Wakes: launch and completion latency per call (timed from the host), or the workers'
+    # own wake count and latency (native counters) where the host was not timed.
+    worker_wakes = [lane.wakes for lane in lanes if lane.name != "host" and lane.wakes >= 0]
+    latencies = [lane.wake_latency_ns for lane in lanes if lane.wake_latency_ns]
+    per_call = sum(worker_wakes) / a.calls if worker_wakes and a.calls else None
+    if b and b.timed and b.launch + b.completion >= 0.1 * wall:
         count = ""
-        if worker_wakes and a.calls:
-            count = f"{sum(worker_wakes) / a.calls:.1f} worker wakes a call"
-            if latencies:
-                count += f" at ~{_us(sum(latencies) / len(latencies))} each"
-            count += "; "
+        if per_call is not None:
+            count = f"{per_call:.1f} worker wakes a call" + (f" at ~{_us(sum(latencies) / len(latencies))} each" if latencies else "") + "; "
         out.append(Finding((b.launch + b.completion) / wall, "wake-latency",
                            f"each call pays {_us(b.launch + b.completion)} of wakes ({_pct((b.launch + b.completion) / wall)}): "
                            f"{count}{_us(b.launch)} from submit to the first workgroup, {_us(b.completion)} from the "
                            f"last workgroup until the waiting host runs again"))
+    elif b and not b.timed and per_call and latencies:
+        cost = per_call * sum(latencies) / len(latencies)
+        if cost >= 0.1 * wall:
+            out.append(Finding(cost / wall, "wake-latency",
+                               f"each call pays {per_call:.1f} worker wakes at ~{_us(sum(latencies) / len(latencies))} each "
+                               f"(~{_us(cost)}, {_pct(cost / wall)} of the call): the workers park between calls"))
 
     # Host overhead.
-    if b and b.host_before + b.host_after >= 0.15 * wall:
+    if b and b.timed and b.host_before + b.host_after >= 0.15 * wall:
         host = b.host_before + b.host_after
         out.append(Finding(host / wall, "host-overhead",
                            f"{_pct(host / wall)} of each call ({_us(host)}) is host work: Python, argument checks and "
                            f"copies in ({_us(b.host_before)}) and out ({_us(b.host_after)}); larger batches amortize it"))
+    elif b and not b.timed and b.host_before + b.completion >= 0.15 * wall:
+        outside = b.host_before + b.completion
+        out.append(Finding(outside / wall, "host-overhead",
+                           f"{_pct(outside / wall)} of each call ({_us(outside)}) passes outside the device's work: "
+                           f"{_us(b.host_before)} before the first workgroup (Python, copies in, submit, a wake) and "
+                           f"{_us(b.completion)} after the last (the host's wake, copies out); larger batches amortize "
+                           f"it, --host-timing splits it"))
 
     # Barrier gaps.
     if b and b.gaps >= 0.1 * wall:

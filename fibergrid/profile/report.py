@@ -67,10 +67,17 @@ def text(a: Analysis, findings: list[Finding]) -> str:
     b = a.breakdown
     if b:
         out += ["", f"Where a call's {_us(b.wall)} us went (mean)"]
-        parts = [("host before submit (Python, copies in)", b.host_before), ("launch: submit -> first workgroup", b.launch),
-                 ("kernels (>= 1 worker in a kernel)", b.kernels), ("between regions (barriers, no kernel)", b.gaps),
-                 ("completion: last workgroup -> host wakes", b.completion), ("host after (copies out, Python)", b.host_after)]
+        if b.timed:
+            parts = [("host before submit (Python, copies in)", b.host_before), ("launch: submit -> first workgroup", b.launch),
+                     ("kernels (>= 1 worker in a kernel)", b.kernels), ("between regions (barriers, no kernel)", b.gaps),
+                     ("completion: last workgroup -> host wakes", b.completion), ("host after (copies out, Python)", b.host_after)]
+        else:
+            parts = [("before the first workgroup (host, copies in, submit, wake)", b.host_before),
+                     ("kernels (>= 1 worker in a kernel)", b.kernels), ("between regions (barriers, no kernel)", b.gaps),
+                     ("after the last workgroup (host wake, copies out)", b.completion)]
         out += _table(["part", "us", "%"], [[k, _us(v), _pct(v, b.wall)] for k, v in parts])
+        if not b.timed:
+            out.append("(--host-timing splits host work from launch and completion latency, for 2-5 us a call)")
         out.append(f"worker idle while kernels run: {100 * b.lane_idle:.0f} %")
     if a.critical_path:
         out += ["", "Critical path of the median call (regions run one after another)"]

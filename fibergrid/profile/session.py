@@ -131,7 +131,7 @@ def install() -> None:
         capacity = int(os.environ.get(f"{ENV_VAR}_CAPACITY", DEFAULT_CAPACITY))
     except ValueError:
         capacity = DEFAULT_CAPACITY
-    recorder, captures = Recorder(capacity), []
+    recorder, captures = Recorder(capacity, host_timing=bool(os.environ.get(f"{ENV_VAR}_HOST_TIMING"))), []
     _state.update(recorder=recorder, captures=captures)
     for name, factory in list(driver._factories.items()):  # noqa: SLF001 — observe, never edit, the registry
         driver._factories[name] = _traced_factory(factory, recorder, captures)

@@ -73,7 +73,7 @@ def write(cap: DeviceCapture, analysis: Analysis, path: str, size: tuple[int, in
     if waits:
         ax.broken_barh(waits, (host_row + 0.3, 0.12), facecolors=(0.3, 0.3, 0.3, 1.0), linewidth=0, zorder=3)
     for sub in cap.submissions.values():
-        if start <= sub.submit_ns <= end:
+        if sub.submit_ns >= 0 and start <= sub.submit_ns <= end:
             ax.axvline((sub.submit_ns - start) / 1e3, color=(0.2, 0.2, 0.2, 0.5), linewidth=0.6, linestyle=":")
     labels = [f"{n} (runs work; calls, waits)" if n == "host" else n for n in lanes] + ([] if "host" in lanes else ["host (calls, waits)"])
     ax.set_yticks(range(rows), labels)

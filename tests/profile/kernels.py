@@ -30,11 +30,11 @@ def record(device, grids: list[tuple[int, int]], barriers: bool = True):
     return cb, out
 
 
-def profile_calls(device, cb, calls: int, warmups: int = 1) -> DeviceCapture:
+def profile_calls(device, cb, calls: int, warmups: int = 1, host_timing: bool = True) -> DeviceCapture:
     """`warmups` untraced submissions (the scheduler's wake policy learns a region's work from
     its first runs), then `calls` traced submit-and-wait calls."""
     sem = device.create_semaphore(0)
-    rec = Recorder()
+    rec = Recorder(host_timing=host_timing)
     rec.attach(device, label="test")
     for i in range(1, warmups + 1):
         device.queue_execute([cb], signal=[(sem, i)])

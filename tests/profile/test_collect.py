@@ -102,6 +102,36 @@ def test_a_serial_graph_is_explained_as_serial(device):
     assert "8 regions" in serial.text and "fewer workgroups than workers" in serial.text
 
 
+def test_by_default_nothing_runs_per_call_and_programs_are_matched_by_shape(device):
+    """No host timing: no wrapper on the scheduler, yet every submission is named after its
+    program (matched by the workgroups each command ran), even one whose command buffer is gone."""
+    cb, _ = record(device, [(37, 100), (5, 100)])
+    cap = profile_calls(device, cb, calls=3, host_timing=False)
+    assert not {"submit", "_submit", "call", "wait_semaphore"} & set(vars(device.scheduler))
+    assert all(s.submit_ns == -1 for s in cap.submissions.values()) and len(cap.submissions) == 3
+    a = analyse(cap)
+    assert {d.name for d in a.dispatches} == {"burn #0", "burn #1"}
+    assert sorted(d.workgroups_per_call for d in a.dispatches) == [5, 37]
+    assert not a.breakdown.timed and a.launch_ns == []
+    b = a.breakdown
+    assert b.host_before + b.kernels + b.gaps + b.completion == pytest.approx(b.wall, rel=1e-6)
+    # a one-shot command buffer that no longer exists at capture: named from its end()
+    from fibergrid.profile.collect import Recorder
+
+    rec = Recorder()
+    rec.attach(device)
+    one, _ = record(device, [(3, 10), (4, 10)])
+    sem = device.create_semaphore(0)
+    device.queue_execute([one], signal=[(sem, 1)])
+    sem.wait(1, 60)
+    del one
+    (cap,) = rec.capture()
+    rec.detach()
+    assert sorted(d.workgroups_per_call for d in analyse(cap).dispatches) == [3, 4]
+    assert {d.entry for d in analyse(cap).dispatches} == {"burn"}
+    assert "lower_command_buffer" not in vars(device)
+
+
 def test_local_sync_runs_on_the_host_lane():
     with fg.create_device("local-sync") as device:
         cb, _ = record(device, [(6, 1000)])

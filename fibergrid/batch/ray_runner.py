@@ -1,0 +1,92 @@
+"""Scoring a data set on a Ray cluster (an existing one by address, or a local instance): the
+files become a Ray Data set (one read task per file, on the workers), the Predictor actors
+score it, and the driver writes the scored rows as they stream back, in data set order, so the
+files written equal a local run's."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from fibergrid.batch.data import Batch, Writer, concat, read_file
+from fibergrid.batch.predictor import Predictor, map_batches_kwargs
+from fibergrid.batch.progress import RowProgress
+from hal.errors import Error, InvalidArgument
+
+READ_CPUS = 0  # a read task mostly waits on I/O; with CPUs of its own it would wait for the actors that hold them all
+
+
+def require_ray():
+    """The ray module, or one clear error naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise InvalidArgument("Ray is not installed: pip install 'fibergrid[ray]'") from None
+    return ray
+
+
+def connect(address: str) -> bool:
+    """Joins the cluster at `address` ('auto': the one `ray start` made here; 'local': a new
+    instance in this process). False when Ray was already initialised (left as it is)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    try:
+        local = {"include_dashboard": False} if address == "local" else {}
+        ray.init(address=None if address == "local" else address, logging_level=logging.WARNING,
+                 log_to_driver=False, **local)
+    except Exception as e:  # noqa: BLE001 — ConnectionError and Ray's own: one line
+        raise InvalidArgument(f"--ray {address}: cannot connect: {e}".splitlines()[0]) from None
+    return True
+
+
+def _read_paths(batch: dict[str, np.ndarray]) -> Batch:
+    return concat([read_file(str(p)) for p in batch["path"]])
+
+
+def dataset(files: list[str]):
+    """A Ray Data set of the files' rows, in file order (read on the workers)."""
+    ray = require_ray()
+    items = ray.data.from_items([{"path": p} for p in files], override_num_blocks=len(files))
+    return items.map_batches(_read_paths, batch_size=1, batch_format="numpy", num_cpus=READ_CPUS)
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """The fibergrid error inside Ray's wrappers (RayTaskError, UserCodeException...), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, Error):
+            return e
+        cause = getattr(e, "cause", None)
+        e = cause if isinstance(cause, BaseException) else e.__cause__ or e.__context__
+    return None
+
+
+def score_ray(model: Any, files: list[str], writer: Writer, batch_size: int, *, concurrency: int = 1,
+              num_cpus: int = 1, progress: RowProgress | None = None, max_restarts: int = 0,
+              **predictor: Any) -> int:
+    """Scores every row of `files` with `concurrency` Predictor actors of `num_cpus` CPUs each
+    into `writer`; returns the rows written. `model` as Predictor takes it."""
+    ray = require_ray()
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the output order is the input order
+    context.enable_progress_bars = False  # ours counts rows; Ray's would interleave with it
+    ds = dataset(files).map_batches(Predictor, **map_batches_kwargs(
+        model, concurrency=concurrency, num_cpus=num_cpus, batch_size=batch_size,
+        max_restarts=max_restarts, **predictor))
+    try:
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            writer.write(batch)
+            if progress is not None:
+                progress.update(len(next(iter(batch.values()))))
+    except Exception as e:  # noqa: BLE001 — an actor's fibergrid error, as its own one line
+        inner = _unwrap(e)
+        if inner is not None:
+            raise inner from None
+        raise Error(f"Ray: {type(e).__name__}: {e}".splitlines()[0]) from None
+    writer.close()
+    return writer.rows

@@ -131,14 +131,14 @@ class CompiledFunction:
         variants = {code.format: Variant(code.blob, _entry_points(code)) for code in self.variants}
         vulkan = targets_.get("vulkan")
         if vulkan.format not in variants and (self.regions or self.source is not None) and self.kernels:
-            from compiler.codegen.spirv.kernels import WORKGROUP_SIZE
+            from compiler.codegen.spirv.kernels import workgroup_size
 
             def build() -> bytes:
                 return vulkan.build(self._kernel_regions()).blob
 
             variants[vulkan.format] = Variant(build, tuple(
-                EntryPoint(k.name, 0, (WORKGROUP_SIZE, 1, 1), len(k.binding_dtypes), 0, k.binding_dtypes)
-                for k in self.kernels))
+                EntryPoint(r.name, 0, workgroup_size(r), len(r.bindings), 0, tuple(d.dtype for d in r.bindings))
+                for r in self._kernel_regions()))
         return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants=variants)
 
     @functools.cached_property

@@ -131,8 +131,8 @@ class KernelContext(abc.ABC):
     def barrier(self) -> None: ...
 
     @contextmanager
-    def loop(self, start: ir.Value | int, stop: ir.Value | int, step: int = 1, name: str = "i") -> Iterator[ir.Value]:
-        """`for (i32 i = start; i < stop; i += step)` (signed compare)."""
+    def loop(self, start: ir.Value | int, stop: ir.Value | int, step: ir.Value | int = 1, name: str = "i") -> Iterator[ir.Value]:
+        """`for (i32 i = start; i < stop; i += step)` (signed compare; step may be a value)."""
         b = self.b
         start = self.i32(start) if isinstance(start, int) else start
         stop = self.i32(stop) if isinstance(stop, int) else stop
@@ -145,7 +145,7 @@ class KernelContext(abc.ABC):
         b.cbranch(b.icmp_signed("<", index, stop), body, after)
         b.position_at_end(body)
         yield index
-        index.add_incoming(b.add(index, self.i32(step)), b.block)
+        index.add_incoming(b.add(index, self.i32(step) if isinstance(step, int) else step), b.block)
         b.branch(header)
         b.position_at_end(after)
 

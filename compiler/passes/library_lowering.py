@@ -17,7 +17,7 @@ F32 = np.dtype(np.float32)
 I = kir.INDEX
 
 
-def _slots(region: kir.KernelRegion, bias: bool) -> tuple[int, int, int, int | None]:
+def matmul_slots(region: kir.KernelRegion, bias: bool) -> tuple[int, int, int, int | None]:
     """(A, B, C, bias) slots: fusion gives each distinct (tensor, shape) one input slot, so A
     and B share one when they are the same square tensor."""
     inputs = [i for i, d in enumerate(region.bindings) if not d.output]
@@ -51,7 +51,7 @@ def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     (batch, m, n, k) with k reduced."""
     body = region.body
     assert isinstance(body, kir.MatmulBody)
-    a, b, c, bias = _slots(region, "bias_add" in body.epilogue)
+    a, b, c, bias = matmul_slots(region, "bias_add" in body.epilogue)
     bb, i, j, p = (kir.Coord(d) for d in range(4))
     product = kir.Compute("multiply", (kir.Load(a, (bb, i, p), F32), kir.Load(b, (bb, p, j), F32)), F32)
     combiner = (kir.Compute("add", (kir.Arg(0, F32), kir.Arg(1, F32)), F32),)

@@ -53,13 +53,13 @@ class Target:
 
 def _build_vulkan(regions: Sequence[kir.KernelRegion]) -> TargetCode:
     from compiler.codegen.spirv import FORMAT
-    from compiler.codegen.spirv.kernels import WORKGROUP_SIZE, generate
+    from compiler.codegen.spirv.kernels import generate
     from compiler.codegen.spirv.module import SpirvModule
 
     module = SpirvModule()
     kernels = [generate(module, r) for r in regions]
     blob = module.compile() if kernels else b""
-    return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, (WORKGROUP_SIZE, 1, 1), k.workgroup_count, k.binding_dtypes)
+    return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, k.workgroup_size, k.workgroup_count, k.binding_dtypes)
                                          for k in kernels))
 
 

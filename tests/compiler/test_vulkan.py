@@ -182,3 +182,13 @@ def test_special_math(device, name) -> None:
            "log": lambda x: jnp.log(jnp.abs(x)), "tan": jnp.tan, "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh}
     x = np.concatenate([np.linspace(-4, 4, 57), [0.0, 1e-6, -1e-7, 0.3, -0.49, 0.51, 30.0]]).astype(np.float32)
     run_against_jax(device, fns[name], x)
+
+
+@pytest.mark.parametrize("m,k,n,batch", [(64, 64, 64, 1), (100, 37, 130, 1), (65, 200, 64, 3)])
+def test_tiled_matmul_edges(device, m, k, n, batch) -> None:
+    def f(a, b, bias):
+        return jax.nn.relu(jnp.matmul(a, b) + bias)
+
+    shape_a = (batch, m, k) if batch > 1 else (m, k)
+    shape_b = (batch, k, n) if batch > 1 else (k, n)
+    run_against_jax(device, f, _f32(*shape_a), _f32(*shape_b, scale=0.2), _f32(n))

@@ -27,6 +27,7 @@ from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu.expr import ExprEmitter, scalar_type, store, strides, widen_bits
 from compiler.codegen.spirv.module import I32, I64, SpirvEntry, SpirvModule
 from compiler.errors import CompileError
+from compiler.codegen.spirv import matmul as library_matmul
 from compiler.passes.library_lowering import portable
 from compiler.passes.special_math import expand as expand_special_math
 from hal import spirv_abi
@@ -83,6 +84,7 @@ class SpirvKernel:
     name: str
     workgroup_count: tuple[int, int, int]
     binding_dtypes: tuple[np.dtype, ...]
+    workgroup_size: tuple[int, int, int] = (WORKGROUP_SIZE, 1, 1)
 
 
 def workgroup_count(points: int) -> tuple[int, int, int]:
@@ -262,8 +264,15 @@ def _sort(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     return SpirvKernel(region.name, workgroup_count(rows), tuple(d.dtype for d in region.bindings))
 
 
+def workgroup_size(region: kir.KernelRegion) -> tuple[int, int, int]:
+    """The workgroup size of `region`'s entry point."""
+    return library_matmul.WORKGROUP_SIZE if library_matmul.applies(region.body) else (WORKGROUP_SIZE, 1, 1)
+
+
 def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
     """The workgroup count `generate` picks for `region`, without generating it."""
+    if library_matmul.applies(region.body):
+        return library_matmul.grid(region.body)
     body = portable(region).body
     if isinstance(body, kir.ElementwiseBody):
         return workgroup_count(math.prod(body.shape))
@@ -276,6 +285,9 @@ def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
 
 def generate(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     """Adds `region`'s entry point to `module`: the one place that picks a generator per body."""
+    if library_matmul.applies(region.body):
+        library_matmul.generate(module, region)
+        return SpirvKernel(region.name, grid(region), tuple(d.dtype for d in region.bindings), library_matmul.WORKGROUP_SIZE)
     region = expand_special_math(portable(region), SPIRV_NATIVE_MATH)
     body = region.body
     if isinstance(body, kir.ElementwiseBody):

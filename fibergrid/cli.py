@@ -3,6 +3,7 @@
     fibergrid compile model.mlir -o model.fgx [--function main] [--specialize main=1x784]
     fibergrid run model.fgx --device local-task --workers 2 --input 2x3xf32=1 --input @x.npy [--output @y.npy]
     fibergrid benchmark model.fgx --input 1x784xf32=0.5 --repetitions 100
+    fibergrid batch model.fgx --input data/ --output scored/ [--batch-size 256] [--ray auto | --local]
 
 Inputs and outputs follow IREE's iree-run-module: `SHAPExTYPE=VALUES` (one value is a splat,
 otherwise whitespace- or comma-separated values, brackets optional: `2x2xi32=[1 2][3 4]`),
@@ -234,6 +235,10 @@ def _parser() -> argparse.ArgumentParser:
     from fibergrid.profile import command as profile_command
 
     profile_command.add_arguments(prof)
+    batch = sub.add_parser("batch", help="score a data set (.npy/.npz/Parquet) with a model, here or on a Ray cluster")
+    from fibergrid.batch import command as batch_command
+
+    batch_command.add_arguments(batch, _device_options)
     return parser
 
 
@@ -261,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "compile":
             return _compile(args)
+        if args.command == "batch":
+            from fibergrid.batch import command as batch_command
+
+            return batch_command.run(args, CliError)
         if args.command == "profile" and (program is not None or args.module is None):
             from fibergrid.profile import command as profile_command
 

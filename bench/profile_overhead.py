@@ -2,10 +2,11 @@
 
     python -m bench.profile_overhead --json [--case mlp_b1] [--blocks 10] [--calls 20]
 
-"On" is everything `fibergrid profile` turns on: the scheduler's trace rings (one event per
-workgroup reservation, written by the workers) and the profiler's host wrappers (submit and wait
-timestamps). Off and on alternate in blocks of calls on one loaded module, so both see the same
-machine state (the machine is shared and noisy); the figure is the ratio of the medians per call.
+"on" is what `fibergrid profile` turns on by default: the scheduler's trace rings (one event per
+workgroup reservation, written by the workers; nothing runs per call in Python). "host" adds
+--host-timing's Python timestamps of every submission and host wait. Off, on and host alternate
+in blocks of calls on one loaded module, so all see the same machine state (the machine is shared
+and noisy); the figures are ratios of the medians per call.
 """
 
 from __future__ import annotations
@@ -33,19 +34,20 @@ def _block(call, calls: int) -> list[float]:
 
 
 def measure(module, inputs: list[np.ndarray], device, blocks: int, calls: int) -> dict[str, float]:
-    off: list[float] = []
-    on: list[float] = []
+    samples: dict[str, list[float]] = {"off": [], "on": [], "host": []}
     call = lambda: module(*inputs)  # noqa: E731
     call()
     for _ in range(blocks):
-        off += _block(call, calls)
-        recorder = Recorder()
-        recorder.attach(device)
-        call()  # the first traced call describes the program once (names), untimed
-        on += _block(call, calls)
-        recorder.detach()
-    off_us, on_us = statistics.median(off) * 1e6, statistics.median(on) * 1e6
-    return {"off_us": round(off_us, 2), "on_us": round(on_us, 2), "overhead": round(on_us / off_us - 1, 4)}
+        samples["off"] += _block(call, calls)
+        for mode, host_timing in (("on", False), ("host", True)):
+            recorder = Recorder(host_timing=host_timing)
+            recorder.attach(device)
+            call()  # untimed: the first traced call
+            samples[mode] += _block(call, calls)
+            recorder.detach()
+    med = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+    return {"off_us": round(med["off"], 2), "on_us": round(med["on"], 2), "host_timing_us": round(med["host"], 2),
+            "overhead": round(med["on"] / med["off"] - 1, 4), "host_timing_overhead": round(med["host"] / med["off"] - 1, 4)}
 
 
 def run(cases: list[str] | None, blocks: int, calls: int, local_memory: int) -> dict:
@@ -66,6 +68,7 @@ def run(cases: list[str] | None, blocks: int, calls: int, local_memory: int) -> 
     device.close()
     ratios = [v["overhead"] for v in out.values() if "overhead" in v]
     out["max_overhead"] = max(ratios) if ratios else None
+    out["median_overhead"] = statistics.median(ratios) if ratios else None
     return out
 
 

@@ -45,7 +45,9 @@ def _source_text(model: Any, module: Any) -> str | None:
 
 
 def _origin(model: Any) -> str:
-    return "<StableHLO text>" if isinstance(model, str) and "{" in model else os.fspath(model)
+    if isinstance(model, (bytes, bytearray)):
+        return "<model bytes>"
+    return "<StableHLO text>" if isinstance(model, str) and "{" in model else str(os.fspath(model))
 
 
 class BatchModel:
@@ -54,7 +56,7 @@ class BatchModel:
     model's names); `keep` the columns carried through (default: every column not an input);
     `max_batch` splits large batches for a dynamic-batch model (default: none)."""
 
-    def __init__(self, model: str | os.PathLike, function: str = "main", *, device: Any = None,
+    def __init__(self, model: str | os.PathLike | bytes, function: str = "main", *, device: Any = None,
                  inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
                  keep: Sequence[str] | None = None, max_batch: int | None = None) -> None:
         self.module = fg.load(model, device)

@@ -31,21 +31,26 @@ def assigned_cpus() -> int | None:
     return None if cpu is None else max(1, int(round(cpu)))
 
 
-def _model_source(model: str | os.PathLike | bytes) -> str | os.PathLike:
-    """A model given as bytes (an .fgx's or a .mlir's contents, shipped to a cluster whose nodes
-    do not share the driver's files) as what fg.load takes: text, or an .fgx written locally."""
+def _model_source(model: str | os.PathLike | bytes) -> str | os.PathLike | bytes:
+    """A model given as bytes (a model file's contents, shipped to a cluster whose nodes do not
+    share the driver's files) as what fg.load takes: an .fgx written locally, StableHLO text, or
+    the bytes themselves (a serialized ONNX model)."""
     if not isinstance(model, bytes):
         return model
     from compiler.executable import MAGIC
 
-    if not model.startswith(MAGIC[:4]):
-        return model.decode("utf-8", errors="replace")
-    import tempfile
+    if model.startswith(MAGIC[:4]):
+        import tempfile
 
-    fd, path = tempfile.mkstemp(suffix=".fgx", prefix="fibergrid-model-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(model)
-    return path
+        fd, path = tempfile.mkstemp(suffix=".fgx", prefix="fibergrid-model-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(model)
+        return path
+    try:
+        text = model.decode("utf-8")
+    except UnicodeDecodeError:
+        return model
+    return text if "{" in text else model
 
 
 class Predictor:

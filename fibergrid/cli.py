@@ -149,15 +149,19 @@ def _compile(args: argparse.Namespace) -> int:
     from compiler.cache import CACHE
     from compiler.pipeline import Progress
 
-    if args.input.endswith(".onnx"):
-        raise fg.Unimplemented(f"{args.input}: ONNX models are not supported yet; export StableHLO (e.g. with jax) instead")
     if args.input.endswith(".fgx"):
-        raise CliError(f"{args.input} is already compiled; compile takes StableHLO text (.mlir)")
-    try:
-        with open(args.input, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"cannot read '{args.input}': {getattr(e, 'strerror', None) or e}") from None
+        raise CliError(f"{args.input} is already compiled; compile takes StableHLO text (.mlir) or an ONNX model (.onnx)")
+    text: str | bytes
+    if args.input.endswith(".onnx"):  # the model's bytes (external data inlined) are the source
+        from compiler.frontends.onnx.model import read_source
+
+        text = read_source(args.input)
+    else:
+        try:
+            with open(args.input, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"cannot read '{args.input}': {getattr(e, 'strerror', None) or e}") from None
     progress = Progress(threshold=0.0 if args.verbose else 1.0)
     shapes = _specializations(args.specialize)
     targets = tuple(dict.fromkeys(t for t in args.target if t != "cpu"))  # the host CPU's code is always in
@@ -201,7 +205,7 @@ def _device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _call_options(p: argparse.ArgumentParser, module_required: bool = True) -> None:
-    p.add_argument("module", nargs=None if module_required else "?", help="an .fgx file (or a .mlir file, compiled through the cache)")
+    p.add_argument("module", nargs=None if module_required else "?", help="an .fgx file (or a .mlir or .onnx file, compiled through the cache)")
     p.add_argument("--function", default="main", help="the public function to call (default: main)")
     p.add_argument("--input", action="append", default=[], help="SHAPExTYPE=VALUES or @file.npy, once per argument, in order")
     _device_options(p)
@@ -213,8 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a built-in saxpy + barrier + matmul command buffer and check it against numpy")
     _device_options(demo)
     sub.add_parser("drivers", help="list the drivers available here")
-    comp = sub.add_parser("compile", help="compile StableHLO text (.mlir) into an .fgx executable")
-    comp.add_argument("input", help="StableHLO text, as jax.jit(f).lower(x).as_text() prints it")
+    comp = sub.add_parser("compile", help="compile StableHLO text (.mlir) or an ONNX model (.onnx) into an .fgx executable")
+    comp.add_argument("input", help="StableHLO text, as jax.jit(f).lower(x).as_text() prints it, or an ONNX model (.onnx)")
     comp.add_argument("-o", "--output", required=True, help="the .fgx file to write")
     comp.add_argument("--function", action="append", default=None, help="a public function to compile (repeatable; default: all)")
     comp.add_argument("--specialize", action="append", default=[],

@@ -154,6 +154,8 @@ def convert_node(node: Any, scope: Scope, builder: Builder, opset: int, handlers
         raise
     except (ValueError, IndexError, TypeError, KeyError, ArithmeticError) as e:
         raise ctx.error(f"{type(e).__name__}: {e}") from None
+    # numpy scalars (np.take with a scalar index...) are arrays of rank 0 here
+    outputs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outputs]
     if known and target.ops:
         if sum(_size(o) for o in outputs) <= FOLD_LIMIT:
             outputs = _fold(target.ops, outputs, ctx.where)

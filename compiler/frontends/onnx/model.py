@@ -21,8 +21,14 @@ from compiler.frontends.onnx.graph import Scope, convert_graph
 from compiler.ir import Dim, Function, Module, TensorType, Value
 from hal.errors import InvalidArgument
 
-MIN_OPSET = 13
-MAX_OPSET = 23
+MIN_OPSET = 7  # older opsets: the ops whose inputs were attributes read both forms
+
+
+def _max_opset() -> int:
+    """The newest opset the installed onnx package defines (later versions of the ops converted
+    here add element types, not semantics, and the checker validates the rest)."""
+    import onnx
+    return int(onnx.defs.onnx_opset_version())
 
 
 def element_type(elem_type: int, what: str) -> np.dtype:
@@ -94,8 +100,8 @@ class OnnxModule(Module):
     def __init__(self, model: Any) -> None:
         self.model = model
         self.opset = default_opset(model)
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise CompileError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET} to {MAX_OPSET} are)")
+        if not MIN_OPSET <= self.opset <= _max_opset():
+            raise CompileError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET} to {_max_opset()} are)")
         graph = model.graph
         self.initializers = {t.name: t for t in graph.initializer}
         self.graph_inputs = [i for i in graph.input if i.name not in self.initializers]

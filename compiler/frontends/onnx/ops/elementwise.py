@@ -153,6 +153,9 @@ def gelu(c: Ctx, x: Tensor, approximate: str) -> Tensor:
 def _clip(c: Ctx) -> list[Tensor]:
     x = c.input(0)
     lo, hi = c.optional(1), c.optional(2)
+    if c.opset < 11:  # attributes then
+        lo = c.b.scalar(c.attr("min", -np.inf), dtype_of(x))
+        hi = c.b.scalar(c.attr("max", np.inf), dtype_of(x))
     if lo is not None:
         x = c.b.binary("maximum", x, lo)
     if hi is not None:

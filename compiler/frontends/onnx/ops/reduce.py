@@ -124,7 +124,12 @@ def softmax(c: Ctx, x: Tensor, axis: int, log: bool = False) -> Tensor:
 def _softmax(log: bool) -> Handler:
     def handler(c: Ctx) -> list[Tensor]:
         x = c.input(0)
-        return [softmax(c, x, c.axis(c.attr("axis", -1), len(shape_of(x))), log)]
+        src = shape_of(x)
+        if c.opset < 13:  # then: over all dims from `axis` on, as one flattened dim
+            axis = c.axis(c.attr("axis", 1), len(src))
+            flat = c.b.reshape(x, [math.prod(src[:axis]), math.prod(src[axis:])])
+            return [c.b.reshape(softmax(c, flat, 1, log), src)]
+        return [softmax(c, x, c.axis(c.attr("axis", -1), len(src)), log)]
     return handler
 
 
@@ -148,7 +153,7 @@ class _Sub(Ctx):
 def _topk(c: Ctx) -> list[Tensor]:
     x = c.input(0)
     src = shape_of(x)
-    k = c.ints(1, "K")[0]
+    k = c.ints(1, "K", "k")[0]  # an attribute before opset 10
     axis = c.axis(c.attr("axis", -1), len(src))
     if not 0 <= k <= src[axis]:
         raise c.error(f"k={k} is out of range for a dim of {src[axis]}")

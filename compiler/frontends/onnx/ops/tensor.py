@@ -115,8 +115,8 @@ def _split(c: Ctx) -> list[Tensor]:
 def _slice(c: Ctx) -> list[Tensor]:
     x = c.input(0)
     src = shape_of(x)
-    starts, ends = c.ints(1, "starts"), c.ints(2, "ends")
-    axes = c.ints(3, "axes") or list(range(len(starts)))
+    starts, ends = c.ints(1, "starts", "starts"), c.ints(2, "ends", "ends")  # attributes before opset 10
+    axes = c.ints(3, "axes", "axes") or list(range(len(starts)))
     steps = c.ints(4, "steps") or [1] * len(starts)
     lo, hi, st = [0] * len(src), list(src), [1] * len(src)
     flip = []
@@ -216,6 +216,8 @@ def _pad(c: Ctx) -> list[Tensor]:
     rank = len(src)
     pads = c.ints(1, "pads", "pads")
     value = c.optional(2)
+    if "value" in c.attrs:  # an attribute before opset 11
+        value = c.b.scalar(c.attr("value"), dtype_of(x))
     axes = c.ints(3, "axes") or list(range(rank))
     axes = [c.axis(a, rank) for a in axes]
     lo, hi = [0] * rank, [0] * rank
@@ -276,12 +278,12 @@ def _range(c: Ctx) -> list[Tensor]:
 def _trilu(c: Ctx) -> list[Tensor]:
     x = c.input(0)
     src = shape_of(x)
-    k = c.ints(1, "k")
-    k = k[0] if k else 0
+    k = c.optional(1)  # a runtime value is fine: it does not change the shape
+    k = c.b.scalar(0, np.int64) if k is None else c.b.reshape(c.b.convert(k, np.int64), [])
     rows = c.b.iota(src, len(src) - 2)
     cols = c.b.iota(src, len(src) - 1)
     diff = c.b.binary("subtract", cols, rows)  # col - row
-    keep = c.b.compare("GE" if c.attr("upper", 1) else "LE", diff, c.b.scalar(k, np.int64))
+    keep = c.b.compare("GE" if c.attr("upper", 1) else "LE", diff, k)
     return [c.b.select(keep, x, c.b.scalar(0, dtype_of(x)))]
 
 

@@ -48,7 +48,7 @@ def parse_input(spec: str) -> np.ndarray:
     if spec.startswith("@"):
         try:
             return np.load(spec[1:], allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
             raise CliError(f"--input {spec}: cannot read a .npy array: {e}") from None
     type_part, sep, values = spec.partition("=")
     if not sep:
@@ -58,6 +58,8 @@ def parse_input(spec: str) -> np.ndarray:
         shape = tuple(int(d) for d in dims)
     except ValueError:
         raise CliError(f"--input {spec!r}: bad shape {'x'.join(dims)!r}") from None
+    if any(d < 0 for d in shape):
+        raise CliError(f"--input {spec!r}: negative dimension in shape {shape}")
     try:
         dtype = dtype_from_name(type_name)
     except fg.InvalidArgument as e:
@@ -71,7 +73,12 @@ def parse_input(spec: str) -> np.ndarray:
         array = np.array(parsed, dtype=dtype)
     except (ValueError, OverflowError) as e:
         raise CliError(f"--input {spec!r}: values are not {type_name}: {e}") from None
-    return np.broadcast_to(array, shape).copy() if len(words) == 1 else array.reshape(shape)
+    if len(words) != 1:
+        return array.reshape(shape)
+    try:
+        return np.full(shape, array[0], dtype=dtype)  # one value fills the shape (a scalar too)
+    except (MemoryError, ValueError) as e:
+        raise CliError(f"--input {spec!r}: cannot allocate shape {shape}: {e}") from None
 
 
 def format_result(array: np.ndarray) -> str:

@@ -66,10 +66,9 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
             if few:
                 why.append(f"{few} have fewer workgroups than workers")
             if few < len(path):
-                why.append(f"{len(path) - few} have enough workgroups but only one worker took part "
-                           f"(the others were parked and the wake did not pay for the region)")
+                why.append(f"{len(path) - few} have enough workgroups to share but no other lane joined")
             out.append(Finding(max(0.5, single_ns / max(1.0, wall)), "serial-graph",
-                               f"the graph runs serially: each of the {len(path)} regions of a call ran on one worker "
+                               f"the graph runs serially: each of the {len(path)} regions of a call ran on one lane "
                                f"({'; '.join(why)}), and each waits for the one before at a barrier, so "
                                f"{len(lanes) - 1} of {len(lanes)} workers idle and the critical path is the whole "
                                f"device time ({_us(span)}); more workgroups per dispatch or independent work between "
@@ -87,13 +86,13 @@ def explain(a: Analysis, peak_gflops: float | None = None) -> list[Finding]:
     latencies = [lane.wake_latency_ns for lane in lanes if lane.wake_latency_ns]
     per_call = sum(worker_wakes) / a.calls if worker_wakes and a.calls else None
     if b and b.timed and b.launch + b.completion >= 0.1 * wall:
-        count = ""
-        if per_call is not None:
-            count = f"{per_call:.1f} worker wakes a call" + (f" at ~{_us(sum(latencies) / len(latencies))} each" if latencies else "") + "; "
+        why = ""
+        if per_call is not None and per_call >= 0.5:
+            why = f" ({per_call:.1f} worker wakes a call" + (f" at ~{_us(sum(latencies) / len(latencies))} each" if latencies else "") + ")"
         out.append(Finding((b.launch + b.completion) / wall, "wake-latency",
-                           f"each call pays {_us(b.launch + b.completion)} of wakes ({_pct((b.launch + b.completion) / wall)}): "
-                           f"{count}{_us(b.launch)} from submit to the first workgroup, {_us(b.completion)} from the "
-                           f"last workgroup until the waiting host runs again"))
+                           f"each call waits {_us(b.launch + b.completion)} ({_pct((b.launch + b.completion) / wall)}) "
+                           f"for work to start and for the host to see it done: {_us(b.launch)} from submit to the first "
+                           f"workgroup{why}, {_us(b.completion)} from the last workgroup until the host's wait returns"))
     elif b and not b.timed and per_call and latencies:
         cost = per_call * sum(latencies) / len(latencies)
         if cost >= 0.1 * wall:

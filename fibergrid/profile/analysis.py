@@ -12,6 +12,9 @@ Everything here is computed from measurements, never assumed:
   submission from its submit to the host wait that saw it complete) split into host before
   submit, launch (submit -> first workgroup: the wake of a parked worker), kernels, gaps between
   regions (barriers), completion (last workgroup -> the host's wait returns) and host after.
+  Without host timing (the default: nothing runs per call) the host's part is what passes
+  before the first workgroup and after the last; a program profiled from outside then has no
+  host view of its calls at all, only the device's.
 """
 
 from __future__ import annotations

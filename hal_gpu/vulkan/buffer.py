@@ -37,6 +37,7 @@ class VulkanBuffer(Buffer):
         if self._bytes is not None:
             self._bytes[:] = 0  # new buffers are zeroed, as on the CPU drivers
         self._finalizer = weakref.finalize(self, _release, device, handle, memory)
+        self._finalizer.atexit = False  # at exit the driver closes the device instead
 
     def __repr__(self) -> str:
         return f"VulkanBuffer(size={self.size}, usage={self.usage!r})"

@@ -76,7 +76,7 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
             sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, commandPool=device.command_pool,
             level=v.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))[0]
     lowered = LoweredCommandBuffer(handle, pool, _StatusView(words, [r // 4 + spirv_abi.STATUS for r in regions]), [], keep)
-    weakref.finalize(lowered, _release, device, handle, pool)
+    weakref.finalize(lowered, _release, device, handle, pool).atexit = False  # the device goes at exit
 
     v.vkBeginCommandBuffer(handle, v.VkCommandBufferBeginInfo(sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                                               flags=v.VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT))

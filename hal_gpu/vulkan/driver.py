@@ -7,8 +7,10 @@ The probe runs once per process and never raises: no `vulkan` package, no loader
 
 from __future__ import annotations
 
+import atexit
 import functools
 import threading
+import weakref
 
 from hal.driver import register_driver
 from hal.errors import InvalidArgument, Unavailable
@@ -100,11 +102,28 @@ def available() -> bool:
         return False
 
 
+_live: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def create(device: int | str | None = None, **options):
     from hal_gpu.vulkan.device import VulkanDevice  # noqa: PLC0415 - device code loads with the driver
 
     with _lock:
-        return VulkanDevice(choose(device), **options)
+        dev = VulkanDevice(choose(device), **options)
+        _live.add(dev)
+        return dev
+
+
+@atexit.register
+def _close_live_devices() -> None:
+    """An interpreter that exits with GPU work in flight closes its devices first: parked work
+    fails, running work finishes, then the device goes; freeing buffers or the device under
+    running work (as finalizers at exit would) crashes the driver."""
+    for dev in list(_live):
+        try:
+            dev.close()
+        except Exception:  # noqa: BLE001 - exit carries on whatever one device does
+            pass
 
 
 def register() -> None:

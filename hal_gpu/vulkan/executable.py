@@ -65,5 +65,5 @@ def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...])
                                ep.constant_types, ep.local_memory_size) for i, ep in enumerate(entry_points))
     exe = Executable(entries, format, keepalive=(module, pipelines))
     exe.pipelines = pipelines  # type: ignore[attr-defined]
-    weakref.finalize(exe, _release, device, module, pipelines)
+    weakref.finalize(exe, _release, device, module, pipelines).atexit = False  # the device goes at exit
     return exe

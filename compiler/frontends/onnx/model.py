@@ -51,7 +51,7 @@ def tensor_value(t: Any, what: str) -> np.ndarray:
         array = numpy_helper.to_array(t)
     except (ValueError, TypeError, OSError) as e:
         raise CompileError(f"{what}: cannot read tensor '{t.name}': {e}") from None
-    array = np.ascontiguousarray(array)
+    array = np.array(array, copy=not array.flags.c_contiguous)  # (ascontiguousarray makes a scalar 1-D)
     array.setflags(write=False)
     return array
 

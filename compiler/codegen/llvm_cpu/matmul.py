@@ -110,7 +110,16 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None) -> MatmulCon
     mr, nv = (8, 3) if lanes >= 16 else (6, 2)
     nr = nv * lanes
     kc = -(-k // -(-k // 256))
-    return MatmulConfig(lanes, mr, nv, min(m, 16 * mr), min(n, 8 * nr), kc, pack_b=m > 2 * mr)
+    tile_m = min(m, 16 * mr)
+    # Narrower column tiles when there are few row tiles, so that skinny shapes (batch 64
+    # against a 1024-wide weight: one row tile) still give MIN_WORKGROUPS to spread over the
+    # workers: 3 workgroups of 384 columns left one of two workers idle half the time.
+    wanted_col_tiles = -(-MIN_WORKGROUPS // -(-m // tile_m))
+    tile_n = min(n, 8 * nr, max(nr, _round_up(-(-n // wanted_col_tiles), nr)))
+    return MatmulConfig(lanes, mr, nv, tile_m, tile_n, kc, pack_b=m > 2 * mr)
+
+
+MIN_WORKGROUPS = 16  # blocked matmul workgroups to aim for (a few per worker, for balance)
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,10 @@ def map_batches_kwargs(model: str, function: str = "main", *, concurrency: int =
 
     remote: dict[str, Any] = {}
     if max_restarts:
-        remote = {"max_restarts": max_restarts, "max_task_retries": -1}
+        remote = {"max_restarts": max_restarts, "max_task_retries": -1}  # named: ray_remote_args is deprecated in 2.60
     return {
         "fn_constructor_kwargs": {"model": model, "function": function, **predictor},
         "compute": ray.data.ActorPoolStrategy(size=concurrency),  # `concurrency=` is deprecated since 2.51
         "num_cpus": num_cpus, "batch_size": batch_size, "batch_format": "numpy",
-        **({"ray_remote_args": remote} if remote else {}),
+        **remote,
     }

@@ -48,10 +48,10 @@ def rows(n: int, seed: int = 0, start: int = 0) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def dataset_1000(tmp_path_factory) -> str:
-    """1,000 rows in four .npz files of uneven sizes (the last batch of any size is partial)."""
+    """1,000 rows in four .npz files of uneven sizes (batches of 64 fill up except the last)."""
     directory = tmp_path_factory.mktemp("data1000")
     start = 0
-    for i, n in enumerate((300, 250, 333, 117)):
+    for i, n in enumerate((320, 256, 320, 104)):
         np.savez(directory / f"part{i}.npz", **rows(n, seed=i, start=start))
         start += n
     return str(directory)

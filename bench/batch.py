@@ -61,10 +61,13 @@ def _dataset(directory: str, rows: int, files: int) -> None:
                  x=rng.standard_normal((b - a, ROW_WIDTH)).astype(np.float32))
 
 
-def _fit(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
-    """(fixed seconds, seconds per row) of a run, from two runs of different sizes."""
+def _fit(small: tuple[int, float], large: tuple[int, float]) -> tuple[float | None, float | None]:
+    """(fixed seconds, seconds per row) of a run, from two runs of different sizes; None where
+    noise made the larger run no slower (a shared machine: run again)."""
     (n1, t1), (n2, t2) = small, large
-    per_row = max((t2 - t1) / (n2 - n1), 1e-12)
+    if t2 <= t1:
+        return None, None
+    per_row = (t2 - t1) / (n2 - n1)
     return max(t1 - n1 * per_row, 0.0), per_row
 
 
@@ -105,10 +108,12 @@ def run(rows: int, files: int, batch_size: int) -> dict:
             fixed, per_row = _fit(runs["small"], runs["large"])
             n, seconds = runs["large"]
             return {"seconds": [round(runs["small"][1], 3), round(seconds, 3)], "rows_per_s": round(n / seconds, 1),
-                    "startup_s": round(fixed, 3), "steady_rows_per_s": round(1 / per_row, 1)}
+                    "startup_s": None if fixed is None else round(fixed, 3),
+                    "steady_rows_per_s": None if per_row is None else round(1 / per_row, 1)}
 
         with fg.create_device("local-task") as device:
             model = BatchModel(model_path, device=device)
+            score_local(model, every[:1], data.Writer(os.path.join(work, "local_warm")), batch_size)  # buffers, pages
             out["local"] = {"workers": device.workers,
                             **timed(lambda paths, w: score_local(model, paths, w, batch_size), "local")}
         reference = data.read_dataset(os.path.join(work, "local_large"))
@@ -130,11 +135,13 @@ def run(rows: int, files: int, batch_size: int) -> dict:
                 out[name] = {"actors": actors, "cpus_per_actor": cpus, **figures}
         finally:
             ray.shutdown()
-        per_batch = {k: batch_size / out[k]["steady_rows_per_s"] for k in ("local", "ray_1x2")}
-        out["overhead_per_batch_ms"] = round((per_batch["ray_1x2"] - per_batch["local"]) * 1e3, 3)
+        steady = {k: out[k]["steady_rows_per_s"] for k in ("local", "ray_2x1", "ray_1x2")}
+        out["overhead_per_batch_ms"] = (round((batch_size / steady["ray_1x2"] - batch_size / steady["local"]) * 1e3, 3)
+                                        if steady["local"] and steady["ray_1x2"] else None)
         for k in ("ray_2x1", "ray_1x2"):
             out[f"ratio_{k}_vs_local"] = round(out[k]["rows_per_s"] / out["local"]["rows_per_s"], 3)
-            out[f"ratio_steady_{k}_vs_local"] = round(out[k]["steady_rows_per_s"] / out["local"]["steady_rows_per_s"], 3)
+            out[f"ratio_steady_{k}_vs_local"] = (round(steady[k] / steady["local"], 3)
+                                                 if steady[k] and steady["local"] else None)
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)

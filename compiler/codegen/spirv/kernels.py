@@ -103,19 +103,24 @@ def _entry(module: SpirvModule, region: kir.KernelRegion) -> tuple[SpirvEntry, _
 
 
 def _grid_stride(entry: SpirvEntry, b: ir.IRBuilder, total: int, body) -> None:
-    """for (p = global invocation; p < total; p += invocations in the grid) body(p as i64)."""
+    """for (p = global invocation; p < total; p += invocations in the grid) body(p).
+
+    `p` is an i32 (the body gets it as i64 too): see `_unravel` for why index math at the top
+    stays 32-bit."""
+    if total >= 1 << 31:
+        raise CompileError(f"SPIR-V: a region of {total} points is over the 2**31 a kernel addresses")
     counts = [entry.state_word(spirv_abi.WORKGROUP_COUNT + d) for d in range(3)]
     gx, gy, gz = (entry.builtin("group", d) for d in range(3))
     linear = b.add(gx, b.mul(counts[0], b.add(gy, b.mul(counts[1], gz))))
-    first = b.zext(b.add(b.mul(linear, ir.Constant(I32, WORKGROUP_SIZE)), entry.builtin("local", 0)), I64)
-    step = b.zext(b.mul(b.mul(b.mul(counts[0], counts[1]), counts[2]), ir.Constant(I32, WORKGROUP_SIZE)), I64)
+    first = b.add(b.mul(linear, ir.Constant(I32, WORKGROUP_SIZE)), entry.builtin("local", 0))
+    step = b.mul(b.mul(b.mul(counts[0], counts[1]), counts[2]), ir.Constant(I32, WORKGROUP_SIZE))
     before = b.block
     header, loop, after = (b.append_basic_block(f"gs.{s}") for s in ("header", "body", "end"))
     b.branch(header)
     b.position_at_end(header)
-    p = b.phi(I64, name="p")
+    p = b.phi(I32, name="p")
     p.add_incoming(first, before)
-    b.cbranch(b.icmp_signed("<", p, ir.Constant(I64, total)), loop, after)
+    b.cbranch(b.icmp_unsigned("<", p, ir.Constant(I32, total)), loop, after)
     b.position_at_end(loop)
     body(p)
     p.add_incoming(b.add(p, step), b.block)
@@ -124,7 +129,12 @@ def _grid_stride(entry: SpirvEntry, b: ir.IRBuilder, total: int, body) -> None:
 
 
 def _unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
-    return [b.urem(b.udiv(flat, ir.Constant(I64, s)), ir.Constant(I64, n)) for s, n in zip(strides(shape), shape)]
+    """Coordinates (i64, as the expression emitter takes them) of the i32 flat index `flat`.
+
+    32-bit division on purpose: NVIDIA's compiler (driver 580) gave wrong coordinates for 64-bit
+    division of a loop-carried index by a constant that is not a power of two (pad and
+    concatenate kernels read the wrong rows); the same kernels with 32-bit division are right."""
+    return [b.zext(b.urem(b.udiv(flat, ir.Constant(I32, s)), ir.Constant(I32, n)), I64) for s, n in zip(strides(shape), shape)]
 
 
 def _loops(b: ir.IRBuilder, extents: Sequence[int], body, coords: list | None = None) -> None:
@@ -147,7 +157,7 @@ def _elementwise(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     def point(p: ir.Value) -> None:
         e = ExprEmitter(b, region.bindings, ptrs, _unravel(b, p, body.shape), None, 1)
         for slot, expr in zip(body.output_bindings, body.outputs):
-            store(b, ptrs, region.bindings[slot], slot, p, e.value(expr))
+            store(b, ptrs, region.bindings[slot], slot, p, e.value(expr))  # p: i32, the builder's gep takes it
 
     _grid_stride(entry, b, total, point)
     b.ret_void()

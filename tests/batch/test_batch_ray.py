@@ -144,3 +144,43 @@ def test_cli_ray_bad_column_is_one_line(cluster, static_fgx, dataset_1000, tmp_p
                      "--inputs", "x,nope", "--ray", "auto", "-q"]) == 1
     assert capsys.readouterr().err == ("fibergrid: error: no column 'nope' for input 1 of @main "
                                        "(columns: id, x)\n")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # Serve's controller and proxy add ~20 s of start-up on 2 cores
+def test_serve_deployment_http_and_handle(cluster, dynamic_mlir) -> None:
+    import urllib.error
+    import urllib.request
+
+    serve = pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'fibergrid[ray]')")
+    from fibergrid.ray import deployment
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        handle = serve.run(deployment(dynamic_mlir, num_cpus=1), name="fibergrid-test", route_prefix="/score")
+        batch = rows(5, seed=11)
+        want = Predictor(dynamic_mlir, workers=1)(batch)
+        got = handle.predict.remote(batch).result()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+        body = json.dumps({"x": batch["x"].tolist(), "id": batch["id"].tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=body,
+                                         headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert reply["id"] == batch["id"].tolist()
+        np.testing.assert_array_equal(np.asarray(reply["probs"], np.float32), want["probs"])  # f32 -> JSON -> f32 is exact
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=b'{"y": [1]}')
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(bad, timeout=60)
+        assert error.value.code == 400
+        assert json.loads(error.value.read()) == {"error": "no column 'x' for input 0 of @main (columns: y)"}
+    finally:
+        serve.shutdown()

@@ -71,6 +71,13 @@ def _mismatch(e: AssertionError) -> str:
     return "mismatch: " + "; ".join(keep or lines[:2])[:200]
 
 
+def _array(x: Any) -> Any:
+    """A TensorProto (how some cases give exotic element types) as numpy; other values as they are."""
+    import onnx
+    from onnx import numpy_helper
+    return numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x
+
+
 def run_case(case: Any, device: Any) -> Outcome:
     """Compiles and runs one case; never raises."""
     import fibergrid as fg
@@ -85,7 +92,8 @@ def run_case(case: Any, device: Any) -> Outcome:
             warnings.simplefilter("ignore")
             module = fg.load(case.model.SerializeToString(), device=device)
             for inputs, outputs in case.data_sets:
-                if any(not isinstance(x, np.ndarray) for x in list(inputs) + list(outputs)):
+                inputs, outputs = [_array(x) for x in inputs], [_array(x) for x in outputs]
+                if any(not isinstance(x, np.ndarray) for x in inputs + outputs):
                     return Outcome(case.name, ops, "fail", "sequence or optional values (tensors only)")
                 results = module(*inputs)
                 results = list(results) if isinstance(results, tuple) else [results]

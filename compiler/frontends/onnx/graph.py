@@ -72,6 +72,9 @@ class Ctx:
         if x is None:
             return None
         if not isinstance(x, np.ndarray):
+            if x.name:  # a graph input: its value arrives with each call
+                raise self.error(f"input {i} ('{what}') is the graph input '{x.name}', a value given at run time; "
+                                 f"fibergrid specialises on shapes, so it must be an initializer or a Constant")
             raise self.error(f"input {i} ('{what}') must be known at compile time (an initializer, a "
                              f"Constant or computed from shapes); it depends on the model's inputs")
         return x

@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host-timing", action="store_true",
                    help="also time each submission and host wait from Python (2-5 us a call): splits host work "
                         "from launch and completion latency, and draws submission arrows in the trace")
-    p.add_argument("--source", default=None, help="the StableHLO an .fgx was compiled from: names its kernels after "
-                                                  "the model's ops (a .mlir module is its own source)")
+    p.add_argument("--source", default=None, help="the StableHLO (.mlir) or ONNX model an .fgx was compiled from: names "
+                                                  "its kernels after the model's ops (a .mlir or .onnx module is its own source)")
 
 
 class _Progress:
@@ -79,15 +79,17 @@ def _register_names(module: Any, function: Any, path: str, source: str | None, e
     text = None
     if source is not None:
         try:
-            with open(source, encoding="utf-8") as f:
-                text = f.read()
+            with open(source, "rb") as f:
+                data = f.read()
+            text = data if source.endswith(".onnx") else data.decode()
         except (OSError, UnicodeDecodeError) as e:
-            raise error(f"--source {source}: cannot read StableHLO text: {getattr(e, 'strerror', None) or e}") from None
+            raise error(f"--source {source}: cannot read the model: {getattr(e, 'strerror', None) or e}") from None
     text = text or getattr(module.program, "source", None)
     if text is None and not path.endswith(".fgx"):
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
+            text = data if path.endswith(".onnx") else data.decode()
         except (OSError, UnicodeDecodeError):
             return
     if text is None:

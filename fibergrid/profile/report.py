@@ -8,7 +8,7 @@ from typing import Any
 from fibergrid.profile.analysis import Analysis
 from fibergrid.profile.findings import Finding
 
-NAME_WIDTH = 46
+NAME_WIDTH = 56
 
 
 def _us(ns: float) -> str:
@@ -30,7 +30,12 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> list[str
 
 
 def _short(name: str) -> str:
-    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+    """Long names keep their head (the op) and their tail (where a path of scopes, as ONNX node
+    names and Python file:lines are, says the most)."""
+    if len(name) <= NAME_WIDTH:
+        return name
+    head = name.split(" ", 1)[0][:16]
+    return f"{head} …{name[-(NAME_WIDTH - len(head) - 2):]}"
 
 
 def text(a: Analysis, findings: list[Finding]) -> str:

@@ -49,7 +49,7 @@ def _traced_factory(factory: Callable[..., Any], recorder: Recorder, captures: l
     return create
 
 
-_loaded: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()  # module -> its StableHLO
+_loaded: "weakref.WeakKeyDictionary[Any, str | bytes]" = weakref.WeakKeyDictionary()  # module -> its source
 
 
 def _traced_load(load: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,17 +68,18 @@ def _traced_load(load: Callable[..., Any]) -> Callable[..., Any]:
     return traced
 
 
-def _source_text(module: Any, source: Any) -> str | None:
+def _source_text(module: Any, source: Any) -> str | bytes | None:
     text = module.program.source
     if text is None and isinstance(source, str) and "{" in source:
         text = source
     elif text is None and isinstance(source, (str, os.PathLike)) and not os.fspath(source).endswith(".fgx"):
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
+        with open(source, "rb") as f:
+            data = f.read()
+        text = data if os.fspath(source).endswith(".onnx") else data.decode()
     return text
 
 
-def _name_kernels(module: Any, text: str) -> None:
+def _name_kernels(module: Any, text: str | bytes) -> None:
     """Registers names for every compiled signature of the module's functions: the static ones
     at load, those of functions with dynamic dims (compiled at their first call) at exit."""
     from fibergrid.profile.naming import register_sources, sources_of

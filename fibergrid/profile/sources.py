@@ -77,6 +77,36 @@ class _Locations:
         return self._resolve(m.group(1)) if m else (None, None)
 
 
+class _OnnxLocations:
+    """ONNX ops carry loc = (node index + 1, 0) (frontends/onnx/graph.py): the node's type and
+    name are the model's own names for what a region computes."""
+
+    def __init__(self, model: Any) -> None:
+        self.nodes = list(model.graph.node)
+
+    def node(self, loc: tuple[int, int] | None) -> tuple[str, str] | None:
+        if not loc or not 0 < loc[0] <= len(self.nodes):
+            return None
+        n = self.nodes[loc[0] - 1]
+        return n.op_type, n.name or n.output[0]
+
+    def of(self, loc: tuple[int, int] | None) -> tuple[str | None, str | None]:
+        node = self.node(loc)
+        return (f"{node[0]} {node[1]}", None) if node else (None, None)
+
+
+def _onnx_label(ops: list[Any], locs: _OnnxLocations) -> tuple[str, tuple[str, ...]]:
+    """'Conv /resnet/embedder/Conv +2 nodes': the region's costliest node, and how many more."""
+    nodes = list(dict.fromkeys(n for n in (locs.node(op.loc) for op in sorted(ops, key=lambda o: o.loc or (0, 0))) if n))
+    if not nodes:
+        return _label(ops, None)
+    work = [op for op in ops if op.name not in _FREE] or ops
+    lead_op = min(work, key=lambda op: (_RANK.get(op.name, 9), op.loc or (0, 0)))
+    lead = locs.node(lead_op.loc) or nodes[0]
+    label = f"{lead[0]} {lead[1]}" + (f" +{len(nodes) - 1} nodes" if len(nodes) > 1 else "")
+    return label, tuple(f"{t} {n}" for t, n in nodes)
+
+
 def _body_flops(body: Any, kir: Any) -> int | None:
     """Arithmetic operations one run of the region does (multiply-add = 2), where known."""
     if isinstance(body, kir.MatmulBody):
@@ -171,7 +201,7 @@ def _observed_fuser(fusion: Any) -> type:
     return Observed
 
 
-def _label(ops: list[Any], locs: _Locations) -> tuple[str, tuple[str, ...]]:
+def _label(ops: list[Any], locs: _Locations | None) -> tuple[str, tuple[str, ...]]:
     unique = list({id(op): op for op in ops}.values())
     unique.sort(key=lambda op: op.loc or (0, 0))
     work = [op for op in unique if op.name not in _FREE] or unique
@@ -181,11 +211,11 @@ def _label(ops: list[Any], locs: _Locations) -> tuple[str, tuple[str, ...]]:
     if len(short) > 48:
         short = f"{lead.name}+{len(work) - 1} ops"
     where = f"@{lead.loc[0]}" if lead.loc else ""
-    jax_name, py = locs.of(lead.loc)
+    jax_name, py = locs.of(lead.loc) if locs else (None, None)
     extra = py or jax_name  # the Python line says more than JAX's op path, which repeats the op
     label = f"{short}{where}" + (f" ({extra})" if extra else "")
     def describe(op: Any) -> str:
-        name, where = locs.of(op.loc)
+        name, where = locs.of(op.loc) if locs else (None, None)
         at = f"@{op.loc[0]}:{op.loc[1]}" if op.loc else ""
         more = ", ".join(x for x in (name, where) if x)
         return f"{op.name}{at}" + (f" ({more})" if more else "")
@@ -194,17 +224,22 @@ def _label(ops: list[Any], locs: _Locations) -> tuple[str, tuple[str, ...]]:
     return label, described
 
 
-def kernel_sources(text: str, compiled: Any) -> dict[str, KernelSource]:
-    """Entry name -> KernelSource for a CompiledFunction compiled from StableHLO `text`.
-    {} when the text does not re-partition into the same entries (never raises)."""
+def kernel_sources(text: str | bytes, compiled: Any) -> dict[str, KernelSource]:
+    """Entry name -> KernelSource for a CompiledFunction compiled from `text` (StableHLO, or a
+    serialized ONNX model). {} when the text does not re-partition into the same entries binding
+    the same shapes (never raises)."""
     try:
         from compiler import kernel_ir as kir
+        from compiler import pipeline
         from compiler.passes import fusion
-        from compiler.passes.shape_inference import specialize
-        from compiler.pipeline import parse
 
-        module = parse(text)
-        static = specialize(module, compiled.name, compiled.shapes)
+        module = pipeline.parse(text)
+        if hasattr(pipeline, "static_module"):  # ONNX converts its graph per signature first
+            static = pipeline.static_module(module, compiled.name, compiled.shapes)
+        else:
+            from compiler.passes.shape_inference import specialize
+
+            static = specialize(module, compiled.name, compiled.shapes)
         walker = _observed_fuser(fusion)(fusion.inline_calls(static, static.function(compiled.name)))
         walker.run()
     except Exception:  # noqa: BLE001 — naming is best effort, never a failure of the profile
@@ -219,10 +254,17 @@ def kernel_sources(text: str, compiled: Any) -> dict[str, KernelSource]:
     mine = {d.region.name: tuple(ours[t] for t in d.tensors) for d in walker.part.dispatches}
     if any(mine.get(entry) != bound for entry, bound in theirs.items()):
         return {}
-    locs = _Locations(text)
+    model = getattr(module, "model", None)
+    onnx_locs = _OnnxLocations(model) if model is not None and hasattr(model, "graph") else None
+    locs = None if onnx_locs else _Locations(text if isinstance(text, str) else "")
     out = {}
     for name in entries:
         ops, region = walker.region_ops[name]
-        label, described = _label(ops, locs) if ops else (name, ())
+        if not ops:
+            label, described = name, ()
+        elif onnx_locs:
+            label, described = _onnx_label(ops, onnx_locs)
+        else:
+            label, described = _label(ops, locs)
         out[name] = KernelSource(label, described, _body_flops(region.body, kir), name.rpartition("_")[2])
     return out

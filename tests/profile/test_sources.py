@@ -55,3 +55,21 @@ def test_without_debug_info_names_carry_source_lines_only(jax):
 def test_naming_never_fails_the_profile():
     compiled = type("C", (), {"name": "main", "shapes": ((2,),), "kernels": ()})()
     assert kernel_sources("this is not StableHLO", compiled) == {}
+
+
+def test_onnx_regions_are_named_after_their_nodes():
+    """ONNX ops carry their node's index: regions are named '<op type> <node name>'."""
+    from pathlib import Path
+
+    pytest.importorskip("onnx")
+    from compiler.pipeline import compile_function, parse
+
+    data = (Path(__file__).resolve().parents[1] / "onnx" / "models" / "resnet_tiny.onnx").read_bytes()
+    compiled = compile_function(parse(data), "main", [(1, 3, 32, 32)])
+    sources = kernel_sources(data, compiled)
+    assert set(sources) == {k.name for k in compiled.kernels}
+    convs = [s for s in sources.values() if s.kind == "conv"]
+    assert convs and all(s.label.startswith("Conv /inner/resnet/") for s in convs)
+    assert all(s.flops and s.flops > 0 for s in convs)
+    gemm = [s for s in sources.values() if "Gemm" in s.label]
+    assert gemm, sorted(s.label for s in sources.values())

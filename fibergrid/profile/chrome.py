@@ -82,15 +82,24 @@ def trace_events(captures: list[DeviceCapture]) -> list[dict[str, Any]]:
                     args["source ops"] = ", ".join(info.source.ops)
             events.append({"name": name, "cat": info.kind if info else "dispatch", "ph": "X", "ts": ts, "dur": dur,
                            "pid": pid, "tid": worker, "args": args})
+        call_starts = np.array([c.start_ns for c in cap.calls], np.int64)
         for sub in cap.submissions.values():
-            if sub.submit_ns < 0:
-                continue  # not timed from the host (collect.Recorder): no submit slice or arrows
-            tid = host_track.get(sub.thread, main_host)
-            events.append({"name": f"submit #{sub.serial}", "cat": "host", "ph": "X", "ts": us(sub.submit_ns), "dur": 0.001,
-                           "pid": pid, "tid": tid})
+            if sub.submit_ns >= 0:
+                tid, origin_ns = host_track.get(sub.thread, main_host), sub.submit_ns
+                events.append({"name": f"submit #{sub.serial}", "cat": "host", "ph": "X", "ts": us(sub.submit_ns),
+                               "dur": 0.001, "pid": pid, "tid": tid})
+            else:  # not timed from the host (collect.Recorder): the arrows start at the call
+                firsts = first_of.get(sub.serial)
+                if not firsts:
+                    continue
+                began = min(int(ev["start_ns"][i]) for i in firsts.values())
+                j = int(np.searchsorted(call_starts, began, "right")) - 1
+                if j < 0 or cap.calls[j].end_ns < began:
+                    continue  # no call of the profiler's own encloses it (a program's submission)
+                tid, origin_ns = main_host, cap.calls[j].start_ns
             for i in first_of.get(sub.serial, {}).values():
                 flow_id += 1
-                events.append({"name": "submit", "cat": "flow", "ph": "s", "id": flow_id, "ts": us(sub.submit_ns),
+                events.append({"name": "submit", "cat": "flow", "ph": "s", "id": flow_id, "ts": us(origin_ns),
                                "pid": pid, "tid": tid})
                 events.append({"name": "submit", "cat": "flow", "ph": "f", "bp": "e", "id": flow_id,
                                "ts": us(ev["start_ns"][i]), "pid": pid, "tid": int(ev["worker"][i])})

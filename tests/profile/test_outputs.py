@@ -65,3 +65,16 @@ def test_text_report_has_every_table(capture):
     text = report.text(a, explain(a))
     for heading in ("Workers", "Dispatches", "Where a call's", "Critical path", "Findings"):
         assert heading in text
+
+
+def test_untimed_trace_draws_arrows_from_the_calls(tmp_path):
+    with fg.create_device("local-task", workers=2) as device:
+        cb, _ = record(device, [(8, 1000), (2, 1000)])
+        capture = profile_calls(device, cb, calls=3, host_timing=False)
+    path = tmp_path / "trace.json"
+    chrome.write([capture], str(path))
+    events = trace_format.check(json.loads(path.read_text()))
+    assert not [e for e in events if e.get("name", "").startswith("submit #")]  # no host timestamps
+    starts = [e for e in events if e["ph"] == "s"]
+    calls = {e["ts"] for e in events if e.get("name", "").startswith("call ")}
+    assert len(starts) == 3 * 2 and {e["ts"] for e in starts} <= calls

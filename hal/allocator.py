@@ -36,10 +36,19 @@ class Allocator:
         return BufferView(self.allocate_buffer(nbytes, usage), shape, dtype)
 
     def import_array(self, array, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:
-        """A new buffer holding a copy of `array` (C order)."""
+        """A new buffer holding a copy of `array` (C order). Without MAPPING in `usage` the
+        buffer may be one the host cannot map (a GPU's device-local memory: where weights
+        belong): the data then goes through a staging buffer and a queue copy."""
         array = np.ascontiguousarray(array)
         view = self.allocate_view(array.shape, array.dtype, usage)
-        view.buffer.write(array)
+        if usage & BufferUsage.MAPPING or not array.nbytes:
+            view.buffer.write(array)
+            return view
+        staging = self.allocate_buffer(array.nbytes, BufferUsage.TRANSFER | BufferUsage.MAPPING)
+        staging.write(array)
+        done = self.device.create_semaphore(0)
+        self.device.queue_copy(staging, 0, view.buffer, 0, array.nbytes, signal=[(done, 1)])
+        done.wait(1, 60.0)
         return view
 
 

@@ -1,6 +1,6 @@
 """Special math expanded into plain arithmetic, once, above the targets.
 
-The CPU target calls the C library for erf, expm1, log1p, cbrt, asinh, acosh, atanh (their
+The CPU target calls the C library for erf, expm1, log1p, cbrt, asinh, acosh, atanh, tan (their
 results then match XLA's to an ulp); a target without a C library (SPIR-V for Vulkan) asks
 this pass to rewrite those ops in kernel IR into ops every target has (exp, log, sqrt,
 arithmetic, compares, selects), so each expansion is written once for every such target.
@@ -22,7 +22,7 @@ from compiler import kernel_ir as kir
 
 F32 = np.dtype(np.float32)
 BOOL = np.dtype(np.bool_)
-EXPANDED = frozenset({"erf", "erfc", "exponential_minus_one", "log_plus_one", "cbrt", "asinh", "acosh", "atanh"})
+EXPANDED = frozenset({"erf", "erfc", "exponential_minus_one", "log_plus_one", "cbrt", "asinh", "acosh", "atanh", "tan"})
 
 
 class _Math:
@@ -110,13 +110,16 @@ class _Math:
         far = self.op("add", self.op("log", x), self.c(math.log(2.0)))
         return self.select(self.cmp(x, self.c(1e18), "GT"), far, near)
 
+    def tan(self, x: kir.Expr) -> kir.Expr:
+        return self.op("divide", self.op("sine", x), self.op("cosine", x))
+
     def atanh(self, x: kir.Expr) -> kir.Expr:
         return self.op("multiply", self.c(0.5), self.op("subtract", self.log1p(x), self.log1p(self.op("negate", x))))
 
 
 _BUILDERS: dict[str, Callable[[_Math, kir.Expr], kir.Expr]] = {
     "erf": _Math.erf, "erfc": _Math.erfc, "exponential_minus_one": _Math.expm1, "log_plus_one": _Math.log1p,
-    "cbrt": _Math.cbrt, "asinh": _Math.asinh, "acosh": _Math.acosh, "atanh": _Math.atanh,
+    "cbrt": _Math.cbrt, "asinh": _Math.asinh, "acosh": _Math.acosh, "atanh": _Math.atanh, "tan": _Math.tan,
 }
 
 

@@ -55,6 +55,31 @@ def _mangled(elem: str) -> str:
     return f"tspirv.VulkanBuffer_a0{_ELEMENTS[elem][2]}_12_1t"
 
 
+class SpirvBuilder(ir.IRBuilder):
+    """The IR builder of SPIR-V entry points: signed division and remainder are emitted as
+    unsigned ones on magnitudes.
+
+    Why: LLVM's SPIR-V backend declares every integer type unsigned, and NVIDIA's compiler
+    (driver 580) then got OpSDiv / OpSRem wrong on negative operands (jnp's % and // on int32
+    were off on the H200, right on lavapipe); OpUDiv / OpURem on |x| and |y| with the sign put
+    back are right on both. INT_MIN's magnitude is 2**(w-1) as an unsigned value, so it works."""
+
+    def _magnitudes(self, x: ir.Value, y: ir.Value):
+        zero = ir.Constant(x.type, 0)
+        xneg, yneg = self.icmp_signed("<", x, zero), self.icmp_signed("<", y, zero)
+        return xneg, yneg, self.select(xneg, self.neg(x), x), self.select(yneg, self.neg(y), y)
+
+    def sdiv(self, x, y, name="", flags=()):
+        xneg, yneg, ax, ay = self._magnitudes(x, y)
+        q = self.udiv(ax, ay)
+        return self.select(self.xor(xneg, yneg), self.neg(q), q, name=name)
+
+    def srem(self, x, y, name="", flags=()):
+        xneg, _, ax, ay = self._magnitudes(x, y)
+        r = self.urem(ax, ay)
+        return self.select(xneg, self.neg(r), r, name=name)
+
+
 @dataclass
 class SpirvEntry:
     """One compute entry point being built: `builder` sits in its body."""
@@ -142,7 +167,7 @@ class SpirvModule:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
             raise CompileError(f"SPIR-V entry point name {name!r} must be an identifier")
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), name)
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = SpirvBuilder(fn.append_basic_block("entry"))
         b.call(self._marker, [ir.Constant(I32, len(self.entries))])
         elements = tuple(memory_element(d) for d in binding_dtypes) + ("i32",)
         entry = SpirvEntry(self, name, elements, tuple(int(s) for s in workgroup_size), fn, b)

@@ -172,6 +172,11 @@ def rebatch(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
         yield concat(pending)
 
 
+def read_paths(batch: Mapping[str, np.ndarray]) -> Batch:
+    """The rows of the files named in a batch's `path` column (a Ray Data read step)."""
+    return concat([read_file(str(p)) for p in batch["path"]])
+
+
 def read_dataset(path: str) -> Batch:
     """A whole data set (every file, in order) as one batch: for checks and small sets."""
     return concat([read_file(p) for p in list_files(path)])

@@ -134,8 +134,21 @@ def convert_node(node: Any, scope: Scope, builder: Builder, opset: int, handlers
         raise CompileError(f"unsupported ONNX op '{node.domain}.{node.op_type}' (node '{node.name or node.output[0]}'): "
                            f"only the default domain is supported")
     handler = handlers.get(node.op_type)
+    inputs = _inputs(node, scope)
     if handler is None:
-        raise CompileError(f"unsupported ONNX op '{node.op_type}' (node '{node.name or node.output[0]}')")
+        expanded = _function_body(node, inputs, opset)
+        if expanded is None:
+            raise CompileError(f"unsupported ONNX op '{node.op_type}' (node '{node.name or node.output[0]}')")
+        nodes, body_opset = expanded
+        for inner in nodes:
+            convert_node(inner, scope, builder, body_opset, handlers, index)
+        return
+    # If/Loop bodies may read runtime values of the enclosing graph: never fold those whole
+    known = node.op_type not in ("If", "Loop") and all(x is None or isinstance(x, np.ndarray) for x in inputs)
+    _convert(node, handler, inputs, known, scope, builder, opset, index)
+
+
+def _inputs(node: Any, scope: Scope) -> list[Tensor | None]:
     inputs: list[Tensor | None] = []
     for name in node.input:
         if not name:
@@ -146,8 +159,43 @@ def convert_node(node: Any, scope: Scope, builder: Builder, opset: int, handlers
             raise CompileError(f"ONNX node '{node.name or node.output[0]}' uses '{name}', which no node, "
                                f"input or initializer defines before it")
         inputs.append(value)
-    # If/Loop bodies may read runtime values of the enclosing graph: never fold those whole
-    known = node.op_type not in ("If", "Loop") and all(x is None or isinstance(x, np.ndarray) for x in inputs)
+    return inputs
+
+
+def _function_body(node: Any, inputs: list[Tensor | None], opset: int) -> tuple[list[Any], int] | None:
+    """The nodes of the op's ONNX function body (ops the standard defines as a function of
+    others: Swish, NegativeLogLikelihoodLoss, Attention...), renamed into this graph, and the
+    body's opset; None when the op has none."""
+    import onnx
+    from onnx import FunctionProto, defs, helper
+    from onnx.backend.test.case.node import function_expand_helper
+    try:
+        schema = defs.get_schema(node.op_type, opset, node.domain or "")
+    except defs.SchemaError:
+        return None
+    node = onnx.NodeProto.FromString(node.SerializeToString())
+    present = {a.name for a in node.attribute}
+    for name, attr in schema.attributes.items():  # the body may refer to defaulted attributes
+        if name not in present and attr.default_value and attr.default_value.type:
+            node.attribute.extend([attr.default_value])
+    plain = [v for v in schema.function_opset_versions if v <= opset]
+    dependent = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    if plain:
+        body = FunctionProto.FromString(schema.get_function_with_opset_version(max(plain)))
+    elif dependent:
+        types = [onnx.TypeProto() if x is None else
+                 helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(dtype_of(x)), shape_of(x)) for x in inputs]
+        body = FunctionProto.FromString(schema.get_context_dependent_function_with_opset_version(
+            max(dependent), node.SerializeToString(), [t.SerializeToString() for t in types]))
+    else:
+        return None
+    body_opset = next((o.version for o in body.opset_import if o.domain in ("", "ai.onnx")), opset)
+    prefix = f"{node.output[0]}__{node.op_type}__"
+    return function_expand_helper(node, body, prefix), int(body_opset)
+
+
+def _convert(node: Any, handler: Handler, inputs: list[Tensor | None], known: bool, scope: Scope,
+             builder: Builder, opset: int, index: int) -> None:
     target = Builder() if known else builder
     target.loc = (index + 1, 0)
     ctx = Ctx(node, inputs, target, opset, scope)

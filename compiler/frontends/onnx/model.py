@@ -87,11 +87,13 @@ def read_model(data: bytes, base_dir: str | None = None) -> Any:
     return model
 
 
-def default_opset(model: Any) -> int:
+def default_opset(model: Any) -> int | None:
+    """The default domain's opset; None when the model imports none (it then uses only ops of
+    other domains, each refused by name when converted)."""
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):
             return int(o.version)
-    raise CompileError("the ONNX model imports no opset of the default domain")
+    return None
 
 
 class OnnxModule(Module):
@@ -99,7 +101,8 @@ class OnnxModule(Module):
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.opset = default_opset(model)
+        opset = default_opset(model)
+        self.opset = _max_opset() if opset is None else opset
         if not MIN_OPSET <= self.opset <= _max_opset():
             raise CompileError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET} to {_max_opset()} are)")
         graph = model.graph

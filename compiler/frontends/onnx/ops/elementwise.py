@@ -61,11 +61,9 @@ def _pow(c: Ctx) -> list[Tensor]:
 def _mod(c: Ctx) -> list[Tensor]:
     a, b = c.input(0), c.input(1)
     r = c.b.binary("remainder", a, b)
-    if c.attr("fmod", 0) or dtype_of(a).kind in "fV":
-        if not c.attr("fmod", 0):
-            raise c.error("fmod=0 is not defined for floating-point inputs")
+    if c.attr("fmod", 0):
         return [r]
-    # Python's mod: the remainder takes the divisor's sign
+    # Python's (numpy's) mod: the remainder takes the divisor's sign
     zero = _const(c, 0, r)
     fix = c.b.binary("and", c.b.compare("NE", r, zero),
                      c.b.compare("NE", c.b.compare("LT", r, zero), c.b.compare("LT", b, zero)))
@@ -198,7 +196,9 @@ def _not(c: Ctx) -> list[Tensor]:
 
 
 def _bit_shift(c: Ctx) -> list[Tensor]:
-    name = "shift_left" if c.attr("direction") == "LEFT" else "shift_right_logical"
+    x = c.input(0)  # signed types (newer opsets) shift right arithmetically, as numpy does
+    name = "shift_left" if c.attr("direction") == "LEFT" else (
+        "shift_right_arithmetic" if dtype_of(x).kind == "i" else "shift_right_logical")
     return [c.b.binary(name, c.input(0), c.input(1))]
 
 

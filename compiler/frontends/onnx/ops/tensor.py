@@ -181,7 +181,7 @@ def _gather_nd(c: Ctx) -> list[Tensor]:
     idx = c.b.convert(idx, np.int64)
     cols = []
     for j in range(k):
-        col = c.b.slice(idx, [0] * len(ish), [*ish[:-1], j + 1])
+        col = c.b.slice(idx, [0] * (len(ish) - 1) + [j], [*ish[:-1], j + 1])
         cols.append(_normalize_indices(c, col, xs[bd + j]))
     idx = c.b.concat(cols, len(ish) - 1)
     out = [*ish[:-1], *xs[bd + k:]]
@@ -324,7 +324,8 @@ def _space_to_depth(c: Ctx) -> list[Tensor]:
     x = c.input(0)
     n, ch, h, w = shape_of(x)
     b = c.attr("blocksize")
-    y = c.b.transpose(c.b.reshape(x, [n, ch, h // b, b, w // b, b]), [0, 3, 5, 1, 2, 4])
+    perm = [0, 1, 3, 5, 2, 4] if c.attr("mode", "DCR") == "CRD" else [0, 3, 5, 1, 2, 4]  # mode: opset 25 on
+    y = c.b.transpose(c.b.reshape(x, [n, ch, h // b, b, w // b, b]), perm)
     return [c.b.reshape(y, [n, ch * b * b, h // b, w // b])]
 
 

@@ -1,13 +1,13 @@
 """Batch scoring throughput: one process on the local device vs Ray Data on this machine.
 
-    python -m bench.batch --json [--rows 20000] [--files 4] [--batch-size 512]
+    python -m bench.batch --json [--rows 100000] [--files 10] [--batch-size 512]
 
-The model is an MLP (256 -> 512 -> 512 -> 16, softmax) exported by JAX with a symbolic batch dim;
-the data sets are --rows and 3 x --rows rows of 256 f32 in --files and 3 x --files .npz files
-(written to a temp directory). Every configuration scores both end to end (read, score, write
-the part files); `rows_per_s` is the larger run's; a line through the two runs splits the time
-into a fixed start-up and a steady rate. The compile cache is warmed first, so no configuration
-pays for compiling.
+The model is an MLP (256 -> 1024 -> 1024 -> 16, softmax; 2.6 MFLOP a row) exported by JAX with a
+symbolic batch dim; the data set is --rows rows of 256 f32 in --files .npz files (written to a
+temp directory). Every configuration scores it end to end (read, score, write the part files):
+`rows_per_s` over the whole run; `steady_rows_per_s` over the time from the
+actors' first call start to their last call end (each batch is stamped in the actor), and
+`startup_s` the fixed time before the first call. The compile cache is warmed first, so no configuration pays for compiling.
 
 - `local`: this process, one local-task device with one worker per core (`fibergrid batch --local`);
 - `ray_2x1`: Ray Data, 2 Predictor actors of 1 CPU each (workers=1 per actor);
@@ -15,8 +15,9 @@ pays for compiling.
 
 Ray's cost splits in two: a fixed start-up (actor processes, imports, model load, the streaming
 executor) and a cost per batch (object store transfers, task scheduling). `startup_s` is the
-first; `overhead_per_batch_ms` is the second: (steady seconds per batch on Ray 1x2) - (steady
-seconds per batch locally), both with 2 workers on the same cores. The
+first; `overhead_per_batch_ms` is the second: (steady seconds per batch on Ray 1x2) - (seconds
+per batch locally), both with 2 workers on the same cores; `gap_between_calls_ms` is the median
+time an actor waits between two of its calls. The
 machine is shared and noisy: take ratios within one run.
 """
 
@@ -32,7 +33,10 @@ import time
 
 import numpy as np
 
+from fibergrid.batch.predictor import Predictor
+
 ROW_WIDTH = 256
+HIDDEN = 1024
 
 
 def _model_text() -> str:
@@ -40,9 +44,9 @@ def _model_text() -> str:
     import jax.numpy as jnp
 
     rng = np.random.default_rng(0)
-    w1 = (rng.standard_normal((ROW_WIDTH, 512)) / 16).astype(np.float32)
-    w2 = (rng.standard_normal((512, 512)) / 22).astype(np.float32)
-    w3 = (rng.standard_normal((512, 16)) / 22).astype(np.float32)
+    w1 = (rng.standard_normal((ROW_WIDTH, HIDDEN)) / 16).astype(np.float32)
+    w2 = (rng.standard_normal((HIDDEN, HIDDEN)) / 32).astype(np.float32)
+    w3 = (rng.standard_normal((HIDDEN, 16)) / 32).astype(np.float32)
 
     def mlp(x):
         h = jax.nn.relu(x @ w1)
@@ -61,14 +65,51 @@ def _dataset(directory: str, rows: int, files: int) -> None:
                  x=rng.standard_normal((b - a, ROW_WIDTH)).astype(np.float32))
 
 
-def _fit(small: tuple[int, float], large: tuple[int, float]) -> tuple[float | None, float | None]:
-    """(fixed seconds, seconds per row) of a run, from two runs of different sizes; None where
-    noise made the larger run no slower (a shared machine: run again)."""
-    (n1, t1), (n2, t2) = small, large
-    if t2 <= t1:
-        return None, None
-    per_row = (t2 - t1) / (n2 - n1)
-    return max(t1 - n1 * per_row, 0.0), per_row
+class TimedPredictor(Predictor):
+    """A Predictor that stamps each batch's rows with when its call ran and in which actor
+    (wall clock: one machine), so the driver can tell Ray's time from the model's."""
+
+    def __call__(self, batch):
+        start = time.time()
+        out = super().__call__(batch)
+        n = len(out["id"])
+        out.update(_start=np.full(n, start), _end=np.full(n, time.time()), _pid=np.full(n, os.getpid()))
+        return out
+
+
+class _Stamps:
+    """A Writer wrapper that keeps the timing columns apart from the scored rows."""
+
+    def __init__(self, writer) -> None:
+        self.writer, self.calls = writer, set()
+
+    def write(self, batch) -> None:
+        self.calls.update(zip(batch.pop("_pid").tolist(), batch.pop("_start").tolist(), batch.pop("_end").tolist()))
+        self.writer.write(batch)
+
+    def close(self):
+        return self.writer.close()
+
+    @property
+    def rows(self) -> int:
+        return self.writer.rows
+
+    def figures(self, start: float, rows: int) -> dict:
+        """startup: run start to the first call; steady: rows over first call start to last call
+        end; the gap an actor waits between the end of one call and the start of its next is
+        Ray's per-batch cost (fetching the next batch, returning the last)."""
+        calls = sorted(self.calls, key=lambda c: c[1])
+        first, last = calls[0][1], max(c[2] for c in calls)
+        gaps = []
+        for pid in {c[0] for c in calls}:
+            mine = [c for c in calls if c[0] == pid]
+            gaps += [b[1] - a[2] for a, b in zip(mine, mine[1:])]
+        busy = sum(c[2] - c[1] for c in calls)
+        actors = len({c[0] for c in calls})
+        return {"startup_s": round(first - start, 3), "steady_rows_per_s": round(rows / (last - first), 1),
+                "calls": len(calls), "actor_processes": actors,
+                "gap_between_calls_ms": round(float(np.median(gaps)) * 1e3, 3) if gaps else None,
+                "actors_busy": round(busy / (actors * (last - first)), 3)}
 
 
 def run(rows: int, files: int, batch_size: int) -> dict:
@@ -84,12 +125,11 @@ def run(rows: int, files: int, batch_size: int) -> dict:
             f.write(_model_text())
         source = os.path.join(work, "in")
         os.mkdir(source)
-        _dataset(source, 3 * rows, 3 * files)
-        every = data.list_files(source)
-        sets = {"small": (every[:files], rows), "large": (every, 3 * rows)}
-        sizes = {batch_size} | {n % batch_size for p in every for n in [data.count_rows(p)]} - {0}
-        out: dict = {"rows": [rows, 3 * rows], "files": [files, 3 * files], "batch_size": batch_size,
-                     "cpus": len(os.sched_getaffinity(0)), "model": "mlp 256-512-512-16 (dynamic batch)"}
+        _dataset(source, rows, files)
+        paths = data.list_files(source)
+        sizes = {batch_size} | {n % batch_size for p in paths for n in [data.count_rows(p)]} - {0}
+        out: dict = {"rows": rows, "files": files, "batch_size": batch_size, "cpus": len(os.sched_getaffinity(0)),
+                     "model": f"mlp {ROW_WIDTH}-{HIDDEN}-{HIDDEN}-16 (dynamic batch)"}
 
         # Warm the compile cache for every batch size a run calls with (files are read whole and
         # rebatched; a Ray actor sees the same sizes, or a file's last partial batch).
@@ -98,25 +138,14 @@ def run(rows: int, files: int, batch_size: int) -> dict:
             for size in sorted(sizes):
                 warm({"x": np.zeros((size, ROW_WIDTH), np.float32)})
 
-        def timed(score, name: str) -> dict:
-            runs = {}
-            for label, (paths, n) in sets.items():
-                writer = data.Writer(os.path.join(work, f"{name}_{label}"))
-                start = time.perf_counter()
-                score(paths, writer)
-                runs[label] = (n, time.perf_counter() - start)
-            fixed, per_row = _fit(runs["small"], runs["large"])
-            n, seconds = runs["large"]
-            return {"seconds": [round(runs["small"][1], 3), round(seconds, 3)], "rows_per_s": round(n / seconds, 1),
-                    "startup_s": None if fixed is None else round(fixed, 3),
-                    "steady_rows_per_s": None if per_row is None else round(1 / per_row, 1)}
-
         with fg.create_device("local-task") as device:
             model = BatchModel(model_path, device=device)
-            score_local(model, every[:1], data.Writer(os.path.join(work, "local_warm")), batch_size)  # buffers, pages
-            out["local"] = {"workers": device.workers,
-                            **timed(lambda paths, w: score_local(model, paths, w, batch_size), "local")}
-        reference = data.read_dataset(os.path.join(work, "local_large"))
+            score_local(model, paths[:1], data.Writer(os.path.join(work, "local_warm")), batch_size)  # buffers, pages
+            start = time.perf_counter()
+            score_local(model, paths, data.Writer(os.path.join(work, "local")), batch_size)
+            seconds = time.perf_counter() - start
+            out["local"] = {"workers": device.workers, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1)}
+        reference = data.read_dataset(os.path.join(work, "local"))
 
         import ray
 
@@ -128,20 +157,22 @@ def run(rows: int, files: int, batch_size: int) -> dict:
         out["ray_init_s"] = round(time.perf_counter() - t, 3)
         try:
             for name, actors, cpus in (("ray_2x1", 2, 1), ("ray_1x2", 1, 2)):
-                figures = timed(lambda paths, w: score_ray(model_path, paths, w, batch_size, concurrency=actors,
-                                                           num_cpus=cpus), name)
-                got = data.read_dataset(os.path.join(work, f"{name}_large"))
-                figures["equal_to_local"] = all(np.array_equal(got[k], reference[k]) for k in reference)
-                out[name] = {"actors": actors, "cpus_per_actor": cpus, **figures}
+                writer = _Stamps(data.Writer(os.path.join(work, name)))
+                start = time.time()
+                score_ray(model_path, paths, writer, batch_size, concurrency=actors, num_cpus=cpus,
+                          predictor_class=TimedPredictor)
+                seconds = time.time() - start
+                got = data.read_dataset(os.path.join(work, name))
+                out[name] = {"actors": actors, "cpus_per_actor": cpus, "seconds": round(seconds, 3),
+                             "rows_per_s": round(rows / seconds, 1), **writer.figures(start, rows),
+                             "equal_to_local": all(np.array_equal(got[k], reference[k]) for k in reference)}
         finally:
             ray.shutdown()
-        steady = {k: out[k]["steady_rows_per_s"] for k in ("local", "ray_2x1", "ray_1x2")}
-        out["overhead_per_batch_ms"] = (round((batch_size / steady["ray_1x2"] - batch_size / steady["local"]) * 1e3, 3)
-                                        if steady["local"] and steady["ray_1x2"] else None)
+        local_batch = batch_size / out["local"]["rows_per_s"]
+        out["overhead_per_batch_ms"] = round((batch_size / out["ray_1x2"]["steady_rows_per_s"] - local_batch) * 1e3, 3)
         for k in ("ray_2x1", "ray_1x2"):
             out[f"ratio_{k}_vs_local"] = round(out[k]["rows_per_s"] / out["local"]["rows_per_s"], 3)
-            out[f"ratio_steady_{k}_vs_local"] = (round(steady[k] / steady["local"], 3)
-                                                 if steady[k] and steady["local"] else None)
+            out[f"ratio_steady_{k}_vs_local"] = round(out[k]["steady_rows_per_s"] / out["local"]["rows_per_s"], 3)
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -150,8 +181,8 @@ def run(rows: int, files: int, batch_size: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object (the default is indented)")
-    parser.add_argument("--rows", type=int, default=20000, help="rows of the small run (the large one has 3x)")
-    parser.add_argument("--files", type=int, default=4, help="files of the small run (the large one has 3x)")
+    parser.add_argument("--rows", type=int, default=100000)
+    parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=512)
     args = parser.parse_args(argv)
     result = run(args.rows, args.files, args.batch_size)

@@ -79,6 +79,12 @@ class Predictor:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model(batch)
 
+    def placement(self) -> dict[str, Any]:
+        """Where this actor's device runs: its workers, the CPUs it claimed (None: unpinned) and
+        this thread's affinity."""
+        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        return {"workers": getattr(self.device, "workers", None), "cpus": self.cpus, "affinity": affinity}
+
     def __repr__(self) -> str:
         return f"<fibergrid Predictor {self.model.origin} workers={getattr(self.device, 'workers', None)} cpus={self.cpus}>"
 

@@ -74,14 +74,16 @@ def _unwrap(e: BaseException) -> BaseException:
 
 def score_ray(model: Any, files: list[str], writer: Writer, batch_size: int, *, concurrency: int = 1,
               num_cpus: int = 1, progress: RowProgress | None = None, max_restarts: int = 0,
-              **predictor: Any) -> int:
-    """Scores every row of `files` with `concurrency` Predictor actors of `num_cpus` CPUs each
-    into `writer`; returns the rows written. `model` as Predictor takes it."""
+              predictor_class: type = Predictor, **predictor: Any) -> int:
+    """Scores every row of `files` with `concurrency` actors of `predictor_class` (a Predictor
+    or a subclass) of `num_cpus` CPUs each into `writer`; returns the rows written. `model` and
+    `predictor` as Predictor takes them."""
     ray = require_ray()
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the output order is the input order
     context.enable_progress_bars = False  # ours counts rows; Ray's would interleave with it
-    ds = dataset(files, read_tasks=concurrency).map_batches(Predictor, **map_batches_kwargs(
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run INFO lines under our bar
+    ds = dataset(files, read_tasks=concurrency).map_batches(predictor_class, **map_batches_kwargs(
         model, concurrency=concurrency, num_cpus=num_cpus, batch_size=batch_size,
         max_restarts=max_restarts, **predictor))
     try:

@@ -18,6 +18,7 @@ import numpy as np
 from compiler.errors import CompileError
 from compiler.frontends.onnx.builder import Builder
 from compiler.frontends.onnx.graph import Scope, convert_graph
+from compiler.frontends.onnx.rewrite import fold_batch_norms
 from compiler.ir import Dim, Function, Module, TensorType, Value
 from hal.errors import InvalidArgument
 
@@ -106,8 +107,9 @@ class OnnxModule(Module):
         if not MIN_OPSET <= self.opset <= _max_opset():
             raise CompileError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET} to {_max_opset()} are)")
         graph = model.graph
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.graph_inputs = [i for i in graph.input if i.name not in self.initializers]
+        self.constants = {t.name: tensor_value(t, f"initializer '{t.name}'") for t in graph.initializer}
+        self.graph_inputs = [i for i in graph.input if i.name not in self.constants]
+        fold_batch_norms(graph, self.constants)
         args = [Value(self._declared(i, "input"), i.name) for i in self.graph_inputs]
         results = [Value(self._declared(o, "output", allow_unknown=True), o.name) for o in graph.output]
         super().__init__({"main": Function("main", args, results, [])})
@@ -166,8 +168,7 @@ class OnnxModule(Module):
         declared = self.functions["main"]
         scope = Scope()
         builder = Builder()
-        for name, t in self.initializers.items():
-            scope.values[name] = tensor_value(t, f"initializer '{name}'")
+        scope.values.update(self.constants)
         args = []
         for arg, shape in zip(declared.args, shapes):
             v = Value(TensorType(tuple(int(s) for s in shape), arg.type.dtype), arg.name)

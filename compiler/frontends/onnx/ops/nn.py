@@ -115,7 +115,12 @@ def _conv(c: Ctx) -> list[Tensor]:
         raise c.error(f"input {xs} and weight {ws} do not fit group={groups}")
     strides, dilations, padding = _conv_geometry(c, xs[2:], ws[2:])
     out = [xs[0], ws[0], *(_window_out(xs[2 + i], ws[2 + i], strides[i], dilations[i], *padding[i]) for i in range(n))]
-    y = c.b.emit("convolution", [x, w], out, dtype_of(x), _conv_attrs(n, strides, dilations, padding, groups))
+    attrs = _conv_attrs(n, strides, dilations, padding, groups)
+    if isinstance(w, np.ndarray):  # constant weights: laid out [spatial..., in, out] (HWIO) once here,
+        w = np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))  # not transposed by every call
+        attrs.update(kernel_spatial_dimensions=tuple(range(n)), kernel_input_feature_dimension=n,
+                     kernel_output_feature_dimension=n + 1)
+    y = c.b.emit("convolution", [x, w], out, dtype_of(x), attrs)
     if bias is not None:
         y = c.b.binary("add", y, c.b.reshape(bias, [ws[0]] + [1] * n))
     return [y]

@@ -3,7 +3,8 @@ at the CPU tests' tolerance: an MLP, a CNN (conv/pool/mean), an attention block 
 softmax, gelu), a dynamic batch, integer ops, gather and sort. Plus the SPIR-V target's own
 checks: every module passes spirv-val, the .fgx keeps one blob per format, and a failure in
 LLVM's SPIR-V backend is a CompileError, not a dead interpreter. Skipped where no Vulkan device
-is available."""
+is available. Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a GPU: its f32
+matmuls there default to TF32 and some ops lower differently)."""
 
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def test_cli_compile_for_vulkan_and_run(tmp_path, capsys) -> None:
 def test_special_math(device, name) -> None:
     fns = {"erf": lax.erf, "erfc": lax.erfc, "expm1": jnp.expm1, "log1p": jnp.log1p, "cbrt": jnp.cbrt,
            "asinh": jnp.arcsinh, "acosh": lambda x: jnp.arccosh(1.0 + jnp.abs(x)), "atanh": lambda x: jnp.arctanh(jnp.tanh(x)),
-           "log": lambda x: jnp.log(jnp.abs(x)), "tan": jnp.tan, "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh}
+           "log": lambda x: jnp.log(jnp.abs(x)), "tan": lambda x: jnp.tan(0.35 * x),  # away from the poles "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh}
     x = np.concatenate([np.linspace(-4, 4, 57), [0.0, 1e-6, -1e-7, 0.3, -0.49, 0.51, 30.0]]).astype(np.float32)
     run_against_jax(device, fns[name], x)
 

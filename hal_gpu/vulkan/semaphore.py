@@ -94,7 +94,7 @@ class VulkanSemaphore(Semaphore):
                     raise DeadlineExceeded(f"{self!r}: payload {self._raw()} did not reach {value} within {timeout} s") from None
             except v.VkErrorDeviceLost:
                 dev._lost("vkWaitSemaphores")
-        dev._check_completed()
+        dev._check_completed(seen=(self, value))
         self._raise_if_failed()
 
     def fail(self, error: BaseException | str) -> None:

@@ -180,7 +180,8 @@ def test_cli_compile_for_vulkan_and_run(tmp_path, capsys) -> None:
 def test_special_math(device, name) -> None:
     fns = {"erf": lax.erf, "erfc": lax.erfc, "expm1": jnp.expm1, "log1p": jnp.log1p, "cbrt": jnp.cbrt,
            "asinh": jnp.arcsinh, "acosh": lambda x: jnp.arccosh(1.0 + jnp.abs(x)), "atanh": lambda x: jnp.arctanh(jnp.tanh(x)),
-           "log": lambda x: jnp.log(jnp.abs(x)), "tan": lambda x: jnp.tan(0.35 * x),  # away from the poles "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh}
+           "log": lambda x: jnp.log(jnp.abs(x)), "tan": lambda x: jnp.tan(0.35 * x),  # away from the poles
+           "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh}
     x = np.concatenate([np.linspace(-4, 4, 57), [0.0, 1e-6, -1e-7, 0.3, -0.49, 0.51, 30.0]]).astype(np.float32)
     run_against_jax(device, fns[name], x)
 

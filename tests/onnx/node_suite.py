@@ -73,10 +73,13 @@ def _mismatch(e: AssertionError) -> str:
 
 
 def _array(x: Any) -> Any:
-    """A TensorProto (how some cases give exotic element types) as numpy; other values as they are."""
+    """A TensorProto (how some cases give exotic element types) or a numpy scalar (a rank-0
+    tensor) as an array; other values (sequences, optionals) as they are."""
     import onnx
     from onnx import numpy_helper
-    return numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x
+    if isinstance(x, onnx.TensorProto):
+        return numpy_helper.to_array(x)
+    return np.asarray(x) if isinstance(x, np.generic) else x
 
 
 def run_case(case: Any, device: Any) -> Outcome:

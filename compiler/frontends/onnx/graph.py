@@ -144,7 +144,7 @@ def convert_node(node: Any, scope: Scope, builder: Builder, opset: int, handlers
             convert_node(inner, scope, builder, body_opset, handlers, index)
         return
     # If/Loop bodies may read runtime values of the enclosing graph: never fold those whole
-    known = node.op_type not in ("If", "Loop") and all(x is None or isinstance(x, np.ndarray) for x in inputs)
+    known = node.op_type not in ("If", "Loop", "Scan") and all(x is None or isinstance(x, np.ndarray) for x in inputs)
     _convert(node, handler, inputs, known, scope, builder, opset, index)
 
 

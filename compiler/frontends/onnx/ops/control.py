@@ -72,4 +72,49 @@ def _loop(c: Ctx) -> list[Tensor]:
     return [*carried, *(c.b.concat(acc, 0) for acc in scans)]
 
 
-HANDLERS = {"If": _if, "Loop": _loop}
+def _scan(c: Ctx) -> list[Tensor]:
+    """Scan (opset 9+) unrolled over its scan inputs' (static) length."""
+    if c.opset < 9:
+        raise c.error("Scan before opset 9 (its batched form with sequence_lens) is not supported")
+    body = c.attr("body")
+    m = c.attr("num_scan_inputs")
+    inputs = [c.input(i) for i in range(len(c.inputs))]
+    n_states = len(inputs) - m
+    states, scans = inputs[:n_states], inputs[n_states:]
+    in_axes = list(c.attr("scan_input_axes", [0] * m))
+    in_dirs = list(c.attr("scan_input_directions", [0] * m))
+    n_out = len(c.node.output) - n_states
+    out_axes = list(c.attr("scan_output_axes", [0] * n_out))
+    out_dirs = list(c.attr("scan_output_directions", [0] * n_out))
+    in_axes = [c.axis(a, len(shape_of(x))) for a, x in zip(in_axes, scans)]
+    lengths = {shape_of(x)[a] for a, x in zip(in_axes, scans)}
+    if len(lengths) != 1:
+        raise c.error(f"scan inputs have different lengths {sorted(lengths)}")
+    length = lengths.pop()
+    if length > MAX_UNROLL:
+        raise c.error(f"more than {MAX_UNROLL} iterations to unroll")
+    names = [i.name for i in body.input]
+    steps: list[list[Tensor]] = [[] for _ in range(n_out)]
+    for t in range(length):
+        slices = []
+        for x, a, d in zip(scans, in_axes, in_dirs):
+            k = length - 1 - t if d else t
+            xs = shape_of(x)
+            lo, hi = [0] * len(xs), list(xs)
+            lo[a], hi[a] = k, k + 1
+            slices.append(c.b.reshape(c.b.slice(x, lo, hi), [d for i, d in enumerate(xs) if i != a]))
+        outs = _branch(c, body, dict(zip(names, [*states, *slices])))
+        states = outs[:n_states]
+        for acc, y in zip(steps, outs[n_states:]):
+            acc.append(y)
+    results = []
+    for acc, a, d in zip(steps, out_axes, out_dirs):
+        if d:
+            acc = acc[::-1]
+        rank = len(shape_of(acc[0])) + 1
+        a = c.axis(a, rank)
+        results.append(c.b.concat([c.b.reshape(y, [*shape_of(y)[:a], 1, *shape_of(y)[a:]]) for y in acc], a))
+    return [*states, *results]
+
+
+HANDLERS = {"If": _if, "Loop": _loop, "Scan": _scan}

@@ -213,6 +213,69 @@ def _round(c: Ctx) -> list[Tensor]:
     return [c.b.unary("round_nearest_even", c.input(0))]
 
 
+def _shrink(c: Ctx) -> list[Tensor]:
+    x = c.input(0)
+    bias, lambd = _const(c, c.attr("bias", 0.0), x), _const(c, c.attr("lambd", 0.5), x)
+    low = c.b.select(c.b.compare("LT", x, c.b.unary("negate", lambd)), c.b.binary("add", x, bias), _const(c, 0, x))
+    return [c.b.select(c.b.compare("GT", x, lambd), c.b.binary("subtract", x, bias), low)]
+
+
+def _bit_cast(c: Ctx) -> list[Tensor]:
+    from compiler.frontends.onnx.model import element_type
+    x = c.input(0)
+    to = element_type(c.attr("to"), c.where)
+    if to.itemsize != dtype_of(x).itemsize:
+        raise c.error(f"cannot bit-cast {dtype_of(x)} to {to}: the widths differ")
+    if np.dtype(np.bool_) in (to, dtype_of(x)):  # a bool's byte is 0 or 1 (the backend has no i1 bitcast)
+        return [c.b.convert(x, to)]
+    return [c.b.emit("bitcast_convert", [x], shape_of(x), to)]
+
+
+def _per_axis(c: Ctx, v: Tensor, x: Tensor) -> Tensor:
+    """A quantization scale or zero point shaped to broadcast over x: a scalar as is, a 1-D one
+    along `axis`, a blocked one (`block_size`) repeated block_size times along `axis`."""
+    rank = len(shape_of(x))
+    if not shape_of(v) or rank == 0:
+        return c.b.reshape(v, [])
+    axis = c.axis(c.attr("axis", 1), rank)
+    block = c.attr("block_size", 0)
+    if block:
+        index = np.arange(shape_of(x)[axis]) // block
+        return c.b.take(v, index.astype(np.int64), axis)
+    return c.b.reshape(v, [shape_of(v)[0] if i == axis else 1 for i in range(rank)])
+
+
+def _quantize(c: Ctx) -> list[Tensor]:
+    from compiler.frontends.onnx.model import element_type
+    x, scale, zero = c.input(0), c.input(1), c.optional(2)
+    if zero is not None:
+        to = dtype_of(zero)
+    elif c.attr("output_dtype", 0):
+        to = element_type(c.attr("output_dtype"), c.where)
+    else:
+        to = np.dtype(np.uint8)
+    if to.kind not in "iu":
+        raise c.error(f"quantizing to {to} is not supported (integer types are)")
+    f = np.float32 if dtype_of(x) != np.float64 else np.float64
+    y = c.b.unary("round_nearest_even", c.b.binary("divide", c.b.convert(x, f), c.b.convert(_per_axis(c, scale, x), f)))
+    if zero is not None:
+        y = c.b.binary("add", y, c.b.convert(_per_axis(c, zero, x), f))
+    info = np.iinfo(to)
+    y = c.b.binary("minimum", c.b.binary("maximum", y, c.b.scalar(info.min, f)), c.b.scalar(info.max, f))
+    return [c.b.convert(y, to)]
+
+
+def _dequantize(c: Ctx) -> list[Tensor]:
+    from compiler.frontends.onnx.model import element_type
+    x, scale, zero = c.input(0), c.input(1), c.optional(2)
+    out = element_type(c.attr("output_dtype"), c.where) if c.attr("output_dtype", 0) else dtype_of(scale)
+    f = np.float64 if out == np.float64 else np.float32
+    y = c.b.convert(x, f)
+    if zero is not None:
+        y = c.b.binary("subtract", y, c.b.convert(_per_axis(c, zero, x), f))
+    return [c.b.convert(c.b.binary("multiply", y, c.b.convert(_per_axis(c, scale, x), f)), out)]
+
+
 HANDLERS: dict[str, Handler] = {
     **{op: _unary(ir) for op, ir in {
         "Abs": "abs", "Neg": "negate", "Exp": "exponential", "Log": "log", "Sqrt": "sqrt", "Floor": "floor",
@@ -233,5 +296,6 @@ HANDLERS: dict[str, Handler] = {
     "Mish": _mish, "Gelu": lambda c: [gelu(c, c.input(0), c.attr("approximate", "none"))],
     "Clip": _clip, "Cast": _cast, "CastLike": _cast_like, "Where": _where, "IsNaN": _is_nan, "IsInf": _is_inf,
     "Not": _not, "BitShift": _bit_shift, "Sign": _sign, "Round": _round,
-    "Identity": lambda c: [c.input(0)],
+    "Identity": lambda c: [c.input(0)], "Shrink": _shrink, "BitCast": _bit_cast,
+    "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
 }

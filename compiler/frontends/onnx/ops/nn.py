@@ -53,6 +53,18 @@ def _matmul(c: Ctx) -> list[Tensor]:
     return [matmul(c, c.input(0), c.input(1))]
 
 
+def _matmul_integer(c: Ctx) -> list[Tensor]:
+    """(A - a_zero_point) @ (B - b_zero_point) in int32 (a per-row A zero point, per-column B one)."""
+    a, b = c.b.convert(c.input(0), np.int32), c.b.convert(c.input(1), np.int32)
+    azp, bzp = c.optional(2), c.optional(3)
+    if azp is not None:
+        azp = c.b.convert(azp, np.int32)
+        a = c.b.binary("subtract", a, azp if len(shape_of(azp)) == 0 else c.b.reshape(azp, [shape_of(azp)[0], 1]))
+    if bzp is not None:
+        b = c.b.binary("subtract", b, c.b.convert(bzp, np.int32))
+    return [matmul(c, a, b)]
+
+
 def _gemm(c: Ctx) -> list[Tensor]:
     a, b, bias = c.input(0), c.input(1), c.optional(2)
     if c.attr("transA", 0):
@@ -191,6 +203,11 @@ def _pool(kind: str):
         if kind == "max":
             return [c.b.emit("reduce_window", [x, c.b.scalar(lowest(dtype), dtype)], shape, dtype, attrs,
                              [scalar_body("maximum", dtype)])]
+        if kind == "lp":  # (sum |x|^p over the window)^(1/p); padding counts as 0
+            p = c.b.scalar(c.attr("p", 2), dtype)
+            powered = c.b.binary("power", c.b.unary("abs", x), p)
+            total = c.b.emit("reduce_window", [powered, c.b.scalar(0, dtype)], shape, dtype, attrs, [scalar_body("add", dtype)])
+            return [c.b.binary("power", total, c.b.binary("divide", c.b.scalar(1, dtype), p))]
         total = c.b.emit("reduce_window", [x, c.b.scalar(0, dtype)], shape, dtype, attrs, [scalar_body("add", dtype)])
         if c.attr("count_include_pad", 0):
             # the window counted over the explicit pads (not ceil_mode's extra)
@@ -305,7 +322,7 @@ def _contract(c: Ctx, a: Tensor, ta: str, b: Tensor, tb: str, keep: set[str], si
 
 
 HANDLERS = {
-    "MatMul": _matmul, "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "ConvTranspose": _conv_transpose,
+    "MatMul": _matmul, "MatMulInteger": _matmul_integer, "LpPool": _pool("lp"), "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "ConvTranspose": _conv_transpose,
     "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
     "GlobalAveragePool": _global_pool("avg"), "GlobalMaxPool": _global_pool("max"),
 }

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from compiler.frontends.onnx.builder import Tensor, dtype_of, highest, lowest, region, shape_of
+from compiler.frontends.onnx.builder import Tensor, dtype_of, highest, lowest, region, scalar_body, shape_of
 from compiler.frontends.onnx.graph import Ctx, Handler
 
 
@@ -171,30 +171,55 @@ def _topk(c: Ctx) -> list[Tensor]:
     return [c.b.slice(values, [0] * len(src), hi), c.b.slice(idx, [0] * len(src), hi)]
 
 
-def _cumsum(c: Ctx) -> list[Tensor]:
+def _cumulative(body: str) -> Handler:
+    def handler(c: Ctx) -> list[Tensor]:
+        return [cumulative(c, body)]
+    return handler
+
+
+def cumulative(c: Ctx, body: str) -> Tensor:
+    """CumSum / CumProd: a reduce_window whose window covers everything up to each element."""
     x = c.input(0)
     src = shape_of(x)
     axis = c.axis(c.ints(1, "axis")[0], len(src))
     n = src[axis]
     if c.attr("reverse", 0):
         x = c.b.emit("reverse", [x], src, dtype_of(x), {"dimensions": (axis,)})
+    identity = 0 if body == "add" else 1
+    if c.attr("exclusive", 0) and n:  # what comes before each element: shift by one, identity first
+        lo, hi = [0] * len(src), list(src)
+        hi[axis] = n - 1
+        first = list(src)
+        first[axis] = 1
+        x = c.b.concat([c.b.full(identity, first, dtype_of(x)), c.b.slice(x, lo, hi)], axis)
     window = [1] * len(src)
     window[axis] = n
     pad = [(0, 0)] * len(src)
     pad[axis] = (n - 1, 0)
-    y = c.b.emit("reduce_window", [x, c.b.scalar(0, dtype_of(x))], src, dtype_of(x), {
+    y = c.b.emit("reduce_window", [x, c.b.scalar(identity, dtype_of(x))], src, dtype_of(x), {
         "window_dimensions": tuple(window), "window_strides": (1,) * len(src), "base_dilations": (1,) * len(src),
-        "window_dilations": (1,) * len(src), "padding": tuple(pad)}, [_add_body(dtype_of(x))])
-    if c.attr("exclusive", 0):  # the sum before each element: the inclusive sum less the element
-        y = c.b.binary("subtract", y, x)
+        "window_dilations": (1,) * len(src), "padding": tuple(pad)}, [scalar_body(body, dtype_of(x))])
     if c.attr("reverse", 0):
         y = c.b.emit("reverse", [y], src, dtype_of(x), {"dimensions": (axis,)})
-    return [y]
+    return y
 
 
-def _add_body(dtype):
-    from compiler.frontends.onnx.builder import scalar_body
-    return scalar_body("add", dtype)
+def _lrn(c: Ctx) -> list[Tensor]:
+    x = c.input(0)
+    xs = shape_of(x)
+    dtype = dtype_of(x)
+    size = c.attr("size")
+    window = [1] * len(xs)
+    window[1] = size
+    pad = [(0, 0)] * len(xs)
+    pad[1] = ((size - 1) // 2, size // 2)
+    square = c.b.binary("multiply", x, x)
+    total = c.b.emit("reduce_window", [square, c.b.scalar(0, dtype)], xs, dtype, {
+        "window_dimensions": tuple(window), "window_strides": (1,) * len(xs), "base_dilations": (1,) * len(xs),
+        "window_dilations": (1,) * len(xs), "padding": tuple(pad)}, [scalar_body("add", dtype)])
+    base = c.b.binary("add", c.b.binary("multiply", total, c.b.scalar(c.attr("alpha", 1e-4) / size, dtype)),
+                      c.b.scalar(c.attr("bias", 1.0), dtype))
+    return [c.b.binary("divide", x, c.b.binary("power", base, c.b.scalar(c.attr("beta", 0.75), dtype)))]
 
 
 def _moments(c: Ctx, x: Tensor, axes: list[int]) -> tuple[Tensor, Tensor]:
@@ -281,7 +306,8 @@ HANDLERS = {
     **{k: _reduction(k) for k in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                                   "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
     "ArgMax": _arg("GT"), "ArgMin": _arg("LT"), "Softmax": _softmax(False), "LogSoftmax": _softmax(True),
-    "Hardmax": _hardmax, "TopK": _topk, "CumSum": _cumsum, "LayerNormalization": _layer_norm,
+    "Hardmax": _hardmax, "TopK": _topk, "CumSum": _cumulative("add"),
+    "CumProd": _cumulative("multiply"), "LRN": _lrn, "LayerNormalization": _layer_norm,
     "BatchNormalization": _batch_norm, "InstanceNormalization": _instance_norm,
     "LpNormalization": _lp_norm, "MeanVarianceNormalization": _mvn,
 }

@@ -159,16 +159,42 @@ def _gather(c: Ctx) -> list[Tensor]:
 
 def _gather_elements(c: Ctx) -> list[Tensor]:
     x, idx = c.input(0), c.input(1)
-    xs, ish = shape_of(x), shape_of(idx)
+    xs = shape_of(x)
     axis = c.axis(c.attr("axis", 0), len(xs))
-    idx = c.b.convert(_normalize_indices(c, idx, xs[axis]), np.int64)
+    return [gather_elements(c, x, c.b.convert(_normalize_indices(c, idx, xs[axis]), np.int64), axis)]
+
+
+def gather_elements(c: Ctx, x: Tensor, idx: Tensor, axis: int) -> Tensor:
+    """out[i...] = x[i... with i[axis] = idx[i...]] (in-range int64 indices): one `gather`."""
+    xs, ish = shape_of(x), shape_of(idx)
     # a full index vector per output element: iotas for the other dims, the given index on `axis`
     parts = [c.b.reshape(idx, [*ish, 1]) if d == axis else c.b.iota([*ish, 1], d) for d in range(len(xs))]
     vec = c.b.concat(parts, len(ish))
-    return [c.b.emit("gather", [x, vec], ish, dtype_of(x), {
+    return c.b.emit("gather", [x, vec], ish, dtype_of(x), {
         "offset_dims": (), "collapsed_slice_dims": tuple(range(len(xs))), "operand_batching_dims": (),
         "start_indices_batching_dims": (), "start_index_map": tuple(range(len(xs))),
-        "index_vector_dim": len(ish), "slice_sizes": (1,) * len(xs)})]
+        "index_vector_dim": len(ish), "slice_sizes": (1,) * len(xs)})
+
+
+def _reverse_sequence(c: Ctx) -> list[Tensor]:
+    x, lens = c.input(0), c.b.convert(c.input(1), np.int64)
+    xs = shape_of(x)
+    batch, time = c.attr("batch_axis", 1), c.attr("time_axis", 0)
+    t = c.b.iota(xs, time)
+    n = c.b.emit("broadcast_in_dim", [lens], xs, np.int64, {"broadcast_dimensions": (batch,)})
+    rev = c.b.binary("subtract", c.b.binary("subtract", n, c.b.scalar(1, np.int64)), t)
+    return [gather_elements(c, x, c.b.select(c.b.compare("LT", t, n), rev, t), time)]
+
+
+def _eye_like(c: Ctx) -> list[Tensor]:
+    from compiler.frontends.onnx.model import element_type
+    x = c.input(0)
+    xs = shape_of(x)
+    dtype = element_type(c.attr("dtype"), c.where) if "dtype" in c.attrs else dtype_of(x)
+    if len(xs) != 2:
+        raise c.error(f"the input must be 2-D, got shape {xs}")
+    diagonal = c.b.compare("EQ", c.b.binary("subtract", c.b.iota(xs, 1), c.b.iota(xs, 0)), c.b.scalar(c.attr("k", 0), np.int64))
+    return [c.b.convert(diagonal, dtype)]
 
 
 def _gather_nd(c: Ctx) -> list[Tensor]:
@@ -357,5 +383,5 @@ HANDLERS = {
     "GatherElements": _gather_elements, "GatherND": _gather_nd, "Expand": _expand, "Tile": _tile,
     "Pad": _pad, "Shape": _shape, "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Trilu": _trilu, "Constant": _constant, "Dropout": _dropout, "DepthToSpace": _depth_to_space,
-    "SpaceToDepth": _space_to_depth, "OneHot": _one_hot,
+    "SpaceToDepth": _space_to_depth, "OneHot": _one_hot, "ReverseSequence": _reverse_sequence, "EyeLike": _eye_like,
 }

@@ -82,6 +82,7 @@ class CallBreakdown:
     completion: float
     host_after: float
     lane_idle: float  # fraction of lane time idle while kernels were running (0..1)
+    calls: int = 0  # calls averaged (the slowest tenth is left out where there are 10 or more)
     timed: bool = True  # False: no host timestamps (collect.Recorder): host_before is everything
     # before the first workgroup (host, submit, wake) and completion everything after the last
 
@@ -367,13 +368,20 @@ def _breakdown(cap: DeviceCapture, calls: list[Call], lanes: int, by: _BySerial)
         # with it. (`fibergrid profile MODEL` makes its own untraced warm-up call.)
         first = {k: v[0] for k, v in parts.items()}
         parts = {k: v[1:] for k, v in parts.items()}
+    if len(parts["wall"]) >= 10:
+        # The slowest tenth left out: on a shared machine one call that lost its core for 400 ms
+        # would otherwise be most of the mean (the call line reports the max).
+        limit = float(np.percentile(parts["wall"], 90))
+        keep = [i for i, w in enumerate(parts["wall"]) if w <= limit]
+        parts = {k: [v[i] for i in keep] for k, v in parts.items()}
     mean = {k: statistics.fmean(v) for k, v in parts.items()}
     # The categories are measured separately; a clock step or a wait outside the call could
     # leave a residue: it goes to host time so the parts still add up to the wall time.
     measured = sum(mean[k] for k in ("host_before", "launch", "kernels", "gaps", "completion", "host_after"))
     mean["host_after"] += max(0.0, mean["wall"] - measured)
     return CallBreakdown(mean["wall"], mean["host_before"], mean["launch"], mean["kernels"], mean["gaps"],
-                         mean["completion"], mean["host_after"], max(0.0, mean["idle"]), cap.host_timing), launches, first
+                         mean["completion"], mean["host_after"], max(0.0, mean["idle"]), len(parts["wall"]),
+                         cap.host_timing), launches, first
 
 
 def _critical_path(cap: DeviceCapture, calls: list[Call], by: _BySerial) -> tuple[list[CriticalStep], float]:

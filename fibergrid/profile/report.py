@@ -71,7 +71,8 @@ def text(a: Analysis, findings: list[Finding]) -> str:
                    "balance", "GFLOP/s", "GB/s"], rows, left=2)
     b = a.breakdown
     if b:
-        out += ["", f"Where a call's {_us(b.wall)} us went (mean)"]
+        out += ["", f"Where a call's {_us(b.wall)} us went (mean of {b.calls} calls"
+                    + (", the slowest tenth left out)" if b.calls < a.calls - (1 if a.first_call else 0) else ")")]
         if b.timed:
             parts = [("host before submit (Python, copies in)", b.host_before), ("launch: submit -> first workgroup", b.launch),
                      ("kernels (>= 1 worker in a kernel)", b.kernels), ("between regions (barriers, no kernel)", b.gaps),

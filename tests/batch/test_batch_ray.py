@@ -76,6 +76,22 @@ def test_ray_two_actors_equal_single_process(cluster, dynamic_mlir, dataset_1000
     assert_same_rows(got, single_process)
 
 
+def test_actors_size_and_pin_their_devices(cluster, dynamic_mlir) -> None:
+    """Each actor's device has the workers Ray gave it CPUs, pinned to CPUs no other actor has."""
+    actor = ray.remote(num_cpus=1)(Predictor)
+    actors = [actor.remote(dynamic_mlir) for _ in range(2)]
+    try:
+        placements = ray.get([a.placement.remote() for a in actors], timeout=120)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    assert [p["workers"] for p in placements] == [1, 1]
+    cpus = [p["cpus"] for p in placements]
+    if None not in cpus:  # claimed: disjoint (None: this machine gave too few CPUs to pin)
+        assert len(set(cpus[0]) | set(cpus[1])) == 2, cpus
+        assert [p["affinity"] for p in placements] == cpus
+
+
 class DyingPredictor(Predictor):
     """A Predictor whose process kills itself (SIGKILL: no cleanup, as a crashed node would) on
     its second batch, once per test run (the marker file is created exclusively)."""

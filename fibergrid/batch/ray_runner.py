@@ -82,7 +82,7 @@ def score_ray(model: Any, files: list[str], writer: Writer, batch_size: int, *, 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the output order is the input order
     context.enable_progress_bars = False  # ours counts rows; Ray's would interleave with it
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run INFO lines under our bar
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-run INFO lines (nor "progress bars disabled") under our bar
     ds = dataset(files, read_tasks=concurrency).map_batches(predictor_class, **map_batches_kwargs(
         model, concurrency=concurrency, num_cpus=num_cpus, batch_size=batch_size,
         max_restarts=max_restarts, **predictor))

@@ -151,3 +151,17 @@ def test_cli_batch_onnx_goes_through_fg_load(dataset_1000, tmp_path, capsys) -> 
     assert cli.main(["batch", str(model), "--input", dataset_1000, "--output", str(tmp_path / "o"), "-q"]) == 1
     assert capsys.readouterr().err.strip() == f"fibergrid: error: {expected}"
 
+
+
+def test_cpu_claims_are_disjoint_until_exhausted(tmp_path) -> None:
+    """Actors on one node claim CPUs through per-CPU lock files: no CPU twice, None when none
+    is left (the actor then runs unpinned)."""
+    import os
+
+    from fibergrid.batch import cpus
+
+    available = sorted(os.sched_getaffinity(0))
+    claimed = [cpus.claim(1, str(tmp_path)) for _ in available]
+    assert sorted(c[0] for c in claimed) == available
+    assert cpus.claim(1, str(tmp_path)) is None
+    assert cpus.claim(len(available) + 1, str(tmp_path / "other")) is None

@@ -165,3 +165,22 @@ def test_if_on_a_runtime_condition_and_an_unrolled_loop():
         y, z = module(x=x, c=np.array(c))  # returns the loop's initial value here)
         np.testing.assert_allclose(y, 2 * x if c else -x)
         np.testing.assert_allclose(z, x ** 4)
+
+
+@pytest.mark.parametrize("strides,dilations,pads", [([2, 2], [1, 1], [1, 1, 1, 1]), ([1, 2], [2, 1], [0, 1, 2, 0])])
+def test_depthwise_conv_and_folded_batchnorm(strides, dilations, pads):
+    """Depthwise convs (lowered as slices and multiply-adds) and Conv -> BatchNormalization (folded
+    into the conv's weights) against onnx's reference evaluator."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((4, 6, 1, 1)).astype(np.float32)
+    stats = [rng.uniform(0.5, 1.5, 4), rng.standard_normal(4), rng.standard_normal(4), rng.uniform(0.5, 1.5, 4)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["d"], group=6, strides=strides, dilations=dilations, pads=pads),
+             helper.make_node("Conv", ["d", "w2"], ["p"]),
+             helper.make_node("BatchNormalization", ["p", "g", "beta", "mean", "var"], ["y"], epsilon=1e-3)]
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, a.shape, a.astype(np.float32).ravel())
+             for n, a in zip(["w", "w2", "g", "beta", "mean", "var"], [w, w2, *stats])]
+    data = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 11, 9])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "h", "w"])], inits)
+    x = rng.standard_normal((2, 6, 11, 9)).astype(np.float32)
+    np.testing.assert_allclose(fg.load(data, "local-sync")(x), _reference(data, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -324,13 +324,6 @@ def advance(a: int, s: int, w: int, present: int, queue: bool) -> bool:
     return True
 
 
-@njit(inline="always")
-def committed(a: int) -> int:
-    """Participants running (H_ACTIVE) or woken to run (H_WAKING): the device runs at most as
-    many at once as it has workers."""
-    return max(0, load(a + 8 * L.H_ACTIVE)) + max(0, load(a + 8 * L.H_WAKING))
-
-
 @njit(nogil=True, cache=True)
 def helpers_to_wake(a: int, slot: int, total: int, present: int) -> int:
     """The wake policy: how many more participants the region just published should get.
@@ -344,7 +337,7 @@ def helpers_to_wake(a: int, slot: int, total: int, present: int) -> int:
     reservation = load(slot + 8 * L.S_RESERVATION)
     threads = load_i64(a + 8 * L.H_THREADS)
     useful = min(load_i64(a + 8 * L.H_WORKERS), (total + reservation - 1) // reservation) - present
-    limit = min(useful, threads - committed(a))
+    limit = min(useful, threads - max(0, load(a + 8 * L.H_ACTIVE)))
     if limit <= 0:
         return 1 if present == 0 and threads > 0 else 0
     row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * load(slot + 8 * L.S_REGION)
@@ -363,14 +356,18 @@ def helpers_to_wake(a: int, slot: int, total: int, present: int) -> int:
 def share(a: int, s: int, w: int, total: int, present: int) -> None:
     """Invites the participants the wake policy grants the region: shards on w's deque, which
     idle workers steal (w < 0, the host outside a help session: the ready entry is the
-    invitation, and its taker shares further). Wakes parked workers only when some sleep."""
+    invitation, and its taker shares further). Wakes parked workers only when some sleep, and
+    only as many as are not already on their way: a worker woken for this region (counted in
+    H_WAKING) needs a shard to steal, not another wake."""
     k = helpers_to_wake(a, slot_addr(a, s), total, present)
     if k <= 0:
         return
-    if w >= 0:
-        for _ in range(k):
-            deque_push(a, w, s)
-    wake_workers(a, k)
+    if w < 0:
+        wake_workers(a, k)
+        return
+    for _ in range(k):
+        deque_push(a, w, s)
+    wake_workers(a, k - min(k, max(0, load(a + 8 * L.H_WAKING))))
 
 
 @njit(nogil=True, cache=True)

@@ -80,6 +80,9 @@ def join(a: int, found: int, w: int) -> int:
     return s
 
 
+MAX_WAKE_COST_NS = 1_000_000
+
+
 @njit(nogil=True, cache=True)
 def _park(a: int, w: int, participants: int) -> None:
     bump(a, w, L.W_PARKS, 1)  # parks attempted
@@ -100,7 +103,12 @@ def _park(a: int, w: int, participants: int) -> None:
         bump(a, w, L.W_WAKES, 1)
         bump(a, w, L.W_WAKE_NS, latency)
         if load(word(a, L.H_WAKE_MEASURE)) != 0:
-            store(word(a, L.H_WAKE_COST_NS), (7 * load(word(a, L.H_WAKE_COST_NS)) + latency) // 8)
+            # A sample is capped at MAX_WAKE_COST_NS: beyond it the wait is for a core other
+            # processes hold, which the host's own run of the region would wait for too; and an
+            # estimate that grew without bound would stop all wakes, and with them the samples
+            # that could bring it down again.
+            sample = min(latency, MAX_WAKE_COST_NS)
+            store(word(a, L.H_WAKE_COST_NS), (7 * load(word(a, L.H_WAKE_COST_NS)) + sample) // 8)
 
 
 @njit(nogil=True, cache=True)

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, cli_error: type[Exception]) -> int:
     if args.num_cpus < 1 or (args.concurrency is not None and args.concurrency < 1):
         raise cli_error("--num-cpus and --concurrency must be >= 1")
     files = list_files(args.input)
-    total = sum(data_module.count_rows(p) for p in files)
+    total = data_module.check_consistent(files)
     file_format = args.format or ("parquet" if all(p.endswith(".parquet") for p in files) else "npz")
     names = {"inputs": _names(args.inputs), "outputs": _names(args.outputs), "keep": _names(args.keep)}
     import fibergrid as fg

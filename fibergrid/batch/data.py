@@ -123,27 +123,78 @@ def read_file(path: str, columns: list[str] | None = None) -> Batch:
     return _checked(batch, path)
 
 
-def count_rows(path: str) -> int:
-    """Rows in a file from its header or metadata, reading no data."""
+Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]  # column -> (dtype, shape of a row)
+
+
+def describe(path: str) -> tuple[int, Schema]:
+    """(rows, columns) of a file from its headers or Parquet metadata, reading no data: a
+    progress bar knows its total, and files that disagree are caught before any work starts."""
     try:
         if path.endswith(".npy"):
-            return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+            return (int(a.shape[0]) if a.ndim else 0), {"data": (a.dtype, tuple(a.shape[1:]))}
         if path.endswith(".npz"):
+            schema, rows = {}, 0
             with zipfile.ZipFile(path) as z:
-                first = next((n for n in z.namelist() if n.endswith(".npy")), None)
-                if first is None:
-                    return 0
-                with z.open(first) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, _, _ = read(f)
-                    return int(shape[0]) if shape else 0
+                for name in z.namelist():
+                    if not name.endswith(".npy"):
+                        continue
+                    with z.open(name) as f:
+                        version = np.lib.format.read_magic(f)
+                        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                        shape, _, dtype = read(f)
+                    schema[name[:-4]] = (dtype, tuple(shape[1:]))
+                    rows = int(shape[0]) if shape else 0
+            return rows, schema
         pq = _pyarrow().parquet
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        meta = pq.ParquetFile(path)
+        return int(meta.metadata.num_rows), {name: _arrow_schema(meta.schema_arrow.field(name).type)
+                                             for name in meta.schema_arrow.names}
     except InvalidArgument:
         raise
     except Exception as e:  # noqa: BLE001 — reported as the file being unreadable
         raise InvalidArgument(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}".splitlines()[0]) from None
+
+
+def _arrow_schema(arrow_type) -> tuple[np.dtype | None, tuple[int, ...]]:
+    """(dtype, row shape) of an Arrow column type; variable list dims are -1, unknown dtypes None."""
+    pa = _pyarrow()
+    shape = []
+    while True:
+        if pa.types.is_fixed_size_list(arrow_type):
+            shape.append(arrow_type.list_size)
+        elif pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+            shape.append(-1)
+        else:
+            break
+        arrow_type = arrow_type.value_type
+    try:
+        return np.dtype(arrow_type.to_pandas_dtype()), tuple(shape)
+    except (NotImplementedError, TypeError, AttributeError):
+        return None, tuple(shape)
+
+
+def count_rows(path: str) -> int:
+    """Rows in a file, from its headers or metadata."""
+    return describe(path)[0]
+
+
+def check_consistent(paths: list[str]) -> int:
+    """Total rows; one clear error where a file's column differs in dtype or row shape from the
+    first file's (Ray would fail deep inside when it merges the two)."""
+    total, first = 0, None
+    for path in paths:
+        rows, schema = describe(path)
+        total += rows
+        if first is None:
+            first = (path, schema)
+            continue
+        for name, (dtype, shape) in schema.items():
+            if name in first[1] and first[1][name] != (dtype, shape):
+                want = first[1][name]
+                raise InvalidArgument(f"'{path}': column '{name}' is {dtype} rows of {shape}, but in '{first[0]}' "
+                                      f"{want[0]} rows of {want[1]}; every file needs the same columns")
+    return total
 
 
 def concat(batches: list[Batch]) -> Batch:

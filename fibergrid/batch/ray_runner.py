@@ -60,16 +60,28 @@ def dataset(files: list[str], read_tasks: int = 1):
                              compute=ray.data.TaskPoolStrategy(size=max(1, read_tasks)))
 
 
-def _unwrap(e: BaseException) -> BaseException:
-    """The fibergrid error inside Ray's wrappers (RayTaskError, UserCodeException...), if any."""
-    seen = set()
+def _unwrap(e: BaseException) -> tuple[BaseException | None, BaseException]:
+    """(the fibergrid error inside Ray's wrappers (RayTaskError, UserCodeException...) or None,
+    the innermost cause)."""
+    seen, last = set(), e
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, Error):
-            return e
+            return e, e
+        last = e
         cause = getattr(e, "cause", None)
         e = cause if isinstance(cause, BaseException) else e.__cause__ or e.__context__
-    return None
+    return None, last
+
+
+def _from_traceback(text: str) -> Error | None:
+    """The fibergrid error an actor raised, rebuilt from the remote traceback Ray's message
+    carries (Ray Data's UserCodeException keeps no cause object: it is lost in pickling)."""
+    from hal import errors
+
+    match = re.search(r"(?m)^\s*hal\.errors\.(\w+): (.*)$", re.sub(r"\x1b\[[0-9;]*m", "", text))
+    cls = getattr(errors, match.group(1), None) if match else None
+    return cls(match.group(2)) if isinstance(cls, type) and issubclass(cls, Error) else None
 
 
 def score_ray(model: Any, files: list[str], writer: Writer, batch_size: int, *, concurrency: int = 1,
@@ -82,7 +94,9 @@ def score_ray(model: Any, files: list[str], writer: Writer, batch_size: int, *, 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the output order is the input order
     context.enable_progress_bars = False  # ours counts rows; Ray's would interleave with it
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-run INFO lines (nor "progress bars disabled") under our bar
+    # Ray Data logs every run (INFO) and every failure (a traceback per layer) on stderr; they stay
+    # in its log files (/tmp/ray/session_*/logs/ray-data), and a failure here is one line.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     ds = dataset(files, read_tasks=concurrency).map_batches(predictor_class, **map_batches_kwargs(
         model, concurrency=concurrency, num_cpus=num_cpus, batch_size=batch_size,
         max_restarts=max_restarts, **predictor))
@@ -92,10 +106,12 @@ def score_ray(model: Any, files: list[str], writer: Writer, batch_size: int, *, 
             if progress is not None:
                 progress.update(len(next(iter(batch.values()))))
     except Exception as e:  # noqa: BLE001 — an actor's fibergrid error, as its own one line
-        inner = _unwrap(e)
-        if inner is not None:
-            raise inner from None
-        message = re.sub(r"\x1b\[[0-9;]*m", "", f"Ray: {type(e).__name__}: {e}")
+        ours, innermost = _unwrap(e)
+        if ours is None:
+            ours = _from_traceback(str(e))
+        if ours is not None:
+            raise ours from None
+        message = re.sub(r"\x1b\[[0-9;]*m", "", f"Ray: {type(innermost).__name__}: {innermost}")
         raise Error(message.splitlines()[0]) from None
     writer.close()
     return writer.rows

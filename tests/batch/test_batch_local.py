@@ -90,6 +90,10 @@ def test_one_line_errors(device, dynamic_mlir, static_fgx, tmp_path) -> None:
     np.savez(tmp_path / "uneven.npz", x=x, id=np.arange(4))
     with pytest.raises(fg.InvalidArgument, match=r"columns have different row counts \(x: 5, id: 4\)"):
         data.read_file(str(tmp_path / "uneven.npz"))
+    np.savez(tmp_path / "f32.npz", x=x, id=np.arange(5))
+    np.savez(tmp_path / "f64.npz", x=x.astype(np.float64), id=np.arange(5))
+    with pytest.raises(fg.InvalidArgument, match=r"^'.*f64.npz': column 'x' is float64 rows of \(4,\), but in '.*f32.npz' float32"):
+        data.check_consistent([str(tmp_path / "f32.npz"), str(tmp_path / "f64.npz")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(fg.InvalidArgument, match="holds no .npy, .npz or .parquet files"):
         data.list_files(str(tmp_path / "empty"))
@@ -105,7 +109,7 @@ def test_parquet_round_trip_keeps_tensor_shapes(tmp_path) -> None:
     back = data.read_file(str(tmp_path / "a.parquet"))
     assert back["t"].shape == (6, 2, 3) and back["t"].dtype == np.float32
     np.testing.assert_array_equal(back["t"], batch["t"])
-    assert data.count_rows(str(tmp_path / "a.parquet")) == 6
+    assert data.describe(str(tmp_path / "a.parquet")) == (6, {"id": (np.dtype(np.int64), ()), "t": (np.dtype(np.float32), (2, 3))})
     pq.write_table(pa.table({"v": pa.array([[1.0, 2.0], [3.0]])}), tmp_path / "ragged.parquet")
     with pytest.raises(fg.InvalidArgument, match="column 'v' has rows of different lengths"):
         data.read_file(str(tmp_path / "ragged.parquet"))
@@ -117,7 +121,7 @@ def test_parquet_round_trip_keeps_tensor_shapes(tmp_path) -> None:
 def test_cli_batch_local(dynamic_mlir, dataset_1000, tmp_path, capsys) -> None:
     out = tmp_path / "scored"
     assert cli.main(["batch", dynamic_mlir, "--input", dataset_1000, "--output", str(out), "--local",
-                     "--batch-size", "128", "--format", "parquet", "--workers", "1"]) == 0
+                     "--batch-size", "128", "--workers", "1"]) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["rows"] == 1000 and summary["mode"] == "local" and summary["rows_per_s"] > 0

@@ -162,6 +162,14 @@ def test_cli_ray_bad_column_is_one_line(cluster, static_fgx, dataset_1000, tmp_p
                                        "(columns: id, x)\n")
 
 
+@pytest.mark.slow  # one more actor pool: ~20 s on 2 cores
+def test_actor_error_is_the_fibergrid_error(cluster, dynamic_mlir, tmp_path) -> None:
+    """No driver-side check here: the actors fail, and the caller sees their error, unwrapped."""
+    np.savez(tmp_path / "q.npz", id=np.arange(3), q=np.zeros((3, 4), np.float32))
+    with pytest.raises(fg.InvalidArgument, match=r"^no column 'x' for input 0 of @main \(columns: id, q\)$"):
+        score_ray(dynamic_mlir, [str(tmp_path / "q.npz")], data.Writer(str(tmp_path / "o")), 8)
+
+
 def _free_port() -> int:
     import socket
 

@@ -41,7 +41,8 @@ def _source_text(model: Any, module: Any) -> str | None:
                 return f.read()
         except (OSError, UnicodeDecodeError):
             pass
-    return module.program.source
+    source = module.program.source
+    return source if isinstance(source, str) else None  # an ONNX model's source is not StableHLO text
 
 
 def _origin(model: Any) -> str:

@@ -152,14 +152,19 @@ SMALL = ("attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "
 
 def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3) -> dict[str, float]:
     """Median latency of each call, measured in interleaved rounds (one sample of each per
-    round) after a warm-up, with at least `repeats` samples and `min_seconds` per call."""
+    round) after a warm-up, with at least `repeats` samples and `min_seconds` per call. The
+    order rotates every round: a call right after numpy shares the cores with OpenBLAS's
+    threads, which spin for a while after each BLAS call, so a fixed order charges that to
+    whichever runner comes next."""
     for call in calls.values():
         call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
     rounds = 0
+    names = list(calls)
     while rounds < repeats or min(spent.values()) < min_seconds:
-        for name, call in calls.items():
+        for name in names[rounds % len(names):] + names[:rounds % len(names)]:
+            call = calls[name]
             t0 = time.perf_counter()
             call()
             dt = time.perf_counter() - t0

@@ -42,6 +42,9 @@ class Builder:
         self.ops: list[Op] = []
         self._constants: dict[int, tuple[np.ndarray, Value]] = {}
         self.loc: tuple[int, int] | None = None  # (node index + 1, 0): where ops of the node come from
+        # MatMul results computed as one 2-D matmul and reshaped back to their batch dims: a bias
+        # Add then goes on the 2-D result, where the backend fuses it into the matmul's epilogue.
+        self.matmul_rows: dict[Value, Value] = {}
 
     def emit(self, name: str, operands: Sequence[Tensor], shape: Sequence[int], dtype: Any,
              attrs: dict[str, Any] | None = None, regions: list[Region] | None = None) -> Value:
@@ -97,6 +100,16 @@ class Builder:
         if math.prod(shape) != math.prod(shape_of(x)):
             raise CompileError(f"cannot reshape {shape_of(x)} to {shape}")
         return self.emit("reshape", [x], shape, dtype_of(x))
+
+    def view(self, x: Tensor, shape: Sequence[int]) -> Tensor:
+        """A reshape through 1-D. The backend turns a reshape that only adds or drops unit dims
+        into an index expression (fused into its consumer, or copied where a buffer is needed,
+        as a matmul operand or a result), and any other reshape into a view of the operand's
+        buffer: for a buffer that must stay one (matmul operands and results) the view is free."""
+        shape = tuple(int(d) for d in shape)
+        if shape_of(x) == shape or len(shape_of(x)) <= 1 or len(shape) <= 1:
+            return self.reshape(x, shape)
+        return self.reshape(self.reshape(x, [math.prod(shape)]), shape)
 
     def transpose(self, x: Tensor, perm: Sequence[int]) -> Tensor:
         perm = tuple(int(p) for p in perm)

@@ -10,6 +10,7 @@ import numpy as np
 
 from compiler.frontends.onnx.builder import Tensor, dtype_of, shape_of
 from compiler.frontends.onnx.graph import Ctx, Handler
+from compiler.ir import Value
 
 
 def _unary(name: str) -> Handler:
@@ -21,8 +22,23 @@ def _binary(name: str) -> Handler:
         a, b = c.input(0), c.input(1)
         if dtype_of(a) != dtype_of(b):
             raise c.error(f"operand types differ: {dtype_of(a)} and {dtype_of(b)}")
+        if name == "add":
+            biased = _bias_add(c, a, b) if isinstance(a, Value) else None
+            if biased is None and isinstance(b, Value):
+                biased = _bias_add(c, b, a)
+            if biased is not None:
+                return [biased]
         return [c.b.binary(name, a, b)]
     return handler
+
+
+def _bias_add(c: Ctx, product: Value, bias: Tensor) -> Tensor | None:
+    """MatMul + bias vector: the add on the MatMul's 2-D rows (see Builder.matmul_rows)."""
+    rows = c.b.matmul_rows.get(product)
+    n = shape_of(product)[-1]
+    if rows is None or shape_of(bias) not in ((n,), (1, n)):
+        return None
+    return c.b.view(c.b.binary("add", rows, c.b.reshape(bias, [n])), shape_of(product))
 
 
 def _variadic(name: str) -> Handler:

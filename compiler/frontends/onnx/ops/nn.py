@@ -16,6 +16,7 @@ import numpy as np
 
 from compiler.frontends.onnx.builder import Tensor, dtype_of, lowest, scalar_body, shape_of
 from compiler.frontends.onnx.graph import Ctx
+from compiler.ir import Value
 
 
 def matmul(c: Ctx, a: Tensor, b: Tensor) -> Tensor:
@@ -34,8 +35,11 @@ def matmul(c: Ctx, a: Tensor, b: Tensor) -> Tensor:
         raise c.error(f"cannot multiply {sa} by {sb}")
     batch = tuple(np.broadcast_shapes(sa[:-2], sb[:-2]))
     if len(sb) == 2:  # weights: one 2-D matmul over all rows
-        rows = c.b.reshape(a, [math.prod(sa[:-1]), sa[-1]])
-        y = c.b.reshape(c.b.dot(rows, b, 0, 1, 0), [*sa[:-1], sb[-1]])
+        rows = c.b.view(a, [math.prod(sa[:-1]), sa[-1]])
+        product = c.b.dot(rows, b, 0, 1, 0)
+        y = c.b.view(product, [*sa[:-1], sb[-1]])
+        if isinstance(y, Value) and y is not product:
+            c.b.matmul_rows[y] = product
     else:
         a = c.b.broadcast(a, [*batch, *sa[-2:]])
         b = c.b.broadcast(b, [*batch, *sb[-2:]])

@@ -184,3 +184,21 @@ def test_depthwise_conv_and_folded_batchnorm(strides, dilations, pads):
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "h", "w"])], inits)
     x = rng.standard_normal((2, 6, 11, 9)).astype(np.float32)
     np.testing.assert_allclose(fg.load(data, "local-sync")(x), _reference(data, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_external_data(tmp_path):
+    """Initializers in an external data file beside the model (as large exports have them)."""
+    from onnx import numpy_helper
+    model = onnx.load_from_string(_mlp())
+    raw = [numpy_helper.from_array(numpy_helper.to_array(t), t.name) for t in model.graph.initializer]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(raw)  # raw bytes: what moves to external data
+    path = tmp_path / "mlp.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="mlp.weights", size_threshold=0)
+    assert (tmp_path / "mlp.weights").exists()
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(fg.load(path, "local-sync")(x)[0], _reference(_mlp(), {"x": x})[0], rtol=1e-5)
+    (tmp_path / "mlp.weights").unlink()
+    with pytest.raises(fg.Error, match="external data"):
+        fg.load(path, "local-sync")

@@ -78,8 +78,8 @@ def read_model(data: bytes, base_dir: str | None = None) -> Any:
         try:
             from onnx.external_data_helper import load_external_data_for_model
             load_external_data_for_model(model, base_dir)
-        except (OSError, ValueError) as e:
-            raise CompileError(f"cannot read the model's external data: {e}") from None
+        except (OSError, ValueError, onnx.checker.ValidationError) as e:
+            raise CompileError(f"cannot read the model's external data: {str(e).strip().splitlines()[0]}") from None
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:

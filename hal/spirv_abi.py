@@ -8,8 +8,9 @@ A kernel with n bindings sees, in descriptor set 0:
         [0..2]       workgroup_count x, y, z (copied from the indirect buffer for
                      dispatch_indirect before the dispatch runs)
         [3]          status: 0; a kernel that fails stores a non-zero status here
-        [4..6]       the failing workgroup's id (stored with the status)
-        [7]          reserved
+        [4..6]       the failing workgroup's id (stored with the status); for dispatch_indirect,
+                     the count read from the indirect buffer
+        [7]          1 when that count was over the device limit (the dispatch then runs none)
         [8 + 2i]     binding i's offset in its buffer, in elements of the binding's type
         [9 + 2i]     binding i's length, in elements
         [8 + 2n + j] constant j (a 32-bit word, as on the CPU)
@@ -29,6 +30,7 @@ FORMAT = "vulkan-spirv1.6"  # executable format tag: SPIR-V 1.6 for Vulkan 1.3, 
 WORKGROUP_COUNT = 0
 STATUS = 3
 FAILED_WORKGROUP = 4
+INDIRECT_RANGE = 7
 HEADER_WORDS = 8
 
 

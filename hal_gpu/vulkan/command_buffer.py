@@ -3,8 +3,9 @@
 - dispatch: bind the entry's pipeline and a descriptor set (the bindings as whole buffers, and
   this dispatch's region of the command buffer's dispatch-state buffer: workgroup count, binding
   offsets and lengths, constants; hal/spirv_abi.py), then vkCmdDispatch.
-- dispatch_indirect: the three count words are copied from the indirect buffer into the state
-  (the kernel reads its workgroup count there) and vkCmdDispatchIndirect reads them too.
+- dispatch_indirect: a built-in kernel (builtins.py) copies the three count words from the
+  indirect buffer into the dispatch's state, zeroed and flagged when over the device limit; the
+  kernel reads its workgroup count there and vkCmdDispatchIndirect reads it from there too.
 - fill: vkCmdFillBuffer where offset and length are 4-byte multiples (the pattern repeated to 32
   bits); anything else, and every `update`, copies from a host-visible staging buffer written
   at record time (the data is known then, and a reusable command buffer replays it).
@@ -56,20 +57,23 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
     v, h = device.vk, device.handle
     dispatches = [c for c in cb.commands if isinstance(c, Dispatch)]
     align = max(4, device.properties.limits.minStorageBufferOffsetAlignment)
-    regions, offset = [], 0
+    regions, checks, offset = [], [], 0
     for d in dispatches:
         regions.append(offset)
         words = spirv_abi.state_words(d.entry.binding_count, d.entry.constant_count)
         offset += -(-4 * words // align) * align
+        if d.indirect is not None:  # the built-in count check's own state
+            checks.append(offset)
+            offset += -(-4 * spirv_abi.state_words(2, 1) // align) * align
     keep: list = []
     state = device.allocator.allocate_buffer(max(offset, 4), BufferUsage.DEFAULT)
     words = state.view(np.uint32)
     keep.append(state)
     pool = None
     if dispatches:
-        count = sum(d.entry.binding_count + 1 for d in dispatches)
+        count = sum(d.entry.binding_count + 1 for d in dispatches) + 3 * len(checks)
         pool = v.vkCreateDescriptorPool(h, v.VkDescriptorPoolCreateInfo(
-            sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=len(dispatches), poolSizeCount=1,
+            sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=len(dispatches) + len(checks), poolSizeCount=1,
             pPoolSizes=[v.VkDescriptorPoolSize(type=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)]), None)
     with device._lock:
         handle = v.vkAllocateCommandBuffers(h, v.VkCommandBufferAllocateInfo(
@@ -85,11 +89,14 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
     reads = v.VK_ACCESS_SHADER_READ_BIT | v.VK_ACCESS_SHADER_WRITE_BIT | v.VK_ACCESS_TRANSFER_READ_BIT | v.VK_ACCESS_TRANSFER_WRITE_BIT | v.VK_ACCESS_INDIRECT_COMMAND_READ_BIT
     index = 0
     di = 0
+    check_regions = iter(checks)
     for cmd in cb.commands:
         if isinstance(cmd, Barrier):
             _barrier(v, handle, all_stages, writes, all_stages | v.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT, reads)
             continue
         if isinstance(cmd, Dispatch):
+            if cmd.indirect is not None:
+                _record_indirect_check(device, handle, cmd, state, words, regions[di], next(check_regions), pool)
             _record_dispatch(device, handle, cmd, state, words, regions[di], pool, keep)
             lowered.dispatches.append((index, cmd.entry.name))
             di += 1
@@ -117,16 +124,19 @@ class _StatusView:
     def reset(self) -> None:
         if len(self.indices):
             self.words[self.indices] = 0
+            self.words[self.indices - spirv_abi.STATUS + spirv_abi.INDIRECT_RANGE] = 0
 
     def failed(self) -> list[tuple[int, int, tuple[int, int, int]]]:
         """(dispatch number, status, failing workgroup) of every dispatch that failed."""
         if not len(self.indices):
             return []
         values = self.words[self.indices].view(np.int32)
+        ranges = self.words[self.indices - spirv_abi.STATUS + spirv_abi.INDIRECT_RANGE]
         out = []
-        for i in np.flatnonzero(values):
+        for i in np.flatnonzero(values | ranges.view(np.int32)):
             at = self.indices[i] - spirv_abi.STATUS + spirv_abi.FAILED_WORKGROUP
-            out.append((int(i), int(values[i]), tuple(int(w) for w in self.words[at: at + 3])))
+            status = None if ranges[i] else int(values[i])  # None: the indirect count was out of range
+            out.append((int(i), status, tuple(int(w) for w in self.words[at: at + 3])))
         return out
 
 
@@ -152,19 +162,44 @@ def _record_dispatch(device, handle, d: Dispatch, state, words: np.ndarray, regi
     writes = [v.VkWriteDescriptorSet(sType=v.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, dstSet=dset, dstBinding=i, descriptorCount=1,
                                      descriptorType=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, pBufferInfo=[info]) for i, info in enumerate(infos)]
     v.vkUpdateDescriptorSets(h, len(writes), writes, 0, None)
-    if d.indirect is not None:
-        v.vkCmdCopyBuffer(handle, d.indirect.buffer.handle, state.handle, 1,
-                          [v.VkBufferCopy(srcOffset=d.indirect.offset, dstOffset=region + 4 * spirv_abi.WORKGROUP_COUNT, size=12)])
-        _barrier(v, handle, v.VK_PIPELINE_STAGE_TRANSFER_BIT, v.VK_ACCESS_TRANSFER_WRITE_BIT,
-                 v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, v.VK_ACCESS_SHADER_READ_BIT)
-        keep.append(d.indirect.buffer)
     v.vkCmdBindPipeline(handle, v.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.pipeline)
     v.vkCmdBindDescriptorSets(handle, v.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.layout, 0, 1, [dset], 0, None)
     if d.indirect is not None:
-        v.vkCmdDispatchIndirect(handle, d.indirect.buffer.handle, d.indirect.offset)
+        # The count the check copied into this dispatch's state (zeros if it was out of range).
+        v.vkCmdDispatchIndirect(handle, state.handle, region + 4 * spirv_abi.WORKGROUP_COUNT)
+        keep.append(d.indirect.buffer)
     else:
         v.vkCmdDispatch(handle, *d.workgroup_count)
     keep += [d.executable, [b.buffer for b in d.bindings]]
+
+
+def _record_indirect_check(device, handle, d: Dispatch, state, words: np.ndarray, target: int, region: int, pool) -> None:
+    """The built-in check (builtins.py) that moves an indirect count into the dispatch's state."""
+    v, h = device.vk, device.handle
+    exe = device.builtin_executable()
+    pipe = exe.pipelines[0]
+    base = region // 4
+    words[base + spirv_abi.WORKGROUP_COUNT: base + 3] = 1
+    words[base + spirv_abi.binding_offset_word(0)] = d.indirect.offset // 4
+    words[base + spirv_abi.binding_length_word(0)] = 3
+    nwords = spirv_abi.state_words(d.entry.binding_count, d.entry.constant_count)
+    words[base + spirv_abi.binding_offset_word(1)] = 0
+    words[base + spirv_abi.binding_length_word(1)] = nwords
+    words[base + spirv_abi.constant_word(2, 0)] = device.limits.max_workgroup_count
+    dset = v.vkAllocateDescriptorSets(h, v.VkDescriptorSetAllocateInfo(
+        sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, descriptorPool=pool, descriptorSetCount=1, pSetLayouts=[pipe.set_layout]))[0]
+    infos = [v.VkDescriptorBufferInfo(buffer=d.indirect.buffer.handle, offset=0, range=WHOLE_SIZE),
+             v.VkDescriptorBufferInfo(buffer=state.handle, offset=target, range=4 * nwords),
+             v.VkDescriptorBufferInfo(buffer=state.handle, offset=region, range=4 * spirv_abi.state_words(2, 1))]
+    writes = [v.VkWriteDescriptorSet(sType=v.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, dstSet=dset, dstBinding=i, descriptorCount=1,
+                                     descriptorType=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, pBufferInfo=[info]) for i, info in enumerate(infos)]
+    v.vkUpdateDescriptorSets(h, len(writes), writes, 0, None)
+    v.vkCmdBindPipeline(handle, v.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.pipeline)
+    v.vkCmdBindDescriptorSets(handle, v.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.layout, 0, 1, [dset], 0, None)
+    v.vkCmdDispatch(handle, 1, 1, 1)
+    _barrier(v, handle, v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, v.VK_ACCESS_SHADER_WRITE_BIT,
+             v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | v.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
+             v.VK_ACCESS_SHADER_READ_BIT | v.VK_ACCESS_INDIRECT_COMMAND_READ_BIT)
 
 
 def _copy_from_staging(device, handle, data: bytes, target, keep: list) -> None:

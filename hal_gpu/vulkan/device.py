@@ -124,6 +124,13 @@ class VulkanDevice(Device):
     def _load_executable(self, format: str, data, entry_points: tuple[EntryPoint, ...]) -> Executable:
         return executable.load(self, format, data, entry_points)
 
+    def builtin_executable(self) -> Executable:
+        """The driver's built-in kernels (builtins.py), loaded once."""
+        from hal_gpu.vulkan import builtins
+
+        return self.executable_cache.get_or_create(
+            ("builtins", FORMAT), lambda: self.create_executable(FORMAT, builtins.INDIRECT_CHECK, (builtins.INDIRECT_CHECK_ENTRY,)))
+
     def lower_command_buffer(self, cb: CommandBuffer):
         self._check_open()
         return command_buffer.lower(self, cb)
@@ -236,7 +243,12 @@ class VulkanDevice(Device):
         for cb in sub.command_buffers:
             for number, status, workgroup in cb.lowered.status.failed():
                 index, name = cb.lowered.dispatches[number]
-                error = error or Aborted(f"kernel '{name}' returned status {status} at workgroup {workgroup} (command {index} of command buffer #{cb.id})")
+                where = f"command {index} of command buffer #{cb.id}"
+                if status is None:
+                    error = error or Aborted(f"dispatch_indirect '{name}' ({where}): workgroup count {workgroup} read from its buffer "
+                                             f"is out of range (limit {self.limits.max_workgroup_count})")
+                else:
+                    error = error or Aborted(f"kernel '{name}' returned status {status} at workgroup {workgroup} ({where})")
         if error is not None:
             for s, _ in sub.signals:
                 if s.failure is None:

@@ -39,7 +39,6 @@ def device(driver):
 # is an expected failure on vulkan only, so the rest of the suite guards it and a fix shows up
 # as XPASS.
 VULKAN_GAPS = {
-    "test_dispatch_indirect_over_limit_fails_the_submission": "an indirect count over the limit is not checked on the GPU",
     "test_failure_names_the_right_command": "commands after a failed dispatch still run on the GPU",
     "test_failure_travels_to_dependent_submissions": "dependent submissions already on the GPU queue still run their kernels",
     "test_failure_in_one_of_several_command_buffers": "later command buffers of a failed submission still run on the GPU",

@@ -61,7 +61,7 @@ def graph_ops(graph: Any) -> set[str]:
     return ops
 
 
-def _first_line(text: str, limit: int = 160) -> str:
+def _first_line(text: str, limit: int = 320) -> str:
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
     return (lines[0] if lines else "")[:limit]
 

@@ -35,9 +35,9 @@ def _binary(name: str) -> Handler:
 def _bias_add(c: Ctx, product: Value, bias: Tensor) -> Tensor | None:
     """MatMul + bias vector: the add on the MatMul's 2-D rows (see Builder.matmul_rows)."""
     rows = c.b.matmul_rows.get(product)
-    n = shape_of(product)[-1]
-    if rows is None or shape_of(bias) not in ((n,), (1, n)):
+    if rows is None or shape_of(bias) not in ((shape_of(product)[-1],), (1, shape_of(product)[-1])):
         return None
+    n = shape_of(product)[-1]
     return c.b.view(c.b.binary("add", rows, c.b.reshape(bias, [n])), shape_of(product))
 
 
@@ -71,6 +71,9 @@ def _const(c: Ctx, value: float, like: Tensor) -> np.ndarray:
 
 def _pow(c: Ctx) -> list[Tensor]:
     x, y = c.input(0), c.input(1)
+    if dtype_of(x).kind in "iu":  # the backend's power is float-only: exact in float64 for int32 ranges
+        p = c.b.binary("power", c.b.convert(x, np.float64), c.b.convert(y, np.float64))
+        return [c.b.convert(c.b.unary("round_nearest_even", p), dtype_of(x))]
     return [c.b.binary("power", x, c.b.convert(y, dtype_of(x)))]
 
 

@@ -76,7 +76,7 @@ def test_benchmark_prints_json(workdir: Path) -> None:
     (["run", "model.fgx", "--function", "nope"], "no public function 'nope'"),
     (["run", "missing.fgx"], "cannot read 'missing.fgx'"),
     (["run", "model.mlir", "--device", "no-such-driver"], "no driver named 'no-such-driver'"),
-    (["compile", "model.onnx", "-o", "x.fgx"], "ONNX models are not supported yet"),
+    (["compile", "model.onnx", "-o", "x.fgx"], "cannot read 'model.onnx'"),
     (["compile", "model.mlir"], "required: -o/--output"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])

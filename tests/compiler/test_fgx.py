@@ -171,5 +171,5 @@ def test_load_names_unreadable_and_foreign_files(tmp_path, device) -> None:
         fg.load(junk, device)
     with pytest.raises(fg.InvalidArgument, match="cannot read"):
         fg.load(str(tmp_path / "missing.fgx"), device)
-    with pytest.raises(fg.Unimplemented, match="ONNX models are not supported yet"):
+    with pytest.raises(fg.InvalidArgument, match="cannot read 'model.onnx'"):
         fg.load("model.onnx", device)

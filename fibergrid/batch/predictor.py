@@ -59,22 +59,28 @@ class Predictor:
     `model`: an .fgx or .mlir path, StableHLO text, or a model file's bytes (an .onnx path gives fg.load's error until
     ONNX lands); `function`: the public function (default main); `inputs`/`outputs`/`keep`/
     `max_batch`: as BatchModel; `workers`: device workers (default: the CPUs Ray assigned, else
-    one per core); `pin`: pin them to claimed CPUs (default True)."""
+    one per core); `pin`: in a Ray actor, pin them to CPUs claimed on the node (default True;
+    outside Ray nothing is pinned: the calling thread is the user's)."""
 
     def __init__(self, model: str | os.PathLike | bytes, function: str = "main", *, inputs: Sequence[str] | None = None,
                  outputs: Sequence[str] | None = None, keep: Sequence[str] | None = None,
                  max_batch: int | None = None, workers: int | None = None, pin: bool = True) -> None:
         from fibergrid.batch.cpus import actor_device
 
-        workers = workers or assigned_cpus() or None
-        if workers is None:
+        ray_cpus = assigned_cpus()
+        if ray_cpus is not None:  # a Ray actor: its own process, so pinning its thread is its business
+            self.device, self.cpus = actor_device(workers or ray_cpus, pin)
+        else:  # plain use: never pin the caller's thread
             import fibergrid as fg
 
-            self.device, self.cpus = fg.create_device("local-task"), None
-        else:
-            self.device, self.cpus = actor_device(workers, pin)
-        self.model = BatchModel(_model_source(model), function, device=self.device, inputs=inputs, outputs=outputs,
-                                keep=keep, max_batch=max_batch)
+            self.device, self.cpus = fg.create_device("local-task", **({"workers": workers} if workers else {})), None
+        source = _model_source(model)
+        try:
+            self.model = BatchModel(source, function, device=self.device, inputs=inputs, outputs=outputs,
+                                    keep=keep, max_batch=max_batch)
+        finally:
+            if isinstance(model, bytes) and isinstance(source, str) and source.endswith(".fgx"):
+                os.unlink(source)  # the loaded program is in memory; the temporary file is not needed
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model(batch)

@@ -62,9 +62,11 @@ def assert_same_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) ->
 
 
 def test_predictor_outside_ray(dynamic_mlir) -> None:
-    batch = rows(10)
-    out = Predictor(dynamic_mlir, workers=1)(batch)
+    affinity = os.sched_getaffinity(0)
+    predictor = Predictor(dynamic_mlir, workers=1)
+    out = predictor(rows(10))
     assert list(out) == ["id", "probs", "total"] and out["probs"].shape == (10, 3)
+    assert predictor.placement()["cpus"] is None and os.sched_getaffinity(0) == affinity  # the caller is not pinned
 
 
 def test_ray_two_actors_equal_single_process(cluster, dynamic_mlir, dataset_1000, single_process, tmp_path) -> None:

@@ -27,7 +27,10 @@ def assigned_cpus() -> int | None:
         return None
     if not ray.is_initialized():  # never start Ray from here (get_runtime_context would)
         return None
-    cpu = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    try:
+        cpu = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except AssertionError:  # the driver: Ray answers only inside workers
+        return None
     return None if cpu is None else max(1, int(round(cpu)))
 
 

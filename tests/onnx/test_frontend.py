@@ -202,3 +202,18 @@ def test_external_data(tmp_path):
     (tmp_path / "mlp.weights").unlink()
     with pytest.raises(fg.Error, match="external data"):
         fg.load(path, "local-sync")
+
+
+@pytest.mark.parametrize("attrs", [{"mode": "nearest"}, {"mode": "linear"},
+                                   {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+                                   {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}])
+def test_resize(attrs):
+    scales = np.array([1, 1, 2.0, 1.5], np.float32)
+    sizes = np.array([1, 3, 5, 13], np.int64)
+    for inputs, init in ((["x", "", "scales"], helper.make_tensor("scales", TensorProto.FLOAT, [4], scales)),
+                         (["x", "", "", "sizes"], helper.make_tensor("sizes", TensorProto.INT64, [4], sizes))):
+        data = _model([helper.make_node("Resize", inputs, ["y"], **attrs)],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 9])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])], [init], opset=19)
+        x = np.random.default_rng(2).standard_normal((1, 3, 7, 9)).astype(np.float32)
+        np.testing.assert_allclose(fg.load(data, "local-sync")(x), _reference(data, {"x": x})[0], rtol=1e-5, atol=1e-5)

@@ -7,7 +7,7 @@ from typing import Sequence
 from llvmlite import ir
 
 from compiler.codegen.spirv.module import SpirvEntry, SpirvModule
-from compiler.portable import I32, KernelContext, PortableKernel, llvm_type
+from compiler.portable import KernelContext, PortableKernel, llvm_type
 from hal import spirv_abi
 
 

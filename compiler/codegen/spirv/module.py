@@ -99,7 +99,6 @@ class SpirvEntry:
     def element_pointer(self, slot: int, index: ir.Value) -> ir.Value:
         """Pointer to element `index` (i32, relative to the buffer's start) of binding `slot`."""
         elem = self.elements[slot]
-        ty = _ELEMENTS[elem][0]
         fn = self.module._placeholder(slot, elem)
         if index.type != I32:
             index = self.builder.trunc(index, I32)

@@ -10,8 +10,9 @@ the .fgx, the compile cache and `fg.load`'s per-call specialization work unchang
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from compiler.frontends.onnx.builder import Builder
 from compiler.frontends.onnx.graph import Scope, convert_graph
 from compiler.frontends.onnx.rewrite import fold_batch_norms
 from compiler.ir import Dim, Function, Module, TensorType, Value
+from hal.errors import Error as HalError
 from hal.errors import InvalidArgument
 
 MIN_OPSET = 7  # older opsets: the ops whose inputs were attributes read both forms
@@ -161,6 +163,10 @@ class OnnxModule(Module):
 
     def instantiate(self, function: str, shapes: Sequence[Sequence[int]]) -> Module:
         """A static module: the graph converted at these input shapes."""
+        with _malformed_is_compile_error():
+            return self._instantiate(function, shapes)
+
+    def _instantiate(self, function: str, shapes: Sequence[Sequence[int]]) -> Module:
         from compiler.frontends.onnx.ops import HANDLERS
         if function != "main":
             raise CompileError(f"an ONNX model has one function, 'main' (asked for '{function}')")
@@ -207,6 +213,19 @@ def read_source(path: str | os.PathLike) -> bytes:
     return model.SerializeToString()
 
 
+@contextlib.contextmanager
+def _malformed_is_compile_error() -> Iterator[None]:
+    """A safety net: every check should raise CompileError itself, but a corrupted model can
+    still surprise (protobuf decodes strings lazily: a bad UTF-8 name fails where it is read)."""
+    try:
+        yield
+    except HalError:
+        raise
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+        raise CompileError(f"malformed ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def parse_onnx(data: bytes, base_dir: str | os.PathLike | None = None) -> OnnxModule:
     """A serialized ONNX model -> an `OnnxModule` (CompileError for bad or unsupported input)."""
-    return OnnxModule(read_model(data, None if base_dir is None else os.fspath(base_dir)))
+    with _malformed_is_compile_error():
+        return OnnxModule(read_model(data, None if base_dir is None else os.fspath(base_dir)))

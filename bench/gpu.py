@@ -215,6 +215,22 @@ def models(device, repeats: int, names: list[str] | None) -> dict:
     return out
 
 
+H200_F32_PEAK_GFLOPS = 67_000.0  # without tensor cores (the issue's figure)
+IREE_VULKAN_BEST_US = 3_900.0  # IREE 3.13's Vulkan driver on the H200, its fastest of these models (issue 8)
+
+
+def _bars(out: dict) -> dict:
+    """Issue 8's bars, from this run's figures (the peak and IREE's figure are the H200's)."""
+    models = {k[:-3]: v for k, v in out.items() if k.endswith("_us") and not k.startswith(("matmul_", "submit", "empty", "copy"))
+              and not k.endswith(("_iree_vulkan_us",))}
+    return {
+        "submit_within_2x_of_empty_submit": out["ratio_vs_floor"] <= 2.0,
+        "matmul_tiled_fraction_of_h200_peak": out.get("matmul_tiled_GFLOPs", 0.0) / H200_F32_PEAK_GFLOPS,
+        "models_below_iree_vulkan": {name: us < IREE_VULKAN_BEST_US for name, us in models.items()},
+        "models_10x_below_iree_vulkan": {name: us * 10 < IREE_VULKAN_BEST_US for name, us in models.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -232,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10, tiled=True))
     quick_models = ["attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "mlp_b1"]
     out.update(models(device, 5 if args.quick else 50, quick_models if args.quick else None))
+    out["bars"] = _bars(out)
     device.close()
     if args.json:
         print(json.dumps(out, indent=1))

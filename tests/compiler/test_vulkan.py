@@ -194,3 +194,15 @@ def test_tiled_matmul_edges(device, m, k, n, batch) -> None:
     shape_a = (batch, m, k) if batch > 1 else (m, k)
     shape_b = (batch, k, n) if batch > 1 else (k, n)
     run_against_jax(device, f, _f32(*shape_a), _f32(*shape_b, scale=0.2), _f32(n))
+
+
+def test_device_choice_errors_name_the_devices() -> None:
+    with pytest.raises(fg.InvalidArgument, match="device index 99 out of range"):
+        fg.create_device("vulkan", device=99)
+    with pytest.raises(fg.InvalidArgument, match="no device named like 'no-such-gpu'"):
+        fg.create_device("vulkan", device="no-such-gpu")
+    with fg.create_device("vulkan", device=0) as dev:
+        with pytest.raises(fg.ResourceExhausted):
+            dev.allocator.allocate_buffer(1 << 60)
+    with pytest.raises(fg.FailedPrecondition, match="closed"):
+        dev.create_semaphore(0)

@@ -220,3 +220,21 @@ def test_resize(attrs):
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])], [init], opset=19)
         x = np.random.default_rng(2).standard_normal((1, 3, 7, 9)).astype(np.float32)
         np.testing.assert_allclose(fg.load(data, "local-sync")(x), _reference(data, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_mutated_models_fail_cleanly():
+    """Flipped bytes in a real export: a fibergrid.Error or a model that converts, never another
+    exception (conversion only; no code generation)."""
+    from pathlib import Path
+
+    from compiler import pipeline
+    data = (Path(__file__).parent / "models" / "gpt2_tiny.onnx").read_bytes()
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        mutated = bytearray(data)
+        for _ in range(int(rng.integers(1, 6))):
+            mutated[int(rng.integers(0, len(mutated)))] = int(rng.integers(0, 256))
+        try:
+            pipeline.parse(bytes(mutated)).instantiate("main", [(1, 5), (1, 5)])
+        except fg.Error:
+            pass

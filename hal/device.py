@@ -95,7 +95,8 @@ class Device(abc.ABC):
                 return self.executable_cache.get_or_create(key, lambda: _Loaded(self.create_executable(
                     fmt, variant.data() if callable(variant.data) else variant.data, variant.entry_points), executable)).executable
         raise Unavailable(f"{self.driver}: cannot load executable format '{executable.format}' "
-                          f"(it has {list(executable.formats)}; {self.driver} loads {list(self.formats)})")
+                          f"(it has {list(executable.formats)}; {self.driver} loads {list(self.formats)}): "
+                          f"compile it for this device (fibergrid compile --target ...)")
 
     def create_executable(self, format: str, data, entry_points: Sequence[EntryPoint]) -> Executable:
         """Loads code of `format` (the driver's: native code, SPIR-V bytes, ...) with the given

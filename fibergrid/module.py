@@ -30,6 +30,7 @@ from compiler import executable
 from compiler.cache import CACHE
 from compiler.executable import Program, format_shape
 from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
+from hal.buffer import BufferUsage
 from hal.device import Device
 from hal.errors import DeadlineExceeded, Error, InvalidArgument
 
@@ -40,7 +41,11 @@ class _Lane:
 
     def __init__(self, compiled: CompiledFunction, device: Device, constants: dict[int, Any]) -> None:
         alloc = device.allocator
-        views = {t.id: constants[t.id] if t.kind == "constant" else alloc.allocate_view(t.shape, t.dtype)
+        host = {t for t, _ in compiled.results} | {t.id for t in compiled.tensors if t.kind == "input"}
+        # Only inputs and results need host access; temporaries may live where the device is
+        # fastest (a GPU's device-local memory).
+        views = {t.id: constants[t.id] if t.kind == "constant" else
+                 alloc.allocate_view(t.shape, t.dtype, BufferUsage.DEFAULT if t.id in host else DEVICE_ONLY)
                  for t in compiled.tensors}
         kinds = {t.id: t.kind for t in compiled.tensors}
         # Host views of the buffers, made once: a call copies through them with no HAL checks.
@@ -97,7 +102,11 @@ class _Prepared:
         self._device = device
         self._timeout = timeout
         device.check_executable(compiled.executable)
-        self._constants = {t.id: device.allocator.import_array(t.value) for t in compiled.tensors if t.kind == "constant"}
+        results = {t for t, _ in compiled.results}
+        # Weights go to device memory where there is any (through a staging copy on a GPU); a
+        # constant that is also a result stays host-visible.
+        self._constants = {t.id: device.allocator.import_array(t.value, BufferUsage.DEFAULT if t.id in results else DEVICE_ONLY)
+                           for t in compiled.tensors if t.kind == "constant"}
         self._lanes = [_Lane(compiled, device, self._constants)]
         self._free = [self._lanes[0]]
         self._lock = threading.Lock()
@@ -262,6 +271,7 @@ class TensorInfo(NamedTuple):
 
 _MISSING = object()
 
+DEVICE_ONLY = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE  # no host mapping
 MAX_LANES = 4  # calls of one signature in flight at once through `submit`
 ZERO_COPY_BYTES = 64 * 1024  # arrays this large are bound in place (measured: below, copying wins)
 

@@ -143,6 +143,21 @@ def run(cases: list[Any], progress: bool = False) -> list[Outcome]:
     return outcomes
 
 
+def category(reason: str) -> str:
+    """The kind of a failure, for the explained counts."""
+    if "a value given at run time" in reason or "must be known at compile time" in reason or "given at run time" in reason:
+        return "a shape-determining input (shape, axes, pads, sizes, k...) arrives at run time: fibergrid specialises on shapes, not values"
+    if "unsupported element type" in reason:
+        return "element type without an IR/numpy form (float8, int4/int2, float4, string): " + reason.rsplit("element type ", 1)[-1].split()[0]
+    if "sequence or optional" in reason or "only tensor" in reason:
+        return "sequence or optional values (tensors only)"
+    if reason.startswith("mismatch"):
+        return "mismatch"
+    if "opset" in reason and "is not supported" in reason:
+        return "opset before 7"
+    return reason
+
+
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     counts = collections.Counter(o.status for o in outcomes)
     by_op: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -155,6 +170,9 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "pass_rate": round(counts["pass"] / total, 4) if total else 0.0,
         "claimed_pass_rate": round(counts["pass"] / (counts["pass"] + counts["fail"]), 4) if counts["pass"] + counts["fail"] else 0.0,
         "by_op": {op: dict(c) for op, c in sorted(by_op.items())},
+        "failure_kinds": dict(collections.Counter(
+            category(o.reason).split(": ", 1)[0] if "element type" in o.reason else category(o.reason)
+            for o in outcomes if o.status == "fail").most_common()),
         "failures": {o.name: o.reason for o in outcomes if o.status == "fail"},
         "unsupported_cases": {o.name: o.reason for o in outcomes if o.status == "unsupported"},
     }
@@ -178,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['total']} cases: {result['pass']} pass, {result['fail']} fail, {result['unsupported']} unsupported "
           f"({100 * result['pass_rate']:.1f} % pass; {100 * result['claimed_pass_rate']:.1f} % of the claimed) "
           f"in {result['seconds']} s")
+    for kind, count in result["failure_kinds"].items():
+        print(f"  {count:4d} fail: {kind}")
     if args.failures:
         for name, reason in result["failures"].items():
             print(f"FAIL {name}: {reason}")

@@ -238,3 +238,21 @@ def test_mutated_models_fail_cleanly():
             pipeline.parse(bytes(mutated)).instantiate("main", [(1, 5), (1, 5)])
         except fg.Error:
             pass
+
+
+def test_scatter_with_constant_indices():
+    """ScatterND / ScatterElements whose indices are initializers (torch's slice assignment)."""
+    rng = np.random.default_rng(3)
+    nd = np.array([[1], [3]], np.int64)
+    el = np.array([[1, 0, 2], [0, 2, 1]], np.int64)
+    data = _model([helper.make_node("ScatterND", ["x", "i", "u"], ["y"]),
+                   helper.make_node("ScatterElements", ["s", "j", "v"], ["z"], axis=1)],
+                  [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in
+                   (("x", [5, 4]), ("u", [2, 4]), ("s", [3, 3]), ("v", [2, 3]))],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 4]),
+                   helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 3])],
+                  [helper.make_tensor("i", TensorProto.INT64, nd.shape, nd.ravel()),
+                   helper.make_tensor("j", TensorProto.INT64, el.shape, el.ravel())])
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in (("x", (5, 4)), ("u", (2, 4)), ("s", (3, 3)), ("v", (2, 3)))}
+    for got, ref in zip(fg.load(data, "local-sync")(**feeds), _reference(data, feeds)):
+        np.testing.assert_array_equal(got, ref)

@@ -385,3 +385,57 @@ HANDLERS = {
     "Trilu": _trilu, "Constant": _constant, "Dropout": _dropout, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth, "OneHot": _one_hot, "ReverseSequence": _reverse_sequence, "EyeLike": _eye_like,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Scatter with indices known at compile time (torch exports slice assignment so)
+
+def _scatter(c: Ctx, data: Tensor, positions: np.ndarray) -> Tensor:
+    """data with element `positions[k]` (flat index into data) replaced by the k-th element of the
+    flattened updates (input 2); later updates win, as ONNX's reduction='none' leaves unspecified
+    and every runtime does. A gather from the updates with a constant table and a select."""
+    if c.attr("reduction", "none") != "none":
+        raise c.error(f"reduction '{c.attr('reduction')}' is not supported (with 'none' it is)")
+    updates = c.input(2)
+    shape = shape_of(data)
+    size = int(np.prod(shape))
+    table = np.full(size, -1, np.int64)
+    table[positions.reshape(-1)] = np.arange(positions.size)
+    flat_updates = c.b.reshape(updates, [int(np.prod(shape_of(updates)))])
+    picked = c.b.take(flat_updates, np.maximum(table, 0), 0)
+    out = c.b.select(table >= 0, picked, c.b.reshape(data, [size]))
+    return c.b.reshape(out, shape)
+
+
+def _scatter_nd(c: Ctx) -> list[Tensor]:
+    data = c.input(0)
+    idx = c.known(1, "indices")
+    if idx is None:
+        raise c.error("indices are required")
+    shape = shape_of(data)
+    k = idx.shape[-1]
+    idx = np.where(idx < 0, idx + np.array(shape[:k]), idx)
+    if np.any(idx < 0) or np.any(idx >= np.array(shape[:k])):
+        raise c.error("an index is out of range")
+    tail = int(np.prod(shape[k:]))
+    starts = np.ravel_multi_index(tuple(idx.reshape(-1, k).T), shape[:k]) * tail if k else np.zeros(1, np.int64)
+    positions = (starts[:, None] + np.arange(tail)[None, :]).reshape(-1)
+    return [_scatter(c, data, positions)]
+
+
+def _scatter_elements(c: Ctx) -> list[Tensor]:
+    data = c.input(0)
+    idx = c.known(1, "indices")
+    if idx is None:
+        raise c.error("indices are required")
+    shape = shape_of(data)
+    axis = c.axis(c.attr("axis", 0), len(shape))
+    idx = np.where(idx < 0, idx + shape[axis], idx)
+    if np.any(idx < 0) or np.any(idx >= shape[axis]):
+        raise c.error("an index is out of range")
+    coords = list(np.indices(idx.shape))
+    coords[axis] = idx
+    return [_scatter(c, data, np.ravel_multi_index(tuple(coords), shape))]
+
+
+HANDLERS.update({"ScatterND": _scatter_nd, "ScatterElements": _scatter_elements, "Scatter": _scatter_elements})

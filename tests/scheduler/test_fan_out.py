@@ -95,8 +95,9 @@ def count_runs(wg, hits, indirect_count):
 
 
 def test_reusable_command_buffer_submitted_twice_concurrently(dev):
-    """Each submission of a reusable command buffer still in flight gets its own scratch (and its
-    own state for indirect dispatches): both run every workgroup exactly once."""
+    """A submission of a reusable command buffer whose previous submission is still in flight
+    gets its own scratch (and its own state for indirect dispatches): both run every workgroup
+    exactly once."""
     n = 500
     hits = dev.allocator.import_array(np.zeros(n, np.int32))
     count = dev.allocator.import_array(np.array([n, 1, 1], np.uint32))
@@ -107,7 +108,9 @@ def test_reusable_command_buffer_submitted_twice_concurrently(dev):
     cb.end()
     gate, a, b = dev.create_semaphore(0), dev.create_semaphore(0), dev.create_semaphore(0)
     dev.queue_execute([cb], wait=[(gate, 1)], signal=[(a, 1)])
-    dev.queue_execute([cb], wait=[(gate, 1)], signal=[(b, 1)])  # the first is in flight: parked
+    # Submitted while the first is in flight (parked on the gate); it waits for the first only
+    # because both add to the same `hits` (a plain += would race), not to share scratch.
+    dev.queue_execute([cb], wait=[(gate, 1), (a, 1)], signal=[(b, 1)])
     gate.signal(1)
     a.wait(1, timeout=WAIT)
     b.wait(1, timeout=WAIT)

@@ -144,3 +144,31 @@ def test_concurrent_submitters_and_waiters_lose_nothing(dev):
         t.join(60)
     assert not errors, errors
     assert (hits.to_numpy() == rounds).all()
+
+
+@fg.kernel(workgroup_size=1, bindings=(np.int32, np.uint32))
+def mark(wg, out, indirect_count):
+    lin = wg.id[0] + wg.count[0] * wg.id[1]
+    out[lin] = lin + 1
+
+
+def test_reusable_command_buffer_running_twice_at_once(dev):
+    """Two submissions of one reusable command buffer (an indirect dispatch, a barrier, a
+    dispatch) run at the same time, each on its own scratch: both complete every region (the
+    kernel's writes are idempotent, so running at once is a valid program)."""
+    n = 3000
+    out = dev.allocator.import_array(np.zeros(n, np.int32))
+    count = dev.allocator.import_array(np.array([n, 1, 1], np.uint32))
+    cb = dev.create_command_buffer("reusable")
+    cb.dispatch_indirect(mark, "mark", count, [], [out, count])
+    cb.execution_barrier()
+    cb.dispatch(mark, "mark", (n,), [], [out, count])
+    cb.end()
+    for round_ in range(5):
+        gate, a, b = dev.create_semaphore(0), dev.create_semaphore(0), dev.create_semaphore(0)
+        dev.queue_execute([cb], wait=[(gate, 1)], signal=[(a, 1)])
+        dev.queue_execute([cb], wait=[(gate, 1)], signal=[(b, 1)])
+        gate.signal(1)
+        a.wait(1, timeout=WAIT)
+        b.wait(1, timeout=WAIT)
+    assert (out.to_numpy() == np.arange(1, n + 1)).all()

@@ -83,6 +83,9 @@ class SemaphoreFailure:
     workgroup: tuple[int, int, int]
 
 
+ADAPTIVE_HOST_SPIN_NS = 50_000
+
+
 class Scheduler:
     """One arena, `workers` threads in the native worker loop (0: run inline on the caller).
 
@@ -97,7 +100,7 @@ class Scheduler:
         max_submissions: int = L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK,
         max_semaphores: int = 4096,
         spin_us: float = 20.0,
-        host_spin_us: float = 0.0,
+        host_spin_us: float | None = None,
         wake_cost_us: float | None = None,
         local_memory_size: int = 1 << 20,
     ) -> None:
@@ -127,11 +130,12 @@ class Scheduler:
         self.arena[L.H_SPIN_NS] = int(spin_us * 1000)
         self.arena[L.H_WAKE_MEASURE] = wake_cost_us is None
         self.arena[L.H_WAKE_COST_NS] = int((50.0 if wake_cost_us is None else wake_cost_us) * 1000)
-        # How long a host wait spins (GIL released) before sleeping in the futex. Measured on the
-        # 2-core machines: 0 is best (an MLP call: 150 us at 0, 190 us at 20-200) because a
-        # spinning host takes a core from the workers; tiny submissions lose nothing (11 us
-        # back to back either way). Raise it where the host has a core of its own.
-        self._host_spin_ns = int(host_spin_us * 1000)
+        # How long a host wait spins (GIL released) before sleeping in the futex, when it has
+        # nothing to help with. None: ADAPTIVE_HOST_SPIN_NS while fewer participants run than
+        # the device has workers (a core is idle, and a futex sleep and wake would cost a
+        # submission of one tiny dispatch 20-30 us), none when every worker runs (a spinning
+        # host would take a core from them).
+        self._host_spin_ns = None if host_spin_us is None else int(host_spin_us * 1000)
         for header_word, offset in offsets.items():
             self.arena[header_word] = offset
         cells = L.ready_cells(int(self.arena[L.H_SLOT_CAP]))
@@ -404,12 +408,14 @@ class Scheduler:
         DeadlineExceeded when `timeout` seconds pass first. On local-task the waiting thread
         helps (as the host participant) while there is work it may run, and sleeps otherwise."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        spin = self._host_spin_ns
         while True:
             if not self.inline and host_join(self.a):
                 r = host_help(self.a, -1, m, value)
                 if r != 0:
                     return r == 1
+            spin = self._host_spin_ns
+            if spin is None:
+                spin = ADAPTIVE_HOST_SPIN_NS if self.arena[L.H_ACTIVE] < self.workers else 0
             remaining = 3600.0 if deadline is None else min(3600.0, deadline - time.monotonic())
             ts = make_timespec(max(0.0, remaining))
             r = host_wait(self.a, m, value, spin if remaining > 0 else 0, ctypes.addressof(ts))

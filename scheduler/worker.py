@@ -28,7 +28,7 @@ from numba import njit
 from scheduler import layout as L
 from scheduler.executor import bump, fail_sem, help_slot, scan_pending, sem_addr, sem_reached, share, signal_sem, slot_addr, try_release, wake_workers, word
 from scheduler.native import cas, cpu_relax, fetch_add, futex_wait, load, load_i64, now_ns, store
-from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, ready_size, ready_take
+from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, ready_push, ready_size, ready_take
 
 
 @njit(nogil=True, cache=True)
@@ -42,6 +42,9 @@ def _steal(a: int, w: int, participants: int) -> int:
 
 @njit(nogil=True, cache=True)
 def _work_visible(a: int, participants: int) -> bool:
+    """Work a parked worker could take now: queued, and a participant token free for it."""
+    if load(a + 8 * L.H_ACTIVE) >= load_i64(a + 8 * L.H_THREADS):
+        return False
     if ready_size(a) > 0:
         return True
     for v in range(participants):
@@ -112,6 +115,27 @@ def _park(a: int, w: int, participants: int) -> None:
 
 
 @njit(nogil=True, cache=True)
+def take_token(a: int) -> bool:
+    """One of the device's H_THREADS participant tokens (H_ACTIVE counts those taken): a device
+    with N workers never runs more than N participants at once, the helping host included."""
+    threads = load_i64(a + 8 * L.H_THREADS)
+    while True:
+        active = load(a + 8 * L.H_ACTIVE)
+        if active >= threads:
+            return False
+        if cas(a + 8 * L.H_ACTIVE, active, active + 1) == active:
+            return True
+
+
+@njit(nogil=True, cache=True)
+def give_token(a: int, participants: int) -> None:
+    """Returns a token; work still queued then gets a parked worker, which may now run it."""
+    fetch_add(a + 8 * L.H_ACTIVE, -1)
+    if _work_visible(a, participants):
+        wake_workers(a, 1)
+
+
+@njit(nogil=True, cache=True)
 def run_slot(a: int, s: int, w: int, stop_m: int, stop_value: int) -> None:
     """One help session, counted in H_ACTIVE and in the participant's busy time."""
     t0 = now_ns()
@@ -127,12 +151,23 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
     idle_since = 0
     while load(word(a, L.H_SHUTDOWN)) == 0:
         found = find_work(a, w)
+        if found != EMPTY and not drain and not take_token(a):
+            # The device already runs as many participants as it has workers (the helping host
+            # among them): hand a ready entry back (a shard is only an extra invitation) and
+            # park; whoever gives a token back wakes a worker if work is left.
+            if found < EMPTY:
+                ready_push(a, -2 - found)
+            bump(a, w, L.W_SPIN_NS, now_ns() - idle_since if idle_since != 0 else 0)
+            _park(a, w, participants)
+            idle_since = 0
+            continue
         if found != EMPTY:
             if idle_since != 0:
                 bump(a, w, L.W_SPIN_NS, now_ns() - idle_since)
-            fetch_add(a + 8 * L.H_ACTIVE, 1)
+            if drain:
+                fetch_add(a + 8 * L.H_ACTIVE, 1)
             run_slot(a, join(a, found, w), w, -1, 0)
-            fetch_add(a + 8 * L.H_ACTIVE, -1)
+            give_token(a, participants)
             idle_since = 0
             continue
         if drain:
@@ -184,14 +219,10 @@ def host_join(a: int) -> bool:
     device is not already running as many participants as it has workers."""
     if cas(word(a, L.H_HOST), 0, 1) != 0:
         return False
-    threads = load_i64(a + 8 * L.H_THREADS)
-    while True:
-        active = load(a + 8 * L.H_ACTIVE)
-        if active + max(0, load(word(a, L.H_WAKING))) >= threads:
-            store(word(a, L.H_HOST), 0)
-            return False
-        if cas(a + 8 * L.H_ACTIVE, active, active + 1) == active:
-            return True
+    if take_token(a):
+        return True
+    store(word(a, L.H_HOST), 0)
+    return False
 
 
 @njit(nogil=True, cache=True)
@@ -212,10 +243,8 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
             break
         help_slot(a, join(a, found, h), h, m, value)
     bump(a, h, L.W_BUSY_NS, now_ns() - t0)
-    fetch_add(a + 8 * L.H_ACTIVE, -1)
     store(word(a, L.H_HOST), 0)
-    if _work_visible(a, participants):
-        wake_workers(a, 1)
+    give_token(a, participants)
     sem = sem_addr(a, m)
     if load(sem + 8 * L.M_STATE) == L.SEM_FAILED:
         return -1

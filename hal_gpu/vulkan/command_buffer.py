@@ -14,6 +14,13 @@
   and indirect reads: the commands of one region still overlap, as the model allows.
 - the end: a barrier that makes the device's writes visible to the host, so a host that waited
   on the submission's semaphore reads results from mapped memory with no further step.
+
+Segments: a command buffer is recorded as one VkCommandBuffer per *segment*; a new segment starts
+at every execution barrier that follows a dispatch of the current segment. A kernel fails by
+storing a status word, which only the host reads, and Vulkan cannot skip a fill or a copy on a
+condition the GPU computes; so the device (device.py) hands segment k+1 to the GPU only once
+segment k is known to have succeeded, and a failure skips everything after the failing region,
+as on the CPU drivers. Commands of one region never wait for the host.
 """
 
 from __future__ import annotations
@@ -32,18 +39,18 @@ WHOLE_SIZE = (1 << 64) - 1  # VK_WHOLE_SIZE (the binding exposes it as -1, which
 
 @dataclass
 class LoweredCommandBuffer:
-    handle: object
+    handles: list  # one VkCommandBuffer per segment
     pool: object
     status: "_StatusView"  # one status word per dispatch, in the state buffer
     dispatches: list[tuple[int, str]]  # (command index, entry name), as `status`
     keepalive: list = field(default_factory=list)
 
 
-def _release(device, handle, pool) -> None:
+def _release(device, handles, pool) -> None:
     if device.closed or device.handle is None:
         return
     with device._lock:
-        device.vk.vkFreeCommandBuffers(device.handle, device.command_pool, 1, [handle])
+        device.vk.vkFreeCommandBuffers(device.handle, device.command_pool, len(handles), handles)
         if pool is not None:
             device.vk.vkDestroyDescriptorPool(device.handle, pool, None)
 
@@ -75,22 +82,39 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
         pool = v.vkCreateDescriptorPool(h, v.VkDescriptorPoolCreateInfo(
             sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=len(dispatches) + len(checks), poolSizeCount=1,
             pPoolSizes=[v.VkDescriptorPoolSize(type=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)]), None)
+    # Segments: split at a barrier after a dispatch of the current segment (module docstring).
+    splits, seen_dispatch = [], False
+    for i, cmd in enumerate(cb.commands):
+        if isinstance(cmd, Barrier) and seen_dispatch:
+            splits.append(i)
+            seen_dispatch = False
+        elif isinstance(cmd, Dispatch):
+            seen_dispatch = True
+    split_at = set(splits)
     with device._lock:
-        handle = v.vkAllocateCommandBuffers(h, v.VkCommandBufferAllocateInfo(
+        handles = list(v.vkAllocateCommandBuffers(h, v.VkCommandBufferAllocateInfo(
             sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, commandPool=device.command_pool,
-            level=v.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))[0]
-    lowered = LoweredCommandBuffer(handle, pool, _StatusView(words, [r // 4 + spirv_abi.STATUS for r in regions]), [], keep)
-    weakref.finalize(lowered, _release, device, handle, pool).atexit = False  # the device goes at exit
+            level=v.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=len(splits) + 1)))
+    lowered = LoweredCommandBuffer(handles, pool, _StatusView(words, [r // 4 + spirv_abi.STATUS for r in regions]), [], keep)
+    weakref.finalize(lowered, _release, device, handles, pool).atexit = False  # the device goes at exit
 
-    v.vkBeginCommandBuffer(handle, v.VkCommandBufferBeginInfo(sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-                                                              flags=v.VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT))
     all_stages = v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | v.VK_PIPELINE_STAGE_TRANSFER_BIT
     writes = v.VK_ACCESS_SHADER_WRITE_BIT | v.VK_ACCESS_TRANSFER_WRITE_BIT
     reads = v.VK_ACCESS_SHADER_READ_BIT | v.VK_ACCESS_SHADER_WRITE_BIT | v.VK_ACCESS_TRANSFER_READ_BIT | v.VK_ACCESS_TRANSFER_WRITE_BIT | v.VK_ACCESS_INDIRECT_COMMAND_READ_BIT
+    begin = v.VkCommandBufferBeginInfo(sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, flags=v.VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT)
+    segment = 0
+    handle = handles[0]
+    v.vkBeginCommandBuffer(handle, begin)
     index = 0
     di = 0
     check_regions = iter(checks)
-    for cmd in cb.commands:
+    for i, cmd in enumerate(cb.commands):
+        if i in split_at:
+            _barrier(v, handle, all_stages, writes, v.VK_PIPELINE_STAGE_HOST_BIT, v.VK_ACCESS_HOST_READ_BIT)
+            v.vkEndCommandBuffer(handle)
+            segment += 1
+            handle = handles[segment]
+            v.vkBeginCommandBuffer(handle, begin)
         if isinstance(cmd, Barrier):
             _barrier(v, handle, all_stages, writes, all_stages | v.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT, reads)
             continue

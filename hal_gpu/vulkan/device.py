@@ -1,8 +1,8 @@
 """The Vulkan device: a logical device with one compute queue.
 
 Submissions go to the queue with their waits and signals as timeline-semaphore operations
-(Vulkan 1.2 core), so a submission that waits on a semaphore the host signals later parks on the
-GPU side and `queue_execute` returns at once. The driver knows a submission finished when its
+(Vulkan 1.2 core); `queue_execute` returns at once, and a submission whose waits are not yet known
+to have succeeded is held on the host until they are (`VulkanDevice._pump` says why). The driver knows a submission finished when its
 signal semaphores reached their values (one that signals nothing carries a fence): then it reads
 the kernels' status words and fails the submission's semaphores if one is non-zero
 (hal_gpu/vulkan/semaphore.py).
@@ -146,51 +146,74 @@ class VulkanDevice(Device):
         return v.vkCreateFence(self.handle, v.VkFenceCreateInfo(sType=v.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO), None)
 
     def _submit(self, command_buffers, wait, signal) -> None:
+        """Queues a submission as a chain of steps, one per command-buffer segment
+        (command_buffer.py): each step after the first waits on a private semaphore that the one
+        before it signals, so the chain runs step by step and the first failure skips the rest
+        (see `_pump`: a step is handed to the GPU only once its waits are known to have succeeded)."""
+        segments = [(cb, handle, j == 0) for cb in command_buffers for j, handle in enumerate(cb.lowered.handles)]
         with self._lock:
-            self._deferred.append((list(command_buffers), list(wait), list(signal)))
+            if len(segments) <= 1:
+                self._deferred.append((segments, list(wait), list(signal)))
+            else:
+                link = VulkanSemaphore(self, 0)
+                link.internal = True
+                last = len(segments) - 1
+                for i, seg in enumerate(segments):
+                    self._deferred.append(([seg], list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)]))
             self._pump()
 
-    def _covered(self, sem, value: int) -> bool:
-        """Whether (sem, value) is reached or will be by work already on the GPU queue."""
-        return sem._raw() >= value or any(s is sem and x >= value for sub in self._pending for s, x in sub.signals)
+    def _known(self, sem, value: int) -> bool:
+        """Whether (sem, value) is reached and every submission on the GPU that signals sem up to
+        that value is retired (its kernels' status read): the wait is known to have succeeded."""
+        return sem.failure is None and sem._raw() >= value and not any(
+            s is sem and x <= value for sub in self._pending for s, x in sub.signals)
 
     def _pump(self) -> None:
-        """Hands the GPU every held submission whose waits are covered.
+        """Retires finished GPU work and hands the GPU every held submission whose waits are known.
 
-        Why hold any: Vulkan lets a submission wait for a value the host signals later, but
-        drivers (Mesa's lavapipe among them) run a queue's submissions in order, so one parked
-        submission would block every later one, including the one it waits for. Submissions
-        whose waits only the host can satisfy stay here until `signal()` (or a failure) runs
-        this again; the rest go straight to the queue."""
+        A submission goes to the GPU only once every (semaphore, value) it waits on is reached
+        and the work that signalled it is retired without failure; until then it is held here.
+        Why not let the GPU wait (Vulkan allows it): a kernel's failure is a status word only the
+        host reads, and Vulkan semaphores cannot fail, so a dependent already on the GPU queue
+        would run its kernels after its producer failed; and drivers (Mesa's lavapipe among them)
+        run a queue's submissions in order, so one parked on a host signal would block every
+        later one. Holding on the host makes both simple and exact: a submission waiting on a
+        failed semaphore fails its signals without ever reaching the GPU, and no semaphore is
+        ever signalled by the host to release GPU waiters (which raced with the GPU's own
+        signals: VK_ERROR_DEVICE_LOST on lavapipe). The cost is one host round trip per link of
+        a chain; whoever waits (a host `wait`, `query`, `signal`, `wait_idle`) drives it."""
         if self._pumping:
-            return  # a failure found while pumping: the running pump sees it
+            return  # re-entered (a failure found while pumping): the running pump sees it
         self._pumping = True
         try:
             progress = True
             while progress:
-                progress, held = False, []
-                for cbs, wait, signal in self._deferred:
+                progress = self._retire_completed()
+                held = []
+                for segments, wait, signal in self._deferred:
                     failed = [s for s, _ in wait if s.failure is not None]
                     if failed:
+                        first = failed[0]
+                        error = first.failure if getattr(first, "internal", False) else \
+                            Aborted(f"a submission waited on {first!r}, which failed: {first.failure}")
                         for s, _ in signal:
                             if s.failure is None:
-                                s.failure = Aborted(f"a submission waited on {failed[0]!r}, which failed: {failed[0].failure}")
-                                self._semaphore_failed(s)
+                                s.failure = error
                         progress = True
                         continue
-                    if not all(self._covered(s, x) for s, x in wait):
-                        held.append((cbs, wait, signal))
+                    if not all(self._known(s, x) for s, x in wait):
+                        held.append((segments, wait, signal))
                         continue
-                    self._queue_submit(cbs, wait, signal)
-                    progress = True  # its signals may cover a held one's waits
+                    self._queue_submit(segments, wait, signal)
                 self._deferred = held
         finally:
             self._pumping = False
 
-    def _queue_submit(self, command_buffers, wait, signal) -> None:
+    def _queue_submit(self, segments, wait, signal) -> None:
         v = self.vk
-        for cb in command_buffers:
-            cb.lowered.status.reset()
+        for cb, _, first in segments:
+            if first:
+                cb.lowered.status.reset()
         # A submission that signals is known done when its signals are reached (Vulkan signals
         # after all its work): only one that signals nothing needs a fence (two calls fewer).
         fence = None if signal else self._fence()
@@ -202,7 +225,7 @@ class VulkanDevice(Device):
             sType=v.VK_STRUCTURE_TYPE_SUBMIT_INFO, pNext=timeline,
             waitSemaphoreCount=len(wait), pWaitSemaphores=[s.handle for s, _ in wait] or None,
             pWaitDstStageMask=[v.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT] * len(wait) or None,
-            commandBufferCount=len(command_buffers), pCommandBuffers=[cb.lowered.handle for cb in command_buffers] or None,
+            commandBufferCount=len(segments), pCommandBuffers=[h for _, h, _ in segments] or None,
             signalSemaphoreCount=len(signal), pSignalSemaphores=[s.handle for s, _ in signal] or None)
         try:
             v.vkQueueSubmit(self.queue, 1, [info], v.VK_NULL_HANDLE if fence is None else fence)
@@ -210,14 +233,23 @@ class VulkanDevice(Device):
             self._lost("vkQueueSubmit")
         except (v.VkErrorOutOfHostMemory, v.VkErrorOutOfDeviceMemory) as e:
             raise ResourceExhausted(f"vulkan: vkQueueSubmit: {type(e).__name__}") from None
-        self._pending.append(_Submission(fence, list(command_buffers), list(wait), list(signal)))
+        cbs = []
+        for cb, _, _ in segments:
+            if not any(c is cb for c in cbs):
+                cbs.append(cb)
+        self._pending.append(_Submission(fence, cbs, list(wait), list(signal)))
 
     def _check_completed(self, seen: tuple[VulkanSemaphore, int] | None = None) -> None:
-        """Retires finished submissions: a failed kernel or a failed wait fails their signals.
-        `seen`: a (semaphore, value) a host waiter just saw reached (saves querying it)."""
+        """Retires finished submissions (a failed kernel fails their signals) and hands the GPU
+        what that released. `seen`: a (semaphore, value) a host waiter just saw reached."""
+        with self._lock:
+            self._retire_completed(seen)
+            self._pump()
+
+    def _retire_completed(self, seen: tuple[VulkanSemaphore, int] | None = None) -> bool:
         v = self.vk
         with self._lock:
-            still = []
+            still, retired = [], False
             for sub in self._pending:
                 if sub.fence is None:
                     done = all((seen is not None and s is seen[0] and x <= seen[1]) or s._raw() >= x for s, x in sub.signals)
@@ -229,9 +261,11 @@ class VulkanDevice(Device):
                         done = False
                 if done:
                     self._retire(sub)
+                    retired = True
                 else:
                     still.append(sub)
             self._pending = still
+            return retired
 
     def _retire(self, sub: _Submission) -> None:
         if sub.fence is not None:
@@ -239,7 +273,7 @@ class VulkanDevice(Device):
         error = None
         for s, _ in sub.waits:
             if s.failure is not None:
-                error = Aborted(f"a submission waited on {s!r}, which failed: {s.failure}")
+                error = s.failure if getattr(s, "internal", False) else Aborted(f"a submission waited on {s!r}, which failed: {s.failure}")
         for cb in sub.command_buffers:
             for number, status, workgroup in cb.lowered.status.failed():
                 index, name = cb.lowered.dispatches[number]
@@ -253,22 +287,11 @@ class VulkanDevice(Device):
             for s, _ in sub.signals:
                 if s.failure is None:
                     s.failure = error
-                    self._semaphore_failed(s)
 
     def _semaphore_failed(self, sem: VulkanSemaphore) -> None:
-        """A semaphore failed: submissions waiting on it fail their signals, and the GPU side is
-        released (the timeline raised to what they wait for) so nothing waits forever."""
-        v = self.vk
+        """A semaphore failed (`fail()`): held submissions waiting on it fail their signals
+        without running (`_pump`). Nothing on the GPU waits on it: only known waits go there."""
         with self._lock:
-            highest = max((x for sub in self._pending for s, x in sub.waits if s is sem), default=0)
-            if highest > sem._raw():
-                v.vkSignalSemaphore(self.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=sem.handle, value=highest))
-            for sub in list(self._pending):
-                if any(s is sem for s, _ in sub.waits):
-                    for s, _ in sub.signals:
-                        if s.failure is None:
-                            s.failure = Aborted(f"a submission waited on {sem!r}, which failed: {sem.failure}")
-                            self._semaphore_failed(s)
             self._pump()
 
     def _lost(self, where: str):

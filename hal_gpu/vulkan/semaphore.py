@@ -1,8 +1,8 @@
 """Timeline semaphores: a Vulkan 1.2 timeline VkSemaphore, plus what Vulkan has no word for.
 
 Vulkan semaphores cannot fail, and a kernel cannot fail a submission. The driver keeps both on
-the host: `fail()` marks the semaphore failed (and raises the timeline far enough that no GPU
-work waits on it forever), and a kernel's status (hal/spirv_abi.py) is read when a host waiter
+the host: `fail()` marks the semaphore failed (no GPU work waits on it: the device hands the GPU
+only submissions whose waits are known to have succeeded, device.py `_pump`), and a kernel's status (hal/spirv_abi.py) is read when a host waiter
 sees the value a submission signalled; a non-zero status fails that submission's semaphores.
 Failures then travel down the submissions that waited on them, as on the CPU drivers.
 """
@@ -76,19 +76,35 @@ class VulkanSemaphore(Semaphore):
                 self.device._pump()  # held submissions this releases go to the GPU now
 
     def wait(self, value: int, timeout: float | None = None) -> None:
+        """Waits for `value`. While the device holds submissions on the host (device.py `_pump`),
+        the waiter also wakes when any GPU work signals, retires it and hands the GPU what that
+        releases, so a chain of submissions advances without another thread."""
         value = _payload(self, value, "wait for")
         dev, v = self.device, self.device.vk
         deadline = None if timeout is None else time.monotonic() + timeout
-        info = v.VkSemaphoreWaitInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO, semaphoreCount=1, pSemaphores=[self.handle], pValues=[value])
         while True:
             self._raise_if_failed()
             left = None if deadline is None else deadline - time.monotonic()
             step = _SLICE_NS if left is None else max(0, min(_SLICE_NS, int(left * 1e9)))
+            with dev._lock:
+                others = [(s, x) for sub in dev._pending for s, x in sub.signals] if dev._deferred else []
+            # This semaphore once (the lowest value that wakes us), then the other GPU signals.
+            first = min([value] + [x for s, x in others if s is self])
+            others = [(s, x) for s, x in others if s is not self] + ([(self, first)] if first < value else [])
+            sems = [self.handle] + [s.handle for s, _ in others if s is not self]
+            values = [first] + [x for s, x in others if s is not self]
+            info = v.VkSemaphoreWaitInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO,
+                                         flags=v.VK_SEMAPHORE_WAIT_ANY_BIT if others else 0,
+                                         semaphoreCount=len(sems), pSemaphores=sems, pValues=values)
             try:
                 with dev.using() as handle:
                     v.vkWaitSemaphores(handle, info, step)
-                break
+                if not others or self._raw() >= value:
+                    break
+                dev._check_completed()  # other work finished: retire it, release what it held
             except v.VkTimeout:
+                if others:
+                    dev._check_completed()
                 if left is not None and left <= 0:
                     self._raise_if_failed()
                     raise DeadlineExceeded(f"{self!r}: payload {self._raw()} did not reach {value} within {timeout} s") from None

@@ -38,11 +38,7 @@ def device(driver):
 # Where the vulkan driver does not yet meet the model (each an open item of issue 8), the case
 # is an expected failure on vulkan only, so the rest of the suite guards it and a fix shows up
 # as XPASS.
-VULKAN_GAPS = {
-    "test_failure_names_the_right_command": "commands after a failed dispatch still run on the GPU",
-    "test_failure_travels_to_dependent_submissions": "dependent submissions already on the GPU queue still run their kernels",
-    "test_failure_in_one_of_several_command_buffers": "later command buffers of a failed submission still run on the GPU",
-}
+VULKAN_GAPS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -153,9 +153,8 @@ SMALL = ("attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "
 def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3) -> dict[str, float]:
     """Median latency of each call, measured in interleaved rounds (one sample of each per
     round) after a warm-up, with at least `repeats` samples and `min_seconds` per call. The
-    order rotates every round: a call right after numpy shares the cores with OpenBLAS's
-    threads, which spin for a while after each BLAS call, so a fixed order charges that to
-    whichever runner comes next."""
+    order rotates every round, so that what one runner leaves behind (threads still spinning)
+    is charged to each of the others alike."""
     for call in calls.values():
         call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -217,7 +216,10 @@ def run(repeats: int, cases: list[str] | None, iree: bool) -> dict:
             continue
         text = jax.jit(jax_fn).lower(*inputs).as_text()
         expected = np_fn(*inputs)
-        calls: dict[str, Callable[[], object]] = {"numpy": lambda: np_fn(*inputs)}
+        # numpy apart, first: OpenBLAS's threads spin for a long while after each call, which
+        # would take a core from whatever ran next in an interleaved round.
+        out[f"{name}_numpy_us"] = medians_us({"numpy": lambda: np_fn(*inputs)}, repeats)["numpy"]
+        calls: dict[str, Callable[[], object]] = {}
         try:
             for key, device in devices.items():
                 module = fg.load(text, device=device)
@@ -231,12 +233,12 @@ def run(repeats: int, cases: list[str] | None, iree: bool) -> dict:
                 call = _iree_callable(text, f"local-{key}")
                 if call is not None:
                     calls[f"iree_{key}"] = lambda call=call: call(*inputs)
+        time.sleep(0.2)  # let OpenBLAS's threads go back to sleep
         t = medians_us(calls, repeats)
-        out[f"{name}_numpy_us"] = t["numpy"]
         out[f"{name}_us"] = min(t["task"], t["sync"])
         out[f"{name}_task_us"], out[f"{name}_sync_us"] = t["task"], t["sync"]
         out[f"{name}_task_vs_sync"] = t["task"] / t["sync"]
-        out[f"{name}_vs_numpy"] = out[f"{name}_us"] / t["numpy"]
+        out[f"{name}_vs_numpy"] = out[f"{name}_us"] / out[f"{name}_numpy_us"]
         if "iree_task" in t:
             out[f"{name}_iree_task_us"], out[f"{name}_iree_sync_us"] = t["iree_task"], t["iree_sync"]
             out[f"{name}_ratio_vs_iree"] = out[f"{name}_us"] / min(t["iree_task"], t["iree_sync"])

@@ -255,11 +255,21 @@ def _channel(c: Ctx, v: Tensor, rank: int) -> Tensor:
 
 def _batch_norm(c: Ctx) -> list[Tensor]:
     x, scale, bias, mean, var = (c.input(i) for i in range(5))
-    if c.attr("training_mode", 0):
-        raise c.error("training_mode=1 is not supported (inference only)")
     rank = len(shape_of(x))
     dtype = dtype_of(x)
     eps = c.b.scalar(c.attr("epsilon", 1e-5), dtype)
+    if c.attr("training_mode", 0):  # batch statistics; the running ones updated with `momentum`
+        axes = [0, *range(2, rank)]
+        batch_mean, batch_var = _moments(c, x, axes)
+        inv = c.b.unary("rsqrt", c.b.binary("add", batch_var, eps))
+        y = c.b.binary("multiply", c.b.binary("subtract", x, batch_mean), inv)
+        y = c.b.binary("add", c.b.binary("multiply", y, _channel(c, scale, rank)), _channel(c, bias, rank))
+        momentum = c.b.scalar(c.attr("momentum", 0.9), dtype_of(mean))
+        rest = c.b.scalar(1 - c.attr("momentum", 0.9), dtype_of(mean))
+        flat = [shape_of(x)[1]]
+        running_mean = c.b.binary("add", c.b.binary("multiply", mean, momentum), c.b.binary("multiply", c.b.reshape(batch_mean, flat), rest))
+        running_var = c.b.binary("add", c.b.binary("multiply", var, momentum), c.b.binary("multiply", c.b.reshape(batch_var, flat), rest))
+        return [y, running_mean, running_var]
     if all(isinstance(v, np.ndarray) for v in (scale, bias, mean, var)):  # fold into one scale and shift
         s = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(eps))).astype(dtype)
         t = (bias.astype(np.float64) - mean.astype(np.float64) * s.astype(np.float64)).astype(dtype)

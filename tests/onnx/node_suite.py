@@ -146,7 +146,8 @@ def run(cases: list[Any], progress: bool = False) -> list[Outcome]:
 def category(reason: str) -> str:
     """The kind of a failure, for the explained counts."""
     if "a value given at run time" in reason or "must be known at compile time" in reason or "given at run time" in reason:
-        return "a shape-determining input (shape, axes, pads, sizes, k...) arrives at run time: fibergrid specialises on shapes, not values"
+        return ("an input whose value the conversion needs (shape, axes, pads, sizes, k, scatter indices...) "
+                "arrives at run time: fibergrid specialises on shapes, not values")
     if "unsupported element type" in reason:
         return "element type without an IR/numpy form (float8, int4/int2, float4, string): " + reason.rsplit("element type ", 1)[-1].split()[0]
     if "sequence or optional" in reason or "only tensor" in reason:

@@ -55,6 +55,15 @@ class Allocator:
 class HostAllocator(Allocator):
     """Host memory for every usage: what CPU drivers (and the default Device) allocate."""
 
+    def import_array(self, array, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:
+        """Host memory is the device's memory: the copy goes straight in, whatever the usage
+        (no staging buffer and queue copy as for a GPU's device-local memory)."""
+        array = np.ascontiguousarray(array)
+        view = self.allocate_view(array.shape, array.dtype, usage)
+        src = array.reshape(-1).view(np.uint8)
+        view.buffer._host_bytes()[: src.nbytes] = src
+        return view
+
     def _create_buffer(self, size: int, usage: BufferUsage, memory_type: MemoryType) -> Buffer:
         try:
             return HostBuffer(size, usage, memory_type, device=self.device)

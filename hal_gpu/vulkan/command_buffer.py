@@ -16,7 +16,9 @@
   on the submission's semaphore reads results from mapped memory with no further step.
 
 Segments: a command buffer is recorded as one VkCommandBuffer per *segment*; a new segment starts
-at every execution barrier that follows a dispatch of the current segment. A kernel fails by
+at every execution barrier that follows a dispatch of the current segment that may fail (an
+indirect one, or a kernel that can store a status: executable.py `may_fail`; the compiler's
+region kernels cannot, so a compiled module's command buffer stays one segment). A kernel fails by
 storing a status word, which only the host reads, and Vulkan cannot skip a fill or a copy on a
 condition the GPU computes; so the device (device.py) hands segment k+1 to the GPU only once
 segment k is known to have succeeded, and a failure skips everything after the failing region,
@@ -44,6 +46,14 @@ class LoweredCommandBuffer:
     status: "_StatusView"  # one status word per dispatch, in the state buffer
     dispatches: list[tuple[int, str]]  # (command index, entry name), as `status`
     keepalive: list = field(default_factory=list)
+    may_fail: list = field(default_factory=list)  # per segment: whether a dispatch in it may fail
+
+
+def _may_fail(d: Dispatch) -> bool:
+    """Whether the dispatch may fail: an indirect one (its count may be out of range), or a
+    kernel that writes its status word (executable.py `may_fail`)."""
+    flags = getattr(d.executable, "may_fail", None)
+    return d.indirect is not None or flags is None or bool(flags[d.entry.function])
 
 
 def _release(device, handles, pool) -> None:
@@ -82,20 +92,24 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
         pool = v.vkCreateDescriptorPool(h, v.VkDescriptorPoolCreateInfo(
             sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=len(dispatches) + len(checks), poolSizeCount=1,
             pPoolSizes=[v.VkDescriptorPoolSize(type=v.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)]), None)
-    # Segments: split at a barrier after a dispatch of the current segment (module docstring).
-    splits, seen_dispatch = [], False
+    # Segments: split at a barrier after a dispatch of the current segment that may fail
+    # (module docstring).
+    splits, may_fail, failing = [], [], False
     for i, cmd in enumerate(cb.commands):
-        if isinstance(cmd, Barrier) and seen_dispatch:
+        if isinstance(cmd, Barrier) and failing:
             splits.append(i)
-            seen_dispatch = False
-        elif isinstance(cmd, Dispatch):
-            seen_dispatch = True
+            may_fail.append(True)
+            failing = False
+        elif isinstance(cmd, Dispatch) and _may_fail(cmd):
+            failing = True
+    may_fail.append(failing)
     split_at = set(splits)
     with device._lock:
         handles = list(v.vkAllocateCommandBuffers(h, v.VkCommandBufferAllocateInfo(
             sType=v.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, commandPool=device.command_pool,
             level=v.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=len(splits) + 1)))
     lowered = LoweredCommandBuffer(handles, pool, _StatusView(words, [r // 4 + spirv_abi.STATUS for r in regions]), [], keep)
+    lowered.may_fail = may_fail
     weakref.finalize(lowered, _release, device, handles, pool).atexit = False  # the device goes at exit
 
     all_stages = v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | v.VK_PIPELINE_STAGE_TRANSFER_BIT

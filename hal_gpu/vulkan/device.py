@@ -146,20 +146,28 @@ class VulkanDevice(Device):
         return v.vkCreateFence(self.handle, v.VkFenceCreateInfo(sType=v.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO), None)
 
     def _submit(self, command_buffers, wait, signal) -> None:
-        """Queues a submission as a chain of steps, one per command-buffer segment
-        (command_buffer.py): each step after the first waits on a private semaphore that the one
+        """Queues a submission as a chain of steps, each ending after a command-buffer segment
+        that may fail (command_buffer.py): each step after the first waits on a private semaphore that the one
         before it signals, so the chain runs step by step and the first failure skips the rest
         (see `_pump`: a step is handed to the GPU only once its waits are known to have succeeded)."""
-        segments = [(cb, handle, j == 0) for cb in command_buffers for j, handle in enumerate(cb.lowered.handles)]
+        steps, step = [], []
+        for cb in command_buffers:
+            for j, handle in enumerate(cb.lowered.handles):
+                step.append((cb, handle, j == 0))
+                if cb.lowered.may_fail[j]:  # a failure there must be seen before what follows runs
+                    steps.append(step)
+                    step = []
+        if step or not steps:
+            steps.append(step)
         with self._lock:
-            if len(segments) <= 1:
-                self._deferred.append((segments, list(wait), list(signal)))
+            if len(steps) == 1:
+                self._deferred.append((steps[0], list(wait), list(signal)))
             else:
                 link = VulkanSemaphore(self, 0)
                 link.internal = True
-                last = len(segments) - 1
-                for i, seg in enumerate(segments):
-                    self._deferred.append(([seg], list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)]))
+                last = len(steps) - 1
+                for i, seg in enumerate(steps):
+                    self._deferred.append((seg, list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)]))
             self._pump()
 
     def _known(self, sem, value: int) -> bool:

@@ -15,6 +15,11 @@ A kernel with n bindings sees, in descriptor set 0:
         [9 + 2i]     binding i's length, in elements
         [8 + 2n + j] constant j (a 32-bit word, as on the CPU)
 
+A kernel writes the dispatch state only to report a failure (words 3..6): the Vulkan driver
+scans a module's SPIR-V for stores to binding n to learn which entry points can fail, and ends
+a GPU submission after their regions so that a failure skips the rest (hal_gpu/vulkan/
+command_buffer.py); a kernel that stored anything else there would only cost that round trip.
+
 Why the binding ranges travel as data and not as descriptor offsets: Vulkan requires descriptor
 offsets aligned to minStorageBufferOffsetAlignment (16 to 256 bytes), the model allows any
 element-aligned offset, and kernels need the lengths anyway (the CPU ABI gives them too).

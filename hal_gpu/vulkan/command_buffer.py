@@ -23,6 +23,13 @@ storing a status word, which only the host reads, and Vulkan cannot skip a fill 
 condition the GPU computes; so the device (device.py) hands segment k+1 to the GPU only once
 segment k is known to have succeeded, and a failure skips everything after the failing region,
 as on the CPU drivers. Commands of one region never wait for the host.
+
+Why not an early-out word checked in every kernel's prologue (a per-submission "failed" word in
+device memory, as IREE could do): it would skip later dispatches but not fills, copies and
+updates, which Vulkan runs unconditionally; the word is read per invocation, so a workgroup
+could split on it around a workgroup barrier (undefined behaviour) unless the prologue added a
+barrier of its own; and kernels compiled before would need recompiling. The host round trip it
+saves only happens after a region whose kernel can fail at all.
 """
 
 from __future__ import annotations

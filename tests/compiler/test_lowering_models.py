@@ -1,4 +1,4 @@
-"""Small models end to end through fg.load on local-task, compared with JAX: a CNN
+"""Small models end to end through fg.load on local-task and vulkan, compared with JAX: a CNN
 (conv/relu/max-pool/mean), a transformer block (layernorm, softmax attention, gelu), and a
 classifier head (argmax, top-k by argsort, cumsum, embedding take)."""
 
@@ -19,12 +19,12 @@ def _f32(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def device():
-    dev = fg.create_device("local-task", workers=2)
+@pytest.fixture(scope="module", params=["local-task"] + (["vulkan"] if "vulkan" in fg.available_drivers() else []))
+def device(request):
+    """Every model runs on local-task and, where a Vulkan device exists, on vulkan."""
+    dev = fg.create_device(request.param, **({"workers": 2} if request.param == "local-task" else {}))
     yield dev
     dev.close()
-
 
 
 def test_cnn(device) -> None:

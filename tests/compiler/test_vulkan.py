@@ -1,6 +1,6 @@
 """Compiled models on the `vulkan` driver (lavapipe in CI, any GPU elsewhere), compared with JAX
-at the CPU tests' tolerance: an MLP, a CNN (conv/pool/mean), an attention block (layernorm,
-softmax, gelu), a dynamic batch, integer ops, gather and sort. Plus the SPIR-V target's own
+at the CPU tests' tolerance: an MLP, a dynamic batch, integer ops, gather and sort (the CNN and
+transformer-block models of test_lowering_models.py run on vulkan too). Plus the SPIR-V target's own
 checks: every module passes spirv-val, the .fgx keeps one blob per format, and a failure in
 LLVM's SPIR-V backend is a CompileError, not a dead interpreter. Skipped where no Vulkan device
 is available. Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a GPU: its f32
@@ -39,38 +39,6 @@ def test_mlp(device) -> None:
         return jax.nn.softmax(jax.nn.relu(x @ w1 + b1) @ w2 + b2, axis=-1)
 
     run_against_jax(device, mlp, _f32(4, 16), _f32(16, 32, scale=0.3), _f32(32), _f32(32, 10, scale=0.3), _f32(10))
-
-
-def test_cnn(device) -> None:
-    def cnn(x, w1, b1, w2, dense):
-        y = jax.nn.relu(lax.conv_general_dilated(x, w1, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b1)
-        y = lax.reduce_window(y, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        y = jax.nn.relu(lax.conv(jnp.transpose(y, (0, 3, 1, 2)), w2, (1, 1), "VALID"))  # NCHW
-        return jnp.mean(y, axis=(2, 3)) @ dense
-
-    run_against_jax(device, cnn, _f32(2, 12, 12, 3), _f32(3, 3, 3, 8, scale=0.3), _f32(8), _f32(6, 8, 3, 3, scale=0.2),
-                    _f32(6, 4))
-
-
-def test_attention_block(device) -> None:
-    heads, dim = 2, 16
-
-    def layernorm(x, g, b):
-        mean = x.mean(-1, keepdims=True)
-        return (x - mean) * lax.rsqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * g + b
-
-    def block(x, wqkv, wo, w1, w2, g, b):
-        t = x.shape[1]
-        h = layernorm(x, g, b)
-        q, k, v = jnp.split(h @ wqkv, 3, axis=-1)
-        q, k, v = (a.reshape(x.shape[0], t, heads, dim // heads) for a in (q, k, v))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dim // heads)
-        attn = jax.nn.softmax(jnp.where(jnp.tril(jnp.ones((t, t), bool)), scores, -1e9), axis=-1)
-        x = x + jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(x.shape) @ wo
-        return x + jax.nn.gelu(layernorm(x, g, b) @ w1) @ w2
-
-    run_against_jax(device, block, _f32(2, 6, dim), _f32(dim, 3 * dim, scale=0.3), _f32(dim, dim, scale=0.3),
-                    _f32(dim, 4 * dim, scale=0.3), _f32(4 * dim, dim, scale=0.3), _f32(dim), _f32(dim))
 
 
 def test_integer_ops(device) -> None:

@@ -114,7 +114,7 @@ class Scheduler:
         self.inline = workers == 0
         # Participants: the worker threads, then the host (whichever host thread waits and helps;
         # on local-sync the host is the only one).
-        self.workers = self.threads_count = workers
+        self.workers = workers
         self.participants = workers + 1
         self.host = workers
         self.local_memory_size = int(local_memory_size)

@@ -294,7 +294,7 @@ class _Attached:
                     submissions[serial] = Submission(serial, -1, key, -1)
             recorded = sum(d["trace_events"] for d in deltas)
             return DeviceCapture(
-                self.label, self.device.driver, self.scheduler.threads_count, self.start_ns, end,
+                self.label, self.device.driver, self.scheduler.workers, self.start_ns, end,
                 np.sort(events, order="start_ns"), max(0, recorded - len(events)), deltas, threads, host,
                 submissions, self._described_again(), waits, list(calls or []), bool(self._wrapped))
 

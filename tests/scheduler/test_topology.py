@@ -25,7 +25,7 @@ def test_detect_matches_affinity_and_physical_cores():
 
 def test_default_worker_count_is_one_per_core():
     with fg.create_device("local-task") as dev:
-        assert dev.scheduler.threads_count == detect().default_workers
+        assert dev.scheduler.workers == detect().default_workers
         assert len(dev.scheduler.threads) == detect().default_workers
         assert dev.workers == detect().default_workers
         cb, ids, hits, _ = dispatch_ids(dev, (100,))

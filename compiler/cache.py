@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from compiler import executable, pipeline
-from hal.errors import InvalidArgument, Unavailable
+from common.errors import InvalidArgument, Unavailable
 
 
 def cache_dir() -> Path:

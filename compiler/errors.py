@@ -1,11 +1,11 @@
 """Errors raised by the model compiler.
 
-Every compiler error is a `fibergrid.Error` (through `hal.errors.InvalidArgument`): malformed or
+Every compiler error is a `fibergrid.Error` (through `common.errors.InvalidArgument`): malformed or
 unsupported model text is an invalid argument to the compiler, and the message names the offending
 construct and its line:col in the input.
 """
 
-from hal.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 
 class CompileError(InvalidArgument):

@@ -39,7 +39,7 @@ from compiler.codegen.llvm_cpu import jit
 from compiler.ir import ELEMENT_TYPES
 from compiler.passes.fusion import Tensor
 from compiler.targets import KernelCode, TargetCode
-from hal.errors import InvalidArgument, Unavailable
+from common.errors import InvalidArgument, Unavailable
 
 MAGIC = b"\x89FGX\r\n\x1a\n"
 FORMAT_VERSION = 1

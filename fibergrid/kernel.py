@@ -29,7 +29,7 @@ import numpy as np
 from numba import types
 
 from hal import abi
-from hal.errors import InvalidArgument
+from common.errors import InvalidArgument
 from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable, ExecutableCache
 from scheduler.native import address_of, f32_from_bits, load_i64, load_u32, voidptr
 

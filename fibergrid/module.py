@@ -32,7 +32,7 @@ from compiler.executable import Program, format_shape
 from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
 from hal.buffer import BufferUsage
 from hal.device import Device
-from hal.errors import DeadlineExceeded, Error, InvalidArgument
+from common.errors import DeadlineExceeded, Error, InvalidArgument
 
 
 class _Lane:

@@ -6,7 +6,7 @@ from hal.buffer import Buffer, BufferUsage, BufferView, HostBuffer, MemoryType
 from hal.command_buffer import CommandBuffer, CommandBufferMode
 from hal.device import Device, DeviceLimits
 from hal.driver import available_drivers, create_device, register_driver
-from hal.errors import Aborted, DeadlineExceeded, Error, FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable, Unimplemented
+from common.errors import Aborted, DeadlineExceeded, Error, FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable, Unimplemented
 from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable, ExecutableCache
 from hal.semaphore import Fence, Semaphore
 

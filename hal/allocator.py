@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hal.buffer import Buffer, BufferUsage, BufferView, HostBuffer, MemoryType
-from hal.errors import InvalidArgument, ResourceExhausted
+from common.errors import InvalidArgument, ResourceExhausted
 
 
 class Allocator:

@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from hal.errors import FailedPrecondition, InvalidArgument, OutOfRange
+from common.errors import FailedPrecondition, InvalidArgument, OutOfRange
+from common.memory import aligned_bytes
 
-ALIGNMENT = 64
 
 
 class BufferUsage(enum.IntFlag):
@@ -34,13 +34,6 @@ class MemoryType(enum.IntFlag):
     HOST_VISIBLE = 2
     HOST_COHERENT = 4
     DEFAULT = DEVICE_LOCAL | HOST_VISIBLE | HOST_COHERENT  # what CPU memory is
-
-
-def aligned_bytes(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
-    """Zeroed uint8 storage whose first byte is `alignment`-aligned."""
-    raw = np.zeros(nbytes + alignment, dtype=np.uint8)
-    start = (-raw.ctypes.data) % alignment
-    return raw[start : start + nbytes]
 
 
 class Buffer:

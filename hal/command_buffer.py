@@ -17,7 +17,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from hal.buffer import Buffer, BufferUsage, BufferView
-from hal.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from hal.executable import EntryPoint, Executable
 
 

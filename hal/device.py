@@ -17,7 +17,7 @@ import numpy as np
 from hal.allocator import Allocator, HostAllocator
 from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer, CommandBufferMode
-from hal.errors import FailedPrecondition, InvalidArgument, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from hal.executable import EntryPoint, Executable, ExecutableCache
 from hal.semaphore import Semaphore
 

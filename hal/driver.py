@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from hal.errors import Unavailable
+from common.errors import Unavailable
 
 _factories: dict[str, Callable[..., object]] = {}
 _probes: dict[str, Callable[[], bool]] = {}

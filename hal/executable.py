@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hal.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 MAX_BINDINGS = 64
 MAX_CONSTANTS = 256

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hal.abi import DISPATCH_STATE_DTYPE
-from hal.buffer import aligned_bytes
+from common.memory import aligned_bytes
 from hal.command_buffer import CommandBuffer, Copy, Dispatch, Fill, Update
 from scheduler import GridProgram
 from scheduler import layout as L

@@ -11,7 +11,7 @@ import numpy as np
 from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer
 from hal.device import Device, DeviceLimits
-from hal.errors import DeadlineExceeded, FailedPrecondition
+from common.errors import DeadlineExceeded, FailedPrecondition
 from hal.executable import CPU_NATIVE_FORMAT
 from hal.semaphore import Semaphore
 from hal_cpu.command_buffer import lower

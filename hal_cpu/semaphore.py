@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hal.command_buffer import Dispatch, lookup
-from hal.errors import Aborted, InvalidArgument
+from common.errors import Aborted, InvalidArgument
 from hal.semaphore import Semaphore
 from scheduler import SemaphoreFailure
 from scheduler import layout as L

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hal.buffer import aligned_bytes
-from hal.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.memory import aligned_bytes
+from common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ResourceExhausted
 from scheduler import layout as L
 from scheduler.native import futex_wake, make_timespec
 from scheduler.topology import detect, pin_current_thread

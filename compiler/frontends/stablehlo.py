@@ -23,7 +23,7 @@ from compiler.ir import (
     ELEMENT_TYPES, SUPPORTED_OPS, Function, Module, Op, Region, TensorType, Value,
 )
 from compiler.passes.shape_inference import infer_shapes
-from hal.errors import Error as HalError
+from common.errors import Error as HalError
 
 # --------------------------------------------------------------------------------------------
 # Tokens

@@ -22,7 +22,7 @@ import numpy as np
 from compiler import reference  # its op semantics fold shape computations: they cannot disagree
 from compiler.errors import CompileError, ShapeAssertionError, shape_assertion_message
 from compiler.ir import ELEMENTWISE, Dim, Function, Module, Op, Region, TensorType, Value
-from hal.errors import Error as HalError
+from common.errors import Error as HalError
 
 _FOLD_LIMIT = 64  # fold integer results up to this many elements: shape vectors, not data
 

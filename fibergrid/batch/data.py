@@ -22,7 +22,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from hal.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 Batch = dict[str, np.ndarray]
 SUFFIXES = (".npy", ".npz", ".parquet")

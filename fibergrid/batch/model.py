@@ -25,7 +25,7 @@ import numpy as np
 import fibergrid as fg
 from compiler.executable import format_shape
 from fibergrid.batch.names import function_names
-from hal.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 Batch = dict[str, np.ndarray]
 

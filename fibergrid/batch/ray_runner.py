@@ -13,7 +13,7 @@ from fibergrid.batch import data as data_module
 from fibergrid.batch.data import Writer
 from fibergrid.batch.predictor import Predictor, map_batches_kwargs
 from fibergrid.batch.progress import RowProgress
-from hal.errors import Error, InvalidArgument
+from common.errors import Error, InvalidArgument
 
 READ_CPUS = 0  # a read task mostly waits on I/O; with CPUs of its own it would wait for the actors that hold them all
 
@@ -49,7 +49,7 @@ def dataset(files: list[str], read_tasks: int = 1):
 
     Start-up is what Ray costs on small clusters, and most of it is worker processes importing
     fibergrid (1.5 s of CPU each). A read task needs none of it: the data module is shipped by
-    value, so a reader imports numpy, pyarrow and hal.errors only (0.2 s); and the cap keeps Ray
+    value, so a reader imports numpy, pyarrow and common.errors only (0.2 s); and the cap keeps Ray
     from starting a worker process per file (tasks of 0 CPUs are otherwise all started at once)."""
     ray = require_ray()
     import ray.cloudpickle
@@ -77,9 +77,9 @@ def _unwrap(e: BaseException) -> tuple[BaseException | None, BaseException]:
 def _from_traceback(text: str) -> Error | None:
     """The fibergrid error an actor raised, rebuilt from the remote traceback Ray's message
     carries (Ray Data's UserCodeException keeps no cause object: it is lost in pickling)."""
-    from hal import errors
+    from common import errors
 
-    match = re.search(r"(?m)^\s*hal\.errors\.(\w+): (.*)$", re.sub(r"\x1b\[[0-9;]*m", "", text))
+    match = re.search(r"(?m)^\s*common\.errors\.(\w+): (.*)$", re.sub(r"\x1b\[[0-9;]*m", "", text))
     cls = getattr(errors, match.group(1), None) if match else None
     return cls(match.group(2)) if isinstance(cls, type) and issubclass(cls, Error) else None
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fibergrid.batch.predictor import Predictor
-from hal.errors import Error
+from common.errors import Error
 
 
 class ModelServer:

@@ -41,7 +41,7 @@ def write(cap: DeviceCapture, analysis: Analysis, path: str, size: tuple[int, in
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from hal.errors import Unavailable
+        from common.errors import Unavailable
 
         raise Unavailable("--png needs matplotlib: pip install 'fibergrid[profile]'") from None
     dpi = 100

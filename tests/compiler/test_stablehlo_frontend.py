@@ -254,7 +254,7 @@ def test_region_capturing_a_non_constant_is_a_compile_error():
 def test_internal_errors_never_escape_as_raw_exceptions():
     """Truncations and corruptions of exported modules (regions, captures, composites, dynamic
     ops) give fibergrid errors, never a KeyError/IndexError/ValueError of the parser's own."""
-    from hal.errors import Error
+    from common.errors import Error
     f32, sym = jnp.float32, jax.export.symbolic_shape
     texts = [_exported(lambda x: jnp.sort(x, 1), jax.ShapeDtypeStruct((3, 5), f32)),
              _exported(lambda x: jnp.cumsum(x, 0), jax.ShapeDtypeStruct(sym("n, 2"), f32)),

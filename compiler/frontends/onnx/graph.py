@@ -18,7 +18,7 @@ from compiler import reference
 from compiler.errors import CompileError
 from compiler.frontends.onnx.builder import FOLD_LIMIT, Builder, Tensor, dtype_of, shape_of
 from compiler.ir import Value
-from hal.errors import Error as HalError
+from common.errors import Error as HalError
 
 
 class Ctx:

@@ -21,8 +21,8 @@ from compiler.frontends.onnx.builder import Builder
 from compiler.frontends.onnx.graph import Scope, convert_graph
 from compiler.frontends.onnx.rewrite import fold_batch_norms
 from compiler.ir import Dim, Function, Module, TensorType, Value
-from hal.errors import Error as HalError
-from hal.errors import InvalidArgument
+from common.errors import Error as HalError
+from common.errors import InvalidArgument
 
 MIN_OPSET = 7  # older opsets: the ops whose inputs were attributes read both forms
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from hal.allocator import Allocator
 from hal.buffer import Buffer, BufferUsage, MemoryType
-from hal.errors import ResourceExhausted
+from common.errors import ResourceExhausted
 from hal_gpu.vulkan.buffer import VulkanBuffer
 
 

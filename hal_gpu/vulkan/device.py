@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from hal.command_buffer import CommandBuffer
 from hal.device import Device, DeviceLimits
-from hal.errors import Aborted, DeadlineExceeded, ResourceExhausted, Unavailable
+from common.errors import Aborted, DeadlineExceeded, ResourceExhausted, Unavailable
 from hal.executable import EntryPoint, Executable
 from hal.semaphore import Semaphore
 from hal.spirv_abi import FORMAT

@@ -13,7 +13,7 @@ import threading
 import weakref
 
 from hal.driver import register_driver
-from hal.errors import InvalidArgument, Unavailable
+from common.errors import InvalidArgument, Unavailable
 
 NAME = "vulkan"
 _lock = threading.Lock()

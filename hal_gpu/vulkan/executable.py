@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hal.errors import InvalidArgument
+from common.errors import InvalidArgument
 from hal.executable import EntryPoint, Executable
 
 SPIRV_MAGIC = bytes.fromhex("03022307")

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from hal.errors import Aborted, DeadlineExceeded, InvalidArgument
+from common.errors import Aborted, DeadlineExceeded, InvalidArgument
 from hal.semaphore import Semaphore
 
 _SLICE_NS = 5_000_000  # host waits wake every 5 ms to notice a failure from another thread

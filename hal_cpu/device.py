@@ -23,10 +23,7 @@ from scheduler import GridProgram, Scheduler
 # hosts (a core's L2 is 1-2 MiB on the machines we run on).
 CPU_LOCAL_MEMORY = 1 << 20
 REBIND_ALIGNMENT = 16
-
-
-class _Busy(Exception):
-    """The command buffer's last submission is still in flight."""  # what numpy's allocations guarantee on x86-64 and AArch64
+  # what numpy's allocations guarantee on x86-64 and AArch64
 
 
 class CpuDevice(Device):
@@ -72,26 +69,32 @@ class CpuDevice(Device):
         self._check_open()
         command_buffer.submitted += 1
         lowered = command_buffer.lowered
-        scheduler = self.scheduler
+        signal = (semaphore.index, value)
         if lowered.call_lock.acquire(blocking=False):
             try:
-                if not scheduler.settle(lowered.program, 0.0):
-                    raise _Busy
-                if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
-                    if lowered.reserved is not None:
-                        lowered.unreserve()
-                    slot = scheduler.reserve(lowered.program, semaphore.index, (lowered, semaphore))
-                    lowered.reserved = (semaphore.index, slot)
-                    lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
-                ok = scheduler.call(lowered.reserved[1], lowered.program, (semaphore.index, value), timeout)
-            except _Busy:
-                ok = scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout)
+                ok = self._call_reserved(lowered, semaphore, signal, timeout)
             finally:
                 lowered.call_lock.release()
         else:
-            ok = scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout)
+            ok = None
+        if ok is None:
+            ok = self.scheduler.submit_and_wait(lowered.program, signal, (lowered, semaphore), timeout)
         if not ok:
             semaphore.wait(value, 0)  # raises the failure
+
+    def _call_reserved(self, lowered, semaphore: Semaphore, signal: tuple[int, int], timeout: float | None) -> bool | None:
+        """The call through the command buffer's reserved slot (reserved for `semaphore` on
+        first use); None when its last submission is still in flight."""
+        scheduler = self.scheduler
+        if not scheduler.settle(lowered.program, 0.0):
+            return None
+        if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
+            if lowered.reserved is not None:
+                lowered.unreserve()
+            slot = scheduler.reserve(lowered.program, semaphore.index, (lowered, semaphore))
+            lowered.reserved = (semaphore.index, slot)
+            lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
+        return scheduler.call(lowered.reserved[1], lowered.program, signal, timeout)
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
         """Host arrays are used in place when 16-byte aligned (every element type's alignment,

@@ -157,7 +157,8 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
             # park; whoever gives a token back wakes a worker if work is left.
             if found < EMPTY:
                 ready_push(a, -2 - found)
-            bump(a, w, L.W_SPIN_NS, now_ns() - idle_since if idle_since != 0 else 0)
+            if idle_since != 0:
+                bump(a, w, L.W_SPIN_NS, now_ns() - idle_since)
             _park(a, w, participants)
             idle_since = 0
             continue

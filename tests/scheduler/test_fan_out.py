@@ -94,18 +94,25 @@ def count_runs(wg, hits, indirect_count):
     hits[lin] += 1
 
 
+def indirect_then_direct(dev, kernel, n: int):
+    """A reusable command buffer: `kernel` over n workgroups through dispatch_indirect, a
+    barrier, then directly; returns it and the int32[n] buffer the kernel writes."""
+    out = dev.allocator.import_array(np.zeros(n, np.int32))
+    count = dev.allocator.import_array(np.array([n, 1, 1], np.uint32))
+    cb = dev.create_command_buffer("reusable")
+    cb.dispatch_indirect(kernel, kernel.entry_points[0].name, count, [], [out, count])
+    cb.execution_barrier()
+    cb.dispatch(kernel, kernel.entry_points[0].name, (n,), [], [out, count])
+    cb.end()
+    return cb, out
+
+
 def test_reusable_command_buffer_submitted_twice_concurrently(dev):
     """A submission of a reusable command buffer whose previous submission is still in flight
     gets its own scratch (and its own state for indirect dispatches): both run every workgroup
     exactly once."""
     n = 500
-    hits = dev.allocator.import_array(np.zeros(n, np.int32))
-    count = dev.allocator.import_array(np.array([n, 1, 1], np.uint32))
-    cb = dev.create_command_buffer("reusable")
-    cb.dispatch_indirect(count_runs, "count_runs", count, [], [hits, count])
-    cb.execution_barrier()
-    cb.dispatch(count_runs, "count_runs", (n,), [], [hits, count])
-    cb.end()
+    cb, hits = indirect_then_direct(dev, count_runs, n)
     gate, a, b = dev.create_semaphore(0), dev.create_semaphore(0), dev.create_semaphore(0)
     dev.queue_execute([cb], wait=[(gate, 1)], signal=[(a, 1)])
     # Submitted while the first is in flight (parked on the gate); it waits for the first only
@@ -157,14 +164,8 @@ def test_reusable_command_buffer_running_twice_at_once(dev):
     dispatch) run at the same time, each on its own scratch: both complete every region (the
     kernel's writes are idempotent, so running at once is a valid program)."""
     n = 3000
-    out = dev.allocator.import_array(np.zeros(n, np.int32))
-    count = dev.allocator.import_array(np.array([n, 1, 1], np.uint32))
-    cb = dev.create_command_buffer("reusable")
-    cb.dispatch_indirect(mark, "mark", count, [], [out, count])
-    cb.execution_barrier()
-    cb.dispatch(mark, "mark", (n,), [], [out, count])
-    cb.end()
-    for round_ in range(5):
+    cb, out = indirect_then_direct(dev, mark, n)
+    for _ in range(5):
         gate, a, b = dev.create_semaphore(0), dev.create_semaphore(0), dev.create_semaphore(0)
         dev.queue_execute([cb], wait=[(gate, 1)], signal=[(a, 1)])
         dev.queue_execute([cb], wait=[(gate, 1)], signal=[(b, 1)])

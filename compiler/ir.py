@@ -338,11 +338,15 @@ ELEMENTWISE: dict[str, Elementwise] = {
 STRUCTURAL_OPS: frozenset[str] = frozenset({
     "constant", "iota", "compare", "convert", "bitcast_convert", "broadcast_in_dim", "reshape",
     "transpose", "reverse", "slice", "dynamic_slice", "dynamic_update_slice", "pad", "concatenate",
-    "dot_general", "convolution", "reduce", "reduce_window", "gather", "sort", "while", "call",
+    "dot_general", "convolution", "reduce", "reduce_window", "gather", "sort", "while", "case", "if", "call",
     "get_dimension_size", "dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota",
     "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
 })
 """Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
+'while' (regions cond, body over the carried values), 'case' (operand: the branch index; one
+region per branch, an index out of range runs the last) and 'if' (operand: an i1; regions then,
+else) have regions without arguments or with the carried values, which may use values of the
+enclosing scope.
 'real_dynamic_slice' (operands x, starts, limits, strides), 'dynamic_gather' (x, indices,
 slice_sizes) and 'dynamic_reduce_window' (inputs, inits, window_dimensions, window_strides,
 base_dilations, window_dilations, padding; from jax.export's custom_call of that name) take as

@@ -386,6 +386,17 @@ def _while(op: Op, vals, ctx) -> list[np.ndarray]:
     return vals
 
 
+def _case(op: Op, vals, ctx) -> list[np.ndarray]:
+    """Run branch `index` (the last one when the index is out of range, as StableHLO says)."""
+    index = int(vals[0])
+    n = len(op.regions)
+    return ctx.run_region(op.regions[index if 0 <= index < n else n - 1], [], vectorized=False)
+
+
+def _if(op: Op, vals, ctx) -> list[np.ndarray]:
+    return ctx.run_region(op.regions[0 if bool(vals[0]) else 1], [], vectorized=False)
+
+
 def _call(op: Op, vals, ctx) -> list[np.ndarray]:
     if ctx.module is None:
         raise CompileError(f"{op.where()}: calls need the module")
@@ -424,6 +435,8 @@ _OPS.update({
     "gather": _gather,
     "sort": _sort,
     "while": _while,
+    "case": _case,
+    "if": _if,
     "call": _call,
     "custom_call": _shape_assertion,
     "get_dimension_size": lambda op, vals, ctx: [np.array(vals[0].shape[op.attrs["dimension"]])],

@@ -214,6 +214,7 @@ def _unescape(s: str) -> str:
 
 _TERMINATORS = {"return", "func.return", "stablehlo.return"}
 _CALLS = {"call", "func.call"}
+_CONTROL = {"while", "case", "if"}  # ops whose regions may use values of the enclosing scope
 _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX emits, as IR ops
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
     "erf_inv", "next_after")}}
@@ -698,8 +699,8 @@ class _Parser:
         """Make `region` self-contained: jax.export hoists a comparator's constants out of the
         region, so the body uses values of the enclosing scope. Captured constants are cloned
         into the body (later passes lower a region from its arguments alone); capturing anything
-        else is only allowed in a while loop's bodies (the evaluator and shape inference see the
-        enclosing values there; nothing lowers `while` to kernels)."""
+        else is only allowed in the regions of control flow (while, case, if), whose bodies see
+        the enclosing scope as JAX's lax.cond branches use the enclosing function's values."""
         defined = set(region.args)
         clones: dict[Value, Value] = {}
         prologue: list[Op] = []
@@ -710,7 +711,7 @@ class _Parser:
             if v not in clones:
                 const = self.constants.get(v)
                 if const is None:
-                    if owner == "while":
+                    if owner in _CONTROL:
                         return v
                     where = f" at {user.loc[0]}:{user.loc[1]}" if user is not None and user.loc else ""
                     raise CompileError(f"region of op '{owner}' at {head.where} uses {v.name or 'a value'}"

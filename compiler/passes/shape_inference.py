@@ -128,6 +128,15 @@ def _same_as_operands(op: Op, ts, decl, known) -> list[TensorType]:
     return list(ts[:len(decl)])
 
 
+def _branches(op: Op, ts, decl, known) -> list[TensorType]:
+    """case / if: the declared types (every branch's results are checked against them)."""
+    if op.name == "if" and (ts[0].rank != 0 or ts[0].dtype != np.bool_ or len(op.regions) != 2):
+        raise CompileError(f"{op.where()}: needs a tensor<i1> predicate and two branches")
+    if op.name == "case" and (ts[0].rank != 0 or ts[0].dtype.kind not in "iu" or not op.regions):
+        raise CompileError(f"{op.where()}: needs a scalar integer index and at least one branch")
+    return decl
+
+
 def _slice(op: Op, ts, decl, known) -> list[TensorType]:
     a = op.attrs
     shape = tuple(max(0, -(-(hi - lo) // s)) for lo, hi, s in
@@ -239,6 +248,7 @@ RULES.update({
     "constant": _declared, "iota": _declared, "call": _declared, "custom_call": _declared,
     "broadcast_in_dim": _broadcast_in_dim, "reshape": _reshape, "transpose": _transpose,
     "reverse": _same_as_operands, "sort": _same_as_operands, "while": _same_as_operands,
+    "case": _branches, "if": _branches,
     "dynamic_update_slice": lambda op, ts, decl, known: [ts[0]],
     "slice": _slice, "dynamic_slice": _dynamic_slice, "pad": _pad, "concatenate": _concatenate,
     "dot_general": _dot_general, "convolution": _convolution, "reduce": _reduce,
@@ -370,6 +380,8 @@ class _Typer:
             inner = {**vmap, **dict(zip(region.args, args))}  # bodies may use enclosing values
             body = self.ops(region.ops, inner, dict(known))
             regions.append(Region(args, body, [inner[v] for v in region.results]))
+        if op.name in ("case", "if", "while"):
+            _check_region_results(op, regions, decl)
         try:
             inferred = RULES[op.name](op, ts, decl, values)
         except (KeyError, IndexError, TypeError, ValueError) as e:  # attrs/operands not as the op needs
@@ -409,6 +421,19 @@ class _Typer:
                 and all(v is not None for v in values)):
             known[op.results[0]] = reference.evaluate_op(op, values)[0]
         return op
+
+
+def _check_region_results(op: Op, regions: list[Region], decl: list[TensorType]) -> None:
+    """A branch (or a loop body) must yield the op's result types; a loop's cond one i1."""
+    for k, region in enumerate(regions):
+        if op.name == "while" and k == 0:
+            want = [TensorType((), np.dtype(np.bool_))]
+        else:
+            want = decl
+        got = [v.type for v in region.results]
+        if len(got) != len(want) or any(g.dtype != w.dtype or g.rank != w.rank for g, w in zip(got, want)):
+            raise CompileError(f"{op.where()}: region {k} yields ({', '.join(map(str, got))}), "
+                               f"the op needs ({', '.join(map(str, want))})")
 
 
 def _drop_dead_ops(fn: Function) -> None:

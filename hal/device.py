@@ -92,11 +92,15 @@ class Device(abc.ABC):
                 key = ("variant", id(executable), fmt)
                 # A variant's data may be a callable that compiles it: only devices that load
                 # the format pay for the compile.
-                return self.executable_cache.get_or_create(key, lambda: _Loaded(self.create_executable(
-                    fmt, variant.data() if callable(variant.data) else variant.data, variant.entry_points), executable)).executable
+                return self.executable_cache.get_or_create(key, lambda: self._load_variant(executable, fmt, variant)).executable
         raise Unavailable(f"{self.driver}: cannot load executable format '{executable.format}' "
                           f"(it has {list(executable.formats)}; {self.driver} loads {list(self.formats)}): "
                           f"compile it for this device (fibergrid compile --target ...)")
+
+    def _load_variant(self, executable: Executable, fmt: str, variant) -> "_Loaded":
+        loaded = self.create_executable(fmt, variant.data() if callable(variant.data) else variant.data, variant.entry_points)
+        loaded.origin = executable
+        return _Loaded(loaded, executable)
 
     def create_executable(self, format: str, data, entry_points: Sequence[EntryPoint]) -> Executable:
         """Loads code of `format` (the driver's: native code, SPIR-V bytes, ...) with the given

@@ -86,6 +86,9 @@ class Executable:
     format: str = CPU_NATIVE_FORMAT
     keepalive: Any = field(default=None, repr=False)
     variants: dict[str, Variant] = field(default_factory=dict, repr=False)
+    # The executable this one is a loaded variant of (Device.executable_for): what is known
+    # about the program (its kernels' source names, for the profiler) is keyed on that one.
+    origin: "Executable | None" = field(default=None, repr=False)
 
     @property
     def formats(self) -> tuple[str, ...]:

@@ -118,6 +118,8 @@ class Analysis:
 
 
 def _lane_names(cap: DeviceCapture) -> list[str]:
+    if cap.lane_names:
+        return list(cap.lane_names)
     slots = max([len(cap.counters)] + ([int(cap.events["worker"].max()) + 1] if len(cap.events) else []))
     return [f"worker {w}" if w < cap.workers else "host" for w in range(slots)]
 

@@ -44,7 +44,8 @@ def trace_events(captures: list[DeviceCapture]) -> list[dict[str, Any]]:
         events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"{cap.label} ({cap.driver})"}})
         lanes = max([len(cap.counters)] + ([int(cap.events["worker"].max()) + 1] if len(cap.events) else []))
         for w in range(lanes):
-            label = f"worker {w}" if w < cap.workers else "host (runs work)"
+            label = (cap.lane_names[w] if w < len(cap.lane_names) else
+                     f"worker {w}" if w < cap.workers else "host (runs work)")
             events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": w, "args": {"name": label}})
             events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": w, "args": {"sort_index": w}})
         host_tids = sorted({s.thread for s in cap.submissions.values() if s.thread >= 0} | {w.thread for w in cap.waits})

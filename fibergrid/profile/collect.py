@@ -120,6 +120,7 @@ class DeviceCapture:
     waits: list[HostWait]
     calls: list[Call] = field(default_factory=list)
     host_timing: bool = False  # submissions and host waits timed from Python (else only calls)
+    lane_names: tuple[str, ...] = ()  # where the lanes are not worker threads (a GPU queue: gpu.py)
 
     @property
     def wall_ns(self) -> int:
@@ -307,7 +308,8 @@ class _Attached:
 
 
 class Recorder:
-    """Traces any number of CPU devices; `capture()` returns one DeviceCapture per device.
+    """Traces any number of devices; `capture()` returns one DeviceCapture per device. CPU
+    devices are traced from their scheduler's rings, GPU devices from timestamp queries (gpu.py).
 
     By default nothing runs per call (the workers write the trace rings; programs are matched
     to submissions at capture). `host_timing` also times each submission and host wait from
@@ -323,15 +325,22 @@ class Recorder:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, host_timing: bool = False) -> None:
         self.capacity = capacity
         self.host_timing = host_timing
-        self.devices: list[_Attached] = []
+        self.devices: list[Any] = []  # _Attached (CPU) and gpu.AttachedQueue
         self.calls: list[Call] = []
 
     def attach(self, device: Any, label: str | None = None) -> None:
-        """Start tracing `device` (a CPU device; others are skipped with no error: nothing to
-        read). Kernels are named from `naming.register_sources` where someone registered them."""
-        if not hasattr(device, "scheduler") or any(a.device is device for a in self.devices):
+        """Start tracing `device` (a CPU device, or a GPU device with timestamps; others are
+        skipped with no error: nothing to read). Kernels are named from
+        `naming.register_sources` where someone registered them."""
+        if any(a.device is device for a in self.devices):
             return
-        self.devices.append(_Attached(device, label or f"{device.driver}#{len(self.devices)}", self.capacity, self.host_timing))
+        label = label or f"{device.driver}#{len(self.devices)}"
+        if hasattr(device, "scheduler"):
+            self.devices.append(_Attached(device, label, self.capacity, self.host_timing))
+        elif hasattr(device, "enable_timestamps"):
+            from fibergrid.profile.gpu import AttachedQueue  # gpu.py builds on this module's types
+
+            self.devices.append(AttachedQueue(device, label, self.capacity))
 
     def reset(self) -> None:
         """Forget everything recorded so far (e.g. a warm-up call)."""

@@ -6,7 +6,7 @@
 
 The first loads the model, makes one checked warm-up call, then traces N calls. The second runs
 the program with FIBERGRID_PROFILE set to a fresh directory: the library (session.py) traces every
-CPU device the program creates and leaves its captures there at exit; this process reads them
+device the program creates (CPU: trace rings; GPU: timestamp queries) and leaves its captures there at exit; this process reads them
 back and reports them exactly as for a model.
 """
 
@@ -148,9 +148,9 @@ def profile_module(args: argparse.Namespace, device: Any, parse_input: Any, erro
         raise error(f"--repetitions {args.repetitions} must be >= 1")
     if args.png:
         _png_size(args.png_size, error)
-    if not hasattr(device, "scheduler"):
-        raise error(f"profile: the {device.driver} driver has no tracing yet (GPU timestamp queries are future "
-                    f"work); profile on local-task or local-sync")
+    if not hasattr(device, "scheduler") and not hasattr(device, "enable_timestamps"):
+        raise error(f"profile: the {device.driver} driver has no tracing (neither worker trace rings nor GPU "
+                    f"timestamps); profile on local-task, local-sync or vulkan")
     module = fg.load(args.module, device)
     function = module[args.function]
     inputs = [parse_input(spec) for spec in args.input]

@@ -61,10 +61,16 @@ def register_sources(executable: Any, sources: dict[str, KernelSource]) -> None:
 
 
 def sources_of(executable: Any) -> dict[str, KernelSource]:
+    """The names registered for `executable`, or for the one it was loaded from (a GPU
+    device loads a variant of the executable the compiler made: hal Executable.origin)."""
     try:
-        return _sources.get(executable, {})
+        found = _sources.get(executable)
     except TypeError:  # not weak-referenceable
         return {}
+    origin = getattr(executable, "origin", None)
+    if found is None:
+        return sources_of(origin) if origin is not None else {}
+    return found
 
 
 def _kind_of(entry: str) -> str:
@@ -75,6 +81,16 @@ def _kind_of(entry: str) -> str:
 
 def _describe(cmd: Any, row: Any, region: int) -> CommandInfo:
     tiles = int(row[L.C_TILES])
+    if cmd is not None:
+        return _describe_recorded(cmd, tiles, region)
+    op = int(row[L.C_OP])
+    kind = {L.OP_DISPATCH: "dispatch", L.OP_FILL: "fill", L.OP_COPY: "copy"}.get(op, "command")
+    return CommandInfo(f"{kind} #{int(row[L.C_INDEX])}", "", kind, tiles, (tiles, 1, 1), 0, None, region)
+
+
+def _describe_recorded(cmd: Any, tiles: int, region: int) -> CommandInfo:
+    """A recorded command; `tiles`: its work items as the device splits them (0: the
+    workgroups of a dispatch)."""
     if isinstance(cmd, Dispatch):
         entry = cmd.entry.name
         source = sources_of(cmd.executable).get(entry)
@@ -87,9 +103,7 @@ def _describe(cmd: Any, row: Any, region: int) -> CommandInfo:
     if isinstance(cmd, (Copy, Update)):
         kind = "copy" if isinstance(cmd, Copy) else "update"
         return CommandInfo(kind, "", kind, tiles, (tiles, 1, 1), 2 * cmd.target.length, None, region)
-    op = int(row[L.C_OP])
-    kind = {L.OP_DISPATCH: "dispatch", L.OP_FILL: "fill", L.OP_COPY: "copy"}.get(op, "command")
-    return CommandInfo(f"{kind} #{int(row[L.C_INDEX])}", "", kind, tiles, (tiles, 1, 1), 0, None, region)
+    raise TypeError(f"not a recorded command: {cmd!r}")
 
 
 def describe_program(program: Any) -> ProgramInfo:
@@ -109,3 +123,22 @@ def describe_program(program: Any) -> ProgramInfo:
         cmd = recorded[cb_id][index] if index < len(recorded[cb_id]) else None
         commands.append(_describe(cmd, row, region_of[c]))
     return ProgramInfo(tuple(commands), regions)
+
+
+def describe_command_buffers(command_buffers: Any) -> ProgramInfo:
+    """The commands of one GPU submission (hal CommandBuffers, in order), named: a GPU queue
+    runs recorded commands, not a scheduler program, so they are read from the recording.
+    Command indices count non-barrier commands across the submission, as GPU trace events do
+    (hal_gpu/vulkan/timestamps.py); a barrier, and each command buffer's start, opens a region."""
+    commands: list[CommandInfo] = []
+    regions: list[tuple[int, int]] = []
+    start = 0
+    for cb in command_buffers:
+        for cmd in list(cb.commands) + [Barrier()]:
+            if isinstance(cmd, Barrier):
+                if len(commands) > start:
+                    regions.append((start, len(commands)))
+                    start = len(commands)
+                continue
+            commands.append(_describe_recorded(cmd, 0 if isinstance(cmd, Dispatch) else 1, len(regions)))
+    return ProgramInfo(tuple(commands), tuple(regions))

@@ -40,7 +40,9 @@ def _short(name: str) -> str:
 
 def text(a: Analysis, findings: list[Finding]) -> str:
     """The tables and findings of one device, as `fibergrid profile` prints them."""
-    out = [f"== {a.device} ({a.driver}, {sum(1 for l in a.lanes if l.name != 'host')} worker threads): "
+    lanes = ", ".join(l.name for l in a.lanes) if a.lanes and not a.lanes[0].name.startswith("worker") else \
+        f"{sum(1 for l in a.lanes if l.name != 'host')} worker threads"
+    out = [f"== {a.device} ({a.driver}, {lanes}): "
            f"{a.calls} calls, {a.submissions} submissions, {a.wall_ns / 1e6:,.1f} ms profiled"]
     if a.call_ns:
         calls = sorted(a.call_ns)

@@ -14,6 +14,8 @@
   and indirect reads: the commands of one region still overlap, as the model allows.
 - the end: a barrier that makes the device's writes visible to the host, so a host that waited
   on the submission's semaphore reads results from mapped memory with no further step.
+- with the device's timestamps on, a timestamp query before and after every dispatch
+  (timestamps.py), for the profiler.
 
 Segments: a command buffer is recorded as one VkCommandBuffer per *segment*; a new segment starts
 at every execution barrier that follows a dispatch of the current segment that may fail (an
@@ -42,6 +44,7 @@ import numpy as np
 from hal import spirv_abi
 from hal.buffer import BufferUsage
 from hal.command_buffer import Barrier, CommandBuffer, Copy, Dispatch, Fill, Update
+from hal_gpu.vulkan import timestamps
 
 WHOLE_SIZE = (1 << 64) - 1  # VK_WHOLE_SIZE (the binding exposes it as -1, which cffi refuses)
 
@@ -54,6 +57,7 @@ class LoweredCommandBuffer:
     dispatches: list[tuple[int, str]]  # (command index, entry name), as `status`
     keepalive: list = field(default_factory=list)
     may_fail: list = field(default_factory=list)  # per segment: whether a dispatch in it may fail
+    queries: timestamps.QuerySlots | None = None  # with the device's timestamps on
 
 
 def _may_fail(d: Dispatch) -> bool:
@@ -63,13 +67,15 @@ def _may_fail(d: Dispatch) -> bool:
     return d.indirect is not None or flags is None or bool(flags[d.entry.function])
 
 
-def _release(device, handles, pool) -> None:
+def _release(device, handles, pool, queries) -> None:
     if device.closed or device.handle is None:
         return
     with device._lock:
         device.vk.vkFreeCommandBuffers(device.handle, device.command_pool, len(handles), handles)
         if pool is not None:
             device.vk.vkDestroyDescriptorPool(device.handle, pool, None)
+        if queries is not None:
+            device.vk.vkDestroyQueryPool(device.handle, queries.pool, None)
 
 
 def _barrier(v, cb, src_stage, src_access, dst_stage, dst_access) -> None:
@@ -117,7 +123,9 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
             level=v.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=len(splits) + 1)))
     lowered = LoweredCommandBuffer(handles, pool, _StatusView(words, [r // 4 + spirv_abi.STATUS for r in regions]), [], keep)
     lowered.may_fail = may_fail
-    weakref.finalize(lowered, _release, device, handles, pool).atexit = False  # the device goes at exit
+    if device.timestamps is not None and dispatches:
+        lowered.queries = _query_slots(device, cb.commands, split_at, len(splits) + 1)
+    weakref.finalize(lowered, _release, device, handles, pool, lowered.queries).atexit = False  # the device goes at exit
 
     all_stages = v.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | v.VK_PIPELINE_STAGE_TRANSFER_BIT
     writes = v.VK_ACCESS_SHADER_WRITE_BIT | v.VK_ACCESS_TRANSFER_WRITE_BIT
@@ -126,6 +134,8 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
     segment = 0
     handle = handles[0]
     v.vkBeginCommandBuffer(handle, begin)
+    queries = lowered.queries
+    _reset_queries(v, handle, queries, 0)
     index = 0
     di = 0
     check_regions = iter(checks)
@@ -136,13 +146,18 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
             segment += 1
             handle = handles[segment]
             v.vkBeginCommandBuffer(handle, begin)
+            _reset_queries(v, handle, queries, segment)
         if isinstance(cmd, Barrier):
             _barrier(v, handle, all_stages, writes, all_stages | v.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT, reads)
             continue
         if isinstance(cmd, Dispatch):
             if cmd.indirect is not None:
                 _record_indirect_check(device, handle, cmd, state, words, regions[di], next(check_regions), pool)
+            if queries is not None:
+                v.vkCmdWriteTimestamp(handle, v.VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries.pool, 2 * di)
             _record_dispatch(device, handle, cmd, state, words, regions[di], pool, keep)
+            if queries is not None:
+                v.vkCmdWriteTimestamp(handle, v.VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries.pool, 2 * di + 1)
             lowered.dispatches.append((index, cmd.entry.name))
             di += 1
         elif isinstance(cmd, Fill):
@@ -158,6 +173,25 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
     _barrier(v, handle, all_stages, writes, v.VK_PIPELINE_STAGE_HOST_BIT, v.VK_ACCESS_HOST_READ_BIT)
     v.vkEndCommandBuffer(handle)
     return lowered
+
+
+def _query_slots(device, commands: list, split_at: set[int], segments: int) -> timestamps.QuerySlots:
+    """Two timestamp queries per dispatch, and the dispatches of each segment."""
+    bounds, workgroups = [0], []
+    for i, cmd in enumerate(commands):
+        if i in split_at:
+            bounds.append(len(workgroups))
+        if isinstance(cmd, Dispatch):
+            workgroups.append(timestamps.workgroups_of(cmd))
+    bounds.append(len(workgroups))
+    ranges = [range(bounds[j], bounds[j + 1]) for j in range(segments)]
+    return timestamps.QuerySlots(timestamps.create_pool(device, 2 * len(workgroups)), ranges, workgroups)
+
+
+def _reset_queries(v, handle, queries: timestamps.QuerySlots | None, segment: int) -> None:
+    if queries is not None and len(queries.segments[segment]):
+        numbers = queries.segments[segment]
+        v.vkCmdResetQueryPool(handle, queries.pool, 2 * numbers.start, 2 * len(numbers))
 
 
 class _StatusView:

@@ -5,7 +5,7 @@ Submissions go to the queue with their waits and signals as timeline-semaphore o
 to have succeeded is held on the host until they are (`VulkanDevice._pump` says why). The driver knows a submission finished when its
 signal semaphores reached their values (one that signals nothing carries a fence): then it reads
 the kernels' status words and fails the submission's semaphores if one is non-zero
-(hal_gpu/vulkan/semaphore.py).
+(hal_gpu/vulkan/semaphore.py), and with timestamps on, the dispatches' GPU times (timestamps.py).
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from hal.command_buffer import CommandBuffer
+import numpy as np
+
+from hal.command_buffer import Barrier, CommandBuffer
 from hal.device import Device, DeviceLimits
 from common.errors import Aborted, DeadlineExceeded, ResourceExhausted, Unavailable
 from hal.executable import EntryPoint, Executable
 from hal.semaphore import Semaphore
 from hal.spirv_abi import FORMAT
-from hal_gpu.vulkan import command_buffer, executable
+from hal_gpu.vulkan import command_buffer, executable, timestamps
 from hal_gpu.vulkan.allocator import VulkanAllocator
 from hal_gpu.vulkan.driver import compute_queue_family, device_name, vk
 from hal_gpu.vulkan.semaphore import VulkanSemaphore
@@ -34,6 +36,18 @@ class _Submission:
     command_buffers: list
     waits: list
     signals: list
+    segments: list  # (command buffer, handle, first segment of it) as queued
+    origin: "_Origin"
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The HAL submission (queue_execute) a queued step belongs to: its serial and, with
+    timestamps on, each command buffer's first command index in it (trace events count commands
+    across the submission, as the CPU scheduler's do)."""
+
+    serial: int
+    first_command: dict
 
 
 class VulkanDevice(Device):
@@ -92,10 +106,12 @@ class VulkanDevice(Device):
         self._users = 0  # threads inside a Vulkan call on this device outside the lock (waits)
         self._idle = threading.Condition(self._lock)
         self._pending: list[_Submission] = []
-        self._deferred: list[tuple[list, list, list]] = []  # held until the host signals (_pump)
+        self._deferred: list[tuple[list, list, list, _Origin]] = []  # held until the host signals (_pump)
         self._pumping = False
         self._fences: list = []
         self._semaphores = _WeakSet()
+        self._serial = 0  # HAL submissions so far
+        self.timestamps: timestamps.Timestamps | None = None
 
     def __repr__(self) -> str:
         return f"<Device vulkan {self.name}>"
@@ -135,6 +151,26 @@ class VulkanDevice(Device):
         self._check_open()
         return command_buffer.lower(self, cb)
 
+    # --- timestamps (the profiler) -----------------------------------------------------------
+
+    def enable_timestamps(self, capacity: int = 1 << 17) -> None:
+        """Time every dispatch of command buffers lowered from now on (timestamps.py); keeps
+        at most `capacity` events until `disable_timestamps`. Unavailable without GPU timestamps."""
+        self._check_open()
+        self.timestamps = timestamps.Timestamps(self, capacity)
+
+    def disable_timestamps(self) -> None:
+        self.timestamps = None
+
+    def timestamp_events(self) -> tuple[np.ndarray, dict[int, tuple[int, int, tuple[int, ...]]]]:
+        """The dispatches timed so far, as trace events (timestamps.EVENT_DTYPE), and the
+        submissions: serial -> (host submit ns, submitting thread, command buffer ids)."""
+        with self._lock:
+            self._retire_completed()
+            if self.timestamps is None:
+                return np.zeros(0, timestamps.EVENT_DTYPE), {}
+            return self.timestamps.events(), dict(self.timestamps.submissions)
+
     # --- queue ------------------------------------------------------------------------------
 
     def _fence(self):
@@ -160,14 +196,22 @@ class VulkanDevice(Device):
         if step or not steps:
             steps.append(step)
         with self._lock:
+            self._serial += 1
+            firsts, n = {}, 0
+            if self.timestamps is not None:
+                for cb in command_buffers:
+                    firsts.setdefault(cb.id, n)
+                    n += sum(not isinstance(c, Barrier) for c in cb.commands)
+                self.timestamps.submitted(self._serial, tuple(cb.id for cb in command_buffers))
+            origin = _Origin(self._serial, firsts)
             if len(steps) == 1:
-                self._deferred.append((steps[0], list(wait), list(signal)))
+                self._deferred.append((steps[0], list(wait), list(signal), origin))
             else:
                 link = VulkanSemaphore(self, 0)
                 link.internal = True
                 last = len(steps) - 1
                 for i, seg in enumerate(steps):
-                    self._deferred.append((seg, list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)]))
+                    self._deferred.append((seg, list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)], origin))
             self._pump()
 
     def _known(self, sem, value: int) -> bool:
@@ -198,7 +242,7 @@ class VulkanDevice(Device):
             while progress:
                 progress = self._retire_completed()
                 held = []
-                for segments, wait, signal in self._deferred:
+                for segments, wait, signal, origin in self._deferred:
                     failed = [s for s, _ in wait if s.failure is not None]
                     if failed:
                         first = failed[0]
@@ -210,14 +254,14 @@ class VulkanDevice(Device):
                         progress = True
                         continue
                     if not all(self._known(s, x) for s, x in wait):
-                        held.append((segments, wait, signal))
+                        held.append((segments, wait, signal, origin))
                         continue
-                    self._queue_submit(segments, wait, signal)
+                    self._queue_submit(segments, wait, signal, origin)
                 self._deferred = held
         finally:
             self._pumping = False
 
-    def _queue_submit(self, segments, wait, signal) -> None:
+    def _queue_submit(self, segments, wait, signal, origin: _Origin) -> None:
         v = self.vk
         for cb, _, first in segments:
             if first:
@@ -245,7 +289,7 @@ class VulkanDevice(Device):
         for cb, _, _ in segments:
             if not any(c is cb for c in cbs):
                 cbs.append(cb)
-        self._pending.append(_Submission(fence, cbs, list(wait), list(signal)))
+        self._pending.append(_Submission(fence, cbs, list(wait), list(signal), list(segments), origin))
 
     def _check_completed(self, seen: tuple[VulkanSemaphore, int] | None = None) -> None:
         """Retires finished submissions (a failed kernel fails their signals) and hands the GPU
@@ -278,6 +322,8 @@ class VulkanDevice(Device):
     def _retire(self, sub: _Submission) -> None:
         if sub.fence is not None:
             self._fences.append(sub.fence)
+        if self.timestamps is not None:
+            self._read_timestamps(sub)
         error = None
         for s, _ in sub.waits:
             if s.failure is not None:
@@ -295,6 +341,15 @@ class VulkanDevice(Device):
             for s, _ in sub.signals:
                 if s.failure is None:
                     s.failure = error
+
+    def _read_timestamps(self, sub: _Submission) -> None:
+        for cb, handle, _ in sub.segments:
+            queries = cb.lowered.queries
+            if queries is None:
+                continue  # lowered before timestamps were on
+            first = sub.origin.first_command.get(cb.id, 0)
+            commands = [first + index for index, _ in cb.lowered.dispatches]
+            self.timestamps.read(self, queries, cb.lowered.handles.index(handle), sub.origin.serial, commands)
 
     def _semaphore_failed(self, sem: VulkanSemaphore) -> None:
         """A semaphore failed (`fail()`): held submissions waiting on it fail their signals
@@ -325,7 +380,7 @@ class VulkanDevice(Device):
         with self._lock:
             # Work parked on semaphores nobody will signal fails, and its waits are released so
             # the GPU drains; then everything is freed with the device.
-            for _, _, signal in self._deferred:
+            for _, _, signal, _ in self._deferred:
                 for s, _ in signal:
                     if s.failure is None:
                         s.failure = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")

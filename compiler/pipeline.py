@@ -123,22 +123,20 @@ class CompiledFunction:
     def executable(self) -> Executable:
         """The kernels as a hal Executable in the CPU format (linked once; the code lives as long
         as this does), with every other format as a variant: those compiled ahead of time, and
-        SPIR-V from the kernel IR, compiled when a Vulkan device first loads it. A device picks
+        every GPU target's code from the kernel IR, compiled when such a device first loads it. A device picks
         its format itself (`Device.executable_for`), so a runtime dispatches this on any."""
         module = jit.load_object(self.object_code) if self.kernels else None
         entries = tuple(EntryPoint(k.name, module.address(k.name), (1, 1, 1), len(k.binding_dtypes), 0,
                                    k.binding_dtypes, (), k.local_memory_size) for k in self.kernels)
         variants = {code.format: Variant(code.blob, _entry_points(code)) for code in self.variants}
-        vulkan = targets_.get("vulkan")
-        if vulkan.format not in variants and (self.regions or self.source is not None) and self.kernels:
-            from compiler.codegen.spirv.kernels import workgroup_size
+        for target in targets_.gpu_targets():
+            if target.format not in variants and (self.regions or self.source is not None) and self.kernels:
+                def build(target=target) -> bytes:
+                    return target.build(self._kernel_regions()).blob
 
-            def build() -> bytes:
-                return vulkan.build(self._kernel_regions()).blob
-
-            variants[vulkan.format] = Variant(build, tuple(
-                EntryPoint(r.name, 0, workgroup_size(r), len(r.bindings), 0, tuple(d.dtype for d in r.bindings))
-                for r in self._kernel_regions()))
+                variants[target.format] = Variant(build, tuple(
+                    EntryPoint(r.name, 0, target.workgroup_size(r), len(r.bindings), 0, tuple(d.dtype for d in r.bindings))
+                    for r in self._kernel_regions()))
         return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants=variants)
 
     @functools.cached_property
@@ -167,10 +165,9 @@ class CompiledFunction:
             for code in self.variants:
                 if code.format == fmt:
                     return tuple(replace(r, workgroup_count=code.kernel(r.entry).workgroup_count) for r in self.program)
-            if fmt == targets_.get("vulkan").format and (self.regions or self.source is not None) and self.program:
-                from compiler.codegen.spirv.kernels import grid
-
-                grids = {r.name: grid(r) for r in self._kernel_regions()}
+            target = next((t for t in targets_.gpu_targets() if t.format == fmt), None)
+            if target is not None and (self.regions or self.source is not None) and self.program:
+                grids = {r.name: target.grid(r) for r in self._kernel_regions()}
                 return tuple(replace(r, workgroup_count=grids[r.entry]) for r in self.program)
         return self.program
 

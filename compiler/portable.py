@@ -9,7 +9,8 @@ failing). Each target supplies a context:
 - CPU (`compiler.codegen.llvm_cpu.invocations`): the CPU ABI entry (hal/abi.py) loops over the
   workgroup's invocations, so one native call still runs one workgroup; local arrays live in
   the worker's local memory; a failure returns the kernel status.
-- SPIR-V (`compiler.codegen.spirv.invocations`): one GLCompute entry, invocations are real GPU
+- SPIR-V (`compiler.codegen.spirv.invocations`; PTX for CUDA builds the same context on
+  `compiler.codegen.nvptx`): one GLCompute entry, invocations are real GPU
   invocations, local arrays are Workgroup memory; a failure stores the status in the dispatch
   state (hal/spirv_abi.py) for the driver to report.
 
@@ -199,6 +200,13 @@ def spirv_blob(kernels: Sequence[PortableKernel]) -> bytes:
     return build_spirv(kernels).compile()
 
 
+def ptx_blob(kernels: Sequence[PortableKernel]) -> bytes:
+    """One PTX module with a kernel per portable kernel (CUDA)."""
+    from compiler.codegen.nvptx.kernels import build_portable
+
+    return build_portable(kernels).compile()
+
+
 _cache = ExecutableCache()
 
 
@@ -207,19 +215,21 @@ GPU_ONLY_FORMAT = "portable-gpu-only"
 
 
 def executable(kernels: Sequence[PortableKernel], cpu: bool = True) -> Executable:
-    """The kernels as one hal Executable: CPU native code, with the SPIR-V form as a variant
-    compiled when a Vulkan device first loads it. `cpu=False`: no CPU code (kernels that need
+    """The kernels as one hal Executable: CPU native code, with the SPIR-V and PTX forms as
+    variants compiled when a Vulkan or CUDA device first loads them. `cpu=False`: no CPU code (kernels that need
     barriers among many invocations), so only GPU drivers load it."""
+    from compiler.codegen.nvptx import FORMAT as PTX_FORMAT
     from compiler.codegen.spirv import FORMAT
 
     key = "|".join(k.key() for k in kernels) + f"|cpu={cpu}"
 
     def create() -> Executable:
-        variant = Variant(lambda: spirv_blob(kernels), tuple(k.entry_point() for k in kernels))
+        gpu_entries = tuple(k.entry_point() for k in kernels)
+        variants = {FORMAT: Variant(lambda: spirv_blob(kernels), gpu_entries), PTX_FORMAT: Variant(lambda: ptx_blob(kernels), gpu_entries)}
         if not cpu:
-            return Executable(tuple(k.entry_point() for k in kernels), GPU_ONLY_FORMAT, variants={FORMAT: variant})
+            return Executable(gpu_entries, GPU_ONLY_FORMAT, variants=variants)
         module, entries = cpu_executable(kernels)
-        return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants={FORMAT: variant})
+        return Executable(entries, CPU_NATIVE_FORMAT, keepalive=module, variants=variants)
 
     return _cache.get_or_create(key, create)
 

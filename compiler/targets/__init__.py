@@ -4,7 +4,8 @@ several targets").
 A target takes the kernel IR regions of a function and gives a `TargetCode`: its format tag (what
 a driver loads), one blob (object code, a SPIR-V module), and per kernel its dispatch metadata and
 the workgroup grid it wants. Targets: `cpu` (LLVM's host backend, the tuned matmul/conv kernels)
-and `vulkan` (LLVM's SPIR-V backend, portable lowerings). Frontends and passes never see a target.
+`vulkan` (LLVM's SPIR-V backend, portable lowerings) and `cuda` (LLVM's NVPTX backend, the same
+GPU lowerings). Frontends and passes never see a target.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Target:
     name: str
     format: str
     build: Callable[[Sequence[kir.KernelRegion]], TargetCode]
+    # GPU targets: a region's workgroup size and grid without generating it (a device that
+    # loads the target's code on first use dispatches it on that grid; compiler/pipeline.py).
+    workgroup_size: Callable[[kir.KernelRegion], tuple[int, int, int]] | None = None
+    grid: Callable[[kir.KernelRegion], tuple[int, int, int]] | None = None
 
 
 def _build_vulkan(regions: Sequence[kir.KernelRegion]) -> TargetCode:
@@ -61,6 +66,31 @@ def _build_vulkan(regions: Sequence[kir.KernelRegion]) -> TargetCode:
     blob = module.compile() if kernels else b""
     return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, k.workgroup_size, k.workgroup_count, k.binding_dtypes)
                                          for k in kernels))
+
+
+def _build_cuda(regions: Sequence[kir.KernelRegion]) -> TargetCode:
+    from compiler.codegen.nvptx import FORMAT
+    from compiler.codegen.nvptx.kernels import generate
+    from compiler.codegen.nvptx.module import NvptxModule
+
+    module = NvptxModule()
+    kernels = [generate(module, r) for r in regions]
+    blob = module.compile() if kernels else b""
+    return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, k.workgroup_size, k.workgroup_count, k.binding_dtypes)
+                                         for k in kernels))
+
+
+def _gpu_workgroup_size(region: kir.KernelRegion) -> tuple[int, int, int]:
+    """Every GPU target lays regions out as the shared GPU lowering does (codegen/spirv/kernels.py)."""
+    from compiler.codegen.spirv.kernels import workgroup_size
+
+    return workgroup_size(region)
+
+
+def _gpu_grid(region: kir.KernelRegion) -> tuple[int, int, int]:
+    from compiler.codegen.spirv.kernels import grid
+
+    return grid(region)
 
 
 def _build_cpu(regions: Sequence[kir.KernelRegion]) -> TargetCode:
@@ -80,14 +110,26 @@ def _vulkan_format() -> str:
     return FORMAT
 
 
+def _cuda_format() -> str:
+    from hal.ptx_abi import FORMAT
+
+    return FORMAT
+
+
 TARGETS: dict[str, Callable[[], Target]] = {
     "cpu": lambda: Target("cpu", "cpu-native", _build_cpu),
-    "vulkan": lambda: Target("vulkan", _vulkan_format(), _build_vulkan),
+    "vulkan": lambda: Target("vulkan", _vulkan_format(), _build_vulkan, _gpu_workgroup_size, _gpu_grid),
+    "cuda": lambda: Target("cuda", _cuda_format(), _build_cuda, _gpu_workgroup_size, _gpu_grid),
 }
 
 
+def gpu_targets() -> list[Target]:
+    """Every target a device may load lazily from kernel IR (all but the CPU's)."""
+    return [t for t in (make() for make in TARGETS.values()) if t.grid is not None]
+
+
 def get(name: str) -> Target:
-    """The target named `name` (`cpu`, `vulkan`); CompileError for others."""
+    """The target named `name` (`cpu`, `vulkan`, `cuda`); CompileError for others."""
     if name not in TARGETS:
         raise CompileError(f"unknown target '{name}' (known: {', '.join(TARGETS)})")
     return TARGETS[name]()

@@ -1,0 +1,272 @@
+"""Command buffers recorded as CUDA graphs at `end()` and replayed whole (IREE's CUDA graph
+command buffer): one graph launch per submission of a command buffer, however many commands.
+
+- dispatch: a kernel node (the bindings' base addresses and this dispatch's region of the
+  command buffer's state buffer as parameters; offsets, lengths, constants and the workgroup
+  count in the state words, hal/ptx_abi.py).
+- dispatch_indirect: a kernel node whose grid is set when its step is launched, from the count
+  the host reads then (every earlier region has completed: a step boundary precedes it); a zero
+  count disables the node, one over the device limit fails the submission naming it.
+- fill: a memset node (device memory), or a copy from pinned memory holding the pattern, written
+  at record time (host memory, which memset nodes do not take); update: a copy from pinned
+  memory holding the data; copy: a memcpy node.
+- execution_barrier: graph edges (through an empty node) from every node of a region to every
+  node of the next, so commands of one region still overlap, as the model allows.
+
+Steps: a new graph starts after every region with a dispatch that may fail (a kernel that writes
+its status, executable.py `may_fail`; compiled models' kernels mostly cannot) and before every
+region with an indirect dispatch. A graph with a dispatch that may fail ends by copying the
+state words to pinned memory, and the device launches what follows only once the host saw those
+words clear (device.py), so a failure skips every later command, as on the CPU drivers.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hal import spirv_abi as abi
+from hal.buffer import BufferUsage
+from hal.command_buffer import Barrier, CommandBuffer, Copy, Dispatch, Fill, Update
+from hal_gpu.cuda.driver import check, cu, make_current
+
+DEVICE_ONLY = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
+
+
+@dataclass
+class Indirect:
+    """An indirect dispatch's kernel node, set up at launch (`Part.prepare`)."""
+
+    node: object
+    dispatch: Dispatch
+    number: int  # dispatch number in the command buffer
+    base: int  # its state region, in words
+    params: object  # CUDA_KERNEL_NODE_PARAMS, grid updated per launch
+
+
+@dataclass
+class Part:
+    """One graph of a command buffer: the regions between two step boundaries."""
+
+    graph: object
+    exec: object
+    may_fail: bool
+    dispatches: list[int]  # dispatch numbers whose status this part reports
+    indirect: list[Indirect]
+
+
+@dataclass
+class LoweredCommandBuffer:
+    parts: list[Part]
+    state: object  # device buffer of state words
+    mirror: np.ndarray  # uint32 words in pinned memory: written at record time, read after failures
+    bases: list[int]  # per dispatch: its state region, in words
+    dispatches: list[tuple[int, str]]  # per dispatch: (command index, entry name)
+    keep: list = field(default_factory=list)
+
+    def failures(self, part: Part) -> list[tuple[int, int, tuple[int, int, int]]]:
+        """(dispatch number, status, failing workgroup) of every dispatch of `part` that failed
+        (read from the mirror the part's graph copied the state into)."""
+        out = []
+        for n in part.dispatches:
+            base = self.bases[n]
+            status = int(self.mirror[base + abi.STATUS: base + abi.STATUS + 1].view(np.int32)[0])
+            if status:
+                at = base + abi.FAILED_WORKGROUP
+                out.append((n, status, tuple(int(w) for w in self.mirror[at: at + 3])))
+        return out
+
+    def clear(self, device) -> None:
+        """Zeroes the status words after a failure, so the command buffer can run again."""
+        for base in self.bases:
+            self.mirror[base + abi.STATUS] = 0
+        check(cu().cuMemcpyHtoD(self.state.device_address, self.mirror.ctypes.data, self.mirror.nbytes), "clearing kernel status")
+
+
+def _release(device, parts: list[Part]) -> None:
+    d = cu()
+    try:
+        make_current(device.context)
+        for p in parts:
+            d.cuGraphExecDestroy(p.exec)
+            d.cuGraphDestroy(p.graph)
+    except Exception:  # noqa: BLE001 - a finalizer never raises
+        pass
+
+
+def _steps(cb: CommandBuffer) -> list[tuple[list[list], bool]]:
+    """The command buffer's regions grouped into parts (module docstring), with whether each
+    part may fail."""
+    parts: list[tuple[list[list], bool]] = []
+    current: list[list] = []
+    for region in cb.regions():
+        if current and any(isinstance(c, Dispatch) and c.indirect is not None for c in region):
+            parts.append((current, False))
+            current = []
+        current.append(region)
+        if any(isinstance(c, Dispatch) and _may_fail(c) for c in region):
+            parts.append((current, True))
+            current = []
+    if current or not parts:
+        parts.append((current, False))
+    return parts
+
+
+def _may_fail(d: Dispatch) -> bool:
+    flags = getattr(d.executable, "may_fail", None)
+    return flags is None or bool(flags[d.entry.function])
+
+
+def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
+    d = cu()
+    device.enter()
+    dispatches = [c for c in cb.commands if isinstance(c, Dispatch)]
+    bases, words = [], 0
+    for disp in dispatches:
+        bases.append(words)
+        words += -(-abi.state_words(disp.entry.binding_count, disp.entry.constant_count) // 4) * 4  # 16-byte regions
+    state = device.allocator.allocate_buffer(4 * max(words, 1), DEVICE_ONLY)
+    mirror_buffer = device.allocator.allocate_buffer(4 * max(words, 1), BufferUsage.DEFAULT)
+    mirror = mirror_buffer.view(np.uint32)
+    lowered = LoweredCommandBuffer([], state, mirror, bases, [], [state, mirror_buffer])
+    numbers = {id(c): i for i, c in enumerate(dispatches)}
+    index = 0
+    for c in cb.commands:
+        if isinstance(c, Dispatch):
+            lowered.dispatches.append((index, c.entry.name))
+        if not isinstance(c, Barrier):
+            index += 1
+    for disp, base in zip(dispatches, bases):
+        _write_state(mirror, disp, base)
+    check(d.cuMemcpyHtoD(state.device_address, mirror.ctypes.data, mirror.nbytes), "uploading dispatch state")
+    for regions, may_fail in _steps(cb):
+        graph = check(d.cuGraphCreate(0), "cuGraphCreate")
+        deps: list = []
+        part = Part(graph, None, may_fail, [], [])
+        for r, region in enumerate(regions):
+            nodes = []
+            for c in region:
+                node = _add(device, graph, deps, c, lowered, part, numbers, r == 0)
+                if node is not None:
+                    nodes.append(node)
+            if nodes:
+                deps = nodes if len(nodes) == 1 else [check(d.cuGraphAddEmptyNode(graph, nodes, len(nodes)), "barrier")]
+        if may_fail:
+            _copy_node(device, graph, deps, state.device_address, mirror_buffer.device_address, mirror.nbytes)
+        part.exec = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+        lowered.parts.append(part)
+    weakref.finalize(lowered, _release, device, lowered.parts).atexit = False
+    return lowered
+
+
+def _write_state(words: np.ndarray, disp: Dispatch, base: int) -> None:
+    ep = disp.entry
+    words[base + abi.WORKGROUP_COUNT: base + 3] = disp.workgroup_count
+    for i, b in enumerate(disp.bindings):
+        size = ep.binding_dtypes[i].itemsize if i < len(ep.binding_dtypes) and ep.binding_dtypes[i] is not None else 1
+        words[base + abi.binding_offset_word(i)] = b.offset // size
+        words[base + abi.binding_length_word(i)] = b.length // size
+    if ep.constant_count:
+        start = base + abi.constant_word(ep.binding_count, 0)
+        words[start: start + ep.constant_count] = disp.constants
+
+
+def _add(device, graph, deps: list, c, lowered: LoweredCommandBuffer, part: Part, numbers: dict, first_region: bool):
+    """The graph node of command `c` (None for an empty range)."""
+    d = cu()
+    if isinstance(c, Dispatch):
+        n = numbers[id(c)]
+        base = lowered.bases[n]
+        ep = c.entry
+        args = np.array([b.buffer.device_address for b in c.bindings] + [lowered.state.device_address + 4 * base], dtype=np.uint64)
+        pointers = np.array([args.ctypes.data + 8 * i for i in range(len(args))], dtype=np.uint64)
+        lowered.keep += [args, pointers, c.executable, [b.buffer for b in c.bindings]]
+        params = d.CUDA_KERNEL_NODE_PARAMS()
+        params.func = c.executable.functions[ep.function]
+        params.gridDimX, params.gridDimY, params.gridDimZ = (c.workgroup_count if c.indirect is None else (1, 1, 1))
+        params.blockDimX, params.blockDimY, params.blockDimZ = ep.workgroup_size
+        params.sharedMemBytes = 0
+        params.kernelParams = int(pointers.ctypes.data)
+        node = check(d.cuGraphAddKernelNode(graph, deps, len(deps), params), f"dispatch '{ep.name}'")
+        if part.may_fail:
+            part.dispatches.append(n)
+        if c.indirect is not None:
+            assert first_region  # _steps starts a part at every region with an indirect dispatch
+            part.indirect.append(Indirect(node, c, n, base, params))
+            lowered.keep.append(c.indirect.buffer)
+        return node
+    if isinstance(c, Copy):
+        lowered.keep += [c.source.buffer, c.target.buffer]
+        if not c.target.length:
+            return None
+        return _copy_node(device, graph, deps, c.source.buffer.device_address + c.source.offset,
+                          c.target.buffer.device_address + c.target.offset, c.target.length)
+    if isinstance(c, Update):
+        return _from_staging(device, graph, deps, c.data, c.target, lowered)
+    if isinstance(c, Fill):
+        t = c.target
+        lowered.keep.append(t.buffer)
+        if not t.length:
+            return None
+        if t.buffer.address is not None:  # host memory: memset nodes take device memory only
+            data = np.array([c.pattern], dtype=f"<u{c.pattern_length}").tobytes() * (t.length // c.pattern_length)
+            return _from_staging(device, graph, deps, data, t, lowered)
+        params = d.CUDA_MEMSET_NODE_PARAMS()
+        params.dst = t.buffer.device_address + t.offset
+        params.elementSize = c.pattern_length
+        params.width = t.length // c.pattern_length
+        params.height = 1
+        params.pitch = t.length
+        params.value = c.pattern
+        return check(d.cuGraphAddMemsetNode(graph, deps, len(deps), params, device.context), "fill")
+    raise AssertionError(f"unknown command {c!r}")
+
+
+def _from_staging(device, graph, deps: list, data: bytes, target, lowered: LoweredCommandBuffer):
+    if not target.length:
+        return None
+    staging = device.allocator.allocate_buffer(len(data), BufferUsage.DEFAULT)
+    staging.map()[:] = np.frombuffer(data, dtype=np.uint8)
+    lowered.keep += [staging, target.buffer]
+    return _copy_node(device, graph, deps, staging.device_address, target.buffer.device_address + target.offset, target.length)
+
+
+def _copy_node(device, graph, deps: list, source: int, target: int, length: int):
+    d = cu()
+    params = d.CUDA_MEMCPY3D()
+    params.srcMemoryType = d.CUmemorytype.CU_MEMORYTYPE_UNIFIED
+    params.srcDevice = source
+    params.dstMemoryType = d.CUmemorytype.CU_MEMORYTYPE_UNIFIED
+    params.dstDevice = target
+    params.WidthInBytes = length
+    params.Height = 1
+    params.Depth = 1
+    return check(d.cuGraphAddMemcpyNode(graph, deps, len(deps), params, device.context), "copy")
+
+
+def prepare(device, cb: CommandBuffer, part: Part) -> str | None:
+    """Sets the grids of `part`'s indirect dispatches from the counts in their buffers, read now
+    (every earlier region has completed); the error of a count over the device limit, or None."""
+    d = cu()
+    lowered: LoweredCommandBuffer = cb.lowered
+    for ind in part.indirect:
+        source = ind.dispatch.indirect
+        count = np.zeros(3, np.uint32)
+        if source.buffer.address is not None:
+            count[:] = source.buffer.view(np.uint32, 3, source.offset)
+        else:
+            check(d.cuMemcpyDtoH(count.ctypes.data, source.buffer.device_address + source.offset, 12), "reading an indirect count")
+        index, name = lowered.dispatches[ind.number]
+        if int(count.max()) > device.limits.max_workgroup_count:
+            return (f"dispatch_indirect '{name}' (command {index} of command buffer #{cb.id}): workgroup count "
+                    f"{tuple(int(c) for c in count)} read from its buffer is out of range (limit {device.limits.max_workgroup_count})")
+        check(d.cuGraphNodeSetEnabled(part.exec, ind.node, int(bool(count.all()))), "dispatch_indirect")
+        if count.all():
+            ind.params.gridDimX, ind.params.gridDimY, ind.params.gridDimZ = (int(c) for c in count)
+            check(d.cuGraphExecKernelNodeSetParams(part.exec, ind.node, ind.params), "dispatch_indirect")
+            lowered.mirror[ind.base + abi.WORKGROUP_COUNT: ind.base + 3] = count
+            check(d.cuMemcpyHtoDAsync(lowered.state.device_address + 4 * ind.base, lowered.mirror.ctypes.data + 4 * ind.base, 12,
+                                      device.stream), "dispatch_indirect")
+    return None

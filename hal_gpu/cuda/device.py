@@ -1,0 +1,273 @@
+"""The CUDA device: one stream, and the queue's submissions in steps.
+
+`queue_execute` returns at once. A submission is a list of *steps* (each one or more graph
+launches, command_buffer.py says where steps end) followed by an event; a step goes to the stream
+only once every semaphore it waits on is known to have succeeded (its payload is reached: the
+host applies payloads only after retiring the work that signals them, semaphore.py), and the
+next step of a submission only once the previous one retired with its kernels' status words
+clear. Why hold on the host rather than let the stream order a dependent after its producer: a
+kernel's failure is a status word only the host reads, so a dependent already on the stream would
+run after its producer failed. The cost is one host round trip per step of a chain; whoever waits
+(a host `wait`, `query`, `signal`, `wait_idle`) drives it, on its own thread: no thread hand-off
+sits between a submission and its signal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+from common.errors import Aborted, DeadlineExceeded
+from hal.command_buffer import CommandBuffer
+from hal.device import Device, DeviceLimits
+from hal.executable import EntryPoint, Executable
+from hal.ptx_abi import FORMAT
+from hal.semaphore import Semaphore
+from hal_gpu.cuda import command_buffer, executable
+from hal_gpu.cuda.allocator import CudaAllocator
+from hal_gpu.cuda.driver import check, context, cu, device_name, make_current
+from hal_gpu.cuda.semaphore import CudaSemaphore
+
+_SPIN_S = 0.002  # a waiter polls its event this long before it sleeps between polls
+_SLICE_S = 0.005  # sleeping waiters wake this often to notice failures and deadlines
+
+
+@dataclass
+class _Submission:
+    steps: list  # per step: [(command buffer, part)]
+    waits: list
+    signals: list
+    next: int = 0  # the step to launch next
+    event: object = None  # recorded after the step in flight
+
+
+class CudaDevice(Device):
+    driver = "cuda"
+    formats = (FORMAT,)
+    allocator_class = CudaAllocator
+
+    def __init__(self, dev, **_options) -> None:
+        d = cu()
+        self.cu_device = dev
+        self.name = device_name(dev)
+        self.context = context(dev)
+        make_current(self.context)
+
+        def attr(name: str) -> int:
+            return check(d.cuDeviceGetAttribute(getattr(d.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}"), dev), name)
+
+        self.total_memory = int(check(d.cuDeviceTotalMem(dev), "cuDeviceTotalMem"))
+        super().__init__(DeviceLimits(
+            max_workgroup_count=min(attr("MAX_GRID_DIM_X"), attr("MAX_GRID_DIM_Y"), attr("MAX_GRID_DIM_Z")),
+            local_memory_size=attr("MAX_SHARED_MEMORY_PER_BLOCK"),  # static shared memory (48 KiB)
+            max_update_size=64 * 1024,
+            max_workgroup_size=(attr("MAX_BLOCK_DIM_X"), attr("MAX_BLOCK_DIM_Y"), attr("MAX_BLOCK_DIM_Z")),
+            max_workgroup_invocations=attr("MAX_THREADS_PER_BLOCK"),
+            binding_offset_alignment=1,
+            fill_pattern_sizes=(1, 2, 4),
+        ))
+        self.stream = check(d.cuStreamCreate(d.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # a host signal, a failure or a retirement
+        self._deferred: list[_Submission] = []  # steps held until their waits are known
+        self._pending: list[_Submission] = []  # a step on the stream, in stream order
+        self._events: list = []
+        self._pumping = False
+        self._semaphores: "weakref.WeakSet[CudaSemaphore]" = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        return f"<Device cuda {self.name}>"
+
+    def enter(self) -> None:
+        """Makes the device's context current on the calling thread (Aborted once closed)."""
+        if self.closed:
+            raise Aborted(f"{self!r} is closed")
+        make_current(self.context)
+
+    # --- objects -------------------------------------------------------------------------------
+
+    def create_semaphore(self, initial_value: int = 0) -> Semaphore:
+        self._check_open()
+        return CudaSemaphore(self, initial_value)
+
+    def _load_executable(self, format: str, data, entry_points: tuple[EntryPoint, ...]) -> Executable:
+        return executable.load(self, format, data, entry_points)
+
+    def lower_command_buffer(self, cb: CommandBuffer):
+        self._check_open()
+        return command_buffer.lower(self, cb)
+
+    # --- queue ---------------------------------------------------------------------------------
+
+    def _submit(self, command_buffers, wait, signal) -> None:
+        steps, step = [], []
+        for cb in command_buffers:
+            for part in cb.lowered.parts:
+                if part.indirect and step:  # its counts are read once what precedes it retired
+                    steps.append(step)
+                    step = []
+                step.append((cb, part))
+                if part.may_fail:  # its status must be seen before what follows runs
+                    steps.append(step)
+                    step = []
+        if step or not steps:
+            steps.append(step)
+        self.enter()
+        with self._lock:
+            self._deferred.append(_Submission(steps, list(wait), list(signal)))
+            self._pump()
+
+    def _pump(self) -> None:
+        """Retires finished steps and launches every held step whose waits are known."""
+        if self._pumping:
+            return  # re-entered (a failure found while pumping): the running pump sees it
+        self._pumping = True
+        try:
+            progress = True
+            while progress:
+                progress = self._retire_completed()
+                held = []
+                for sub in self._deferred:
+                    failed = [s for s, _ in sub.waits if s.failure is not None]
+                    if failed:
+                        first = failed[0]
+                        self._fail(sub, Aborted(f"a submission waited on {first!r}, which failed: {first.failure}"))
+                        progress = True
+                    elif all(s.value >= x for s, x in sub.waits):
+                        progress |= self._launch(sub)
+                    else:
+                        held.append(sub)
+                self._deferred = held
+        finally:
+            self._pumping = False
+
+    def _launch(self, sub: _Submission) -> bool:
+        """Puts the submission's next step on the stream; True when it finished at once (a step
+        that failed before running)."""
+        d = cu()
+        for cb, part in sub.steps[sub.next]:
+            error = command_buffer.prepare(self, cb, part)
+            if error is not None:
+                self._fail(sub, Aborted(error))
+                return True
+            check(d.cuGraphLaunch(part.exec, self.stream), "cuGraphLaunch")
+        sub.event = self._events.pop() if self._events else check(d.cuEventCreate(d.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate")
+        check(d.cuEventRecord(sub.event, self.stream), "cuEventRecord")
+        sub.waits = []
+        self._pending.append(sub)
+        return False
+
+    def _retire_completed(self) -> bool:
+        d = cu()
+        retired = False
+        while self._pending:
+            sub = self._pending[0]
+            err = d.cuEventQuery(sub.event)[0]
+            if err == d.CUresult.CUDA_ERROR_NOT_READY:
+                break
+            check((err,), "a submission's event")
+            self._pending.pop(0)
+            self._retire(sub)
+            retired = True
+        return retired
+
+    def _retire(self, sub: _Submission) -> None:
+        self._events.append(sub.event)
+        sub.event = None
+        errors = []
+        for cb, part in sub.steps[sub.next]:
+            failures = cb.lowered.failures(part) if part.may_fail else []
+            for number, status, workgroup in failures:
+                index, name = cb.lowered.dispatches[number]
+                errors.append(Aborted(f"kernel '{name}' returned status {status} at workgroup {workgroup} "
+                                      f"(command {index} of command buffer #{cb.id})"))
+            if failures:
+                cb.lowered.clear(self)
+        if errors:
+            self._fail(sub, errors[0])
+            return
+        sub.next += 1
+        if sub.next < len(sub.steps):
+            self._deferred.append(sub)  # no waits left: the pump launches it
+            return
+        for s, x in sub.signals:
+            if s.failure is None and x > s.value:
+                s.value = x
+        self._changed.notify_all()
+
+    def _fail(self, sub: _Submission, error: BaseException) -> None:
+        for s, _ in sub.signals:
+            if s.failure is None:
+                s.failure = error
+        self._changed.notify_all()
+
+    def poll(self) -> None:
+        """Retires finished work and launches what that releases."""
+        with self._lock:
+            if not self.closed:
+                self.enter()
+                self._pump()
+
+    def wait_for(self, sem: CudaSemaphore, value: int, timeout: float | None) -> None:
+        """Blocks until `sem` reaches `value`, driving the queue meanwhile: the oldest step on the
+        stream is waited for (spinning first: a small step finishes in microseconds) and
+        retired; with nothing on the stream, the waiter sleeps until a host signal."""
+        d = cu()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        spin_until = time.monotonic() + _SPIN_S
+        while True:
+            with self._lock:
+                if self.closed and sem.failure is None and sem.value < value:
+                    raise Aborted(f"{sem!r}: {self!r} is closed")
+                if not self.closed:
+                    self.enter()
+                    self._pump()
+                sem._raise_if_failed()
+                if sem.value >= value:
+                    return
+                event = self._pending[0].event if self._pending else None
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise DeadlineExceeded(f"{sem!r}: payload {sem.value} did not reach {value} within {timeout} s")
+                if event is None:
+                    self._changed.wait(_SLICE_S if deadline is None else max(0.0, min(_SLICE_S, deadline - now)))
+                    continue
+            if deadline is None:
+                check(d.cuEventSynchronize(event), "cuEventSynchronize")
+            elif time.monotonic() > spin_until:
+                time.sleep(0.0002)
+            # else: spin (the next turn queries the event)
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.poll()
+            with self._lock:
+                busy = len(self._pending) + len(self._deferred)
+            if not busy:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{self!r}: {busy} submissions still in flight after {timeout} s")
+            time.sleep(0.0002)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            make_current(self.context)
+            shutdown = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
+            for sub in self._deferred + self._pending:
+                self._fail(sub, shutdown)
+            self._deferred, self._pending = [], []
+            d = cu()
+            d.cuStreamSynchronize(self.stream)
+            for sem in list(self._semaphores):
+                if sem.failure is None:
+                    sem.failure = Aborted(f"{self!r} is closed")
+            for event in self._events:
+                d.cuEventDestroy(event)
+            d.cuStreamDestroy(self.stream)
+            super().close()
+            self._changed.notify_all()

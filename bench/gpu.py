@@ -1,10 +1,14 @@
-"""GPU benchmarks on the `vulkan` driver (issue 8): submit-to-signal for one tiny dispatch, a
-256 MiB device-local copy's GB/s, a 4096x4096 f32 matmul's GFLOP/s from portable kernels (naive
-and tiled through workgroup memory), and the per-call latency of bench.models' JAX models
-compiled for Vulkan (next to IREE's Vulkan driver where IREE is installed).
+"""GPU benchmarks on the `vulkan` or `cuda` driver (issues 8, 13): submit-to-signal for one tiny
+dispatch, a 256 MiB device-local copy's GB/s, a 4096x4096 f32 matmul's GFLOP/s from portable
+kernels (naive and tiled through workgroup memory), and the per-call latency of bench.models' JAX
+models compiled for the device (next to IREE's Vulkan driver where IREE is installed).
 
-    python -m bench.gpu --json          # full sizes (an NVIDIA H200 in the issue)
-    python -m bench.gpu --json --quick  # small sizes (lavapipe on a CPU)
+    python -m bench.gpu --json                  # full sizes (an NVIDIA H200 in the issue)
+    python -m bench.gpu --json --quick          # small sizes (lavapipe on a CPU)
+    python -m bench.gpu --json --driver cuda    # the same figures on the CUDA driver
+
+On cuda the floor is also measured raw, in the same run: the same kernel launched with
+cuLaunchKernel and a stream synchronise from Python, no HAL (issue 13's 10.8 us).
 
 Every figure is a median over repeated runs. The raw floor is an empty submission signalling a
 semaphore (what the driver cannot go below); the tiny dispatch is one workgroup of one
@@ -125,7 +129,30 @@ def submit_to_signal(device, repeats: int) -> dict:
     empty.end()
     floor = _median_us(lambda: _run(device, empty, state), repeats)
     dispatch = _median_us(lambda: _run(device, cb, state), repeats)
-    return {"submit_to_signal_us": dispatch, "empty_submit_us": floor, "ratio_vs_floor": dispatch / floor}
+    out = {"submit_to_signal_us": dispatch, "empty_submit_us": floor, "ratio_vs_floor": dispatch / floor}
+    if device.driver == "cuda":
+        raw = raw_cuda_launch(device, word, repeats)
+        out.update({"raw_launch_sync_us": raw, "ratio_vs_raw_launch": dispatch / raw})
+    return out
+
+
+def raw_cuda_launch(device, word, repeats: int) -> float:
+    """The tiny kernel launched straight through cuda.bindings (cuLaunchKernel +
+    cuStreamSynchronize on the device's stream), what the driver's submit-to-signal is held to."""
+    import ctypes
+
+    from cuda.bindings import driver as cu
+
+    exe = device.executable_for(tiny)
+    state = device.allocator.allocate_buffer(64, DEVICE_LOCAL)
+    args = (ctypes.c_uint64 * 2)(word.buffer.device_address, state.device_address)
+    pointers = (ctypes.c_void_p * 2)(ctypes.addressof(args), ctypes.addressof(args) + 8)
+
+    def launch() -> None:
+        cu.cuLaunchKernel(exe.functions[0], 1, 1, 1, 1, 1, 1, 0, device.stream, ctypes.addressof(pointers), None)
+        cu.cuStreamSynchronize(device.stream)
+
+    return _median_us(launch, repeats)
 
 
 def copy_bandwidth(device, nbytes: int, repeats: int) -> dict:
@@ -217,14 +244,19 @@ def models(device, repeats: int, names: list[str] | None) -> dict:
 
 H200_F32_PEAK_GFLOPS = 67_000.0  # without tensor cores (the issue's figure)
 IREE_VULKAN_BEST_US = 3_900.0  # IREE 3.13's Vulkan driver on the H200, its fastest of these models (issue 8)
+IREE_CUDA_BEST_US = 500.0  # IREE 3.13's CUDA driver on the H200, its fastest of these models (issue 13: 0.5-6.6 ms)
 
 
 def _bars(out: dict) -> dict:
     """Issue 8's bars, from this run's figures (the peak and IREE's figure are the H200's)."""
-    models = {k[:-3]: v for k, v in out.items() if k.endswith("_us") and not k.startswith(("matmul_", "submit", "empty", "copy"))
+    models = {k[:-3]: v for k, v in out.items() if k.endswith("_us") and not k.startswith(("matmul_", "submit", "empty", "copy", "raw_"))
               and not k.endswith(("_iree_vulkan_us",))}
     return {
         "submit_within_2x_of_empty_submit": out["ratio_vs_floor"] <= 2.0,
+        **({"submit_within_2x_of_raw_launch": out["ratio_vs_raw_launch"] <= 2.0,
+            "models_below_iree_cuda": {name: us < IREE_CUDA_BEST_US for name, us in models.items()},
+            "models_5x_below_iree_cuda": {name: us * 5 < IREE_CUDA_BEST_US for name, us in models.items()}}
+           if "ratio_vs_raw_launch" in out else {}),
         "matmul_tiled_fraction_of_h200_peak": out.get("matmul_tiled_GFLOPs", 0.0) / H200_F32_PEAK_GFLOPS,
         "models_below_iree_vulkan": {name: us < IREE_VULKAN_BEST_US for name, us in models.items()},
         "models_10x_below_iree_vulkan": {name: us * 10 < IREE_VULKAN_BEST_US for name, us in models.items()},
@@ -235,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="small sizes (CPU Vulkan implementations)")
-    parser.add_argument("--device", default=None, help="vulkan device index or name substring")
+    parser.add_argument("--driver", default="vulkan", choices=["vulkan", "cuda"], help="the GPU driver to measure")
+    parser.add_argument("--device", default=None, help="device index or name substring")
     args = parser.parse_args(argv)
-    if "vulkan" not in fg.available_drivers():
-        print("bench.gpu: no Vulkan device on this machine (fg.available_drivers() has no 'vulkan')", file=sys.stderr)
+    if args.driver not in fg.available_drivers():
+        print(f"bench.gpu: no {args.driver} device on this machine (fg.available_drivers() has no '{args.driver}')", file=sys.stderr)
         return 2
-    device = fg.create_device("vulkan", **({} if args.device is None else {"device": int(args.device) if args.device.isdigit() else args.device}))
-    out: dict = {"device": device.name}
+    device = fg.create_device(args.driver, **({} if args.device is None else {"device": int(args.device) if args.device.isdigit() else args.device}))
+    out: dict = {"driver": args.driver, "device": device.name}
     out.update(submit_to_signal(device, 50 if args.quick else 500))
     out.update(copy_bandwidth(device, (16 if args.quick else 256) << 20, 5 if args.quick else 20))
     out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10, tiled=False))

@@ -51,7 +51,7 @@ class Part:
     """One graph of a command buffer: the regions between two step boundaries."""
 
     graph: object
-    exec: object
+    exec: object  # None when the part has nothing to run
     may_fail: bool
     dispatches: list[int]  # dispatch numbers whose status this part reports
     indirect: list[Indirect]
@@ -90,7 +90,8 @@ def _release(device, parts: list[Part]) -> None:
     try:
         make_current(device.context)
         for p in parts:
-            d.cuGraphExecDestroy(p.exec)
+            if p.exec is not None:
+                d.cuGraphExecDestroy(p.exec)
             d.cuGraphDestroy(p.graph)
     except Exception:  # noqa: BLE001 - a finalizer never raises
         pass
@@ -155,7 +156,8 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
                 deps = nodes if len(nodes) == 1 else [check(d.cuGraphAddEmptyNode(graph, nodes, len(nodes)), "barrier")]
         if may_fail:
             _copy_node(device, graph, deps, state.device_address, mirror_buffer.device_address, mirror.nbytes)
-        part.exec = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+        if may_fail or deps:  # else nothing to run (empty command buffer, empty ranges): no graph
+            part.exec = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
         lowered.parts.append(part)
     weakref.finalize(lowered, _release, device, lowered.parts).atexit = False
     return lowered

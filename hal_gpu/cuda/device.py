@@ -68,7 +68,7 @@ class CudaDevice(Device):
             binding_offset_alignment=1,
             fill_pattern_sizes=(1, 2, 4),
         ))
-        self.stream = check(d.cuStreamCreate(d.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+        self.stream = check(d.cuStreamCreate(int(d.CUstream_flags.CU_STREAM_NON_BLOCKING)), "cuStreamCreate")
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # a host signal, a failure or a retirement
         self._deferred: list[_Submission] = []  # steps held until their waits are known
@@ -81,9 +81,8 @@ class CudaDevice(Device):
         return f"<Device cuda {self.name}>"
 
     def enter(self) -> None:
-        """Makes the device's context current on the calling thread (Aborted once closed)."""
-        if self.closed:
-            raise Aborted(f"{self!r} is closed")
+        """Makes the device's context current on the calling thread (FailedPrecondition once closed)."""
+        self._check_open()
         make_current(self.context)
 
     # --- objects -------------------------------------------------------------------------------
@@ -152,8 +151,9 @@ class CudaDevice(Device):
             if error is not None:
                 self._fail(sub, Aborted(error))
                 return True
-            check(d.cuGraphLaunch(part.exec, self.stream), "cuGraphLaunch")
-        sub.event = self._events.pop() if self._events else check(d.cuEventCreate(d.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate")
+            if part.exec is not None:
+                check(d.cuGraphLaunch(part.exec, self.stream), "cuGraphLaunch")
+        sub.event = self._events.pop() if self._events else check(d.cuEventCreate(int(d.CUevent_flags.CU_EVENT_DISABLE_TIMING)), "cuEventCreate")
         check(d.cuEventRecord(sub.event, self.stream), "cuEventRecord")
         sub.waits = []
         self._pending.append(sub)

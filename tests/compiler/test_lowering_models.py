@@ -1,4 +1,4 @@
-"""Small models end to end through fg.load on local-task and vulkan, compared with JAX: a CNN
+"""Small models end to end through fg.load on local-task and every GPU driver present, compared with JAX: a CNN
 (conv/relu/max-pool/mean), a transformer block (layernorm, softmax attention, gelu), and a
 classifier head (argmax, top-k by argsort, cumsum, embedding take)."""
 
@@ -19,9 +19,9 @@ def _f32(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=["local-task"] + (["vulkan"] if "vulkan" in fg.available_drivers() else []))
+@pytest.fixture(scope="module", params=["local-task"] + [d for d in ("vulkan", "cuda") if d in fg.available_drivers()])
 def device(request):
-    """Every model runs on local-task and, where a Vulkan device exists, on vulkan."""
+    """Every model runs on local-task and on each GPU driver present (vulkan, cuda)."""
     dev = fg.create_device(request.param, **({"workers": 2} if request.param == "local-task" else {}))
     yield dev
     dev.close()

@@ -1,0 +1,182 @@
+"""The CUDA target and driver. Without a GPU (CI): the PTX the NVPTX backend writes for the
+suite's portable kernels and for compiled models, the driver's may-fail scan of PTX, and the
+.fgx's cuda blob. With an sm_90+ GPU (the H200): compiled models on `cuda` against JAX at the
+CPU tests' tolerance, the CLI, device choice. (The HAL conformance suite and the CNN and
+transformer-block models of tests/compiler/test_lowering_models.py run on cuda too, as on every
+present driver.) Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fibergrid as fg
+from compiler import executable
+from compiler.codegen.nvptx import FORMAT
+from compiler.codegen.nvptx.backend import PtxCompileError, compile_ptx, libdevice_path
+from hal_gpu.cuda.executable import may_fail
+from tests.compiler.conftest import assert_matches, run_against_jax
+from tests.hal import kernels as K
+
+jax = pytest.importorskip("jax")
+jnp, lax = jax.numpy, jax.lax
+needs_gpu = pytest.mark.skipif("cuda" not in fg.available_drivers(), reason="no CUDA device (sm_90+) here")
+RNG = np.random.default_rng(13)
+
+
+def _f32(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _ptx(exe: fg.Executable) -> str:
+    return exe.variants[FORMAT].data().decode()
+
+
+# --- without a GPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["saxpy", "write_ids", "matmul", "fail_at", "busy", "use_local"])
+def test_portable_kernels_become_ptx(name) -> None:
+    ptx = _ptx(getattr(K, name))
+    assert ".target sm_90" in ptx and f".visible .entry {name}(" in ptx
+    entry = getattr(K, name).entry(name)
+    assert ptx.count(f"{name}_param_") >= entry.binding_count + 1  # bindings, then the dispatch state
+
+
+def test_may_fail_follows_the_state_parameter() -> None:
+    assert may_fail(_ptx(K.fail_at), K.fail_at.variants[FORMAT].entry_points) == (True,)
+    assert may_fail(_ptx(K.saxpy), K.saxpy.variants[FORMAT].entry_points) == (True,)  # boundscheck on x
+    assert may_fail(_ptx(K.iota), K.iota.variants[FORMAT].entry_points) == (False,)  # only guarded stores
+    assert may_fail("not ptx", K.iota.variants[FORMAT].entry_points) == (True,)
+
+
+def test_model_compiles_to_ptx_with_libdevice_math(tmp_path) -> None:
+    if libdevice_path() is None:
+        pytest.skip("no libdevice here (pip install nvidia-cuda-nvcc)")
+    text = jax.jit(lambda x, y: jnp.tanh(jnp.exp(x) @ y)).lower(_f32(4, 8), _f32(8, 3)).as_text()
+    program = executable.build(text, targets=("cuda",))
+    path = tmp_path / "m.fgx"
+    path.write_bytes(executable.to_bytes(program))
+    compiled = next(iter(executable.load(path).functions["main"].specializations.values()))
+    assert [v.format for v in compiled.variants] == [FORMAT]
+    ptx = compiled.variants[0].blob.decode()
+    assert ".target sm_90" in ptx and "ex2.approx" in ptx and "__nv_" not in ptx.split(".entry")[0]
+    assert set(compiled.executable.formats) >= {"cpu-native", FORMAT}
+
+
+def test_backend_failures_are_compile_errors() -> None:
+    with pytest.raises(PtxCompileError, match="malformed"):
+        compile_ptx('target triple = "nvptx64-nvidia-cuda"\ndefine ptx_kernel void @k() {\n  ret i32 0\n}\n')
+    with pytest.raises(PtxCompileError, match="no lowering for mystery"):
+        compile_ptx('target triple = "nvptx64-nvidia-cuda"\ndeclare float @mystery(float)\n'
+                    'define ptx_kernel void @k(ptr addrspace(1) %p) {\n  %v = call float @mystery(float 1.0)\n'
+                    '  store float %v, ptr addrspace(1) %p\n  ret void\n}\n')
+
+
+def test_cuda_is_listed_only_where_it_runs() -> None:
+    from hal_gpu.cuda import driver
+
+    assert ("cuda" in fg.available_drivers()) == driver.available()
+    if not driver.available():
+        with pytest.raises(fg.Unavailable, match="cuda"):
+            fg.create_device("cuda")
+
+
+# --- on a GPU -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def device():
+    if "cuda" not in fg.available_drivers():
+        pytest.skip("no CUDA device (sm_90+) here")
+    dev = fg.create_device("cuda")
+    yield dev
+    dev.close()
+
+
+def test_mlp(device) -> None:
+    def mlp(x, w1, b1, w2, b2):
+        return jax.nn.softmax(jax.nn.relu(x @ w1 + b1) @ w2 + b2, axis=-1)
+
+    run_against_jax(device, mlp, _f32(4, 16), _f32(16, 32, scale=0.3), _f32(32), _f32(32, 10, scale=0.3), _f32(10))
+
+
+def test_integer_ops(device) -> None:
+    def ints(a, b):
+        return (a * 3 + b) // 2, a % 7, jnp.bitwise_xor(a, b) >> 1, jnp.maximum(a, b), (a > b).astype(jnp.int32)
+
+    run_against_jax(device, ints, RNG.integers(-50, 50, (5, 7)).astype(np.int32), RNG.integers(1, 50, (5, 7)).astype(np.int32))
+
+
+def test_gather_and_sort(device) -> None:
+    def head(table, tokens, w):
+        logits = jnp.take(table, tokens, axis=0).sum(1) @ w
+        probs = jax.nn.softmax(logits)
+        return jnp.argmax(logits, -1), jnp.argsort(-probs, axis=-1)[:, :3], jnp.cumsum(jnp.sort(probs, axis=-1), axis=-1)
+
+    run_against_jax(device, head, _f32(20, 8), RNG.integers(0, 20, (3, 4)).astype(np.int32), _f32(8, 10))
+
+
+def test_dynamic_batch(device) -> None:
+    from jax import export
+
+    w = _f32(16, 8, scale=0.3)
+    b = export.symbolic_shape("batch")[0]
+    exp = export.export(jax.jit(lambda x: jnp.tanh(x @ w).sum(-1)))(jax.ShapeDtypeStruct((b, 16), jnp.float32))
+    mod = fg.load(exp.mlir_module(), device)
+    for batch in (1, 5):
+        x = _f32(batch, 16)
+        assert_matches([mod(x)], [np.asarray(exp.call(x))])
+
+
+@pytest.mark.parametrize("name", ["erf", "expm1", "log1p", "asinh", "log", "tan", "atan2", "sinh", "lgamma", "pow"])
+def test_math(device, name) -> None:
+    fns = {"erf": lax.erf, "expm1": jnp.expm1, "log1p": jnp.log1p, "asinh": jnp.arcsinh, "log": lambda x: jnp.log(jnp.abs(x)),
+           "tan": lambda x: jnp.tan(0.35 * x), "atan2": lambda x: jnp.arctan2(x, x[::-1]), "sinh": jnp.sinh,
+           "lgamma": lambda x: lax.lgamma(jnp.abs(x) + 0.5), "pow": lambda x: jnp.abs(x) ** 1.7}
+    x = np.concatenate([np.linspace(-4, 4, 57), [0.0, 1e-6, -1e-7, 0.3, -0.49, 0.51, 30.0]]).astype(np.float32)
+    run_against_jax(device, fns[name], x)
+
+
+@pytest.mark.parametrize("m,k,n,batch", [(64, 64, 64, 1), (100, 37, 130, 1), (65, 200, 64, 3)])
+def test_tiled_matmul_edges(device, m, k, n, batch) -> None:
+    def f(a, b, bias):
+        return jax.nn.relu(jnp.matmul(a, b) + bias)
+
+    shape_a = (batch, m, k) if batch > 1 else (m, k)
+    shape_b = (batch, k, n) if batch > 1 else (k, n)
+    run_against_jax(device, f, _f32(*shape_a), _f32(*shape_b, scale=0.2), _f32(n))
+
+
+def test_cli_compile_for_cuda_and_run(tmp_path, capsys) -> None:
+    if "cuda" not in fg.available_drivers():
+        pytest.skip("no CUDA device (sm_90+) here")
+    from fibergrid import cli
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    source = tmp_path / "m.mlir"
+    source.write_text(jax.jit(lambda x, w: jax.nn.softmax(jnp.tanh(x @ w))).lower(np.ones((2, 3), np.float32), w).as_text())
+    np.save(tmp_path / "w.npy", w)
+    assert cli.main(["drivers"]) == 0
+    assert "cuda (" in capsys.readouterr().out
+    out = tmp_path / "m.fgx"
+    assert cli.main(["compile", str(source), "-o", str(out), "--target", "cuda"]) == 0
+    assert cli.main(["run", str(out), "--device", "cuda", "--input", "2x3xf32=1", "--input", f"@{tmp_path / 'w.npy'}"]) == 0
+    want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
+    printed = capsys.readouterr().out
+    assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed
+
+
+@needs_gpu
+def test_device_choice_errors_name_the_devices() -> None:
+    with pytest.raises(fg.InvalidArgument, match="device index 99 out of range"):
+        fg.create_device("cuda", device=99)
+    with pytest.raises(fg.InvalidArgument, match="no device named like 'no-such-gpu'"):
+        fg.create_device("cuda", device="no-such-gpu")
+    with fg.create_device("cuda", device=0) as dev:
+        with pytest.raises(fg.ResourceExhausted):
+            dev.allocator.allocate_buffer(1 << 50)
+        with pytest.raises(fg.InvalidArgument, match="not PTX"):
+            dev.create_executable(FORMAT, b"\x03\x02\x23\x07", ())
+    with pytest.raises(fg.FailedPrecondition, match="closed"):
+        dev.create_semaphore(0)

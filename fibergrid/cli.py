@@ -254,6 +254,11 @@ def _parser() -> argparse.ArgumentParser:
     from fibergrid.batch import command as batch_command
 
     batch_command.add_arguments(batch, _device_options)
+    check = sub.add_parser("check", help="run check-dialect test files (split at `// -----`), as iree-check-module "
+                                         "does: PASS / FAIL / ERROR / SKIP per test, and totals")
+    check.add_argument("files", nargs="+", help="check-dialect .mlir test files")
+    check.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    _device_options(check)
     return parser
 
 
@@ -291,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             return profile_command.profile_program(args, program or [], CliError)
         options = {"workers": args.workers} if args.workers is not None else {}
         with fg.create_device(args.device, **options) as device:
+            if args.command == "check":
+                from fibergrid import check as check_command
+
+                return check_command.main(args.files, device, args.json)
             return {"run": _run, "benchmark": _benchmark, "profile": _profile}[args.command](args, device)
     except (fg.Error, CliError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -4,73 +4,24 @@ Reads what `jax.jit(f).lower(...).as_text()` and `jax.export...mlir_module()` pr
 syntax of each op, MLIR's generic quoted syntax (`"stablehlo.sort"(%x) <{...}> ({...})`), `loc(...)`
 annotations and `#loc` aliases (skipped), private functions and `call`, and dynamic dims (`?`).
 
-Shape: a tokenizer, a recursive-descent parser over MLIR's syntax that yields op parts (operands,
-attrs, regions, types), and `_normalize_attrs`, which maps both syntaxes onto one set of attr keys
-(StableHLO's property names, dimension-number structs flattened into the attrs). Every error is a
-`CompileError` naming line:col; every loop consumes a token or fails, so no input hangs.
+Shape: the MLIR syntax itself (tokens, types, attributes, dense literals, regions) is read by
+`compiler.frontends.mlir.Reader`; this module holds StableHLO's op tables: which source ops map to
+which IR ops, the pretty forms of the ops that have one, and `_normalize_attrs`, which maps both
+syntaxes onto one set of attr keys (StableHLO's property names, dimension-number structs
+flattened into the attrs). Every error is a `CompileError` naming line:col.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.ir import (
-    ELEMENT_TYPES, SUPPORTED_OPS, Function, Module, Op, Region, TensorType, Value,
-)
+from compiler.frontends.mlir import OpParts, Reader, Token
+from compiler.ir import SUPPORTED_OPS, Function, Module, Op, Region, TensorType, Value
 from compiler.passes.shape_inference import infer_shapes
 from common.errors import Error as HalError
-
-# --------------------------------------------------------------------------------------------
-# Tokens
-
-_TOKEN_RE = re.compile(r"""
-    (?P<ws>\s+|//[^\n]*)
-  | (?P<value>%[\w.$-]+(?:\#\d+)?)
-  | (?P<symbol>@[\w.$-]+|@"[^"\\]*(?:\\.[^"\\]*)*")
-  | (?P<block>\^[\w.$-]+)
-  | (?P<hash>\#[\w.$-]+)
-  | (?P<bang>![\w.$-]+)
-  | (?P<string>"[^"\\\n]*(?:\\.[^"\\\n]*)*")  # unrolled: one char at a time is ~35x slower
-  | (?P<arrow>->)
-  | (?P<number>0x[0-9A-Fa-f]+|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)
-  | (?P<ident>[A-Za-z_][\w.$]*)
-  | (?P<punct>[()\[\]{}<>=,:?*])
-""", re.VERBOSE)
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # value symbol block hash bang string arrow number ident punct eof
-    text: str
-    line: int
-    col: int
-
-    @property
-    def where(self) -> str:
-        return f"{self.line}:{self.col}"
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens, pos, line, line_start = [], 0, 1, 0
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if m is None:
-            raise CompileError(f"unexpected character {text[pos]!r} at {line}:{pos - line_start + 1}")
-        if m.lastgroup != "ws":
-            tokens.append(_Token(m.lastgroup, m.group(), line, pos - line_start + 1))
-        newlines = m.group().count("\n")
-        if newlines:
-            line += newlines
-            line_start = m.start() + m.group().rindex("\n") + 1
-        pos = m.end()
-    tokens.append(_Token("eof", "", line, pos - line_start + 1))
-    return tokens
-
 
 # --------------------------------------------------------------------------------------------
 # Attribute normalization: both syntaxes -> one set of keys
@@ -166,77 +117,14 @@ def _conv_layout(lhs: list[str], rhs: list[str], out: list[str]) -> dict[str, An
     }
 
 
-@dataclass(frozen=True)
-class _Bits:
-    """A hex element such as 0x7FC00000: the bit pattern of one element (MLIR prints NaN/inf so)."""
-
-    bits: int
-
-
-def _flatten(literal: Any) -> list[Any]:
-    if isinstance(literal, list):
-        return [x for item in literal for x in _flatten(item)]
-    return [literal]
-
-
-def _dense(literal: Any, ttype: TensorType, where: str) -> np.ndarray:
-    """A `dense<...>` literal (nested lists or a splat, or a "0x..." blob as bytes) -> an array."""
-    dtype, shape = ttype.dtype, ttype.shape
-    if not ttype.is_static:
-        raise CompileError(f"dense constant of dynamic type {ttype} at {where}")
-    try:
-        if isinstance(literal, bytes):  # raw little-endian element bytes
-            arr = np.frombuffer(literal, np.uint8 if dtype == np.bool_ else dtype).astype(dtype)
-        else:
-            bits_type = np.dtype(f"u{dtype.itemsize}")
-            flat = [np.array(x.bits, bits_type).view(dtype) if isinstance(x, _Bits) else x
-                    for x in _flatten(literal)]
-            arr = np.array(flat, dtype=np.float64 if dtype.kind in "fV" else None).astype(dtype)
-        size = int(np.prod(shape))
-        if arr.size == 1:
-            return np.full(shape, arr.reshape(())[()], dtype)
-        if arr.size != size:
-            raise ValueError(f"{arr.size} elements")
-        return arr.reshape(shape)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise CompileError(f"dense constant does not match {ttype} at {where}: {e}") from None
-
-
-def _unescape(s: str) -> str:
-    r"""MLIR string escapes: \\, \n, \t, \" and \XX (two hex digits)."""
-    simple = {"\\": "\\", "n": "\n", "t": "\t", '"': '"'}
-    return re.sub(r'\\([0-9A-Fa-f]{2}|\\|n|t|")',
-                  lambda m: simple.get(m.group(1)) or chr(int(m.group(1), 16)), s)
-
-
 # --------------------------------------------------------------------------------------------
 # Parser
 
-_TERMINATORS = {"return", "func.return", "stablehlo.return"}
 _CALLS = {"call", "func.call"}
 _CONTROL = {"while", "case", "if"}  # ops whose regions may use values of the enclosing scope
 _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX emits, as IR ops
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
     "erf_inv", "next_after")}}
-_SCALAR_TYPE_RE = re.compile(r"(?:[iu]\d+|ui\d+|f\d+|bf16|index)$")
-
-
-@dataclass
-class _Parts:
-    """An op as parsed, before it becomes an `Op`."""
-
-    operands: list[Value]
-    attrs: dict[str, Any]
-    result_types: list[TensorType]
-    regions: list[Region]
-    enums: list[str]
-
-
-def _number(text: str) -> int | float | _Bits:
-    if text.startswith("0x"):
-        return _Bits(int(text, 16))
-    return float(text) if re.search(r"[.eE]", text) else int(text)
-
 
 def _ir_op_name(full: str) -> str | None:
     """The IR op name for a source op name, or None when it is not supported."""
@@ -248,250 +136,37 @@ def _ir_op_name(full: str) -> str | None:
     return name if name != full and name in SUPPORTED_OPS and name != "call" else None
 
 
-class _Parser:
+class StableHLOReader(Reader):
+    """StableHLO's (and chlo's) ops over the MLIR reader."""
+
+    terminators = frozenset({"return", "func.return", "stablehlo.return"})
+
     def __init__(self, text: str) -> None:
-        self.toks = _tokenize(text)
-        self.i = 0
-        self.scopes: list[dict[str, list[Value]]] = []
+        super().__init__(text)
         self.constants: dict[Value, Op] = {}  # constant results -> their op (for region captures)
-        self.called: list[tuple[Op, str, _Token]] = []  # ops whose region is a function's body
+        self.called: list[tuple[Op, str, Token]] = []  # ops whose region is a function's body
 
-    # -- token helpers ---------------------------------------------------------------------
-    @property
-    def tok(self) -> _Token:
-        return self.toks[self.i]
-
-    def peek(self, k: int = 1) -> _Token:
-        return self.toks[min(self.i + k, len(self.toks) - 1)]
-
-    def next(self) -> _Token:
-        t = self.tok
-        if t.kind == "eof":
-            raise CompileError(f"unexpected end of input at {t.where}")
-        self.i += 1
-        return t
-
-    def at(self, text: str) -> bool:
-        return self.tok.text == text and self.tok.kind not in ("string", "eof")
-
-    def accept(self, text: str) -> bool:
-        if self.at(text):
-            self.i += 1
-            return True
-        return False
-
-    def expect(self, text: str) -> _Token:
-        if not self.at(text):
-            self.fail(f"expected '{text}'")
-        return self.next()
-
-    def expect_kind(self, kind: str) -> _Token:
-        if self.tok.kind != kind:
-            self.fail(f"expected a {kind}")
-        return self.next()
-
-    def fail(self, msg: str) -> None:
-        t = self.tok
-        got = "end of input" if t.kind == "eof" else repr(t.text)
-        raise CompileError(f"{msg} at {t.where}, got {got}")
-
-    def comma_list(self, parse: Callable[[], Any], close: str) -> list[Any]:
-        """Items separated by ',' up to and including `close`."""
-        items = []
-        if not self.accept(close):
-            items.append(parse())
-            while self.accept(","):
-                items.append(parse())
-            self.expect(close)
-        return items
-
-    def skip_balanced(self) -> None:
-        """Skip one bracketed group starting at the current token."""
-        pairs = {"(": ")", "[": "]", "{": "}", "<": ">"}
-        stack = [pairs[self.next().text]]
-        while stack:
-            t = self.next()
-            if t.kind == "punct" and t.text in pairs:
-                stack.append(pairs[t.text])
-            elif t.kind == "punct" and t.text == stack[-1]:
-                stack.pop()
-
-    def skip_loc(self) -> None:
-        if self.at("loc") and self.peek().text == "(":
+    def dialect_attr(self, name: Token) -> Any:
+        """`#stablehlo.conv<[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]>` or its `raw key = value`
+        form (-> conv dimension numbers)."""
+        if name.text != "#stablehlo.conv":
+            return None
+        if self.peek().text == "raw":
             self.next()
-            self.skip_balanced()
-
-    # -- values ----------------------------------------------------------------------------
-    def define(self, name: str, values: list[Value]) -> None:
-        self.scopes[-1][name] = values
-
-    def use(self) -> Value:
-        t = self.expect_kind("value")
-        name, _, index = t.text.partition("#")
-        for scope in reversed(self.scopes):
-            if name in scope:
-                values = scope[name]
-                k = int(index or 0)
-                if k >= len(values):
-                    raise CompileError(f"{t.text} has only {len(values)} results at {t.where}")
-                return values[k]
-        raise CompileError(f"use of undefined value {t.text} at {t.where}")
-
-    # -- types -----------------------------------------------------------------------------
-    def element_type(self, name: str, t: _Token) -> np.dtype:
-        if name not in ELEMENT_TYPES:
-            raise CompileError(f"unsupported element type '{name}' at {t.where}")
-        return ELEMENT_TYPES[name]
-
-    def type(self) -> TensorType:
-        t = self.tok
-        if t.kind == "ident" and _SCALAR_TYPE_RE.match(t.text):
             self.next()
-            return TensorType((), self.element_type(t.text, t))
-        if not (t.kind == "ident" and t.text == "tensor"):
-            self.fail("expected a tensor type")
+            return self.struct_fields()
         self.next()
-        self.expect("<")
-        text = ""
-        while not (self.at(">") or self.at(",")):
-            text += self.next().text
-        if self.at(","):  # an encoding such as #stablehlo.bounds<...>: irrelevant here
-            self.next()
-            while not self.at(">"):
-                if self.tok.text in "([{<" and self.tok.kind == "punct":
-                    self.skip_balanced()
-                else:
-                    self.next()
+        layout = self.conv_layout()
         self.expect(">")
-        m = re.fullmatch(r"((?:(?:\d+|\?)x)*)(\w+)", text)
-        if m is None:
-            raise CompileError(f"malformed tensor type 'tensor<{text}>' at {t.where}")
-        dims = tuple(None if d == "?" else int(d) for d in m.group(1).split("x")[:-1])
-        return TensorType(dims, self.element_type(m.group(2), t))
+        return layout
 
-    def type_list(self) -> list[TensorType]:
-        if self.accept("("):
-            return self.comma_list(self.type, ")")
-        return [self.type()]
-
-    def op_types(self) -> tuple[list[TensorType] | None, list[TensorType]]:
-        """`: T`, `: T, U`, `: (Ts) -> Us`, `: T -> U` or `: T, U -> V` -> (operand types or None,
-        result types)."""
-        self.expect(":")
-        if self.at("("):
-            ins = self.type_list()
-            self.expect("->")
-            return ins, self.type_list()
-        types = [self.type()]
-        while self.accept(","):
-            types.append(self.type())
-        if self.accept("->"):  # `: T -> U` and chlo's `: T, U -> V`
-            return types, self.type_list()
-        return None, types
-
-    # -- attributes ------------------------------------------------------------------------
-    def attr_dict(self) -> dict[str, Any]:
-        self.expect("{")
-        attrs: dict[str, Any] = {}
-
-        def entry() -> None:
-            key = self.next()
-            if key.kind not in ("ident", "string"):
-                raise CompileError(f"expected an attribute name at {key.where}, got {key.text!r}")
-            name = key.text.strip('"')
-            attrs[name] = self.attr() if self.accept("=") else True
-
-        self.comma_list(entry, "}")
-        return attrs
-
-    def attr(self) -> Any:
-        t = self.tok
-        if t.kind == "number":
-            self.next()
-            value = _number(t.text)
-            value = value.bits if isinstance(value, _Bits) else value
-            if self.at(":") and _SCALAR_TYPE_RE.match(self.peek().text):
-                self.next()
-                self.next()
-            return value
-        if t.kind == "string":
-            self.next()
-            return _unescape(t.text[1:-1])
-        if t.kind == "symbol":
-            self.next()
-            return t.text[1:].strip('"')
-        if t.text == "[":
-            self.next()
-            return tuple(self.comma_list(self.attr, "]"))
-        if t.text == "{":
-            return self.attr_dict()
-        if t.kind == "hash":
-            return self.hash_attr()
-        if t.kind == "ident":
-            if t.text == "dense" and self.peek().text == "<":
-                return self.dense_attr()
-            if t.text == "array" and self.peek().text == "<":
-                self.next()
-                self.next()
-                self.next()  # element type
-                if self.accept(":"):
-                    return tuple(self.comma_list(self.attr, ">"))
-                self.expect(">")
-                return ()
-            self.next()
-            if self.at("<"):  # affine_map<...> and friends: kept opaque
-                self.skip_balanced()
-            return {"true": True, "false": False, "unit": True}.get(t.text, t.text)
-        self.fail("expected an attribute")
-
-    def hash_attr(self) -> Any:
-        t = self.next()
-        if not self.at("<"):
-            return t.text  # an alias such as #loc3
-        if t.text == "#stablehlo.conv":
-            self.next()
-            layout = self.conv_layout()
-            self.expect(">")
-            return layout
-        if t.text in ("#stablehlo.gather", "#stablehlo.dot", "#stablehlo.scatter"):
-            self.next()
-            fields: dict[str, Any] = {}
-
-            def entry() -> None:
-                key = self.expect_kind("ident").text
-                self.expect("=")
-                fields[key] = self.attr()
-
-            self.comma_list(entry, ">")
-            return fields
-        if t.text == "#stablehlo" and self.peek(2).kind == "ident" and self.peek(3).text == ">":
-            self.next()
-            self.next()
-            value = self.next().text  # #stablehlo<comparison_direction LT> -> 'LT'
-            self.next()
-            return value
-        self.skip_balanced()
-        return t.text
-
-    def dense_attr(self) -> np.ndarray:
-        start = self.next()
-        self.expect("<")
-        literal = self.dense_literal()
-        self.expect(">")
-        self.expect(":")
-        return _dense(literal, self.type(), start.where)
-
-    def dense_literal(self) -> Any:
-        t = self.next()
-        if t.text == "[" and t.kind == "punct":
-            return self.comma_list(self.dense_literal, "]")
-        if t.kind == "string" and t.text.startswith('"0x'):
-            return bytes.fromhex(t.text[3:-1])
-        if t.kind == "number":
-            return _number(t.text)
-        if t.text in ("true", "false"):
-            return t.text == "true"
-        raise CompileError(f"unsupported dense element {t.text!r} at {t.where}")
+    def finish(self, functions: dict[str, Function]) -> None:
+        for op, callee, head in self.called:  # dynamic_reduce_window's reducer is a function
+            if callee not in functions:
+                raise CompileError(f"op '{op.name}' at {head.where} calls undefined function @{callee}")
+            body = functions[callee]
+            body.public = False  # jax.export prints it public, but it is only a reducer
+            op.regions.append(_clone_region(Region(body.args, body.ops, body.results), {}))
 
     def conv_layout(self) -> dict[str, Any]:
         def dims() -> list[str]:
@@ -506,117 +181,6 @@ class _Parser:
             return _conv_layout(lhs, rhs, out)
         except (ValueError, KeyError):
             raise CompileError(f"malformed convolution dim_numbers at {self.tok.where}") from None
-
-    # -- module structure ------------------------------------------------------------------
-    def module(self) -> Module:
-        functions: dict[str, Function] = {}
-        while self.tok.kind != "eof":
-            if self.tok.kind == "hash" and self.peek().text == "=":  # #loc3 = loc(...)
-                self.next()
-                self.next()
-                self.skip_loc()
-            elif self.accept("module"):
-                if self.tok.kind == "symbol":
-                    self.next()
-                if self.accept("attributes"):
-                    self.attr_dict()
-                self.expect("{")
-                while not self.accept("}"):
-                    self.function(functions)
-                self.skip_loc()
-            else:
-                self.function(functions)
-        if not functions:
-            raise CompileError("no functions in input")
-        for op, callee, head in self.called:  # dynamic_reduce_window's reducer is a function
-            if callee not in functions:
-                raise CompileError(f"op '{op.name}' at {head.where} calls undefined function @{callee}")
-            body = functions[callee]
-            body.public = False  # jax.export prints it public, but it is only a reducer
-            op.regions.append(_clone_region(Region(body.args, body.ops, body.results), {}))
-        return Module(functions)
-
-    def function(self, functions: dict[str, Function]) -> None:
-        self.expect("func.func")
-        public = not self.accept("private")
-        self.accept("public")
-        name_tok = self.expect_kind("symbol")
-        name = name_tok.text[1:].strip('"')
-        if name in functions:
-            raise CompileError(f"function @{name} defined twice at {name_tok.where}")
-        self.scopes.append({})
-        self.expect("(")
-
-        def arg() -> Value:
-            t = self.expect_kind("value")
-            self.expect(":")
-            v = Value(self.type(), t.text)
-            if self.at("{"):
-                self.attr_dict()
-            self.skip_loc()
-            self.define(t.text, [v])
-            return v
-
-        args = self.comma_list(arg, ")")
-        if self.accept("->"):
-            def result_type() -> TensorType:
-                ty = self.type()
-                if self.at("{"):
-                    self.attr_dict()
-                return ty
-            if self.accept("("):
-                self.comma_list(result_type, ")")
-            else:
-                self.type()
-        if self.accept("attributes"):
-            self.attr_dict()
-        self.expect("{")
-        ops, results = self.block_body()
-        self.skip_loc()
-        self.scopes.pop()
-        functions[name] = Function(name, args, results, ops, public)
-
-    def block_body(self) -> tuple[list[Op], list[Value]]:
-        """Ops up to the terminator and the closing '}'; returns (ops, returned values)."""
-        ops: list[Op] = []
-        while True:
-            if self.tok.kind in ("ident", "string") and self.tok.text.strip('"') in _TERMINATORS:
-                generic = self.next().kind == "string"
-                results = []
-                if generic:
-                    self.expect("(")
-                    results = self.comma_list(self.use, ")")
-                elif self.tok.kind == "value":
-                    results = [self.use()]
-                    while self.accept(","):
-                        results.append(self.use())
-                if results or generic:
-                    self.op_types()
-                self.skip_loc()
-                self.expect("}")
-                return ops, results
-            ops.append(self.operation())
-
-    def region(self, args: list[Value] | None = None) -> Region:
-        self.expect("{")
-        self.scopes.append({})
-        if self.tok.kind == "block":
-            self.next()
-            args = []
-            if self.accept("("):
-                def arg() -> Value:
-                    t = self.expect_kind("value")
-                    self.expect(":")
-                    v = Value(self.type(), t.text)
-                    self.skip_loc()
-                    return v
-                args = self.comma_list(arg, ")")
-            self.expect(":")
-        for a in args or []:
-            self.define(a.name, [a])
-        ops, results = self.block_body()
-        self.scopes.pop()
-        return Region(list(args or []), ops, results)
 
     # -- operations ------------------------------------------------------------------------
     def operation(self) -> Op:
@@ -648,8 +212,8 @@ class _Parser:
         self.skip_loc()
         return self.build(name, full, head, names, parts)
 
-    def build(self, name: str, full: str, head: _Token, names: list[tuple[str, int]],
-              parts: _Parts) -> Op:
+    def build(self, name: str, full: str, head: Token, names: list[tuple[str, int]],
+              parts: OpParts) -> Op:
         loc = (head.line, head.col)
         for region in parts.regions:
             self.close_region(region, name, head)
@@ -695,7 +259,7 @@ class _Parser:
             self.called.append((op, called[0], head))
         return op
 
-    def close_region(self, region: Region, owner: str, head: _Token) -> None:
+    def close_region(self, region: Region, owner: str, head: Token) -> None:
         """Make `region` self-contained: jax.export hoists a comparator's constants out of the
         region, so the body uses values of the enclosing scope. Captured constants are cloned
         into the body (later passes lower a region from its arguments alone); capturing anything
@@ -732,23 +296,7 @@ class _Parser:
         region.results = walk(region.ops, region.results, None)
         region.ops[:0] = prologue
 
-    def generic_op(self) -> _Parts:
-        """`"dialect.op"(%a, %b) <{props}> ({regions}) {attrs} : (Ts) -> Us`."""
-        self.expect("(")
-        operands = self.comma_list(self.use, ")")
-        attrs: dict[str, Any] = {}
-        if self.accept("<"):
-            attrs.update(self.attr_dict())
-            self.expect(">")
-        regions = []
-        if self.accept("("):
-            regions = self.comma_list(self.region, ")")
-        if self.at("{"):
-            attrs.update(self.attr_dict())
-        _, result_types = self.op_types()
-        return _Parts(operands, attrs, result_types, regions, [])
-
-    def pretty_op(self) -> _Parts:
+    def pretty_op(self) -> OpParts:
         """Pretty syntax of the ops with no region: operands, `key = value` attrs, bare enums
         (`GE`, `SIGNED`), a slice spec `[a:b:s, ...]`, an attr dict, a callee symbol, then types."""
         operands: list[Value] = []
@@ -780,16 +328,16 @@ class _Parser:
         operand_types, types = self.op_types()
         # `: T` is every operand's and the result's type; `: I, T` (select) lists operand types
         # of which the last is the result's; after `->` come the results themselves
-        return _Parts(operands, attrs, types if operand_types is not None else types[-1:], [], enums)
+        return OpParts(operands, attrs, types if operand_types is not None else types[-1:], [], enums)
 
-    def constant_op(self) -> _Parts:
+    def constant_op(self) -> OpParts:
         """`constant dense<...> : T` (the attr's type is the result type)."""
         if self.at("{"):
             self.attr_dict()
         if not self.at("dense"):
             self.fail("expected a dense constant")
         value = self.dense_attr()
-        return _Parts([], {"value": value}, [TensorType(value.shape, value.dtype)], [], [])
+        return OpParts([], {"value": value}, [TensorType(value.shape, value.dtype)], [], [])
 
     def keyword_attr(self, key: str, attrs: dict[str, Any]) -> None:
         if key in ("contracting_dims", "batching_dims"):  # `[1] x [0]`
@@ -818,7 +366,7 @@ class _Parser:
         attrs["limit_indices"] = tuple(d[1] for d in dims)
         attrs["strides"] = tuple(d[2] for d in dims)
 
-    def composite_op(self) -> _Parts:
+    def composite_op(self) -> OpParts:
         """`composite "name" %a, %b {decomposition = @fn, ...} : (Ts) -> Us`: a call of @fn."""
         self.expect_kind("string")
         operands = []
@@ -828,18 +376,18 @@ class _Parser:
                 operands.append(self.use())
         attrs = self.attr_dict() if self.at("{") else {}
         _, result_types = self.op_types()
-        return _Parts(operands, attrs, result_types, [], [])
+        return OpParts(operands, attrs, result_types, [], [])
 
-    def call_op(self) -> _Parts:
+    def call_op(self) -> OpParts:
         callee = self.expect_kind("symbol").text[1:].strip('"')
         self.expect("(")
         operands = self.comma_list(self.use, ")")
         if self.at("{"):
             self.attr_dict()
         _, result_types = self.op_types()
-        return _Parts(operands, {"callee": callee}, result_types, [], [])
+        return OpParts(operands, {"callee": callee}, result_types, [], [])
 
-    def reduce_op(self) -> _Parts:
+    def reduce_op(self) -> OpParts:
         """`reduce(%x init: %c), ... [applies stablehlo.op] across dimensions = [..] : T
         [reducer(%a: T, %b: T) (%c: U, %d: U) { body }]`."""
         if not self.at("("):  # no pretty form: the generic form is `"stablehlo.reduce"(...)`
@@ -884,9 +432,9 @@ class _Parser:
                 self.expect(")")
                 pairs.append(pair)
             body = self.region([p[0] for p in pairs] + [p[1] for p in pairs])
-        return _Parts(inputs + inits, attrs, result_types, [body], [])
+        return OpParts(inputs + inits, attrs, result_types, [body], [])
 
-    def while_op(self) -> _Parts:
+    def while_op(self) -> OpParts:
         """`while(%iterArg = %init, ...) : T, ... cond { ... } do { ... }`."""
         self.expect("(")
         names, operands = [], []
@@ -906,7 +454,7 @@ class _Parser:
         for keyword in ("cond", "do"):
             self.expect(keyword)
             regions.append(self.region([Value(ty, n) for n, ty in zip(names, types)]))
-        return _Parts(operands, {}, types, regions, [])
+        return OpParts(operands, {}, types, regions, [])
 
 
 def _clone_region(region: Region, vmap: dict[Value, Value]) -> Region:
@@ -925,9 +473,14 @@ def _clone_region(region: Region, vmap: dict[Value, Value]) -> Region:
 
 def parse_stablehlo(text: str) -> Module:
     """Parse StableHLO MLIR text into a shape-checked `Module` (raises `CompileError`)."""
+    return infer_shapes(read_module(text, StableHLOReader))
+
+
+def read_module(text: str, reader: type[Reader]) -> Module:
+    """`text` read by `reader` (StableHLOReader or a subclass of it) into an untyped Module."""
     if not isinstance(text, str):
         raise CompileError(f"expected StableHLO text (str), got {type(text).__name__}")
-    parser = _Parser(text)
+    parser = reader(text)
     try:
         module = parser.module()
     except RecursionError:
@@ -939,4 +492,4 @@ def parse_stablehlo(text: str) -> Module:
         t = parser.tok
         raise CompileError(f"malformed input at {t.where} near {t.text[:40]!r} "
                            f"({type(e).__name__}: {e})") from None
-    return infer_shapes(module)
+    return module

@@ -149,7 +149,7 @@ def raw_cuda_launch(device, word, repeats: int) -> float:
     pointers = (ctypes.c_void_p * 2)(ctypes.addressof(args), ctypes.addressof(args) + 8)
 
     def launch() -> None:
-        cu.cuLaunchKernel(exe.functions[0], 1, 1, 1, 1, 1, 1, 0, device.stream, ctypes.addressof(pointers), None)
+        cu.cuLaunchKernel(exe.functions[0], 1, 1, 1, 1, 1, 1, 0, device.stream, ctypes.addressof(pointers), 0)
         cu.cuStreamSynchronize(device.stream)
 
     return _median_us(launch, repeats)

@@ -213,6 +213,15 @@ def _erf_inv(x: np.ndarray) -> np.ndarray:
     return y.astype(np.result_type(x.dtype, np.float32))
 
 
+def _mulhi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The high half of the double-width product (chlo.mulhi), exact through Python ints."""
+    bits = a.dtype.itemsize * 8
+    a, b = np.broadcast_arrays(a, b)
+    high = [(int(x) * int(y)) >> bits for x, y in zip(a.reshape(-1).tolist(), b.reshape(-1).tolist())]
+    unsigned = np.array([h & ((1 << bits) - 1) for h in high], np.dtype(f"u{a.dtype.itemsize}"))
+    return unsigned.view(a.dtype).reshape(a.shape)
+
+
 def _popcnt(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).astype(x.dtype)
 
@@ -325,6 +334,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "digamma": Elementwise(1, _digamma),
     "erf_inv": Elementwise(1, _erf_inv),
     "next_after": Elementwise(2, np.nextafter),
+    "mulhi": Elementwise(2, _mulhi),  # chlo.mulhi; lowered by passes/decompose.py
     "popcnt": Elementwise(1, _popcnt),
     "count_leading_zeros": Elementwise(1, _count_leading_zeros),
     # attrs exponent_bits / mantissa_bits (pretty syntax: format = eXmY); the reference
@@ -341,6 +351,7 @@ STRUCTURAL_OPS: frozenset[str] = frozenset({
     "dot_general", "convolution", "reduce", "reduce_window", "gather", "sort", "while", "case", "if", "call",
     "get_dimension_size", "dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota",
     "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
+    "dynamic_pad", "dynamic_conv", "triangular_solve", "cholesky", "map",
 })
 """Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
 'while' (regions cond, body over the carried values), 'case' (operand: the branch index; one
@@ -350,6 +361,10 @@ enclosing scope.
 'real_dynamic_slice' (operands x, starts, limits, strides), 'dynamic_gather' (x, indices,
 slice_sizes) and 'dynamic_reduce_window' (inputs, inits, window_dimensions, window_strides,
 base_dilations, window_dilations, padding; from jax.export's custom_call of that name) take as
-operands what their static forms take as attrs; `specialize` rewrites them into the static forms."""
+operands what their static forms take as attrs (so do 'dynamic_pad' and 'dynamic_conv'); `specialize`
+rewrites them into the static forms. 'triangular_solve' (a, b; attrs left_side, lower, unit_diagonal,
+transpose_a) and 'cholesky' (a; attr lower; from LAPACK's potrf also a second result, LAPACK's
+info) work on the trailing two dims, the others being batch dims; passes/decompose.py lowers them.
+'map' applies its region elementwise."""
 
 SUPPORTED_OPS: frozenset[str] = STRUCTURAL_OPS | frozenset(ELEMENTWISE)

@@ -167,6 +167,11 @@ def _convert(op: Op, vals, ctx) -> list[np.ndarray]:
 
 def _bitcast_convert(op: Op, vals, ctx) -> list[np.ndarray]:
     x, dtype = np.ascontiguousarray(vals[0]), op.results[0].type.dtype
+    if x.dtype == np.bool_ and dtype != np.bool_:  # i1 is one bit: a trailing dim of bits, LSB first
+        return [np.packbits(x, axis=-1, bitorder="little").view(dtype).reshape(x.shape[:-1])]
+    if dtype == np.bool_ and x.dtype != np.bool_:
+        bits = np.unpackbits(x.reshape(x.shape + (1,)).view(np.uint8), axis=-1, bitorder="little")
+        return [bits.astype(np.bool_).reshape(x.shape + (8 * x.dtype.itemsize,))]
     if x.dtype.itemsize == dtype.itemsize:
         return [x.view(dtype)]
     if x.dtype.itemsize > dtype.itemsize:  # one element -> a trailing dim of smaller ones
@@ -345,6 +350,16 @@ def static_form(op: Op, values: Sequence[np.ndarray | None]) -> tuple[str, list[
         if values[2] is None:
             return None
         return "gather", [0, 1], {**op.attrs, "slice_sizes": ints(values[2])}
+    if op.name == "dynamic_pad":
+        if any(v is None for v in values[2:5]):
+            return None
+        low, high, interior = (ints(v) for v in values[2:5])
+        return "pad", [0, 1], {"edge_padding_low": low, "edge_padding_high": high, "interior_padding": interior}
+    if op.name == "dynamic_conv":
+        if values[2] is None:
+            return None
+        padding = tuple(ints(row) for row in np.asarray(values[2]).reshape(-1, 2))
+        return "convolution", [0, 1], {**op.attrs, "padding": padding}
     if op.name == "dynamic_reduce_window":
         n = len(values) - 5
         if any(v is None for v in values[n:]):
@@ -361,6 +376,54 @@ def _dynamic_form(op: Op, vals, ctx) -> list[np.ndarray]:
     name, keep, attrs = static_form(op, vals)
     static = Op(name, [op.operands[i] for i in keep], op.results, attrs, op.regions, op.loc)
     return _OPS[name](static, [vals[i] for i in keep], ctx)
+
+
+def _triangular(a: np.ndarray, lower: bool, unit: bool) -> np.ndarray:
+    t = np.tril(a) if lower else np.triu(a)
+    if unit:
+        idx = np.arange(a.shape[-1])
+        t[..., idx, idx] = 1
+    return t
+
+
+def _triangular_solve(op: Op, vals, ctx) -> list[np.ndarray]:
+    """op(A) X = B (left side) or X op(A) = B, with A's other triangle ignored, by a general
+    solver (LU) in float64: an independent check of the substitution passes/decompose.py emits."""
+    a, b = (v.astype(np.float64) for v in vals)
+    at = op.attrs
+    t = _triangular(a, at["lower"], at["unit_diagonal"])
+    if at["transpose_a"] != "NO_TRANSPOSE":
+        t = np.swapaxes(t, -1, -2)
+    if at["left_side"]:
+        return [np.linalg.solve(t, b)]
+    return [np.swapaxes(np.linalg.solve(np.swapaxes(t, -1, -2), np.swapaxes(b, -1, -2)), -1, -2)]
+
+
+def _cholesky(op: Op, vals, ctx) -> list[np.ndarray]:
+    """Cholesky-Banachiewicz in float64 on the triangle `lower` names; a pivot that is not
+    positive makes that factor NaN from there on and LAPACK's info its 1-based index."""
+    a = vals[0].astype(np.float64)
+    if not op.attrs["lower"]:
+        a = np.swapaxes(a, -1, -2)
+    n = a.shape[-1]
+    out = np.zeros(a.shape)
+    info = np.zeros(a.shape[:-2], np.int64)
+    for batch in np.ndindex(*a.shape[:-2]):
+        m, l = a[batch], out[batch]
+        for j in range(n):
+            d = m[j, j] - l[j, :j] @ l[j, :j]
+            if not d > 0 and info[batch] == 0:
+                info[batch] = j + 1
+            l[j, j] = np.sqrt(d) if d > 0 else np.nan
+            l[j + 1:, j] = (m[j + 1:, j] - l[j + 1:, :j] @ l[j, :j]) / l[j, j]
+    if not op.attrs["lower"]:
+        out = np.swapaxes(out, -1, -2)
+    return [out, info][:len(op.results)]
+
+
+def _map(op: Op, vals, ctx) -> list[np.ndarray]:
+    """The region on whole arrays (its ops are elementwise on scalars)."""
+    return ctx.run_region(op.regions[0], list(vals))
 
 
 def _sort(op: Op, vals, ctx) -> list[np.ndarray]:
@@ -446,4 +509,9 @@ _OPS.update({
     "real_dynamic_slice": _dynamic_form,
     "dynamic_gather": _dynamic_form,
     "dynamic_reduce_window": _dynamic_form,
+    "dynamic_pad": _dynamic_form,
+    "dynamic_conv": _dynamic_form,
+    "triangular_solve": _triangular_solve,
+    "cholesky": _cholesky,
+    "map": _map,
 })

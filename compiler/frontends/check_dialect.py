@@ -119,6 +119,8 @@ class CheckReader(StableHLOReader):
             else:
                 self.fail(f"unexpected token in {head.text}")
         _, types = self.op_types()
+        if self.at("{"):  # `: T {tolerance = 0.1 : f64}`
+            attrs.update(self.attr_dict())
         self.skip_loc()
         if literal is not None:
             attrs["expected"] = dense_array(literal, types[0], head.where)

@@ -124,6 +124,21 @@ def number(text: str) -> int | float | Bits:
 SCALAR_TYPE_RE = re.compile(r"(?:[iu]\d+|ui\d+|f\d+|bf16|index)$")
 
 
+@dataclass(frozen=True)
+class TupleType:
+    """`tuple<T, ...>`: only ever the type of values a frontend resolves itself (tuples are not
+    IR values)."""
+
+    elements: tuple
+
+
+@dataclass(frozen=True)
+class TupleValue:
+    """A tuple's elements (Values or TupleValues), as `stablehlo.tuple` built it."""
+
+    elements: tuple
+
+
 @dataclass
 class OpParts:
     """An op as read, before a dialect turns it into an `Op`."""
@@ -237,6 +252,10 @@ class Reader:
 
     def type(self) -> TensorType:
         t = self.tok
+        if t.kind == "ident" and t.text == "tuple" and self.peek().text == "<":
+            self.next()
+            self.next()
+            return TupleType(tuple(self.comma_list(self.type, ">")))
         if t.kind == "ident" and SCALAR_TYPE_RE.match(t.text):
             self.next()
             return TensorType((), self.element_type(t.text, t))
@@ -319,6 +338,9 @@ class Reader:
             return self.attr_dict()
         if t.kind == "hash":
             return self.hash_attr()
+        if t.text == "<" and t.kind == "punct":  # a bare struct such as dot's `algorithm = <...>`
+            self.skip_balanced()
+            return "<...>"
         if t.kind == "ident":
             if t.text == "dense" and self.peek().text == "<":
                 return self.dense_attr()
@@ -380,7 +402,7 @@ class Reader:
     def dense_attr(self) -> np.ndarray:
         start = self.next()
         self.expect("<")
-        literal = self.dense_literal()
+        literal = [] if self.at(">") else self.dense_literal()  # dense<> : a tensor with no elements
         self.expect(">")
         self.expect(":")
         return dense_array(literal, self.type(), start.where)
@@ -482,7 +504,9 @@ class Reader:
                 self.skip_loc()
                 self.expect("}")
                 return ops, results
-            ops.append(self.operation())
+            op = self.operation()
+            if op is not None:  # None: the op only renamed values (a tuple, a barrier)
+                ops.append(op)
 
     def region(self, args: list[Value] | None = None) -> Region:
         self.expect("{")
@@ -506,8 +530,9 @@ class Reader:
         return Region(list(args or []), ops, results)
 
     # -- operations ------------------------------------------------------------------------
-    def operation(self) -> Op:
-        """One op (not a terminator); the dialect subclass reads it."""
+    def operation(self) -> Op | None:
+        """One op (not a terminator); the dialect subclass reads it (None: it defined values
+        without an op)."""
         raise NotImplementedError
 
     def generic_op(self) -> OpParts:

@@ -13,12 +13,13 @@ flattened into the attrs). Every error is a `CompileError` naming line:col.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.frontends.mlir import OpParts, Reader, Token
+from compiler.frontends.mlir import OpParts, Reader, Token, TupleValue
 from compiler.ir import SUPPORTED_OPS, Function, Module, Op, Region, TensorType, Value
 from compiler.passes.shape_inference import infer_shapes
 from common.errors import Error as HalError
@@ -65,6 +66,8 @@ def _normalize_attrs(name: str, raw: dict[str, Any], enums: list[str],
             flat.update(value)
         else:
             flat[key] = value
+    if name == "dynamic_conv":  # a convolution whose padding is an operand
+        name = "convolution"
     renames = _RENAMES.get(name, {})
     attrs = {}
     for key, value in flat.items():
@@ -124,7 +127,30 @@ _CALLS = {"call", "func.call"}
 _CONTROL = {"while", "case", "if"}  # ops whose regions may use values of the enclosing scope
 _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX emits, as IR ops
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
-    "erf_inv", "next_after")}}
+    "erf_inv", "next_after", "mulhi")}}
+
+_RENAMING = {"stablehlo.tuple", "stablehlo.get_tuple_element", "stablehlo.optimization_barrier"}
+_LAPACK = re.compile(r"lapack_[sd](potrf|trsm)(_ffi)?")  # the LAPACK calls JAX's CPU lowering makes
+
+
+def _lapack_op(target: str, parts: OpParts, head: Token) -> tuple[str, dict[str, Any]]:
+    """`custom_call @lapack_?potrf_ffi` (jnp.linalg.cholesky: the factor and LAPACK's info) and
+    `@lapack_?trsm_ffi` (solve_triangular) as the StableHLO ops they compute. Their options
+    are LAPACK's characters in mhlo.backend_config ('L'ower/'U'pper, side 'L'/'R', trans
+    'N'/'T'/'C', diag 'N'/'U'); matrices are the trailing two dims, as StableHLO's."""
+    config = parts.attrs.get("mhlo.backend_config")
+    config = config if isinstance(config, dict) else {}
+    char = {k: chr(int(v)) for k, v in config.items() if isinstance(v, int)}
+    if "potrf" in target:
+        if len(parts.operands) != 1 or len(parts.result_types) != 2:
+            raise CompileError(f"custom_call @{target} at {head.where}: expected one operand and two results")
+        return "cholesky", {"lower": char.get("uplo", "L") == "L"}
+    if len(parts.operands) != 2 or len(parts.result_types) != 1:
+        raise CompileError(f"custom_call @{target} at {head.where}: expected two operands and one result")
+    transpose = {"N": "NO_TRANSPOSE", "T": "TRANSPOSE", "C": "ADJOINT"}.get(char.get("trans_x", "N"), "NO_TRANSPOSE")
+    return "triangular_solve", {"left_side": char.get("side", "L") == "L", "lower": char.get("uplo", "L") == "L",
+                                "unit_diagonal": char.get("diag", "N") == "U", "transpose_a": transpose}
+
 
 def _ir_op_name(full: str) -> str | None:
     """The IR op name for a source op name, or None when it is not supported."""
@@ -199,6 +225,9 @@ class StableHLOReader(Reader):
             self.fail("expected an operation")
         self.next()
         full = head.text.strip('"')
+        if full in _RENAMING or (full in ("stablehlo.real", "stablehlo.imag") and head.kind != "string"
+                                 and self.tok.kind == "value"):
+            return self.renaming_op(full, head, names)
         name = _ir_op_name(full)
         if name is None:
             raise CompileError(f"unsupported op '{full}' at {head.where}")
@@ -212,9 +241,61 @@ class StableHLOReader(Reader):
         self.skip_loc()
         return self.build(name, full, head, names, parts)
 
+    def renaming_op(self, full: str, head: Token, names: list[tuple[str, int]]) -> Op | None:
+        """Ops that only give existing values new names: `tuple`, `get_tuple_element`,
+        `optimization_barrier`, and `real` of a real tensor (its `imag` is a zero constant)."""
+        index = None
+        if head.kind == "string":
+            parts = self.generic_op()
+            operands, index = parts.operands, parts.attrs.get("index")
+        else:
+            operands = []
+            while not self.at(":"):
+                if self.tok.kind == "value":
+                    operands.append(self.use())
+                elif self.accept("["):
+                    index = int(self.expect_kind("number").text)
+                    self.expect("]")
+                elif self.at("{"):
+                    self.attr_dict()
+                else:
+                    self.expect(",")
+            self.op_types()
+        self.skip_loc()
+        if full == "stablehlo.tuple":
+            values: list = [TupleValue(tuple(operands))]
+        elif full == "stablehlo.get_tuple_element":
+            if len(operands) != 1 or not isinstance(operands[0], TupleValue) or not isinstance(index, int) \
+                    or not 0 <= index < len(operands[0].elements):
+                raise CompileError(f"get_tuple_element at {head.where} needs a tuple and an index in range")
+            values = [operands[0].elements[index]]
+        elif full in ("stablehlo.real", "stablehlo.imag"):
+            x = operands[0] if len(operands) == 1 else None
+            if not isinstance(x, Value) or x.type.dtype.kind not in "fV":
+                raise CompileError(f"unsupported op '{full}' at {head.where}: complex numbers are not supported")
+            if full == "stablehlo.real":
+                values = [x]
+            else:
+                if not x.type.is_static:
+                    raise CompileError(f"unsupported op '{full}' at {head.where} on a dynamic shape")
+                zeros = OpParts([], {"value": np.zeros(x.type.shape, x.type.dtype)}, [x.type], [], [])
+                return self.build("constant", "stablehlo.constant", head, names, zeros)
+        else:
+            values = operands
+        if sum(count for _, count in names) != len(values):
+            raise CompileError(f"op '{full}' at {head.where} defines {sum(c for _, c in names)} results, "
+                               f"it has {len(values)}")
+        k = 0
+        for result_name, count in names:
+            self.define(result_name, values[k:k + count])
+            k += count
+        return None
+
     def build(self, name: str, full: str, head: Token, names: list[tuple[str, int]],
               parts: OpParts) -> Op:
         loc = (head.line, head.col)
+        if any(isinstance(v, TupleValue) for v in parts.operands):
+            raise CompileError(f"op '{full}' at {head.where} takes a tuple operand: only get_tuple_element may")
         for region in parts.regions:
             self.close_region(region, name, head)
         if full == "chlo.square":
@@ -238,8 +319,10 @@ class StableHLOReader(Reader):
                     raise CompileError(f"dynamic_reduce_window at {head.where} has {len(parts.operands)} "
                                        f"operands and {len(parts.result_types)} results")
                 name, parts.attrs = "dynamic_reduce_window", {}
+            elif isinstance(target, str) and _LAPACK.fullmatch(target):
+                name, parts.attrs = _lapack_op(target, parts, head)
             elif target != "shape_assertion":
-                raise CompileError(f"unsupported op 'stablehlo.custom_call @{target}' at {head.where}")
+                raise CompileError(f"unsupported custom_call @{target} at {head.where}")
         n_results = sum(count for _, count in names)
         if n_results != len(parts.result_types):
             raise CompileError(f"op '{full}' at {head.where} defines {n_results} results "

@@ -41,6 +41,7 @@ from compiler import kernel_ir as kir
 from compiler.errors import CompileError
 from compiler.ir import Function, Module, Op, Value, reduce_precision_format
 from compiler.passes import index_exprs as ix
+from compiler.passes.decompose import decompose
 from compiler.passes.index_exprs import Leaf
 
 F32 = np.dtype(np.float32)
@@ -572,6 +573,9 @@ class _Fuser:
             return kir.Compute(name, tuple(operands), result.type.dtype, f"{exponent_bits}:{mantissa_bits}")
         if name in kir.SCALAR_OPS:
             return kir.Compute(name, tuple(operands), result.type.dtype, ix.compare_attr(op))
+        if name == "map":  # its region on scalars, at every point
+            exprs = ix.region_exprs(op.regions[0], list(operands))
+            return None if exprs is None else exprs[0]
         if name == "reshape":
             node = ix.reshape_unit_dims(op, operands[0])
             if node is None:
@@ -589,31 +593,39 @@ class _Fuser:
 def _bitcast_resize(op: Op, node):
     """bitcast_convert between element types of different widths, little-endian as XLA: a
     wide element becomes a trailing dim of narrow ones (byte j of the bits at index j), and a
-    trailing dim of narrow elements one wide element."""
+    trailing dim of narrow elements one wide element. An i1 is one bit."""
     src, dst = op.operands[0].type.dtype, op.results[0].type.dtype
-    s_bits, d_bits = 8 * src.itemsize, 8 * dst.itemsize
+    s_bits = 1 if src == np.bool_ else 8 * src.itemsize
+    d_bits = 1 if dst == np.bool_ else 8 * dst.itemsize
     us, ud = np.dtype(f"u{src.itemsize}"), np.dtype(f"u{dst.itemsize}")
 
-    def bitcast(x, dtype):
+    def bits_of(x, dtype, unsigned):
+        if dtype == np.bool_:
+            return kir.Compute("convert", (x,), unsigned)
+        return x if x.dtype == unsigned else kir.Compute("bitcast_convert", (x,), unsigned)
+
+    def from_bits(x, dtype):
+        if dtype == np.bool_:
+            return kir.Compute("convert", (kir.Compute("and", (x, kir.Const(1, x.dtype)), x.dtype),), dtype)
         return x if x.dtype == dtype else kir.Compute("bitcast_convert", (x,), dtype)
 
     if s_bits > d_bits:
         rank = op.operands[0].type.rank
         shift = kir.Compute("multiply", (kir.Compute("convert", (kir.Coord(rank),), us), kir.Const(d_bits, us)), us)
-        part = kir.Compute("shift_right_logical", (bitcast(node, us), shift), us)
-        return bitcast(kir.Compute("convert", (part,), ud), dst)
+        part = kir.Compute("shift_right_logical", (bits_of(node, src, us), shift), us)
+        return from_bits(kir.Compute("convert", (part,), ud), dst)
     rank = op.results[0].type.rank
     out = None
     for j in range(d_bits // s_bits):
         piece = ix.substitute(node, [*ix.coords(rank), ix.index(j)])
-        wide = kir.Compute("convert", (bitcast(piece, us),), ud)
+        wide = kir.Compute("convert", (bits_of(piece, src, us),), ud)
         if j:
             wide = kir.Compute("shift_left", (wide, kir.Const(j * s_bits, ud)), ud)
         out = wide if out is None else kir.Compute("or", (out, wide), ud)
-    return bitcast(out, dst)
+    return from_bits(out, dst)
 
 
 def partition(module: Module, function: str) -> Partition:
     """Dispatch regions and buffers for the static function `function` of `module` (the output
     of shape_inference.specialize)."""
-    return _Fuser(inline_calls(module, module.function(function))).run()
+    return _Fuser(decompose(inline_calls(module, module.function(function)))).run()

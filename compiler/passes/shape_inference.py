@@ -227,6 +227,29 @@ def _gather(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType(tuple(out), ts[0].dtype)]
 
 
+def _triangular_solve(op: Op, ts, decl, known) -> list[TensorType]:
+    a, b = ts
+    if a.rank < 2 or a.rank != b.rank or a.shape[-1] != a.shape[-2] or a.dtype != b.dtype or a.dtype.kind != "f":
+        raise CompileError(f"{op.where()}: needs square float matrices a and b of one rank, got {a} and {b}")
+    n = b.shape[-2] if op.attrs["left_side"] else b.shape[-1]
+    _merge_dim(a.shape[-1], n, op.where())
+    return [b]
+
+
+def _cholesky(op: Op, ts, decl, known) -> list[TensorType]:
+    a = ts[0]
+    if a.rank < 2 or a.shape[-1] != a.shape[-2] or a.dtype.kind != "f":
+        raise CompileError(f"{op.where()}: needs square float matrices, got {a}")
+    return [a] + [TensorType(a.shape[:-2], decl[1].dtype)][:len(decl) - 1]
+
+
+def _map(op: Op, ts, decl, known) -> list[TensorType]:
+    shape = ts[0].shape
+    for t in ts[1:]:
+        shape = tuple(_merge_dim(x, y, op.where()) for x, y in zip(shape, t.shape))
+    return [TensorType(shape, d.dtype) for d in decl]
+
+
 def _scalar(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType((), decl[0].dtype)]
 
@@ -256,7 +279,8 @@ RULES.update({
     "dynamic_broadcast_in_dim": _shape_operand, "dynamic_reshape": _shape_operand,
     "dynamic_iota": _shape_operand,
     "real_dynamic_slice": _dynamic_form, "dynamic_gather": _dynamic_form,
-    "dynamic_reduce_window": _dynamic_form,
+    "dynamic_reduce_window": _dynamic_form, "dynamic_pad": _dynamic_form, "dynamic_conv": _dynamic_form,
+    "triangular_solve": _triangular_solve, "cholesky": _cholesky, "map": _map,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 
@@ -321,7 +345,8 @@ class _Typer:
         static ones); maps `op`'s results to the new ones in `vmap`."""
         operands = [vmap[v] for v in op.operands]
         values = [known.get(v) for v in operands]
-        if self.static and op.name in ("real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window"):
+        if self.static and op.name in ("real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
+                                       "dynamic_pad", "dynamic_conv"):
             replacement = self.static_ops(op, operands, values, known)
             if replacement is not None:
                 vmap.update((v, v) for v in operands)  # the replacement's operands are typed already

@@ -90,7 +90,7 @@ def test_every_supported_op_has_a_shape_rule_and_an_implementation():
     ('func.func @main(%a: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = "stablehlo.fft"(%a) : '
      '(tensor<2xf32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}', r"unsupported op 'stablehlo.fft' at 2:8"),
     ("func.func @main(%a: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = stablehlo.custom_call @foo(%a) : "
-     "(tensor<2xf32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}", r"custom_call @foo' at 2:8"),
+     "(tensor<2xf32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}", r"unsupported custom_call @foo at 2:8"),
     ("func.func @main(%a: tensor<2xf32>) -> tensor<2xf32> {\n  return %b : tensor<2xf32>\n}",
      r"undefined value %b at 2:10"),
     ("func.func @main(%a: tensor<2xc64>) -> tensor<2xf32> {", r"element type 'c64' at 1:21"),

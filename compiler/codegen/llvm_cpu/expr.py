@@ -17,6 +17,9 @@ the C library's to an ulp or so; digamma and erf_inv are short polynomial/series
 f16 and bf16 are loaded and stored narrow but held as f32 in registers; every op with a narrow
 result rounds back to it (RNE), which is what XLA's CPU backend computes, bit for bit.
 Kernels run with FTZ/DAZ (abi_builder), as XLA does; see `_DENORMAL_AS_ZERO` for libm calls.
+Two decisions where XLA:CPU and IREE differ from StableHLO's reference interpreter, made for the
+spec: floor/ceil of a denormal round it as IEEE does (ceil(+tiny) == 1, not 0), and i1 `add` /
+`multiply` are logical or / and (not xor / and).
 """
 
 from __future__ import annotations
@@ -510,12 +513,50 @@ def _flush_denormal(b: ir.IRBuilder, x: ir.Value, dtype: np.dtype) -> ir.Value:
 
 
 def _float_op(b: ir.IRBuilder, op: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
+    if op in ("floor", "ceil"):
+        return _round_denormal(b, op, dtype, args[0], _float_op_flushed(b, op, dtype, args))
     if op in _DENORMAL_AS_ZERO:
         args = [_flush_denormal(b, args[0], dtype)] + list(args[1:])
     elif op in _DENORMAL_KEPT:
         tiny = b.fcmp_ordered("<", _intrinsic(b, "fabs", [args[0]]), _smallest_normal(args[0], dtype))
         return b.select(tiny, args[0], _float_op_flushed(b, op, dtype, args))
     return _float_op_flushed(b, op, dtype, args)
+
+
+def _round_denormal(b: ir.IRBuilder, op: str, dtype: np.dtype, x: ir.Value, rounded: ir.Value) -> ir.Value:
+    """floor/ceil of a denormal as IEEE says (ceil(+tiny) == 1, floor(-tiny) == -1), where DAZ
+    would round a zero: the one place a denormal's value changes an integer-valued result.
+    Tested on the bits, which DAZ does not touch."""
+    ity = np.dtype(f"i{dtype.itemsize}")
+    bits = b.bitcast(x, typed(ity, width_of(x)))
+    magnitude = b.and_(bits, const_like(bits, ity, np.iinfo(ity).max))
+    smallest = int(np.array(np.finfo(dtype).tiny, dtype).view(ity))
+    denormal = b.and_(b.icmp_signed("!=", magnitude, const_like(bits, ity, 0)),
+                      b.icmp_signed("<", magnitude, const_like(bits, ity, smallest)))
+    negative = b.icmp_signed("<", bits, const_like(bits, ity, 0))
+    if op == "ceil":
+        fixed = b.select(negative, const_like(x, dtype, -0.0), const_like(x, dtype, 1.0))
+    else:
+        fixed = b.select(negative, const_like(x, dtype, -1.0), const_like(x, dtype, 0.0))
+    return b.select(denormal, fixed, rounded)
+
+
+def _int_power(b: ir.IRBuilder, dtype: np.dtype, x: ir.Value, e: ir.Value) -> ir.Value:
+    """x ** e by square-and-multiply over all of e's bits (wrapping, as integer multiply); a
+    negative exponent gives 0 except for the bases 1 and -1, as XLA."""
+    one, zero = const_like(x, dtype, 1), const_like(x, dtype, 0)
+    result, base = one, x
+    for k in range(8 * dtype.itemsize):
+        bit = b.and_(b.lshr(e, const_like(e, dtype, k)), one)
+        result = b.select(b.icmp_unsigned("!=", bit, zero), b.mul(result, base), result)
+        base = b.mul(base, base)
+    if dtype.kind == "i":
+        minus_one = const_like(x, dtype, -1)
+        odd = b.icmp_unsigned("!=", b.and_(e, one), zero)
+        negative = b.select(b.icmp_signed("==", x, one), one,
+                            b.select(b.icmp_signed("==", x, minus_one), b.select(odd, minus_one, one), zero))
+        result = b.select(b.icmp_signed("<", e, zero), negative, result)
+    return result
 
 
 def _float_op_flushed(b: ir.IRBuilder, op: str, dtype: np.dtype, args: list[ir.Value]) -> ir.Value:
@@ -548,8 +589,12 @@ def _int_op(b: ir.IRBuilder, op: str, dtype: np.dtype, args: list[ir.Value]) -> 
     binary: dict[str, Callable] = {"add": b.add, "subtract": b.sub, "multiply": b.mul,
                                    "and": b.and_, "or": b.or_, "xor": b.xor}
     x = args[0]
+    if dtype == np.bool_ and op in ("add", "multiply"):  # i1 arithmetic is logical: or, and
+        return (b.or_ if op == "add" else b.and_)(*args)
     if op in binary:
         return binary[op](*args)
+    if op == "power" and dtype != np.bool_:
+        return _int_power(b, dtype, *args)
     if op.startswith("shift_"):
         return _shift(b, op, dtype, *args)
     if op == "not":

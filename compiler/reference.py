@@ -421,6 +421,51 @@ def _cholesky(op: Op, vals, ctx) -> list[np.ndarray]:
     return [out, info][:len(op.results)]
 
 
+def scatter_windows(op: Op, operand_shape: Sequence[int], indices: np.ndarray,
+                    update_shape: Sequence[int]) -> Iterable[tuple[tuple, tuple[slice, ...] | None, list[int]]]:
+    """Per update scatter index s (row-major): (s, the operand window it updates or None when
+    the window is not wholly inside the operand (the update is skipped, as XLA), the window's
+    sizes per operand dim)."""
+    a = op.attrs
+    rank, ivd = len(operand_shape), a["index_vector_dim"]
+    scatter_dims = [d for d in range(len(update_shape)) if d not in a["update_window_dims"]]
+    window_dims = [d for d in range(rank) if d not in a["inserted_window_dims"] and d not in a["input_batching_dims"]]
+    sizes = [1] * rank
+    for j, d in enumerate(window_dims):
+        sizes[d] = update_shape[a["update_window_dims"][j]]
+    if ivd == indices.ndim:
+        indices = indices[..., None]
+    indices = np.moveaxis(indices, ivd, -1)
+    for s in np.ndindex(*[update_shape[d] for d in scatter_dims]):
+        start = [0] * rank
+        for k, d in enumerate(a["scatter_dims_to_operand_dims"]):
+            start[d] = int(indices[s][k])
+        for d, i in zip(a["input_batching_dims"], a["scatter_indices_batching_dims"]):
+            start[d] = s[i if i < ivd else i - 1]
+        inside = all(0 <= st and st + n <= dim for st, n, dim in zip(start, sizes, operand_shape))
+        yield s, tuple(slice(st, st + n) for st, n in zip(start, sizes)) if inside else None, sizes
+
+
+def _scatter(op: Op, vals, ctx) -> list[np.ndarray]:
+    """Updates applied one scatter index at a time, in order, through the update computation
+    (a whole window at once: its points are distinct)."""
+    n = (len(vals) - 1) // 2
+    outs = [v.copy() for v in vals[:n]]
+    indices, updates = vals[n], vals[n + 1:]
+    scatter_dims = [d for d in range(updates[0].ndim) if d not in op.attrs["update_window_dims"]]
+    for s, where, sizes in scatter_windows(op, outs[0].shape, indices, updates[0].shape):
+        if where is None:
+            continue
+        at: list = [slice(None)] * updates[0].ndim
+        for d, i in zip(scatter_dims, s):
+            at[d] = i
+        windows = [u[tuple(at)].reshape(sizes) for u in updates]
+        new = ctx.run_region(op.regions[0], [o[where] for o in outs] + windows)
+        for o, value in zip(outs, new):
+            o[where] = value
+    return outs
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -514,4 +559,5 @@ _OPS.update({
     "triangular_solve": _triangular_solve,
     "cholesky": _cholesky,
     "map": _map,
+    "scatter": _scatter,
 })

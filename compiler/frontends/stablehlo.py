@@ -28,7 +28,7 @@ from common.errors import Error as HalError
 # Attribute normalization: both syntaxes -> one set of keys
 
 _DROPPED_ATTRS = {"precision_config", "precision", "algorithm", "result_accuracy", "api_version",
-                  "has_side_effect", "backend_config", "indices_are_sorted", "is_stable",
+                  "has_side_effect", "backend_config", "indices_are_sorted", "is_stable", "unique_indices",
                   "known_expanding_dimensions", "known_nonexpanding_dimensions"}
 _DROPPED_PREFIXES = ("mhlo.", "sdy.", "jax.")
 
@@ -46,7 +46,7 @@ _RENAMES: dict[str, dict[str, str]] = {
     "convolution": {"stride": "window_strides", "pad": "padding", "lhs_dilate": "lhs_dilation",
                     "rhs_dilate": "rhs_dilation", "reverse": "window_reversal"},
 }
-_FLATTENED = {"dot_dimension_numbers", "dimension_numbers", "window"}
+_FLATTENED = {"dot_dimension_numbers", "dimension_numbers", "window", "scatter_dimension_numbers"}
 
 
 def _plain(v: Any) -> Any:
@@ -91,6 +91,10 @@ def _defaults(name: str, attrs: dict[str, Any], operand_types: list[TensorType])
         return {"index_vector_dim": 0, **{k: () for k in (
             "offset_dims", "collapsed_slice_dims", "operand_batching_dims",
             "start_indices_batching_dims", "start_index_map")}}
+    if name == "scatter":  # the printer omits empty lists and index_vector_dim 0
+        return {"index_vector_dim": 0, **{k: () for k in (
+            "update_window_dims", "inserted_window_dims", "input_batching_dims",
+            "scatter_indices_batching_dims", "scatter_dims_to_operand_dims")}}
     if name == "convolution":
         n = len(attrs.get("input_spatial_dimensions", ()))
         return {"window_strides": (1,) * n, "padding": ((0, 0),) * n, "lhs_dilation": (1,) * n,

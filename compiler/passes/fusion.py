@@ -499,6 +499,80 @@ class _Fuser:
         shape = tuple(os_) + (group_in,) + tuple(ks[d] for d in a["kernel_spatial_dimensions"])
         self.contraction(op, shape, list(range(rank, len(shape))), lhs, ix.substitute(rhs_node, rhs_coords))
 
+    # -- scatter -------------------------------------------------------------------------------
+    def scatter(self, op: Op, operands: list) -> None:
+        """A fold per output point over the update scatter indices s: whether s's window is
+        inside the operand and covers the point (`hit`), the update element there, the operand
+        element. Accumulators (found, value per operand): the first hit starts from the operand
+        element, each hit applies the update computation, in s order as the reference does;
+        the output is the value where found, else the operand element. Cost: output points x
+        scatter indices (no atomics, deterministic)."""
+        a = op.attrs
+        n = (len(operands) - 1) // 2
+        targets, indices, updates = operands[:n], operands[n], operands[n + 1:]
+        shape = tuple(op.operands[0].type.shape)
+        update_shape = tuple(op.operands[n + 1].type.shape)
+        rank, index_rank, ivd = len(shape), op.operands[n].type.rank, a["index_vector_dim"]
+        scatter_dims = [d for d in range(len(update_shape)) if d not in a["update_window_dims"]]
+        scatter_shape = tuple(update_shape[d] for d in scatter_dims) or (1,)
+        s = [kir.Coord(rank + j) for j in range(len(scatter_dims))]
+        window_dims = [d for d in range(rank) if d not in a["inserted_window_dims"] and d not in a["input_batching_dims"]]
+        sizes = [1] * rank
+        for j, d in enumerate(window_dims):
+            sizes[d] = update_shape[a["update_window_dims"][j]]
+
+        def index_at(k: int):
+            at = list(s)
+            if ivd < index_rank:
+                at.insert(ivd, ix.index(k))
+            return ix.as_index(ix.substitute(indices, at))
+
+        starts: list = [ix.index(0)] * rank
+        for k, d in enumerate(a["scatter_dims_to_operand_dims"]):
+            starts[d] = index_at(k)
+        for d, i in zip(a["input_batching_dims"], a["scatter_indices_batching_dims"]):
+            starts[d] = s[i if i < ivd else i - 1]
+        conditions, offsets = [], []
+        for d in range(rank):
+            c = kir.Coord(d)
+            if isinstance(starts[d], kir.Const):
+                offsets.append(ix.add(c, ix.index(-int(starts[d].value))))
+                if sizes[d] > shape[d]:
+                    conditions.append(kir.Const(False, np.dtype(np.bool_)))
+                if sizes[d] < shape[d]:
+                    conditions.append(ix.compare(c, "LT", ix.index(int(starts[d].value) + sizes[d])))
+                    conditions.append(ix.compare(c, "GE", starts[d]))
+                continue
+            offset = kir.Compute("subtract", (c, starts[d]), kir.INDEX)
+            offsets.append(offset)
+            conditions += [ix.compare(starts[d], "GE", ix.index(0)),
+                           ix.compare(starts[d], "LE", ix.index(shape[d] - sizes[d])),
+                           ix.compare(offset, "GE", ix.index(0)), ix.compare(offset, "LT", ix.index(sizes[d]))]
+        hit = ix.all_of(conditions) or kir.Const(True, np.dtype(np.bool_))
+        update_at: list = [None] * len(update_shape)
+        for d, coord in zip(scatter_dims, s):
+            update_at[d] = coord
+        for j, d in enumerate(window_dims):
+            update_at[a["update_window_dims"][j]] = ix.clamp(offsets[d], 0, sizes[d] - 1)
+        elements = [hit] + [ix.substitute(u, update_at) for u in updates] + list(targets)
+        types = [np.dtype(np.bool_)] + [v.type.dtype for v in op.operands[:n]] * 2
+        accs = [kir.Arg(i, t) for i, t in enumerate(types)]
+        items = [kir.Arg(len(types) + i, t) for i, t in enumerate(types)]
+        found, values, hit_arg = accs[0], accs[1:1 + n], items[0]
+        starts_from = [ix.select(found, v, e) for v, e in zip(values, items[1 + n:])]
+        applied = ix.region_exprs(op.regions[0], starts_from + items[1:1 + n])
+        if applied is None:
+            raise _unsupported(op, "the update computation has an op without a scalar lowering")
+        bool_t = np.dtype(np.bool_)
+        combiner = ([kir.Compute("or", (found, hit_arg), bool_t)]
+                    + [ix.select(hit_arg, x, v) for x, v in zip(applied, values)] + accs[1 + n:])
+        inits = [kir.Const(False, bool_t)] + [kir.Const(0, t) for t in types[1:]]
+        fold = _PendingFold(shape + scatter_shape, tuple(range(rank, rank + len(scatter_shape))),
+                            elements, inits, combiner, shape)
+        for i, r in enumerate(op.results):
+            fold.outputs[r] = ix.select(kir.Arg(0, bool_t), kir.Arg(1 + i, r.type.dtype), targets[i])
+            self.pending_folds[r] = fold
+
     # -- sort ----------------------------------------------------------------------------------
     def sort(self, op: Op, operands: list) -> None:
         shape = tuple(op.operands[0].type.shape)
@@ -546,7 +620,7 @@ class _Fuser:
         folds = {"dot_general": self.dot_general, "convolution": self.convolution}
         if op.name in folds:
             return folds[op.name](op, *operands)
-        if op.name in ("reduce", "reduce_window", "sort"):
+        if op.name in ("reduce", "reduce_window", "sort", "scatter"):
             return getattr(self, op.name)(op, operands)
         node = self.expression(op, operands)
         if node is None:

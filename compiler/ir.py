@@ -255,8 +255,8 @@ def reduce_precision_format(attrs: dict) -> tuple[int, int]:
 
 def _reduce_precision(x: np.ndarray, exponent_bits: int | None = None, mantissa_bits: int | None = None) -> np.ndarray:
     """StableHLO reduce_precision (round the mantissa to nearest even, clamp the exponent
-    range: overflow -> inf, underflow -> zero; NaN kept, even with no mantissa bits, as XLA
-    does), on x's own bits."""
+    range: overflow -> inf, underflow -> zero; NaN kept where the format has a mantissa), on
+    x's own bits."""
     if exponent_bits is None or mantissa_bits is None:
         raise CompileError("reduce_precision needs exponent_bits and mantissa_bits")
     x = np.ascontiguousarray(x)
@@ -281,6 +281,8 @@ def _reduce_precision(x: np.ndarray, exponent_bits: int | None = None, mantissa_
         signed_zero = bits & sign
         bits = np.where(overflow, signed_zero | exp_mask, np.where(underflow, signed_zero, bits))
     out = (bits & np.uint64(mask)).astype(u).view(x.dtype).reshape(x.shape)
+    if mantissa_bits == 0:  # no mantissa, no NaN: NaN becomes inf of its sign (StableHLO, XLA)
+        return np.where(np.isnan(x.astype(np.float32)), np.copysign(np.inf, x.astype(np.float32)), out).astype(x.dtype)
     return np.where(np.isnan(x.astype(np.float32)), x, out).astype(x.dtype)  # NaN kept, as XLA
 
 ELEMENTWISE: dict[str, Elementwise] = {
@@ -351,7 +353,8 @@ STRUCTURAL_OPS: frozenset[str] = frozenset({
     "dot_general", "convolution", "reduce", "reduce_window", "gather", "sort", "while", "case", "if", "call",
     "get_dimension_size", "dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota",
     "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
-    "dynamic_pad", "dynamic_conv", "triangular_solve", "cholesky", "map", "scatter",
+    "dynamic_pad", "dynamic_conv", "triangular_solve", "cholesky", "map", "scatter", "scan",
+    "select_and_scatter",
 })
 """Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
 'while' (regions cond, body over the carried values), 'case' (operand: the branch index; one
@@ -364,7 +367,9 @@ base_dilations, window_dilations, padding; from jax.export's custom_call of that
 operands what their static forms take as attrs (so do 'dynamic_pad' and 'dynamic_conv'); `specialize`
 rewrites them into the static forms. 'triangular_solve' (a, b; attrs left_side, lower, unit_diagonal,
 transpose_a) and 'cholesky' (a; attr lower; from LAPACK's potrf also a second result, LAPACK's
-info) work on the trailing two dims, the others being batch dims; passes/decompose.py lowers them.
+info) work on the trailing two dims, the others being batch dims; passes/decompose.py lowers them,
+and 'scan' (chlo.scan: inputs, inits; attrs dimension, is_reverse; its region maps (elements...,
+carries...) to (outputs..., carries...)).
 'map' applies its region elementwise."""
 
 SUPPORTED_OPS: frozenset[str] = STRUCTURAL_OPS | frozenset(ELEMENTWISE)

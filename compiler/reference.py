@@ -466,6 +466,43 @@ def _scatter(op: Op, vals, ctx) -> list[np.ndarray]:
     return outs
 
 
+def _scan(op: Op, vals, ctx) -> list[np.ndarray]:
+    """chlo.scan: the region over the positions along `dimension` (last first if is_reverse),
+    carrying values; per-position outputs stacked, then the final carries."""
+    dim, n_carry = op.attrs["dimension"], op.attrs["carries"]
+    inputs, carries = vals[:len(vals) - n_carry], list(vals[len(vals) - n_carry:])
+    n_out = len(op.results) - n_carry
+    outs: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    reverse = bool(op.attrs.get("is_reverse"))
+    length = inputs[0].shape[dim]
+    for t in range(length - 1, -1, -1) if reverse else range(length):
+        results = ctx.run_region(op.regions[0], [np.take(x, t, axis=dim) for x in inputs] + carries, vectorized=False)
+        for k in range(n_out):
+            outs[k].append(results[k])
+        carries = results[n_out:]
+    return [np.stack(o[::-1] if reverse else o, axis=dim) for o in outs] + carries
+
+
+def _select_and_scatter(op: Op, vals, ctx) -> list[np.ndarray]:
+    """Per window (one per source element), the element the select region picks (padding is
+    never picked); the source value is scattered onto it with the scatter region."""
+    operand, source, init = vals
+    a = op.attrs
+    select, combine = op.regions
+    out = np.full(operand.shape, init, operand.dtype)
+    for w in np.ndindex(*source.shape):
+        best, best_value = None, None
+        for k in np.ndindex(*a["window_dimensions"]):
+            pos = tuple(wd * s + kd - lo for wd, s, kd, (lo, _) in zip(w, a["window_strides"], k, a["padding"]))
+            if any(not 0 <= p < n for p, n in zip(pos, operand.shape)):
+                continue
+            if best is None or not bool(ctx.run_region(select, [best_value, operand[pos]], vectorized=False)[0]):
+                best, best_value = pos, operand[pos]
+        if best is not None:
+            out[best] = ctx.run_region(combine, [out[best], source[w]], vectorized=False)[0]
+    return [out]
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -560,4 +597,6 @@ _OPS.update({
     "cholesky": _cholesky,
     "map": _map,
     "scatter": _scatter,
+    "scan": _scan,
+    "select_and_scatter": _select_and_scatter,
 })

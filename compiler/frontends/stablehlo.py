@@ -91,6 +91,9 @@ def _defaults(name: str, attrs: dict[str, Any], operand_types: list[TensorType])
         return {"index_vector_dim": 0, **{k: () for k in (
             "offset_dims", "collapsed_slice_dims", "operand_batching_dims",
             "start_indices_batching_dims", "start_index_map")}}
+    if name == "select_and_scatter" and operand_types:
+        n = operand_types[0].rank
+        return {"window_strides": (1,) * n, "padding": ((0, 0),) * n}
     if name == "scatter":  # the printer omits empty lists and index_vector_dim 0
         return {"index_vector_dim": 0, **{k: () for k in (
             "update_window_dims", "inserted_window_dims", "input_batching_dims",
@@ -131,7 +134,7 @@ _CALLS = {"call", "func.call"}
 _CONTROL = {"while", "case", "if"}  # ops whose regions may use values of the enclosing scope
 _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX emits, as IR ops
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
-    "erf_inv", "next_after", "mulhi")}}
+    "erf_inv", "next_after", "mulhi", "scan")}}
 
 _RENAMING = {"stablehlo.tuple", "stablehlo.get_tuple_element", "stablehlo.optimization_barrier"}
 _LAPACK = re.compile(r"lapack_[sd](potrf|trsm)(_ffi)?")  # the LAPACK calls JAX's CPU lowering makes
@@ -241,7 +244,7 @@ class StableHLOReader(Reader):
             parts = self.composite_op()
         else:
             parts = {"call": self.call_op, "reduce": self.reduce_op, "while": self.while_op,
-                     "constant": self.constant_op}.get(name, self.pretty_op)()
+                     "constant": self.constant_op, "scan": self.scan_op}.get(name, self.pretty_op)()
         self.skip_loc()
         return self.build(name, full, head, names, parts)
 
@@ -519,6 +522,26 @@ class StableHLOReader(Reader):
                 self.expect(")")
                 pairs.append(pair)
             body = self.region([p[0] for p in pairs] + [p[1] for p in pairs])
+        return OpParts(inputs + inits, attrs, result_types, [body], [])
+
+    def scan_op(self) -> OpParts:
+        """`chlo.scan(%x, ...) inits(%c, ...) dimension=D [attributes {is_reverse = true}]
+        { ^bb0(elements..., carries...): ... } : (Ts) -> (Us)`."""
+        self.expect("(")
+        inputs = self.comma_list(self.use, ")")
+        self.expect("inits")
+        self.expect("(")
+        inits = self.comma_list(self.use, ")")
+        self.expect("dimension")
+        self.expect("=")
+        attrs: dict[str, Any] = {"dimension": int(self.expect_kind("number").text), "is_reverse": False,
+                                 "carries": len(inits)}
+        if self.accept("attributes"):
+            attrs.update(self.attr_dict())
+        body = self.region()
+        _, result_types = self.op_types()
+        if len(body.args) != len(inputs) + len(inits) or len(result_types) < len(inits):
+            self.fail("scan's region takes an element per input and a carry per init")
         return OpParts(inputs + inits, attrs, result_types, [body], [])
 
     def while_op(self) -> OpParts:

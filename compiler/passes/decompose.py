@@ -9,6 +9,7 @@ that lowers those gets the op too, correct before it is fast:
   n small dots for an n x n matrix, batch dims carried through as dot batch dims.
 - `cholesky`: column by column (Cholesky-Crout), with LAPACK's info as a second result when
   potrf asked for one (1-based index of the first pivot that is not positive, else 0).
+- `scan` (chlo.scan): unrolled along its dimension, the region inlined per position.
 - `mulhi`: the high half of the double-width product: through a 64-bit product for narrow
   types, from 32-bit halves (schoolbook, with carries) for 64-bit ones.
 """
@@ -220,7 +221,41 @@ def _mulhi(b_: _Builder, op: Op) -> list[Value]:
     return [b_.op("bitcast_convert", [high], high.type.shape, dtype)]
 
 
+def _inline(b_: _Builder, region: Region, args: Sequence[Value]) -> list[Value]:
+    """A copy of `region`'s ops on `args`; the values it returns."""
+    vmap = dict(zip(region.args, args))
+    for op in region.ops:
+        results = [Value(r.type, r.name) for r in op.results]
+        b_.ops.append(Op(op.name, [vmap.get(v, v) for v in op.operands], results, dict(op.attrs), op.regions, op.loc))
+        vmap.update(zip(op.results, results))
+    return [vmap.get(v, v) for v in region.results]
+
+
+def _scan(b_: _Builder, op: Op) -> list[Value]:
+    dim, n_carry = op.attrs["dimension"], op.attrs["carries"]
+    inputs, carries = op.operands[:len(op.operands) - n_carry], list(op.operands[len(op.operands) - n_carry:])
+    n_out = len(op.results) - n_carry
+    shape = list(inputs[0].type.shape)
+    outs: list[list[Value]] = [[] for _ in range(n_out)]
+    reverse = bool(op.attrs.get("is_reverse"))
+    for t in range(shape[dim] - 1, -1, -1) if reverse else range(shape[dim]):
+        elements = []
+        for x in inputs:
+            starts, limits = [0] * len(shape), list(x.type.shape)
+            starts[dim], limits[dim] = t, t + 1
+            row = b_.slice(x, starts, limits)
+            elements.append(b_.op("reshape", [row], shape[:dim] + shape[dim + 1:], x.type.dtype))
+        results = _inline(b_, op.regions[0], elements + carries)
+        for k in range(n_out):
+            r = results[k]
+            outs[k].append(b_.op("reshape", [r], list(r.type.shape[:dim]) + [1] + list(r.type.shape[dim:]), r.type.dtype))
+        carries = results[n_out:]
+    return [b_.concat(o[::-1] if reverse else o, dim) for o in outs] + carries
+
+
 def _rule(op: Op):
+    if op.name == "scan":
+        return _scan
     if op.name == "triangular_solve":
         return _triangular_solve
     if op.name == "cholesky":

@@ -39,7 +39,7 @@ import numpy as np
 
 from compiler import kernel_ir as kir
 from compiler.errors import CompileError
-from compiler.ir import Function, Module, Op, Value, reduce_precision_format
+from compiler.ir import Function, Module, Op, TensorType, Value, reduce_precision_format
 from compiler.passes import index_exprs as ix
 from compiler.passes.decompose import decompose
 from compiler.passes.index_exprs import Leaf
@@ -573,6 +573,66 @@ class _Fuser:
             fold.outputs[r] = ix.select(kir.Arg(0, bool_t), kir.Arg(1 + i, r.type.dtype), targets[i])
             self.pending_folds[r] = fold
 
+    def select_and_scatter(self, op: Op, operands: list) -> None:
+        """Two folds: per window, the flat offset of the element the select region picks
+        (padding never; -1 for a window wholly in padding); then per operand point, the source
+        values of the windows that picked it, combined from init by the scatter region."""
+        a = op.attrs
+        operand, source, init = operands
+        shape, src_shape = tuple(op.operands[0].type.shape), tuple(op.operands[1].type.shape)
+        window, strides = tuple(a["window_dimensions"]), a["window_strides"]
+        rank, dtype, index_t, bool_t = len(shape), op.operands[0].type.dtype, kir.INDEX, np.dtype(np.bool_)
+        flat = ix.index(0)
+        for d in range(rank):
+            flat = ix.add(ix.mul(flat, window[d]), kir.Coord(rank + d))
+        # fold 1: iteration space source x window
+        positions, inside = [], []
+        for d in range(rank):
+            pos = ix.add(ix.mul(kir.Coord(d), strides[d]), ix.add(kir.Coord(rank + d), ix.index(-a["padding"][d][0])))
+            positions.append(ix.clamp(pos, 0, shape[d] - 1))
+            inside += [ix.compare(pos, "GE", ix.index(0)), ix.compare(pos, "LT", ix.index(shape[d]))]
+        valid = ix.all_of(inside)
+        acc_has, acc_value, acc_index = kir.Arg(0, bool_t), kir.Arg(1, dtype), kir.Arg(2, index_t)
+        valid_arg, value_arg, index_arg = kir.Arg(3, bool_t), kir.Arg(4, dtype), kir.Arg(5, index_t)
+        keeps = ix.region_exprs(op.regions[0], [acc_value, value_arg])
+        if keeps is None:
+            raise _unsupported(op, "the select region has an op without a scalar lowering")
+        take = kir.Compute("and", (valid_arg, kir.Compute("or", (kir.Compute("not", (acc_has,), bool_t),
+                                                                  kir.Compute("not", (keeps[0],), bool_t)), bool_t)), bool_t)
+        picked = Value(TensorType(src_shape, index_t), "selected")
+        fold = _PendingFold(src_shape + window, tuple(range(rank, 2 * rank)),
+                            [valid, ix.substitute(operand, positions), flat],
+                            [kir.Const(False, bool_t), kir.Const(0, dtype), ix.index(-1)],
+                            [kir.Compute("or", (acc_has, valid_arg), bool_t), ix.select(take, value_arg, acc_value),
+                             ix.select(take, index_arg, acc_index)], src_shape)
+        fold.outputs[picked] = ix.select(acc_has, acc_index, ix.index(-1))
+        self.pending_folds[picked] = fold
+        self.flush(picked)
+        selected = self.lazy.pop(picked)
+        # fold 2: iteration space operand x window; window w = (p + low - k) / stride
+        w_coords, hits = [], []
+        for d in range(rank):
+            numerator = ix.add(kir.Coord(d), ix.add(ix.index(a["padding"][d][0]), kir.Compute(
+                "negate", (kir.Coord(rank + d),), index_t)))
+            w = kir.Compute("divide", (numerator, ix.index(strides[d])), index_t) if strides[d] > 1 else numerator
+            hits += [ix.compare(numerator, "GE", ix.index(0)), ix.compare(w, "LT", ix.index(src_shape[d]))]
+            if strides[d] > 1:
+                hits.append(ix.compare(kir.Compute("remainder", (numerator, ix.index(strides[d])), index_t),
+                                       "EQ", ix.index(0)))
+            w_coords.append(ix.clamp(w, 0, src_shape[d] - 1))
+        hits.append(ix.compare(ix.substitute(selected, w_coords), "EQ", flat))
+        acc_flag, acc = kir.Arg(0, bool_t), kir.Arg(1, dtype)
+        hit_arg, src_arg = kir.Arg(2, bool_t), kir.Arg(3, dtype)
+        combined = ix.region_exprs(op.regions[1], [acc, src_arg])
+        if combined is None:
+            raise _unsupported(op, "the scatter region has an op without a scalar lowering")
+        result = op.results[0]
+        fold = _PendingFold(shape + window, tuple(range(rank, 2 * rank)),
+                            [ix.all_of(hits), ix.substitute(source, w_coords)], [kir.Const(False, bool_t), init],
+                            [acc_flag, ix.select(hit_arg, combined[0], acc)], shape)
+        fold.outputs[result] = kir.Arg(1, dtype)
+        self.pending_folds[result] = fold
+
     # -- sort ----------------------------------------------------------------------------------
     def sort(self, op: Op, operands: list) -> None:
         shape = tuple(op.operands[0].type.shape)
@@ -620,7 +680,7 @@ class _Fuser:
         folds = {"dot_general": self.dot_general, "convolution": self.convolution}
         if op.name in folds:
             return folds[op.name](op, *operands)
-        if op.name in ("reduce", "reduce_window", "sort", "scatter"):
+        if op.name in ("reduce", "reduce_window", "sort", "scatter", "select_and_scatter"):
             return getattr(self, op.name)(op, operands)
         node = self.expression(op, operands)
         if node is None:

@@ -281,7 +281,8 @@ RULES.update({
     "real_dynamic_slice": _dynamic_form, "dynamic_gather": _dynamic_form,
     "dynamic_reduce_window": _dynamic_form, "dynamic_pad": _dynamic_form, "dynamic_conv": _dynamic_form,
     "triangular_solve": _triangular_solve, "cholesky": _cholesky, "map": _map,
-    "scatter": lambda op, ts, decl, known: list(ts[:len(decl)]),
+    "scatter": lambda op, ts, decl, known: list(ts[:len(decl)]), "scan": _declared,
+    "select_and_scatter": lambda op, ts, decl, known: [ts[0]],
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 

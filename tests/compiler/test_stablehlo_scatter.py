@@ -43,3 +43,12 @@ def test_integer_scatter_with_a_general_update_computation(check) -> None:
     x, i = np.arange(6, dtype=np.int32), np.array([1, 1, 4], np.int32)
     check(f, x, i)
     run_against_jax(fg.default_device("local-sync"), f, x, i)
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_max_pool_gradient_is_select_and_scatter(padding: str, check) -> None:
+    lax = jax.lax
+    x = np.random.default_rng(0).standard_normal((2, 7, 6, 3)).astype(np.float32)
+    f = jax.grad(lambda x: (lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), padding) ** 2).sum())
+    assert "select_and_scatter" in op_names(check(f, x))
+    run_against_jax(fg.default_device("local-task"), f, x)

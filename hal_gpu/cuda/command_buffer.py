@@ -7,9 +7,10 @@ command buffer): one graph launch per submission of a command buffer, however ma
 - dispatch_indirect: a kernel node whose grid is set when its step is launched, from the count
   the host reads then (every earlier region has completed: a step boundary precedes it); a zero
   count disables the node, one over the device limit fails the submission naming it.
-- fill: a memset node (device memory), or a copy from pinned memory holding the pattern, written
-  at record time (host memory, which memset nodes do not take); update: a copy from pinned
-  memory holding the data; copy: a memcpy node.
+- fill: a memset node; update: a copy from pinned memory holding the data (written at record
+  time); copy: a memcpy node.
+- host-visible buffers (buffer.py): copies of their mirrors into device memory before the
+  first region, and of the ranges the commands may write back after the last.
 - execution_barrier: graph edges (through an empty node) from every node of a region to every
   node of the next, so commands of one region still overlap, as the model allows.
 
@@ -65,6 +66,7 @@ class LoweredCommandBuffer:
     bases: list[int]  # per dispatch: its state region, in words
     dispatches: list[tuple[int, str]]  # per dispatch: (command index, entry name)
     keep: list = field(default_factory=list)
+    steps: list = field(default_factory=list)  # a submission of this command buffer alone, in steps (device.py)
 
     def failures(self, part: Part) -> list[tuple[int, int, tuple[int, int, int]]]:
         """(dispatch number, status, failing workgroup) of every dispatch of `part` that failed
@@ -129,7 +131,7 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
         bases.append(words)
         words += -(-abi.state_words(disp.entry.binding_count, disp.entry.constant_count) // 4) * 4  # 16-byte regions
     state = device.allocator.allocate_buffer(4 * max(words, 1), DEVICE_ONLY)
-    mirror_buffer = device.allocator.allocate_buffer(4 * max(words, 1), BufferUsage.DEFAULT)
+    mirror_buffer = device.allocator.pinned(4 * max(words, 1))
     mirror = mirror_buffer.view(np.uint32)
     lowered = LoweredCommandBuffer([], state, mirror, bases, [], [state, mirror_buffer])
     numbers = {id(c): i for i, c in enumerate(dispatches)}
@@ -144,23 +146,57 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
     check(d.cuMemcpyHtoD(state.device_address, mirror.ctypes.data, mirror.nbytes), "uploading dispatch state")
     for regions, may_fail in _steps(cb):
         graph = check(d.cuGraphCreate(0), "cuGraphCreate")
-        deps: list = []
         part = Part(graph, None, may_fail, [], [])
+        mirrored = _mirrored_ranges(regions)
+        # Host-visible buffers: their mirrors in first, the ranges the part may write back last.
+        deps = [_copy_node(device, graph, [], b.address + lo, b.device_address + lo, hi - lo) for b, lo, hi, _, _ in mirrored]
+        deps = _join(graph, deps)
         for r, region in enumerate(regions):
-            nodes = []
-            for c in region:
-                node = _add(device, graph, deps, c, lowered, part, numbers, r == 0)
-                if node is not None:
-                    nodes.append(node)
+            nodes = [n for c in region if (n := _add(device, graph, deps, c, lowered, part, numbers, r == 0)) is not None]
             if nodes:
-                deps = nodes if len(nodes) == 1 else [check(d.cuGraphAddEmptyNode(graph, nodes, len(nodes)), "barrier")]
+                deps = _join(graph, nodes)
+        tail = [_copy_node(device, graph, deps, b.device_address + lo, b.address + lo, hi - lo)
+                for b, _, _, lo, hi in mirrored if hi is not None]
         if may_fail:
-            _copy_node(device, graph, deps, state.device_address, mirror_buffer.device_address, mirror.nbytes)
-        if may_fail or deps:  # else nothing to run (empty command buffer, empty ranges): no graph
+            tail.append(_copy_node(device, graph, deps, state.device_address, mirror_buffer.address, mirror.nbytes))
+        if deps or tail:  # else nothing to run (empty command buffer, empty ranges): no graph
             part.exec = check(d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
         lowered.parts.append(part)
     weakref.finalize(lowered, _release, device, lowered.parts).atexit = False
     return lowered
+
+
+def _join(graph, nodes: list) -> list:
+    """What the next region depends on: the node, or an empty node after all of them (a
+    barrier: one edge per node instead of one per pair)."""
+    return nodes if len(nodes) <= 1 else [check(cu().cuGraphAddEmptyNode(graph, nodes, len(nodes)), "barrier")]
+
+
+def _mirrored_ranges(regions: list[list]) -> list[list]:
+    """Per host-visible buffer the part uses: [buffer, lo, hi, written lo, written hi] (byte
+    ranges; written None when nothing in the part writes it). A dispatch may write any binding."""
+    found: dict[int, list] = {}
+
+    def use(buffer, offset: int, length: int, writes: bool) -> None:
+        if not buffer.mirrored or not length:
+            return
+        u = found.setdefault(id(buffer), [buffer, offset, offset + length, None, None])
+        u[1], u[2] = min(u[1], offset), max(u[2], offset + length)
+        if writes:
+            u[3] = offset if u[3] is None else min(u[3], offset)
+            u[4] = offset + length if u[4] is None else max(u[4], offset + length)
+
+    for region in regions:
+        for c in region:
+            if isinstance(c, Dispatch):
+                for b in c.bindings:
+                    use(b.buffer, b.offset, b.length, True)
+            elif isinstance(c, Copy):
+                use(c.source.buffer, c.source.offset, c.source.length, False)
+                use(c.target.buffer, c.target.offset, c.target.length, True)
+            else:
+                use(c.target.buffer, c.target.offset, c.target.length, True)
+    return list(found.values())
 
 
 def _write_state(words: np.ndarray, disp: Dispatch, base: int) -> None:
@@ -212,9 +248,6 @@ def _add(device, graph, deps: list, c, lowered: LoweredCommandBuffer, part: Part
         lowered.keep.append(t.buffer)
         if not t.length:
             return None
-        if t.buffer.address is not None:  # host memory: memset nodes take device memory only
-            data = np.array([c.pattern], dtype=f"<u{c.pattern_length}").tobytes() * (t.length // c.pattern_length)
-            return _from_staging(device, graph, deps, data, t, lowered)
         params = d.CUDA_MEMSET_NODE_PARAMS()
         params.dst = t.buffer.device_address + t.offset
         params.elementSize = c.pattern_length
@@ -229,10 +262,10 @@ def _add(device, graph, deps: list, c, lowered: LoweredCommandBuffer, part: Part
 def _from_staging(device, graph, deps: list, data: bytes, target, lowered: LoweredCommandBuffer):
     if not target.length:
         return None
-    staging = device.allocator.allocate_buffer(len(data), BufferUsage.DEFAULT)
+    staging = device.allocator.pinned(len(data))
     staging.map()[:] = np.frombuffer(data, dtype=np.uint8)
     lowered.keep += [staging, target.buffer]
-    return _copy_node(device, graph, deps, staging.device_address, target.buffer.device_address + target.offset, target.length)
+    return _copy_node(device, graph, deps, staging.address, target.buffer.device_address + target.offset, target.length)
 
 
 def _copy_node(device, graph, deps: list, source: int, target: int, length: int):

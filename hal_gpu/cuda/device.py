@@ -30,8 +30,27 @@ from hal_gpu.cuda.allocator import CudaAllocator
 from hal_gpu.cuda.driver import check, context, cu, device_name, make_current
 from hal_gpu.cuda.semaphore import CudaSemaphore
 
+_NOT_READY = 600  # CUDA_ERROR_NOT_READY
 _SPIN_S = 0.002  # a waiter polls its event this long before it sleeps between polls
 _SLICE_S = 0.005  # sleeping waiters wake this often to notice failures and deadlines
+
+
+def _steps(command_buffers: list[tuple[CommandBuffer, command_buffer.LoweredCommandBuffer]]) -> list:
+    """The steps of a submission: its command buffers' parts, a step ending after every part
+    that may fail and before every part with an indirect dispatch (command_buffer.py)."""
+    steps, step = [], []
+    for cb, lowered in command_buffers:
+        for part in lowered.parts:
+            if part.indirect and step:  # its counts are read once what precedes it retired
+                steps.append(step)
+                step = []
+            step.append((cb, part))
+            if part.may_fail:  # its status must be seen before what follows runs
+                steps.append(step)
+                step = []
+    if step or not steps:
+        steps.append(step)
+    return steps
 
 
 @dataclass
@@ -96,26 +115,24 @@ class CudaDevice(Device):
 
     def lower_command_buffer(self, cb: CommandBuffer):
         self._check_open()
-        return command_buffer.lower(self, cb)
+        lowered = command_buffer.lower(self, cb)
+        lowered.steps = _steps([(cb, lowered)])  # a submission of this one command buffer
+        return lowered
 
     # --- queue ---------------------------------------------------------------------------------
 
+    def execute_and_wait(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None = None) -> None:
+        """A model call's fast path: validated when its caller prepared it, so straight to the
+        queue, then a wait on this thread."""
+        command_buffer.submitted += 1
+        self._submit([command_buffer], [], [(semaphore, value)])
+        self.wait_for(semaphore, value, timeout)
+
     def _submit(self, command_buffers, wait, signal) -> None:
-        steps, step = [], []
-        for cb in command_buffers:
-            for part in cb.lowered.parts:
-                if part.indirect and step:  # its counts are read once what precedes it retired
-                    steps.append(step)
-                    step = []
-                step.append((cb, part))
-                if part.may_fail:  # its status must be seen before what follows runs
-                    steps.append(step)
-                    step = []
-        if step or not steps:
-            steps.append(step)
         self.enter()
+        steps = command_buffers[0].lowered.steps if len(command_buffers) == 1 else _steps([(cb, cb.lowered) for cb in command_buffers])
         with self._lock:
-            self._deferred.append(_Submission(steps, list(wait), list(signal)))
+            self._deferred.append(_Submission(steps, wait, signal))
             self._pump()
 
     def _pump(self) -> None:
@@ -147,7 +164,7 @@ class CudaDevice(Device):
         that failed before running)."""
         d = cu()
         for cb, part in sub.steps[sub.next]:
-            error = command_buffer.prepare(self, cb, part)
+            error = command_buffer.prepare(self, cb, part) if part.indirect else None
             if error is not None:
                 self._fail(sub, Aborted(error))
                 return True
@@ -211,26 +228,39 @@ class CudaDevice(Device):
                 self._pump()
 
     def wait_for(self, sem: CudaSemaphore, value: int, timeout: float | None) -> None:
-        """Blocks until `sem` reaches `value`, driving the queue meanwhile: the oldest step on the
-        stream is waited for (spinning first: a small step finishes in microseconds) and
-        retired; with nothing on the stream, the waiter sleeps until a host signal."""
+        """Blocks until `sem` reaches `value` (Aborted if it fails, DeadlineExceeded after
+        `timeout` seconds)."""
+        def reached() -> bool:
+            if self.closed and sem.failure is None and sem.value < value:
+                raise Aborted(f"{sem!r}: {self!r} is closed")
+            sem._raise_if_failed()
+            return sem.value >= value
+
+        self._drive(reached, timeout, lambda: f"{sem!r}: payload {sem.value} did not reach {value} within {timeout} s")
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        self._drive(lambda: not self._pending and not self._deferred, timeout,
+                    lambda: f"{self!r}: {len(self._pending) + len(self._deferred)} submissions still in flight after {timeout} s")
+
+    def _drive(self, done, timeout: float | None, late) -> None:
+        """Runs the queue on the calling thread until `done()`: the oldest step on the stream is
+        waited for (spinning first: a small step finishes in microseconds) and retired, and what
+        that releases launched; with nothing on the stream, the caller sleeps until a host
+        signal. DeadlineExceeded with `late()` after `timeout` seconds."""
         d = cu()
         deadline = None if timeout is None else time.monotonic() + timeout
         spin_until = time.monotonic() + _SPIN_S
         while True:
             with self._lock:
-                if self.closed and sem.failure is None and sem.value < value:
-                    raise Aborted(f"{sem!r}: {self!r} is closed")
                 if not self.closed:
                     self.enter()
                     self._pump()
-                sem._raise_if_failed()
-                if sem.value >= value:
+                if done():
                     return
                 event = self._pending[0].event if self._pending else None
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
-                    raise DeadlineExceeded(f"{sem!r}: payload {sem.value} did not reach {value} within {timeout} s")
+                    raise DeadlineExceeded(late())
                 if event is None:
                     self._changed.wait(_SLICE_S if deadline is None else max(0.0, min(_SLICE_S, deadline - now)))
                     continue
@@ -238,19 +268,9 @@ class CudaDevice(Device):
                 check(d.cuEventSynchronize(event), "cuEventSynchronize")
             elif time.monotonic() > spin_until:
                 time.sleep(0.0002)
-            # else: spin (the next turn queries the event)
-
-    def wait_idle(self, timeout: float | None = None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.poll()
-            with self._lock:
-                busy = len(self._pending) + len(self._deferred)
-            if not busy:
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded(f"{self!r}: {busy} submissions still in flight after {timeout} s")
-            time.sleep(0.0002)
+            else:  # spin on the event alone
+                while d.cuEventQuery(event)[0] == _NOT_READY and time.monotonic() < spin_until:
+                    pass
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ _lock = threading.Lock()
 _current = threading.local()
 
 
+@functools.cache
 def cu():
     """`cuda.bindings.driver`; Unavailable when it is not installed."""
     try:
@@ -37,9 +38,9 @@ def cu():
 def check(result, what: str):
     """The values of a cuda.bindings call's (CUresult, values...) tuple; a fibergrid error
     naming `what` and CUDA's error when the call failed."""
-    d = cu()
     err, rest = result[0], result[1:]
-    if err != d.CUresult.CUDA_SUCCESS:
+    if err:  # CUDA_SUCCESS is 0
+        d = cu()
         name = d.cuGetErrorName(err)[1]
         name = name.decode() if isinstance(name, bytes) else str(err)
         if err == d.CUresult.CUDA_ERROR_OUT_OF_MEMORY:

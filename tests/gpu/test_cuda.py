@@ -1,7 +1,8 @@
 """The CUDA target and driver. Without a GPU (CI): the PTX the NVPTX backend writes for the
 suite's portable kernels and for compiled models, the driver's may-fail scan of PTX, and the
 .fgx's cuda blob. With an sm_90+ GPU (the H200): compiled models on `cuda` against JAX at the
-CPU tests' tolerance, the CLI, device choice. (The HAL conformance suite and the CNN and
+CPU tests' tolerance (test_vulkan.py's model tests, run here on this module's cuda `device`, and
+math that goes through libdevice), the CLI, device choice. (The HAL conformance suite and the CNN and
 transformer-block models of tests/compiler/test_lowering_models.py run on cuda too, as on every
 present driver.) Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a GPU)."""
 
@@ -15,7 +16,9 @@ from compiler import executable
 from compiler.codegen.nvptx import FORMAT
 from compiler.codegen.nvptx.backend import PtxCompileError, compile_ptx, libdevice_path
 from hal_gpu.cuda.executable import may_fail
-from tests.compiler.conftest import assert_matches, run_against_jax
+from tests.compiler.conftest import run_against_jax
+from tests.compiler.test_vulkan import (  # noqa: F401  (the Vulkan driver's model tests, collected here on cuda's `device`)
+    test_dynamic_batch, test_gather_and_sort, test_integer_ops, test_mlp, test_tiled_matmul_edges)
 from tests.hal import kernels as K
 
 jax = pytest.importorskip("jax")
@@ -94,41 +97,6 @@ def device():
     dev.close()
 
 
-def test_mlp(device) -> None:
-    def mlp(x, w1, b1, w2, b2):
-        return jax.nn.softmax(jax.nn.relu(x @ w1 + b1) @ w2 + b2, axis=-1)
-
-    run_against_jax(device, mlp, _f32(4, 16), _f32(16, 32, scale=0.3), _f32(32), _f32(32, 10, scale=0.3), _f32(10))
-
-
-def test_integer_ops(device) -> None:
-    def ints(a, b):
-        return (a * 3 + b) // 2, a % 7, jnp.bitwise_xor(a, b) >> 1, jnp.maximum(a, b), (a > b).astype(jnp.int32)
-
-    run_against_jax(device, ints, RNG.integers(-50, 50, (5, 7)).astype(np.int32), RNG.integers(1, 50, (5, 7)).astype(np.int32))
-
-
-def test_gather_and_sort(device) -> None:
-    def head(table, tokens, w):
-        logits = jnp.take(table, tokens, axis=0).sum(1) @ w
-        probs = jax.nn.softmax(logits)
-        return jnp.argmax(logits, -1), jnp.argsort(-probs, axis=-1)[:, :3], jnp.cumsum(jnp.sort(probs, axis=-1), axis=-1)
-
-    run_against_jax(device, head, _f32(20, 8), RNG.integers(0, 20, (3, 4)).astype(np.int32), _f32(8, 10))
-
-
-def test_dynamic_batch(device) -> None:
-    from jax import export
-
-    w = _f32(16, 8, scale=0.3)
-    b = export.symbolic_shape("batch")[0]
-    exp = export.export(jax.jit(lambda x: jnp.tanh(x @ w).sum(-1)))(jax.ShapeDtypeStruct((b, 16), jnp.float32))
-    mod = fg.load(exp.mlir_module(), device)
-    for batch in (1, 5):
-        x = _f32(batch, 16)
-        assert_matches([mod(x)], [np.asarray(exp.call(x))])
-
-
 @pytest.mark.parametrize("name", ["erf", "expm1", "log1p", "asinh", "log", "tan", "atan2", "sinh", "lgamma", "pow"])
 def test_math(device, name) -> None:
     fns = {"erf": lax.erf, "expm1": jnp.expm1, "log1p": jnp.log1p, "asinh": jnp.arcsinh, "log": lambda x: jnp.log(jnp.abs(x)),
@@ -136,16 +104,6 @@ def test_math(device, name) -> None:
            "lgamma": lambda x: lax.lgamma(jnp.abs(x) + 0.5), "pow": lambda x: jnp.abs(x) ** 1.7}
     x = np.concatenate([np.linspace(-4, 4, 57), [0.0, 1e-6, -1e-7, 0.3, -0.49, 0.51, 30.0]]).astype(np.float32)
     run_against_jax(device, fns[name], x)
-
-
-@pytest.mark.parametrize("m,k,n,batch", [(64, 64, 64, 1), (100, 37, 130, 1), (65, 200, 64, 3)])
-def test_tiled_matmul_edges(device, m, k, n, batch) -> None:
-    def f(a, b, bias):
-        return jax.nn.relu(jnp.matmul(a, b) + bias)
-
-    shape_a = (batch, m, k) if batch > 1 else (m, k)
-    shape_b = (batch, k, n) if batch > 1 else (k, n)
-    run_against_jax(device, f, _f32(*shape_a), _f32(*shape_b, scale=0.2), _f32(n))
 
 
 def test_cli_compile_for_cuda_and_run(tmp_path, capsys) -> None:

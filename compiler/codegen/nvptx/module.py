@@ -1,7 +1,7 @@
 """CUDA kernels as llvmlite IR: one `ptx_kernel` function per entry point (hal/ptx_abi.py).
 
-`NvptxEntry` offers the interface the GPU lowering of compiler/codegen/spirv is written against
-(`SpirvEntry`: element pointers, dispatch-state words, invocation and workgroup ids, workgroup
+`NvptxEntry` is a `SpirvEntry`, the interface the GPU lowering of compiler/codegen/spirv is
+written against (element pointers, dispatch-state words, invocation and workgroup ids, workgroup
 memory, barriers), so the portable kernels (compiler/portable.py) and the kernel IR generators
 (spirv/kernels.py, spirv/matmul.py) build PTX unchanged. On CUDA a binding is a plain global
 pointer: an element pointer is one GEP, and the ids are the NVVM special registers.
@@ -10,53 +10,27 @@ pointer: an element pointer is one GEP, and the ids are the NVVM special registe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from llvmlite import ir
 
 from compiler.codegen.nvptx import TRIPLE
-from compiler.codegen.spirv.module import _ELEMENTS, memory_element
+from compiler.codegen.spirv.module import _ELEMENTS, SpirvEntry, memory_element
 from compiler.errors import CompileError
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
-GLOBAL, SHARED = 1, 3  # NVPTX address spaces
+GLOBAL = 1  # NVPTX's global address space (workgroup arrays: 3, shared, as SPIR-V's Workgroup)
 _SREG = {"local": "tid", "group": "ctaid"}
 
 
-@dataclass
-class NvptxEntry:
-    """One kernel being built: `builder` sits in its body."""
-
-    module: "NvptxModule"
-    name: str
-    elements: tuple[str, ...]  # memory element per binding, then "i32" for the dispatch state
-    workgroup_size: tuple[int, int, int]
-    function: ir.Function
-    builder: ir.IRBuilder
-    _cache: dict = field(default_factory=dict)
-
-    @property
-    def binding_count(self) -> int:
-        return len(self.elements) - 1
+class NvptxEntry(SpirvEntry):
+    """One kernel being built: `builder` sits in its body. What differs from a SPIR-V entry
+    point: element pointers, ids and the barrier; dispatch-state words and workgroup arrays are
+    built the same way (the arrays in the shared address space)."""
 
     def element_pointer(self, slot: int, index: ir.Value) -> ir.Value:
         """Pointer to element `index` (from the buffer's start) of binding `slot`."""
         index = self.builder.zext(index, I64) if index.type != I64 else index
         return self.builder.gep(self.function.args[slot], [index], inbounds=True)
-
-    def _in_entry_block(self, make):
-        with self.builder.goto_block(self.function.entry_basic_block):
-            block = self.function.entry_basic_block
-            if block.is_terminated:
-                self.builder.position_before(block.terminator)
-            return make()
-
-    def state_word(self, word: int) -> ir.Value:
-        """Dispatch-state word `word` (i32), loaded once per kernel, in its entry block."""
-        if word not in self._cache:
-            self._cache[word] = self._in_entry_block(
-                lambda: self.builder.load(self.element_pointer(self.binding_count, ir.Constant(I32, word)), name=f"state{word}"))
-        return self._cache[word]
 
     def builtin(self, which: str, dim: int) -> ir.Value:
         """'local' (thread id in the block) or 'group' (block id) along `dim`, as i32."""
@@ -64,7 +38,11 @@ class NvptxEntry:
         if key not in self._cache:
             name = f"llvm.nvvm.read.ptx.sreg.{_SREG[which]}.{'xyz'[dim]}"
             fn = self.module.module.globals.get(name) or ir.Function(self.module.module, ir.FunctionType(I32, []), name)
-            self._cache[key] = self._in_entry_block(lambda: self.builder.call(fn, []))
+            with self.builder.goto_block(self.function.entry_basic_block):
+                block = self.function.entry_basic_block
+                if block.is_terminated:
+                    self.builder.position_before(block.terminator)
+                self._cache[key] = self.builder.call(fn, [])
         return self._cache[key]
 
     def barrier(self) -> None:
@@ -72,17 +50,6 @@ class NvptxEntry:
         name = "llvm.nvvm.barrier0"
         fn = self.module.module.globals.get(name) or ir.Function(self.module.module, ir.FunctionType(ir.VoidType(), []), name)
         self.builder.call(fn, [])
-
-    def local_array(self, name: str, ty: ir.Type, count: int) -> ir.GlobalVariable:
-        """A block-shared array of `count` `ty` (index it with `local_pointer`)."""
-        gv = ir.GlobalVariable(self.module.module, ir.ArrayType(ty, count), f"{self.name}.{name}", addrspace=SHARED)
-        gv.linkage = "internal"
-        gv.align = 16
-        gv.initializer = ir.Constant(gv.value_type, ir.Undefined)
-        return gv
-
-    def local_pointer(self, array: ir.GlobalVariable, index: ir.Value) -> ir.Value:
-        return self.builder.gep(array, [ir.Constant(I32, 0), index], inbounds=True)
 
 
 class NvptxModule:
@@ -106,7 +73,10 @@ class NvptxModule:
         return entry
 
     def text(self) -> str:
-        return str(self.module)
+        """The module as LLVM IR, floating-point multiplies and adds marked `contract`: the
+        NVPTX backend then fuses them into FMAs (one instruction, one rounding), as nvcc does
+        by default; without the flag it must keep `mul.rn` and `add.rn` apart."""
+        return re.sub(r"= (fmul|fadd|fsub) (?!contract)", r"= \1 contract ", str(self.module))
 
     def compile(self) -> bytes:
         """PTX text (NUL-terminated, as cuModuleLoadData takes it) with one `.entry` per kernel."""

@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="small sizes (CPU Vulkan implementations)")
-    parser.add_argument("--driver", default="vulkan", choices=["vulkan", "cuda"], help="the GPU driver to measure")
+    parser.add_argument("--driver", default="vulkan", choices=["vulkan", "cuda", "webgpu"], help="the GPU driver to measure")
     parser.add_argument("--device", default=None, help="device index or name substring")
     args = parser.parse_args(argv)
     if args.driver not in fg.available_drivers():

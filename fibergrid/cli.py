@@ -148,6 +148,10 @@ def _driver_detail(name: str) -> str:
         from hal_gpu.cuda import driver as cuda
 
         return ", ".join(cuda.device_name(p) for p in cuda.devices())
+    if name == "webgpu":
+        from hal_gpu.webgpu import driver as webgpu
+
+        return ", ".join(webgpu.adapter_name(a) for a in webgpu.adapters())
     if name != "vulkan":
         return ""
     from hal_gpu.vulkan import driver
@@ -234,9 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--function", action="append", default=None, help="a public function to compile (repeatable; default: all)")
     comp.add_argument("--specialize", action="append", default=[],
                       help="FUNCTION=SHAPE[,SHAPE...]: also compile a function with dynamic dims for these input shapes")
-    comp.add_argument("--target", action="append", default=[], choices=["cpu", "vulkan", "cuda"],
+    comp.add_argument("--target", action="append", default=[], choices=["cpu", "vulkan", "cuda", "webgpu"],
                       help="also compile for this target (repeatable; the host CPU is always included): "
-                           "vulkan adds SPIR-V, cuda PTX, so the .fgx runs on --device vulkan / cuda with no compile there")
+                           "vulkan (or webgpu) adds SPIR-V, cuda PTX, so the .fgx runs on --device vulkan / webgpu / cuda with no compile there")
     comp.add_argument("-v", "--verbose", action="store_true", help="report every compile stage on stderr")
     run = sub.add_parser("run", help="call a function of a module once and print or save its results")
     _call_options(run)

@@ -4,3 +4,4 @@ every GPU driver with hal; each is listed by `available_drivers()` only where it
 
 import hal_gpu.cuda  # noqa: F401  (registers "cuda")
 import hal_gpu.vulkan  # noqa: F401  (registers "vulkan")
+import hal_gpu.webgpu  # noqa: F401  (registers "webgpu")

@@ -120,6 +120,9 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "cpu": lambda: Target("cpu", "cpu-native", _build_cpu),
     "vulkan": lambda: Target("vulkan", _vulkan_format(), _build_vulkan, _gpu_workgroup_size, _gpu_grid),
     "cuda": lambda: Target("cuda", _cuda_format(), _build_cuda, _gpu_workgroup_size, _gpu_grid),
+    # The WebGPU driver runs the Vulkan target's SPIR-V (naga translates it): one format, so a
+    # device loads it lazily as vulkan's; the name is for `fibergrid compile --target webgpu`.
+    "webgpu": lambda: Target("webgpu", _vulkan_format(), _build_vulkan),
 }
 
 
@@ -129,7 +132,7 @@ def gpu_targets() -> list[Target]:
 
 
 def get(name: str) -> Target:
-    """The target named `name` (`cpu`, `vulkan`, `cuda`); CompileError for others."""
+    """The target named `name` (`cpu`, `vulkan`, `cuda`, `webgpu`); CompileError for others."""
     if name not in TARGETS:
         raise CompileError(f"unknown target '{name}' (known: {', '.join(TARGETS)})")
     return TARGETS[name]()

@@ -30,6 +30,8 @@ invocation is cached and costs nothing next to a dispatch.
 
 from __future__ import annotations
 
+import numpy as np
+
 FORMAT = "vulkan-spirv1.6"  # executable format tag: SPIR-V 1.6 for Vulkan 1.3, this ABI
 
 WORKGROUP_COUNT = 0
@@ -53,3 +55,52 @@ def constant_word(binding_count: int, j: int) -> int:
 
 def state_words(binding_count: int, constant_count: int) -> int:
     return HEADER_WORDS + 2 * binding_count + constant_count
+
+
+_OP_ENTRY_POINT, _OP_DECORATE, _OP_FUNCTION, _OP_FUNCTION_END, _OP_FUNCTION_CALL = 15, 71, 54, 56, 57
+_BINDING = 33
+_DERIVE = {65, 66, 67, 70, 83, 124}  # OpAccessChain, OpInBoundsAccessChain, OpPtrAccessChain,
+#                                      OpInBoundsPtrAccessChain, OpCopyObject, OpBitcast: (type, result, base, ...)
+_WRITES = {62: 0, 63: 0, 228: 0} | {op: 2 for op in range(229, 243)}  # OpStore, OpCopyMemory, OpAtomicStore (pointer first);
+#                                      atomic read-modify-writes (type, result, pointer)
+
+
+def stored_bindings(spirv: bytes, names) -> tuple[frozenset[int] | None, ...]:
+    """Per entry point named in `names`: the bindings its kernel stores to, or None where the
+    scan cannot tell (a function call, a module it cannot parse): it may store to any.
+
+    Drivers use it to learn which kernels can fail (those that store to their dispatch state,
+    binding n) and which buffers a dispatch may write (the WebGPU driver copies only those back
+    to the host)."""
+    try:
+        words = np.frombuffer(spirv, dtype="<u4")
+        functions_by_name, binding, root, functions = {}, {}, {}, {}
+        current, i = None, 5
+        while i < len(words):
+            count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
+            if count == 0:
+                raise ValueError("bad instruction")
+            ops = words[i + 1: i + count]
+            if op == _OP_ENTRY_POINT:
+                raw = ops[2:].tobytes()
+                functions_by_name[raw[: raw.index(0)].decode()] = int(ops[1])
+            elif op == _OP_DECORATE and len(ops) >= 3 and ops[1] == _BINDING:
+                binding[int(ops[0])] = int(ops[2])
+            elif op == _OP_FUNCTION:
+                current = int(ops[1])
+                functions[current] = set()
+            elif op == _OP_FUNCTION_END:
+                current = None
+            elif op in _DERIVE and len(ops) >= 3:
+                base = int(ops[2])
+                root[int(ops[1])] = root.get(base, base)
+            elif current is not None and op == _OP_FUNCTION_CALL:
+                functions[current].add(None)  # unknown: assume it writes anything
+            elif current is not None and op in _WRITES and len(ops) > _WRITES[op]:
+                pointer = int(ops[_WRITES[op]])
+                functions[current].add(binding.get(root.get(pointer, pointer), -1))
+            i += count
+        stored = [functions[functions_by_name[name]] for name in names]
+        return tuple(None if None in s else frozenset(s) for s in stored)
+    except Exception:  # noqa: BLE001 - unknown shape: every entry may store anywhere
+        return tuple(None for _ in names)

@@ -7,10 +7,9 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
-import numpy as np
-
 from common.errors import InvalidArgument
 from hal.executable import EntryPoint, Executable
+from hal.spirv_abi import stored_bindings
 
 SPIRV_MAGIC = bytes.fromhex("03022307")
 
@@ -72,52 +71,11 @@ def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...])
     return exe
 
 
-_OP_ENTRY_POINT, _OP_DECORATE, _OP_FUNCTION, _OP_FUNCTION_END, _OP_FUNCTION_CALL = 15, 71, 54, 56, 57
-_BINDING = 33
-_DERIVE = {65, 66, 67, 70, 83, 124}  # OpAccessChain, OpInBoundsAccessChain, OpPtrAccessChain,
-#                                      OpInBoundsPtrAccessChain, OpCopyObject, OpBitcast: (type, result, base, ...)
-_WRITES = {62: 0, 63: 0, 228: 0} | {op: 2 for op in range(229, 243)}  # OpStore, OpCopyMemory, OpAtomicStore (pointer first);
-#                                      atomic read-modify-writes (type, result, pointer)
-
-
 def may_fail(spirv: bytes, entry_points) -> tuple[bool, ...]:
     """Per entry point: whether its kernel can fail, i.e. writes its dispatch-state binding (a
     kernel reports a failure only by storing its status there, hal/spirv_abi.py). The command
     buffer ends a segment only after a region with such a dispatch (command_buffer.py), so the
     compiler's kernels, which never fail, cost no host round trip. Anything this scan does not
     follow (a function call, a module it cannot parse) counts as "can fail"."""
-    try:
-        words = np.frombuffer(spirv, dtype="<u4")
-        names, binding, root, functions = {}, {}, {}, {}
-        current, i = None, 5
-        while i < len(words):
-            count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
-            if count == 0:
-                raise ValueError("bad instruction")
-            ops = words[i + 1: i + count]
-            if op == _OP_ENTRY_POINT:
-                raw = ops[2:].tobytes()
-                names[raw[: raw.index(0)].decode()] = int(ops[1])
-            elif op == _OP_DECORATE and len(ops) >= 3 and ops[1] == _BINDING:
-                binding[int(ops[0])] = int(ops[2])
-            elif op == _OP_FUNCTION:
-                current = int(ops[1])
-                functions[current] = set()
-            elif op == _OP_FUNCTION_END:
-                current = None
-            elif op in _DERIVE and len(ops) >= 3:
-                base = int(ops[2])
-                root[int(ops[1])] = root.get(base, base)
-            elif current is not None and op == _OP_FUNCTION_CALL:
-                functions[current].add(None)  # unknown: assume it writes anything
-            elif current is not None and op in _WRITES and len(ops) > _WRITES[op]:
-                pointer = int(ops[_WRITES[op]])
-                functions[current].add(binding.get(root.get(pointer, pointer), -1))
-            i += count
-        out = []
-        for ep in entry_points:
-            written = functions[names[ep.name]]
-            out.append(None in written or ep.binding_count in written)
-        return tuple(out)
-    except Exception:  # noqa: BLE001 - unknown shape: every entry may fail
-        return tuple(True for _ in entry_points)
+    stores = stored_bindings(spirv, [ep.name for ep in entry_points])
+    return tuple(written is None or ep.binding_count in written for written, ep in zip(stores, entry_points))

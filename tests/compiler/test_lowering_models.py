@@ -19,9 +19,9 @@ def _f32(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=["local-task"] + [d for d in ("vulkan", "cuda") if d in fg.available_drivers()])
+@pytest.fixture(scope="module", params=["local-task"] + [d for d in ("vulkan", "cuda", "webgpu") if d in fg.available_drivers()])
 def device(request):
-    """Every model runs on local-task and on each GPU driver present (vulkan, cuda)."""
+    """Every model runs on local-task and on each GPU driver present (vulkan, cuda, webgpu)."""
     dev = fg.create_device(request.param, **({"workers": 2} if request.param == "local-task" else {}))
     yield dev
     dev.close()
@@ -60,7 +60,9 @@ def test_transformer_block(device) -> None:
          _f32(dim, 4 * dim, scale=0.3), _f32(4 * dim, dim, scale=0.3), _f32(dim), _f32(dim))
 
 
-def test_classifier_head(device) -> None:
+def test_classifier_head(device, request) -> None:
+    if device.driver == "webgpu":  # its kernels pass bool tensors, and WebGPU has no 8-bit type (issue 13)
+        request.applymarker(pytest.mark.xfail(raises=fg.Unimplemented, strict=True, reason="webgpu: no 8-bit integers"))
     def head(table, tokens, w):
         logits = jnp.take(table, tokens, axis=0).sum(1) @ w
         probs = jax.nn.softmax(logits)

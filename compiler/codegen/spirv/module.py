@@ -57,7 +57,7 @@ def _mangled(elem: str) -> str:
 
 class SpirvBuilder(ir.IRBuilder):
     """The IR builder of SPIR-V entry points: signed division and remainder are emitted as
-    unsigned ones on magnitudes.
+    unsigned ones on magnitudes, arithmetic shifts as logical ones (`ashr` says why).
 
     Why: LLVM's SPIR-V backend declares every integer type unsigned, and NVIDIA's compiler
     (driver 580) then got OpSDiv / OpSRem wrong on negative operands (jnp's % and // on int32
@@ -78,6 +78,15 @@ class SpirvBuilder(ir.IRBuilder):
         xneg, _, ax, ay = self._magnitudes(x, y)
         r = self.urem(ax, ay)
         return self.select(xneg, self.neg(r), r, name=name)
+
+    def ashr(self, x, n, name="", flags=()):
+        """An arithmetic shift as logical ones: ~(~x >> n) for negative x.
+
+        Why: naga (WebGPU's translator) turns OpShiftRightArithmetic on the unsigned-declared
+        ints into WGSL's `>>` on u32, a logical shift (jnp's >> on negative int32 came out
+        wrong on webgpu, right on vulkan)."""
+        negative = self.icmp_signed("<", x, ir.Constant(x.type, 0))
+        return self.select(negative, self.not_(self.lshr(self.not_(x), n)), self.lshr(x, n), name=name)
 
 
 @dataclass
@@ -146,6 +155,51 @@ class SpirvEntry:
         return self.builder.gep(array, [ir.Constant(I32, 0), index])
 
 
+_NONFINITE = re.compile(r"\b0x[7f]ff[0-9a-f]{13}\b")  # a float constant with its exponent all ones: inf, nan
+_FLOAT_TYPE = re.compile(r"\b(half|float|double)\b")
+_BITS = {"half": (np.float16, np.int16, "i16"), "float": (np.float32, np.int32, "i32"), "double": (np.float64, np.int64, "i64")}
+
+
+def hoist_nonfinite(text: str) -> str:
+    """Every infinite or NaN float constant in a function becomes a bitcast of its integer bits
+    at the top of the function.
+
+    Why: WebGPU's shader translator (naga, behind wgpu) refuses a non-finite OpConstant (WGSL
+    has no literal for one), while a bitcast of an integer constant is an ordinary instruction;
+    Vulkan drivers fold it back, so the Vulkan target pays nothing for taking the same SPIR-V.
+    A constant's type is the last float type written before it on its line (LLVM IR writes an
+    operand's type once for instructions whose operands share it)."""
+    out, body, defs = [], None, {}
+
+    def hoist(line: str) -> str:
+        def one(match: re.Match) -> str:
+            types = _FLOAT_TYPE.findall(line, 0, match.start())
+            if not types:
+                return match.group(0)
+            key = (types[-1], match.group(0))
+            if key not in defs:
+                ftype, itype, iname = _BITS[key[0]]
+                value = np.array([int(key[1], 16)], np.uint64).view(np.float64).astype(ftype).view(itype)[0]
+                defs[key] = (f'%"fg.nonfinite.{len(defs)}"', f"bitcast {iname} {int(value)} to {key[0]}")
+            return defs[key][0]
+
+        return _NONFINITE.sub(one, line)
+
+    for line in text.splitlines():
+        if line.startswith("define "):
+            body, defs = [line], {}
+        elif body is not None:
+            body.append(line if line.startswith(("{", "}")) else hoist(line))
+            if line.startswith("}"):
+                at = next((i + 1 for i, b in enumerate(body) if b.rstrip().endswith(":")), 2)  # after the entry label
+                body[at:at] = [f"  {name} = {expr}" for name, expr in defs.values()]
+                out += body
+                body = None
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 class SpirvModule:
     """Entry points built one after the other, linked by `text()` and compiled by `compile()`."""
 
@@ -175,7 +229,7 @@ class SpirvModule:
 
     def text(self) -> str:
         """The module as LLVM IR the SPIR-V backend takes (placeholders resolved)."""
-        text = str(self.module)
+        text = hoist_nonfinite(str(self.module))
         external = sorted(set(re.findall(r'^declare [^@]*@"?([A-Za-z_][\w.]*)"?\(', text, re.M)) - {"fg.spv.handles"})
         external = [name for name in external if not name.startswith(("llvm.", "fg.spv."))]
         if external:

@@ -1,0 +1,175 @@
+"""The WebGPU driver (wgpu-py; lavapipe in CI, any GPU elsewhere). Compiled models on `webgpu`
+against JAX at the CPU tests' tolerance (test_vulkan.py's model tests, collected here on this
+module's webgpu `device`; the CNN and transformer-block models of test_lowering_models.py and
+the HAL conformance suite run on webgpu too, as on every present driver), the CLI, device
+choice, and what the driver does to the Vulkan target's SPIR-V for naga. Compare against JAX on
+the CPU (JAX_PLATFORMS=cpu where JAX has a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+import fibergrid as fg
+from compiler.codegen.spirv import FORMAT
+from compiler.codegen.spirv.backend import check
+from compiler.codegen.spirv.module import hoist_nonfinite
+from compiler.portable import kernel
+from hal.spirv_abi import stored_bindings
+from tests.compiler.conftest import run_against_jax
+from tests.compiler import test_vulkan
+from tests.compiler.test_vulkan import (  # noqa: F401  (the Vulkan driver's model tests, collected here on webgpu's `device`)
+    test_dynamic_batch, test_integer_ops, test_mlp, test_special_math, test_tiled_matmul_edges)
+from tests.hal import kernels as K
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+needs_webgpu = pytest.mark.skipif("webgpu" not in fg.available_drivers(), reason="no WebGPU adapter here")
+
+
+def _spirv(exe: fg.Executable) -> bytes:
+    return exe.variants[FORMAT].data()
+
+
+@pytest.fixture(scope="module")
+def device():
+    if "webgpu" not in fg.available_drivers():
+        pytest.skip("no WebGPU adapter here")
+    dev = fg.create_device("webgpu")
+    yield dev
+    dev.close()
+
+
+# --- without an adapter -----------------------------------------------------------------------------
+
+
+def test_nonfinite_constants_become_bitcasts() -> None:
+    text = ('define void @"f"()\n{\nentry:\n  %".2" = fadd float 0xfff0000000000000, 0x7ff8000000000000\n'
+            '  %".3" = fptrunc double 0x7ff0000000000000 to half\n  %".4" = fadd float %".2", 0x3ff0000000000000\n  ret void\n}\n')
+    out = hoist_nonfinite(text)
+    assert "0xfff0000000000000" not in out and "0x7ff" not in out and "0x3ff0000000000000" in out  # finite ones stay
+    assert "bitcast i32 -8388608 to float" in out and "bitcast i32 2143289344 to float" in out
+    assert "bitcast i64 9218868437227405312 to double" in out
+    assert out.index("bitcast") > out.index("entry:")  # at the top of the entry block
+
+
+def test_stored_bindings_follow_the_stores() -> None:
+    n = K.fail_at.entry("fail_at").binding_count
+    (fail_at,) = stored_bindings(_spirv(K.fail_at), ["fail_at"])
+    assert n in fail_at and 0 in fail_at  # its status (the dispatch state) and its output
+    (reverse,) = stored_bindings(_spirv(K.reverse_double), ["reverse_double"])
+    assert 1 in reverse and 0 not in reverse  # reads binding 0, writes binding 1
+    assert stored_bindings(b"not spir-v", ["x"]) == (None,)
+
+
+def test_for_naga_keeps_a_valid_module() -> None:
+    from hal_gpu.webgpu.executable import for_naga
+
+    original = _spirv(K.saxpy)
+    words = np.frombuffer(for_naga(original), "<u4")
+    assert len(words) < len(np.frombuffer(original, "<u4"))
+    i, seen = 5, []
+    while i < len(words):
+        seen.append([int(w) for w in words[i: i + (int(words[i]) >> 16)]])
+        i += int(words[i]) >> 16
+    assert not [ins for ins in seen if ins[0] & 0xFFFF == 17 and ins[1] == 39]  # no OpCapability Int8
+    assert not [ins for ins in seen if ins[0] & 0xFFFF == 21 and ins[2] == 8]  # no 8-bit integer type
+    assert not [ins for ins in seen if ins[0] & 0xFFFF == 61 and len(ins) > 4]  # no memory operands on loads
+    check(for_naga(original))  # spirv-val still takes it (where installed)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint8])
+def test_bytes_are_refused_by_name(dtype) -> None:
+    from hal_gpu.webgpu.executable import for_naga
+
+    @kernel(workgroup_size=1, bindings=(dtype,), cpu=False)
+    def store_byte(k):
+        k.store(0, k.i32(0), ir.Constant(ir.IntType(8), 1))
+
+    with pytest.raises(fg.Unimplemented, match="8-bit"):
+        for_naga(_spirv(store_byte))
+
+
+def test_webgpu_is_listed_only_where_it_runs() -> None:
+    from hal_gpu.webgpu import driver
+
+    assert ("webgpu" in fg.available_drivers()) == driver.available()
+    if not driver.available():
+        with pytest.raises(fg.Unavailable, match="webgpu"):
+            fg.create_device("webgpu")
+
+
+# --- on an adapter --------------------------------------------------------------------------------
+
+
+def test_max_pool_with_infinities(device) -> None:
+    """-inf as a reduction's start (a non-finite constant naga refuses as a literal)."""
+    def pool(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"), jnp.isinf(1.0 / x).astype(jnp.float32)
+
+    x = np.random.default_rng(1).standard_normal((1, 6, 6, 2)).astype(np.float32)
+    x[0, 0, 0, 0] = 0.0
+    run_against_jax(device, pool, x)
+
+
+def test_bool_tensors_are_refused_by_name(device) -> None:
+    """The gap: test_vulkan.py's gather-and-sort model keeps bool tensors between its kernels,
+    and WebGPU has no 8-bit type; the load names it instead of giving wrong results."""
+    with pytest.raises(fg.Unimplemented, match="8-bit"):
+        test_vulkan.test_gather_and_sort(device)
+
+
+def test_host_writes_after_a_submission_on_the_gpu(device) -> None:
+    """A MAPPING buffer the host writes while earlier work that reads it is on the GPU: the
+    next submission sees the host's write, the earlier one its own input."""
+    n = 256
+    src = device.allocator.import_array(np.arange(n, dtype=np.int32))
+    first, second = device.allocator.allocate_view((n,), np.int32), device.allocator.allocate_view((n,), np.int32)
+    a, b = device.create_semaphore(0), device.create_semaphore(0)
+    for out, sem in ((first, a), (second, b)):
+        cb = device.create_command_buffer()
+        cb.dispatch(K.reverse_double, "reverse_double", -(-n // 16), [], [src, out])
+        cb.end()
+        if out is first:
+            device.queue_execute([cb], signal=[(sem, 1)])
+            a.wait(1, 10.0)
+            src.buffer.view(np.int32)[:] = 7
+        else:
+            device.queue_execute([cb], wait=[(a, 1)], signal=[(sem, 1)])
+    b.wait(1, 10.0)
+    np.testing.assert_array_equal(first.to_numpy(), 2 * np.arange(n, dtype=np.int32)[::-1])
+    np.testing.assert_array_equal(second.to_numpy(), np.full(n, 14, np.int32))
+
+
+@needs_webgpu
+def test_cli_compile_for_webgpu_and_run(tmp_path, capsys) -> None:
+    from fibergrid import cli
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    source = tmp_path / "m.mlir"
+    source.write_text(jax.jit(lambda x, w: jax.nn.softmax(jnp.tanh(x @ w))).lower(np.ones((2, 3), np.float32), w).as_text())
+    np.save(tmp_path / "w.npy", w)
+    assert cli.main(["drivers"]) == 0
+    assert "webgpu (" in capsys.readouterr().out
+    out = tmp_path / "m.fgx"
+    assert cli.main(["compile", str(source), "-o", str(out), "--target", "webgpu"]) == 0
+    assert cli.main(["run", str(out), "--device", "webgpu", "--input", "2x3xf32=1", "--input", f"@{tmp_path / 'w.npy'}"]) == 0
+    want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
+    printed = capsys.readouterr().out
+    assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed
+
+
+@needs_webgpu
+def test_device_choice_errors_name_the_adapters() -> None:
+    with pytest.raises(fg.InvalidArgument, match="adapter index 99 out of range"):
+        fg.create_device("webgpu", device=99)
+    with pytest.raises(fg.InvalidArgument, match="no adapter named like 'no-such-gpu'"):
+        fg.create_device("webgpu", device="no-such-gpu")
+    with fg.create_device("webgpu", device=0) as dev:
+        with pytest.raises(fg.ResourceExhausted):
+            dev.allocator.allocate_buffer(1 << 60)
+        with pytest.raises(fg.InvalidArgument, match="not a SPIR-V module"):
+            dev.create_executable(FORMAT, b"\x00\x01\x02\x03", ())
+    with pytest.raises(fg.FailedPrecondition, match="closed"):
+        dev.create_semaphore(0)

@@ -1,6 +1,7 @@
 """The `fibergrid` command line.
 
     fibergrid compile model.mlir -o model.fgx [--function main] [--specialize main=1x784]
+    fibergrid compile saved_model_dir/ -o model.fgx [--signature serving_default] [--input-shape 8x784]
     fibergrid run model.fgx --device local-task --workers 2 --input 2x3xf32=1 --input @x.npy [--output @y.npy]
     fibergrid benchmark model.fgx --input 1x784xf32=0.5 --repetitions 100
     fibergrid batch model.fgx --input data/ --output scored/ [--batch-size 256] [--ray auto | --local]
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -126,16 +128,21 @@ def _call(args: argparse.Namespace, device: fg.Device) -> tuple[object, tuple[np
     return function, results if isinstance(results, tuple) else (results,), inputs
 
 
+def _shapes(text: str) -> tuple[tuple[int, ...], ...] | None:
+    """`4x784,4x10` -> ((4, 784), (4, 10)); None when malformed."""
+    try:
+        return tuple(tuple(int(d) for d in s.split("x") if d) for s in text.split(","))
+    except ValueError:
+        return None
+
+
 def _specializations(specs: list[str]) -> dict[str, list[tuple[tuple[int, ...], ...]]]:
     """`--specialize main=4x784,4x10` -> {"main": [((4, 784), (4, 10))]}: input shapes, in order,
     of a function with dynamic dims to compile ahead of time."""
     out: dict[str, list[tuple[tuple[int, ...], ...]]] = {}
     for spec in specs:
         name, sep, shapes = spec.partition("=")
-        try:
-            parsed = tuple(tuple(int(d) for d in s.split("x") if d) for s in shapes.split(","))
-        except ValueError:
-            parsed = None
+        parsed = _shapes(shapes)
         if not sep or not name or parsed is None:
             raise CliError(f"--specialize {spec!r}: expected FUNCTION=SHAPE[,SHAPE...], e.g. main=4x784")
         out.setdefault(name, []).append(parsed)
@@ -165,7 +172,15 @@ def _compile(args: argparse.Namespace) -> int:
     from compiler.pipeline import Progress
 
     if args.input.endswith(".fgx"):
-        raise CliError(f"{args.input} is already compiled; compile takes StableHLO text (.mlir) or an ONNX model (.onnx)")
+        raise CliError(f"{args.input} is already compiled; compile takes StableHLO text (.mlir), an ONNX model (.onnx) "
+                       f"or a SavedModel directory")
+    progress = Progress(threshold=0.0 if args.verbose else 1.0)
+    targets = tuple(dict.fromkeys(t for t in args.target if t != "cpu"))  # the host CPU's code is always in
+    if os.path.isdir(args.input):
+        executable.save(_compile_saved_model(args, progress, targets), args.output)
+        return 0
+    if args.signature is not None or args.input_shape:
+        raise CliError("--signature and --input-shape are for SavedModel directories; use --function and --specialize")
     text: str | bytes
     if args.input.endswith(".onnx"):  # the model's bytes (external data inlined) are the source
         from compiler.frontends.onnx.model import read_source
@@ -177,9 +192,7 @@ def _compile(args: argparse.Namespace) -> int:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise CliError(f"cannot read '{args.input}': {getattr(e, 'strerror', None) or e}") from None
-    progress = Progress(threshold=0.0 if args.verbose else 1.0)
     shapes = _specializations(args.specialize)
-    targets = tuple(dict.fromkeys(t for t in args.target if t != "cpu"))  # the host CPU's code is always in
     if shapes:  # the cache keys one function and one signature; several are built directly
         program = executable.build(text, args.function, shapes, progress, targets=targets)
     else:
@@ -188,6 +201,22 @@ def _compile(args: argparse.Namespace) -> int:
                                      targets=targets)
     executable.save(program, args.output)
     return 0
+
+
+def _compile_saved_model(args: argparse.Namespace, progress, targets: tuple[str, ...]):
+    """A SavedModel directory's signature, compiled for each --input-shape (a Program)."""
+    from compiler.frontends.savedmodel import compile_saved_model
+
+    if args.specialize or args.function:
+        raise CliError("a SavedModel compiles one signature to @main: use --signature and --input-shape, "
+                       "not --function or --specialize")
+    shapes = []
+    for spec in args.input_shape:
+        parsed = _shapes(spec)
+        if parsed is None or not all(parsed):
+            raise CliError(f"--input-shape {spec!r}: expected SHAPE[,SHAPE...], one per input, e.g. 4x784")
+        shapes.append(parsed)
+    return compile_saved_model(args.input, args.signature or "serving_default", shapes, progress, targets)
 
 
 def _run(args: argparse.Namespace, device: fg.Device) -> int:
@@ -220,7 +249,7 @@ def _device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _call_options(p: argparse.ArgumentParser, module_required: bool = True) -> None:
-    p.add_argument("module", nargs=None if module_required else "?", help="an .fgx file (or a .mlir or .onnx file, compiled through the cache)")
+    p.add_argument("module", nargs=None if module_required else "?", help="an .fgx file (or a .mlir or .onnx file or a SavedModel directory, compiled)")
     p.add_argument("--function", default="main", help="the public function to call (default: main)")
     p.add_argument("--input", action="append", default=[], help="SHAPExTYPE=VALUES or @file.npy, once per argument, in order")
     _device_options(p)
@@ -232,8 +261,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a built-in saxpy + barrier + matmul command buffer and check it against numpy")
     _device_options(demo)
     sub.add_parser("drivers", help="list the drivers available here")
-    comp = sub.add_parser("compile", help="compile StableHLO text (.mlir) or an ONNX model (.onnx) into an .fgx executable")
-    comp.add_argument("input", help="StableHLO text, as jax.jit(f).lower(x).as_text() prints it, or an ONNX model (.onnx)")
+    comp = sub.add_parser("compile", help="compile StableHLO text (.mlir), an ONNX model (.onnx) or a TF2 SavedModel "
+                                          "directory into an .fgx executable")
+    comp.add_argument("input", help="StableHLO text, as jax.jit(f).lower(x).as_text() prints it, an ONNX model (.onnx) "
+                                    "or a SavedModel directory (needs TensorFlow: pip install 'fibergrid[tf]')")
     comp.add_argument("-o", "--output", required=True, help="the .fgx file to write")
     comp.add_argument("--function", action="append", default=None, help="a public function to compile (repeatable; default: all)")
     comp.add_argument("--specialize", action="append", default=[],
@@ -241,6 +272,10 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", action="append", default=[], choices=["cpu", "vulkan", "cuda", "webgpu"],
                       help="also compile for this target (repeatable; the host CPU is always included): "
                            "vulkan (or webgpu) adds SPIR-V, cuda PTX, so the .fgx runs on --device vulkan / webgpu / cuda with no compile there")
+    comp.add_argument("--signature", default=None, help="SavedModel: the signature to compile (default: serving_default)")
+    comp.add_argument("--input-shape", action="append", default=[],
+                      help="SavedModel: SHAPE[,SHAPE...], one per input in name order (e.g. 8x784): compile for "
+                           "these shapes (repeatable; default: the signature's, unknown dims 1)")
     comp.add_argument("-v", "--verbose", action="store_true", help="report every compile stage on stderr")
     run = sub.add_parser("run", help="call a function of a module once and print or save its results")
     _call_options(run)

@@ -501,8 +501,8 @@ class Module:
 
 
 def _read_program(source: str | os.PathLike | bytes, progress: Progress) -> tuple[Program, str]:
-    """(program, origin) for an .fgx path, a .mlir or .onnx path, StableHLO text or a serialized
-    ONNX model (bytes)."""
+    """(program, origin) for an .fgx path, a .mlir or .onnx path, a SavedModel directory, StableHLO
+    text or a serialized ONNX model (bytes)."""
     if isinstance(source, str) and "{" in source:  # MLIR text, not a path
         return _compile_text(source, progress), "<StableHLO text>"
     if isinstance(source, (bytes, bytearray)):
@@ -511,6 +511,9 @@ def _read_program(source: str | os.PathLike | bytes, progress: Progress) -> tupl
         raise InvalidArgument(f"fg.load: source must be an .fgx, .mlir or .onnx path, StableHLO text or ONNX bytes, "
                               f"got {type(source).__name__}")
     path = os.fspath(source)
+    if os.path.isdir(path):  # a TF2 SavedModel: compiled through TensorFlow (needed here only)
+        from compiler.frontends.savedmodel import compile_saved_model
+        return compile_saved_model(path, progress=progress), path
     if path.endswith(".onnx"):
         from compiler.frontends.onnx.model import read_source  # imported late: needs the onnx package
         return _compile_text(read_source(path), progress), path

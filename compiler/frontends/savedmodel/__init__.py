@@ -1,0 +1,24 @@
+"""TF2 SavedModels -> compiled Programs, through TensorFlow's bridge to StableHLO.
+
+`compile_saved_model(dir, signature, input_shapes)` loads the SavedModel with TensorFlow (an
+optional extra: `pip install 'fibergrid[tf]'`, needed at compile time only), exports the
+signature to StableHLO text with `experimental_get_compiler_ir(...)(stage="stablehlo")`, folds
+the resource variables into constants, and compiles the text with the StableHLO frontend. The
+signature's input names and output keys become @main's input and output names (both sorted by
+name, TensorFlow's flattening order), so `mod(x=...)`, `mod.named(...)`, `mod.inputs` work and
+the .fgx keeps them.
+
+Layout: export.py (TensorFlow: loading, the signature, the bridge, variable values, TF errors),
+text.py (edits of the exported text: variables to constants, legacy ops, TF op names from
+`loc`s), program.py (specialisations per input shape, the Program, errors naming TF ops).
+
+Not supported, each a CompileError naming the signature and the TF op: ops without an XLA kernel
+(string ops, py_function...), stateful random ops, data-dependent output shapes, string inputs,
+and resources other than variables (lookup tables). Unknown dims are compiled per shape asked for:
+the bridge exports static shapes only.
+"""
+
+from compiler.frontends.savedmodel.export import is_saved_model
+from compiler.frontends.savedmodel.program import compile_saved_model
+
+__all__ = ["compile_saved_model", "is_saved_model"]

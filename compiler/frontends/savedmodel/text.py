@@ -107,6 +107,14 @@ def tf_op_at(text: str, line: int) -> str | None:
         return None
     aliases = dict(_LOC_ALIAS_RE.findall(text))
     m = _LOC_RE.search(lines[line - 1])
+    end, depth, opened = line - 1, 0, False
+    while m is None and end < len(lines):  # an op with regions (while) has its loc after them
+        depth += lines[end].count("{") - lines[end].count("}")
+        opened = opened or depth > 0
+        if opened and depth <= 0:
+            m = _LOC_RE.search(lines[end])
+            break
+        end += 1
     loc = m.group(1) if m else None
     for _ in range(8):  # aliases nest a few levels deep at most
         if loc is None:

@@ -23,11 +23,16 @@ import os
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import fibergrid as fg
 from compiler.executable import dtype_from_name, dtype_name
+
+if TYPE_CHECKING:
+    from compiler.executable import Program
+    from compiler.pipeline import Progress
 
 PRINT_MAX_ELEMENTS = 1024  # as iree-run-module's --print_max_element_count
 
@@ -203,8 +208,9 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compile_saved_model(args: argparse.Namespace, progress, targets: tuple[str, ...]):
-    """A SavedModel directory's signature, compiled for each --input-shape (a Program)."""
+def _compile_saved_model(args: argparse.Namespace, progress: Progress, targets: tuple[str, ...]) -> Program:
+    """A SavedModel directory's signature, compiled for each --input-shape (an empty shape is a
+    scalar's)."""
     from compiler.frontends.savedmodel import compile_saved_model
 
     if args.specialize or args.function:
@@ -213,7 +219,7 @@ def _compile_saved_model(args: argparse.Namespace, progress, targets: tuple[str,
     shapes = []
     for spec in args.input_shape:
         parsed = _shapes(spec)
-        if parsed is None or not all(parsed):
+        if parsed is None:
             raise CliError(f"--input-shape {spec!r}: expected SHAPE[,SHAPE...], one per input, e.g. 4x784")
         shapes.append(parsed)
     return compile_saved_model(args.input, args.signature or "serving_default", shapes, progress, targets)

@@ -12,6 +12,17 @@ class CompileError(InvalidArgument):
     """The model text is malformed, inconsistent or uses something the compiler does not support."""
 
 
+class NeedsInputValues(CompileError):
+    """A conversion needs the contents of model inputs, not only their shapes (an ONNX Reshape's
+    shape, Slice's starts or TopK's k given as graph inputs). `inputs` names them: a runtime may
+    compile one specialization per value of those inputs (fibergrid/module.py), as it compiles
+    one per shape of dynamic dims."""
+
+    def __init__(self, message: str, inputs: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.inputs = inputs
+
+
 class ShapeAssertionError(InvalidArgument):
     """Concrete input shapes violate a `shape_assertion` that jax.export put in the module.
 

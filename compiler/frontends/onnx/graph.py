@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from compiler import reference
-from compiler.errors import CompileError
+from compiler.errors import CompileError, NeedsInputValues
 from compiler.frontends.onnx.builder import FOLD_LIMIT, Builder, Tensor, dtype_of, shape_of
 from compiler.ir import Value
 from common.errors import Error as HalError
@@ -72,11 +72,13 @@ class Ctx:
         if x is None:
             return None
         if not isinstance(x, np.ndarray):
+            sources = _graph_inputs_of(self.b, x)
             if x.name:  # a graph input: its value arrives with each call
-                raise self.error(f"input {i} ('{what}') is the graph input '{x.name}', a value given at run time; "
-                                 f"fibergrid specialises on shapes, so it must be an initializer or a Constant")
-            raise self.error(f"input {i} ('{what}') must be known at compile time (an initializer, a "
-                             f"Constant or computed from shapes); it depends on the model's inputs")
+                message = f"input {i} ('{what}') is the graph input '{x.name}', a value given at run time"
+            else:
+                message = (f"input {i} ('{what}') must be known at compile time (an initializer, a Constant or "
+                           f"computed from shapes); it depends on the model's inputs " + ", ".join(f"'{n}'" for n in sources))
+            raise NeedsInputValues(f"{self.where}: {message}", sources)
         return x
 
     def ints(self, i: int, what: str, attr: str | None = None) -> list[int] | None:
@@ -93,6 +95,22 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Sequence[Tensor | None]]
+
+
+def _graph_inputs_of(builder: Builder, value: Value) -> tuple[str, ...]:
+    """The graph inputs `value` is computed from (named values no op of `builder` produced)."""
+    producers = {r: op for op in builder.ops for r in op.results}
+    names, seen, stack = [], set(), [value]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v in producers:
+            stack.extend(producers[v].operands)
+        elif v.name and v.name not in names:
+            names.append(v.name)
+    return tuple(sorted(names))
 
 
 class Scope:

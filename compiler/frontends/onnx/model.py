@@ -161,12 +161,16 @@ class OnnxModule(Module):
                     bound.setdefault(d, (int(s), arg.name))
         return {k: v for k, (v, _) in bound.items()}
 
-    def instantiate(self, function: str, shapes: Sequence[Sequence[int]]) -> Module:
-        """A static module: the graph converted at these input shapes."""
+    def instantiate(self, function: str, shapes: Sequence[Sequence[int]],
+                    values: dict[str, np.ndarray] | None = None) -> Module:
+        """A static module: the graph converted at these input shapes, and with `values` (input
+        name -> contents) known for the inputs a conversion needs the contents of
+        (NeedsInputValues names them). Such an input stays an argument of the function, unused:
+        the compiled code is only valid for those contents, which the caller keys it by."""
         with _malformed_is_compile_error():
-            return self._instantiate(function, shapes)
+            return self._instantiate(function, shapes, values or {})
 
-    def _instantiate(self, function: str, shapes: Sequence[Sequence[int]]) -> Module:
+    def _instantiate(self, function: str, shapes: Sequence[Sequence[int]], values: dict[str, np.ndarray]) -> Module:
         from compiler.frontends.onnx.ops import HANDLERS
         if function != "main":
             raise CompileError(f"an ONNX model has one function, 'main' (asked for '{function}')")
@@ -176,10 +180,19 @@ class OnnxModule(Module):
         builder = Builder()
         scope.values.update(self.constants)
         args = []
+        unknown = sorted(set(values) - {a.name for a in declared.args})
+        if unknown:
+            raise CompileError(f"values given for {unknown}, which are not inputs of the graph")
         for arg, shape in zip(declared.args, shapes):
             v = Value(TensorType(tuple(int(s) for s in shape), arg.type.dtype), arg.name)
             args.append(v)
             scope.values[arg.name] = v
+            if arg.name in values:
+                value = np.asarray(values[arg.name])
+                if value.shape != v.type.shape or value.dtype != v.type.dtype:
+                    raise CompileError(f"the value given for input '{arg.name}' is {value.dtype}{list(value.shape)}, "
+                                       f"the input is {v.type.dtype}{list(v.type.shape)}")
+                scope.values[arg.name] = value
         outputs = convert_graph(self.model.graph, scope, builder, self.opset, HANDLERS)
         results = []
         for declared_out, out in zip(declared.results, outputs):

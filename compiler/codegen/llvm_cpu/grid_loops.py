@@ -10,12 +10,14 @@ differ only in what they compute at a point (`PointBody`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from llvmlite import ir
 
 from compiler import kernel_ir as kir
 
+from . import vector_math
 from .abi_builder import I1, I64, KernelBuilder, for_range, i32, i64
 from .expr import binding_pointers, strides
 from .matmul import ERROR_BINDING_TOO_SHORT
@@ -29,6 +31,7 @@ def kernel_entry(module: ir.Module, region: kir.KernelRegion) -> tuple[KernelBui
     shorter than its declared shape, and give the bindings' typed base pointers."""
     kb = KernelBuilder(module, region.name)
     b = kb.builder
+    b.target_math = functools.partial(vector_math.lower, b)  # expr.py's hook: inline vector exp
     short = ir.Constant(I1, 0)
     for i, decl in enumerate(region.bindings):
         short = b.or_(short, b.icmp_unsigned("<", kb.binding_length(i), i64(decl.size * decl.dtype.itemsize)))

@@ -268,13 +268,16 @@ class SortBody:
 @dataclass(frozen=True)
 class MatmulBody:
     """C[batch, m, n] = A[batch, m, k] @ B[batch, k, n] (f32), then `epilogue` in order:
-    'bias_add' (+ bias[n], binding 3) and/or 'relu'. Bindings: 0 = A, 1 = B, 2 = C, 3 = bias."""
+    'bias_add' (+ bias[n], binding 3) and/or 'relu'. Bindings: 0 = A, 1 = B, 2 = C, 3 = bias.
+    `b_panel` > 0: B is a constant pre-packed at compile time (compiler/passes/packing.py) as
+    ceil(n / b_panel) panels of k x b_panel, the last zero-padded, shared by all batches."""
 
     m: int
     n: int
     k: int
     batch: int = 1
     epilogue: tuple[str, ...] = ()
+    b_panel: int = 0
 
 
 @dataclass(frozen=True)

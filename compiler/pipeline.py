@@ -29,7 +29,7 @@ import numpy as np
 
 from compiler import kernel_ir as kir
 from compiler import targets as targets_
-from compiler.codegen.llvm_cpu import generate, jit
+from compiler.codegen.llvm_cpu import generate, jit, prepare
 from compiler.codegen.llvm_cpu.matmul import GeneratedKernel
 from compiler.errors import CompileError
 from compiler.frontends.stablehlo import parse_stablehlo
@@ -150,7 +150,7 @@ class CompiledFunction:
         regions = self.regions
         if not regions:
             static = static_module(parse(self.source), self.name, self.shapes)
-            regions = tuple(d.region for d in partition(static, self.name).dispatches)
+            regions = tuple(d.region for d in prepare(partition(static, self.name)).dispatches)
         names = [k.name for k in self.kernels]
         by_name = {r.name: r for r in regions}
         if sorted(by_name) != sorted(names):
@@ -239,7 +239,7 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
     shapes = tuple(tuple(int(d) for d in s) for s in input_shapes)
     with progress.stage(f"@{function}: shapes and fusion"):
         static = static_module(module, function, shapes)
-        part = partition(static, function)
+        part = prepare(partition(static, function))
     with progress.stage(f"@{function}: code generation"):
         kernels = [generate(d.region) for d in part.dispatches]
     with progress.stage(f"@{function}: LLVM ({len(kernels)} kernels)"):

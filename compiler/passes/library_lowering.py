@@ -27,6 +27,14 @@ def matmul_slots(region: kir.KernelRegion, bias: bool) -> tuple[int, int, int, i
     return operands[0], operands[1] if len(operands) > 1 else operands[0], output, bias_slot
 
 
+def b_index(body: kir.MatmulBody, batch: kir.Expr, k: kir.Expr, n: kir.Expr) -> tuple[kir.Expr, ...]:
+    """Where B[batch, k, n] is in binding 1: row-major, or in panel n // NR, row k, column
+    n % NR when pre-packed (`b_panel` = NR)."""
+    if not body.b_panel:
+        return batch, k, n
+    return (kir.Compute("divide", (n, _c(body.b_panel)), I), k, kir.Compute("remainder", (n, _c(body.b_panel)), I))
+
+
 def _c(v: int) -> kir.Const:
     return kir.Const(v, I)
 
@@ -48,12 +56,12 @@ def _grid(shape: tuple[int, ...]) -> kir.Grid:
 
 def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     """C[b, i, j] = sum_p A[b, i, p] * B[b, p, j] (then + bias[j], relu) over shape
-    (batch, m, n, k) with k reduced."""
+    (batch, m, n, k) with k reduced; B indexed by `b_index` (pre-packed weights too)."""
     body = region.body
     assert isinstance(body, kir.MatmulBody)
     a, b, c, bias = matmul_slots(region, "bias_add" in body.epilogue)
     bb, i, j, p = (kir.Coord(d) for d in range(4))
-    product = kir.Compute("multiply", (kir.Load(a, (bb, i, p), F32), kir.Load(b, (bb, p, j), F32)), F32)
+    product = kir.Compute("multiply", (kir.Load(a, (bb, i, p), F32), kir.Load(b, b_index(body, bb, p, j), F32)), F32)
     combiner = (kir.Compute("add", (kir.Arg(0, F32), kir.Arg(1, F32)), F32),)
     out: kir.Expr = kir.Arg(0, F32)
     for step in body.epilogue:

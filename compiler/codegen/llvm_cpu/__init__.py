@@ -7,6 +7,13 @@ from compiler.codegen.llvm_cpu import conv, matmul
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
 from compiler.codegen.llvm_cpu.sort import generate_sort
+from compiler.passes.fusion import Partition
+from compiler.passes.packing import prepack_weights
+
+
+def prepare(part: Partition) -> Partition:
+    """The partition as this target's kernels want it: constant matmul weights pre-packed."""
+    return prepack_weights(part, matmul.panel_width, matmul.pack_weights)
 
 
 def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
@@ -25,4 +32,4 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
     epilogue = matmul.chain(*(epilogues[e] for e in body.epilogue)) if body.epilogue else None
     extra = (body.n,) if "bias_add" in body.epilogue else ()
     return matmul.generate_matmul(body.m, body.n, body.k, batch=body.batch, epilogue=epilogue,
-                                  extra_bindings=extra, name=region.name)
+                                  extra_bindings=extra, b_panel=body.b_panel, name=region.name)

@@ -14,10 +14,13 @@ Structure (the BLIS/GotoBLAS loop nest, one workgroup per `tile_m x tile_n` tile
                 microkernel(MR x NR)     MR*NR/VL vector accumulators in registers, llvm.fma,
                                          one broadcast of A per row and k
 
-Small M has no reuse of B, so B is not packed. M = 1 (the matrix-vector products of batch-1
-inference) streams a few whole rows of B at a time into C's row held in L1 (`_stream_tile`),
-which runs at the bandwidth B arrives at; M = 2..4 use register tiles over B in place with
-software prefetch.
+B that is a constant of the program (a layer's weights) arrives pre-packed in that panel layout
+(`pack_weights`, applied at compile time by compiler/passes/packing.py; `b_panel`): the pack
+step goes and every path, GEMV included, reads contiguous panels straight from the binding.
+
+Small M has no reuse of B, so a B computed at run time is not packed: M = 1 streams a few
+whole rows of B at a time into C's row held in L1 (`_stream_tile`), which runs at the
+bandwidth B arrives at; M = 2..4 use register tiles over B in place with software prefetch.
 
 Bindings: 0 = A, 1 = B, 2 = C, 3.. = extra inputs an epilogue reads (e.g. a bias). Row-major,
 contiguous; with `batch > 1` each binding holds `batch` matrices back to back (workgroup_id[2]
@@ -29,9 +32,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from llvmlite import ir
 
-from . import jit
+from . import caches, jit
 from .abi_builder import (
     F32,
     I1,
@@ -82,41 +86,68 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def choose_config(m: int, n: int, k: int, lanes: int | None = None) -> MatmulConfig:
-    """Tile sizes from the shape, the vector width and the cache sizes (measured on Zen 3:
-    `python -m bench.matmul_kernels`).
+def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool = False,
+                  cache: caches.Caches | None = None) -> MatmulConfig:
+    """Tile sizes from the shape, the vector width and the host's cache sizes (measured on Zen 3:
+    `python -m bench.matmul_kernels`). `packed`: B arrives pre-packed in NR-wide panels
+    (`pack_weights`), so no path reads it in place and nothing is packed at run time.
 
-    M = 1: the streaming GEMV (`stream_rows` = 4 rows of B per pass) with at least 512
-    columns per workgroup: short row pieces defeat the prefetchers (256 columns ran 1.3x
-    slower than 512 and 1.7x slower than 1024 for 784x1024). M <= 4: register tiles of M x
-    up to 12 vectors over B in place, prefetching 8 rows ahead (1.2x faster than without).
+    M = 1 with B in place: the streaming GEMV (`stream_rows` = 4 rows of B per pass) with at
+    least 512 columns per workgroup: short row pieces defeat the prefetchers (256 columns ran
+    1.3x slower than 512 and 1.7x slower than 1024 for 784x1024). M <= 4: register tiles of
+    M x up to 8 vectors (enough independent FMA chains to cover the FMA latency), over B in place
+    prefetching 8 rows ahead (1.2x faster than without), or over packed panels, which are
+    contiguous streams the hardware prefetchers follow. Skinny shapes split N into at least
+    MIN_WORKGROUPS column tiles so every worker has some.
     Otherwise the blocked path: register tile 6 x 2 vectors with 16 vector registers (AVX2:
-    12 accumulators + 2 B vectors + 1 broadcast), 8 x 3 with 32 (AVX-512); tile_m = 16
-    register tiles (96 rows: A's 96 x kc block stays in L2 while B panels pass through L1),
-    tile_n = 8 panels (128 columns: 8 x 11 = 88 workgroups at 1024^3 balance two workers);
-    kc about 256 (a 16 KiB B panel in L1), K split into equal blocks so no block is a sliver.
-    kc = 512 ran ~3% faster on one thread but scaled to only 1.2-1.6x on two (a 512 KiB
-    packed block per worker fills its L2); 96 x 128 x 256 scales 1.9x.
+    12 accumulators + 2 B vectors + 1 broadcast), 8 x 3 with 32 (AVX-512); kc sized so a
+    kc x NR panel of B and an MR x kc sliver of A fill 3/4 of L1 (256 on Zen 3: kc = 512 ran
+    ~3% faster on one thread but scaled to only 1.2-1.6x on two), K split into equal blocks so
+    no block is a sliver; tile_m up to 16 register tiles while A's tile_m x kc block takes at
+    most half of L2; tile_n = 8 panels, narrower when few row tiles would leave workers idle.
     """
     lanes = lanes or jit.vector_width_f32()
-    if m == 1:
+    cache = cache or caches.host()
+    if m == 1 and not packed:
         tile_n = min(n, max(512, _round_up(-(-n // 4), lanes)))
         return MatmulConfig(lanes, 1, 1, 1, tile_n, k, pack_b=False, stream_rows=4)
     if m <= 4:
         nv = min(8, 12 // m)
         nr = nv * lanes
-        tile_n = min(n, max(nr, _round_up(-(-n // 8), nr)))
-        return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=8)
+        tile_n = min(n, max(nr, _round_up(-(-n // MIN_WORKGROUPS), nr)))
+        return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)
     mr, nv = (8, 3) if lanes >= 16 else (6, 2)
     nr = nv * lanes
-    kc = -(-k // -(-k // 256))
-    tile_m = min(m, 16 * mr)
+    kc_max = min(512, max(64, cache.l1d * 3 // 4 // (4 * (nr + mr)) // 16 * 16))
+    kc = -(-k // -(-k // kc_max))
+    tile_m = min(m, 16 * mr, max(mr, cache.l2 // 2 // (4 * kc) // mr * mr))
     # Narrower column tiles when there are few row tiles, so that skinny shapes (batch 64
     # against a 1024-wide weight: one row tile) still give MIN_WORKGROUPS to spread over the
     # workers: 3 workgroups of 384 columns left one of two workers idle half the time.
     wanted_col_tiles = -(-MIN_WORKGROUPS // -(-m // tile_m))
     tile_n = min(n, 8 * nr, max(nr, _round_up(-(-n // wanted_col_tiles), nr)))
-    return MatmulConfig(lanes, mr, nv, tile_m, tile_n, kc, pack_b=m > 2 * mr)
+    return MatmulConfig(lanes, mr, nv, tile_m, tile_n, kc, pack_b=not packed and m > 2 * mr)
+
+
+def panel_width(m: int, n: int, k: int) -> int:
+    """Columns per panel (NR) of a B pre-packed for the host's m x n x k matmul kernel."""
+    return choose_config(m, n, k, packed=True).nr
+
+
+def packed_size(k: int, n: int, nr: int) -> int:
+    """Floats of `pack_weights` of a K x N matrix."""
+    return -(-n // nr) * k * nr
+
+
+def pack_weights(b: np.ndarray, nr: int) -> np.ndarray:
+    """B (K x N) as ceil(N / nr) panels of K x nr, k-major inside a panel, the last zero-padded
+    on the right: the layout the microkernel reads (what the run-time packing builds per
+    workgroup), made once at compile time for weights that are constants."""
+    k, n = b.shape
+    panels = -(-n // nr)
+    padded = np.zeros((k, panels * nr), np.float32)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
 
 
 MIN_WORKGROUPS = 16  # blocked matmul workgroups to aim for (a few per worker, for balance)
@@ -266,6 +297,7 @@ class _Generator:
     extra_bindings: tuple[int, ...]
     cfg: MatmulConfig
     name: str
+    b_packed: bool = False  # B is `pack_weights(B, cfg.nr)`, not K x N
     module: ir.Module = field(default_factory=ir.Module)
 
     @property
@@ -281,7 +313,7 @@ class _Generator:
         return [(f"extra{i}", F32P) for i in range(len(self.extra_bindings))]
 
     def microkernel(self, mr: int, cols: int) -> ir.Function:
-        packed = self.cfg.pack_b
+        packed = self.cfg.pack_b or self.b_packed
         shape = RegisterTile(self.cfg.lanes, mr, cols, lda=self.k, ldb=self.cfg.nr if packed else self.n,
                              ldc=self.n, masked_b=not packed,
                              prefetch_rows=0 if packed else self.cfg.prefetch_rows)
@@ -320,7 +352,7 @@ class _Generator:
         fn, b = internal_function(self.module, key, args, noalias=("a", "b", "c", "local"))
         a, bm, c, *rest = fn.args
         extra, (local, m0, n0) = rest[:-3], rest[-3:]
-        if self.cfg.stream_rows:
+        if self.cfg.stream_rows and not self.b_packed:
             self._stream_tile(b, tn, a, bm, c, extra, m0, n0)
         else:
             self._blocked_tile(b, tm, tn, a, bm, c, extra, local, m0, n0)
@@ -397,7 +429,10 @@ class _Generator:
 
             def panel(p: ir.Value, cols: int) -> None:
                 col = b.add(n0, b.mul(p, i64(cfg.nr)))
-                if cfg.pack_b:
+                if self.b_packed:  # panel col / NR, rows kb..: contiguous kc x NR floats
+                    first_row = b.add(b.mul(b.udiv(col, i64(cfg.nr)), i64(self.k)), kb)
+                    b_panel = b.gep(bm, [b.mul(first_row, i64(cfg.nr))], inbounds=True)
+                elif cfg.pack_b:
                     b_panel = b.gep(local, [b.mul(p, i64(self.panel_floats))], inbounds=True)
                 else:
                     b_panel = b.gep(b_block, [b.mul(p, i64(cfg.nr))], inbounds=True)
@@ -417,6 +452,8 @@ class _Generator:
         grid = (-(-self.n // cfg.tile_n), -(-self.m // cfg.tile_m), self.batch)
         strides = [self.m * self.k, self.k * self.n, self.m * self.n]
         bindings = [(s * self.batch, s) for s in strides] + [(x, 0) for x in self.extra_bindings]
+        if self.b_packed:
+            bindings[1] = (packed_size(self.k, self.n, cfg.nr), 0)
         return emit_tiled_entry(self.module, self.name, grid, (self.m, self.n),
                                 (cfg.tile_m, cfg.tile_n), bindings, self.local_memory_size,
                                 self.tile, cfg)
@@ -492,6 +529,7 @@ def generate_matmul(
     epilogue: Epilogue | None = None,
     extra_bindings: Sequence[int] = (),
     config: MatmulConfig | None = None,
+    b_panel: int = 0,
     name: str = "matmul",
 ) -> GeneratedKernel:
     """Generate the LLVM IR of C (+)= A @ B (+ epilogue) for static shapes; compile it with
@@ -500,10 +538,13 @@ def generate_matmul(
 
     `extra_bindings` lists, for each binding after C, how many floats it must hold (a bias
     of N floats: `(n,)`); the kernel returns ERROR_BINDING_TOO_SHORT rather than read past a
-    short binding. `config` overrides `choose_config` (for measurements).
+    short binding. `config` overrides `choose_config` (for measurements). `b_panel` = NR: binding
+    1 holds `pack_weights(B, NR)` (one B shared by all batches), NR being `panel_width(m, n, k)`.
     """
     if min(m, n, k, batch) < 1:
         raise ValueError(f"generate_matmul: every dimension must be >= 1, got M={m} N={n} K={k} batch={batch}")
-    cfg = config or choose_config(m, n, k)
-    gen = _Generator(m, n, k, batch, accumulate, epilogue, tuple(extra_bindings), cfg, name)
+    cfg = config or choose_config(m, n, k, packed=bool(b_panel))
+    if b_panel and (b_panel != cfg.nr or cfg.stream_rows or cfg.pack_b):
+        raise ValueError(f"generate_matmul: B packed in {b_panel}-wide panels does not fit the tiling {cfg}")
+    gen = _Generator(m, n, k, batch, accumulate, epilogue, tuple(extra_bindings), cfg, name, bool(b_panel))
     return gen.kernel()

@@ -92,7 +92,12 @@ def generate(module: SpirvModule, region: kir.KernelRegion) -> None:
                 b.store(value, k.local_pointer(a_tile, b.add(b.mul(col, c(TILE)), r)))
                 r, col = b.udiv(idx, c(TILE)), b.urem(idx, c(TILE))
                 gk, gc = b.add(k0, r), b.add(col0, col)
-                value = load_or_zero(b_slot, b.add(b_base, b.add(b.mul(gk, c(n)), gc)), b.and_(lt(gk, depth), lt(gc, n)))
+                if body.b_panel:  # weights pre-packed (compiler/passes/packing.py): panel gc / NR, row gk
+                    nr = c(body.b_panel)
+                    b_at = b.add(b.mul(b.add(b.mul(b.udiv(gc, nr), c(depth)), gk), nr), b.urem(gc, nr))
+                else:
+                    b_at = b.add(b_base, b.add(b.mul(gk, c(n)), gc))
+                value = load_or_zero(b_slot, b_at, b.and_(lt(gk, depth), lt(gc, n)))
                 b.store(value, k.local_pointer(b_tile, b.add(b.mul(r, c(TILE)), col)))
             k.barrier()
             for s in range(STEP):

@@ -248,10 +248,13 @@ def kernel_sources(text: str | bytes, compiled: Any) -> dict[str, KernelSource]:
     if not entries <= set(walker.region_ops):
         return {}
     # The same entries must bind tensors of the same shapes, or this is another model's source.
+    from compiler.codegen.llvm_cpu import prepare
+
+    part = prepare(walker.part)  # as compile_function has it: constant weights pre-packed
     shapes = {t.id: tuple(t.shape) for t in compiled.tensors}
-    ours = {t.id: tuple(t.shape) for t in walker.part.tensors}
+    ours = {t.id: tuple(t.shape) for t in part.tensors}
     theirs = {rec.entry: tuple(shapes[t] for t in rec.tensors) for rec in compiled.program}
-    mine = {d.region.name: tuple(ours[t] for t in d.tensors) for d in walker.part.dispatches}
+    mine = {d.region.name: tuple(ours[t] for t in d.tensors) for d in part.dispatches}
     if any(mine.get(entry) != bound for entry, bound in theirs.items()):
         return {}
     model = getattr(module, "model", None)

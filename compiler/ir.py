@@ -354,7 +354,7 @@ STRUCTURAL_OPS: frozenset[str] = frozenset({
     "get_dimension_size", "dynamic_broadcast_in_dim", "dynamic_reshape", "dynamic_iota",
     "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
     "dynamic_pad", "dynamic_conv", "triangular_solve", "cholesky", "map", "scatter", "scan",
-    "select_and_scatter",
+    "select_and_scatter", "top_k",
 })
 """Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
 'while' (regions cond, body over the carried values), 'case' (operand: the branch index; one
@@ -369,7 +369,8 @@ rewrites them into the static forms. 'triangular_solve' (a, b; attrs left_side, 
 transpose_a) and 'cholesky' (a; attr lower; from LAPACK's potrf also a second result, LAPACK's
 info) work on the trailing two dims, the others being batch dims; passes/decompose.py lowers them,
 and 'scan' (chlo.scan: inputs, inits; attrs dimension, is_reverse; its region maps (elements...,
-carries...) to (outputs..., carries...)).
+carries...) to (outputs..., carries...)) and 'top_k' (chlo.top_k: attr k; the k largest along the
+last dim, in IEEE total order, ties to the lower index, and their i32 indices).
 'map' applies its region elementwise."""
 
 SUPPORTED_OPS: frozenset[str] = STRUCTURAL_OPS | frozenset(ELEMENTWISE)

@@ -503,6 +503,16 @@ def _select_and_scatter(op: Op, vals, ctx) -> list[np.ndarray]:
     return [out]
 
 
+def _top_k(op: Op, vals, ctx) -> list[np.ndarray]:
+    """The k largest along the last dim (IEEE total order for floats), ties to the lower index:
+    a stable ascending sort of the reversed row, read backwards."""
+    x = vals[0]
+    key = _total_order_key(x) if _is_float(x.dtype) else x
+    n, k = x.shape[-1], op.attrs["k"]
+    order = (n - 1 - np.argsort(key[..., ::-1], axis=-1, kind="stable")[..., ::-1])[..., :k]
+    return [np.take_along_axis(x, order, -1), order]
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -599,4 +609,5 @@ _OPS.update({
     "scatter": _scatter,
     "scan": _scan,
     "select_and_scatter": _select_and_scatter,
+    "top_k": _top_k,
 })

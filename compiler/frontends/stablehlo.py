@@ -134,7 +134,7 @@ _CALLS = {"call", "func.call"}
 _CONTROL = {"while", "case", "if"}  # ops whose regions may use values of the enclosing scope
 _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX emits, as IR ops
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
-    "erf_inv", "next_after", "mulhi", "scan")}}
+    "erf_inv", "next_after", "mulhi", "scan", "top_k")}}
 
 _RENAMING = {"stablehlo.tuple", "stablehlo.get_tuple_element", "stablehlo.optimization_barrier"}
 _LAPACK = re.compile(r"lapack_[sd](potrf|trsm)(_ffi)?")  # the LAPACK calls JAX's CPU lowering makes
@@ -244,7 +244,8 @@ class StableHLOReader(Reader):
             parts = self.composite_op()
         else:
             parts = {"call": self.call_op, "reduce": self.reduce_op, "while": self.while_op,
-                     "constant": self.constant_op, "scan": self.scan_op}.get(name, self.pretty_op)()
+                     "constant": self.constant_op, "scan": self.scan_op,
+                     "top_k": self.top_k_op}.get(name, self.pretty_op)()
         self.skip_loc()
         return self.build(name, full, head, names, parts)
 
@@ -523,6 +524,18 @@ class StableHLOReader(Reader):
                 pairs.append(pair)
             body = self.region([p[0] for p in pairs] + [p[1] for p in pairs])
         return OpParts(inputs + inits, attrs, result_types, [body], [])
+
+    def top_k_op(self) -> OpParts:
+        """`chlo.top_k(%x, k = K) : T -> (U, V)`."""
+        self.expect("(")
+        operand = self.use()
+        self.expect(",")
+        self.expect("k")
+        self.expect("=")
+        k = int(self.expect_kind("number").text)
+        self.expect(")")
+        _, result_types = self.op_types()
+        return OpParts([operand], {"k": k}, result_types, [], [])
 
     def scan_op(self) -> OpParts:
         """`chlo.scan(%x, ...) inits(%c, ...) dimension=D [attributes {is_reverse = true}]

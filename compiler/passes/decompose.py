@@ -9,6 +9,7 @@ that lowers those gets the op too, correct before it is fast:
   n small dots for an n x n matrix, batch dims carried through as dot batch dims.
 - `cholesky`: column by column (Cholesky-Crout), with LAPACK's info as a second result when
   potrf asked for one (1-based index of the first pivot that is not positive, else 0).
+- `top_k` (chlo.top_k): a stable descending sort of (values, iota), then a slice.
 - `scan` (chlo.scan): unrolled along its dimension, the region inlined per position.
 - `mulhi`: the high half of the double-width product: through a 64-bit product for narrow
   types, from 32-bit halves (schoolbook, with carries) for 64-bit ones.
@@ -253,7 +254,27 @@ def _scan(b_: _Builder, op: Op) -> list[Value]:
     return [b_.concat(o[::-1] if reverse else o, dim) for o in outs] + carries
 
 
+def _top_k(b_: _Builder, op: Op) -> list[Value]:
+    """A stable descending sort of (values, iota) along the last dim, then the first k."""
+    x = op.operands[0]
+    shape, dtype = list(x.type.shape), x.type.dtype
+    index_type = op.results[1].type.dtype
+    iota = b_.op("iota", [], shape, index_type, iota_dimension=len(shape) - 1)
+    scalar = [Value(TensorType((), t)) for t in (dtype, dtype, index_type, index_type)]
+    greater = Value(TensorType((), I1))
+    kind = "TOTALORDER" if dtype.kind in "fV" else "UNSIGNED" if dtype.kind == "u" else "SIGNED"
+    comparator = Region(scalar, [Op("compare", scalar[:2], [greater], {"comparison_direction": "GT",
+                                                                      "compare_type": kind}, [], b_.loc)], [greater])
+    values, indices = (Value(TensorType(tuple(shape), t)) for t in (dtype, index_type))
+    b_.ops.append(Op("sort", [x, iota], [values, indices], {"dimension": len(shape) - 1}, [comparator], b_.loc))
+    k = op.attrs["k"]
+    starts, limits = [0] * len(shape), shape[:-1] + [k]
+    return [b_.slice(values, starts, limits), b_.slice(indices, starts, limits)]
+
+
 def _rule(op: Op):
+    if op.name == "top_k":
+        return _top_k
     if op.name == "scan":
         return _scan
     if op.name == "triangular_solve":

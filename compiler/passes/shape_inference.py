@@ -282,7 +282,7 @@ RULES.update({
     "dynamic_reduce_window": _dynamic_form, "dynamic_pad": _dynamic_form, "dynamic_conv": _dynamic_form,
     "triangular_solve": _triangular_solve, "cholesky": _cholesky, "map": _map,
     "scatter": lambda op, ts, decl, known: list(ts[:len(decl)]), "scan": _declared,
-    "select_and_scatter": lambda op, ts, decl, known: [ts[0]],
+    "select_and_scatter": lambda op, ts, decl, known: [ts[0]], "top_k": _declared,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 

@@ -171,3 +171,18 @@ def test_nested_calls(check):
 
     module = check(lambda x: middle(x) - inner(x), X)
     assert "call" in op_names(module) and len(module.functions) >= 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_top_k_ties_and_nan_as_jax(dtype, check, jax_modules) -> None:
+    import fibergrid as fg
+
+    from .conftest import run_against_jax
+
+    _, _, lax = jax_modules
+    x = np.array([[3, 1, 4, 1, 5, 9, 2, 6], [2, 2, 7, 7, 1, 1, 0, 0]], dtype)
+    if dtype == np.float32:
+        x[1, 4] = np.nan
+    f = lambda x: lax.top_k(x, 3)  # noqa: E731
+    assert "top_k" in op_names(check(f, x))
+    run_against_jax(fg.default_device("local-sync"), f, x)

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from compiler import rng_bits
 from compiler.errors import CompileError, ShapeAssertionError, shape_assertion_message
 from compiler.ir import ELEMENTWISE, Function, Module, Op, Region, Value, reduce_precision_format
 
@@ -513,6 +514,12 @@ def _top_k(op: Op, vals, ctx) -> list[np.ndarray]:
     return [np.take_along_axis(x, order, -1), order]
 
 
+def _rng_bit_generator(op: Op, vals, ctx) -> list[np.ndarray]:
+    state, value = op.results
+    return list(rng_bits.generate(rng_bits.NumpyOps(), op.attrs["rng_algorithm"], vals[0], state.type.shape[0],
+                                  value.type.shape, value.type.dtype))
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -610,4 +617,5 @@ _OPS.update({
     "scan": _scan,
     "select_and_scatter": _select_and_scatter,
     "top_k": _top_k,
+    "rng_bit_generator": _rng_bit_generator,
 })

@@ -37,6 +37,7 @@ _RENAMES: dict[str, dict[str, str]] = {
     "dynamic_broadcast_in_dim": {"dims": "broadcast_dimensions"},
     "transpose": {"dims": "permutation"},
     "reverse": {"dims": "dimensions"},
+    "rng_bit_generator": {"algorithm": "rng_algorithm"},
     "iota": {"dim": "iota_dimension"},
     "dynamic_iota": {"dim": "iota_dimension"},
     "concatenate": {"dim": "dimension"},
@@ -71,9 +72,10 @@ def _normalize_attrs(name: str, raw: dict[str, Any], enums: list[str],
     renames = _RENAMES.get(name, {})
     attrs = {}
     for key, value in flat.items():
+        key = renames.get(key, key)
         if key in _DROPPED_ATTRS or key.startswith(_DROPPED_PREFIXES):
             continue
-        attrs[renames.get(key, key)] = value if name == "constant" else _plain(value)
+        attrs[key] = value if name == "constant" else _plain(value)
     if name == "compare":
         for key, enum in zip(("comparison_direction", "compare_type"), enums):
             attrs[key] = enum

@@ -9,6 +9,7 @@ that lowers those gets the op too, correct before it is fast:
   n small dots for an n x n matrix, batch dims carried through as dot batch dims.
 - `cholesky`: column by column (Cholesky-Crout), with LAPACK's info as a second result when
   potrf asked for one (1-based index of the first pivot that is not positive, else 0).
+- `rng_bit_generator`: XLA's ThreeFry / Philox (compiler/rng_bits.py) on IR ops.
 - `top_k` (chlo.top_k): a stable descending sort of (values, iota), then a slice.
 - `scan` (chlo.scan): unrolled along its dimension, the region inlined per position.
 - `mulhi`: the high half of the double-width product: through a 64-bit product for narrow
@@ -21,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from compiler import rng_bits
 from compiler.errors import CompileError
 from compiler.ir import Function, Op, Region, TensorType, Value
 
@@ -272,7 +274,65 @@ def _top_k(b_: _Builder, op: Op) -> list[Value]:
     return [b_.slice(values, starts, limits), b_.slice(indices, starts, limits)]
 
 
+class _IROps:
+    """compiler.rng_bits.Ops on IR values (scalars broadcast to the other operand's shape)."""
+
+    def __init__(self, b_: _Builder) -> None:
+        self.b = b_
+
+    def _fit(self, a: Value, b: Value) -> tuple[Value, Value]:
+        if a.type.rank < b.type.rank:
+            a = self.b.broadcast(a, b.type.shape, ())
+        elif b.type.rank < a.type.rank:
+            b = self.b.broadcast(b, a.type.shape, ())
+        return a, b
+
+    def const(self, value: int, dtype: np.dtype) -> Value:
+        return self.b.op("constant", [], (), dtype, value=np.array(value, dtype))
+
+    def iota(self, n: int) -> Value:
+        return self.b.op("iota", [], (n,), np.dtype(np.uint64), iota_dimension=0)
+
+    def binary(self, name: str, a: Value, b: Value) -> Value:
+        a, b = self._fit(a, b)
+        return self.b.binary(name, a, self.b.convert(b, a.type.dtype))
+
+    def less(self, a: Value, b: Value) -> Value:
+        return self.b.compare("LT", *self._fit(a, b))
+
+    def select(self, p: Value, a: Value, b: Value) -> Value:
+        a, b = self._fit(a, b)
+        p, a = self._fit(p, a)
+        return self.b.select(p, *self._fit(a, b))
+
+    def convert(self, x: Value, dtype: np.dtype) -> Value:
+        return self.b.convert(x, np.dtype(dtype))
+
+    def bitcast(self, x: Value, dtype: np.dtype) -> Value:
+        return self.b.op("bitcast_convert", [x], x.type.shape, dtype)
+
+    def reshape(self, x: Value, shape: Sequence[int]) -> Value:
+        return x if tuple(shape) == x.type.shape else self.b.op("reshape", [x], shape, x.type.dtype)
+
+    def concat(self, xs: list, dim: int) -> Value:
+        return self.b.concat(xs, dim)
+
+    def slice(self, x: Value, starts: Sequence[int], limits: Sequence[int]) -> Value:
+        return self.b.slice(x, starts, limits)
+
+    def element(self, x: Value, i: int) -> Value:
+        return self.reshape(self.b.slice(x, [i], [i + 1]), ())
+
+
+def _rng_bit_generator(b_: _Builder, op: Op) -> list[Value]:
+    state, value = op.results
+    return list(rng_bits.generate(_IROps(b_), op.attrs["rng_algorithm"], op.operands[0], state.type.shape[0],
+                                  value.type.shape, value.type.dtype))
+
+
 def _rule(op: Op):
+    if op.name == "rng_bit_generator":
+        return _rng_bit_generator
     if op.name == "top_k":
         return _top_k
     if op.name == "scan":

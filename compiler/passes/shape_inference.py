@@ -250,6 +250,15 @@ def _map(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType(shape, d.dtype) for d in decl]
 
 
+def _rng_state(op: Op, ts, decl, known) -> list[TensorType]:
+    state = ts[0]
+    if state.shape not in ((2,), (3,)) or state.dtype != np.uint64 or \
+            op.attrs.get("rng_algorithm") not in ("DEFAULT", "THREE_FRY", "PHILOX"):
+        raise CompileError(f"{op.where()}: needs a ui64[2] or ui64[3] state and algorithm DEFAULT, THREE_FRY "
+                           f"or PHILOX, got {state} and {op.attrs.get('rng_algorithm')}")
+    return [state, decl[1]]
+
+
 def _scalar(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType((), decl[0].dtype)]
 
@@ -283,6 +292,7 @@ RULES.update({
     "triangular_solve": _triangular_solve, "cholesky": _cholesky, "map": _map,
     "scatter": lambda op, ts, decl, known: list(ts[:len(decl)]), "scan": _declared,
     "select_and_scatter": lambda op, ts, decl, known: [ts[0]], "top_k": _declared,
+    "rng_bit_generator": _rng_state,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 

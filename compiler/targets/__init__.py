@@ -110,6 +110,19 @@ def _vulkan_format() -> str:
     return FORMAT
 
 
+def _cuda_workgroup_size(region: kir.KernelRegion) -> tuple[int, int, int]:
+    """The CUDA target's layout: the shared GPU lowering's, but for its own skinny matmul."""
+    from compiler.codegen.nvptx.kernels import workgroup_size
+
+    return workgroup_size(region)
+
+
+def _cuda_grid(region: kir.KernelRegion) -> tuple[int, int, int]:
+    from compiler.codegen.nvptx.kernels import grid
+
+    return grid(region)
+
+
 def _cuda_format() -> str:
     from hal.ptx_abi import FORMAT
 
@@ -119,7 +132,7 @@ def _cuda_format() -> str:
 TARGETS: dict[str, Callable[[], Target]] = {
     "cpu": lambda: Target("cpu", "cpu-native", _build_cpu),
     "vulkan": lambda: Target("vulkan", _vulkan_format(), _build_vulkan, _gpu_workgroup_size, _gpu_grid),
-    "cuda": lambda: Target("cuda", _cuda_format(), _build_cuda, _gpu_workgroup_size, _gpu_grid),
+    "cuda": lambda: Target("cuda", _cuda_format(), _build_cuda, _cuda_workgroup_size, _cuda_grid),
     # The WebGPU driver runs the Vulkan target's SPIR-V (naga translates it): one format, so a
     # device loads it lazily as vulkan's; the name is for `fibergrid compile --target webgpu`.
     "webgpu": lambda: Target("webgpu", _vulkan_format(), _build_vulkan),

@@ -106,6 +106,22 @@ def test_math(device, name) -> None:
     run_against_jax(device, fns[name], x)
 
 
+@pytest.mark.parametrize("m,k,n,constant", [(1, 784, 1024, False), (1, 784, 1000, True), (64, 1024, 10, True), (600, 50, 1100, False)])
+def test_matmul_kernels(device, m, k, n, constant) -> None:
+    """The skinny-matmul kernel (codegen/nvptx/matvec.py: the first three) and the tiled one
+    (over 132 tiles, with partial edge tiles); weights as inputs, or as constants (pre-packed
+    in panels at compile time)."""
+    from compiler import kernel_ir as kir
+    from compiler.codegen.nvptx import matvec
+
+    assert matvec.applies(kir.MatmulBody(m, n, k)) == (m < 600)
+    w = _f32(k, n, scale=0.1)
+    if constant:
+        run_against_jax(device, lambda a, bias: jax.nn.relu(a @ w + bias), _f32(m, k), _f32(n))
+    else:
+        run_against_jax(device, lambda a, w, bias: jax.nn.relu(a @ w + bias), _f32(m, k), w, _f32(n))
+
+
 def test_cli_compile_for_cuda_and_run(tmp_path, capsys) -> None:
     if "cuda" not in fg.available_drivers():
         pytest.skip("no CUDA device (sm_90+) here")

@@ -1,25 +1,34 @@
 """Kernel IR regions and portable kernels as PTX: the GPU lowering shared with the SPIR-V target
 (compiler/codegen/spirv: grid-stride elementwise, reduction and sort kernels, the tiled matmul,
-portable kernel bodies), built on `NvptxEntry`. Same workgroup sizes and grids as that target, so
-a compiled function's host program is the same for both (`grid`, `workgroup_size`)."""
+portable kernel bodies), built on `NvptxEntry`, plus the CUDA target's own kernel for skinny
+matmuls (`matvec`). `grid` and `workgroup_size` give a region's layout without generating it."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 from compiler import kernel_ir as kir
+from compiler.codegen.nvptx import matvec
 from compiler.codegen.nvptx.module import NvptxModule
 from compiler.codegen.spirv import kernels as gpu
 from compiler.codegen.spirv.invocations import SpirvContext
 from compiler.portable import PortableKernel
 
-grid = gpu.grid
-workgroup_size = gpu.workgroup_size
+
+def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
+    return matvec.grid(region.body) if matvec.applies(region.body) else gpu.grid(region)
+
+
+def workgroup_size(region: kir.KernelRegion) -> tuple[int, int, int]:
+    return matvec.WORKGROUP_SIZE if matvec.applies(region.body) else gpu.workgroup_size(region)
 
 
 def generate(module: NvptxModule, region: kir.KernelRegion) -> gpu.SpirvKernel:
     """Adds `region`'s kernel to `module`; its name, grid and binding types."""
-    return gpu.generate(module, region)  # type: ignore[arg-type]  (NvptxModule offers SpirvModule's entry interface)
+    if matvec.applies(region.body):
+        matvec.generate(module, region)
+        return gpu.SpirvKernel(region.name, grid(region), tuple(d.dtype for d in region.bindings), matvec.WORKGROUP_SIZE)
+    return gpu.generate(module, region)  # type: ignore[arg-type]  (an NvptxModule's entries are SpirvEntries)
 
 
 def build_portable(kernels: Sequence[PortableKernel]) -> NvptxModule:

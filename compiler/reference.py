@@ -520,6 +520,12 @@ def _rng_bit_generator(op: Op, vals, ctx) -> list[np.ndarray]:
                                   value.type.shape, value.type.dtype))
 
 
+def _rng(op: Op, vals, ctx) -> list[np.ndarray]:
+    result = op.results[0].type
+    return [rng_bits.distribution(rng_bits.NumpyOps(), op.attrs["rng_distribution"], vals[0], vals[1],
+                                  _shape_of(op), result.dtype)]
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -618,4 +624,5 @@ _OPS.update({
     "select_and_scatter": _select_and_scatter,
     "top_k": _top_k,
     "rng_bit_generator": _rng_bit_generator,
+    "rng": _rng,
 })

@@ -23,7 +23,7 @@ class Ops(Protocol):
 
     def const(self, value: int, dtype: np.dtype) -> Any: ...
     def iota(self, n: int) -> Any: ...                       # ui64[n]: 0, 1, ..., n-1
-    def binary(self, op: str, a: Any, b: Any) -> Any: ...    # add multiply xor or shift_left shift_right_logical
+    def binary(self, op: str, a: Any, b: Any) -> Any: ...    # add subtract multiply remainder maximum xor or shifts
     def less(self, a: Any, b: Any) -> Any: ...
     def select(self, p: Any, a: Any, b: Any) -> Any: ...
     def convert(self, x: Any, dtype: np.dtype) -> Any: ...
@@ -32,6 +32,7 @@ class Ops(Protocol):
     def concat(self, xs: list, dim: int) -> Any: ...
     def slice(self, x: Any, starts: Sequence[int], limits: Sequence[int]) -> Any: ...
     def element(self, x: Any, i: int) -> Any: ...            # x[i] of a vector, as a scalar
+    def unary(self, op: str, x: Any) -> Any: ...             # log sqrt sine cosine
 
 
 def _rotl(o: Ops, v, distance: int):
@@ -145,6 +146,38 @@ def generate(o: Ops, algorithm: str, state, state_size: int, shape: tuple[int, .
     return new_state, o.bitcast(value, dtype) if dtype != (U64 if bits == 64 else unsigned) else value
 
 
+def distribution(o: Ops, kind: str, a, b, shape: tuple[int, ...], dtype: np.dtype):
+    """StableHLO's `rng`: UNIFORM in [a, b) or NORMAL (mean a, deviation b) numbers of `shape`
+    from ThreeFry bits of a fixed state (the spec leaves the generator to the implementation),
+    through XLA's conversions (a mantissa's worth of bits; Box-Muller)."""
+    n = math.prod(shape)
+    count = n + n % 2 if kind == "NORMAL" else n
+    word = U64 if dtype.itemsize == 8 else U32
+    state = o.concat([o.reshape(o.const(v, U64), (1,)) for v in (0x5EED, 0)], 0)
+    _, bits = generate(o, "THREE_FRY", state, 2, (count,), word)
+    if dtype.kind in "iu":  # a + bits % (b - a), the difference taken unsigned
+        unsigned = np.dtype(f"u{dtype.itemsize}")
+        span = o.binary("subtract", o.bitcast(b, unsigned), o.bitcast(a, unsigned))
+        offset = o.binary("remainder", o.convert(bits, unsigned), span)
+        return o.reshape(o.binary("add", a, o.bitcast(offset, dtype)), shape)
+    mantissa = np.finfo(dtype).nmant if dtype.kind == "f" else 7
+    wide = np.dtype(np.float64 if dtype.itemsize == 8 else np.float32)
+    top = o.binary("shift_right_logical", bits, o.const(8 * word.itemsize - mantissa, word))
+    unit = o.binary("multiply", o.convert(top, wide), o.const(2.0 ** -mantissa, wide))  # [0, 1)
+    low, scale = o.convert(a, wide), o.convert(b, wide)
+    if kind == "UNIFORM":
+        value = o.binary("add", o.binary("multiply", unit, o.binary("subtract", scale, low)), low)
+        return o.convert(o.reshape(value, shape), dtype)
+    half = count // 2
+    u1 = o.binary("maximum", o.slice(unit, [0], [half]), o.const(1e-7, wide))
+    angle = o.binary("multiply", o.slice(unit, [half], [count]), o.const(2 * math.pi, wide))
+    radius = o.unary("sqrt", o.binary("multiply", o.unary("log", u1), o.const(-2.0, wide)))
+    normal = o.concat([o.binary("multiply", o.unary("sine", angle), radius),
+                       o.binary("multiply", o.unary("cosine", angle), radius)], 0)
+    value = o.binary("add", o.binary("multiply", o.slice(normal, [0], [n]), scale), low)
+    return o.convert(o.reshape(value, shape), dtype)
+
+
 class NumpyOps:
     """`Ops` on numpy arrays (the reference evaluator's)."""
 
@@ -155,9 +188,10 @@ class NumpyOps:
         return np.arange(n, dtype=U64)
 
     def binary(self, op: str, a, b):
-        fn = {"add": np.add, "multiply": np.multiply, "xor": np.bitwise_xor, "or": np.bitwise_or,
-              "shift_left": np.left_shift, "shift_right_logical": np.right_shift}[op]
-        with np.errstate(over="ignore"):
+        fn = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "xor": np.bitwise_xor,
+              "or": np.bitwise_or, "shift_left": np.left_shift, "shift_right_logical": np.right_shift,
+              "maximum": np.maximum, "remainder": np.fmod}[op]
+        with np.errstate(all="ignore"):
             return np.asarray(fn(a, b.astype(a.dtype) if b.dtype != a.dtype else b)).astype(a.dtype)
 
     def less(self, a, b):
@@ -183,3 +217,6 @@ class NumpyOps:
 
     def element(self, x, i):
         return np.asarray(x[i])
+
+    def unary(self, op: str, x):
+        return {"log": np.log, "sqrt": np.sqrt, "sine": np.sin, "cosine": np.cos}[op](x).astype(x.dtype)

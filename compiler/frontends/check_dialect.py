@@ -47,7 +47,7 @@ have, or a type fibergrid does not support (the peer suite's README lists them).
 # Operands that give a result's shape: they stay constants (a hoisted one would make it dynamic).
 _SHAPE_OPERANDS = {"dynamic_broadcast_in_dim": (1,), "dynamic_reshape": (1,), "dynamic_iota": (0,),
                    "real_dynamic_slice": (1, 2, 3), "dynamic_gather": (2,), "dynamic_pad": (2, 3, 4),
-                   "dynamic_conv": (2,)}
+                   "dynamic_conv": (2,), "rng": (2,)}
 
 
 @dataclass

@@ -38,6 +38,7 @@ _RENAMES: dict[str, dict[str, str]] = {
     "transpose": {"dims": "permutation"},
     "reverse": {"dims": "dimensions"},
     "rng_bit_generator": {"algorithm": "rng_algorithm"},
+    "rng": {"distribution": "rng_distribution"},
     "iota": {"dim": "iota_dimension"},
     "dynamic_iota": {"dim": "iota_dimension"},
     "concatenate": {"dim": "dimension"},

@@ -10,6 +10,7 @@ that lowers those gets the op too, correct before it is fast:
 - `cholesky`: column by column (Cholesky-Crout), with LAPACK's info as a second result when
   potrf asked for one (1-based index of the first pivot that is not positive, else 0).
 - `rng_bit_generator`: XLA's ThreeFry / Philox (compiler/rng_bits.py) on IR ops.
+- `rng`: uniform or normal numbers from ThreeFry bits of a fixed state (rng_bits.distribution).
 - `top_k` (chlo.top_k): a stable descending sort of (values, iota), then a slice.
 - `scan` (chlo.scan): unrolled along its dimension, the region inlined per position.
 - `mulhi`: the high half of the double-width product: through a 64-bit product for narrow
@@ -323,6 +324,9 @@ class _IROps:
     def element(self, x: Value, i: int) -> Value:
         return self.reshape(self.b.slice(x, [i], [i + 1]), ())
 
+    def unary(self, name: str, x: Value) -> Value:
+        return self.b.op(name, [x], x.type.shape, x.type.dtype)
+
 
 def _rng_bit_generator(b_: _Builder, op: Op) -> list[Value]:
     state, value = op.results
@@ -330,7 +334,15 @@ def _rng_bit_generator(b_: _Builder, op: Op) -> list[Value]:
                                   value.type.shape, value.type.dtype))
 
 
+def _rng(b_: _Builder, op: Op) -> list[Value]:
+    result = op.results[0].type
+    return [rng_bits.distribution(_IROps(b_), op.attrs["rng_distribution"], op.operands[0], op.operands[1],
+                                  result.shape, result.dtype)]
+
+
 def _rule(op: Op):
+    if op.name == "rng":
+        return _rng
     if op.name == "rng_bit_generator":
         return _rng_bit_generator
     if op.name == "top_k":

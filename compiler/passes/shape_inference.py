@@ -292,7 +292,7 @@ RULES.update({
     "triangular_solve": _triangular_solve, "cholesky": _cholesky, "map": _map,
     "scatter": lambda op, ts, decl, known: list(ts[:len(decl)]), "scan": _declared,
     "select_and_scatter": lambda op, ts, decl, known: [ts[0]], "top_k": _declared,
-    "rng_bit_generator": _rng_state,
+    "rng_bit_generator": _rng_state, "rng": _declared,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 

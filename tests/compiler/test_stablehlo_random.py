@@ -34,3 +34,29 @@ def test_64_bit_outputs_and_state(algorithm: str) -> None:
 def test_jax_random_with_the_rbg_prng() -> None:
     f = lambda s: jax.random.normal(jax.random.key(s, impl="rbg"), (4, 3))  # noqa: E731
     run_against_jax(fg.default_device("local-task"), f, np.int32(5))
+
+
+def test_rng_distributions_through_fibergrid_check() -> None:
+    """stablehlo.rng: the range of UNIFORM (floats and ints) and the mean of NORMAL, as
+    check-dialect tests (tests/check/extra/rng.mlir)."""
+    from pathlib import Path
+
+    from fibergrid import check
+
+    path = Path(__file__).parents[1] / "check" / "extra" / "rng.mlir"
+    outcomes = list(check.run_files([str(path)], fg.default_device("local-sync")))
+    assert [(o.name, o.status) for o in outcomes] == [("uniform", "PASS"), ("normal", "PASS"), ("ints", "PASS")]
+
+
+def test_rng_compiled_equals_the_reference_evaluator() -> None:
+    from compiler.frontends.stablehlo import parse_stablehlo
+    from compiler.reference import evaluate
+
+    text = """func.func @main(%a: tensor<f32>, %b: tensor<f32>) -> tensor<3x7xf32> {
+      %shape = stablehlo.constant dense<[3, 7]> : tensor<2xi64>
+      %r = stablehlo.rng %a, %b, %shape, distribution = NORMAL : (tensor<f32>, tensor<f32>, tensor<2xi64>) -> tensor<3x7xf32>
+      return %r : tensor<3x7xf32>
+    }"""
+    args = [np.float32(0.5), np.float32(2.0)]
+    want = evaluate(parse_stablehlo(text), "main", args)[0]
+    np.testing.assert_allclose(fg.load(text, "local-sync")(*args), want, rtol=1e-5, atol=1e-5)

@@ -355,6 +355,7 @@ STRUCTURAL_OPS: frozenset[str] = frozenset({
     "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
     "dynamic_pad", "dynamic_conv", "triangular_solve", "cholesky", "map", "scatter", "scan",
     "select_and_scatter", "top_k", "rng_bit_generator", "rng",
+    "batch_norm_inference", "batch_norm_training", "batch_norm_grad",
 })
 """Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
 'while' (regions cond, body over the carried values), 'case' (operand: the branch index; one

@@ -526,6 +526,33 @@ def _rng(op: Op, vals, ctx) -> list[np.ndarray]:
                                   _shape_of(op), result.dtype)]
 
 
+def _batch_norm(op: Op, vals, ctx) -> list[np.ndarray]:
+    """The batch_norm ops by the spec's formulas, in float64, statistics over every dim but
+    `feature_index`."""
+    f, eps = op.attrs["feature_index"], float(op.attrs["epsilon"])
+    x = vals[0].astype(np.float64)
+    axes = tuple(d for d in range(x.ndim) if d != f)
+    shape = [-1 if d == f else 1 for d in range(x.ndim)]
+
+    def per_feature(v: np.ndarray) -> np.ndarray:
+        return v.astype(np.float64).reshape(shape)
+
+    if op.name == "batch_norm_inference":
+        scale, offset, mean, var = (per_feature(v) for v in vals[1:])
+        return [(x - mean) / np.sqrt(var + eps) * scale + offset]
+    if op.name == "batch_norm_training":
+        scale, offset = (per_feature(v) for v in vals[1:])
+        mean, var = x.mean(axes), x.var(axes)
+        return [(x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * scale + offset, mean, var]
+    scale, mean, var = (per_feature(v) for v in vals[1:4])
+    dy = vals[4].astype(np.float64)
+    n = x.size // x.shape[f]
+    centered, std = x - mean, np.sqrt(var + eps)
+    sum_dy, sum_dy_centered = dy.sum(axes).reshape(shape), (dy * centered).sum(axes).reshape(shape)
+    grad = scale / std / n * (dy * n - sum_dy - sum_dy_centered * centered / (var + eps))
+    return [grad, (dy * centered / std).sum(axes), dy.sum(axes)]
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -625,4 +652,7 @@ _OPS.update({
     "top_k": _top_k,
     "rng_bit_generator": _rng_bit_generator,
     "rng": _rng,
+    "batch_norm_inference": _batch_norm,
+    "batch_norm_training": _batch_norm,
+    "batch_norm_grad": _batch_norm,
 })

@@ -162,8 +162,28 @@ def _lapack_op(target: str, parts: OpParts, head: Token) -> tuple[str, dict[str,
                                 "unit_diagonal": char.get("diag", "N") == "U", "transpose_a": transpose}
 
 
+def _torch_index_select(parts: OpParts, head: Token) -> dict[str, Any]:
+    """torch_index_select(x, index; dim, batch_dims) as gather's attrs: the result is x's dims
+    before `dim` (the first batch_dims of them shared with index), index's other dims, then
+    x's dims after `dim`."""
+    x, index = (v.type for v in parts.operands)
+    dim, batch = int(parts.attrs.get("dim", 0)), int(parts.attrs.get("batch_dims", 0))
+    if not (0 <= batch <= dim < x.rank and batch <= index.rank):
+        raise CompileError(f"torch_index_select at {head.where}: dim {dim} and batch_dims {batch} "
+                           f"do not fit {x} and {index}")
+    out_rank = x.rank - 1 + index.rank - batch
+    after = dim + index.rank - batch
+    return {"offset_dims": tuple(range(batch, dim)) + tuple(range(after, out_rank)),
+            "collapsed_slice_dims": (dim,), "operand_batching_dims": tuple(range(batch)),
+            "start_indices_batching_dims": tuple(range(batch)), "start_index_map": (dim,),
+            "index_vector_dim": index.rank,
+            "slice_sizes": tuple(1 if d < batch or d == dim else n for d, n in enumerate(x.shape))}
+
+
 def _ir_op_name(full: str) -> str | None:
     """The IR op name for a source op name, or None when it is not supported."""
+    if full == "stablehlo.torch_index_select":
+        return "gather"
     if full in _CHLO:
         return _CHLO[full]
     if full in _CALLS or full == "stablehlo.composite":  # a composite runs its decomposition
@@ -311,6 +331,8 @@ class StableHLOReader(Reader):
             self.close_region(region, name, head)
         if full == "chlo.square":
             parts.operands = parts.operands * 2
+        if full == "stablehlo.torch_index_select":
+            parts.attrs = _torch_index_select(parts, head)
         if full == "stablehlo.composite":
             callee = parts.attrs.get("decomposition")
             if not isinstance(callee, str):

@@ -10,6 +10,7 @@ that lowers those gets the op too, correct before it is fast:
 - `cholesky`: column by column (Cholesky-Crout), with LAPACK's info as a second result when
   potrf asked for one (1-based index of the first pivot that is not positive, else 0).
 - `rng_bit_generator`: XLA's ThreeFry / Philox (compiler/rng_bits.py) on IR ops.
+- `batch_norm_inference/training/grad`: the spec's formulas on reduces and broadcasts.
 - `rng`: uniform or normal numbers from ThreeFry bits of a fixed state (rng_bits.distribution).
 - `top_k` (chlo.top_k): a stable descending sort of (values, iota), then a slice.
 - `scan` (chlo.scan): unrolled along its dimension, the region inlined per position.
@@ -19,6 +20,7 @@ that lowers those gets the op too, correct before it is fast:
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -340,7 +342,55 @@ def _rng(b_: _Builder, op: Op) -> list[Value]:
                                   result.shape, result.dtype)]
 
 
+def _batch_norm(b_: _Builder, op: Op) -> list[Value]:
+    """The spec's formulas: statistics are sums over every dim but feature_index."""
+    x = op.operands[0]
+    f, shape, dtype = op.attrs["feature_index"], x.type.shape, x.type.dtype
+    n = math.prod(shape) // shape[f]
+
+    def wide(v: Value) -> Value:  # a per-feature vector along the operand
+        return b_.broadcast(v, shape, (f,))
+
+    def total(v: Value) -> Value:  # the per-feature sum
+        a, c, r = (Value(TensorType((), dtype)) for _ in range(3))
+        body = Region([a, c], [Op("add", [a, c], [r], {}, [], b_.loc)], [r])
+        zero = b_.op("constant", [], (), dtype, value=np.array(0, dtype))
+        return b_.op("reduce", [v, zero], (shape[f],), dtype, [body],
+                     dimensions=tuple(d for d in range(len(shape)) if d != f))
+
+    def scalar(v: float, like: Value) -> Value:
+        return b_.like(like, v)
+
+    eps = float(op.attrs["epsilon"])
+    if op.name == "batch_norm_training":
+        scale, offset = op.operands[1:]
+        mean = b_.binary("divide", total(x), scalar(n, scale))
+        centered = b_.binary("subtract", x, wide(mean))
+        var = b_.binary("divide", total(b_.binary("multiply", centered, centered)), scalar(n, scale))
+    elif op.name == "batch_norm_inference":
+        scale, offset, mean, var = op.operands[1:]
+        centered = b_.binary("subtract", x, wide(mean))
+    else:
+        scale, mean, var, dy = op.operands[1:]
+        centered = b_.binary("subtract", x, wide(mean))
+    var_eps = b_.binary("add", var, scalar(eps, var))
+    std = b_.op("sqrt", [var_eps], var_eps.type.shape, dtype)
+    if op.name != "batch_norm_grad":
+        out = b_.binary("add", b_.binary("multiply", b_.binary("divide", centered, wide(std)), wide(scale)), wide(offset))
+        return [out] if op.name == "batch_norm_inference" else [out, mean, var]
+    sum_dy = total(dy)
+    sum_dy_centered = total(b_.binary("multiply", dy, centered))
+    inner = b_.binary("subtract", b_.binary("subtract", b_.binary("multiply", dy, b_.like(dy, n)), wide(sum_dy)),
+                      b_.binary("divide", b_.binary("multiply", wide(sum_dy_centered), centered), wide(var_eps)))
+    factor = b_.binary("divide", b_.binary("divide", scale, std), scalar(n, scale))
+    grad = b_.binary("multiply", wide(factor), inner)
+    grad_scale = b_.binary("divide", sum_dy_centered, std)
+    return [grad, grad_scale, sum_dy]
+
+
 def _rule(op: Op):
+    if op.name.startswith("batch_norm_"):
+        return _batch_norm
     if op.name == "rng":
         return _rng
     if op.name == "rng_bit_generator":

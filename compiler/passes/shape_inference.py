@@ -259,6 +259,18 @@ def _rng_state(op: Op, ts, decl, known) -> list[TensorType]:
     return [state, decl[1]]
 
 
+def _batch_norm(op: Op, ts, decl, known) -> list[TensorType]:
+    """The normalised operand (or its gradient) like the operand; per-feature vectors after."""
+    x, f = ts[0], op.attrs["feature_index"]
+    if not 0 <= f < x.rank or x.dtype.kind not in "fV":
+        raise CompileError(f"{op.where()}: feature_index {f} does not fit the float operand {x}")
+    feature = TensorType((x.shape[f],), x.dtype)
+    for t in ts[1:]:
+        if t.rank == 1:
+            _merge_dim(t.shape[0], x.shape[f], op.where())
+    return [x] + [feature] * (len(decl) - 1)
+
+
 def _scalar(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType((), decl[0].dtype)]
 
@@ -293,6 +305,7 @@ RULES.update({
     "scatter": lambda op, ts, decl, known: list(ts[:len(decl)]), "scan": _declared,
     "select_and_scatter": lambda op, ts, decl, known: [ts[0]], "top_k": _declared,
     "rng_bit_generator": _rng_state, "rng": _declared,
+    "batch_norm_inference": _batch_norm, "batch_norm_training": _batch_norm, "batch_norm_grad": _batch_norm,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 

@@ -36,18 +36,6 @@ def test_jax_random_with_the_rbg_prng() -> None:
     run_against_jax(fg.default_device("local-task"), f, np.int32(5))
 
 
-def test_rng_distributions_through_fibergrid_check() -> None:
-    """stablehlo.rng: the range of UNIFORM (floats and ints) and the mean of NORMAL, as
-    check-dialect tests (tests/check/extra/rng.mlir)."""
-    from pathlib import Path
-
-    from fibergrid import check
-
-    path = Path(__file__).parents[1] / "check" / "extra" / "rng.mlir"
-    outcomes = list(check.run_files([str(path)], fg.default_device("local-sync")))
-    assert [(o.name, o.status) for o in outcomes] == [("uniform", "PASS"), ("normal", "PASS"), ("ints", "PASS")]
-
-
 def test_rng_compiled_equals_the_reference_evaluator() -> None:
     from compiler.frontends.stablehlo import parse_stablehlo
     from compiler.reference import evaluate

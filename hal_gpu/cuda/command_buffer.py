@@ -117,9 +117,14 @@ def _steps(cb: CommandBuffer) -> list[tuple[list[list], bool]]:
     return parts
 
 
+def _written(d: Dispatch) -> tuple[bool, ...]:
+    """Per binding, then the dispatch state: whether the kernel may write it (executable.py)."""
+    flags = getattr(d.executable, "written", None)
+    return (True,) * (d.entry.binding_count + 1) if flags is None else flags[d.entry.function]
+
+
 def _may_fail(d: Dispatch) -> bool:
-    flags = getattr(d.executable, "may_fail", None)
-    return flags is None or bool(flags[d.entry.function])
+    return _written(d)[-1]
 
 
 def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
@@ -174,7 +179,7 @@ def _join(graph, nodes: list) -> list:
 
 def _mirrored_ranges(regions: list[list]) -> list[list]:
     """Per host-visible buffer the part uses: [buffer, lo, hi, written lo, written hi] (byte
-    ranges; written None when nothing in the part writes it). A dispatch may write any binding."""
+    ranges; written None when nothing in the part writes it)."""
     found: dict[int, list] = {}
 
     def use(buffer, offset: int, length: int, writes: bool) -> None:
@@ -189,8 +194,8 @@ def _mirrored_ranges(regions: list[list]) -> list[list]:
     for region in regions:
         for c in region:
             if isinstance(c, Dispatch):
-                for b in c.bindings:
-                    use(b.buffer, b.offset, b.length, True)
+                for b, writes in zip(c.bindings, _written(c)):
+                    use(b.buffer, b.offset, b.length, writes)
             elif isinstance(c, Copy):
                 use(c.source.buffer, c.source.offset, c.source.length, False)
                 use(c.target.buffer, c.target.offset, c.target.length, True)

@@ -38,50 +38,54 @@ def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...])
                                ep.constant_types, ep.local_memory_size) for i, ep in enumerate(entry_points))
     exe = Executable(entries, format, keepalive=module)
     exe.functions = functions  # type: ignore[attr-defined]
-    exe.may_fail = may_fail(image.decode(errors="replace"), entry_points)  # type: ignore[attr-defined]
+    exe.written = written(image.decode(errors="replace"), entry_points)  # type: ignore[attr-defined]
     weakref.finalize(exe, _release, device, module).atexit = False
     return exe
 
 
 _ENTRY = re.compile(r"\.entry\s+([\w$]+)\s*\(([^)]*)\)\s*\{(.*?)\n\}", re.S)
 _REG = re.compile(r"%\w+")
-_WRITES = ("st.", "atom.", "red.", "call")
+_WRITES = ("st.", "atom.", "red.")
 
 
-def may_fail(ptx: str, entry_points) -> tuple[bool, ...]:
-    """Per entry point: whether its kernel can fail, i.e. writes through its dispatch-state
-    parameter (the last; a kernel reports a failure only by storing its status there,
-    hal/ptx_abi.py). The command buffer ends a step only after a region with such a dispatch
-    (command_buffer.py), so kernels that never fail cost no host round trip. Registers derived
-    from the parameter are followed through arithmetic (not through loads: the state holds no
-    pointers); anything this scan does not follow (a call, an unknown kernel) counts as "can fail"."""
-    bodies = {m.group(1): (m.group(2), m.group(3)) for m in _ENTRY.finditer(ptx)}
+def written(ptx: str, entry_points) -> tuple[tuple[bool, ...], ...]:
+    """Per entry point, per parameter (its bindings, then its dispatch state): whether the kernel
+    may store through it. The dispatch state's flag says whether the kernel can fail (it reports
+    a failure only by storing its status there, hal/ptx_abi.py): a step ends only after a region
+    with such a dispatch (command_buffer.py), so kernels that never fail cost no host round
+    trip. A binding's flag says whether a submission must copy that range of a host-visible
+    buffer back to its mirror. Registers derived from a parameter are followed through
+    arithmetic (not through loads: no buffer holds pointers); anything this scan does not
+    follow (a call, an unknown kernel) counts as written."""
+    bodies = {m.group(1): m.group(3) for m in _ENTRY.finditer(ptx)}
     out = []
     for ep in entry_points:
+        count = ep.binding_count + 1
         if ep.name not in bodies:
-            out.append(True)
+            out.append((True,) * count)
             continue
-        params, body = bodies[ep.name]
-        state = f"{ep.name}_param_{ep.binding_count}"
-        lines = [line.strip().rstrip(";") for line in body.splitlines()]
-        tainted: set[str] = set()
-        changed = True
-        while changed:  # to a fixed point: loops carry registers backwards
-            changed = False
-            for line in lines:
-                regs = _REG.findall(line)
-                if not regs or line.startswith(_WRITES):
-                    continue
-                source = state in line if line.startswith("ld.param") else not line.startswith("ld.") and any(r in tainted for r in regs[1:])
-                if source and regs[0] not in tainted:
-                    tainted.add(regs[0])
-                    changed = True
-        fails = False
-        for line in lines:
-            if line.startswith("call"):
-                fails = True
-            elif line.startswith(_WRITES):
-                address = re.search(r"\[([^\]]*)\]", line)
-                fails |= address is None or any(r in tainted for r in _REG.findall(address.group(1)))
-        out.append(fails)
+        lines = [line.strip().rstrip(";") for line in bodies[ep.name].splitlines()]
+        calls = any(line.startswith("call") for line in lines)
+        out.append(tuple(calls or _stores_through(lines, f"[{ep.name}_param_{i}]") for i in range(count)))
     return tuple(out)
+
+
+def _stores_through(lines: list[str], param: str) -> bool:
+    tainted: set[str] = set()
+    changed = True
+    while changed:  # to a fixed point: loops carry registers backwards
+        changed = False
+        for line in lines:
+            regs = _REG.findall(line)
+            if not regs or line.startswith(_WRITES):
+                continue
+            source = param in line if line.startswith("ld.param") else not line.startswith("ld.") and any(r in tainted for r in regs[1:])
+            if source and regs[0] not in tainted:
+                tainted.add(regs[0])
+                changed = True
+    for line in lines:
+        if line.startswith(_WRITES):
+            address = re.search(r"\[([^\]]*)\]", line)
+            if address is None or any(r in tainted for r in _REG.findall(address.group(1))):
+                return True
+    return False

@@ -15,7 +15,7 @@ import fibergrid as fg
 from compiler import executable
 from compiler.codegen.nvptx import FORMAT
 from compiler.codegen.nvptx.backend import PtxCompileError, compile_ptx, libdevice_path
-from hal_gpu.cuda.executable import may_fail
+from hal_gpu.cuda.executable import written
 from tests.compiler.conftest import run_against_jax
 from tests.compiler.test_vulkan import (  # noqa: F401  (the Vulkan driver's model tests, collected here on cuda's `device`)
     test_dynamic_batch, test_gather_and_sort, test_integer_ops, test_mlp, test_tiled_matmul_edges)
@@ -46,11 +46,17 @@ def test_portable_kernels_become_ptx(name) -> None:
     assert ptx.count(f"{name}_param_") >= entry.binding_count + 1  # bindings, then the dispatch state
 
 
-def test_may_fail_follows_the_state_parameter() -> None:
-    assert may_fail(_ptx(K.fail_at), K.fail_at.variants[FORMAT].entry_points) == (True,)
-    assert may_fail(_ptx(K.saxpy), K.saxpy.variants[FORMAT].entry_points) == (True,)  # boundscheck on x
-    assert may_fail(_ptx(K.iota), K.iota.variants[FORMAT].entry_points) == (False,)  # only guarded stores
-    assert may_fail("not ptx", K.iota.variants[FORMAT].entry_points) == (True,)
+def test_written_parameters_are_found_in_the_ptx() -> None:
+    """Per parameter (bindings, then the dispatch state) whether the kernel stores through it:
+    the state's flag is "may fail"."""
+    def scan(exe: fg.Executable, ptx: str | None = None):
+        return written(ptx if ptx is not None else _ptx(exe), exe.variants[FORMAT].entry_points)[0]
+
+    assert scan(K.fail_at) == (True, True)
+    assert scan(K.saxpy) == (False, True, True)  # y written; boundscheck on x can fail
+    assert scan(K.iota) == (True, False)  # only guarded stores: never fails
+    assert scan(K.reverse_double) == (False, True, True)
+    assert scan(K.iota, "not ptx") == (True, True)
 
 
 def test_model_compiles_to_ptx_with_libdevice_math(tmp_path) -> None:

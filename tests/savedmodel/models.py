@@ -1,7 +1,8 @@
 """TF2-style models the SavedModel tests build, save with `tf.saved_model.save` and compile:
 Keras functional and subclassed models (an MLP, a small CNN, an LSTM and a GRU over a short
 sequence), tf.Modules with named inputs and outputs, a `tf.TensorArray` loop, and models that
-cannot be exported (a string op, a stateful random op, a data-dependent output shape).
+cannot be exported (a string op, a stateful random op, a data-dependent output shape, an input
+of unknown rank).
 
 Each builder returns (the object to save, the `signatures` argument for tf.saved_model.save).
 Biases are random, not zero, so that folding the variables into constants is checked for real.
@@ -11,10 +12,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import tensorflow as tf
 
 keras = tf.keras
 _init = {"bias_initializer": "random_normal"}
+
+# (builder, input shapes compiled: one per input, inputs sorted by name)
+FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("subclassed", [(3, 10)])]
+LOOPS = [("lstm", [(2, 6, 4)]), ("gru", [(2, 5, 3)]), ("tensor_array", [(5, 4)])]
 
 
 def mlp() -> tuple[Any, Any]:
@@ -111,7 +117,7 @@ def two_by_name() -> tuple[Any, Any]:
     return module, {"serving_default": module.__call__, "other": module.__call__}
 
 
-def _single(body: Callable[[Any], Any], shape: list[int | None]) -> tuple[Any, Any]:
+def _single(body: Callable[[Any], Any], shape: list[int | None] | None) -> tuple[Any, Any]:
     module = tf.Module()
     module.f = tf.function(lambda x: {"y": body(x)}, input_signature=[tf.TensorSpec(shape, tf.float32, name="x")])
     return module, {"serving_default": module.f}
@@ -129,8 +135,24 @@ def data_dependent() -> tuple[Any, Any]:
     return _single(lambda x: tf.unique(x)[0], [3])
 
 
+def unknown_rank() -> tuple[Any, Any]:
+    return _single(lambda x: x * 2.0, None)
+
+
 def save(builder: Callable[[], tuple[Any, Any]], path: str) -> str:
     keras.utils.set_random_seed(0)
     obj, signatures = builder()
     tf.saved_model.save(obj, path, signatures=signatures)
     return path
+
+
+def tf_outputs(path: str, inputs: dict[str, np.ndarray], signature: str = "serving_default") -> dict[str, np.ndarray]:
+    """TensorFlow's own outputs of the saved signature: the reference."""
+    function = tf.saved_model.load(path).signatures[signature]
+    return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def random_inputs(module: Any, shapes: list[tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard-normal inputs by name for a loaded fibergrid module."""
+    rng = np.random.default_rng(seed)
+    return {i.name: rng.standard_normal(s).astype(i.dtype) for i, s in zip(module.inputs, shapes)}

@@ -17,6 +17,7 @@ pytest.importorskip(*NEEDS_TF)
     ("string_op", r"signature 'serving_default': TF op '[\w/]*AsString' \(AsString\) has no XLA kernel"),
     ("stateful_random", r"signature 'serving_default': TF op '[\w/]*RandomUniform' \(RandomUniform\) is a stateful random op"),
     ("data_dependent", r"signature 'serving_default': output\(s\) 'y' have a data-dependent shape"),
+    ("unknown_rank", r"signature 'serving_default': input 'x' has unknown rank"),
 ])
 def test_unexportable_model(saved_model, name, match):
     with pytest.raises(CompileError, match=match) as info:

@@ -14,22 +14,9 @@ from compiler.frontends.savedmodel import compile_saved_model
 from compiler.frontends.savedmodel.export import SavedModel
 from tests.savedmodel.conftest import NEEDS_TF
 
-tf = pytest.importorskip(*NEEDS_TF)
+pytest.importorskip(*NEEDS_TF)
 
-# (builder in models.py, input shapes compiled: one per input, inputs sorted by name)
-FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("subclassed", [(3, 10)])]
-LOOPS = [("lstm", [(2, 6, 4)]), ("gru", [(2, 5, 3)]), ("tensor_array", [(5, 4)])]
-
-
-def _tf_outputs(path: str, inputs: dict[str, np.ndarray], signature: str = "serving_default") -> dict[str, np.ndarray]:
-    function = tf.saved_model.load(path).signatures[signature]
-    return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-
-
-def _inputs(module: fg.Module, shapes, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {i.name: rng.standard_normal(s).astype(i.dtype) for i, s in zip(module.inputs, shapes)}
-
+from tests.savedmodel.models import FEEDFORWARD, LOOPS, random_inputs, tf_outputs  # noqa: E402  (needs TensorFlow)
 
 def _compiled(path: str, shapes, tmp_path) -> fg.Module:
     """The model compiled for `shapes`, written to an .fgx and loaded back (the names travel in it)."""
@@ -39,8 +26,8 @@ def _compiled(path: str, shapes, tmp_path) -> fg.Module:
 
 
 def _check(module: fg.Module, path: str, shapes) -> None:
-    inputs = _inputs(module, shapes)
-    expected = _tf_outputs(path, inputs)
+    inputs = random_inputs(module, shapes)
+    expected = tf_outputs(path, inputs)
     got = module.named(**inputs)
     assert list(got) == sorted(expected)
     for name, value in expected.items():
@@ -96,7 +83,7 @@ def test_names_sorted_and_several_input_shapes(saved_model, tmp_path):
     for batch in (2, 5):
         inputs = {"bias": np.array([0.5, 1.0, -1.0], np.float32),
                   "weights": np.arange(batch * 3, dtype=np.float32).reshape(batch, 3)}
-        expected = _tf_outputs(path, inputs, "other")
+        expected = tf_outputs(path, inputs, "other")
         got = module.named(**inputs)
         for name in ("mean", "sum"):
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, err_msg=name)

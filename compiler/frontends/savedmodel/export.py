@@ -17,6 +17,7 @@ which, the TF op (its node name and type): never a TensorFlow traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -39,16 +40,17 @@ STATEFUL_RANDOM_OPS = frozenset({
 })
 
 IOSpec = tuple[str, tuple[int | None, ...], np.dtype]
-"""(name, declared shape with None for unknown dims, dtype) of a signature input or output."""
+"""(name, declared shape with None for unknown dims, dtype) of a signature input."""
 
 
 @dataclass(frozen=True)
 class Signature:
-    """A SavedModel signature as fibergrid sees it: inputs and outputs sorted by name."""
+    """A SavedModel signature as fibergrid sees it: inputs and outputs sorted by name (the
+    outputs' shapes come from the export, at each input shape)."""
 
     name: str
     inputs: tuple[IOSpec, ...]
-    outputs: tuple[IOSpec, ...]
+    outputs: tuple[tuple[str, np.dtype], ...]
 
 
 def import_tensorflow() -> Any:
@@ -102,11 +104,14 @@ class SavedModel:
             raise CompileError(f"{path}: signature '{signature}' does not return a dict of named outputs")
         self._output_keys = sorted(outputs)
         where = f"{path}: signature '{signature}'"
+        for k, spec in self._input_specs.items():
+            if spec.shape.rank is None:
+                raise CompileError(f"{where}: input '{k}' has unknown rank: fibergrid needs each input's rank "
+                                   f"(save the signature with a TensorSpec of known rank)")
         self.signature = Signature(
             signature,
             tuple((k, tuple(s.shape.as_list()), _dtype(tf, s.dtype, f"{where}: input '{k}'")) for k, s in self._input_specs.items()),
-            tuple((k, tuple(outputs[k].shape.as_list()), _dtype(tf, outputs[k].dtype, f"{where}: output '{k}'"))
-                  for k in self._output_keys))
+            tuple((k, _dtype(tf, outputs[k].dtype, f"{where}: output '{k}'")) for k in self._output_keys))
         self._check_ops()
 
     @property
@@ -154,22 +159,19 @@ class SavedModel:
         return text_edits.normalize_legacy_ops(text)
 
     def _capture_value(self, capture: Any) -> np.ndarray:
-        """The value a captured tensor stands for: a variable's (read through its handle) or a
+        """The value a captured tensor stands for: a variable's (found by its handle) or a
         captured constant's."""
-        tf = self._tf
-        if capture.dtype != tf.resource:
+        if capture.dtype != self._tf.resource:
             return capture.numpy()
-        for variable in self._variables():
+        for variable in self._variables:
             if variable.handle is capture:
                 return variable.numpy()
         raise CompileError(f"{self.where}: captures a resource that is not a variable (a lookup table?): "
                            f"fibergrid folds variables into constants and nothing else")
 
+    @functools.cached_property
     def _variables(self) -> list[Any]:
-        found = getattr(self, "_all_variables", None)
-        if found is None:
-            found = self._all_variables = list(self._function.variables) + list(getattr(self._loaded, "variables", []) or [])
-        return found
+        return list(self._function.variables) + list(getattr(self._loaded, "variables", None) or [])
 
 
 def _first_line(e: BaseException) -> str:

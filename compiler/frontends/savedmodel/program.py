@@ -91,5 +91,5 @@ def compile_saved_model(path: str, signature: str = "serving_default", input_sha
     entry = executable.FunctionEntry(
         "main", tuple(zip(declared, dtypes)), compiled,
         tuple((name, shape, dtype) for (name, _, dtype), shape in zip(sig.inputs, declared)),
-        tuple((name, shape, dtype) for (name, _, dtype), shape in zip(sig.outputs, results)))
+        tuple((name, shape, dtype) for (name, dtype), shape in zip(sig.outputs, results)))
     return executable.Program({"main": entry}, None)

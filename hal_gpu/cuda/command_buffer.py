@@ -15,7 +15,7 @@ command buffer): one graph launch per submission of a command buffer, however ma
   node of the next, so commands of one region still overlap, as the model allows.
 
 Steps: a new graph starts after every region with a dispatch that may fail (a kernel that writes
-its status, executable.py `may_fail`; compiled models' kernels mostly cannot) and before every
+its status, executable.py `written`; compiled models' kernels mostly cannot) and before every
 region with an indirect dispatch. A graph with a dispatch that may fail ends by copying the
 state words to pinned memory, and the device launches what follows only once the host saw those
 words clear (device.py), so a failure skips every later command, as on the CPU drivers.
@@ -38,7 +38,7 @@ DEVICE_ONLY = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
 
 @dataclass
 class Indirect:
-    """An indirect dispatch's kernel node, set up at launch (`Part.prepare`)."""
+    """An indirect dispatch's kernel node, set up at launch (`prepare`)."""
 
     node: object
     dispatch: Dispatch
@@ -99,7 +99,7 @@ def _release(device, parts: list[Part]) -> None:
         pass
 
 
-def _steps(cb: CommandBuffer) -> list[tuple[list[list], bool]]:
+def _parts(cb: CommandBuffer) -> list[tuple[list[list], bool]]:
     """The command buffer's regions grouped into parts (module docstring), with whether each
     part may fail."""
     parts: list[tuple[list[list], bool]] = []
@@ -149,7 +149,7 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
     for disp, base in zip(dispatches, bases):
         _write_state(mirror, disp, base)
     check(d.cuMemcpyHtoD(state.device_address, mirror.ctypes.data, mirror.nbytes), "uploading dispatch state")
-    for regions, may_fail in _steps(cb):
+    for regions, may_fail in _parts(cb):
         graph = check(d.cuGraphCreate(0), "cuGraphCreate")
         part = Part(graph, None, may_fail, [], [])
         mirrored = _mirrored_ranges(regions)
@@ -236,7 +236,7 @@ def _add(device, graph, deps: list, c, lowered: LoweredCommandBuffer, part: Part
         if part.may_fail:
             part.dispatches.append(n)
         if c.indirect is not None:
-            assert first_region  # _steps starts a part at every region with an indirect dispatch
+            assert first_region  # _parts starts a part at every region with an indirect dispatch
             part.indirect.append(Indirect(node, c, n, base, params))
             lowered.keep.append(c.indirect.buffer)
         return node

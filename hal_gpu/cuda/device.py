@@ -182,7 +182,7 @@ class CudaDevice(Device):
         while self._pending:
             sub = self._pending[0]
             err = d.cuEventQuery(sub.event)[0]
-            if err == d.CUresult.CUDA_ERROR_NOT_READY:
+            if err == _NOT_READY:
                 break
             check((err,), "a submission's event")
             self._pending.pop(0)

@@ -1,10 +1,11 @@
 """The CUDA target and driver. Without a GPU (CI): the PTX the NVPTX backend writes for the
-suite's portable kernels and for compiled models, the driver's may-fail scan of PTX, and the
-.fgx's cuda blob. With an sm_90+ GPU (the H200): compiled models on `cuda` against JAX at the
-CPU tests' tolerance (test_vulkan.py's model tests, run here on this module's cuda `device`, and
-math that goes through libdevice), the CLI, device choice. (The HAL conformance suite and the CNN and
-transformer-block models of tests/compiler/test_lowering_models.py run on cuda too, as on every
-present driver.) Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a GPU)."""
+suite's portable kernels and for compiled models, the driver's scan of the parameters a kernel
+writes, and the .fgx's cuda blob. With an sm_90+ GPU (the H200): compiled models on `cuda`
+against JAX at the CPU tests' tolerance (test_vulkan.py's model tests, run here on this module's
+cuda `device`; math through libdevice; both matmul kernels), the CLI, device choice. (The HAL
+conformance suite and the models of tests/compiler/test_lowering_models.py run on cuda too, as
+on every present driver.) Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a
+GPU)."""
 
 from __future__ import annotations
 

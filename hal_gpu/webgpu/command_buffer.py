@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hal import spirv_abi
-from hal.command_buffer import Barrier, CommandBuffer, Copy, Dispatch, Fill, Update
+from common.errors import ResourceExhausted
+from hal.command_buffer import Barrier, Binding, CommandBuffer, Copy, Dispatch, Fill, Update
 from hal_gpu.webgpu import builtins
 
 _ARGS_WORDS = 5  # indirect arguments x, y, z, then the count's word in its buffer and the limit
@@ -189,8 +190,18 @@ def _pass(steps: list, dispatch: tuple) -> None:
     steps[-1][1].append(dispatch)
 
 
-def _whole(device, buffer) -> tuple[object, int, int]:
-    return buffer.handle, 0, min(buffer.padded, device.max_binding_size)
+def _span(device, end: int, what: str) -> None:
+    """ResourceExhausted where a kernel would address bytes past what one binding may span
+    (kernels bind whole buffers and add the range's offset themselves)."""
+    if end > device.max_binding_size:
+        raise ResourceExhausted(f"webgpu: {what}: its range ends at byte {end}, past the {device.max_binding_size} bytes "
+                                f"one storage binding spans on {device.name}")
+
+
+def _whole(device, binding: Binding, what: str) -> tuple[object, int, int]:
+    """A bind-group entry for all of `binding`'s buffer."""
+    _span(device, binding.offset + binding.length, what)
+    return binding.buffer.handle, 0, min(binding.buffer.padded, device.max_binding_size)
 
 
 def _dispatch(device, out, steps, d: Dispatch, words, state_at, args_buffer, args_words, args_at) -> None:
@@ -206,12 +217,12 @@ def _dispatch(device, out, steps, d: Dispatch, words, state_at, args_buffer, arg
     nwords = spirv_abi.state_words(ep.binding_count, ep.constant_count)
     state = (out.state, 4 * state_at, 4 * nwords)
     group = _group(device, d.executable.pipelines[ep.function].layout,
-                   [(i, *_whole(device, b.buffer)) for i, b in enumerate(d.bindings)] + [(ep.binding_count, *state)])
+                   [(i, *_whole(device, b, f"dispatch '{ep.name}': binding {i}")) for i, b in enumerate(d.bindings)] + [(ep.binding_count, *state)])
     indirect = None
     if d.indirect is not None:
         args_words[args_at + 3: args_at + 5] = (d.indirect.offset // 4, device.limits.max_workgroup_count)
         check = device.builtin("fg_indirect_check")
-        check_group = _group(device, check.get_bind_group_layout(0), [(0, *_whole(device, d.indirect.buffer)), (1, *state),
+        check_group = _group(device, check.get_bind_group_layout(0), [(0, *_whole(device, d.indirect, f"dispatch_indirect '{ep.name}'")), (1, *state),
                                                                       (2, args_buffer, 4 * args_at, 4 * _ARGS_WORDS)])
         _pass(steps, (check, check_group, (1, 1, 1), None))
         indirect = (args_buffer, 4 * args_at)
@@ -223,8 +234,9 @@ def _bytes_kernel(device, out, steps, name: str, source, source_offset: int, tar
     """fg_copy (from `source`) or fg_fill over `target`'s range (builtins.py)."""
     words[state_at: state_at + 3] = (source_offset, target.offset, target.length)
     pipeline = device.builtin(name)
-    entries = [(1, *_whole(device, target.buffer)), (2, out.state, 4 * state_at, 16)]
+    entries = [(1, *_whole(device, target, name)), (2, out.state, 4 * state_at, 16)]
     if source is not None:
+        _span(device, source_offset + target.length, name)
         entries.append((0, source, 0, min(source.size, device.max_binding_size)))
     count = -(-(target.offset + target.length) // 4) - target.offset // 4
     _pass(steps, (pipeline, _group(device, pipeline.get_bind_group_layout(0), entries),

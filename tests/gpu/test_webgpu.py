@@ -173,3 +173,20 @@ def test_device_choice_errors_name_the_adapters() -> None:
             dev.create_executable(FORMAT, b"\x00\x01\x02\x03", ())
     with pytest.raises(fg.FailedPrecondition, match="closed"):
         dev.create_semaphore(0)
+
+
+def test_a_range_past_one_binding_is_refused_when_recorded(device) -> None:
+    """Kernels bind whole buffers; a range past the largest binding cannot be addressed, and
+    recording it says so instead of reading past it."""
+    limit = device.max_binding_size
+    if limit + 8 > device.allocator.max_allocation_size:
+        pytest.skip(f"buffers cannot outgrow one binding ({limit} bytes) on {device.name}")
+    big = device.allocator.allocate_buffer(limit + 8, fg.BufferUsage.TRANSFER | fg.BufferUsage.DISPATCH_STORAGE)
+    cb = device.create_command_buffer()
+    cb.dispatch(K.iota, "iota", 1, [], [(big, limit, 8)])
+    with pytest.raises(fg.ResourceExhausted, match="binding 0: its range ends at byte"):
+        cb.end()
+    cb = device.create_command_buffer()
+    cb.fill(big, limit + 1, 3, np.uint8(1))
+    with pytest.raises(fg.ResourceExhausted, match="fg_fill"):
+        cb.end()

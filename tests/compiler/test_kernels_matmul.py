@@ -86,7 +86,7 @@ def test_cache_sizes_from_sysfs(tmp_path) -> None:
 
 def test_tiling_follows_the_caches() -> None:
     """kc shrinks with L1 (the B panel and A sliver fit 3/4 of it), tile_m with L2."""
-    small = matmul.choose_config(1024, 1024, 1024, lanes=16, cache=caches.Caches(32 << 10, 64 << 10))
+    small = matmul.choose_config(1024, 1024, 1024, lanes=16, cache=caches.Caches(32 << 10, 32 << 10))
     large = matmul.choose_config(1024, 1024, 1024, lanes=16, cache=caches.Caches(64 << 10, 2 << 20))
     assert small.kc < large.kc and small.tile_m < large.tile_m
     assert 4 * (small.nr + small.mr) * small.kc <= (32 << 10) * 3 // 4
@@ -95,8 +95,8 @@ def test_tiling_follows_the_caches() -> None:
 
 
 def test_prepacked_weights_on_vulkan() -> None:
-    """The packed layout through the SPIR-V target: its tiled matmul (4096+ outputs) and the
-    portable lowering (smaller)."""
+    """The packed layout through the SPIR-V target: its tiled matmul (4096+ outputs), the
+    portable lowering (smaller), and a 1x1 conv turned matmul."""
     if "vulkan" not in fg.available_drivers():
         pytest.skip("no Vulkan device here")
     device = fg.create_device("vulkan")
@@ -106,5 +106,42 @@ def test_prepacked_weights_on_vulkan() -> None:
             f = _dense(w, bias, relu=False)
             module = fg.load(jax.jit(f).lower(x).as_text(), device=device)
             np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4 * np.sqrt(k))
+        w, x = _f32(1, 1, 64, 96), _f32(1, 14, 14, 64)  # a 1x1 conv, run as a packed matmul
+
+        def conv(x):
+            return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        module = fg.load(jax.jit(conv).lower(x).as_text(), device=device)
+        np.testing.assert_allclose(module(x), np.asarray(conv(x)), rtol=1e-4, atol=1e-4)
     finally:
         device.close()
+
+
+@pytest.mark.parametrize("shape,features", [((1, 7, 9, 13), 17), ((2, 14, 14, 64), 128), ((1, 1, 1, 3), 5)])
+def test_pointwise_conv_runs_as_a_prepacked_matmul(shape: tuple[int, ...], features: int) -> None:
+    """1x1 convolutions (compiler/passes/conv_as_matmul.py), with a bias and relu after."""
+    from jax import lax
+
+    w, bias, x = _f32(1, 1, shape[3], features), _f32(features), _f32(*shape)
+
+    def f(x):
+        y = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.numpy.maximum(y + bias, 0.0)
+
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-task")
+    assert [d.entry for d in module.compiled.program if "conv" in d.entry]
+    assert any(t.kind == "constant" and t.value.ndim == 3 for t in module.compiled.tensors)  # packed filter
+    np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_strided_and_padded_1x1_convs_stay_convolutions() -> None:
+    from jax import lax
+
+    w, x = _f32(1, 1, 8, 6), _f32(1, 9, 9, 8)
+    for strides, padding in (((2, 2), "VALID"), ((1, 1), ((1, 0), (0, 1)))):
+        def f(x, strides=strides, padding=padding):
+            return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
+        assert not any(t.kind == "constant" and t.value.ndim == 3 for t in module.compiled.tensors)
+        np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)

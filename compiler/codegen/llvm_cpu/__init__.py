@@ -7,13 +7,15 @@ from compiler.codegen.llvm_cpu import conv, matmul
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
 from compiler.codegen.llvm_cpu.sort import generate_sort
+from compiler.passes.conv_as_matmul import convs_as_matmuls
 from compiler.passes.fusion import Partition
 from compiler.passes.packing import prepack_weights
 
 
 def prepare(part: Partition) -> Partition:
-    """The partition as this target's kernels want it: constant matmul weights pre-packed."""
-    return prepack_weights(part, matmul.panel_width, matmul.pack_weights)
+    """The partition as this target's kernels want it: 1x1 convolutions as matmuls, constant
+    matmul weights pre-packed."""
+    return prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
 
 
 def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:

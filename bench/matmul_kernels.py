@@ -21,12 +21,14 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from bench.models import medians_us
 from compiler.codegen.llvm_cpu import conv, jit, matmul
 from hal import abi
 
@@ -100,11 +102,17 @@ class Dispatch:
 
 
 def _openblas_threads(n: int) -> None:
-    """Set numpy's OpenBLAS thread count in-process (numpy wheels bundle scipy-openblas)."""
+    """Set numpy's OpenBLAS thread count in-process (numpy wheels bundle scipy-openblas; other
+    builds through threadpoolctl where it is installed)."""
     libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "libscipy_openblas*.so"))
-    if not libs:
-        raise RuntimeError("numpy's OpenBLAS library not found: cannot match its thread count")
-    ctypes.CDLL(libs[0]).scipy_openblas_set_num_threads64_(n)
+    if libs:
+        ctypes.CDLL(libs[0]).scipy_openblas_set_num_threads64_(n)
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise RuntimeError("numpy's OpenBLAS library not found: cannot match its thread count") from None
+    threadpool_limits(limits=n, user_api="blas")
 
 
 def _median_seconds(fn: Callable[[], None], repeats: int, reps: int = 1) -> float:
@@ -182,11 +190,55 @@ def bench_conv(repeats: int, reps: int) -> dict:
     return row
 
 
+def sweep(sizes: Sequence[int], repeats: int) -> list[dict]:
+    """The blocked GEMM (B pre-packed, as constant weights are) under tilings around
+    `choose_config`'s, in interleaved rounds (numpy apart: OpenBLAS's threads spin after a
+    call), at 1 and all workers: where the tiling rules should move on this host."""
+    workers = len(os.sched_getaffinity(0))
+    rows = []
+    for size in sizes:
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((size, size), np.float32), rng.standard_normal((size, size), np.float32)
+        c = np.zeros((size, size), np.float32)
+        base = matmul.choose_config(size, size, size, packed=True)
+        variants = {"chosen": base}
+        for kc in (128, 192, 256, 384, 512):
+            variants[f"kc{kc}"] = replace(base, kc=kc)
+        for tile_m in (64, 256, 512):
+            variants[f"tile_m{tile_m}"] = replace(base, tile_m=tile_m)
+        variants["tile_n2panels"] = replace(base, tile_n=2 * base.nr)
+        for mr, nv in matmul.TILES_32_REGISTERS if base.lanes >= 16 else matmul.TILES_16_REGISTERS:
+            variants[f"{mr}x{nv}"] = replace(base, mr=mr, nv=nv, tile_m=min(size, 16 * mr), tile_n=min(size, 8 * nv * base.lanes))
+        dispatches: dict[str, Callable[[], object]] = {}
+        keep = []
+        for name, cfg in variants.items():
+            kernel = matmul.generate_matmul(size, size, size, config=cfg, b_panel=cfg.nr)
+            module = jit.compile_ir(kernel.ir)
+            keep.append(module)
+            packed = matmul.pack_weights(b, cfg.nr)
+            for threads in (1, workers):
+                d = Dispatch(module.address(kernel.name), kernel.workgroup_count, 0, [a, packed, c], threads)
+                dispatches[f"{name}@{threads}"] = d.run
+        for threads in (1, workers):
+            _openblas_threads(threads)
+            numpy_us = medians_us({"numpy": lambda: a @ b}, repeats, min_seconds=0.1)["numpy"]
+            times = medians_us({name: dispatches[f"{name}@{threads}"] for name in variants}, repeats, min_seconds=0.1)
+            for name, us in times.items():
+                rows.append({"size": size, "threads": threads, "variant": name, "config": variants[name].__dict__,
+                             "gflops": round(2.0 * size ** 3 / us / 1e3, 1), "vs_numpy": round(us / numpy_us, 3)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object (the default is a table)")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per figure (median)")
+    parser.add_argument("--sweep", type=int, nargs="*", help="matmul sizes to sweep tilings over instead")
     args = parser.parse_args()
+    if args.sweep:
+        for row in sweep(args.sweep, args.repeats):
+            print(json.dumps(row))
+        return
     rows = [
         bench_matmul(1024, 1024, 1024, args.repeats, reps=1),
         bench_matmul(1, 1024, 784, args.repeats, reps=200),

@@ -22,7 +22,7 @@ from llvmlite import ir
 
 from . import jit
 from .abi_builder import F32, I64, for_range, i64, internal_function, load_vector, store_vector
-from .matmul import Epilogue, GeneratedKernel, RegisterTile, emit_tiled_entry, microkernel
+from .matmul import Epilogue, GeneratedKernel, RegisterTile, emit_tiled_entry, microkernel, register_tile
 
 F32P = F32.as_pointer()
 
@@ -64,11 +64,12 @@ def _padding(padding: str, size: int, kernel: int, stride: int, dilation: int) -
 
 
 def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None) -> ConvConfig:
-    """Register tile as for matmul (6 x 2 vectors on AVX2, 8 x 3 on AVX-512); 96 pixels x up to
-    128 channels per workgroup keep the gathered block (96 x kc floats) in L1/L2 next to the
-    filter slice; input channels are split into equal blocks of at most 256."""
+    """Register tile as for matmul (`register_tile`: 6 x 2 vectors on AVX2; on AVX-512 the
+    tile whose panels fit the output channels best, 6 x 4 for 64 of them); 16 register tiles
+    of pixels x 8 panels of channels per workgroup keep the gathered block (16 * mr x kc floats)
+    in L1/L2 next to the filter slice; input channels are split into equal blocks of at most 256."""
     lanes = lanes or jit.vector_width_f32()
-    mr, nv = (8, 3) if lanes >= 16 else (6, 2)
+    mr, nv = register_tile(f, lanes)
     kc = -(-c // -(-c // 256))
     return ConvConfig(lanes, mr, nv, min(pixels, 16 * mr), min(f, 8 * nv * lanes), kc)
 

@@ -100,7 +100,8 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     contiguous streams the hardware prefetchers follow. Skinny shapes split N into at least
     MIN_WORKGROUPS column tiles so every worker has some.
     Otherwise the blocked path: register tile 6 x 2 vectors with 16 vector registers (AVX2:
-    12 accumulators + 2 B vectors + 1 broadcast), 8 x 3 with 32 (AVX-512); kc sized so a
+    12 accumulators + 2 B vectors + 1 broadcast), 8 x 3, 6 x 4 or 12 x 2 with 32 (AVX-512,
+    `register_tile`); kc sized so a
     kc x NR panel of B and an MR x kc sliver of A fill 3/4 of L1 (256 on Zen 3: kc = 512 ran
     ~3% faster on one thread but scaled to only 1.2-1.6x on two), K split into equal blocks so
     no block is a sliver; tile_m up to 16 register tiles while A's tile_m x kc block takes at
@@ -116,7 +117,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
         nr = nv * lanes
         tile_n = min(n, max(nr, _round_up(-(-n // MIN_WORKGROUPS), nr)))
         return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)
-    mr, nv = (8, 3) if lanes >= 16 else (6, 2)
+    mr, nv = register_tile(n, lanes)
     nr = nv * lanes
     kc_max = min(512, max(64, cache.l1d * 3 // 4 // (4 * (nr + mr)) // 16 * 16))
     kc = -(-k // -(-k // kc_max))
@@ -151,6 +152,20 @@ def pack_weights(b: np.ndarray, nr: int) -> np.ndarray:
 
 
 MIN_WORKGROUPS = 16  # blocked matmul workgroups to aim for (a few per worker, for balance)
+
+# Register tiles (rows, vectors) that fill the vector registers: 16 registers hold 6 x 2
+# accumulators + 2 B vectors + 1 broadcast; 32 hold 8 x 3 (or 6 x 4, 12 x 2) + B + broadcast.
+TILES_16_REGISTERS = ((6, 2),)
+TILES_32_REGISTERS = ((8, 3), (6, 4), (12, 2))
+
+
+def register_tile(n: int, lanes: int) -> tuple[int, int]:
+    """(mr, nv) for N columns: of the tiles that fill the registers, the one whose panels waste
+    the fewest columns past N (64 output channels in 48-wide panels compute a 16-wide remainder
+    with a third of the accumulators, 64-wide panels do not), the first on a tie."""
+    tiles = TILES_32_REGISTERS if lanes >= 16 else TILES_16_REGISTERS
+    return min(tiles, key=lambda t: _round_up(n, t[1] * lanes) - n)
+
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from hal.driver import register_driver
 
 NAME = "webgpu"
 _lock = threading.Lock()
-# Preference: discrete GPUs first, the CPU (lavapipe) last; native APIs before OpenGL (whose
-# WebGPU has no compute on older GL versions).
+# Preference: discrete GPUs first, the CPU (lavapipe) last.
 _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "Unknown": 2, "CPU": 3}
-_BACKEND_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 0, "OpenGL": 1}
+# wgpu's backends with all of WebGPU's compute: its OpenGL backend is a "downlevel" one (fewer
+# storage buffers per shader, no compute on older GL), where the driver would fail, not run.
+_BACKENDS = ("Vulkan", "Metal", "D3D12")
 
 
 def wgpu():
@@ -36,11 +37,10 @@ def wgpu():
 
 @functools.cache
 def adapters() -> tuple:
-    """Adapters on this machine, best first (enumerated once: an adapter serves many devices)."""
-    found = wgpu().gpu.enumerate_adapters_sync()
-    ranked = sorted(enumerate(found), key=lambda t: (_TYPE_RANK.get(t[1].info.get("adapter_type"), 2),
-                                                       _BACKEND_RANK.get(t[1].info.get("backend_type"), 2), t[0]))
-    return tuple(a for _, a in ranked)
+    """Adapters on this machine with a full WebGPU backend, best first (enumerated once: an
+    adapter serves many devices)."""
+    found = [a for a in wgpu().gpu.enumerate_adapters_sync() if a.info.get("backend_type") in _BACKENDS]
+    return tuple(sorted(found, key=lambda a: _TYPE_RANK.get(a.info.get("adapter_type"), 2)))
 
 
 def adapter_name(adapter) -> str:

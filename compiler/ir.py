@@ -13,6 +13,11 @@ Shape of the IR (deliberately close to StableHLO so a frontend is a translation,
   identity. Its `TensorType` may have dynamic dims: None (unknown) or a str (a symbolic name such as
   'b', shared by all dims known to be equal).
 
+Element types: every integer width signed and unsigned, i1, f16, bf16, f32 and f64. float64 is
+computed in float64 end to end (no demotion to f32, unlike IREE's --iree-input-demote-f64-to-f32:
+the CPU has native f64 and JAX's x64 programs expect its precision); complex, sub-byte integers and
+f8/f6/f4 are not supported (a clear error naming the type).
+
 `ELEMENTWISE` is the single table of elementwise ops: the parser uses it to accept them, shape
 inference to type them and the reference evaluator to run them (its numpy function gives the
 semantics; codegen keys its emitters on the same names).
@@ -255,8 +260,8 @@ def reduce_precision_format(attrs: dict) -> tuple[int, int]:
 
 def _reduce_precision(x: np.ndarray, exponent_bits: int | None = None, mantissa_bits: int | None = None) -> np.ndarray:
     """StableHLO reduce_precision (round the mantissa to nearest even, clamp the exponent
-    range: overflow -> inf, underflow -> zero; NaN kept where the format has a mantissa), on
-    x's own bits."""
+    range: overflow -> inf, underflow -> zero; NaN kept, even with no mantissa bits, as XLA
+    does; StableHLO's interpreter makes it inf there), on x's own bits."""
     if exponent_bits is None or mantissa_bits is None:
         raise CompileError("reduce_precision needs exponent_bits and mantissa_bits")
     x = np.ascontiguousarray(x)
@@ -281,8 +286,6 @@ def _reduce_precision(x: np.ndarray, exponent_bits: int | None = None, mantissa_
         signed_zero = bits & sign
         bits = np.where(overflow, signed_zero | exp_mask, np.where(underflow, signed_zero, bits))
     out = (bits & np.uint64(mask)).astype(u).view(x.dtype).reshape(x.shape)
-    if mantissa_bits == 0:  # no mantissa, no NaN: NaN becomes inf of its sign (StableHLO, XLA)
-        return np.where(np.isnan(x.astype(np.float32)), np.copysign(np.inf, x.astype(np.float32)), out).astype(x.dtype)
     return np.where(np.isnan(x.astype(np.float32)), x, out).astype(x.dtype)  # NaN kept, as XLA
 
 ELEMENTWISE: dict[str, Elementwise] = {

@@ -388,24 +388,13 @@ def _batch_norm(b_: _Builder, op: Op) -> list[Value]:
     return [grad, grad_scale, sum_dy]
 
 
+_RULES = {"rng": _rng, "rng_bit_generator": _rng_bit_generator, "top_k": _top_k, "scan": _scan,
+          "triangular_solve": _triangular_solve, "cholesky": _cholesky, "mulhi": _mulhi,
+          "batch_norm_inference": _batch_norm, "batch_norm_training": _batch_norm, "batch_norm_grad": _batch_norm}
+
+
 def _rule(op: Op):
-    if op.name.startswith("batch_norm_"):
-        return _batch_norm
-    if op.name == "rng":
-        return _rng
-    if op.name == "rng_bit_generator":
-        return _rng_bit_generator
-    if op.name == "top_k":
-        return _top_k
-    if op.name == "scan":
-        return _scan
-    if op.name == "triangular_solve":
-        return _triangular_solve
-    if op.name == "cholesky":
-        return _cholesky
-    if op.name == "mulhi":
-        return _mulhi
-    return None
+    return _RULES.get(op.name)
 
 
 def decompose(fn: Function) -> Function:

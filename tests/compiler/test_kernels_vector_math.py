@@ -1,6 +1,6 @@
 """Inline vector math of the CPU kernels (compiler/codegen/llvm_cpu/vector_math.py) against
-numpy and JAX: exp over its whole f32 range, the edges (overflow, underflow, inf, NaN), and
-the kernels that use it (softmax, logistic) end to end."""
+numpy and JAX: exp, tanh and log over their f32 ranges, the edges (overflow, underflow, zero,
+negatives, inf, NaN), and the kernels that use them (softmax, logistic, GELU) end to end."""
 
 import ctypes
 
@@ -14,20 +14,19 @@ from compiler.codegen.llvm_cpu.abi_builder import F32, I64, for_range, vector
 LANES = 16
 
 
-@pytest.fixture(scope="module")
-def vector_exp():
-    """void exp_all(float* x, float* y, i64 n): y = exp(x), LANES at a time (n a multiple)."""
+def _compiled(name: str):
+    """`name` over an array through `void f(float* x, float* y, i64 n)`, LANES at a time."""
     module = ir.Module()
     fp = F32.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, fp, I64]), "exp_all")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, fp, I64]), name)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vp = vector(LANES).as_pointer()
     with for_range(b, 0, fn.args[2], step=LANES) as i:
         x = b.load(b.bitcast(b.gep(fn.args[0], [i]), vp), align=4)
-        b.store(vector_math.exp(b, x), b.bitcast(b.gep(fn.args[1], [i]), vp), align=4)
+        b.store(getattr(vector_math, name)(b, x), b.bitcast(b.gep(fn.args[1], [i]), vp), align=4)
     b.ret_void()
     compiled = jit.compile_ir(str(module))
-    call = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(compiled.address("exp_all"))
+    call = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(compiled.address(name))
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(np.resize(x.astype(np.float32), -(-x.size // LANES) * LANES))
@@ -37,6 +36,11 @@ def vector_exp():
         return y
 
     return run
+
+
+@pytest.fixture(scope="module")
+def vector_exp():
+    return _compiled("exp")
 
 
 def test_exp_matches_numpy_to_two_ulp_over_the_normal_range(vector_exp):
@@ -69,3 +73,44 @@ def test_softmax_and_logistic_against_jax(shape):
     for f in (lambda x: jax.nn.softmax(x, axis=-1), jax.nn.sigmoid, lambda x: jax.numpy.exp(x) * 0.5):
         got = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")(x)
         np.testing.assert_allclose(got, np.asarray(f(x)), rtol=2e-6, atol=1e-30)
+
+
+def _max_ulp(got: np.ndarray, want: np.ndarray) -> float:
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    return float(np.max(np.abs(got.astype(np.float64) - want) / ulp))
+
+
+def test_tanh_to_a_few_ulp_and_edges():
+    tanh = _compiled("tanh")
+    x = np.concatenate([np.linspace(-12, 12, 1 << 18, dtype=np.float32), np.geomspace(1e-30, 0.7, 4096, dtype=np.float32)])
+    got = tanh(x)[: x.size]
+    assert _max_ulp(got, np.tanh(x.astype(np.float64))) <= 3.0
+    edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 100.0, -100.0, 0.625, -0.625] + [0.0] * 7, np.float32)
+    got = tanh(edges)
+    assert got[0] == 0 and got[2] == 1 and got[3] == -1 and np.isnan(got[4]) and got[5] == 1 and got[6] == -1
+    np.testing.assert_allclose(got[7:9], np.tanh(edges[7:9]), rtol=3e-7)
+
+
+def test_log_to_a_few_ulp_and_edges():
+    log = _compiled("log")
+    x = np.concatenate([np.geomspace(np.finfo(np.float32).tiny, 3e38, 1 << 18, dtype=np.float32),
+                        np.linspace(0.5, 2.0, 4096, dtype=np.float32)])
+    got, want = log(x)[: x.size], np.log(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-3) / np.finfo(np.float32).eps) <= 3.0
+    edges = np.array([0.0, -0.0, -1.0, np.inf, -np.inf, np.nan, 1.0, np.e] + [1.0] * 8, np.float32)
+    got = log(edges)
+    assert got[0] == got[1] == -np.inf and np.isnan(got[2]) and got[3] == np.inf
+    assert np.isnan(got[4]) and np.isnan(got[5]) and got[6] == 0.0
+    assert abs(got[7] - 1.0) <= 1.2e-7
+
+
+def test_chains_with_tanh_and_log_against_jax():
+    import jax
+
+    import fibergrid as fg
+
+    x = np.random.default_rng(1).standard_normal((7, 300)).astype(np.float32) * 4
+    for f in (jax.numpy.tanh, lambda x: jax.nn.log_softmax(x, axis=-1), lambda x: jax.numpy.log(jax.numpy.abs(x) + 1e-3),
+              lambda x: jax.nn.gelu(x, approximate=True)):
+        got = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")(x)
+        np.testing.assert_allclose(got, np.asarray(f(x)), rtol=2e-6, atol=2e-6)

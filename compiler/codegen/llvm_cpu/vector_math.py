@@ -10,7 +10,7 @@ exp: Cephes' expf: n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r 
 an ulp), exp(r) by a degree-6 polynomial on |r| <= ln2/2 (about 1 ulp), times 2^n built in the
 exponent bits as two factors (n in [-150, 128] does not fit one f32 exponent). Overflow gives
 +inf, deep underflow 0 (denormal results flush to zero: kernels run with FTZ/DAZ, as XLA's do),
-NaN stays NaN.
+NaN stays NaN. tanh and log: Cephes' tanhf and logf, vectorised the same way (their docstrings).
 """
 
 from __future__ import annotations
@@ -55,7 +55,61 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", x, x), x, result)
 
 
-_LOWERINGS = {"exp": exp}
+_TANH_POLY = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
+_TANH_SMALL = 0.625
+
+
+def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """tanh(x) for a vector of f32 (Cephes' tanhf): x + x^3 P(x^2) for |x| < 0.625, else
+    sign(x) (1 - 2 / (e^2|x| + 1)) (1 at large |x|, where e^2|x| is +inf); NaN stays NaN."""
+    ty = x.type
+    magnitude = _call(b, "fabs", [x])
+    z = b.fmul(x, x)
+    p = _const(ty, _TANH_POLY[0])
+    for c in _TANH_POLY[1:]:
+        p = fma(b, p, z, _const(ty, c))
+    small = fma(b, b.fmul(p, z), x, x)
+    two = _const(ty, 2.0)
+    large = b.fsub(_const(ty, 1.0), b.fdiv(two, b.fadd(exp(b, b.fmul(magnitude, two)), _const(ty, 1.0))))
+    large = _call(b, "copysign", [large, x])
+    result = b.select(b.fcmp_ordered("<", magnitude, _const(ty, _TANH_SMALL)), small, large)
+    return b.select(b.fcmp_unordered("uno", x, x), x, result)
+
+
+_SQRT_HALF = 0.707106781186547524
+_LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
+             -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
+_LN2_LOG_HI, _LN2_LOG_LO = 0.693359375, -2.12194440e-4
+
+
+def log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """ln(x) for a vector of f32 (Cephes' logf): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+    ln(m) = f - f^2/2 + f^3 P(f) with f = m - 1, plus e ln 2 in two parts. 0 (and denormals,
+    zero under DAZ) give -inf, negatives NaN, +inf +inf, NaN NaN."""
+    ty = x.type
+    ity = ir.VectorType(I32, ty.count)
+    bits = b.bitcast(x, ity)
+    exponent = b.sub(b.lshr(bits, _const(ity, 23)), _const(ity, 126))  # x = m' 2^e, m' in [0.5, 1)
+    mantissa = b.bitcast(b.or_(b.and_(bits, _const(ity, 0x807FFFFF)), _const(ity, 0x3F000000)), ty)
+    below = b.fcmp_ordered("<", mantissa, _const(ty, _SQRT_HALF))
+    e = b.sitofp(b.sub(exponent, b.zext(below, ity)), ty)
+    f = b.fsub(b.select(below, b.fadd(mantissa, mantissa), mantissa), _const(ty, 1.0))
+    z = b.fmul(f, f)
+    p = _const(ty, _LOG_POLY[0])
+    for c in _LOG_POLY[1:]:
+        p = fma(b, p, f, _const(ty, c))
+    y = b.fmul(b.fmul(p, f), z)
+    y = fma(b, e, _const(ty, _LN2_LOG_LO), y)
+    y = fma(b, z, _const(ty, -0.5), y)
+    result = fma(b, e, _const(ty, _LN2_LOG_HI), b.fadd(f, y))
+    zero = _const(ty, 0.0)
+    result = b.select(b.fcmp_ordered("==", x, zero), _const(ty, float("-inf")), result)
+    result = b.select(b.fcmp_ordered("==", x, _const(ty, float("inf"))), x, result)
+    nan = _const(ty, float("nan"))
+    return b.select(b.fcmp_unordered("ult", x, zero), nan, result)  # negatives and NaN
+
+
+_LOWERINGS = {"exp": exp, "tanh": tanh, "log": log}
 
 
 def lower(b: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value | None:

@@ -283,7 +283,8 @@ def from_bytes(data: bytes, origin: str) -> Program:
     if hashlib.sha256(meta_bytes).digest() != meta_sha:
         raise InvalidArgument(f"{origin}: corrupted: metadata checksum mismatch")
     try:
-        meta = json.loads(meta_bytes)
+        meta = json.loads(meta_bytes, parse_float=_no_floats, parse_constant=_no_floats)
+        _check_types(meta, origin)
         target = Target(meta["target"]["triple"], meta["target"]["cpu"], frozenset(meta["target"]["features"]))
         target.check_runs_here(origin)
         blobs = _read_blobs(meta["blobs"], memoryview(data)[meta_end:], origin)
@@ -291,11 +292,87 @@ def from_bytes(data: bytes, origin: str) -> Program:
         source: str | bytes | None = None if meta["source"] is None else bytes(blobs[meta["source"]])
         if source is not None and meta.get("source_format", "stablehlo") != "onnx":
             source = source.decode()
-        return Program(functions, source, target, meta["compiler_version"])
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        program = Program(functions, source, target, meta["compiler_version"])
+        for entry in functions.values():
+            for compiled in entry.specializations.values():
+                _check_specialization(compiled, origin)
+        return program
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
         if isinstance(e, InvalidArgument):
             raise
         raise InvalidArgument(f"{origin}: malformed metadata ({type(e).__name__}: {e})") from None
+
+
+def _no_floats(text: str) -> None:
+    raise ValueError(f"a number that is not an integer ({text[:40]})")
+
+
+# The JSON type of every metadata key, wherever it appears: a field of the wrong type is an
+# error here rather than something int() or str() quietly turns into another program. Keys not
+# listed (added by later formats) are left to the decoders.
+_INTS = {"offset", "length", "local_memory_size", "input_index", "id", "tensor", "format_version"}
+_INT_LISTS = {"workgroup_count", "workgroup_size"}
+_STRS = {"name", "sha256", "dtype", "kind", "entry", "format", "object", "blob", "triple", "cpu", "compiler_version",
+         "source_format"}
+_OPTIONAL_STRS = {"value", "source"}
+
+
+def _well_typed(k: str, v: Any) -> bool:
+    if k in _INTS:
+        return type(v) is int
+    if k in _STRS:
+        return type(v) is str
+    if k in _OPTIONAL_STRS:
+        return v is None or type(v) is str
+    if k in _INT_LISTS:
+        return type(v) is list and all(type(x) is int for x in v)
+    if k == "tensors":  # a specialization's tensor records, or a dispatch's tensor ids
+        return type(v) is list and (all(type(x) is int for x in v) or all(type(x) is dict for x in v))
+    if k == "shape":  # dims: sizes, None (dynamic) or a symbolic name (never a number in a string)
+        return type(v) is list and all(type(x) is int or x is None or type(x) is str and not x.lstrip("+-").isdigit() for x in v)
+    if k == "barrier_before":
+        return type(v) is bool
+    return True
+
+
+def _check_types(value: Any, origin: str) -> None:
+    """Raises InvalidArgument naming the key whose value has the wrong JSON type."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not _well_typed(k, v):
+                raise InvalidArgument(f"{origin}: malformed metadata: '{k}' is {json.dumps(v)[:60]}")
+            _check_types(v, origin)
+    elif isinstance(value, list):
+        for v in value:
+            _check_types(v, origin)
+
+
+def _check_specialization(c: pipeline.CompiledFunction, origin: str) -> None:
+    """The host program refers only to what the file defines: tensor ids, kernel entries with
+    their binding dtypes, input indices and shapes, non-negative dims and workgroup counts, so a
+    call never indexes past the program or binds a buffer of the wrong type."""
+    where = f"{origin}: @{c.name} {c.shapes}"
+    tensors = {t.id: t for t in c.tensors}
+    kernels = {k.name: k for k in c.kernels}
+    if len(tensors) != len(c.tensors):
+        raise InvalidArgument(f"{where}: duplicate tensor ids")
+    for t in c.tensors:
+        if any(d < 0 for d in t.shape) or t.kind not in ("input", "constant", "temp"):
+            raise InvalidArgument(f"{where}: tensor {t.id}: bad shape {t.shape} or kind '{t.kind}'")
+        if (t.kind == "input") != (0 <= t.input_index < len(c.inputs)) or (t.kind == "input" and t.shape != c.inputs[t.input_index][0]):
+            raise InvalidArgument(f"{where}: tensor {t.id}: input index {t.input_index} does not match the inputs")
+        if (t.kind == "constant") != (t.value is not None):
+            raise InvalidArgument(f"{where}: tensor {t.id}: a constant needs a value and only a constant has one")
+    for d in c.program:
+        kernel = kernels.get(d.entry)
+        if kernel is None or len(d.tensors) != len(kernel.binding_dtypes) or any(n < 0 for n in d.workgroup_count):
+            raise InvalidArgument(f"{where}: dispatch of '{d.entry}': unknown kernel, wrong binding count or negative grid")
+        for t, dtype in zip(d.tensors, kernel.binding_dtypes):
+            if t not in tensors or tensors[t].dtype != dtype:
+                raise InvalidArgument(f"{where}: dispatch of '{d.entry}': binding tensor {t} is missing or not {dtype}")
+    for t, shape in c.results:
+        if t not in tensors or any(n < 0 for n in shape) or int(np.prod(shape)) != int(np.prod(tensors[t].shape)):
+            raise InvalidArgument(f"{where}: result tensor {t} is missing or has {shape} elements of another count")
 
 
 def _read_blobs(table: list[dict[str, Any]], area: memoryview, origin: str) -> dict[str, memoryview]:

@@ -29,6 +29,7 @@ import numpy as np
 
 import fibergrid as fg
 from compiler.executable import dtype_from_name, dtype_name
+from common.memory import check_available
 
 if TYPE_CHECKING:
     from compiler.executable import Program
@@ -83,8 +84,9 @@ def parse_input(spec: str) -> np.ndarray:
     if len(words) != 1:
         return array.reshape(shape)
     try:
+        check_available(count * dtype.itemsize, "the array")  # before np.full writes (and the OOM killer ends us)
         return np.full(shape, array[0], dtype=dtype)  # one value fills the shape (a scalar too)
-    except (MemoryError, ValueError) as e:
+    except (MemoryError, ValueError) as e:  # ResourceExhausted is a MemoryError
         raise CliError(f"--input {spec!r}: cannot allocate shape {shape}: {e}") from None
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from hal.buffer import Buffer, BufferUsage, BufferView, HostBuffer, MemoryType
 from common.errors import InvalidArgument, ResourceExhausted
+from common.memory import nbytes_of
 
 
 class Allocator:
@@ -32,7 +33,7 @@ class Allocator:
 
     def allocate_view(self, shape, dtype, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:
         shape = tuple(int(d) for d in shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = nbytes_of(shape, dtype, "allocate_view")  # exact: an int64 product of huge dims wraps
         return BufferView(self.allocate_buffer(nbytes, usage), shape, dtype)
 
     def import_array(self, array, usage: BufferUsage = BufferUsage.DEFAULT) -> BufferView:

@@ -1,0 +1,102 @@
+"""Bugs the fuzzers found, each replayed as a fixed input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+import fibergrid as fg
+from compiler import executable
+from fibergrid.cli import CliError, parse_input
+
+
+def resigned(data: bytes, edit) -> bytes:
+    """The .fgx `data` with its metadata passed through `edit(meta) -> bytes` and re-signed."""
+    h = executable._HEADER
+    magic, version, flags, length, _ = h.unpack_from(data)
+    meta = edit(json.loads(data[h.size:h.size + length]))
+    return h.pack(magic, version, flags, len(meta), hashlib.sha256(meta).digest()) + meta + data[h.size + length:]
+
+
+@pytest.fixture(scope="module")
+def fgx() -> bytes:
+    jax = pytest.importorskip("jax")
+    text = jax.jit(lambda x: (x * 2.0).sum(axis=1)).lower(np.zeros((2, 8), np.float32)).as_text()
+    return executable.to_bytes(executable.build(text))
+
+
+def test_deeply_nested_metadata_is_rejected(fgx):
+    """json.loads raised RecursionError, which escaped from_bytes."""
+    deep = resigned(fgx, lambda m: b'{"functions":' + b"[" * 100_000 + b"]" * 100_000 + b"," + json.dumps(m).encode()[1:])
+    with pytest.raises(fg.InvalidArgument, match="malformed metadata"):
+        executable.from_bytes(deep, "deep.fgx")
+
+
+@pytest.mark.parametrize("path, value", [
+    (("functions", 0, "specializations", 0, "tensors", 0, "shape", 1), 1e308),   # int() turned it into a huge dim
+    (("functions", 0, "specializations", 0, "tensors", 0, "shape", 1), 0.5),     # ... or into 0
+    (("functions", 0, "specializations", 0, "tensors", 1, "kind"), 1),          # str() turned it into '1'
+    (("functions", 0, "specializations", 0, "tensors", 1, "input_index"), "0"),  # int('0')
+    (("functions", 0, "specializations", 0, "inputs"), ""),                      # iterating '' gave no inputs
+    (("functions", 0, "specializations", 0, "dispatches", 0, "barrier_before"), 1),
+])
+def test_fields_of_the_wrong_type_are_rejected(fgx, path, value):
+    """The decoders converted with int()/str(), so a field of the wrong type became another program."""
+    def edit(meta):
+        parent = meta
+        for p in path[:-1]:
+            parent = parent[p]
+        parent[path[-1]] = value
+        return json.dumps(meta).encode()
+    with pytest.raises(fg.InvalidArgument, match=f"{path[-1]}|malformed"):
+        executable.from_bytes(resigned(fgx, edit), "typed.fgx")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("shape", [2, -1], "bad shape"),
+    ("input_index", 5, "input index"),
+    ("dispatch_tensor", 99, "missing"),
+    ("entry", "no_such_kernel", "unknown kernel"),
+])
+def test_inconsistent_host_programs_are_rejected(fgx, field, value, message):
+    """Re-signed metadata whose values have the right types but refer to nothing: an error at load,
+    not an IndexError or a kernel bound to the wrong buffer at the first call."""
+    def edit(meta):
+        s = meta["functions"][0]["specializations"][0]
+        temp = next(t for t in s["tensors"] if t["kind"] == "temp")
+        if field == "shape":
+            temp["shape"] = value
+        elif field == "input_index":
+            next(t for t in s["tensors"] if t["kind"] == "input")["input_index"] = value
+        elif field == "dispatch_tensor":
+            s["dispatches"][0]["tensors"][0] = value
+        else:
+            s["dispatches"][0]["entry"] = value
+        return json.dumps(meta).encode()
+    with pytest.raises(fg.InvalidArgument, match=message):
+        executable.from_bytes(resigned(fgx, edit), "inconsistent.fgx")
+
+
+def test_cli_fill_larger_than_the_machine_is_refused_before_allocating():
+    """`--input 99999999999x99999999999xf32=1` went to np.full; a fill of more than the machine
+    has now is refused before anything is allocated or written."""
+    with pytest.raises(CliError, match="available"):
+        parse_input("99999999999x99999999999xf32=1")
+
+
+@pytest.mark.parametrize("shape", [(1 << 32, 1 << 32), (1 << 62, 4)])
+def test_huge_shapes_do_not_wrap_to_small_buffers(shape):
+    """allocate_view multiplied dims in int64: (2**32, 2**32) wrapped to 0 bytes, a buffer every
+    kernel would overrun."""
+    with fg.create_device("local-sync") as dev:
+        with pytest.raises(fg.ResourceExhausted):
+            dev.allocator.allocate_view(shape, np.float32)
+
+
+def test_negative_dims_are_rejected_before_allocation():
+    with fg.create_device("local-sync") as dev:
+        with pytest.raises(fg.InvalidArgument, match="non-negative"):
+            dev.allocator.allocate_view((-1, 4), np.float32)

@@ -479,12 +479,13 @@ def _spawn(fmt: str, seed: int, start: int, count: int, compile_every: int) -> s
                              str(compile_every)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run(fmt: str, count: int, *, seed: int = 0, jobs: int = 1, chunk: int = 5000, compile_every: int = 20,
+def run(fmt: str, count: int, *, seed: int = 0, jobs: int = 1, chunk: int | None = None, compile_every: int = 20,
         log: Callable[[str], None] = lambda s: None) -> Tally:
     """`count` inputs of `fmt` in chunks of `chunk`, `jobs` children at a time. A child that dies
     is a crash at its current input; one silent for HANG_S is killed and counted as a hang; the
     rest of its chunk runs in a new child."""
     tally = Tally(fmt)
+    chunk = chunk or max(200, -(-count // (4 * jobs)))
     pending = [(s, min(chunk, count - s)) for s in range(0, count, chunk)]
     running: dict[int, tuple[subprocess.Popen, list]] = {}  # fd -> (proc, [start, end, current, last_seen, buffer])
     while pending or running:

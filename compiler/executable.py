@@ -234,17 +234,20 @@ def to_bytes(program: Program) -> bytes:
     return b"".join([header, meta_bytes, *blobs.parts])
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
     """Write `data` to `path` through a temporary file and a rename, so that a reader (another
-    process, a cache lookup) sees the old file or the new one, never half of one."""
+    process, a cache lookup) sees the old file or the new one, never half of one. `mode`: the
+    file's permissions (default: an ordinary file's, by the umask)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fgx-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a written .fgx is an ordinary file
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp makes it private; a written .fgx is an ordinary file
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -91,10 +91,10 @@ class CpuDevice(Device):
         if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
             if lowered.reserved is not None:
                 lowered.unreserve()
-            slot = scheduler.reserve(lowered.program, semaphore.index, (lowered, semaphore))
+            slot = scheduler.reserve(lowered.program, semaphore.index)
             lowered.reserved = (semaphore.index, slot)
             lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
-        return scheduler.call(lowered.reserved[1], lowered.program, signal, timeout)
+        return scheduler.call(lowered.reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
         """Host arrays are used in place when 16-byte aligned (every element type's alignment,

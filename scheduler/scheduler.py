@@ -10,8 +10,10 @@ from __future__ import annotations
 import collections
 import itertools
 import ctypes
+import os
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -294,7 +296,7 @@ class Scheduler:
             with self._drain_lock:
                 worker_loop(self.a, self.host, True)
 
-    def reserve(self, program: GridProgram, signal: int, keepalive: object = None) -> int:
+    def reserve(self, program: GridProgram, signal: int) -> int:
         """A slot kept for repeated calls of `program` that each signal semaphore `signal`
         (a model call's lane): its program and signal list are written once, so a call is one
         native call (`call`). Give it back with `unreserve`."""
@@ -310,7 +312,7 @@ class Scheduler:
             flat, base = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
             signals = (s & (L.SLOT_CHUNK - 1)) * 4 * L.MAX_TIMEPOINTS + 2 * L.MAX_TIMEPOINTS
             flat[signals] = signal
-            self._slot_keepalive[s] = (program, [(signal, 0)], keepalive)
+            self._slot_keepalive[s] = (program, [(signal, 0)], None)  # see call(): not the caller's objects
             chunk = self._chunks[s >> L.SLOT_CHUNK_SHIFT][s & (L.SLOT_CHUNK - 1)]
             commands, n_cmds, regions, n_regions, tiles = program.addresses
             chunk[[L.S_PROGRAM, L.S_N_CMDS, L.S_REGIONS, L.S_N_REGIONS, L.S_TILES]] = commands, n_cmds, regions, n_regions, tiles
@@ -324,10 +326,15 @@ class Scheduler:
             if self._reserved.pop(s, None) is not None:
                 self._in_use.append(s)
 
-    def call(self, s: int, program: GridProgram, signal: tuple[int, int], timeout: float | None) -> bool:
+    def call(self, s: int, program: GridProgram, signal: tuple[int, int], timeout: float | None, keepalive: object = None) -> bool:
         """One call on reserved slot s: it signals semaphore `signal[0]` to `signal[1]`. Returns
-        as wait_semaphore does."""
+        as wait_semaphore does. A reserved slot holds nothing of its caller's between calls (its
+        owner's finalizer gives the slot back: holding the owner would keep it, and through the
+        finalizer this scheduler, alive forever); a call that times out still in flight keeps
+        `keepalive` (what the program points into) until the slot is reused or shut down."""
         m, value = signal
+        if self._slot_keepalive[s][2] is not None:  # the last call timed out; it has completed since
+            self._slot_keepalive[s] = (program, [(m, 0)], None)
         serial = next(self._serials)
         program.in_flight = (s, serial)
         if self.inline:
@@ -337,7 +344,12 @@ class Scheduler:
             r = host_call(self.a, s, self._reserved[s], value, serial, m)
         if r == 1:
             return True
-        return self.wait_semaphore(m, value, timeout)
+        try:
+            return self.wait_semaphore(m, value, timeout)
+        except DeadlineExceeded:
+            with self._lock:
+                self._slot_keepalive[s] = (program, [(m, 0)], keepalive)
+            raise
 
     def submit_and_wait(self, program: GridProgram, signal: tuple[int, int], keepalive: object = None, timeout: float | None = None) -> bool:
         """A submission with no waits whose caller waits for it at once: the fast path of a
@@ -494,27 +506,57 @@ class Scheduler:
         if self._closed:
             raise FailedPrecondition("scheduler is shut down")
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float | None = None) -> bool:
         """Stops the workers (each finishes the kernel it is in) and fails the semaphores of
-        every submission that did not complete, so no waiter hangs."""
+        every submission that did not complete, so no waiter hangs. Then drops what the
+        submissions kept alive.
+
+        A kernel that never returns (a runaway loop) would make this wait forever, and with it
+        interpreter exit. So the wait is bounded: `timeout` seconds (None: SHUTDOWN_TIMEOUT_S,
+        `$FIBERGRID_SHUTDOWN_TIMEOUT`). Past it a warning names the workers still running; their
+        memory (the arena, local memory, every buffer a submission holds) is leaked on purpose,
+        so they keep running on valid memory until the process ends, and False is returned."""
         with self._lock:
             if self._closed:
-                return
+                return True
             self._closed = True
             self.arena[L.H_SHUTDOWN] = 1
             self.arena[L.H_WAKE] += 1
             futex_wake(self.a + 8 * L.H_WAKE, 1 << 30)
+        timeout = shutdown_timeout() if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         for t in self.threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
+        running = [t.name for t in self.threads if t.is_alive()]
+        if running:
+            # Never freed, not even by module teardown at exit: the running kernels read this memory.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(self))
+            warnings.warn(f"fibergrid: {', '.join(running)} still running a kernel {timeout:g} s after shutdown began "
+                          f"(a kernel that does not return?); leaving it running until the process exits "
+                          f"($FIBERGRID_SHUTDOWN_TIMEOUT sets the wait)", RuntimeWarning, stacklevel=2)
         states = self._slot_states()
         for s in np.flatnonzero((states == L.PENDING) | (states == L.READY)):
             signals = self._slot_keepalive[int(s)][1]
             for m, _ in signals:
                 host_fail(self.a, int(m), L.STATUS_ABORTED, -1)
+        if not running:
+            self._slot_keepalive.clear()  # breaks the cycles through reserved slots' owners
         _live_schedulers.discard(self)
+        return not running
 
 
 _live_schedulers: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def shutdown_timeout() -> float:
+    """How long shutdown waits for running kernels: `$FIBERGRID_SHUTDOWN_TIMEOUT` seconds, else
+    SHUTDOWN_TIMEOUT_S."""
+    try:
+        return float(os.environ.get("FIBERGRID_SHUTDOWN_TIMEOUT") or SHUTDOWN_TIMEOUT_S)
+    except ValueError:
+        return SHUTDOWN_TIMEOUT_S
 
 
 def _shutdown_all() -> None:

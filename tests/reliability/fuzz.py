@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 FORMATS = ("stablehlo", "onnx", "fgx", "fgx_structure", "cli")
 HANG_S = 120.0  # no progress from a child for this long: a hang
-MEMORY_LIMIT = 6 << 30  # address space per child
+MEMORY_LIMIT = int(os.environ.get("FIBERGRID_FUZZ_MEMORY", 6 << 30))  # data per child
 MAX_ELEMENTS = 1 << 20  # a mutation may declare huge inputs: calls with more are skipped
 
 # --------------------------------------------------------------------------------------------
@@ -431,9 +431,10 @@ def child(fmt: str, seed: int, start: int, count: int, compile_every: int) -> No
     import tempfile
     faulthandler.enable()
     # A mutation may ask for a huge array the machine could give: on a shared machine, a child
-    # gets MEMORY_LIMIT (an allocation beyond it is a MemoryError, which must become a fibergrid
-    # error like any other).
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # gets MEMORY_LIMIT of data (an allocation beyond it is a MemoryError, which must become a
+    # fibergrid error like any other). RLIMIT_DATA, not RLIMIT_AS: address space that is only
+    # reserved (CUDA's, LLVM's) does not count.
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
     with tempfile.TemporaryDirectory(prefix="fibergrid-fuzz-") as cache:
         os.environ["FIBERGRID_CACHE_DIR"] = cache  # mutated models must not fill the user's compile cache
         ctx = make_context(fmt)
@@ -474,7 +475,8 @@ class Tally:
 
 
 def _spawn(fmt: str, seed: int, start: int, count: int, compile_every: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1",
+               OPENBLAS_NUM_THREADS="1", JAX_PLATFORMS="cpu")  # one core per child; no GPU plugin start-up
     return subprocess.Popen([sys.executable, "-m", "tests.reliability.fuzz", "--child", fmt, str(seed), str(start), str(count),
                              str(compile_every)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -14,6 +14,7 @@ compiled here stays mapped for as long as its `JitModule` is referenced.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 
 import llvmlite.binding as llvm
@@ -158,11 +159,20 @@ def emit_assembly(ir_text: str) -> str:
         return target_machine().emit_assembly(_optimised(ir_text))
 
 
+_LOADED: dict[bytes, JitModule] = {}  # sha256 of an object -> its module, linked once
+
+
 def load_object(data: bytes) -> JitModule:
-    """Link an object file from `emit_object` into memory (the AOT load path)."""
+    """Link an object file from `emit_object` into memory (the AOT load path). An object already
+    linked is not linked again: the process-wide engine never unlinks, so loading one model
+    repeatedly (fg.load from the compile cache) grew memory by the object's size every time."""
+    key = hashlib.sha256(data).digest()
     with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
         engine = _engine()
         # MCJIT takes the object's buffer over (llvmlite moves the OwningBinary in).
         engine.add_object_file(llvm.ObjectFileRef.from_data(data))
         engine.finalize_object()
-        return JitModule(engine)
+        module = _LOADED[key] = JitModule(engine)
+        return module

@@ -3,6 +3,8 @@ size and the number of workers (more workers than cores included)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -30,13 +32,23 @@ def check_exactly_once(shape, ids, hits, who, workers):
     assert ((w >= 0) & (w < workers)).all()
 
 
+
+def settled_counters(dev, workgroups: int) -> dict[str, int]:
+    """The scheduler's statistics once they count `workgroups`: a participant adds its counts
+    after the submission's semaphore moved, so they are promised eventually, not when the waiter
+    wakes (waits at most WAIT, then returns what is there for the assertion to report)."""
+    deadline = time.monotonic() + WAIT
+    while dev.scheduler.counters()["workgroups"] < workgroups and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return dev.scheduler.counters()
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_every_workgroup_runs_exactly_once(dev, shape):
     before = dev.scheduler.counters()
     cb, ids, hits, who = dispatch_ids(dev, shape)
     run(dev, [cb])
     check_exactly_once(shape, ids, hits, who, dev.participants)
-    after = dev.scheduler.counters()
+    after = settled_counters(dev, before["workgroups"] + int(np.prod(shape)))
     assert after["workgroups"] - before["workgroups"] == int(np.prod(shape))
     assert after["regions"] - before["regions"] == 1
     assert after["submissions"] - before["submissions"] == 1
@@ -57,7 +69,7 @@ def test_one_region_of_many_dispatches(dev):
     run(dev, [cb])
     for shape, (ids, hits, who) in outs:
         check_exactly_once(shape, ids, hits, who, dev.participants)
-    after = dev.scheduler.counters()
+    after = settled_counters(dev, before["workgroups"] + sum(int(np.prod(s)) for s, _ in outs))
     assert after["workgroups"] - before["workgroups"] == sum(int(np.prod(s)) for s, _ in outs)
     assert after["regions"] - before["regions"] == 1
 
@@ -100,6 +112,6 @@ def test_many_independent_submissions_at_once(dev):
     dev.wait_idle(timeout=WAIT)
     for shape, (_, ids, hits, who) in zip(shapes + shapes, quiet + loud):
         check_exactly_once(shape, ids, hits, who, dev.participants)
-    after = dev.scheduler.counters()
+    after = settled_counters(dev, before["workgroups"] + 2 * sum(int(np.prod(s)) for s in shapes))
     assert after["workgroups"] - before["workgroups"] == 2 * sum(int(np.prod(s)) for s in shapes)
     assert after["submissions"] - before["submissions"] == 2 * len(shapes)

@@ -6,7 +6,8 @@ Each test is compiled like any model (not through the disk cache: a cached progr
 from its source for other formats, and a test's source is not plain StableHLO; compiling the
 whole StableHLO suite takes seconds) with its constants as inputs (compiler/frontends/check_dialect.py), run on the
 device, and its results compared as the check dialect defines: `expect_eq` exactly (NaN equals
-NaN), `expect_almost_eq` within an absolute tolerance (1e-4 unless the check gives one),
+NaN), `expect_almost_eq` within an absolute tolerance (1e-4 unless the check gives one; IREE's
+`atol`/`rtol` too: |got - want| <= atol + rtol |want|),
 `expect_close` within N ULPs (1 unless `max_ulp_difference` says), `expect_true` non-zero.
 """
 
@@ -82,16 +83,18 @@ def compare(check: Check, got: list[np.ndarray]) -> str | None:
     same = (a64 == w64) | (np.isnan(a64) & np.isnan(w64))
     if check.kind == "close":
         err = np.where(same, 0, _ulp_distance(actual, want)).astype(np.float64)
-        limit, unit = check.max_ulps, " ULPs"
+        limit, unit = np.full(err.shape, float(check.max_ulps)), " ULPs"
     else:
         with np.errstate(invalid="ignore"):
             err = np.where(same, 0.0, np.abs(a64 - w64))
         err = np.where(np.isnan(err), np.inf, err)
-        limit, unit = check.tolerance, ""
-    if err.size == 0 or err.max() <= limit:
+        # IREE's rtol: the bound grows with |want|
+        limit, unit = check.tolerance + check.relative * np.where(np.isfinite(w64), np.abs(w64), 0), ""
+    excess = err - limit
+    if err.size == 0 or not (excess > 0).any():
         return None
-    i = tuple(int(k) for k in np.unravel_index(int(np.argmax(err)), err.shape))
-    return f"max error {err[i]:g}{unit} > {limit:g} at {_where(i)}: got {actual[i]}, want {want[i]}"
+    i = tuple(int(k) for k in np.unravel_index(int(np.argmax(excess)), err.shape))
+    return f"max error {err[i]:g}{unit} > {limit[i]:g} at {_where(i)}: got {actual[i]}, want {want[i]}"
 
 
 def _load(case: TestCase, device: Device):

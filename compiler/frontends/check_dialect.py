@@ -59,6 +59,7 @@ class Check:
     results: tuple[int, ...]
     expected: np.ndarray | None = None
     tolerance: float = 1e-4
+    relative: float = 0.0
     max_ulps: int = 1
     line: int = 0
 
@@ -110,6 +111,9 @@ class CheckReader(StableHLOReader):
                 self.expect("<")
                 literal = [] if self.at(">") else self.dense_literal()
                 self.expect(">")
+            elif t.text in ("atol", "rtol") and self.peek().kind == "number":  # IREE: `, atol 1.0e-02`
+                self.next()
+                attrs[t.text] = float(self.next().text)
             elif t.kind == "ident" and self.peek().text == "=":
                 self.next()
                 self.next()
@@ -133,7 +137,7 @@ def _check_of(op: Op, results: list[int]) -> Check:
     if base not in ("eq", "almost_eq", "close", "true"):
         raise CompileError(f"unsupported check op 'check.{kind}' at {op.loc[0]}:{op.loc[1]}")
     tolerance = op.attrs.get("tolerance", op.attrs.get("atol", 1e-4))
-    return Check(base, tuple(results), op.attrs.get("expected"), float(tolerance),
+    return Check(base, tuple(results), op.attrs.get("expected"), float(tolerance), float(op.attrs.get("rtol", 0.0)),
                  int(op.attrs.get("max_ulp_difference", 1)), op.loc[0] if op.loc else 0)
 
 

@@ -53,6 +53,10 @@ func.func @iree_style() {
   %b = stablehlo.compare GT, %y, %x : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xi1>
   %n = stablehlo.not %b : tensor<2xi1>
   check.expect_true(%n) : tensor<2xi1>
+  %near = util.unfoldable_constant dense<[1.05, 2.05]> : tensor<2xf32>
+  check.expect_almost_eq(%y, %near, atol 0.1) : tensor<2xf32>
+  %z = util.unfoldable_constant dense<[1.01, 3.9]> : tensor<2xf32>
+  check.expect_almost_eq(%x, %z, atol 0.0, rtol 0.03) : tensor<2xf32>
   return
 }
 """

@@ -167,7 +167,26 @@ def run(repeats: int, names: list[str] | None, iree: bool) -> dict:
     finally:
         for device in devices.values():
             device.close()
-    return {"limits": limits, "cases": rows}
+    return {"limits": limits, "cases": rows, "bars": bars(rows)}
+
+
+def bars(rows: list[dict]) -> dict[str, bool]:
+    """Issue #12's bars, where this run measured the case: GEMM and the MLP at least as fast as
+    numpy (1 and all workers), convolutions at >= 60 % of peak, the memory-bound cases at >= 70 %
+    of bandwidth, attention 1.5x faster than IREE's better driver."""
+    by = {row["case"]: row for row in rows if "error" not in row}
+    out = {}
+    for case in ("matmul_1024", "matmul_2048", "mlp_b1", "mlp_b64"):
+        if case in by:
+            out[f"{case}_not_slower_than_numpy"] = all(by[case][f"{k}_vs_numpy"] <= 1.0 for k in ("sync", "task"))
+    for case, fraction in (("conv3x3", 0.6), ("conv_depthwise3x3", 0.6), ("conv1x1", 0.6),
+                           ("softmax_1024", 0.7), ("layernorm_1024", 0.7), ("elementwise_16m", 0.7)):
+        if case in by:
+            out[f"{case}_at_{fraction:.0%}_of_roof"] = by[case]["task_roofline_fraction"] >= fraction
+    if "attention" in by and "iree_task_us" in by["attention"]:
+        best_iree = min(by["attention"]["iree_task_us"], by["attention"]["iree_sync_us"])
+        out["attention_1.5x_faster_than_iree"] = min(by["attention"]["task_us"], by["attention"]["sync_us"]) * 1.5 <= best_iree
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     print(json.dumps(result["limits"]))
+    print(json.dumps(result["bars"]))
     for row in result["cases"]:
         if "error" in row:
             print(f"{row['case']:<20} error: {row['error']}")

@@ -113,7 +113,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
         tile_n = min(n, max(512, _round_up(-(-n // 4), lanes)))
         return MatmulConfig(lanes, 1, 1, 1, tile_n, k, pack_b=False, stream_rows=4)
     if m <= 4:
-        nv = min(8, 12 // m)
+        nv = min(8, 12 // m, -(-n // lanes))  # no more vectors than N needs
         nr = nv * lanes
         tile_n = min(n, max(nr, _round_up(-(-n // MIN_WORKGROUPS), nr)))
         return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)

@@ -19,7 +19,7 @@ from hal.buffer import Buffer
 from hal.command_buffer import CommandBuffer, CommandBufferMode
 from common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from hal.executable import EntryPoint, Executable, ExecutableCache
-from hal.semaphore import Semaphore
+from hal.semaphore import Semaphore, payload
 
 Timepoints = Iterable[tuple[Semaphore, int]]
 
@@ -207,9 +207,7 @@ class Device(abc.ABC):
                 raise InvalidArgument(f"queue_execute: {what} entry {p!r} is not a (semaphore, value) pair") from None
             if not isinstance(sem, Semaphore) or sem.device is not self:
                 raise InvalidArgument(f"queue_execute: {what} semaphore {sem!r} does not belong to {self!r}")
-            if not isinstance(value, (int, np.integer)) or not 0 <= value < (1 << 63):
-                raise InvalidArgument(f"queue_execute: {what} value {value!r} must be an int in [0, 2**63)")
-            out.append((sem, int(value)))
+            out.append((sem, payload(value, f"queue_execute: {what} value")))
         return out
 
     @abc.abstractmethod

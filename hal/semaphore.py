@@ -11,6 +11,20 @@ from __future__ import annotations
 import abc
 from typing import Iterable
 
+import numpy as np
+
+from common.errors import InvalidArgument
+
+PAYLOAD_LIMIT = 1 << 63  # payloads are int64 in native tables and timeline semaphores
+
+
+def payload(value: object, where: str) -> int:
+    """`value` as a timeline payload, an int in [0, 2**63) (numpy integers too; bools, floats
+    and anything else refused, never wrapped); InvalidArgument starting with `where`."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < PAYLOAD_LIMIT:
+        raise InvalidArgument(f"{where} {value!r}: a payload is an int in [0, 2**63)")
+    return int(value)
+
 
 class Semaphore(abc.ABC):
     device: object

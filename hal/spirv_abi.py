@@ -57,6 +57,21 @@ def state_words(binding_count: int, constant_count: int) -> int:
     return HEADER_WORDS + 2 * binding_count + constant_count
 
 
+def write_dispatch_state(words: np.ndarray, base: int, dispatch) -> None:
+    """A dispatch's state (from word `base` of `words`, uint32): its workgroup count, its
+    bindings' offsets and lengths in elements of their dtypes, its constants. The status
+    words are the driver's to reset before each run."""
+    ep = dispatch.entry
+    words[base + WORKGROUP_COUNT: base + WORKGROUP_COUNT + 3] = dispatch.workgroup_count
+    for i, b in enumerate(dispatch.bindings):
+        size = ep.binding_dtypes[i].itemsize if i < len(ep.binding_dtypes) and ep.binding_dtypes[i] is not None else 1
+        words[base + binding_offset_word(i)] = b.offset // size
+        words[base + binding_length_word(i)] = b.length // size
+    if ep.constant_count:
+        start = base + constant_word(ep.binding_count, 0)
+        words[start: start + ep.constant_count] = dispatch.constants
+
+
 _OP_ENTRY_POINT, _OP_DECORATE, _OP_FUNCTION, _OP_FUNCTION_END, _OP_FUNCTION_CALL = 15, 71, 54, 56, 57
 _BINDING = 33
 _DERIVE = {65, 66, 67, 70, 83, 124}  # OpAccessChain, OpInBoundsAccessChain, OpPtrAccessChain,

@@ -3,22 +3,19 @@ check them without Python, and host waits sleep on a futex with the GIL released
 
 from __future__ import annotations
 
-import numpy as np
-
 from hal.command_buffer import Dispatch, lookup
 from common.errors import Aborted, InvalidArgument
-from hal.semaphore import Semaphore
+from hal.semaphore import Semaphore, payload
 from scheduler import SemaphoreFailure
 from scheduler import layout as L
 
 
 class CpuSemaphore(Semaphore):
     def __init__(self, device, initial_value: int = 0) -> None:
-        if not isinstance(initial_value, (int, np.integer)) or not 0 <= initial_value < (1 << 63):
-            raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
+        initial_value = payload(initial_value, "semaphore initial value")
         self.device = device
         self._scheduler = device.scheduler
-        self.index = self._scheduler.create_semaphore(int(initial_value))
+        self.index = self._scheduler.create_semaphore(initial_value)
 
     def __repr__(self) -> str:
         return f"Semaphore(#{self.index})"
@@ -37,23 +34,16 @@ class CpuSemaphore(Semaphore):
         self._raise_if_failed()
         return self._scheduler.semaphore_value(self.index)
 
-    def _payload(self, value, what: str) -> int:
-        """`value` as a payload (an int in [0, 2**63): the native table holds int64), or
-        InvalidArgument naming it."""
-        if not isinstance(value, (int, np.integer)) or not 0 <= value < (1 << 63):
-            raise InvalidArgument(f"{self!r}: cannot {what} {value!r}: a payload is an int in [0, 2**63)")
-        return int(value)
-
     def signal(self, value: int) -> None:
         self._raise_if_failed()
-        value = self._payload(value, "signal")
+        value = payload(value, f"{self!r}: cannot signal")
         current = self._scheduler.semaphore_value(self.index)
         if value < current:
             raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {current} (timelines only move forward)")
         self._scheduler.signal_semaphore(self.index, value)
 
     def wait(self, value: int, timeout: float | None = None) -> None:
-        if not self._scheduler.wait_semaphore(self.index, self._payload(value, "wait for"), timeout):
+        if not self._scheduler.wait_semaphore(self.index, payload(value, f"{self!r}: cannot wait for"), timeout):
             self._raise_if_failed()
 
     def fail(self, error: BaseException | str) -> None:

@@ -56,16 +56,20 @@ class Target:
     grid: Callable[[kir.KernelRegion], tuple[int, int, int]] | None = None
 
 
+def _build_gpu(regions: Sequence[kir.KernelRegion], format: str, module, generate) -> TargetCode:
+    """A GPU target's build: every region generated into one module (SPIR-V, PTX)."""
+    kernels = [generate(module, r) for r in regions]
+    blob = module.compile() if kernels else b""
+    return TargetCode(format, blob, tuple(KernelCode(k.name, k.workgroup_size, k.workgroup_count, k.binding_dtypes)
+                                          for k in kernels))
+
+
 def _build_vulkan(regions: Sequence[kir.KernelRegion]) -> TargetCode:
     from compiler.codegen.spirv import FORMAT
     from compiler.codegen.spirv.kernels import generate
     from compiler.codegen.spirv.module import SpirvModule
 
-    module = SpirvModule()
-    kernels = [generate(module, r) for r in regions]
-    blob = module.compile() if kernels else b""
-    return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, k.workgroup_size, k.workgroup_count, k.binding_dtypes)
-                                         for k in kernels))
+    return _build_gpu(regions, FORMAT, SpirvModule(), generate)
 
 
 def _build_cuda(regions: Sequence[kir.KernelRegion]) -> TargetCode:
@@ -73,11 +77,7 @@ def _build_cuda(regions: Sequence[kir.KernelRegion]) -> TargetCode:
     from compiler.codegen.nvptx.kernels import generate
     from compiler.codegen.nvptx.module import NvptxModule
 
-    module = NvptxModule()
-    kernels = [generate(module, r) for r in regions]
-    blob = module.compile() if kernels else b""
-    return TargetCode(FORMAT, blob, tuple(KernelCode(k.name, k.workgroup_size, k.workgroup_count, k.binding_dtypes)
-                                         for k in kernels))
+    return _build_gpu(regions, FORMAT, NvptxModule(), generate)
 
 
 def _gpu_workgroup_size(region: kir.KernelRegion) -> tuple[int, int, int]:

@@ -147,7 +147,7 @@ def lower(device, cb: CommandBuffer) -> LoweredCommandBuffer:
         if not isinstance(c, Barrier):
             index += 1
     for disp, base in zip(dispatches, bases):
-        _write_state(mirror, disp, base)
+        abi.write_dispatch_state(mirror, base, disp)
     check(d.cuMemcpyHtoD(state.device_address, mirror.ctypes.data, mirror.nbytes), "uploading dispatch state")
     for regions, may_fail in _parts(cb):
         graph = check(d.cuGraphCreate(0), "cuGraphCreate")
@@ -202,18 +202,6 @@ def _mirrored_ranges(regions: list[list]) -> list[list]:
             else:
                 use(c.target.buffer, c.target.offset, c.target.length, True)
     return list(found.values())
-
-
-def _write_state(words: np.ndarray, disp: Dispatch, base: int) -> None:
-    ep = disp.entry
-    words[base + abi.WORKGROUP_COUNT: base + 3] = disp.workgroup_count
-    for i, b in enumerate(disp.bindings):
-        size = ep.binding_dtypes[i].itemsize if i < len(ep.binding_dtypes) and ep.binding_dtypes[i] is not None else 1
-        words[base + abi.binding_offset_word(i)] = b.offset // size
-        words[base + abi.binding_length_word(i)] = b.length // size
-    if ep.constant_count:
-        start = base + abi.constant_word(ep.binding_count, 0)
-        words[start: start + ep.constant_count] = disp.constants
 
 
 def _add(device, graph, deps: list, c, lowered: LoweredCommandBuffer, part: Part, numbers: dict, first_region: bool):

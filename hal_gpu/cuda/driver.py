@@ -11,13 +11,11 @@ JAX share.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import threading
-import weakref
 
 from common.errors import Aborted, InvalidArgument, ResourceExhausted, Unavailable
-from hal.driver import register_driver
+from hal_gpu.registry import GpuDriver
 
 NAME = "cuda"
 MIN_COMPUTE_CAPABILITY = (9, 0)
@@ -90,55 +88,13 @@ def make_current(ctx) -> None:
         _current.ctx = ctx
 
 
-def choose(device: int | str | None = None):
-    """The CUdevice for option `device`: an index, a substring of the name, or None (the first)."""
-    found = devices()
-    if not found:
-        raise Unavailable("cuda: no CUDA device of compute capability 9.0 or newer on this machine")
-    if device is None:
-        return found[0]
-    if isinstance(device, int):
-        if not 0 <= device < len(found):
-            raise InvalidArgument(f"cuda: device index {device} out of range ({len(found)} devices: {[device_name(p) for p in found]})")
-        return found[device]
-    for p in found:
-        if str(device).lower() in device_name(p).lower():
-            return p
-    raise InvalidArgument(f"cuda: no device named like {device!r} (have {[device_name(p) for p in found]})")
 
-
-@functools.cache
-def available() -> bool:
-    try:
-        return bool(devices())
-    except Exception:  # noqa: BLE001 - a probe never raises: anything wrong means unavailable
-        return False
-
-
-_live: "weakref.WeakSet" = weakref.WeakSet()
-
-
-def create(device: int | str | None = None, **options):
+def _device_class() -> type:
     from hal_gpu.cuda.device import CudaDevice  # noqa: PLC0415 - device code loads with the driver
 
-    dev = CudaDevice(choose(device), **options)
-    _live.add(dev)
-    return dev
+    return CudaDevice
 
 
-@atexit.register
-def _close_live_devices() -> None:
-    """An interpreter that exits with GPU work in flight closes its devices first, so no
-    finalizer frees memory under a running kernel."""
-    for dev in list(_live):
-        try:
-            dev.close()
-        except Exception:  # noqa: BLE001 - exit carries on whatever one device does
-            pass
-
-
-def register() -> None:
-    register_driver(NAME, create, available)
-
-
+DRIVER = GpuDriver(NAME, devices, device_name, _device_class, "no CUDA device of compute capability 9.0 or newer on this machine")
+available, register = DRIVER.available, DRIVER.register
 register()

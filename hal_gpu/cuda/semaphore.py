@@ -10,22 +10,15 @@ on the device's condition variable.
 
 from __future__ import annotations
 
-import numpy as np
-
 from common.errors import Aborted, InvalidArgument
-from hal.semaphore import Semaphore
+from hal.semaphore import Semaphore, payload
 
 
-def payload(sem, value, what: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < (1 << 63):
-        raise InvalidArgument(f"{sem!r}: cannot {what} {value!r}: a payload is an int in [0, 2**63)")
-    return int(value)
 
 
 class CudaSemaphore(Semaphore):
     def __init__(self, device, initial_value: int = 0) -> None:
-        if not isinstance(initial_value, (int, np.integer)) or not 0 <= initial_value < (1 << 63):
-            raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
+        initial_value = payload(initial_value, "semaphore initial value")
         self.device = device
         self.value = int(initial_value)
         self.failure: BaseException | None = None
@@ -46,7 +39,7 @@ class CudaSemaphore(Semaphore):
 
     def signal(self, value: int) -> None:
         self._raise_if_failed()
-        value = payload(self, value, "signal")
+        value = payload(value, f"{self!r}: cannot signal")
         with self.device._lock:
             if value < self.value:
                 raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {self.value} (timelines only move forward)")
@@ -55,7 +48,7 @@ class CudaSemaphore(Semaphore):
             self.device._changed.notify_all()
 
     def wait(self, value: int, timeout: float | None = None) -> None:
-        self.device.wait_for(self, payload(self, value, "wait for"), timeout)
+        self.device.wait_for(self, payload(value, f"{self!r}: cannot wait for"), timeout)
 
     def fail(self, error: BaseException | str) -> None:
         with self.device._lock:

@@ -224,15 +224,8 @@ def _record_dispatch(device, handle, d: Dispatch, state, words: np.ndarray, regi
     ep = d.entry
     pipe = d.executable.pipelines[ep.function]
     base = region // 4
-    words[base + spirv_abi.WORKGROUP_COUNT: base + 3] = d.workgroup_count
+    spirv_abi.write_dispatch_state(words, base, d)
     words[base + spirv_abi.STATUS] = 0
-    for i, b in enumerate(d.bindings):
-        size = ep.binding_dtypes[i].itemsize if i < len(ep.binding_dtypes) and ep.binding_dtypes[i] is not None else 1
-        words[base + spirv_abi.binding_offset_word(i)] = b.offset // size
-        words[base + spirv_abi.binding_length_word(i)] = b.length // size
-    if ep.constant_count:
-        start = base + spirv_abi.constant_word(ep.binding_count, 0)
-        words[start: start + ep.constant_count] = d.constants
     nwords = spirv_abi.state_words(ep.binding_count, ep.constant_count)
     dset = v.vkAllocateDescriptorSets(h, v.VkDescriptorSetAllocateInfo(
         sType=v.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, descriptorPool=pool, descriptorSetCount=1, pSetLayouts=[pipe.set_layout]))[0]

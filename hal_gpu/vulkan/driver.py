@@ -7,16 +7,12 @@ The probe runs once per process and never raises: no `vulkan` package, no loader
 
 from __future__ import annotations
 
-import atexit
 import functools
-import threading
-import weakref
 
-from hal.driver import register_driver
-from common.errors import InvalidArgument, Unavailable
+from hal_gpu.registry import GpuDriver
+from common.errors import Unavailable
 
 NAME = "vulkan"
-_lock = threading.Lock()
 # Preference when choosing a device: discrete GPUs first, the CPU (lavapipe) last.
 _TYPE_RANK = {2: 0, 1: 1, 3: 2, 4: 3, 0: 4}  # VK_PHYSICAL_DEVICE_TYPE_*: discrete, integrated, virtual, cpu, other
 
@@ -76,58 +72,13 @@ def device_name(physical) -> str:
     return name if isinstance(name, str) else vk().ffi.string(name).decode()
 
 
-def choose(device: int | str | None = None):
-    """The physical device for option `device`: an index into the best-first list, a substring
-    of the name, or None for the best."""
-    devices = physical_devices()
-    if not devices:
-        raise Unavailable("vulkan: no Vulkan 1.2 device with a compute queue on this machine")
-    if device is None:
-        return devices[0]
-    if isinstance(device, int):
-        if not 0 <= device < len(devices):
-            raise InvalidArgument(f"vulkan: device index {device} out of range ({len(devices)} devices: {[device_name(p) for p in devices]})")
-        return devices[device]
-    for p in devices:
-        if str(device).lower() in device_name(p).lower():
-            return p
-    raise InvalidArgument(f"vulkan: no device named like {device!r} (have {[device_name(p) for p in devices]})")
 
-
-@functools.cache
-def available() -> bool:
-    try:
-        return bool(physical_devices())
-    except Exception:  # noqa: BLE001 - a probe never raises: anything wrong means unavailable
-        return False
-
-
-_live: "weakref.WeakSet" = weakref.WeakSet()
-
-
-def create(device: int | str | None = None, **options):
+def _device_class() -> type:
     from hal_gpu.vulkan.device import VulkanDevice  # noqa: PLC0415 - device code loads with the driver
 
-    with _lock:
-        dev = VulkanDevice(choose(device), **options)
-        _live.add(dev)
-        return dev
+    return VulkanDevice
 
 
-@atexit.register
-def _close_live_devices() -> None:
-    """An interpreter that exits with GPU work in flight closes its devices first: parked work
-    fails, running work finishes, then the device goes; freeing buffers or the device under
-    running work (as finalizers at exit would) crashes the driver."""
-    for dev in list(_live):
-        try:
-            dev.close()
-        except Exception:  # noqa: BLE001 - exit carries on whatever one device does
-            pass
-
-
-def register() -> None:
-    register_driver(NAME, create, available)
-
-
+DRIVER = GpuDriver(NAME, physical_devices, device_name, _device_class, "no Vulkan 1.2 device with a compute queue on this machine")
+available, register = DRIVER.available, DRIVER.register
 register()

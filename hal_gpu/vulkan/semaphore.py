@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from common.errors import Aborted, DeadlineExceeded, InvalidArgument
-from hal.semaphore import Semaphore
+from hal.semaphore import Semaphore, payload
 
 _SLICE_NS = 5_000_000  # host waits wake every 5 ms to notice a failure from another thread
 
 
-def _payload(sem, value, what: str) -> int:
-    if not isinstance(value, (int, np.integer)) or not 0 <= value < (1 << 63):
-        raise InvalidArgument(f"{sem!r}: cannot {what} {value!r}: a payload is an int in [0, 2**63)")
-    return int(value)
 
 
 class VulkanSemaphore(Semaphore):
     def __init__(self, device, initial_value: int = 0) -> None:
-        if not isinstance(initial_value, (int, np.integer)) or not 0 <= initial_value < (1 << 63):
-            raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
+        initial_value = payload(initial_value, "semaphore initial value")
         self.device = device
         v = device.vk
         info = v.VkSemaphoreTypeCreateInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
@@ -64,7 +58,7 @@ class VulkanSemaphore(Semaphore):
 
     def signal(self, value: int) -> None:
         self._raise_if_failed()
-        value = _payload(self, value, "signal")
+        value = payload(value, f"{self!r}: cannot signal")
         current = self._raw()
         if value < current:
             raise InvalidArgument(f"{self!r}: cannot signal {value!r}, the payload is already {current} (timelines only move forward)")
@@ -79,7 +73,7 @@ class VulkanSemaphore(Semaphore):
         """Waits for `value`. While the device holds submissions on the host (device.py `_pump`),
         the waiter also wakes when any GPU work signals, retires it and hands the GPU what that
         releases, so a chain of submissions advances without another thread."""
-        value = _payload(self, value, "wait for")
+        value = payload(value, f"{self!r}: cannot wait for")
         dev, v = self.device, self.device.vk
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

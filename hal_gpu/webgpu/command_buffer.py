@@ -206,14 +206,7 @@ def _whole(device, binding: Binding, what: str) -> tuple[object, int, int]:
 
 def _dispatch(device, out, steps, d: Dispatch, words, state_at, args_buffer, args_words, args_at) -> None:
     ep = d.entry
-    words[state_at + spirv_abi.WORKGROUP_COUNT: state_at + 3] = d.workgroup_count
-    for i, b in enumerate(d.bindings):
-        size = ep.binding_dtypes[i].itemsize if i < len(ep.binding_dtypes) and ep.binding_dtypes[i] is not None else 1
-        words[state_at + spirv_abi.binding_offset_word(i)] = b.offset // size
-        words[state_at + spirv_abi.binding_length_word(i)] = b.length // size
-    if ep.constant_count:
-        start = state_at + spirv_abi.constant_word(ep.binding_count, 0)
-        words[start: start + ep.constant_count] = d.constants
+    spirv_abi.write_dispatch_state(words, state_at, d)
     nwords = spirv_abi.state_words(ep.binding_count, ep.constant_count)
     state = (out.state, 4 * state_at, 4 * nwords)
     group = _group(device, d.executable.pipelines[ep.function].layout,

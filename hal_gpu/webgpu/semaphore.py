@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from common.errors import Aborted, DeadlineExceeded, InvalidArgument
-from hal.semaphore import Semaphore
+from hal.semaphore import Semaphore, payload
 
 
-def _payload(sem, value, what: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < (1 << 63):
-        raise InvalidArgument(f"{sem!r}: cannot {what} {value!r}: a payload is an int in [0, 2**63)")
-    return int(value)
 
 
 class WebGPUSemaphore(Semaphore):
     def __init__(self, device, initial_value: int = 0) -> None:
-        if not isinstance(initial_value, (int, np.integer)) or not 0 <= initial_value < (1 << 63):
-            raise InvalidArgument(f"semaphore initial value {initial_value!r} must be an int in [0, 2**63)")
+        initial_value = payload(initial_value, "semaphore initial value")
         self.device = device
         self.value = int(initial_value)
         self.failure: BaseException | None = None
@@ -47,7 +41,7 @@ class WebGPUSemaphore(Semaphore):
         return self.value
 
     def signal(self, value: int) -> None:
-        value = _payload(self, value, "signal")
+        value = payload(value, f"{self!r}: cannot signal")
         dev = self.device
         with dev._lock:
             self._raise_if_failed()
@@ -58,7 +52,7 @@ class WebGPUSemaphore(Semaphore):
             dev._pump()  # held submissions this releases go to the GPU now
 
     def wait(self, value: int, timeout: float | None = None) -> None:
-        value = _payload(self, value, "wait for")
+        value = payload(value, f"{self!r}: cannot wait for")
         dev = self.device
         deadline = None if timeout is None else time.monotonic() + timeout
         with dev._lock:

@@ -6,21 +6,25 @@ of unknown rank).
 
 Each builder returns (the object to save, the `signatures` argument for tf.saved_model.save).
 Biases are random, not zero, so that folding the variables into constants is checked for real.
+
+`python -m tests.savedmodel.models DIR` saves them all with TensorFlow's outputs for the test
+inputs: the tests run it in a child process, as fibergrid runs its export, because TensorFlow
+and the vulkan driver cannot share a process (TensorFlow's LLVM; a segfault).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
+from tests.savedmodel import cases
+
 keras = tf.keras
 _init = {"bias_initializer": "random_normal"}
-
-# (builder, input shapes compiled: one per input, inputs sorted by name)
-FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("subclassed", [(3, 10)])]
-LOOPS = [("lstm", [(2, 6, 4)]), ("gru", [(2, 5, 3)]), ("tensor_array", [(5, 4)])]
 
 
 def mlp() -> tuple[Any, Any]:
@@ -146,13 +150,22 @@ def save(builder: Callable[[], tuple[Any, Any]], path: str) -> str:
     return path
 
 
-def tf_outputs(path: str, inputs: dict[str, np.ndarray], signature: str = "serving_default") -> dict[str, np.ndarray]:
-    """TensorFlow's own outputs of the saved signature: the reference."""
-    function = tf.saved_model.load(path).signatures[signature]
-    return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+BUILDERS = ["mlp", "cnn", "subclassed", "lstm", "gru", "tensor_array", "two_by_name",
+            "string_op", "stateful_random", "data_dependent", "unknown_rank"]
+def write_all(directory: str) -> None:
+    """Saves every model under `directory` and each reference case's inputs and TensorFlow's
+    outputs next to them (`in/NAME`, `out/KEY` in an .npz)."""
+    for name in BUILDERS:
+        save(globals()[name], os.path.join(directory, name))
+    rng = np.random.default_rng(0)
+    for name, signature, shapes in cases.REFERENCES:
+        function = tf.saved_model.load(os.path.join(directory, name)).signatures[signature]
+        names = sorted(function.structured_input_signature[1])
+        inputs = {k: rng.standard_normal(s).astype(np.float32) for k, s in zip(names, shapes)}
+        outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+        np.savez(cases.reference_file(directory, name, signature, shapes),
+                 **{f"in/{k}": v for k, v in inputs.items()}, **{f"out/{k}": v.numpy() for k, v in outputs.items()})
 
 
-def random_inputs(module: Any, shapes: list[tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal inputs by name for a loaded fibergrid module."""
-    rng = np.random.default_rng(seed)
-    return {i.name: rng.standard_normal(s).astype(i.dtype) for i, s in zip(module.inputs, shapes)}
+if __name__ == "__main__":
+    write_all(sys.argv[1])

@@ -1,46 +1,48 @@
 """As a user runs it: `fibergrid compile DIR`, then `fibergrid run` and fg.load of the .fgx in a
-process where TensorFlow cannot be imported; `fibergrid run DIR`; one-line errors."""
+process where TensorFlow cannot be imported; `fibergrid run DIR`; one-line errors; a clear
+error where TensorFlow is missing."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tests.savedmodel.conftest import NEEDS_TF
+from tests.savedmodel.conftest import ROOT, needs_tf, reference
 
-tf = pytest.importorskip(*NEEDS_TF)
+pytestmark = needs_tf
 
-# Runs `code` in a fresh interpreter in which `import tensorflow` fails, as where it is not installed.
-NO_TF = "import sys; sys.modules['tensorflow'] = None\n"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", NO_TF + code], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+# Makes `import tensorflow` fail, as where it is not installed (first on PYTHONPATH; the export's
+# child process inherits it).
+HIDE_TF = "raise ImportError(\"No module named 'tensorflow'\")\n"
 
 
-def test_compile_then_run_without_tensorflow(saved_model, tmp_path, monkeypatch):
-    """Compiled here (in process: a subprocess would import TensorFlow again), run in processes
-    without it."""
+def _python(code: str, cwd: Path, hide_tf: bool = True) -> subprocess.CompletedProcess:
+    hidden = cwd / "no-tensorflow"
+    (hidden / "tensorflow").mkdir(parents=True, exist_ok=True)
+    (hidden / "tensorflow" / "__init__.py").write_text(HIDE_TF)
+    path = [str(hidden)] if hide_tf else []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(ROOT)]), HOME=str(cwd))
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_compile_then_run_without_tensorflow(models_dir, tmp_path, monkeypatch):
+    """Compiled here with the CLI, run in processes without TensorFlow."""
     from fibergrid import cli
 
-    path = saved_model("cnn")
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["compile", path, "-o", "cnn.fgx", "--input-shape", "2x16x16x3"]) == 0
-    x = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    expected = tf.saved_model.load(path).signatures["serving_default"](inputs=tf.constant(x))["output_0"].numpy()
+    assert cli.main(["compile", str(models_dir / "cnn"), "-o", "cnn.fgx", "--input-shape", "2x16x16x3"]) == 0
+    inputs, expected = reference(models_dir, "cnn", "serving_default", [(2, 16, 16, 3)])
+    np.save(tmp_path / "x.npy", inputs["inputs"])
 
-    run = _python("from fibergrid.cli import main\n"
+    run = _python("import sys\nfrom fibergrid.cli import main\n"
                   "sys.exit(main(['run', 'cnn.fgx', '--input', '@x.npy', '--output', '@y.npy']))", tmp_path)
     assert run.returncode == 0, run.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected["output_0"], rtol=2e-5, atol=2e-5)
 
     load = _python("import numpy as np, fibergrid as fg\n"
                    "m = fg.load('cnn.fgx')\n"
@@ -48,23 +50,23 @@ def test_compile_then_run_without_tensorflow(saved_model, tmp_path, monkeypatch)
                    "np.save('z.npy', m.named(inputs=np.load('x.npy'))['output_0'])", tmp_path)
     assert load.returncode == 0, load.stderr
     assert load.stdout.strip() == "[('inputs', (2, 16, 16, 3))] ['output_0']"
-    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), expected, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), expected["output_0"], rtol=2e-5, atol=2e-5)
 
 
-def test_run_directory_and_errors(saved_model, tmp_path, monkeypatch, capsys):
-    """`fibergrid run DIR` compiles it (TensorFlow present); failures are one line, exit 1 (in
-    process: a subprocess per case would import TensorFlow each time)."""
+def test_run_directory_and_errors(models_dir, tmp_path, monkeypatch, capsys):
+    """`fibergrid run DIR` compiles it; failures are one line, exit 1."""
     from fibergrid import cli
 
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["run", saved_model("subclassed"), "--input", "1x10xf32=0.5"]) == 0
+    assert cli.main(["run", str(models_dir / "subclassed"), "--input", "1x10xf32=0.5"]) == 0
     assert capsys.readouterr().out.startswith("result[0]: 1x10xf32=[")
 
+    mlp = str(models_dir / "mlp")
     failing = [
-        (["compile", saved_model("string_op"), "-o", "s.fgx"], r"fibergrid: error: .*TF op '[\w/]*AsString' \(AsString\) has no XLA kernel"),
-        (["compile", saved_model("mlp"), "-o", "m.fgx", "--input-shape", "4xq"], r"fibergrid: error: --input-shape '4xq': expected SHAPE"),
-        (["compile", saved_model("mlp"), "-o", "m.fgx", "--specialize", "main=4x12"], r"fibergrid: error: a SavedModel compiles one signature"),
-        (["compile", saved_model("mlp"), "-o", "m.fgx", "--signature", "nope"], r"fibergrid: error: .*no signature 'nope' \(signatures: serving_default\)"),
+        (["compile", str(models_dir / "string_op"), "-o", "s.fgx"], r"fibergrid: error: .*TF op '[\w/]*AsString' \(AsString\) has no XLA kernel"),
+        (["compile", mlp, "-o", "m.fgx", "--input-shape", "4xq"], r"fibergrid: error: --input-shape '4xq': expected SHAPE"),
+        (["compile", mlp, "-o", "m.fgx", "--specialize", "main=4x12"], r"fibergrid: error: a SavedModel compiles one signature"),
+        (["compile", "model.mlir", "-o", "m.fgx", "--signature", "x"], r"fibergrid: error: --signature and --input-shape are for SavedModel"),
     ]
     for args, match in failing:
         assert cli.main(args) == 1, args
@@ -74,6 +76,6 @@ def test_run_directory_and_errors(saved_model, tmp_path, monkeypatch, capsys):
         assert "Traceback" not in err
 
 
-def test_without_tensorflow_the_directory_says_how_to_install(saved_model, tmp_path):
-    proc = _python(f"import fibergrid as fg\nfg.load({saved_model('mlp')!r})", tmp_path)
+def test_without_tensorflow_the_directory_says_how_to_install(models_dir, tmp_path):
+    proc = _python(f"import fibergrid as fg\nfg.load({str(models_dir / 'mlp')!r})", tmp_path)
     assert "reading SavedModels needs TensorFlow" in proc.stderr and "pip install 'fibergrid[tf]'" in proc.stderr

@@ -8,9 +8,10 @@ signature's input names and output keys become @main's input and output names (b
 name, TensorFlow's flattening order), so `mod(x=...)`, `mod.named(...)`, `mod.inputs` work and
 the .fgx keeps them.
 
-Layout: export.py (TensorFlow: loading, the signature, the bridge, variable values, TF errors),
-text.py (edits of the exported text: variables to constants, legacy ops, TF op names from
-`loc`s), program.py (specialisations per input shape, the Program, errors naming TF ops).
+Layout: export.py (TensorFlow, in a child process: loading, the signature, the bridge, variable
+values, TF errors), process.py (runs it; TensorFlow never enters the caller's process), text.py
+(edits of the exported text: variables to constants, legacy ops, TF op names from `loc`s),
+program.py (specialisations per input shape, the Program, errors naming TF ops).
 
 Not supported, each a CompileError naming the signature and the TF op: ops without an XLA kernel
 (string ops, py_function...), stateful random ops, data-dependent output shapes, string inputs,
@@ -18,7 +19,7 @@ and resources other than variables (lookup tables). Unknown dims are compiled pe
 the bridge exports static shapes only.
 """
 
-from compiler.frontends.savedmodel.export import is_saved_model
-from compiler.frontends.savedmodel.program import compile_saved_model
+from compiler.frontends.savedmodel.process import export, is_saved_model
+from compiler.frontends.savedmodel.program import compile_saved_model, program_from
 
-__all__ = ["compile_saved_model", "is_saved_model"]
+__all__ = ["compile_saved_model", "export", "is_saved_model", "program_from"]

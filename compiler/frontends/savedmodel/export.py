@@ -13,19 +13,28 @@ the loops as `stablehlo.while`.
 
 Every TensorFlow failure becomes a CompileError naming the signature and, where TensorFlow says
 which, the TF op (its node name and type): never a TensorFlow traceback.
+
+This module runs in a child process (`python -m compiler.frontends.savedmodel.export REQUEST
+RESULT`, started by process.py), never in the caller's: TensorFlow brings its own LLVM, and a
+process holding it crashes when the vulkan driver (Mesa's lavapipe) compiles a shader; its
+pins, memory and logging stay out of the caller's process too.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from compiler.errors import CompileError
+from compiler.executable import dtype_name
+from common.errors import InvalidArgument
 from compiler.frontends.savedmodel import text as text_edits
 
 # Ops whose results differ per run by design: a compiled program would fix one draw, or XLA would
@@ -64,11 +73,6 @@ def import_tensorflow() -> Any:
     return tf
 
 
-def is_saved_model(path: str) -> bool:
-    """A directory holding a saved_model.pb (or .pbtxt)."""
-    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt"))
-
-
 def _dtype(tf: Any, dtype: Any, what: str) -> np.dtype:
     if dtype == tf.string:
         raise CompileError(f"{what} is a tf.string tensor: fibergrid compiles numeric tensors only")
@@ -82,8 +86,6 @@ class SavedModel:
     """A loaded SavedModel and one of its signatures, ready to export per input shape."""
 
     def __init__(self, path: str, signature: str) -> None:
-        if not is_saved_model(path):
-            raise CompileError(f"{path}: not a SavedModel directory (no saved_model.pb)")
         tf = self._tf = import_tensorflow()
         self.path = path
         try:
@@ -174,6 +176,56 @@ class SavedModel:
         return list(self._function.variables) + list(getattr(self._loaded, "variables", None) or [])
 
 
+def shapes_for(where: str, signature: Signature, input_shapes: Sequence[Sequence[Sequence[int]]] | None
+               ) -> tuple[list[tuple[tuple[int, ...], ...]], str | None]:
+    """The input shapes to export, each given one checked against the signature (default: the
+    signature's own with every unknown dim 1), and a note saying so when dims were unknown."""
+    inputs = signature.inputs
+    if not input_shapes:
+        default = tuple(tuple(1 if d is None else d for d in shape) for _, shape, _ in inputs)
+        unknown = [f"'{name}' {tuple(shape)}" for name, shape, _ in inputs if None in shape]
+        note = (f"{where}: unknown dims in {', '.join(unknown)}: compiled for "
+                f"{', '.join('x'.join(map(str, s)) for s in default)}; --input-shape compiles other shapes") if unknown else None
+        return [default], note
+    checked = []
+    for shapes in input_shapes:
+        if len(shapes) != len(inputs):
+            raise InvalidArgument(f"{where}: {len(shapes)} input shape(s) for {len(inputs)} inputs "
+                                  f"({', '.join(name for name, _, _ in inputs)}, in this order)")
+        for (name, declared, _), shape in zip(inputs, shapes):
+            if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
+                raise InvalidArgument(f"{where}: input '{name}' is declared {tuple(declared)}, got shape {tuple(shape)}")
+        checked.append(tuple(tuple(int(d) for d in s) for s in shapes))
+    return list(dict.fromkeys(checked)), None
+
+
+def export_saved_model(path: str, signature: str, input_shapes: Sequence[Sequence[Sequence[int]]] | None) -> dict[str, Any]:
+    """The signature's names and one StableHLO text per input-shape signature, as JSON data."""
+    model = SavedModel(path, signature)
+    shapes, note = shapes_for(model.where, model.signature, input_shapes)
+    return {
+        "where": model.where, "note": note,
+        "inputs": [[name, list(shape), dtype_name(dtype)] for name, shape, dtype in model.signature.inputs],
+        "outputs": [[name, dtype_name(dtype)] for name, dtype in model.signature.outputs],
+        "exports": [{"shapes": [list(s) for s in shape], "text": model.export(shape)} for shape in shapes],
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Child process: reads the request (JSON: path, signature, input_shapes) from argv[0] and
+    writes the export, or {"error": {"kind", "message"}}, to argv[1]."""
+    request_path, result_path = argv
+    with open(request_path) as f:
+        request = json.load(f)
+    try:
+        result = export_saved_model(request["path"], request["signature"], request["input_shapes"])
+    except (CompileError, InvalidArgument) as e:
+        result = {"error": {"kind": type(e).__name__, "message": str(e)}}
+    with open(result_path, "w") as f:
+        json.dump(result, f)
+    return 0
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
@@ -196,3 +248,7 @@ def _bridge_failure(e: BaseException) -> str:
     if "Only support static input shape" in message:
         return "TensorFlow's bridge needs static input shapes"
     return f"TensorFlow cannot export it to StableHLO: {_first_line(e)}"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

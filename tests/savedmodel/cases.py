@@ -1,0 +1,17 @@
+"""The test cases, shared by the tests and models.py (which makes their references with
+TensorFlow in a child process); importing this needs no TensorFlow."""
+
+import os
+
+# (model in models.py, input shapes compiled: one per input, inputs sorted by name)
+FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("subclassed", [(3, 10)])]
+LOOPS = [("lstm", [(2, 6, 4)]), ("gru", [(2, 5, 3)]), ("tensor_array", [(5, 4)])]
+TWO_BATCHES = [[(3,), (2, 3)], [(3,), (5, 3)]]  # two_by_name's signature 'other' at two batch sizes
+# (model, signature, input shapes): TensorFlow's outputs on random inputs, the references
+REFERENCES = ([(name, "serving_default", shapes) for name, shapes in FEEDFORWARD + LOOPS + [("mlp", [(1, 12)]), ("cnn", [(2, 16, 16, 3)])]]
+              + [("two_by_name", "other", shapes) for shapes in TWO_BATCHES])
+
+
+def reference_file(directory: str, name: str, signature: str, shapes: list[tuple[int, ...]]) -> str:
+    """Where models.py puts a REFERENCES case's inputs and TensorFlow's outputs."""
+    return os.path.join(directory, f"{name}-{signature}-{'-'.join('x'.join(map(str, s)) for s in shapes)}.npz")

@@ -114,3 +114,18 @@ def test_chains_with_tanh_and_log_against_jax():
               lambda x: jax.nn.gelu(x, approximate=True)):
         got = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")(x)
         np.testing.assert_allclose(got, np.asarray(f(x)), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("width", [15, 16, 33, 64, 100, 1024])
+def test_row_reductions_at_chain_edges_against_jax(width):
+    """Sums, maxima and products along rows whose width is below, at and past the CHAINS x
+    lanes step of the vectorised fold (reduction.py), with a tail."""
+    import jax
+
+    import fibergrid as fg
+
+    x = np.random.default_rng(width).standard_normal((5, width)).astype(np.float32)
+    f = lambda x: (x.sum(-1), x.max(-1), jax.numpy.prod(1 + x / 64, axis=-1), x.min(-1))  # noqa: E731
+    got = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")(x)
+    for g, w in zip(got, f(x)):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5)

@@ -10,9 +10,8 @@ Two ways to use vectors, picked per region:
   the reduced dims are outer ones (a sum over rows, pooling windows, a contraction's k): the
   lanes' elements are then contiguous.
 - along the fold (`_is_horizontal`): when the innermost dim of the space is reduced and the
-  combiner is a plain add/max/min/multiply with an identity (or idempotent) init, a vector
-  accumulator folds `lanes` consecutive elements at a time and its lanes are combined at the
-  end. That reassociates float sums, which is within the tolerance and what every fast CPU
+  combiner is a plain add/max/min/multiply with an identity (or idempotent) init, CHAINS vector
+  accumulators fold `lanes` consecutive elements each at a time and are combined at the end. That reassociates float sums, which is within the tolerance and what every fast CPU
   reduction does; integer add/mul wrap, so reassociating them is exact.
 """
 
@@ -26,12 +25,15 @@ from llvmlite import ir
 from compiler import kernel_ir as kir
 
 from . import jit
-from .abi_builder import entry_alloca, for_range, i32
+from .abi_builder import entry_alloca, for_range, i32, i64
 from .expr import ExprEmitter, store, typed
 from .grid_loops import for_each_point, kernel_entry
 from .matmul import GeneratedKernel
 
 _IDENTITY = {"add": 0, "multiply": 1}
+# Independent vector accumulators of a fold along the innermost dim: one chain waits out the
+# add/max latency (~4 cycles) at every step; four keep the vector units busy on cached rows.
+CHAINS = 4
 
 
 def _is_horizontal(body: kir.ReductionBody, lanes: int) -> bool:
@@ -117,20 +119,27 @@ def generate_reduction(region: kir.KernelRegion, lanes: int | None = None) -> Ge
         finish(fold, out_coords, offset)
 
     def along_fold(out_coords: list[ir.Value], offset: ir.Value, width: int) -> None:
-        scalar, vector = _Fold(b, region, ptrs, 1), _Fold(b, region, ptrs, lanes)
-        scalar.init()
-        vector.init()
         n = body.shape[-1]
+        scalar = _Fold(b, region, ptrs, 1)
+        vectors = [_Fold(b, region, ptrs, lanes) for _ in range(CHAINS if n >= 2 * lanes else 1)]
+        for fold in (scalar, *vectors):
+            fold.init()
+        step = len(vectors) * lanes
         with _loops(b, [body.shape[d] for d in body.reduced[:-1]]) as outer:
             def fold_at(acc: _Fold, j: ir.Value) -> None:
                 e = acc.emitter(space_coords(out_coords, outer + [j]), rank - 1)
                 acc.combine([e.value(x) for x in body.inputs])
 
-            with for_range(b, 0, n - lanes + 1, step=lanes, name="vec") as j:
-                fold_at(vector, j)
+            with for_range(b, 0, n - step + 1, step=step, name="chains") as j:
+                for chain, acc in enumerate(vectors):
+                    fold_at(acc, b.add(j, i64(chain * lanes)))
+            with for_range(b, j, n - lanes + 1, step=lanes, name="vec") as j:
+                fold_at(vectors[0], j)
             with for_range(b, j, n, name="tail") as j:
                 fold_at(scalar, j)
-        total = vector.values()[0]
+        for acc in vectors[1:]:
+            vectors[0].combine(acc.values())
+        total = vectors[0].values()[0]
         for lane in range(lanes):
             scalar.combine([b.extract_element(total, i32(lane))])
         finish(scalar, out_coords, offset)

@@ -87,6 +87,10 @@ class CheckReader(StableHLOReader):
         t = self.tok
         if t.kind in ("ident", "string") and t.text.strip('"').startswith("check."):
             return self.check_op()
+        if t.kind == "value" and self.peek().text == "=" and self.peek(2).text == "util.optimization_barrier":
+            name = self.next().text
+            self.next()
+            return self.renaming_op("util.optimization_barrier", self.next(), [(name, 1)])
         if t.kind == "value" and self.peek().text == "=" and self.peek(2).text in _CONSTANTS:
             name = self.next().text
             self.next()
@@ -99,18 +103,20 @@ class CheckReader(StableHLOReader):
     def check_op(self) -> Op:
         head = self.next()
         kind = head.text.strip('"').removeprefix("check.")
-        operands, attrs, literal = [], {}, None
+        operands, attrs, literal, literal_type, depth = [], {}, None, None, 0
         while not self.at(":"):
             t = self.tok
             if t.kind == "value":
                 operands.append(self.use())
             elif t.text in (",", "(", ")") and t.kind == "punct":
-                self.next()
+                depth += {"(": 1, ")": -1}.get(self.next().text, 0)
             elif t.text == "dense":  # its type is the op's: `, dense<..> : T` or `(.., dense<..>) : T`
                 self.next()
                 self.expect("<")
                 literal = [] if self.at(">") else self.dense_literal()
                 self.expect(">")
+                if depth > 0 and self.accept(":"):  # IREE: `(%x, dense<..> : T) : T`
+                    literal_type = self.type()
             elif t.text in ("atol", "rtol") and self.peek().kind == "number":  # IREE: `, atol 1.0e-02`
                 self.next()
                 attrs[t.text] = float(self.next().text)
@@ -127,7 +133,7 @@ class CheckReader(StableHLOReader):
             attrs.update(self.attr_dict())
         self.skip_loc()
         if literal is not None:
-            attrs["expected"] = dense_array(literal, types[0], head.where)
+            attrs["expected"] = dense_array(literal, literal_type or types[0], head.where)
         return Op("check", operands, [], {"kind": kind, **attrs}, [], (head.line, head.col))
 
 

@@ -57,6 +57,9 @@ func.func @iree_style() {
   check.expect_almost_eq(%y, %near, atol 0.1) : tensor<2xf32>
   %z = util.unfoldable_constant dense<[1.01, 3.9]> : tensor<2xf32>
   check.expect_almost_eq(%x, %z, atol 0.0, rtol 0.03) : tensor<2xf32>
+  %kept = util.optimization_barrier %x : tensor<2xf32>
+  %a = "stablehlo.abs"(%kept) : (tensor<2xf32>) -> tensor<2xf32>
+  check.expect_eq_const(%a, dense<[1.0, 4.0]> : tensor<2xf32>) : tensor<2xf32>
   return
 }
 """

@@ -252,6 +252,9 @@ class Reader:
 
     def type(self) -> TensorType:
         t = self.tok
+        if t.kind == "bang" and t.text == "!stablehlo.token":  # ordering only, no data: an empty tuple
+            self.next()
+            return TupleType(())
         if t.kind == "ident" and t.text == "tuple" and self.peek().text == "<":
             self.next()
             self.next()
@@ -279,6 +282,14 @@ class Reader:
             raise CompileError(f"malformed tensor type 'tensor<{text}>' at {t.where}")
         dims = tuple(None if d == "?" else int(d) for d in m.group(1).split("x")[:-1])
         return TensorType(dims, self.element_type(m.group(2), t))
+
+    def tensor_type(self) -> TensorType:
+        """A type that must be a tensor (a function's arguments and results)."""
+        t = self.tok
+        ty = self.type()
+        if isinstance(ty, TupleType):
+            raise CompileError(f"unsupported type (a tuple or token) at {t.where}: only tensors may be passed")
+        return ty
 
     def type_list(self) -> list[TensorType]:
         if self.accept("("):
@@ -459,7 +470,7 @@ class Reader:
         def arg() -> Value:
             t = self.expect_kind("value")
             self.expect(":")
-            v = Value(self.type(), t.text)
+            v = Value(self.tensor_type(), t.text)
             if self.at("{"):
                 self.attr_dict()
             self.skip_loc()
@@ -469,14 +480,14 @@ class Reader:
         args = self.comma_list(arg, ")")
         if self.accept("->"):
             def result_type() -> TensorType:
-                ty = self.type()
+                ty = self.tensor_type()
                 if self.at("{"):
                     self.attr_dict()
                 return ty
             if self.accept("("):
                 self.comma_list(result_type, ")")
             else:
-                self.type()
+                self.tensor_type()
         if self.accept("attributes"):
             self.attr_dict()
         self.expect("{")
@@ -499,6 +510,8 @@ class Reader:
                     results = [self.use()]
                     while self.accept(","):
                         results.append(self.use())
+                if any(isinstance(v, TupleValue) for v in results):
+                    self.fail("a tuple or token cannot be returned")
                 if results or generic:
                     self.op_types()
                 self.skip_loc()
@@ -518,7 +531,7 @@ class Reader:
                 def arg() -> Value:
                     t = self.expect_kind("value")
                     self.expect(":")
-                    v = Value(self.type(), t.text)
+                    v = Value(self.tensor_type(), t.text)
                     self.skip_loc()
                     return v
                 args = self.comma_list(arg, ")")

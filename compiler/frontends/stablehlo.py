@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.frontends.mlir import OpParts, Reader, Token, TupleValue
+from compiler.frontends.mlir import OpParts, Reader, Token, TupleType, TupleValue
 from compiler.ir import SUPPORTED_OPS, Function, Module, Op, Region, TensorType, Value
 from compiler.passes.shape_inference import infer_shapes
 from common.errors import Error as HalError
@@ -139,7 +139,8 @@ _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
     "erf_inv", "next_after", "mulhi", "scan", "top_k")}}
 
-_RENAMING = {"stablehlo.tuple", "stablehlo.get_tuple_element", "stablehlo.optimization_barrier"}
+_RENAMING = {"stablehlo.tuple", "stablehlo.get_tuple_element", "stablehlo.optimization_barrier",
+             "stablehlo.after_all"}
 _LAPACK = re.compile(r"lapack_[sd](potrf|trsm)(_ffi)?")  # the LAPACK calls JAX's CPU lowering makes
 
 
@@ -274,7 +275,8 @@ class StableHLOReader(Reader):
 
     def renaming_op(self, full: str, head: Token, names: list[tuple[str, int]]) -> Op | None:
         """Ops that only give existing values new names: `tuple`, `get_tuple_element`,
-        `optimization_barrier`, and `real` of a real tensor (its `imag` is a zero constant)."""
+        `optimization_barrier`, `after_all` (a token: nothing has side effects to order), and
+        `real` of a real tensor (its `imag` is a zero constant)."""
         index = None
         if head.kind == "string":
             parts = self.generic_op()
@@ -295,6 +297,8 @@ class StableHLOReader(Reader):
         self.skip_loc()
         if full == "stablehlo.tuple":
             values: list = [TupleValue(tuple(operands))]
+        elif full == "stablehlo.after_all":  # a token orders side effects; with none, it is no data
+            values = [TupleValue(())]
         elif full == "stablehlo.get_tuple_element":
             if len(operands) != 1 or not isinstance(operands[0], TupleValue) or not isinstance(index, int) \
                     or not 0 <= index < len(operands[0].elements):
@@ -325,6 +329,8 @@ class StableHLOReader(Reader):
     def build(self, name: str, full: str, head: Token, names: list[tuple[str, int]],
               parts: OpParts) -> Op:
         loc = (head.line, head.col)
+        if any(isinstance(t, TupleType) for t in parts.result_types):
+            raise CompileError(f"op '{full}' at {head.where} yields a tuple or token: not supported")
         if any(isinstance(v, TupleValue) for v in parts.operands):
             raise CompileError(f"op '{full}' at {head.where} takes a tuple operand: only get_tuple_element may")
         for region in parts.regions:

@@ -85,3 +85,33 @@ def test_jax_cond_switch_fori_loop_and_scan(check, jax_modules) -> None:
         for i in (-3, 0, 1, 2, 9):
             module = check(f, xx, np.int32(i))
     assert {"case", "while", "call"} <= op_names(module)
+
+
+TUPLES = """func.func @main(%x: tensor<2xf32>, %i: tensor<i64>) -> (tensor<2xf32>, tensor<i64>) {
+  %t = stablehlo.tuple %x, %i : tuple<tensor<2xf32>, tensor<i64>>
+  %u = "stablehlo.tuple"(%t) : (tuple<tensor<2xf32>, tensor<i64>>) -> tuple<tuple<tensor<2xf32>, tensor<i64>>>
+  %inner = "stablehlo.get_tuple_element"(%u) <{index = 0 : i32}> : (tuple<tuple<tensor<2xf32>, tensor<i64>>>) -> tuple<tensor<2xf32>, tensor<i64>>
+  %a = stablehlo.get_tuple_element %inner[0] : (tuple<tensor<2xf32>, tensor<i64>>) -> tensor<2xf32>
+  %b = stablehlo.get_tuple_element %inner[1] : (tuple<tensor<2xf32>, tensor<i64>>) -> tensor<i64>
+  %token = stablehlo.after_all : !stablehlo.token
+  %c, %d = stablehlo.optimization_barrier %a, %b : tensor<2xf32>, tensor<i64>
+  return %c, %d : tensor<2xf32>, tensor<i64>
+}"""
+
+
+def test_tuples_tokens_and_barriers_only_rename_values() -> None:
+    module = parse_stablehlo(TUPLES)
+    assert module.function("main").ops == []
+    x, i = np.array([1.0, 2.0], np.float32), np.int64(7)
+    np.testing.assert_array_equal(evaluate(module, "main", [x, i])[0], x)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("func.func @main(%t: !stablehlo.token) -> tensor<f32> {\n  return %t : tensor<f32>\n}", r"unsupported type \(a tuple or token\) at 1:21"),
+    ("func.func @main(%x: tensor<f32>) -> tensor<f32> {\n  %t = stablehlo.tuple %x : tuple<tensor<f32>>\n  return %t : tensor<f32>\n}", "a tuple or token cannot be returned"),
+    ("func.func @main(%x: tensor<f32>) -> tensor<f32> {\n  %t = stablehlo.tuple %x : tuple<tensor<f32>>\n  %y = stablehlo.add %t, %t : tensor<f32>\n  return %y : tensor<f32>\n}", "takes a tuple operand"),
+    ("func.func @main(%x: tensor<f32>) -> tensor<f32> {\n  %t = stablehlo.tuple %x : tuple<tensor<f32>>\n  %y = stablehlo.get_tuple_element %t[3] : (tuple<tensor<f32>>) -> tensor<f32>\n  return %y : tensor<f32>\n}", "index in range"),
+])
+def test_tuple_misuse_is_a_clear_error(text: str, message: str) -> None:
+    with pytest.raises(CompileError, match=message):
+        parse_stablehlo(text)

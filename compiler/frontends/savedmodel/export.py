@@ -14,8 +14,8 @@ the loops as `stablehlo.while`.
 Every TensorFlow failure becomes a CompileError naming the signature and, where TensorFlow says
 which, the TF op (its node name and type): never a TensorFlow traceback.
 
-This module runs in a child process (`python -m compiler.frontends.savedmodel.export REQUEST
-RESULT`, started by process.py), never in the caller's: TensorFlow brings its own LLVM, and a
+This module runs in a worker process (`python -m compiler.frontends.savedmodel.export`, started
+and reused by process.py), never in the caller's: TensorFlow brings its own LLVM, and a
 process holding it crashes when the vulkan driver (Mesa's lavapipe) compiles a shader; its
 pins, memory and logging stay out of the caller's process too.
 """
@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import re
+import select
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -211,10 +212,12 @@ def export_saved_model(path: str, signature: str, input_shapes: Sequence[Sequenc
     }
 
 
-def main(argv: list[str]) -> int:
-    """Child process: reads the request (JSON: path, signature, input_shapes) from argv[0] and
-    writes the export, or {"error": {"kind", "message"}}, to argv[1]."""
-    request_path, result_path = argv
+IDLE_EXIT_S = 60.0  # the worker exits after this long without a request: TensorFlow's memory goes with it
+
+
+def _answer(request_path: str, result_path: str) -> None:
+    """Reads a request (JSON: path, signature, input_shapes) and writes the export, or
+    {"error": {"kind", "message"}}, as JSON."""
     with open(request_path) as f:
         request = json.load(f)
     try:
@@ -223,6 +226,21 @@ def main(argv: list[str]) -> int:
         result = {"error": {"kind": type(e).__name__, "message": str(e)}}
     with open(result_path, "w") as f:
         json.dump(result, f)
+
+
+def main() -> int:
+    """The worker: one request per stdin line (`REQUEST\tRESULT` file paths), one `done` line on
+    stdout after each; it exits when stdin closes (its caller ended) or after IDLE_EXIT_S idle.
+    Whatever TensorFlow prints goes to stderr: stdout carries only the answers."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    while select.select([sys.stdin], [], [], IDLE_EXIT_S)[0]:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        _answer(*line.rstrip("\n").split("\t"))
+        answers.write("done\n")
+        answers.flush()
     return 0
 
 
@@ -251,4 +269,4 @@ def _bridge_failure(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

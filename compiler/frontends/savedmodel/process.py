@@ -1,22 +1,28 @@
-"""The caller's side of the export: runs export.py in a child process (`sys.executable -m`) and
-reads its result back, so TensorFlow is never loaded into the caller's process (see export.py).
+"""The caller's side of the export: a worker process runs export.py (`sys.executable -m`) and
+answers requests, so TensorFlow is never loaded into the caller's process (see export.py).
 
-The request and the result travel as JSON files (the StableHLO text of a model with its weights
-can be hundreds of MB: a file, not a pipe). A CompileError or InvalidArgument in the child is
-raised again here with its message; a child that dies (a TensorFlow crash) or runs past
-`EXPORT_TIMEOUT_S` is a CompileError with the last line it printed.
+The worker is started on the first export and reused by the next ones (importing TensorFlow
+takes seconds), one request at a time; it exits by itself after export.IDLE_EXIT_S idle, or when
+this process ends (its stdin closes). Requests and results travel as JSON files (the StableHLO
+text of a model with its weights can be hundreds of MB), their paths as one line each way. A
+CompileError or InvalidArgument in the worker is raised again here with its message; a worker
+that dies (a TensorFlow crash) or runs past EXPORT_TIMEOUT_S is a CompileError with the last line
+it printed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import selectors
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 import numpy as np
 
@@ -26,7 +32,7 @@ from common.errors import InvalidArgument
 
 EXPORT_TIMEOUT_S = 1800  # a large model's export takes minutes; a hung TensorFlow must still end
 
-_ROOT = str(Path(__file__).resolve().parents[3])  # the folder holding `compiler/`, for the child's imports
+_ROOT = str(Path(__file__).resolve().parents[3])  # the folder holding `compiler/`, for the worker's imports
 
 
 @dataclass(frozen=True)
@@ -40,20 +46,78 @@ class Exported:
     note: str | None  # what was assumed for unknown dims, when nothing was asked
 
 
+class _Gone(Exception):
+    """The worker ended before answering (crashed, or exited idle as the request arrived)."""
+
+
+class _Worker:
+    """One export.py worker process and the file its stderr goes to."""
+
+    def __init__(self) -> None:
+        self.log: IO[bytes] = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen([sys.executable, "-m", "compiler.frontends.savedmodel.export"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def ask(self, request: str, result: str, timeout: float) -> None:
+        """Sends one request and waits for its answer; _Gone if the worker ends first."""
+        try:
+            self.proc.stdin.write(f"{request}\t{result}\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _Gone from None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                self.close()
+                raise CompileError(f"TensorFlow's export did not finish within {timeout:.0f} s")
+        if self.proc.stdout.readline() != "done\n":
+            self.proc.wait()
+            raise _Gone
+
+    def last_line(self) -> str:
+        self.log.seek(0)
+        lines = [line for line in self.log.read().decode(errors="replace").splitlines() if line.strip()]
+        return f"exit status {self.proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+_worker: _Worker | None = None
+_lock = threading.Lock()
+
+
+def _ask(request: str, result: str) -> None:
+    """One request answered by the worker (started, or restarted once if it had ended)."""
+    global _worker
+    deadline = time.monotonic() + EXPORT_TIMEOUT_S
+    for attempt in range(2):
+        if _worker is None or _worker.proc.poll() is not None:
+            _worker = _Worker()
+        try:
+            _worker.ask(request, result, max(1.0, deadline - time.monotonic()))
+            return
+        except _Gone:
+            failed, _worker = _worker, None
+            if attempt:
+                raise CompileError(f"TensorFlow's export process failed ({failed.last_line()})") from None
+        except CompileError:
+            _worker = None
+            raise
+
+
 def is_saved_model(path: str) -> bool:
     """A directory holding a saved_model.pb (or .pbtxt)."""
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt"))
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
-
-
 def export(path: str, signature: str = "serving_default",
            input_shapes: Sequence[Sequence[Sequence[int]]] | None = None) -> Exported:
     """`signature` of the SavedModel at `path` exported at each of `input_shapes` (default: the
-    declared shapes, unknown dims 1), by TensorFlow in a child process."""
+    declared shapes, unknown dims 1), by TensorFlow in the worker process."""
     if not is_saved_model(path):
         raise CompileError(f"{path}: not a SavedModel directory (no saved_model.pb)")
     with tempfile.TemporaryDirectory(prefix="fibergrid-savedmodel-") as tmp:
@@ -61,15 +125,11 @@ def export(path: str, signature: str = "serving_default",
         with open(request, "w") as f:
             json.dump({"path": os.path.abspath(path), "signature": signature,
                        "input_shapes": None if input_shapes is None else [[list(s) for s in shapes] for shapes in input_shapes]}, f)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])))
-        try:
-            proc = subprocess.run([sys.executable, "-m", "compiler.frontends.savedmodel.export", request, result],
-                                  env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise CompileError(f"{path}: TensorFlow's export did not finish within {EXPORT_TIMEOUT_S} s") from None
-        if proc.returncode != 0 or not os.path.exists(result):
-            raise CompileError(f"{path}: TensorFlow's export process failed (exit status {proc.returncode}): "
-                               f"{_last_line(proc.stderr)}")
+        with _lock:
+            try:
+                _ask(request, result)
+            except CompileError as e:
+                raise CompileError(f"{path}: {e}") from None
         with open(result) as f:
             data = json.load(f)
     if "error" in data:

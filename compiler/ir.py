@@ -227,6 +227,20 @@ def _mulhi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return unsigned.view(a.dtype).reshape(a.shape)
 
 
+def _power(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Floats: pow. Integers: wrapping repeated multiplication; a negative exponent gives 0
+    except for bases 1 and -1, as XLA (numpy refuses those)."""
+    if not _is_int(a):
+        return np.power(a, b)
+    a, b = np.broadcast_arrays(a, b)
+    negative = b < 0
+    with np.errstate(over="ignore"):
+        out = np.power(a, np.where(negative, 0, b))
+    odd = (b % 2) != 0
+    sign = np.where(odd, a, np.ones_like(a))
+    return np.where(negative, np.where(np.abs(a.astype(np.int64)) == 1, sign, 0), out).astype(a.dtype)
+
+
 def _popcnt(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).astype(x.dtype)
 
@@ -264,7 +278,7 @@ def _reduce_precision(x: np.ndarray, exponent_bits: int | None = None, mantissa_
     does; StableHLO's interpreter makes it inf there), on x's own bits."""
     if exponent_bits is None or mantissa_bits is None:
         raise CompileError("reduce_precision needs exponent_bits and mantissa_bits")
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")  # (ascontiguousarray makes a 0-d array 1-d)
     src_mant, src_exp = float_layout(x.dtype)
     nbits = x.dtype.itemsize * 8
     u = np.dtype(f"u{x.dtype.itemsize}")
@@ -294,7 +308,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "multiply": Elementwise(2, np.multiply),
     "divide": Elementwise(2, _divide),
     "remainder": Elementwise(2, np.fmod),
-    "power": Elementwise(2, np.power),
+    "power": Elementwise(2, _power),
     "maximum": Elementwise(2, np.maximum),
     "minimum": Elementwise(2, np.minimum),
     "atan2": Elementwise(2, np.arctan2),
@@ -358,7 +372,7 @@ STRUCTURAL_OPS: frozenset[str] = frozenset({
     "custom_call", "real_dynamic_slice", "dynamic_gather", "dynamic_reduce_window",
     "dynamic_pad", "dynamic_conv", "triangular_solve", "cholesky", "map", "scatter", "scan",
     "select_and_scatter", "top_k", "rng_bit_generator", "rng",
-    "batch_norm_inference", "batch_norm_training", "batch_norm_grad",
+    "batch_norm_inference", "batch_norm_training", "batch_norm_grad", "ragged_dot",
 })
 """Every non-elementwise op of the IR. 'custom_call' is only the jax.export `shape_assertion`.
 'while' (regions cond, body over the carried values), 'case' (operand: the branch index; one
@@ -374,7 +388,9 @@ transpose_a) and 'cholesky' (a; attr lower; from LAPACK's potrf also a second re
 info) work on the trailing two dims, the others being batch dims; passes/decompose.py lowers them,
 and 'scan' (chlo.scan: inputs, inits; attrs dimension, is_reverse; its region maps (elements...,
 carries...) to (outputs..., carries...)) and 'top_k' (chlo.top_k: attr k; the k largest along the
-last dim, in IEEE total order, ties to the lower index, and their i32 indices).
+last dim, in IEEE total order, ties to the lower index, and their i32 indices) and 'ragged_dot'
+(chlo.ragged_dot: lhs, rhs, group_sizes; dot_general's dimension numbers plus lhs_ragged_dimensions
+and rhs_group_dimensions: the rows of lhs's ragged dim go, group by group, with rhs's groups).
 'map' applies its region elementwise."""
 
 SUPPORTED_OPS: frozenset[str] = STRUCTURAL_OPS | frozenset(ELEMENTWISE)

@@ -144,7 +144,7 @@ _COMPARISONS = {"EQ": np.equal, "NE": np.not_equal, "LT": np.less, "LE": np.less
 
 def _total_order_key(x: np.ndarray) -> np.ndarray:
     """Floats -> ints ordered like IEEE totalOrder (-NaN < -inf < ... < -0 < +0 < ... < NaN)."""
-    bits = np.ascontiguousarray(x).view(np.dtype(f"i{x.dtype.itemsize}"))
+    bits = np.asarray(x, order="C").view(np.dtype(f"i{x.dtype.itemsize}"))
     return np.where(bits < 0, bits ^ np.iinfo(bits.dtype).max, bits)
 
 
@@ -167,7 +167,7 @@ def _convert(op: Op, vals, ctx) -> list[np.ndarray]:
 
 
 def _bitcast_convert(op: Op, vals, ctx) -> list[np.ndarray]:
-    x, dtype = np.ascontiguousarray(vals[0]), op.results[0].type.dtype
+    x, dtype = np.asarray(vals[0], order="C"), op.results[0].type.dtype  # (ascontiguousarray makes 0-d 1-d)
     if x.dtype == np.bool_ and dtype != np.bool_:  # i1 is one bit: a trailing dim of bits, LSB first
         return [np.packbits(x, axis=-1, bitorder="little").view(dtype).reshape(x.shape[:-1])]
     if dtype == np.bool_ and x.dtype != np.bool_:
@@ -553,6 +553,29 @@ def _batch_norm(op: Op, vals, ctx) -> list[np.ndarray]:
     return [grad, (dy * centered / std).sum(axes), dy.sum(axes)]
 
 
+def _ragged_dot(op: Op, vals, ctx) -> list[np.ndarray]:
+    """Per output position along lhs's ragged dim, the dot with the rhs group it falls in
+    (groups consecutive, of group_sizes rows; rows past them are zero)."""
+    lhs, rhs, sizes = vals
+    a = op.attrs
+    group_dim, ragged = a["rhs_group_dimensions"][0], a["lhs_ragged_dimensions"][0]
+    ends = np.cumsum(sizes.astype(np.int64))
+    free = [d for d in range(lhs.ndim) if d not in a["lhs_batching_dimensions"] + a["lhs_contracting_dimensions"]]
+    position = len(a["lhs_batching_dimensions"]) + free.index(ragged)
+    shift = lambda dims: tuple(d - (d > group_dim) for d in dims)  # noqa: E731
+    dot = Op("dot_general", op.operands[:2], op.results, {
+        "lhs_batching_dimensions": a["lhs_batching_dimensions"], "lhs_contracting_dimensions": a["lhs_contracting_dimensions"],
+        "rhs_batching_dimensions": shift(a["rhs_batching_dimensions"]),
+        "rhs_contracting_dimensions": shift(a["rhs_contracting_dimensions"])})
+    out = None
+    for j in range(rhs.shape[group_dim]):
+        part = _dot_general(dot, [lhs, np.take(rhs, j, axis=group_dim)], ctx)[0]
+        rows = np.arange(part.shape[position]).reshape([-1 if d == position else 1 for d in range(part.ndim)])
+        part = np.where((rows >= (ends[j - 1] if j else 0)) & (rows < ends[j]), part, 0)
+        out = part if out is None else out + part
+    return [out]
+
+
 def _map(op: Op, vals, ctx) -> list[np.ndarray]:
     """The region on whole arrays (its ops are elementwise on scalars)."""
     return ctx.run_region(op.regions[0], list(vals))
@@ -655,4 +678,5 @@ _OPS.update({
     "batch_norm_inference": _batch_norm,
     "batch_norm_training": _batch_norm,
     "batch_norm_grad": _batch_norm,
+    "ragged_dot": _ragged_dot,
 })

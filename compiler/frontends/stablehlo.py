@@ -48,7 +48,8 @@ _RENAMES: dict[str, dict[str, str]] = {
     "convolution": {"stride": "window_strides", "pad": "padding", "lhs_dilate": "lhs_dilation",
                     "rhs_dilate": "rhs_dilation", "reverse": "window_reversal"},
 }
-_FLATTENED = {"dot_dimension_numbers", "dimension_numbers", "window", "scatter_dimension_numbers"}
+_FLATTENED = {"dot_dimension_numbers", "dimension_numbers", "window", "scatter_dimension_numbers",
+              "ragged_dot_dimension_numbers"}
 
 
 def _plain(v: Any) -> Any:
@@ -87,7 +88,7 @@ def _normalize_attrs(name: str, raw: dict[str, Any], enums: list[str],
 
 def _defaults(name: str, attrs: dict[str, Any], operand_types: list[TensorType]) -> dict[str, Any]:
     """Attrs StableHLO lets the printer omit when they have their default value."""
-    if name == "dot_general":
+    if name in ("dot_general", "ragged_dot"):
         return {k: () for k in ("lhs_batching_dimensions", "rhs_batching_dimensions",
                                 "lhs_contracting_dimensions", "rhs_contracting_dimensions")}
     if name in ("gather", "dynamic_gather"):  # the printer omits empty lists and index_vector_dim 0
@@ -137,7 +138,7 @@ _CALLS = {"call", "func.call"}
 _CONTROL = {"while", "case", "if"}  # ops whose regions may use values of the enclosing scope
 _CHLO = {"chlo.square": "multiply", **{f"chlo.{n}": n for n in (  # chlo ops JAX emits, as IR ops
     "erf", "erfc", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "lgamma", "digamma",
-    "erf_inv", "next_after", "mulhi", "scan", "top_k")}}
+    "erf_inv", "next_after", "mulhi", "scan", "top_k", "ragged_dot")}}
 
 _RENAMING = {"stablehlo.tuple", "stablehlo.get_tuple_element", "stablehlo.optimization_barrier",
              "stablehlo.after_all"}

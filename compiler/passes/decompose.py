@@ -14,6 +14,7 @@ that lowers those gets the op too, correct before it is fast:
 - `rng`: uniform or normal numbers from ThreeFry bits of a fixed state (rng_bits.distribution).
 - `top_k` (chlo.top_k): a stable descending sort of (values, iota), then a slice.
 - `scan` (chlo.scan): unrolled along its dimension, the region inlined per position.
+- `ragged_dot` (chlo, mode 1): one dot per rhs group, masked to its rows, summed.
 - `mulhi`: the high half of the double-width product: through a 64-bit product for narrow
   types, from 32-bit halves (schoolbook, with carries) for 64-bit ones.
 """
@@ -388,7 +389,38 @@ def _batch_norm(b_: _Builder, op: Op) -> list[Value]:
     return [grad, grad_scale, sum_dy]
 
 
-_RULES = {"rng": _rng, "rng_bit_generator": _rng_bit_generator, "top_k": _top_k, "scan": _scan,
+def _ragged_dot(b_: _Builder, op: Op) -> list[Value]:
+    """One dot per rhs group, masked to the group's rows along lhs's ragged dim, summed."""
+    lhs, rhs, sizes = op.operands
+    a = op.attrs
+    group_dim, ragged = a["rhs_group_dimensions"][0], a["lhs_ragged_dimensions"][0]
+    out = op.results[0].type
+    free = [d for d in range(lhs.type.rank) if d not in a["lhs_batching_dimensions"] + a["lhs_contracting_dimensions"]]
+    position = len(a["lhs_batching_dimensions"]) + free.index(ragged)
+    shift = lambda dims: tuple(d - (d > group_dim) for d in dims)  # noqa: E731
+    i64 = np.dtype(np.int64)
+    rows = b_.row_iota(out.shape, position)
+    start, total = b_.like(rows, 0), None
+    for j in range(rhs.type.shape[group_dim]):
+        starts, limits = [0] * rhs.type.rank, list(rhs.type.shape)
+        starts[group_dim], limits[group_dim] = j, j + 1
+        group = b_.slice(rhs, starts, limits)
+        group = b_.op("reshape", [group], [n for d, n in enumerate(group.type.shape) if d != group_dim], rhs.type.dtype)
+        part = b_.op("dot_general", [lhs, group], out.shape, out.dtype,
+                     lhs_batching_dimensions=tuple(a["lhs_batching_dimensions"]),
+                     rhs_batching_dimensions=shift(a["rhs_batching_dimensions"]),
+                     lhs_contracting_dimensions=tuple(a["lhs_contracting_dimensions"]),
+                     rhs_contracting_dimensions=shift(a["rhs_contracting_dimensions"]))
+        size = b_.convert(b_.op("reshape", [b_.slice(sizes, [j], [j + 1])], (), sizes.type.dtype), i64)
+        end = b_.binary("add", start, b_.broadcast(size, out.shape, ()))
+        inside = b_.op("and", [b_.compare("GE", rows, start), b_.compare("LT", rows, end)], out.shape, I1)
+        part = b_.select(inside, part, b_.like(part, 0))
+        total = part if total is None else b_.binary("add", total, part)
+        start = end
+    return [total]
+
+
+_RULES = {"ragged_dot": _ragged_dot, "rng": _rng, "rng_bit_generator": _rng_bit_generator, "top_k": _top_k, "scan": _scan,
           "triangular_solve": _triangular_solve, "cholesky": _cholesky, "mulhi": _mulhi,
           "batch_norm_inference": _batch_norm, "batch_norm_training": _batch_norm, "batch_norm_grad": _batch_norm}
 

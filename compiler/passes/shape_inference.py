@@ -271,6 +271,15 @@ def _batch_norm(op: Op, ts, decl, known) -> list[TensorType]:
     return [x] + [feature] * (len(decl) - 1)
 
 
+def _ragged_dot(op: Op, ts, decl, known) -> list[TensorType]:
+    a = op.attrs
+    if len(a.get("lhs_ragged_dimensions", ())) != 1 or len(a.get("rhs_group_dimensions", ())) != 1 \
+            or a["lhs_ragged_dimensions"][0] in a["lhs_contracting_dimensions"] + a["lhs_batching_dimensions"]:
+        raise CompileError(f"{op.where()}: only ragged_dot with one ragged lhs row dim and one rhs group dim "
+                           f"(mode 1) is supported")
+    return decl
+
+
 def _scalar(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType((), decl[0].dtype)]
 
@@ -306,6 +315,7 @@ RULES.update({
     "select_and_scatter": lambda op, ts, decl, known: [ts[0]], "top_k": _declared,
     "rng_bit_generator": _rng_state, "rng": _declared,
     "batch_norm_inference": _batch_norm, "batch_norm_training": _batch_norm, "batch_norm_grad": _batch_norm,
+    "ragged_dot": _ragged_dot,
 })
 """Result-type rule of every IR op (a test checks this covers `ir.SUPPORTED_OPS`)."""
 

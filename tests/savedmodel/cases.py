@@ -8,7 +8,7 @@ FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("subclassed", [(3
 LOOPS = [("lstm", [(2, 6, 4)]), ("gru", [(2, 5, 3)]), ("tensor_array", [(5, 4)])]
 TWO_BATCHES = [[(3,), (2, 3)], [(3,), (5, 3)]]  # two_by_name's signature 'other' at two batch sizes
 # (model, signature, input shapes): TensorFlow's outputs on random inputs, the references
-REFERENCES = ([(name, "serving_default", shapes) for name, shapes in FEEDFORWARD + LOOPS + [("mlp", [(1, 12)]), ("cnn", [(2, 16, 16, 3)])]]
+REFERENCES = ([(name, "serving_default", shapes) for name, shapes in FEEDFORWARD + LOOPS + [("mlp", [(1, 12)]), ("keras_export", [(3, 12)])]]
               + [("two_by_name", "other", shapes) for shapes in TWO_BATCHES])
 
 

@@ -144,13 +144,23 @@ def unknown_rank() -> tuple[Any, Any]:
 
 
 def save(builder: Callable[[], tuple[Any, Any]], path: str) -> str:
+    """`tf.saved_model.save` of the builder's model; signatures "keras-export": Keras 3's own
+    `model.export(path)` (which keeps the Input layers' names)."""
     keras.utils.set_random_seed(0)
     obj, signatures = builder()
-    tf.saved_model.save(obj, path, signatures=signatures)
+    if signatures == "keras-export":
+        obj.export(path, verbose=False)
+    else:
+        tf.saved_model.save(obj, path, signatures=signatures)
     return path
 
 
-BUILDERS = ["mlp", "cnn", "subclassed", "lstm", "gru", "tensor_array", "two_by_name",
+def keras_export() -> tuple[Any, Any]:
+    """The MLP, saved with Keras 3's `model.export`."""
+    return mlp()[0], "keras-export"
+
+
+BUILDERS = ["mlp", "keras_export", "cnn", "subclassed", "lstm", "gru", "tensor_array", "two_by_name",
             "string_op", "stateful_random", "data_dependent", "unknown_rank"]
 def write_all(directory: str) -> None:
     """Saves every model under `directory` and each reference case's inputs and TensorFlow's

@@ -64,6 +64,13 @@ def test_load_directory_compiles_unknown_dims_as_one(models_dir, capfd):
         module(np.zeros((2, 12), np.float32))
 
 
+def test_keras_export_keeps_input_names(models_dir, tmp_path):
+    """Keras 3's `model.export` keeps the Input layer's name (tf.saved_model.save says 'inputs')."""
+    module = _saved(compile_saved_model(str(models_dir / "keras_export"), input_shapes=[((3, 12),)]), tmp_path)
+    assert [i.name for i in module.inputs] == ["features"]
+    _check(module, models_dir, "keras_export", [(3, 12)])
+
+
 def test_names_sorted_and_several_input_shapes(models_dir, tmp_path):
     """Inputs and outputs by name (sorted, TensorFlow's flattening order), another signature by
     name, two batch sizes in one .fgx: the batch dim stays dynamic and both run."""

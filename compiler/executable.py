@@ -10,7 +10,7 @@ Layout (little-endian):
 
 A function has its declared input signature (None for a dynamic dim) and its specializations,
 one per concrete input-shape signature: the host program (tensors with constants as blob
-names, dispatch records, results), the kernels' metadata (name, binding dtypes, local memory;
+names, steps: dispatches, copies and jumps (compiler/host_program.py), results), the kernels' metadata (name, binding dtypes, local memory;
 workgroup counts are in the dispatch records) and the object code blob. A function with dynamic
 dims keeps the StableHLO source in the file, so a runtime can compile a specialization for any
 shapes it is called with (through the disk cache), next to those compiled ahead of time.
@@ -36,13 +36,15 @@ import numpy as np
 
 from compiler import pipeline
 from compiler.codegen.llvm_cpu import jit
+from compiler.errors import CompileError
+from compiler.host_program import CopyRecord, DispatchRecord, JumpRecord, check_program
 from compiler.ir import ELEMENT_TYPES
 from compiler.passes.fusion import Tensor
 from compiler.targets import KernelCode, TargetCode
 from common.errors import InvalidArgument, Unavailable
 
 MAGIC = b"\x89FGX\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the host program's steps include copies and jumps (control flow)
 _HEADER = struct.Struct("<8sIIQ32s")
 
 _TYPE_NAMES = {dtype: name for name, dtype in ELEMENT_TYPES.items() if name != "index"}
@@ -180,8 +182,7 @@ def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Bl
         "kernels": [{"name": k.name, "bindings": [dtype_name(d) for d in k.binding_dtypes],
                      "local_memory_size": k.local_memory_size} for k in c.kernels],
         "tensors": [tensor(t) for t in c.tensors],
-        "dispatches": [{"entry": r.entry, "workgroup_count": list(r.workgroup_count),
-                        "tensors": list(r.tensors), "barrier_before": r.barrier_before} for r in c.program],
+        "steps": [_encode_step(r) for r in c.program],
         "results": [{"tensor": t, "shape": list(s)} for t, s in c.results],
         # One blob per further format (SPIR-V for vulkan...), with its kernels' grids.
         "variants": [{"format": v.format, "blob": blobs.add(f"{prefix}/{v.format}", v.blob),
@@ -191,6 +192,35 @@ def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Bl
                                    "local_memory_size": k.local_memory_size} for k in v.kernels]}
                      for v in c.variants],
     }
+
+
+def _encode_step(r: pipeline.Step) -> dict[str, Any]:
+    if isinstance(r, DispatchRecord):
+        return {"op": "dispatch", "entry": r.entry, "workgroup_count": list(r.workgroup_count),
+                "tensors": list(r.tensors), "barrier_before": r.barrier_before}
+    if isinstance(r, CopyRecord):
+        return {"op": "copy", "source": r.source, "target": r.target, "barrier_before": r.barrier_before}
+    return {"op": "jump", "target": r.target, "predicate": r.predicate, "equals": r.equals}
+
+
+def _decode_step(d: dict[str, Any]) -> pipeline.Step:
+    op = d["op"]
+    if op == "dispatch":
+        count = tuple(int(c) for c in d["workgroup_count"])
+        if len(count) != 3:
+            raise ValueError(f"workgroup_count {list(count)} is not 3 ints")
+        return DispatchRecord(str(d["entry"]), count, tuple(int(t) for t in d["tensors"]), _bool(d["barrier_before"]))
+    if op == "copy":
+        return CopyRecord(int(d["source"]), int(d["target"]), _bool(d["barrier_before"]))
+    if op == "jump":
+        return JumpRecord(int(d["target"]), int(d["predicate"]), int(d["equals"]))
+    raise ValueError(f"unknown step op {op!r}")
+
+
+def _bool(x: Any) -> bool:
+    if not isinstance(x, bool):
+        raise TypeError(f"{x!r} is not a boolean")
+    return x
 
 
 def _encode_io(infos: tuple[IOInfo, ...]) -> list[dict[str, Any]]:
@@ -402,6 +432,10 @@ def _decode_function(f: dict[str, Any], blobs: dict[str, memoryview]) -> Functio
     entry = FunctionEntry(f["name"], signature, {}, _decode_io(f.get("input_info", [])), _decode_io(f.get("output_info", [])))
     for s in f["specializations"]:
         compiled = _decode_specialization(f["name"], s, blobs)
+        try:
+            check_program(compiled.program, compiled.tensors, f"@{compiled.name}")
+        except CompileError as e:
+            raise ValueError(str(e)) from None  # reported as malformed metadata, naming the file
         entry.specializations[compiled.shapes] = compiled
     return entry
 
@@ -418,9 +452,7 @@ def _decode_specialization(name: str, s: dict[str, Any], blobs: dict[str, memory
         name,
         tuple((tuple(int(d) for d in i["shape"]), dtype_from_name(i["dtype"])) for i in s["inputs"]),
         tuple(tensor(t) for t in s["tensors"]),
-        tuple(pipeline.DispatchRecord(str(d["entry"]), tuple(int(c) for c in d["workgroup_count"]),
-                                      tuple(int(t) for t in d["tensors"]), bool(d["barrier_before"]))
-              for d in s["dispatches"]),
+        tuple(_decode_step(d) for d in s["steps"]),
         tuple((int(r["tensor"]), tuple(int(d) for d in r["shape"])) for r in s["results"]),
         tuple(pipeline.KernelInfo(str(k["name"]), tuple(dtype_from_name(d) for d in k["bindings"]),
                                   int(k["local_memory_size"])) for k in s["kernels"]),

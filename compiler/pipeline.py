@@ -8,10 +8,11 @@ so the same bytes can be written to an .fgx file or the on-disk cache (compiler/
 compiler/cache.py) and linked back in later without running LLVM's optimiser again.
 
 The host program is data, not code: the function's buffers (`Tensor`s: inputs, constants,
-temporaries) and an ordered list of `DispatchRecord`s saying which entry point runs on how many
-workgroups with which buffers in which binding slots, and whether a barrier must come before it
-(it reads or overwrites a buffer that a dispatch since the last barrier writes). A runtime
-(fibergrid/module.py) records it into one reusable command buffer; nothing here touches a device.
+temporaries) and an ordered list of steps (compiler/host_program.py): dispatch records saying
+which entry point runs on how many workgroups with which buffers in which binding slots, and
+whether a barrier must come before it; buffer copies; and jumps, which control flow (while, case,
+if) lowers to. A runtime (fibergrid/module.py) records it into reusable command buffers; nothing
+here touches a device.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from compiler.codegen.llvm_cpu.matmul import GeneratedKernel
 from compiler.errors import CompileError
 from compiler.frontends.stablehlo import parse_stablehlo
 from compiler.ir import Dim, Module
-from compiler.passes.fusion import Tensor, partition
+from compiler.host_program import DispatchRecord, Step, assemble, lower
+from compiler.passes.fusion import Tensor
 from compiler.passes.shape_inference import specialize
 from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable, Variant
 
@@ -75,16 +77,6 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class DispatchRecord:
-    """One dispatch of the host program; `tensors[i]` is the Tensor id bound to slot i."""
-
-    entry: str
-    workgroup_count: tuple[int, int, int]
-    tensors: tuple[int, ...]
-    barrier_before: bool
-
-
-@dataclass(frozen=True)
 class KernelInfo:
     """What a runtime needs to know of one kernel in the object code besides its address."""
 
@@ -102,7 +94,7 @@ class CompiledFunction:
     name: str
     inputs: tuple[tuple[tuple[int, ...], np.dtype], ...]  # (shape, dtype) per argument
     tensors: tuple[Tensor, ...]
-    program: tuple[DispatchRecord, ...]
+    program: tuple[Step, ...]  # dispatches, copies and jumps (compiler/host_program.py)
     results: tuple[tuple[int, tuple[int, ...]], ...]  # (tensor id, shape) per result
     kernels: tuple[KernelInfo, ...]
     object_code: bytes  # empty when the function needs no dispatch (e.g. it returns an input)
@@ -150,25 +142,27 @@ class CompiledFunction:
         regions = self.regions
         if not regions:
             static = static_module(parse(self.source), self.name, self.shapes)
-            regions = tuple(d.region for d in prepare(partition(static, self.name)).dispatches)
+            regions = tuple(d.region for d in lower(static, self.name, prepare).dispatches)
         names = [k.name for k in self.kernels]
         by_name = {r.name: r for r in regions}
         if sorted(by_name) != sorted(names):
             raise CompileError(f"@{self.name}: its source no longer gives the kernels it was compiled with")
         return tuple(by_name[n] for n in names)
 
-    def program_for(self, formats: Sequence[str]) -> tuple[DispatchRecord, ...]:
+    def program_for(self, formats: Sequence[str]) -> tuple[Step, ...]:
         """The host program with the workgroup counts of the first of `formats` compiled ahead
         of time (a GPU target lays kernels out on its own grid); the CPU program otherwise.
         Every kernel is correct with either grid (GPU kernels stride over their points)."""
         for fmt in formats:
             for code in self.variants:
                 if code.format == fmt:
-                    return tuple(replace(r, workgroup_count=code.kernel(r.entry).workgroup_count) for r in self.program)
+                    return tuple(replace(r, workgroup_count=code.kernel(r.entry).workgroup_count)
+                                 if isinstance(r, DispatchRecord) else r for r in self.program)
             target = next((t for t in targets_.gpu_targets() if t.format == fmt), None)
             if target is not None and (self.regions or self.source is not None) and self.program:
                 grids = {r.name: target.grid(r) for r in self._kernel_regions()}
-                return tuple(replace(r, workgroup_count=grids[r.entry]) for r in self.program)
+                return tuple(replace(r, workgroup_count=grids[r.entry]) if isinstance(r, DispatchRecord) else r
+                             for r in self.program)
         return self.program
 
 
@@ -208,21 +202,6 @@ def io_info(module: Module, function: str) -> tuple[tuple, tuple]:
             tuple((r.name, r.type.shape, r.type.dtype) for r in fn.results))
 
 
-def _program(dispatches, kernels: list[GeneratedKernel]) -> list[DispatchRecord]:
-    """Dispatch records with barriers only where a dispatch depends on one since the last
-    barrier (independent dispatches share a barrier region and may run at once)."""
-    records, written = [], set()
-    for d, kernel in zip(dispatches, kernels):
-        if 0 in kernel.workgroup_count:
-            continue  # an empty grid: nothing to run (fusion drops those writing nothing)
-        barrier = bool(written & set(d.tensors))
-        if barrier:
-            written = set()
-        written |= {t for t, decl in zip(d.tensors, d.region.bindings) if decl.output}
-        records.append(DispatchRecord(kernel.name, kernel.workgroup_count, d.tensors, barrier))
-    return records
-
-
 def compile_function(module: Module, function: str, input_shapes: Sequence[Sequence[int]] | None = None,
                      progress: Progress | None = None, targets: Sequence[str] = ()) -> CompiledFunction:
     """Compile `function` of a parsed module for `input_shapes` (default: its declared shapes,
@@ -239,21 +218,22 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
     shapes = tuple(tuple(int(d) for d in s) for s in input_shapes)
     with progress.stage(f"@{function}: shapes and fusion"):
         static = static_module(module, function, shapes)
-        part = prepare(partition(static, function))
+        lowered = lower(static, function, prepare)
+    dispatches = lowered.dispatches
     with progress.stage(f"@{function}: code generation"):
-        kernels = [generate(d.region) for d in part.dispatches]
+        kernels = [generate(d.region) for d in dispatches]
     with progress.stage(f"@{function}: LLVM ({len(kernels)} kernels)"):
         object_code = jit.emit_object(jit.link_ir([k.ir for k in kernels])) if kernels else b""
-    regions = tuple(d.region for d in part.dispatches)
+    regions = tuple(d.region for d in dispatches)
     variants = []
     for name in dict.fromkeys(t for t in targets if t != "cpu"):
         with progress.stage(f"@{function}: {name} ({len(regions)} kernels)"):
             variants.append(targets_.get(name).build(regions))
     return CompiledFunction(
-        function, tuple((s, a.type.dtype) for s, a in zip(shapes, fn.args)), tuple(part.tensors),
-        tuple(_program(part.dispatches, kernels)), tuple(part.results),
+        function, tuple((s, a.type.dtype) for s, a in zip(shapes, fn.args)), tuple(lowered.tensors),
+        assemble(lowered, kernels), tuple(lowered.results),
         tuple(KernelInfo(k.name, tuple(b.dtype for b in d.region.bindings), k.local_memory_size)
-              for k, d in zip(kernels, part.dispatches)),
+              for k, d in zip(kernels, dispatches)),
         object_code, tuple(variants), regions)
 
 

@@ -14,6 +14,14 @@ recorded when a signature is first called. A call then only checks its arguments
 into the input buffers, submits, waits and copies the results out. A reusable command buffer
 runs one submission at a time, so calls of one signature are serialised by a lock; calls of
 different signatures (or different modules) run concurrently.
+
+Control flow (the host program's jumps, compiler/host_program.py): on a device whose command
+buffers can jump (`Device.branches`: the CPU drivers) the whole program, loops and branches
+included, is still that one command buffer, and the scheduler evaluates the jumps between
+regions: a loop of data-dependent trip count costs no host round trip per iteration. Elsewhere
+(vulkan) the program is cut at its jumps into straight-line blocks, one reusable command buffer
+each, submitted back to back on the lane's timeline; the host waits and reads the predicate (a
+host-visible scalar) only at a conditional jump (`_Blocks`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import collections
 import dataclasses
 import os
 import threading
+import time
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -29,19 +38,90 @@ import numpy as np
 from compiler import executable
 from compiler.cache import CACHE
 from compiler.executable import Program, format_shape
+from compiler.host_program import CopyRecord, DispatchRecord, JumpRecord, Step, has_jumps
 from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
 from hal.buffer import BufferUsage
+from hal.command_buffer import CommandBuffer
 from hal.device import Device
+from hal.semaphore import Semaphore
 from common.errors import DeadlineExceeded, Error, InvalidArgument
 
 
+def _record(device: Device, compiled: CompiledFunction, steps: Sequence[Step], views: dict[int, Any]) -> CommandBuffer:
+    """One reusable command buffer running `steps` (jumps as `jump`s to labels: the device must
+    have `branches` if there are any)."""
+    cb = device.create_command_buffer("reusable")
+    labels = {s.target: cb.label() for s in steps if isinstance(s, JumpRecord)}
+    for i, step in enumerate(steps):
+        if i in labels:
+            cb.bind_label(labels[i])
+        if isinstance(step, JumpRecord):
+            cb.jump(labels[step.target], views[step.predicate] if step.predicate >= 0 else None, step.equals)
+            continue
+        if step.barrier_before:
+            cb.execution_barrier()
+        if isinstance(step, DispatchRecord):
+            cb.dispatch(compiled.executable, step.entry, step.workgroup_count, [], [views[t] for t in step.tensors])
+        else:
+            source, target = views[step.source], views[step.target]
+            cb.copy(source.buffer, source.offset, target.buffer, target.offset, target.nbytes)
+    if len(steps) in labels:
+        cb.bind_label(labels[len(steps)])
+    cb.end()
+    return cb
+
+
+class _Blocks:
+    """A program with jumps on a device whose command buffers cannot jump: its straight-line
+    blocks (cut before every jump target and after every jump), each a reusable command buffer,
+    run by the host. Blocks are submitted back to back on the lane's timeline without waiting;
+    the host waits only at a conditional jump, to read its predicate."""
+
+    def __init__(self, device: Device, compiled: CompiledFunction, program: Sequence[Step], views: dict[int, Any]) -> None:
+        jumps = [i for i, s in enumerate(program) if isinstance(s, JumpRecord)]
+        cuts = sorted({0, *(program[i].target for i in jumps), *(i + 1 for i in jumps)} - {len(program)})
+        self.blocks: dict[int, tuple[CommandBuffer | None, JumpRecord | None, int]] = {}
+        for start, end in zip(cuts, cuts[1:] + [len(program)]):
+            body = list(program[start:end])
+            jump = body.pop() if body and isinstance(body[-1], JumpRecord) else None
+            self.blocks[start] = (_record(device, compiled, body, views) if body else None, jump, end)
+        self.length = len(program)
+        # Host views of the predicates (their buffers are host-visible: see _Lane).
+        self.predicates = {s.predicate: views[s.predicate].buffer.view(views[s.predicate].dtype, (1,))
+                           for s in program if isinstance(s, JumpRecord) and s.predicate >= 0}
+
+    def run(self, device: Device, semaphore: Semaphore, value: int, timeout: float) -> int:
+        """Runs the program from the timeline's `value`; returns the value it ends at."""
+        deadline = time.monotonic() + timeout
+        pc = 0
+        while pc < self.length:
+            cb, jump, pc = self.blocks[pc]
+            if cb is not None:
+                device.queue_execute([cb], wait=[(semaphore, value)], signal=[(semaphore, value + 1)])
+                value += 1
+            if jump is None:
+                continue
+            if jump.predicate >= 0:
+                semaphore.wait(value, max(0.0, deadline - time.monotonic()))
+                if int(self.predicates[jump.predicate][0]) != jump.equals:
+                    continue
+            pc = jump.target
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"the program's control flow did not finish within {timeout} s")
+        semaphore.wait(value, max(0.0, deadline - time.monotonic()))
+        return value
+
+
 class _Lane:
-    """One set of buffers and one reusable command buffer for a shape signature: a call in
+    """One set of buffers and one reusable command buffer for a shape signature (or, for a
+    program with jumps on a device without `branches`, one per straight-line block): a call in
     flight owns a lane. Synchronous calls use lane 0; `submit` adds lanes so calls pipeline."""
 
     def __init__(self, compiled: CompiledFunction, device: Device, constants: dict[int, Any]) -> None:
         alloc = device.allocator
+        program = compiled.program_for(device.formats)
         host = {t for t, _ in compiled.results} | {t.id for t in compiled.tensors if t.kind == "input"}
+        host |= {s.predicate for s in program if isinstance(s, JumpRecord) and s.predicate >= 0}
         # Only inputs and results need host access; temporaries may live where the device is
         # fastest (a GPU's device-local memory).
         views = {t.id: constants[t.id] if t.kind == "constant" else
@@ -60,15 +140,12 @@ class _Lane:
             buffer = views[t].buffer
             self.results.append((buffer, buffer.view(views[t].dtype, shape), kinds[t] == "temp" and t not in seen))
             seen.add(t)
-        self.command_buffer = None
-        if compiled.program:
-            cb = device.create_command_buffer("reusable")
-            for rec in compiled.program_for(device.formats):
-                if rec.barrier_before:
-                    cb.execution_barrier()
-                cb.dispatch(compiled.executable, rec.entry, rec.workgroup_count, [], [views[t] for t in rec.tensors])
-            cb.end()
-            self.command_buffer = cb
+        self.command_buffer = None  # the program as one command buffer, where the device runs it so
+        self.blocks = None  # else its blocks, run by the host
+        if has_jumps(program) and not device.branches:
+            self.blocks = _Blocks(device, compiled, program, views)
+        elif program:
+            self.command_buffer = _record(device, compiled, program, views)
         self.semaphore = device.create_semaphore(0)
         self.submissions = 0
         self.rebound: set[int] = set()  # ids of the buffers whose bindings point at caller memory
@@ -175,7 +252,12 @@ class _Prepared:
 
     def _replace(self, lane: _Lane, future: "CallFuture | None" = None) -> None:
         """A lane whose call failed or timed out (its semaphore failed, or its command buffer may
-        still be in flight) is dropped; the next call gets a fresh one."""
+        still be in flight) is dropped; the next call gets a fresh one. Its semaphore is failed,
+        so a device-side loop of it still running stops at its next iteration."""
+        try:
+            lane.semaphore.fail(DeadlineExceeded(f"@{self.compiled.name}: the call was abandoned"))
+        except Error:
+            pass
         fresh = _Lane(self.compiled, self._device, self._constants)
         with self._lock:
             self._lanes[self._lanes.index(lane)] = fresh
@@ -188,6 +270,8 @@ class _Prepared:
             if lane.command_buffer is not None:
                 lane.submissions += 1
                 self._device.execute_and_wait(lane.command_buffer, lane.semaphore, lane.submissions, self._timeout)
+            elif lane.blocks is not None:
+                lane.submissions = lane.blocks.run(self._device, lane.semaphore, lane.submissions, self._timeout)
             results = self._collect(lane, targets, out)
         except BaseException:
             self._replace(lane)
@@ -204,6 +288,8 @@ class _Prepared:
             if lane.command_buffer is not None:
                 lane.submissions += 1
                 self._device.queue_execute([lane.command_buffer], signal=[(lane.semaphore, lane.submissions)])
+            elif lane.blocks is not None:  # the host runs the control flow: the call completes here
+                lane.submissions = lane.blocks.run(self._device, lane.semaphore, lane.submissions, self._timeout)
         except BaseException:
             self._replace(lane)
             raise

@@ -2,7 +2,12 @@
 
 Commands between two `execution_barrier()`s may run in any order or at once; a barrier orders
 everything before it ahead of everything after it (Vulkan's compute-to-compute barrier, IREE's
-execution barrier). Every check happens while recording, in the spirit of Vulkan's validation
+execution barrier). On a device with `branches` (the CPU drivers), `jump(label, predicate,
+equals)` goes to a `label()` bound elsewhere in the same command buffer, always or when the
+scalar in `predicate` equals `equals`, read when everything before the jump has completed:
+control flow whose trip count depends on data runs without returning to the host (CUDA graphs'
+conditional nodes, Vulkan's proposed device-generated commands, do the same). A jump and a label
+are barriers. Every check happens while recording, in the spirit of Vulkan's validation
 layers, so a recorded command buffer cannot fail validation when it runs.
 """
 
@@ -17,7 +22,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from hal.buffer import Buffer, BufferUsage, BufferView
-from common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable, Unimplemented
 from hal.executable import EntryPoint, Executable
 
 
@@ -71,7 +76,25 @@ class Barrier:
     """Marks the end of a region."""
 
 
-Command = Union[Dispatch, Fill, Copy, Update, Barrier]
+class Label:
+    """A position in one command buffer that jumps go to; bound once with `bind_label`."""
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner  # the command buffer's id
+        self.position: int | None = None  # index into `commands` of the first command after it
+
+    def __repr__(self) -> str:
+        return f"Label(@{self.position})" if self.position is not None else "Label(unbound)"
+
+
+@dataclass(frozen=True)
+class Jump:
+    target: Label
+    predicate: Binding | None  # a 1-, 2-, 4- or 8-byte integer; None: always
+    equals: int
+
+
+Command = Union[Dispatch, Fill, Copy, Update, Barrier, Jump]
 
 _ids = itertools.count(1)
 _registry: "weakref.WeakValueDictionary[int, CommandBuffer]" = weakref.WeakValueDictionary()
@@ -184,8 +207,49 @@ class CommandBuffer:
         if self.commands and not isinstance(self.commands[-1], Barrier):
             self.commands.append(Barrier())
 
+    def label(self) -> Label:
+        """A new label of this command buffer, to bind once and jump to any number of times."""
+        self._recording("label")
+        return Label(self.id)
+
+    def bind_label(self, label: Label) -> None:
+        """Jumps to `label` continue with the commands recorded after this (a barrier first)."""
+        self._recording("bind_label")
+        self._own(label, "bind_label")
+        if label.position is not None:
+            raise InvalidArgument(f"bind_label: {label!r} is already bound")
+        self.execution_barrier()
+        label.position = len(self.commands)
+
+    def jump(self, label: Label, predicate: BindingLike | None = None, equals: int = 0) -> None:
+        """Continue at `label`: always, or when the integer in `predicate` (1, 2, 4 or 8 bytes,
+        compared in that width) equals `equals`. Everything before the jump completes first."""
+        self._recording("jump")
+        if not self.device.branches:
+            raise Unimplemented(f"jump: {self.device!r} cannot branch inside a command buffer "
+                                f"(evaluate the control flow on the host between command buffers)")
+        self._own(label, "jump")
+        p = None
+        if predicate is not None:
+            p = resolve_binding(predicate, "jump predicate")
+            if p.length not in (1, 2, 4, 8) or p.offset % p.length:
+                raise InvalidArgument(f"jump: the predicate must be 1, 2, 4 or 8 bytes at an offset that is a multiple "
+                                      f"of its size, got {p.length} bytes at offset {p.offset}")
+        if not isinstance(equals, (int, np.integer)) or not -(1 << 63) <= int(equals) < (1 << 63):
+            raise InvalidArgument(f"jump: equals={equals!r} is not a 64-bit integer")
+        self.execution_barrier()
+        self.commands.append(Jump(label, p, int(equals)))
+        self.commands.append(Barrier())
+
+    def _own(self, label: Label, what: str) -> None:
+        if not isinstance(label, Label) or label.owner != self.id:
+            raise InvalidArgument(f"{what}: {label!r} is not a label of {self!r}")
+
     def end(self) -> None:
         self._recording("end")
+        for c in self.commands:
+            if isinstance(c, Jump) and c.target.position is None:
+                raise InvalidArgument(f"end: {self!r} jumps to a label that was never bound")
         while self.commands and isinstance(self.commands[-1], Barrier):
             self.commands.pop()
         self.lowered = self.device.lower_command_buffer(self)

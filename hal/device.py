@@ -47,6 +47,7 @@ class DeviceLimits:
 class Device(abc.ABC):
     driver: str = ""
     formats: tuple[str, ...] = ()  # executable formats the device loads
+    branches: bool = False  # command buffers may `jump` (control flow evaluated on the device)
     allocator_class: type[Allocator] = HostAllocator  # a driver's own memory: its allocator
 
     def __init__(self, limits: DeviceLimits) -> None:

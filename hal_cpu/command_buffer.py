@@ -14,7 +14,7 @@ import numpy as np
 
 from hal.abi import DISPATCH_STATE_DTYPE
 from common.memory import aligned_bytes
-from hal.command_buffer import CommandBuffer, Copy, Dispatch, Fill, Update
+from hal.command_buffer import Barrier, CommandBuffer, Copy, Dispatch, Fill, Jump, Update
 from scheduler import GridProgram
 from scheduler import layout as L
 
@@ -64,6 +64,33 @@ def _dispatch_state(d: Dispatch, keep: list, sites: dict) -> int:
     return state.ctypes.data
 
 
+def _regions(cb: CommandBuffer) -> tuple[list[list], dict[int, int]]:
+    """The commands split at barriers (a jump is a region of its own), and per label (by id)
+    the index of the region it starts."""
+    starts: dict[int, list] = {}
+    for c in cb.commands:
+        if isinstance(c, Jump):
+            starts.setdefault(min(c.target.position, len(cb.commands)), []).append(c.target)
+    regions: list[list] = [[]]
+    at: dict[int, int] = {}
+    for position in range(len(cb.commands) + 1):
+        for label in starts.get(position, ()):
+            if regions[-1]:
+                regions.append([])
+            at[id(label)] = len(regions) - 1
+        if position == len(cb.commands):
+            break
+        c = cb.commands[position]
+        if isinstance(c, Barrier):
+            if regions[-1]:
+                regions.append([])
+        else:
+            regions[-1].append(c)
+    if not regions[-1]:
+        regions.pop()
+    return regions, at
+
+
 def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
     rows: list[np.ndarray] = []
     regions: list[tuple[int, int]] = []
@@ -71,7 +98,8 @@ def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
     sites: dict[int, list] = {}
     fixed: set[int] = set()
     index = 0
-    for region in cb.regions():
+    split, label_region = _regions(cb)
+    for r, region in enumerate(split):
         first = len(rows)
         for cmd in region:
             row = np.zeros(L.CMD_WORDS, dtype=np.int64)
@@ -114,6 +142,15 @@ def lower(cb: CommandBuffer, max_workgroup_count: int) -> LoweredCommandBuffer:
                 row[L.C_TILES] = _tiles(cmd.target.length)
                 keep.append(cmd.target.buffer)
                 fixed.add(id(cmd.target.buffer))
+            elif isinstance(cmd, Jump):
+                row[L.C_OP] = L.OP_JUMP
+                if cmd.predicate is not None:
+                    row[L.C_FN] = cmd.predicate.buffer.address + cmd.predicate.offset
+                    row[L.C_COUNT] = cmd.predicate.length
+                    keep.append(cmd.predicate.buffer)
+                    fixed.add(id(cmd.predicate.buffer))
+                row[L.C_STATE] = cmd.equals
+                row[L.C_JUMP_DELTA] = label_region[id(cmd.target)] - r
             rows.append(row)
         regions.append((first, len(rows)))
     commands = np.array(rows, dtype=np.int64).reshape(-1, L.CMD_WORDS)

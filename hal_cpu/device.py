@@ -28,6 +28,7 @@ REBIND_ALIGNMENT = 16
 
 class CpuDevice(Device):
     formats = (CPU_NATIVE_FORMAT,)
+    branches = True  # the scheduler evaluates jumps between regions (scheduler/executor.py)
 
     def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = CPU_LOCAL_MEMORY, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int | None = None, wake_cost_us: float | None = None) -> None:
         super().__init__(DeviceLimits(local_memory_size=local_memory_size))

@@ -313,6 +313,11 @@ def advance(a: int, s: int, w: int, present: int, queue: bool) -> bool:
     r = load(slot + 8 * L.S_REGION) + 1
     n_regions = load(slot + 8 * L.S_N_REGIONS)
     while r < n_regions and load(slot + 8 * L.S_ERROR) == 0:
+        row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * r
+        cmd = cmd_addr(slot, load_i64(row + 8 * L.R_FIRST))
+        if load_i64(row + 8 * L.R_END) > load_i64(row + 8 * L.R_FIRST) and load_i64(cmd + 8 * L.C_OP) == L.OP_JUMP:
+            r = jump(a, slot, cmd, r)
+            continue
         total = begin_region(a, slot, r)
         if total > 0:
             if queue:
@@ -322,6 +327,44 @@ def advance(a: int, s: int, w: int, present: int, queue: bool) -> bool:
         r += 1
     complete(a, s, w)
     return True
+
+
+@njit(nogil=True, cache=True)
+def jump(a: int, slot: int, cmd: int, r: int) -> int:
+    """The region after JUMP region r: its target when the predicate (a 1-, 2-, 4- or 8-byte
+    integer, read in place now that every earlier region is complete) equals the command's value,
+    or when it has none; r + 1 otherwise. A backward jump (a loop going round again) first checks
+    that the device is not shutting down and that no semaphore the submission signals has failed
+    (the host gave up on it), so a loop that never ends can still be stopped."""
+    predicate = load_i64(cmd + 8 * L.C_FN)
+    if predicate != 0:
+        width = load_i64(cmd + 8 * L.C_COUNT)
+        if width == 8:
+            value = load_i64(predicate)
+            expected = load_i64(cmd + 8 * L.C_STATE)
+        else:
+            shift = 8 * (predicate & 3)  # a narrow value is read within its aligned 4-byte word
+            mask = (1 << (8 * width)) - 1
+            value = (load_u32(predicate - (predicate & 3)) >> shift) & mask
+            expected = load_i64(cmd + 8 * L.C_STATE) & mask
+        if value != expected:
+            return r + 1
+    delta = load_i64(cmd + 8 * L.C_JUMP_DELTA)
+    if delta <= 0 and cancelled(a, slot):
+        record_failure(slot, L.STATUS_CANCELLED, cmd, 0, 0, 0)
+    return r + delta
+
+
+@njit(nogil=True, cache=True)
+def cancelled(a: int, slot: int) -> bool:
+    """The device shuts down, or a semaphore the submission signals failed."""
+    if load(word(a, L.H_SHUTDOWN)) != 0:
+        return True
+    signals = load(slot + 8 * L.S_SIGNALS)
+    for i in range(load(slot + 8 * L.S_N_SIGNALS)):
+        if load(sem_addr(a, load_i64(signals + 16 * i)) + 8 * L.M_STATE) != L.SEM_OK:
+            return True
+    return False
 
 
 @njit(nogil=True, cache=True)

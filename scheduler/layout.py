@@ -120,6 +120,7 @@ SEM_WORDS = LINE
 STATUS_HOST_FAILED = -1000  # semaphore.fail() from the host
 STATUS_INDIRECT_RANGE = -1001  # dispatch_indirect read a workgroup count outside the limits
 STATUS_ABORTED = -1002  # the device shut down with the work in flight
+STATUS_CANCELLED = -1003  # a loop in the submission went back while a semaphore it signals had failed
 
 # --- grid program regions: REGION_WORDS per region -----------------------------------------------------
 R_FIRST, R_END = 0, 1  # commands [first, end)
@@ -129,17 +130,23 @@ REGION_WORDS = 4
 LEARN_SAMPLES = 3  # a reusable program times its first runs, then runs untimed
 
 # --- grid program commands ------------------------------------------------------------------------------
-OP_DISPATCH, OP_FILL, OP_COPY = 1, 2, 3
+OP_DISPATCH, OP_FILL, OP_COPY, OP_JUMP = 1, 2, 3, 4
+# A JUMP is a region of its own (no tiles): when the region before it completes, the next region
+# is region + C_JUMP_DELTA if the predicate matches (or there is none), else the one after it.
+# The delta is relative, so programs concatenated into one submission keep their jumps.
 C_OP = 0
-C_FN = 1  # DISPATCH: kernel address; FILL/COPY: destination address
-C_STATE = 2  # DISPATCH: DispatchState address; COPY: source address; FILL: pattern
-C_COUNT = 3  # DISPATCH: workgroup count x, y, z at 3, 4, 5; FILL/COPY: length in bytes at 3
+C_FN = 1  # DISPATCH: kernel address; FILL/COPY: destination address; JUMP: predicate address or 0
+C_STATE = 2  # DISPATCH: DispatchState address; COPY: source address; FILL: pattern; JUMP: the
+#              value the predicate must equal (compared in the predicate's width)
+C_COUNT = 3  # DISPATCH: workgroup count x, y, z at 3, 4, 5; FILL/COPY: length in bytes at 3;
+#              JUMP: the predicate's width in bytes (1, 2, 4 or 8)
 C_PATTERN_LEN = 4  # FILL: 1, 2 or 4 bytes
 C_TILES = 6  # static tile count (DISPATCH: x*y*z; FILL/COPY: ceil(length / TILE_BYTES))
 C_INDIRECT = 7  # DISPATCH: address of the uint32[3] workgroup count, or 0
 C_MAX_COUNT = 8  # DISPATCH: per-dimension limit checked on an indirect count
 C_INDEX = 9  # the command's index in its command buffer
 C_PROGRAM = 10  # id of the command buffer the command came from
+C_JUMP_DELTA = 11  # JUMP: target region minus the jump's own region
 CMD_WORDS = 12
 
 TRANSFER_TILE_BYTES = 64 * 1024

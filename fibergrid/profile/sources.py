@@ -253,7 +253,8 @@ def kernel_sources(text: str | bytes, compiled: Any) -> dict[str, KernelSource]:
     part = prepare(walker.part)  # as compile_function has it: constant weights pre-packed
     shapes = {t.id: tuple(t.shape) for t in compiled.tensors}
     ours = {t.id: tuple(t.shape) for t in part.tensors}
-    theirs = {rec.entry: tuple(shapes[t] for t in rec.tensors) for rec in compiled.program}
+    theirs = {rec.entry: tuple(shapes[t] for t in rec.tensors) for rec in compiled.program
+              if hasattr(rec, "entry")}  # dispatches (not copies or jumps)
     mine = {d.region.name: tuple(ours[t] for t in d.tensors) for d in part.dispatches}
     if any(mine.get(entry) != bound for entry, bound in theirs.items()):
         return {}

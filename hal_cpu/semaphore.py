@@ -4,7 +4,7 @@ check them without Python, and host waits sleep on a futex with the GIL released
 from __future__ import annotations
 
 from hal.command_buffer import Dispatch, lookup
-from common.errors import Aborted, InvalidArgument
+from common.errors import Aborted, DeadlineExceeded, InvalidArgument
 from hal.semaphore import Semaphore, payload
 from scheduler import SemaphoreFailure
 from scheduler import layout as L
@@ -28,7 +28,8 @@ class CpuSemaphore(Semaphore):
     def _raise_if_failed(self) -> None:
         failure = self._scheduler.semaphore_failure(self.index)
         if failure is not None:
-            raise Aborted(f"{self!r} failed: {describe(failure, self._scheduler.host_errors)}")
+            error = DeadlineExceeded if failure.status == L.STATUS_DEADLINE and failure.program >= 0 else Aborted
+            raise error(f"{self!r} failed: {describe(failure, self._scheduler.host_errors)}")
 
     def query(self) -> int:
         self._raise_if_failed()
@@ -62,6 +63,10 @@ def describe(failure: SemaphoreFailure, host_errors: dict[int, BaseException]) -
     cb = lookup(failure.program)
     cmd = cb.command(failure.command) if cb is not None else None
     where = f"command {failure.command} of command buffer #{failure.program}"
+    if failure.status == L.STATUS_DEADLINE:
+        return f"a loop in it (the jump at {where}) was still going round when the call's timeout passed"
+    if failure.status == L.STATUS_CANCELLED:
+        return f"a loop in it (the jump at {where}) was stopped: the device shuts down or a semaphore it signals failed"
     if failure.status == L.STATUS_INDIRECT_RANGE and (cmd is None or (isinstance(cmd, Dispatch) and cmd.indirect is not None)):
         name = cmd.entry.name if isinstance(cmd, Dispatch) else "?"
         # The count was recorded in the packed workgroup word, whose x field is narrower than a

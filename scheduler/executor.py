@@ -334,8 +334,9 @@ def jump(a: int, slot: int, cmd: int, r: int) -> int:
     """The region after JUMP region r: its target when the predicate (a 1-, 2-, 4- or 8-byte
     integer, read in place now that every earlier region is complete) equals the command's value,
     or when it has none; r + 1 otherwise. A backward jump (a loop going round again) first checks
-    that the device is not shutting down and that no semaphore the submission signals has failed
-    (the host gave up on it), so a loop that never ends can still be stopped."""
+    that the device is not shutting down, that no semaphore the submission signals has failed
+    (the host gave up on it) and that the submission's deadline (the waiting call's timeout) has
+    not passed: a loop that never ends fails its submission instead of holding a participant."""
     predicate = load_i64(cmd + 8 * L.C_FN)
     if predicate != 0:
         width = load_i64(cmd + 8 * L.C_COUNT)
@@ -350,8 +351,12 @@ def jump(a: int, slot: int, cmd: int, r: int) -> int:
         if value != expected:
             return r + 1
     delta = load_i64(cmd + 8 * L.C_JUMP_DELTA)
-    if delta <= 0 and cancelled(a, slot):
-        record_failure(slot, L.STATUS_CANCELLED, cmd, 0, 0, 0)
+    if delta <= 0:
+        deadline = load(slot + 8 * L.S_DEADLINE_NS)
+        if cancelled(a, slot):
+            record_failure(slot, L.STATUS_CANCELLED, cmd, 0, 0, 0)
+        elif deadline != 0 and now_ns() > deadline:
+            record_failure(slot, L.STATUS_DEADLINE, cmd, 0, 0, 0)
     return r + delta
 
 

@@ -84,6 +84,7 @@ S_WAITS = LINE + 1  # address of (semaphore, value) pairs
 S_N_WAITS = LINE + 2
 S_SIGNALS = LINE + 3
 S_N_SIGNALS = LINE + 4
+S_DEADLINE_NS = LINE + 5  # CLOCK_MONOTONIC ns after which a loop in the program stops going round (0: never)
 S_ERROR = LINE + 6  # first failure's status, 0 while healthy
 S_SERIAL = LINE + 7  # the submission's host serial number, for traces
 S_FAIL_PROGRAM = 2 * LINE  # command buffer id of the first failure (C_PROGRAM)
@@ -120,7 +121,8 @@ SEM_WORDS = LINE
 STATUS_HOST_FAILED = -1000  # semaphore.fail() from the host
 STATUS_INDIRECT_RANGE = -1001  # dispatch_indirect read a workgroup count outside the limits
 STATUS_ABORTED = -1002  # the device shut down with the work in flight
-STATUS_CANCELLED = -1003  # a loop in the submission went back while a semaphore it signals had failed
+STATUS_CANCELLED = -1003  # a loop in the submission went round while a semaphore it signals had failed
+STATUS_DEADLINE = -1004  # a loop in the submission went round past the submission's deadline
 
 # --- grid program regions: REGION_WORDS per region -----------------------------------------------------
 R_FIRST, R_END = 0, 1  # commands [first, end)

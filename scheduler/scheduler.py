@@ -190,9 +190,11 @@ class Scheduler:
         `keepalive` is held until the submission completes (what the program points into)."""
         return self._submit(program, waits, signals, keepalive, False)[1]
 
-    def _submit(self, program: GridProgram, waits: list[tuple[int, int]], signals: list[tuple[int, int]], keepalive: object, direct: bool) -> tuple[int, int]:
+    def _submit(self, program: GridProgram, waits: list[tuple[int, int]], signals: list[tuple[int, int]], keepalive: object, direct: bool,
+                timeout: float | None = None) -> tuple[int, int]:
         """(slot, serial). `direct`: the caller is the host participant (host_join) and runs the
-        slot next (host_help)."""
+        slot next (host_help). `timeout`: a loop in the program stops going round (failing the
+        submission) that many seconds from now."""
         if len(waits) > L.MAX_TIMEPOINTS or len(signals) > L.MAX_TIMEPOINTS:
             raise InvalidArgument(f"submit: {len(waits)} waits and {len(signals)} signals; at most {L.MAX_TIMEPOINTS} of each")
         with self._lock:
@@ -203,6 +205,7 @@ class Scheduler:
             serial = next(self._serials)
             program.in_flight = (s, serial)
             self._slot_keepalive[s] = (program, signals, keepalive)
+            self._set_deadline(s, timeout)
             # Timepoints go through flat views at precomputed addresses: numpy's 2-D indexing
             # and .ctypes cost microseconds here, on every model call.
             flat, base = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
@@ -276,6 +279,11 @@ class Scheduler:
         last = min(first + L.SLOT_CHUNK, self._max_slots)
         self._free_slots.extend(range(last - 1, first - 1, -1))
 
+    def _set_deadline(self, s: int, timeout: float | None) -> None:
+        """The slot's S_DEADLINE_NS, read by jumps that go back (scheduler/executor.py)."""
+        deadline = 0 if timeout is None else time.monotonic_ns() + max(1, int(timeout * 1e9))
+        self._chunks[s >> L.SLOT_CHUNK_SHIFT][s & (L.SLOT_CHUNK - 1), L.S_DEADLINE_NS] = deadline
+
     def _slot_word(self, s: int, w: int) -> int:
         return self._chunks[s >> L.SLOT_CHUNK_SHIFT].item(s & (L.SLOT_CHUNK - 1), w)
 
@@ -337,6 +345,7 @@ class Scheduler:
             self._slot_keepalive[s] = (program, [(m, 0)], None)
         serial = next(self._serials)
         program.in_flight = (s, serial)
+        self._set_deadline(s, timeout)
         if self.inline:
             with self._drain_lock:
                 r = host_call(self.a, s, self._reserved[s], value, serial, m)
@@ -359,7 +368,7 @@ class Scheduler:
         m, value = signal
         if not self.inline and host_join(self.a):
             try:
-                s, _ = self._submit(program, [], [signal], keepalive, True)
+                s, _ = self._submit(program, [], [signal], keepalive, True, timeout)
             except BaseException:
                 host_help(self.a, -1, m, value)  # leaves the host participant role
                 raise
@@ -367,7 +376,7 @@ class Scheduler:
             if r != 0:
                 return r == 1
         else:
-            self.submit(program, [], [signal], keepalive)
+            self._submit(program, [], [signal], keepalive, False, timeout)
         return self.wait_semaphore(m, value, timeout)
 
     # --- semaphores ----------------------------------------------------------------------------------

@@ -19,10 +19,6 @@ thread that waits for a semaphore becomes the *host participant* (index H_WORKER
 thread at a time), runs work until its semaphore is reached, and sleeps only when nothing is left
 to run. A device with N workers runs at most N participants at once (H_ACTIVE), the host
 included, so the host's help never oversubscribes the cores.
-
-numba's on-disk cache (cache=True) keys each file's functions on that file alone, yet the
-functions here have the executor's compiled in: a change to executor.py or layout.py must come
-with a change to this file (this paragraph will do), or a checkout keeps running the old executor.
 """
 
 from __future__ import annotations

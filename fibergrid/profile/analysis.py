@@ -277,6 +277,7 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[
     tops = np.maximum(1, per_lane.max(axis=1))
     lane_names = [names[w] if w < len(names) else f"lane {w}" for w in range(n_lanes)]
     sites: dict[tuple[int, int], dict] = {}  # (program key, command) -> totals
+    ends = np.append(idx[1:], len(e))
     for g, i in enumerate(idx):
         serial, command = int(e["serial"][i]), int(e["command"][i])
         sub = cap.submissions.get(serial)
@@ -285,6 +286,9 @@ def _dispatches(cap: DeviceCapture, names: list[str], call_wall: int, skip: set[
         if site is None:
             site = sites[key] = {"info": _command(cap, serial, command), "command": command, "spans": 0, "calls": 0,
                                  "wg": 0, "busy": 0, "per": np.zeros(n_lanes, np.int64), "lanes": 0, "balance": 0.0}
+        info = site["info"]
+        if info is not None and 0 < info.tiles < totals[g]:  # it ran several times: a loop's body
+            spans[g] = _union_ns(e["start_ns"][i:ends[g]], e["end_ns"][i:ends[g]])
         site["spans"] += int(spans[g])
         site["calls"] += 1
         site["busy"] += int(busy[g])

@@ -6,7 +6,8 @@ than the whole budget of a 15 us model call, so by default nothing runs per call
 is described once, when its command buffer ends (collect.py observes the device's
 lower_command_buffer), and at capture time each serial's events are matched against those
 descriptions, and the device's live command buffers, by shape. A program's shape is its per-command tile counts (the C_TILES word; an indirect dispatch
-matches any count); a submission's is the workgroups its events ran per command. Programs of the
+matches any count; a jump, -2, marks a program with control flow, whose commands may run any
+whole number of times); a submission's is the workgroups its events ran per command. Programs of the
 same shape are one compiled function's lanes or signatures whose commands share names, so picking
 any of them names the commands right; a submission of several command buffers at once (their
 programs concatenated) matches none and keeps command indices as names, unless host timing
@@ -22,13 +23,14 @@ import numpy as np
 from hal import command_buffer as hal_cb
 from scheduler import layout as L
 
-Shape = tuple[int, ...]  # per command: tiles it ran (-1: any, an indirect dispatch)
+Shape = tuple[int, ...]  # per command: tiles it ran (-1: any, an indirect dispatch; -2: a jump)
 
 
 def program_shape(program: Any) -> Shape:
     commands = program.commands
     tiles = commands[:, L.C_TILES].copy()
     tiles[commands[:, L.C_INDIRECT] != 0] = -1
+    tiles[commands[:, L.C_OP] == L.OP_JUMP] = -2
     return tuple(int(t) for t in tiles)
 
 
@@ -60,9 +62,12 @@ def submission_shapes(events: np.ndarray) -> dict[int, dict[int, int]]:
 def _fits(shape: Shape, ran: dict[int, int]) -> bool:
     if max(ran) >= len(shape):
         return False
+    looping = -2 in shape  # loops and branches: a command runs 0, 1 or more times
     for c, tiles in enumerate(shape):
         got = ran.get(c, 0)
-        if tiles >= 0 and got != tiles:
+        if tiles == -2 and got:
+            return False
+        if tiles >= 0 and got != tiles and not (looping and tiles > 0 and got % tiles == 0):
             return False
     return True
 

@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from hal.command_buffer import Barrier, Copy, Dispatch, Fill, Update, lookup
+from hal.command_buffer import Barrier, Copy, Dispatch, Fill, Jump, Update, lookup
 from scheduler import layout as L
 
 
@@ -84,7 +84,7 @@ def _describe(cmd: Any, row: Any, region: int) -> CommandInfo:
     if cmd is not None:
         return _describe_recorded(cmd, tiles, region)
     op = int(row[L.C_OP])
-    kind = {L.OP_DISPATCH: "dispatch", L.OP_FILL: "fill", L.OP_COPY: "copy"}.get(op, "command")
+    kind = {L.OP_DISPATCH: "dispatch", L.OP_FILL: "fill", L.OP_COPY: "copy", L.OP_JUMP: "jump"}.get(op, "command")
     return CommandInfo(f"{kind} #{int(row[L.C_INDEX])}", "", kind, tiles, (tiles, 1, 1), 0, None, region)
 
 
@@ -103,6 +103,8 @@ def _describe_recorded(cmd: Any, tiles: int, region: int) -> CommandInfo:
     if isinstance(cmd, (Copy, Update)):
         kind = "copy" if isinstance(cmd, Copy) else "update"
         return CommandInfo(kind, "", kind, tiles, (tiles, 1, 1), 2 * cmd.target.length, None, region)
+    if isinstance(cmd, Jump):  # control flow: runs no tiles, so no event ever names it
+        return CommandInfo("jump", "", "jump", 0, (0, 1, 1), 0 if cmd.predicate is None else cmd.predicate.length, None, region)
     raise TypeError(f"not a recorded command: {cmd!r}")
 
 

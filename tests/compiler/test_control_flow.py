@@ -189,3 +189,28 @@ def test_malformed_control_flow_is_a_clear_error(text):
         fg.load(text, device="local-task")
     message = str(info.value)
     assert any(w in message for w in ("cond", "case", "index", "i1", "predicate")), message
+
+
+def test_profile_a_model_with_a_loop(tmp_path, capsys):
+    """`fibergrid profile` on a loop: the submissions are matched to their program although
+    its commands ran once per iteration, and a loop body's time is what its iterations took."""
+    import json
+
+    from fibergrid import cli
+    from tests.profile import trace_format
+
+    f = lambda x, n: lax.fori_loop(0, n, lambda i, c: c * 0.5 + jnp.sin(c), x)
+    model = tmp_path / "loop.mlir"
+    model.write_text(jax.jit(f).lower(np.ones(256, F32), np.int32(5)).as_text())
+    trace = tmp_path / "t.json"
+    code = cli.main(["profile", str(model), "--input", "256xf32=1", "--input", "i32=20", "--device", "local-task",
+                     "--repetitions", "3", "--trace", str(trace), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (device,) = json.loads(out)["devices"]
+    names = [d["name"] for d in device["dispatches"]]
+    assert not any("not identified" in n for n in names), names
+    # The body's kernels ran once per iteration: 20 workgroups a call, each call one instance.
+    assert any(d["calls"] == 3 and d["workgroups_per_call"] == 20 and d["kind"] == "elementwise"
+               for d in device["dispatches"]), device["dispatches"]
+    trace_format.check(json.loads(trace.read_text()))

@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.ir import Function, Module, Op, Value
+from compiler.ir import Function, Module, Op, Region, TensorType, Value
 from compiler.passes.fusion import Dispatch, Partition, Tensor, partition
 
 CONTROL_OPS = ("while", "case", "if")
@@ -282,6 +282,8 @@ class _Lowerer:
         elif op.name == "while":
             _check_while(op)
             cond, body = op.regions
+            cond = Region(cond.args, [*cond.ops, *_as_word(cond.results[0])], [])
+            cond.results = [cond.ops[-1].results[0]]
             carried = self.carried(op.operands)
             self.copies(zip((env[v] for v in op.operands), carried))
             top, end = self.new_label(), self.new_label()
@@ -296,7 +298,12 @@ class _Lowerer:
         else:  # case / if: the branches write the same result buffers
             _check_branches(op)
             results = self.carried(op.results)
-            selector = env[op.operands[0]]
+            selector = op.operands[0]
+            if selector.type.dtype == np.bool_:
+                [word] = _as_word(selector)
+                self.segment([word], [], word.results, env, (), None)
+                selector = word.results[0]
+            selector = env[selector]
             labels = [self.new_label() for _ in op.regions]
             end = self.new_label()
             if op.name == "if":  # regions: true, false
@@ -311,6 +318,12 @@ class _Lowerer:
                     items.append(_Jump(end))
             items.append(_Label(end))
             env.update(zip(op.results, results))
+
+
+def _as_word(predicate: Value) -> list[Op]:
+    """An op converting an i1 predicate to i32: predicates are read as words (WebGPU kernels
+    have no 8-bit stores)."""
+    return [Op("convert", [predicate], [Value(TensorType((), np.dtype(np.int32)), predicate.name)])]
 
 
 def _check_while(op: Op) -> None:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from compiler.errors import CompileError
 from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
@@ -135,9 +134,3 @@ def test_data_movement_and_producers_fuse_into_one_dispatch(task) -> None:
     assert _dispatches(run_against_jax(task, lambda x: jnp.sum(jnp.exp(x.T) * 2.0, axis=1), X)) == 1
     assert _dispatches(run_against_jax(task, lambda x, i: jnp.take(x, i, axis=1, mode="clip") * 3.0, X, IDX)) == 1
     assert _dispatches(run_against_jax(task, lambda x: jnp.mean(x, 1) * 2.0 + 1.0, X)) == 1  # consumers join the fold
-
-
-def test_while_is_still_a_compile_error_naming_it() -> None:
-    text = jax.jit(lambda x: lax.fori_loop(0, 3, lambda i, v: v * 2.0, x)).lower(X).as_text()
-    with pytest.raises(CompileError, match=r"unsupported op 'while' at \d+:\d+"):
-        fg.load(text, "local-sync")

@@ -199,28 +199,23 @@ def _encode_step(r: pipeline.Step) -> dict[str, Any]:
         return {"op": "dispatch", "entry": r.entry, "workgroup_count": list(r.workgroup_count),
                 "tensors": list(r.tensors), "barrier_before": r.barrier_before}
     if isinstance(r, CopyRecord):
-        return {"op": "copy", "source": r.source, "target": r.target, "barrier_before": r.barrier_before}
-    return {"op": "jump", "target": r.target, "predicate": r.predicate, "equals": r.equals}
+        return {"op": "copy", "copy_from": r.source, "copy_to": r.target, "barrier_before": r.barrier_before}
+    return {"op": "jump", "jump_to": r.target, "predicate": r.predicate, "equals": r.equals}
 
 
 def _decode_step(d: dict[str, Any]) -> pipeline.Step:
+    """One step from its JSON (its fields' types were checked by _check_types)."""
     op = d["op"]
     if op == "dispatch":
-        count = tuple(int(c) for c in d["workgroup_count"])
+        count = tuple(d["workgroup_count"])
         if len(count) != 3:
             raise ValueError(f"workgroup_count {list(count)} is not 3 ints")
-        return DispatchRecord(str(d["entry"]), count, tuple(int(t) for t in d["tensors"]), _bool(d["barrier_before"]))
+        return DispatchRecord(d["entry"], count, tuple(d["tensors"]), d["barrier_before"])
     if op == "copy":
-        return CopyRecord(int(d["source"]), int(d["target"]), _bool(d["barrier_before"]))
+        return CopyRecord(d["copy_from"], d["copy_to"], d["barrier_before"])
     if op == "jump":
-        return JumpRecord(int(d["target"]), int(d["predicate"]), int(d["equals"]))
+        return JumpRecord(d["jump_to"], d["predicate"], d["equals"])
     raise ValueError(f"unknown step op {op!r}")
-
-
-def _bool(x: Any) -> bool:
-    if not isinstance(x, bool):
-        raise TypeError(f"{x!r} is not a boolean")
-    return x
 
 
 def _encode_io(infos: tuple[IOInfo, ...]) -> list[dict[str, Any]]:
@@ -343,10 +338,11 @@ def _no_floats(text: str) -> None:
 # The JSON type of every metadata key, wherever it appears: a field of the wrong type is an
 # error here rather than something int() or str() quietly turns into another program. Keys not
 # listed (added by later formats) are left to the decoders.
-_INTS = {"offset", "length", "local_memory_size", "input_index", "id", "tensor", "format_version"}
+_INTS = {"offset", "length", "local_memory_size", "input_index", "id", "tensor", "format_version",
+         "copy_from", "copy_to", "jump_to", "predicate", "equals"}
 _INT_LISTS = {"workgroup_count", "workgroup_size"}
 _STRS = {"name", "sha256", "dtype", "kind", "entry", "format", "object", "blob", "triple", "cpu", "compiler_version",
-         "source_format"}
+         "source_format", "op"}
 _OPTIONAL_STRS = {"value", "source"}
 
 
@@ -396,7 +392,13 @@ def _check_specialization(c: pipeline.CompiledFunction, origin: str) -> None:
             raise InvalidArgument(f"{where}: tensor {t.id}: input index {t.input_index} does not match the inputs")
         if (t.kind == "constant") != (t.value is not None):
             raise InvalidArgument(f"{where}: tensor {t.id}: a constant needs a value and only a constant has one")
+    try:
+        check_program(c.program, c.tensors, where)  # tensor ids, jump targets, copy sizes, predicates
+    except CompileError as e:
+        raise InvalidArgument(str(e)) from None
     for d in c.program:
+        if not isinstance(d, DispatchRecord):
+            continue
         kernel = kernels.get(d.entry)
         if kernel is None or len(d.tensors) != len(kernel.binding_dtypes) or any(n < 0 for n in d.workgroup_count):
             raise InvalidArgument(f"{where}: dispatch of '{d.entry}': unknown kernel, wrong binding count or negative grid")
@@ -432,10 +434,6 @@ def _decode_function(f: dict[str, Any], blobs: dict[str, memoryview]) -> Functio
     entry = FunctionEntry(f["name"], signature, {}, _decode_io(f.get("input_info", [])), _decode_io(f.get("output_info", [])))
     for s in f["specializations"]:
         compiled = _decode_specialization(f["name"], s, blobs)
-        try:
-            check_program(compiled.program, compiled.tensors, f"@{compiled.name}")
-        except CompileError as e:
-            raise ValueError(str(e)) from None  # reported as malformed metadata, naming the file
         entry.specializations[compiled.shapes] = compiled
     return entry
 

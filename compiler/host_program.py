@@ -92,7 +92,7 @@ def check_program(program: Sequence[Step], tensors: Sequence[Tensor], origin: st
 
     def tensor(t: int, what: str) -> Tensor:
         if not 0 <= t < n:
-            raise CompileError(f"{origin}: {what} names tensor {t}; the function has {n}")
+            raise CompileError(f"{origin}: {what} names tensor {t}, which is missing (the function has {n})")
         return tensors[t]
 
     for i, s in enumerate(program):

@@ -41,7 +41,7 @@ def test_deeply_nested_metadata_is_rejected(fgx):
     (("functions", 0, "specializations", 0, "tensors", 1, "kind"), 1),          # str() turned it into '1'
     (("functions", 0, "specializations", 0, "tensors", 1, "input_index"), "0"),  # int('0')
     (("functions", 0, "specializations", 0, "inputs"), ""),                      # iterating '' gave no inputs
-    (("functions", 0, "specializations", 0, "dispatches", 0, "barrier_before"), 1),
+    (("functions", 0, "specializations", 0, "steps", 0, "barrier_before"), 1),
 ])
 def test_fields_of_the_wrong_type_are_rejected(fgx, path, value):
     """The decoders converted with int()/str(), so a field of the wrong type became another program."""
@@ -72,9 +72,9 @@ def test_inconsistent_host_programs_are_rejected(fgx, field, value, message):
         elif field == "input_index":
             next(t for t in s["tensors"] if t["kind"] == "input")["input_index"] = value
         elif field == "dispatch_tensor":
-            s["dispatches"][0]["tensors"][0] = value
+            s["steps"][0]["tensors"][0] = value
         else:
-            s["dispatches"][0]["entry"] = value
+            s["steps"][0]["entry"] = value
         return json.dumps(meta).encode()
     with pytest.raises(fg.InvalidArgument, match=message):
         executable.from_bytes(resigned(fgx, edit), "inconsistent.fgx")

@@ -359,6 +359,10 @@ _MISSING = object()
 
 DEVICE_ONLY = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE  # no host mapping
 MAX_LANES = 4  # calls of one signature in flight at once through `submit`
+# Input-shape signatures of one function kept ready (buffers, command buffers): a server seeing
+# ever new batch sizes must not grow without bound; one dropped is prepared again (its code
+# comes back from the compile cache) if it recurs.
+MAX_SIGNATURES = 32
 ZERO_COPY_BYTES = 64 * 1024  # arrays this large are bound in place (measured: below, copying wins)
 
 
@@ -418,6 +422,8 @@ class Function:
             prepared = self._prepared.get(shapes)
             if prepared is None:
                 compiled = self._entry.specializations.get(shapes) or self._module._specialize(self.name, shapes)
+                while len(self._prepared) >= MAX_SIGNATURES:  # the oldest goes (a call on it finishes)
+                    del self._prepared[next(iter(self._prepared))]
                 prepared = self._prepared[shapes] = _Prepared(compiled, self._module.device, self._module.timeout)
             return prepared
 

@@ -3,12 +3,13 @@ JAX's jit on the CPU, in the same run.
 
     python -m bench.control_flow [--iterations 1000] [--calls 20] [--devices local-task,local-sync,vulkan]
 
-Two loops: a data-dependent `while_loop` (a counter doubling a vector until its sum passes a
-bound given as an argument, so nobody knows the trip count before running it) and a `fori_loop`
-with the trip count as an argument. Each call is timed end to end (numpy in, numpy out); the
-per-iteration cost is (median call at N iterations - median call at 1 iteration) / (N - 1), so
-the call overhead cancels. On the CPU drivers the loop runs inside one command buffer (the
-scheduler evaluates the jumps); on vulkan the host reads the predicate back every iteration.
+Three loops: a `while_loop` whose bound is an argument (nobody knows the trip count before
+running it), a `fori_loop` with the trip count as an argument, and a `scan` (its length, so its
+trip count, is static: the program is lowered once per length). Each call is timed end to end
+(numpy in, numpy out); the per-iteration cost is (median call at N iterations - median call at 1
+iteration) / (N - 1), so the call overhead cancels. On the CPU drivers the loop runs inside one
+command buffer (the scheduler evaluates the jumps); on vulkan and webgpu the host runs the
+blocks and reads the predicate back every iteration, except for the scan, whose exit it counts.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def _programs():
     def fori_loop(x, n):
         return lax.fori_loop(0, n, lambda i, c: c * 0.999 + 1.0, x)
 
-    return jax, {"while_loop": while_loop, "fori_loop": fori_loop}
+    def scan(x, n):  # n: a static length (the argument is there for the same call signature)
+        return lax.scan(lambda c, _: (c * 0.999 + 1.0, None), x, None, length=n)[0]
+
+    return jax, {"while_loop": (while_loop, ()), "fori_loop": (fori_loop, ()), "scan": (scan, (1,))}
 
 
 def _median_call(fn, args, calls: int) -> float:
@@ -52,21 +56,28 @@ def measure(iterations: int, calls: int, devices: list[str]) -> dict:
     jax, programs = _programs()
     x = np.ones(8, np.float32)
     out: dict = {"iterations": iterations, "calls": calls}
-    for name, f in programs.items():
-        jitted = jax.jit(f)
-        text = jitted.lower(x, np.int32(iterations)).as_text()
+    for name, (f, static) in programs.items():
+        jitted = jax.jit(f, static_argnums=static)
 
-        def via_jax(*a):
-            return np.asarray(jitted(*a))
+        def lowered(n: int) -> str:
+            return jitted.lower(x, n if static else np.int32(n)).as_text()
 
-        runners = {"jax_jit_cpu": via_jax}
+        def via_jax(x, n):
+            return np.asarray(jitted(x, int(n) if static else n))
+
+        runners = {"jax_jit_cpu": (via_jax, via_jax)}
         for device in devices:
-            runners[device] = fg.load(text, device=device)
+            if static:  # one module per length, called with (x, its length) for the same timing loop
+                one, many = fg.load(lowered(1), device=device), fg.load(lowered(iterations), device=device)
+                runners[device] = (lambda x, n, m=one: m(x), lambda x, n, m=many: m(x))
+            else:
+                module = fg.load(lowered(iterations), device=device)
+                runners[device] = (module, module)
         row = {}
-        for who, run in runners.items():
-            np.testing.assert_allclose(run(x, np.int32(iterations)), via_jax(x, np.int32(iterations)), rtol=1e-4)
-            one = _median_call(run, (x, np.int32(1)), calls)
-            many = _median_call(run, (x, np.int32(iterations)), calls)
+        for who, (run_one, run_many) in runners.items():
+            np.testing.assert_allclose(run_many(x, np.int32(iterations)), via_jax(x, np.int32(iterations)), rtol=1e-4)
+            one = _median_call(run_one, (x, np.int32(1)), calls)
+            many = _median_call(run_many, (x, np.int32(iterations)), calls)
             row[who] = {"call_1_iteration_us": round(one * 1e6, 2), f"call_{iterations}_iterations_us": round(many * 1e6, 2),
                         "per_iteration_us": round((many - one) / (iterations - 1) * 1e6, 3)}
         base = row["jax_jit_cpu"]["per_iteration_us"]

@@ -68,11 +68,15 @@ class CopyRecord:
 
 @dataclass(frozen=True)
 class JumpRecord:
-    """Go to step `target`; with `predicate` >= 0 only when that Tensor's scalar equals `equals`."""
+    """Go to step `target`; with `predicate` >= 0 only when that Tensor's scalar equals `equals`.
+    `trips` >= 0 (a loop's exit whose trip count is known at compile time: scan, fori_loop with
+    constant bounds): each time the program reaches this jump, it is not taken `trips` times and
+    then taken once, so a runtime may decide it without reading the predicate."""
 
     target: int
     predicate: int = -1
     equals: int = 0
+    trips: int = -1
 
 
 Step = Union[DispatchRecord, CopyRecord, JumpRecord]
@@ -106,6 +110,8 @@ def check_program(program: Sequence[Step], tensors: Sequence[Tensor], origin: st
         elif isinstance(s, JumpRecord):
             if not 0 <= s.target <= len(program):
                 raise CompileError(f"{origin}: jump step {i} targets step {s.target} of {len(program)}")
+            if s.trips < -1 or (s.trips >= 0 and s.predicate < 0) or not -(1 << 63) <= s.equals < (1 << 63):
+                raise CompileError(f"{origin}: jump step {i}: trips {s.trips} or equals {s.equals} out of range")
             if s.predicate >= 0:
                 p = tensor(s.predicate, f"jump step {i}")
                 if math.prod(p.shape) != 1 or p.dtype.kind not in "biu":
@@ -134,6 +140,7 @@ class _Jump:
     label: int
     predicate: int = -1
     equals: int = 0
+    trips: int = -1
 
 
 @dataclass(frozen=True)
@@ -214,11 +221,12 @@ class _Lowerer:
               name: str | None = None) -> list[int]:
         """Lowers a body; returns the tensor of each of its results."""
         start = 0
+        constants = {op.results[0]: op.attrs["value"] for op in ops if op.name == "constant"}
         for j, op in enumerate(ops):
             if self.is_control(op):
                 self.segment(ops[start:j], ops[j:], results, env, leading, name)
                 leading = ()
-                self.control(op, env)
+                self.control(op, env, constants)
                 start = j + 1
         self.segment(ops[start:], [], results, env, leading, name)
         return [env[v] for v in results]
@@ -273,7 +281,7 @@ class _Lowerer:
     def carried(self, values: Sequence[Value]) -> list[int]:
         return [self.tensor(v.type.shape, v.type.dtype) for v in values]
 
-    def control(self, op: Op, env: ChainMap) -> None:
+    def control(self, op: Op, env: ChainMap, constants: dict[Value, np.ndarray]) -> None:
         items = self.out.items
         if op.name == "call":
             callee = self.module.function(op.attrs["callee"])
@@ -288,8 +296,9 @@ class _Lowerer:
             self.copies(zip((env[v] for v in op.operands), carried))
             top, end = self.new_label(), self.new_label()
             items.append(_Label(top))
+            trips = _trip_count(op, constants)
             [predicate] = self.scope(cond.ops, cond.results, env.new_child(dict(zip(cond.args, carried))))
-            items.append(_Jump(end, predicate, 0))
+            items.append(_Jump(end, predicate, 0, trips))
             out = self.scope(body.ops, body.results, env.new_child(dict(zip(body.args, carried))))
             self.copies(zip(out, carried))
             items.append(_Jump(top))
@@ -318,6 +327,35 @@ class _Lowerer:
                     items.append(_Jump(end))
             items.append(_Label(end))
             env.update(zip(op.results, results))
+
+
+def _trip_count(op: Op, constants: dict[Value, np.ndarray]) -> int:
+    """The trip count of a `while` in the form JAX gives scan and fori_loop with constant bounds
+    (counter k starts at a constant, the cond is k < a constant, the body adds 1 to k); -1 for
+    any other loop."""
+    cond, body = op.regions
+    local = {o.results[0]: o for o in [*cond.ops, *body.ops] if len(o.results) == 1}
+
+    def constant(v: Value) -> int | None:
+        o = local.get(v)
+        value = o.attrs["value"] if o is not None and o.name == "constant" else constants.get(v)
+        if value is None or np.asarray(value).size != 1 or np.asarray(value).dtype.kind not in "iu":
+            return None
+        return int(np.asarray(value).reshape(()))
+
+    test = local.get(cond.results[0])
+    if test is None or test.name != "compare" or test.attrs.get("comparison_direction") != "LT" \
+            or test.attrs.get("compare_type", "SIGNED") != "SIGNED" or test.operands[0] not in cond.args:
+        return -1
+    k = cond.args.index(test.operands[0])
+    bound, start = constant(test.operands[1]), constant(op.operands[k])
+    step = local.get(body.results[k])
+    if bound is None or start is None or step is None or step.name != "add" or body.args[k] not in step.operands:
+        return -1
+    other = step.operands[1] if step.operands[0] is body.args[k] else step.operands[0]
+    if constant(other) != 1:
+        return -1
+    return max(0, bound - start)
 
 
 def _as_word(predicate: Value) -> list[Op]:
@@ -396,4 +434,4 @@ def assemble(lowered: Lowered, kernels: Sequence) -> tuple[Step, ...]:
         read |= ins
         steps.append(DispatchRecord(k.name, k.workgroup_count, item.tensors, barrier) if isinstance(item, Dispatch)
                      else CopyRecord(item.source, item.target, barrier))
-    return tuple(JumpRecord(at[s.label], s.predicate, s.equals) if isinstance(s, _Jump) else s for s in steps)
+    return tuple(JumpRecord(at[s.label], s.predicate, s.equals, s.trips) if isinstance(s, _Jump) else s for s in steps)

@@ -75,7 +75,10 @@ class _Blocks:
     """A program with jumps on a device whose command buffers cannot jump: its straight-line
     blocks (cut before every jump target and after every jump), each a reusable command buffer,
     run by the host. Blocks are submitted back to back on the lane's timeline without waiting;
-    the host waits only at a conditional jump, to read its predicate."""
+    the host waits only at a conditional jump, to read its predicate. A loop whose trip count
+    the compiler knows (scan, fori_loop with constant bounds: `JumpRecord.trips`) reads nothing
+    back: its exit is counted on the host, and the block computing its predicate (which nothing
+    else reads) is not even submitted."""
 
     def __init__(self, device: Device, compiled: CompiledFunction, program: Sequence[Step], views: dict[int, Any]) -> None:
         jumps = [i for i, s in enumerate(program) if isinstance(s, JumpRecord)]
@@ -84,7 +87,8 @@ class _Blocks:
         for start, end in zip(cuts, cuts[1:] + [len(program)]):
             body = list(program[start:end])
             jump = body.pop() if body and isinstance(body[-1], JumpRecord) else None
-            self.blocks[start] = (_record(device, compiled, body, views) if body else None, jump, end)
+            counted = jump is not None and jump.trips >= 0 and start in {program[i].target for i in jumps}
+            self.blocks[start] = (_record(device, compiled, body, views) if body and not counted else None, jump, end)
         self.length = len(program)
         # Host views of the predicates (their buffers are host-visible: see _Lane).
         self.predicates = {s.predicate: views[s.predicate].buffer.view(views[s.predicate].dtype, (1,))
@@ -94,6 +98,7 @@ class _Blocks:
         """Runs the program from the timeline's `value`; returns the value it ends at."""
         deadline = time.monotonic() + timeout
         pc = 0
+        counts: dict[int, int] = {}  # per counted exit: iterations since the loop was entered
         while pc < self.length:
             cb, jump, pc = self.blocks[pc]
             if cb is not None:
@@ -101,7 +106,12 @@ class _Blocks:
                 value += 1
             if jump is None:
                 continue
-            if jump.predicate >= 0:
+            if jump.trips >= 0:
+                n = counts.get(pc, 0)
+                counts[pc] = 0 if n == jump.trips else n + 1
+                if n < jump.trips:
+                    continue
+            elif jump.predicate >= 0:
                 semaphore.wait(value, max(0.0, deadline - time.monotonic()))
                 if int(self.predicates[jump.predicate][0]) != jump.equals:
                     continue

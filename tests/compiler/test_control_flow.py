@@ -117,6 +117,12 @@ def test_program_shape(texts):
     assert any(isinstance(s, JumpRecord) and s.predicate >= 0 for s in loop)
     assert any(isinstance(s, JumpRecord) and s.target < i for i, s in enumerate(loop))  # goes back
     assert any(isinstance(s, CopyRecord) for s in loop)
+    assert all(s.trips == -1 for s in loop if isinstance(s, JumpRecord))  # n is an argument
+    # A scan's trip count is known: its exit is counted on hosts that run the jumps themselves.
+    scan = fg.load(texts["scan_cumsum"], device="local-task").compiled.program
+    assert [s.trips for s in scan if isinstance(s, JumpRecord) and s.predicate >= 0] == [6]
+    fori = fg.load(texts["fori_constant"], device="local-task").compiled.program
+    assert [s.trips for s in fori if isinstance(s, JumpRecord) and s.predicate >= 0] == [7]
     plain = fg.load(jax.jit(lambda x: jnp.sin(x) * 2).lower(np.ones(3, F32)).as_text(), device="local-task")
     assert not any(isinstance(s, (JumpRecord, CopyRecord)) for s in plain.compiled.program)
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from compiler.errors import CompileError
 from compiler.executable import dtype_name
-from common.errors import InvalidArgument
 from compiler.frontends.savedmodel import text as text_edits
+from common.errors import InvalidArgument
 
 # Ops whose results differ per run by design: a compiled program would fix one draw, or XLA would
 # draw from its own generator, so neither matches the model. Stateless random ops (seeded by an

@@ -4,7 +4,7 @@ TensorFlow in a child process); importing this needs no TensorFlow."""
 import os
 
 # (model in models.py, input shapes compiled: one per input, inputs sorted by name)
-FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("subclassed", [(3, 10)])]
+FEEDFORWARD = [("mlp", [(4, 12)]), ("cnn", [(2, 16, 16, 3)]), ("attention", [(2, 8)]), ("subclassed", [(3, 10)])]
 LOOPS = [("lstm", [(2, 6, 4)]), ("gru", [(2, 5, 3)]), ("tensor_array", [(5, 4)])]
 TWO_BATCHES = [[(3,), (2, 3)], [(3,), (5, 3)]]  # two_by_name's signature 'other' at two batch sizes
 # (model, signature, input shapes): TensorFlow's outputs on random inputs, the references

@@ -1,8 +1,8 @@
 """TF2-style models the SavedModel tests build, save with `tf.saved_model.save` and compile:
-Keras functional and subclassed models (an MLP, a small CNN, an LSTM and a GRU over a short
-sequence), tf.Modules with named inputs and outputs, a `tf.TensorArray` loop, and models that
-cannot be exported (a string op, a stateful random op, a data-dependent output shape, an input
-of unknown rank).
+Keras functional and subclassed models (an MLP, a small CNN, an attention block over token ids,
+an LSTM and a GRU over a short sequence), tf.Modules with named inputs and outputs, a
+`tf.TensorArray` loop, and models that cannot be exported (a string op, a stateful random op, a
+data-dependent output shape, an input of unknown rank).
 
 Each builder returns (the object to save, the `signatures` argument for tf.saved_model.save).
 Biases are random, not zero, so that folding the variables into constants is checked for real.
@@ -25,6 +25,7 @@ from tests.savedmodel import cases
 
 keras = tf.keras
 _init = {"bias_initializer": "random_normal"}
+VOCABULARY = 50  # token ids of the attention model (its integer inputs are drawn below it)
 
 
 def mlp() -> tuple[Any, Any]:
@@ -46,6 +47,16 @@ def cnn() -> tuple[Any, Any]:
     h = keras.layers.Conv2D(12, 3, strides=2, activation="relu", **_init)(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     return keras.Model(x, keras.layers.Dense(4, **_init)(h)), None
+
+
+def attention() -> tuple[Any, Any]:
+    """Keras functional, saved with `model.export`: token ids (int32) -> Embedding -> self
+    attention -> LayerNorm -> Dense(gelu) -> mean over the sequence."""
+    ids = keras.Input((8,), dtype="int32", name="ids")
+    h = keras.layers.Embedding(VOCABULARY, 16)(ids)
+    h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(h, h))
+    h = keras.layers.Dense(16, activation="gelu", **_init)(h)
+    return keras.Model(ids, keras.layers.GlobalAveragePooling1D()(h)), "keras-export"
 
 
 class ResidualMLP(keras.Model):
@@ -160,7 +171,7 @@ def keras_export() -> tuple[Any, Any]:
     return mlp()[0], "keras-export"
 
 
-BUILDERS = ["mlp", "keras_export", "cnn", "subclassed", "lstm", "gru", "tensor_array", "two_by_name",
+BUILDERS = ["mlp", "keras_export", "cnn", "attention", "subclassed", "lstm", "gru", "tensor_array", "two_by_name",
             "string_op", "stateful_random", "data_dependent", "unknown_rank"]
 def write_all(directory: str) -> None:
     """Saves every model under `directory` and each reference case's inputs and TensorFlow's
@@ -170,8 +181,9 @@ def write_all(directory: str) -> None:
     rng = np.random.default_rng(0)
     for name, signature, shapes in cases.REFERENCES:
         function = tf.saved_model.load(os.path.join(directory, name)).signatures[signature]
-        names = sorted(function.structured_input_signature[1])
-        inputs = {k: rng.standard_normal(s).astype(np.float32) for k, s in zip(names, shapes)}
+        specs = sorted(function.structured_input_signature[1].items())
+        inputs = {k: rng.integers(0, VOCABULARY, s).astype(spec.dtype.as_numpy_dtype) if spec.dtype.is_integer
+                  else rng.standard_normal(s).astype(spec.dtype.as_numpy_dtype) for (k, spec), s in zip(specs, shapes)}
         outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
         np.savez(cases.reference_file(directory, name, signature, shapes),
                  **{f"in/{k}": v for k, v in inputs.items()}, **{f"out/{k}": v.numpy() for k, v in outputs.items()})

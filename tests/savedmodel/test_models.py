@@ -9,7 +9,6 @@ import pytest
 
 import fibergrid as fg
 from compiler import executable
-from compiler.errors import CompileError
 from compiler.frontends.savedmodel import compile_saved_model, export, program_from
 from tests.savedmodel.cases import FEEDFORWARD, LOOPS, TWO_BATCHES
 from tests.savedmodel.conftest import needs_tf, reference
@@ -39,17 +38,10 @@ def test_feedforward_model_matches_tensorflow(models_dir, name, shapes, tmp_path
 
 @pytest.mark.parametrize("name,shapes", LOOPS, ids=[n for n, _ in LOOPS])
 def test_loop_model_matches_tensorflow(models_dir, name, shapes, tmp_path):
-    """The loops arrive as `stablehlo.while` (checked first, so a frontend regression fails
-    here); running them needs while's lowering. Until fusion has one, only that skips."""
+    """The loops arrive as `stablehlo.while` and run as fibergrid loops."""
     exported = export(str(models_dir / name), input_shapes=[tuple(shapes)])
     assert "stablehlo.while" in exported.texts[0][1]
-    try:
-        module = _saved(program_from(exported), tmp_path)
-    except CompileError as e:
-        if "unsupported op 'while'" in str(e):
-            pytest.skip(f"stablehlo.while has no lowering yet (fusion, the control-flow issue): {e}")
-        raise
-    _check(module, models_dir, name, shapes)
+    _check(_saved(program_from(exported), tmp_path), models_dir, name, shapes)
 
 
 def test_load_directory_compiles_unknown_dims_as_one(models_dir, capfd):

@@ -92,11 +92,13 @@ def prune(directory: Path, limit: int, keep: Path | None = None) -> int:
 
 
 def cache_key(source: str | bytes, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
-              targets: Sequence[str] = ()) -> str:
-    """sha256 over everything that decides the compiled code."""
+              targets: Sequence[str] = (), values: str = "") -> str:
+    """sha256 over everything that decides the compiled code (`values`: a digest of the value
+    inputs' contents, for a function compiled per contents: executable.FunctionEntry.value_inputs)."""
     target = executable.Target.host()
     parts = {
         "targets": sorted(targets),
+        "values": values,
         "source": hashlib.sha256(source if isinstance(source, bytes) else source.encode()).hexdigest(),
         "functions": sorted(functions) if functions else None,
         "shapes": [list(s) for s in shapes] if shapes is not None else None,
@@ -127,12 +129,13 @@ class CompileCache:
         return why is None
 
     def get_or_build(self, source: str | bytes, functions: Sequence[str] | None, shapes: pipeline.Shapes | None,
-                     build: Callable[[], executable.Program], targets: Sequence[str] = ()) -> executable.Program:
+                     build: Callable[[], executable.Program], targets: Sequence[str] = (), values: str = "") -> executable.Program:
         """The cached program for this key, or `build()`'s, stored for next time. `targets`:
-        the extra targets `build` compiles for (part of the key)."""
+        the extra targets `build` compiles for, `values` the value inputs' digest (both part of
+        the key)."""
         directory = cache_dir()
         usable = self._usable(directory)
-        path = directory / f"{cache_key(source, functions, shapes, targets)}.fgx"
+        path = directory / f"{cache_key(source, functions, shapes, targets, values)}.fgx"
         if usable and path.exists():
             try:
                 program = executable.load(path)

@@ -36,7 +36,7 @@ import numpy as np
 
 from compiler import pipeline
 from compiler.codegen.llvm_cpu import jit
-from compiler.errors import CompileError
+from compiler.errors import CompileError, NeedsInputValues
 from compiler.host_program import CopyRecord, DispatchRecord, JumpRecord, check_program
 from compiler.ir import ELEMENT_TYPES
 from compiler.passes.fusion import Tensor
@@ -110,10 +110,14 @@ class FunctionEntry:
     specializations: dict[pipeline.Shapes, pipeline.CompiledFunction] = field(default_factory=dict)
     inputs: tuple[IOInfo, ...] = ()
     outputs: tuple[IOInfo, ...] = ()
+    # Inputs whose contents, not only their shapes, the code is compiled for (an ONNX Reshape's
+    # shape given as a graph input: errors.NeedsInputValues): compiled per call signature and
+    # contents, from the source, like dynamic dims.
+    value_inputs: tuple[str, ...] = ()
 
     @property
     def is_dynamic(self) -> bool:
-        return any(d is None for shape, _ in self.signature for d in shape)
+        return bool(self.value_inputs) or any(d is None for shape, _ in self.signature for d in shape)
 
 
 @dataclass
@@ -128,10 +132,14 @@ class Program:
 
 def build(text: str | bytes, functions: Sequence[str] | None = None,
           shapes: Mapping[str, Sequence[pipeline.Shapes]] | None = None,
-          progress: pipeline.Progress | None = None, module=None, targets: Sequence[str] = ()) -> Program:
+          progress: pipeline.Progress | None = None, module=None, targets: Sequence[str] = (),
+          values: Mapping[str, np.ndarray] | None = None) -> Program:
     """Compile `functions` (default: every public one) of StableHLO `text` (or ONNX bytes): static functions
     fully, dynamic ones for each signature in `shapes[name]` (ahead of time) plus the source.
-    `module` is `text` already parsed, when the caller has it (parsing a big model takes seconds)."""
+    `module` is `text` already parsed, when the caller has it (parsing a big model takes seconds).
+    `values`: contents of value inputs, for a runtime's compile of one call's signature. Ahead of
+    time (no `values`), a function whose conversion needs input contents gets `value_inputs`
+    and no code: it compiles per call, from the source."""
     module = module or pipeline.parse(text, progress)
     names = list(functions) if functions else pipeline.public_functions(module)
     entries = {}
@@ -141,7 +149,13 @@ def build(text: str | bytes, functions: Sequence[str] | None = None,
         if not entry.is_dynamic:
             wanted.append(None)  # the declared shapes
         for s in wanted:
-            compiled = pipeline.compile_function(module, name, s, progress, targets)
+            try:
+                compiled = pipeline.compile_function(module, name, s, progress, targets, values)
+            except NeedsInputValues as e:
+                if values is not None:
+                    raise  # the runtime adds the inputs it names and compiles again
+                entry.value_inputs = e.inputs
+                break
             entry.specializations[compiled.shapes] = compiled
         entries[name] = entry
     dynamic = any(e.is_dynamic for e in entries.values())
@@ -238,6 +252,7 @@ def to_bytes(program: Program) -> bytes:
             "specializations": [_encode_specialization(c, f"{name}/{i}", blobs)
                                 for i, c in enumerate(entry.specializations.values())],
             **({"input_info": _encode_io(entry.inputs), "output_info": _encode_io(entry.outputs)} if entry.inputs else {}),
+            **({"value_inputs": list(entry.value_inputs)} if entry.value_inputs else {}),
         })
     source = program.source
     if isinstance(source, str):
@@ -359,6 +374,8 @@ def _well_typed(k: str, v: Any) -> bool:
         return type(v) is list and (all(type(x) is int for x in v) or all(type(x) is dict for x in v))
     if k == "shape":  # dims: sizes, None (dynamic) or a symbolic name (never a number in a string)
         return type(v) is list and all(type(x) is int or x is None or type(x) is str and not x.lstrip("+-").isdigit() for x in v)
+    if k == "value_inputs":
+        return type(v) is list and all(type(x) is str for x in v)
     if k == "barrier_before":
         return type(v) is bool
     return True
@@ -431,7 +448,11 @@ def _read_blobs(table: list[dict[str, Any]], area: memoryview, origin: str) -> d
 def _decode_function(f: dict[str, Any], blobs: dict[str, memoryview]) -> FunctionEntry:
     signature = tuple((tuple(None if d is None else int(d) for d in i["shape"]), dtype_from_name(i["dtype"]))
                       for i in f["inputs"])
-    entry = FunctionEntry(f["name"], signature, {}, _decode_io(f.get("input_info", [])), _decode_io(f.get("output_info", [])))
+    entry = FunctionEntry(f["name"], signature, {}, _decode_io(f.get("input_info", [])), _decode_io(f.get("output_info", [])),
+                          tuple(f.get("value_inputs", ())))
+    unknown = set(entry.value_inputs) - {n for n, _, _ in entry.inputs}
+    if unknown:
+        raise ValueError(f"value_inputs {sorted(unknown)} of @{entry.name} are not among its inputs")
     for s in f["specializations"]:
         compiled = _decode_specialization(f["name"], s, blobs)
         entry.specializations[compiled.shapes] = compiled

@@ -24,14 +24,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from compiler import kernel_ir as kir
 from compiler import targets as targets_
 from compiler.codegen.llvm_cpu import generate, jit, prepare
-from compiler.codegen.llvm_cpu.matmul import GeneratedKernel
 from compiler.errors import CompileError
 from compiler.frontends.stablehlo import parse_stablehlo
 from compiler.ir import Dim, Module
@@ -106,6 +105,9 @@ class CompiledFunction:
     # The StableHLO (or ONNX bytes) it came from, where a loader knows it (the compile cache): the
     # kernel IR is rebuilt from it when a device needs a format the function was not compiled for.
     source: str | bytes | None = field(default=None, compare=False, repr=False)
+    # The contents of the value inputs it was compiled for (executable.FunctionEntry.value_inputs),
+    # which rebuilding the kernel IR from `source` needs too.
+    values: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def shapes(self) -> Shapes:
@@ -141,7 +143,7 @@ class CompiledFunction:
             return self._rebuilt_regions
         regions = self.regions
         if not regions:
-            static = static_module(parse(self.source), self.name, self.shapes)
+            static = static_module(parse(self.source), self.name, self.shapes, self.values)
             regions = tuple(d.region for d in lower(static, self.name, prepare).dispatches)
         names = [k.name for k in self.kernels]
         by_name = {r.name: r for r in regions}
@@ -182,12 +184,13 @@ def signature(module: Module, function: str) -> tuple[tuple[tuple[Dim | None, ..
                  for a in module.function(function).args)
 
 
-def static_module(module: Module, function: str, shapes: Shapes) -> Module:
+def static_module(module: Module, function: str, shapes: Shapes, values: Mapping[str, np.ndarray] | None = None) -> Module:
     """`module` specialised to `shapes`. A frontend that resolves shapes itself (ONNX: its graph
-    is converted per input-shape signature, folding the shape subgraphs) instantiates it first."""
+    is converted per input-shape signature, folding the shape subgraphs) instantiates it first,
+    with `values`: the contents of the inputs its conversion needs (errors.NeedsInputValues)."""
     instantiate = getattr(module, "instantiate", None)
     if instantiate is not None:
-        module = instantiate(function, shapes)
+        module = instantiate(function, shapes, values) if values else instantiate(function, shapes)
     return specialize(module, function, shapes)
 
 
@@ -203,11 +206,13 @@ def io_info(module: Module, function: str) -> tuple[tuple, tuple]:
 
 
 def compile_function(module: Module, function: str, input_shapes: Sequence[Sequence[int]] | None = None,
-                     progress: Progress | None = None, targets: Sequence[str] = ()) -> CompiledFunction:
+                     progress: Progress | None = None, targets: Sequence[str] = (),
+                     values: Mapping[str, np.ndarray] | None = None) -> CompiledFunction:
     """Compile `function` of a parsed module for `input_shapes` (default: its declared shapes,
-    which must then be static), for the host CPU and the extra `targets` ("vulkan"). Raises
-    CompileError for ops without a lowering and ShapeAssertionError (JAX's message) when the
-    shapes break a jax.export assertion."""
+    which must then be static), for the host CPU and the extra `targets` ("vulkan"), with
+    `values` (input name -> contents) for inputs whose contents the code is specialised on.
+    Raises CompileError for ops without a lowering and ShapeAssertionError (JAX's message) when
+    the shapes break a jax.export assertion."""
     progress = progress or Progress()
     fn = module.function(function)
     if input_shapes is None:
@@ -217,7 +222,7 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
         input_shapes = [a.type.shape for a in fn.args]
     shapes = tuple(tuple(int(d) for d in s) for s in input_shapes)
     with progress.stage(f"@{function}: shapes and fusion"):
-        static = static_module(module, function, shapes)
+        static = static_module(module, function, shapes, values)
         lowered = lower(static, function, prepare)
     dispatches = lowered.dispatches
     with progress.stage(f"@{function}: code generation"):
@@ -234,7 +239,7 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
         assemble(lowered, kernels), tuple(lowered.results),
         tuple(KernelInfo(k.name, tuple(b.dtype for b in d.region.bindings), k.local_memory_size)
               for k, d in zip(kernels, dispatches)),
-        object_code, tuple(variants), regions)
+        object_code, tuple(variants), regions, values={n: np.array(v) for n, v in values.items()} if values else None)
 
 
 def parse(text: str | bytes, progress: Progress | None = None) -> Module:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import os
 import threading
 import time
@@ -37,8 +38,9 @@ import numpy as np
 
 from compiler import executable
 from compiler.cache import CACHE
+from compiler.errors import NeedsInputValues
 from compiler.executable import Program, format_shape
-from compiler.host_program import CopyRecord, DispatchRecord, JumpRecord, Step, has_jumps
+from compiler.host_program import DispatchRecord, JumpRecord, Step, has_jumps
 from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
 from hal.buffer import BufferUsage
 from hal.command_buffer import CommandBuffer
@@ -374,6 +376,9 @@ MAX_LANES = 4  # calls of one signature in flight at once through `submit`
 # comes back from the compile cache) if it recurs.
 MAX_SIGNATURES = 32
 ZERO_COPY_BYTES = 64 * 1024  # arrays this large are bound in place (measured: below, copying wins)
+# An input whose contents the code is compiled for (FunctionEntry.value_inputs: a shape, axes,
+# k...) is keyed by its bytes; a larger one would mean a compile per call of data, not a shape.
+MAX_VALUE_ELEMENTS = 4096
 
 
 def _as_array(arg: Any, dtype: np.dtype, what: str) -> np.ndarray:
@@ -397,8 +402,11 @@ class Function:
         self._static = [tuple(shape) if all(d is not None for d in shape) else None for shape, _ in self.signature]
         self._module = module
         self._entry = entry
-        self._prepared: dict[Shapes, _Prepared] = {}
+        # Signature -> prepared code: the input shapes, and where inputs' contents decide the
+        # code (value inputs), (shapes, those contents' bytes).
+        self._prepared: dict[Any, _Prepared] = {}
         self._lock = threading.Lock()
+        self._value_at = self._value_positions(entry.value_inputs)
 
     def __repr__(self) -> str:
         args = ", ".join(format_shape(s, d) for s, d in self.signature)
@@ -427,15 +435,46 @@ class Function:
             arrays[i] = a
         return arrays
 
-    def _prepare(self, shapes: Shapes) -> _Prepared:
+    def _value_positions(self, names: Sequence[str]) -> tuple[int, ...]:
+        inputs = [n for n, _, _ in self._entry.inputs]
+        return tuple(inputs.index(n) for n in names)
+
+    def _key(self, arrays: list[np.ndarray]) -> Any:
+        shapes = tuple(a.shape for a in arrays)
+        return (shapes, tuple(arrays[i].tobytes() for i in self._value_at)) if self._value_at else shapes
+
+    def _prepare(self, arrays: list[np.ndarray]) -> _Prepared:
         with self._lock:
-            prepared = self._prepared.get(shapes)
+            key = self._key(arrays)
+            prepared = self._prepared.get(key)
             if prepared is None:
-                compiled = self._entry.specializations.get(shapes) or self._module._specialize(self.name, shapes)
+                shapes = tuple(a.shape for a in arrays)
+                compiled = self._entry.specializations.get(shapes) if not self._value_at else None
+                compiled = compiled or self._compile(shapes, arrays)
+                key = self._key(arrays)  # compiling may have found more value inputs
                 while len(self._prepared) >= MAX_SIGNATURES:  # the oldest goes (a call on it finishes)
                     del self._prepared[next(iter(self._prepared))]
-                prepared = self._prepared[shapes] = _Prepared(compiled, self._module.device, self._module.timeout)
+                prepared = self._prepared[key] = _Prepared(compiled, self._module.device, self._module.timeout)
             return prepared
+
+    def _compile(self, shapes: Shapes, arrays: list[np.ndarray]) -> CompiledFunction:
+        """This call's code, compiled for its shapes and the contents of its value inputs. A
+        conversion that needs the contents of more inputs names them (NeedsInputValues): they
+        become value inputs of the function, and it compiles again."""
+        while True:
+            values = {self._entry.inputs[i][0]: arrays[i] for i in self._value_at}
+            for name, value in values.items():
+                if value.size > MAX_VALUE_ELEMENTS:
+                    raise InvalidArgument(f"{self.name}: the code is compiled per contents of input '{name}', which has "
+                                          f"{value.size} elements (at most {MAX_VALUE_ELEMENTS}): its values decide shapes")
+            try:
+                return self._module._specialize(self.name, shapes, values)
+            except NeedsInputValues as e:
+                new = [n for n in e.inputs if n not in values]
+                if not new or not self._entry.inputs:
+                    raise
+                self._entry.value_inputs = tuple(self._entry.value_inputs) + tuple(new)
+                self._value_at = self._value_positions(self._entry.value_inputs)
 
     def _outputs(self, prepared: _Prepared, out: Any) -> list[np.ndarray] | None:
         """`out`: one array per result (a bare array for a single result), each of exactly the
@@ -496,8 +535,7 @@ class Function:
         if inputs:
             args = self._by_name(args, inputs)
         arrays = self._arrays(args)
-        shapes = tuple(a.shape for a in arrays)
-        prepared = self._prepared.get(shapes) or self._prepare(shapes)
+        prepared = self._prepared.get(self._key(arrays)) or self._prepare(arrays)
         results = prepared.run(arrays, self._outputs(prepared, out))
         return results[0] if len(results) == 1 else results
 
@@ -507,8 +545,7 @@ class Function:
         if inputs:
             args = self._by_name(args, inputs)
         arrays = self._arrays(args)
-        shapes = tuple(a.shape for a in arrays)
-        prepared = self._prepared.get(shapes) or self._prepare(shapes)
+        prepared = self._prepared.get(self._key(arrays)) or self._prepare(arrays)
         return prepared.submit(arrays, self._outputs(prepared, out))
 
 
@@ -573,8 +610,9 @@ class Module:
         """@main's compiled function (static signatures)."""
         return self["main"].compiled
 
-    def _specialize(self, name: str, shapes: Shapes) -> CompiledFunction:
-        """Compile `name` for `shapes` from the program's source, through the disk cache."""
+    def _specialize(self, name: str, shapes: Shapes, values: dict[str, np.ndarray] | None = None) -> CompiledFunction:
+        """Compile `name` for `shapes` (and the contents of its value inputs) from the program's
+        source, through the disk cache."""
         source = self.program.source
         if source is None:
             raise InvalidArgument(f"{self.origin}: @{name} has no code for input shapes {shapes} and no source to compile")
@@ -583,10 +621,20 @@ class Module:
             with self._parse_lock:  # parse once per module: a large model takes seconds
                 if self._parsed is None:
                     self._parsed = parse(source, self._progress)
-            program = executable.build(source, [name], {name: [shapes]}, self._progress, module=self._parsed)
+            program = executable.build(source, [name], {name: [shapes]}, self._progress, module=self._parsed,
+                                       values=values)
             return dataclasses.replace(program, source=None)  # the module keeps it once, not per entry
 
-        return CACHE.get_or_build(source, [name], shapes, build).functions[name].specializations[shapes]
+        digest = ""
+        if values:
+            h = hashlib.sha256()
+            for n in sorted(values):
+                h.update(n.encode() + b"\0" + str(values[n].dtype).encode() + b"\0" + np.ascontiguousarray(values[n]).tobytes())
+            digest = h.hexdigest()
+        compiled = CACHE.get_or_build(source, [name], shapes, build, values=digest).functions[name].specializations[shapes]
+        if values and compiled.values is None:  # loaded from the cache, which keeps code, not inputs
+            object.__setattr__(compiled, "values", {n: v.copy() for n, v in values.items()})
+        return compiled
 
     def close(self) -> None:
         """Frees the module's buffers and command buffers now (they also go with the module).

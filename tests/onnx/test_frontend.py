@@ -130,14 +130,45 @@ def test_unsupported_op_and_opset():
         fg.load(old, "local-sync")
 
 
-def test_runtime_shape_input_is_a_clear_error():
-    """A Reshape whose shape is a graph input (not computable from shapes) names the node."""
+def _value_inputs_model() -> bytes:
+    """A Reshape whose shape and a TopK whose k are graph inputs: their contents decide shapes."""
+    return _model([helper.make_node("Reshape", ["x", "s"], ["y"], name="r"), helper.make_node("TopK", ["x", "k"], ["v", "i"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+                   helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+                   helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"]),
+                   helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, "n"]),
+                   helper.make_tensor_value_info("i", TensorProto.INT64, [2, "n"])])
+
+
+def test_inputs_that_decide_shapes_compile_per_contents(tmp_path):
+    """Reshape's shape and TopK's k given at run time: one compile per distinct contents,
+    found at compile time (s) and at the first call (k); the .fgx keeps which inputs they are."""
+    x = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_value_inputs_model())
+    from fibergrid import cli
+    assert cli.main(["compile", str(path), "-o", str(tmp_path / "m.fgx")]) == 0
+    for source in (path, tmp_path / "m.fgx"):
+        mod = fg.load(str(source), "local-sync")
+        for shape, k in (([3, 4], 2), ([12, 1], 2), ([3, 4], 5), ([3, 4], 2)):
+            y, v, i = mod(x, np.array(shape), np.array([k]))
+            np.testing.assert_array_equal(y, x.reshape(shape))
+            order = np.argsort(-x, axis=1, kind="stable")[:, :k]
+            np.testing.assert_array_equal(i, order)
+            np.testing.assert_array_equal(v, np.take_along_axis(x, order, axis=1))
+        assert mod["main"]._entry.value_inputs == ("s", "k")
+        assert len(mod["main"]._prepared) == 3  # the last call reused the first one's code
+
+
+def test_an_input_too_large_to_compile_per_contents_is_a_clear_error():
     data = _model([helper.make_node("Reshape", ["x", "s"], ["y"], name="r")],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
-                   helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+                   helper.make_tensor_value_info("s", TensorProto.INT64, [5000])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])])
-    with pytest.raises(fg.Error, match="node 'r'.*the graph input 's', a value given at run time"):
-        fg.load(data, "local-sync")
+    mod = fg.load(data, "local-sync")
+    with pytest.raises(fg.InvalidArgument, match="compiled per contents of input 's', which has 5000 elements"):
+        mod(np.zeros((2, 3), np.float32), np.ones(5000, np.int64))
 
 
 def test_if_on_a_runtime_condition_and_an_unrolled_loop():

@@ -7,7 +7,9 @@ bandwidth, for one worker and for all). Each case is a JAX function lowered to S
 loaded with `fg.load` (weights baked in as constants) and run on local-sync (one worker) and
 local-task (all workers), results written into preallocated `out` arrays; numpy runs with
 OpenBLAS at 1 and at all threads; IREE (where `iree.compiler`/`iree.runtime` import) on
-local-sync and local-task. All figures are medians of interleaved rounds (`bench.models.medians_us`).
+local-sync and local-task. All figures are medians of interleaved rounds (`bench.models.medians_us`),
+except numpy on all threads, measured just before (OpenBLAS's spinning threads would take cores
+from whatever ran next).
 
 Per case: its FLOPs (XLA's cost analysis of the JAX function) and its compulsory bytes (inputs +
 outputs + constants, each touched once); the roofline time `max(flops / peak, bytes / bandwidth)`
@@ -132,13 +134,15 @@ def _case(name: str, jax_fn: Callable, np_fn: Callable, inputs: list[np.ndarray]
                 break
             if call is not None:
                 calls[f"iree_{key}"] = lambda call=call: call(*inputs)
-    workers = limits["workers"]
-    # numpy apart, first: OpenBLAS's threads spin for a while after each call.
-    for threads, key in ((1, "sync"), (workers, "task")):
-        _openblas_threads(threads)
-        row[f"numpy_{key}_us"] = medians_us({"numpy": lambda: np_fn(*inputs)}, repeats)["numpy"]
+    # numpy on all threads apart, first: OpenBLAS's threads spin for a while after each call.
+    # On one thread it spins nothing, so it joins the interleaved rounds (a noisy neighbour then
+    # slows it and fibergrid alike).
+    _openblas_threads(limits["workers"])
+    row["numpy_task_us"] = medians_us({"numpy": lambda: np_fn(*inputs)}, repeats)["numpy"]
+    _openblas_threads(1)
     time.sleep(0.2)
-    t = medians_us(calls, repeats)
+    t = medians_us(calls | {"numpy_sync": lambda: np_fn(*inputs)}, repeats)
+    row["numpy_sync_us"] = t["numpy_sync"]
     for key, count in (("sync", "1"), ("task", "all")):
         peak, bandwidth = limits["peak_gflops"][count] * 1e9, limits["bandwidth_gbs"][count] * 1e9
         bound = max(row["flops"] / peak, row["bytes"] / bandwidth)

@@ -214,7 +214,7 @@ def _encode_step(r: pipeline.Step) -> dict[str, Any]:
                 "tensors": list(r.tensors), "barrier_before": r.barrier_before}
     if isinstance(r, CopyRecord):
         return {"op": "copy", "copy_from": r.source, "copy_to": r.target, "barrier_before": r.barrier_before}
-    return {"op": "jump", "jump_to": r.target, "predicate": r.predicate, "equals": r.equals, "trips": r.trips}
+    return {"op": "jump", "jump_to": r.target, "predicate": r.predicate, "equals": r.equals}
 
 
 def _decode_step(d: dict[str, Any]) -> pipeline.Step:
@@ -228,7 +228,7 @@ def _decode_step(d: dict[str, Any]) -> pipeline.Step:
     if op == "copy":
         return CopyRecord(d["copy_from"], d["copy_to"], d["barrier_before"])
     if op == "jump":
-        return JumpRecord(d["jump_to"], d["predicate"], d["equals"], d["trips"])
+        return JumpRecord(d["jump_to"], d["predicate"], d["equals"])
     raise ValueError(f"unknown step op {op!r}")
 
 
@@ -354,7 +354,7 @@ def _no_floats(text: str) -> None:
 # error here rather than something int() or str() quietly turns into another program. Keys not
 # listed (added by later formats) are left to the decoders.
 _INTS = {"offset", "length", "local_memory_size", "input_index", "id", "tensor", "format_version",
-         "copy_from", "copy_to", "jump_to", "predicate", "equals", "trips"}
+         "copy_from", "copy_to", "jump_to", "predicate", "equals"}
 _INT_LISTS = {"workgroup_count", "workgroup_size"}
 _STRS = {"name", "sha256", "dtype", "kind", "entry", "format", "object", "blob", "triple", "cpu", "compiler_version",
          "source_format", "op"}

@@ -16,8 +16,9 @@ splitting each body at its control-flow ops into straight-line *segments*; each 
 partitioned by fusion as a function of its own (arguments: the values it reads from outside;
 results: the values used after it), and the structure becomes jumps:
 
-    while   init copies -> carried buffers C;  top: cond segment -> P;  jump end if P == 0;
-            body;  copies body results -> C;  jump top;  end:          (results: C)
+    while   init copies -> carried buffers C;  cond segment -> P;  jump end if P == 0;
+            top: body and the cond again over its results -> R, P';  copies R -> C;
+            jump end if P' == 0;  jump top;  end:                     (results: C)
     case    jump B_k if index == k (k < n-1); jump B_{n-1} (StableHLO: an index out of range
             runs the last branch);  B_k: branch k;  copies -> results;  jump end;  end:
     if      jump F if pred == 0;  true branch;  copies;  jump end;  F: false branch;  copies;  end:
@@ -68,15 +69,11 @@ class CopyRecord:
 
 @dataclass(frozen=True)
 class JumpRecord:
-    """Go to step `target`; with `predicate` >= 0 only when that Tensor's scalar equals `equals`.
-    `trips` >= 0 (a loop's exit whose trip count is known at compile time: scan, fori_loop with
-    constant bounds): each time the program reaches this jump, it is not taken `trips` times and
-    then taken once, so a runtime may decide it without reading the predicate."""
+    """Go to step `target`; with `predicate` >= 0 only when that Tensor's scalar equals `equals`."""
 
     target: int
     predicate: int = -1
     equals: int = 0
-    trips: int = -1
 
 
 Step = Union[DispatchRecord, CopyRecord, JumpRecord]
@@ -110,8 +107,8 @@ def check_program(program: Sequence[Step], tensors: Sequence[Tensor], origin: st
         elif isinstance(s, JumpRecord):
             if not 0 <= s.target <= len(program):
                 raise CompileError(f"{origin}: jump step {i} targets step {s.target} of {len(program)}")
-            if s.trips < -1 or (s.trips >= 0 and s.predicate < 0) or not -(1 << 63) <= s.equals < (1 << 63):
-                raise CompileError(f"{origin}: jump step {i}: trips {s.trips} or equals {s.equals} out of range")
+            if not -(1 << 63) <= s.equals < (1 << 63):
+                raise CompileError(f"{origin}: jump step {i}: equals {s.equals} is not a 64-bit integer")
             if s.predicate >= 0:
                 p = tensor(s.predicate, f"jump step {i}")
                 if math.prod(p.shape) != 1 or p.dtype.kind not in "biu":
@@ -140,7 +137,6 @@ class _Jump:
     label: int
     predicate: int = -1
     equals: int = 0
-    trips: int = -1
 
 
 @dataclass(frozen=True)
@@ -281,6 +277,45 @@ class _Lowerer:
     def carried(self, values: Sequence[Value]) -> list[int]:
         return [self.tensor(v.type.shape, v.type.dtype) for v in values]
 
+    def loop(self, op: Op, env: ChainMap, constants: dict[Value, np.ndarray]) -> None:
+        """A while. The cond is also cloned onto the end of the body, over the body's results,
+        so the test for the next iteration fuses into the body's kernels (one region fewer per
+        iteration than a separate cond segment):
+
+            C = init;  [P = cond(C); jump end if P == 0];  top: R, P' = body(C), cond(R);
+            C = R;  jump end if P' == 0;  jump top;  end:
+
+        With a trip count known at compile time (scan, fori_loop with constant bounds) the entry
+        test is dropped (T > 0), or the whole loop (T == 0)."""
+        _check_while(op)
+        cond, body = op.regions
+        items = self.out.items
+        carried = self.carried(op.operands)
+        self.copies(zip((env[v] for v in op.operands), carried))
+        trips = _trip_count(op, constants)
+        if trips == 0:
+            env.update(zip(op.results, carried))
+            return
+        top, end = self.new_label(), self.new_label()
+        test = [*cond.ops, *_as_word(cond.results[0])]
+        if trips < 0:
+            [predicate] = self.scope(test, [test[-1].results[0]], env.new_child(dict(zip(cond.args, carried))))
+            items.append(_Jump(end, predicate, 0))
+        items.append(_Label(top))
+        if any(self.is_control(o) for o in cond.ops):  # no clone of a cond with control flow in it
+            out = self.scope(body.ops, body.results, env.new_child(dict(zip(body.args, carried))))
+            self.copies(zip(out, carried))
+            [predicate] = self.scope(test, [test[-1].results[0]], env.new_child(dict(zip(cond.args, carried))))
+        else:
+            again = _clone(test, dict(zip(cond.args, body.results)))
+            *out, predicate = self.scope([*body.ops, *again], [*body.results, again[-1].results[0]],
+                                         env.new_child(dict(zip(body.args, carried))))
+            self.copies(zip(out, carried))
+        items.append(_Jump(end, predicate, 0))
+        items.append(_Jump(top))
+        items.append(_Label(end))
+        env.update(zip(op.results, carried))
+
     def control(self, op: Op, env: ChainMap, constants: dict[Value, np.ndarray]) -> None:
         items = self.out.items
         if op.name == "call":
@@ -288,22 +323,7 @@ class _Lowerer:
             inner: ChainMap = ChainMap(dict(zip(callee.args, (env[v] for v in op.operands))))
             env.update(zip(op.results, self.scope(callee.ops, callee.results, inner)))
         elif op.name == "while":
-            _check_while(op)
-            cond, body = op.regions
-            cond = Region(cond.args, [*cond.ops, *_as_word(cond.results[0])], [])
-            cond.results = [cond.ops[-1].results[0]]
-            carried = self.carried(op.operands)
-            self.copies(zip((env[v] for v in op.operands), carried))
-            top, end = self.new_label(), self.new_label()
-            items.append(_Label(top))
-            trips = _trip_count(op, constants)
-            [predicate] = self.scope(cond.ops, cond.results, env.new_child(dict(zip(cond.args, carried))))
-            items.append(_Jump(end, predicate, 0, trips))
-            out = self.scope(body.ops, body.results, env.new_child(dict(zip(body.args, carried))))
-            self.copies(zip(out, carried))
-            items.append(_Jump(top))
-            items.append(_Label(end))
-            env.update(zip(op.results, carried))
+            self.loop(op, env, constants)
         else:  # case / if: the branches write the same result buffers
             _check_branches(op)
             results = self.carried(op.results)
@@ -356,6 +376,17 @@ def _trip_count(op: Op, constants: dict[Value, np.ndarray]) -> int:
     if constant(other) != 1:
         return -1
     return max(0, bound - start)
+
+
+def _clone(ops: list[Op], values: dict[Value, Value]) -> list[Op]:
+    """`ops` again, reading `values[v]` for each operand v it maps, with results of their own.
+    (Nested regions are shared: those of straight-line ops use only their own arguments.)"""
+    out = []
+    for op in ops:
+        results = [Value(r.type, r.name) for r in op.results]
+        out.append(Op(op.name, [values.get(v, v) for v in op.operands], results, op.attrs, op.regions, op.loc))
+        values.update(zip(op.results, results))
+    return out
 
 
 def _as_word(predicate: Value) -> list[Op]:
@@ -434,4 +465,4 @@ def assemble(lowered: Lowered, kernels: Sequence) -> tuple[Step, ...]:
         read |= ins
         steps.append(DispatchRecord(k.name, k.workgroup_count, item.tensors, barrier) if isinstance(item, Dispatch)
                      else CopyRecord(item.source, item.target, barrier))
-    return tuple(JumpRecord(at[s.label], s.predicate, s.equals, s.trips) if isinstance(s, _Jump) else s for s in steps)
+    return tuple(JumpRecord(at[s.label], s.predicate, s.equals) if isinstance(s, _Jump) else s for s in steps)

@@ -13,7 +13,6 @@ Vulkan driver.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 

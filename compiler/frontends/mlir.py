@@ -133,6 +133,20 @@ class TupleType:
 
 
 @dataclass(frozen=True)
+class QuantizedType(TensorType):
+    """A tensor of `!quant.uniform` elements: `dtype` is the storage type; a value is
+    (storage - zero_point) * scale in `expressed`, per `axis` when it is not None. Only the
+    frontend sees these: it rewrites quantized ops into ops on the storage and expressed types."""
+
+    expressed: np.dtype = np.dtype(np.float32)
+    scales: tuple = ()
+    zero_points: tuple = ()
+    axis: int | None = None
+    storage_min: int = 0
+    storage_max: int = 0
+
+
+@dataclass(frozen=True)
 class TupleValue:
     """A tuple's elements (Values or TupleValues), as `stablehlo.tuple` built it."""
 
@@ -266,8 +280,11 @@ class Reader:
             self.fail("expected a tensor type")
         self.next()
         self.expect("<")
-        text = ""
+        text, quant = "", None
         while not (self.at(">") or self.at(",")):
+            if self.tok.kind == "bang" and self.tok.text == "!quant.uniform":
+                quant = self.quant_uniform()
+                continue
             text += self.next().text
         if self.at(","):  # an encoding such as #stablehlo.bounds<...>: irrelevant here
             self.next()
@@ -277,11 +294,42 @@ class Reader:
                 else:
                     self.next()
         self.expect(">")
+        if quant is not None:
+            m = re.fullmatch(r"((?:(?:\d+|\?)x)*)", text)
+            if m is None:
+                raise CompileError(f"malformed quantized tensor type at {t.where}")
+            dims = tuple(None if d == "?" else int(d) for d in m.group(1).split("x")[:-1])
+            return QuantizedType(dims, *quant)
         m = re.fullmatch(r"((?:(?:\d+|\?)x)*)(\w+)", text)
         if m is None:
             raise CompileError(f"malformed tensor type 'tensor<{text}>' at {t.where}")
         dims = tuple(None if d == "?" else int(d) for d in m.group(1).split("x")[:-1])
         return TensorType(dims, self.element_type(m.group(2), t))
+
+    def quant_uniform(self) -> tuple:
+        """`!quant.uniform<i8[<min:max>]:f32[:axis], scale[:zero_point]>` or per axis
+        `{scale:zp, ...}` -> QuantizedType's fields after the shape."""
+        start = self.next()
+        self.expect("<")
+        storage = self.element_type(self.expect_kind("ident").text, start)
+        low, high = (np.iinfo(storage).min, np.iinfo(storage).max) if storage.kind in "iu" else (0, 0)
+        if self.accept("<"):  # a storage range
+            low = int(self.expect_kind("number").text)
+            self.expect(":")
+            high = int(self.expect_kind("number").text)
+            self.expect(">")
+        self.expect(":")
+        expressed = self.element_type(self.expect_kind("ident").text, start)
+        axis = int(self.expect_kind("number").text) if self.accept(":") else None
+        self.expect(",")
+
+        def pair() -> tuple[float, int]:
+            scale = float(self.expect_kind("number").text)
+            return scale, int(self.expect_kind("number").text) if self.accept(":") else 0
+
+        pairs = self.comma_list(pair, "}") if self.accept("{") else [pair()]
+        self.expect(">")
+        return storage, expressed, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), axis, low, high
 
     def tensor_type(self) -> TensorType:
         """A type that must be a tensor (a function's arguments and results)."""
@@ -518,7 +566,9 @@ class Reader:
                 self.expect("}")
                 return ops, results
             op = self.operation()
-            if op is not None:  # None: the op only renamed values (a tuple, a barrier)
+            if isinstance(op, list):  # an op the dialect rewrote into several
+                ops.extend(op)
+            elif op is not None:  # None: the op only renamed values (a tuple, a barrier)
                 ops.append(op)
 
     def region(self, args: list[Value] | None = None) -> Region:

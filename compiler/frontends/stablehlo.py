@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.frontends.mlir import OpParts, Reader, Token, TupleType, TupleValue
+from compiler.frontends.mlir import OpParts, QuantizedType, Reader, Token, TupleType, TupleValue
 from compiler.ir import SUPPORTED_OPS, Function, Module, Op, Region, TensorType, Value
+from compiler.passes.decompose import Builder
 from compiler.passes.shape_inference import infer_shapes
 from common.errors import Error as HalError
 
@@ -184,6 +185,8 @@ def _torch_index_select(parts: OpParts, head: Token) -> dict[str, Any]:
 
 def _ir_op_name(full: str) -> str | None:
     """The IR op name for a source op name, or None when it is not supported."""
+    if full in ("stablehlo.uniform_quantize", "stablehlo.uniform_dequantize"):
+        return full.removeprefix("stablehlo.")  # rewritten by StableHLOReader.quantized
     if full == "stablehlo.torch_index_select":
         return "gather"
     if full in _CHLO:
@@ -327,13 +330,67 @@ class StableHLOReader(Reader):
             k += count
         return None
 
+    def quantized(self, name: str, head: Token, names: list[tuple[str, int]], parts: OpParts) -> list[Op]:
+        """An op on `!quant.uniform` tensors as the spec defines it: quantized operands are
+        dequantized, the op runs on the expressed type, quantized results are quantized
+        (round to nearest even, plus the zero point, clamped to the storage range).
+        uniform_quantize/dequantize are those steps alone; bitcast_convert keeps the storage."""
+        b = Builder((head.line, head.col))
+
+        def per_element(values: tuple, q: QuantizedType) -> Value:
+            if q.axis is None:
+                return b.const(values[0], q.shape, q.expressed)
+            vector = b.op("constant", [], (len(values),), q.expressed, value=np.array(values, q.expressed))
+            return b.broadcast(vector, q.shape, (q.axis,))
+
+        def dequantize(v: Value) -> Value:
+            q = v.type
+            x = b.convert(v, q.expressed)
+            return b.binary("multiply", b.binary("subtract", x, per_element(q.zero_points, q)), per_element(q.scales, q))
+
+        def quantize(x: Value, q: QuantizedType) -> Value:
+            y = b.op("round_nearest_even", [b.binary("divide", x, per_element(q.scales, q))], q.shape, q.expressed)
+            y = b.binary("add", y, per_element(q.zero_points, q))
+            y = b.op("clamp", [b.like(y, q.storage_min), y, b.like(y, q.storage_max)], q.shape, q.expressed)
+            out = Value(q)
+            b.ops.append(Op("convert", [y], [out], {}, [], b.loc))
+            return out
+
+        if any(not t.is_static for t in parts.result_types) or any(not v.type.is_static for v in parts.operands):
+            raise CompileError(f"quantized op at {head.where} on a dynamic shape: not supported")
+        if name == "bitcast_convert":
+            out = Value(parts.result_types[0])
+            b.ops.append(Op("convert", parts.operands, [out], {}, [], b.loc))  # same storage type
+            results = [out]
+        else:
+            operands = [dequantize(v) if isinstance(v.type, QuantizedType) else v for v in parts.operands]
+            if name in ("uniform_quantize", "uniform_dequantize"):
+                values = operands[:1]
+            else:
+                types = [TensorType(t.shape, t.expressed) if isinstance(t, QuantizedType) else t
+                         for t in parts.result_types]
+                values = [Value(t) for t in types]
+                attrs = _normalize_attrs(name, parts.attrs, parts.enums, [v.type for v in operands])
+                b.ops.append(Op(name, operands, values, attrs, parts.regions, b.loc))
+            results = [quantize(v, t) if isinstance(t, QuantizedType) else b.convert(v, t.dtype)
+                       for v, t in zip(values, parts.result_types)]
+        k = 0
+        for result_name, count in names:
+            self.define(result_name, results[k:k + count])
+            k += count
+        return b.ops
+
     def build(self, name: str, full: str, head: Token, names: list[tuple[str, int]],
-              parts: OpParts) -> Op:
+              parts: OpParts) -> Op | list[Op]:
         loc = (head.line, head.col)
         if any(isinstance(t, TupleType) for t in parts.result_types):
             raise CompileError(f"op '{full}' at {head.where} yields a tuple or token: not supported")
         if any(isinstance(v, TupleValue) for v in parts.operands):
             raise CompileError(f"op '{full}' at {head.where} takes a tuple operand: only get_tuple_element may")
+        if any(isinstance(t, QuantizedType) for t in [v.type for v in parts.operands] + parts.result_types):
+            if sum(count for _, count in names) != len(parts.result_types):
+                raise CompileError(f"op '{full}' at {head.where} defines the wrong number of results")
+            return self.quantized(name, head, names, parts)
         for region in parts.regions:
             self.close_region(region, name, head)
         if full == "chlo.square":

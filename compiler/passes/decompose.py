@@ -33,7 +33,7 @@ from compiler.ir import Function, Op, Region, TensorType, Value
 I1 = np.dtype(np.bool_)
 
 
-class _Builder:
+class Builder:
     """Emits typed ops into a list (shapes are static here)."""
 
     def __init__(self, loc: tuple[int, int] | None) -> None:
@@ -111,7 +111,7 @@ class _Builder:
         return self.op("iota", [], shape, np.dtype(np.int64), iota_dimension=dim % len(shape))
 
 
-def _forward_substitution(b_: _Builder, a: Value, rhs: Value, unit: bool) -> Value:
+def _forward_substitution(b_: Builder, a: Value, rhs: Value, unit: bool) -> Value:
     """X with A X = B, A lower triangular [..., n, n], B [..., n, k]."""
     n, k = a.type.shape[-1], rhs.type.shape[-1]
     rows: list[Value] = []
@@ -128,7 +128,7 @@ def _forward_substitution(b_: _Builder, a: Value, rhs: Value, unit: bool) -> Val
     return b_.concat(rows, -2)
 
 
-def _triangular_solve(b_: _Builder, op: Op) -> list[Value]:
+def _triangular_solve(b_: Builder, op: Op) -> list[Value]:
     a, rhs = op.operands
     at = op.attrs
     lower, left = bool(at["lower"]), bool(at["left_side"])
@@ -144,7 +144,7 @@ def _triangular_solve(b_: _Builder, op: Op) -> list[Value]:
     return [x if left else b_.swap_last(x)]
 
 
-def _cholesky(b_: _Builder, op: Op) -> list[Value]:
+def _cholesky(b_: Builder, op: Op) -> list[Value]:
     a = op.operands[0]
     lower = bool(op.attrs["lower"])
     if not lower:  # the upper triangle of A is the lower one of A^T; U = L^T
@@ -175,7 +175,7 @@ def _cholesky(b_: _Builder, op: Op) -> list[Value]:
     return results
 
 
-def _info(b_: _Builder, bad: list[Value], dtype: np.dtype) -> Value:
+def _info(b_: Builder, bad: list[Value], dtype: np.dtype) -> Value:
     """LAPACK's info: the 1-based index of the first failed pivot, 0 when none failed."""
     flags = b_.concat(bad, -1)  # [..., 1, n]
     n = flags.type.shape[-1]
@@ -192,7 +192,7 @@ def _info(b_: _Builder, bad: list[Value], dtype: np.dtype) -> Value:
     return b_.convert(b_.select(b_.compare("EQ", first, b_.like(first, n + 1)), b_.like(first, 0), first), dtype)
 
 
-def _mulhi(b_: _Builder, op: Op) -> list[Value]:
+def _mulhi(b_: Builder, op: Op) -> list[Value]:
     x, y = op.operands
     dtype = x.type.dtype
     bits = 8 * dtype.itemsize
@@ -228,7 +228,7 @@ def _mulhi(b_: _Builder, op: Op) -> list[Value]:
     return [b_.op("bitcast_convert", [high], high.type.shape, dtype)]
 
 
-def _inline(b_: _Builder, region: Region, args: Sequence[Value]) -> list[Value]:
+def _inline(b_: Builder, region: Region, args: Sequence[Value]) -> list[Value]:
     """A copy of `region`'s ops on `args`; the values it returns."""
     vmap = dict(zip(region.args, args))
     for op in region.ops:
@@ -238,7 +238,7 @@ def _inline(b_: _Builder, region: Region, args: Sequence[Value]) -> list[Value]:
     return [vmap.get(v, v) for v in region.results]
 
 
-def _scan(b_: _Builder, op: Op) -> list[Value]:
+def _scan(b_: Builder, op: Op) -> list[Value]:
     dim, n_carry = op.attrs["dimension"], op.attrs["carries"]
     inputs, carries = op.operands[:len(op.operands) - n_carry], list(op.operands[len(op.operands) - n_carry:])
     n_out = len(op.results) - n_carry
@@ -260,7 +260,7 @@ def _scan(b_: _Builder, op: Op) -> list[Value]:
     return [b_.concat(o[::-1] if reverse else o, dim) for o in outs] + carries
 
 
-def _top_k(b_: _Builder, op: Op) -> list[Value]:
+def _top_k(b_: Builder, op: Op) -> list[Value]:
     """A stable descending sort of (values, iota) along the last dim, then the first k."""
     x = op.operands[0]
     shape, dtype = list(x.type.shape), x.type.dtype
@@ -281,7 +281,7 @@ def _top_k(b_: _Builder, op: Op) -> list[Value]:
 class _IROps:
     """compiler.rng_bits.Ops on IR values (scalars broadcast to the other operand's shape)."""
 
-    def __init__(self, b_: _Builder) -> None:
+    def __init__(self, b_: Builder) -> None:
         self.b = b_
 
     def _fit(self, a: Value, b: Value) -> tuple[Value, Value]:
@@ -331,19 +331,19 @@ class _IROps:
         return self.b.op(name, [x], x.type.shape, x.type.dtype)
 
 
-def _rng_bit_generator(b_: _Builder, op: Op) -> list[Value]:
+def _rng_bit_generator(b_: Builder, op: Op) -> list[Value]:
     state, value = op.results
     return list(rng_bits.generate(_IROps(b_), op.attrs["rng_algorithm"], op.operands[0], state.type.shape[0],
                                   value.type.shape, value.type.dtype))
 
 
-def _rng(b_: _Builder, op: Op) -> list[Value]:
+def _rng(b_: Builder, op: Op) -> list[Value]:
     result = op.results[0].type
     return [rng_bits.distribution(_IROps(b_), op.attrs["rng_distribution"], op.operands[0], op.operands[1],
                                   result.shape, result.dtype)]
 
 
-def _batch_norm(b_: _Builder, op: Op) -> list[Value]:
+def _batch_norm(b_: Builder, op: Op) -> list[Value]:
     """The spec's formulas: statistics are sums over every dim but feature_index."""
     x = op.operands[0]
     f, shape, dtype = op.attrs["feature_index"], x.type.shape, x.type.dtype
@@ -389,7 +389,7 @@ def _batch_norm(b_: _Builder, op: Op) -> list[Value]:
     return [grad, grad_scale, sum_dy]
 
 
-def _ragged_dot(b_: _Builder, op: Op) -> list[Value]:
+def _ragged_dot(b_: Builder, op: Op) -> list[Value]:
     """One dot per rhs group, masked to the group's rows along lhs's ragged dim, summed."""
     lhs, rhs, sizes = op.operands
     a = op.attrs
@@ -443,7 +443,7 @@ def decompose(fn: Function) -> Function:
             continue
         if not all(v.type.is_static for v in op.operands):
             raise CompileError(f"{op.where()}: needs static shapes")
-        b_ = _Builder(op.loc)
+        b_ = Builder(op.loc)
         results = rule(b_, op)
         ops.extend(b_.ops)
         for old, new in zip(op.results, results):

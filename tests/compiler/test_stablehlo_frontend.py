@@ -340,3 +340,15 @@ def test_big_dense_constants_parse():
     assert len(text) > 14e6
     module = parse_stablehlo(text)
     np.testing.assert_allclose(evaluate(module, "main", [x])[0], np.asarray(jax.jit(mlp)(x)), rtol=1e-3, atol=1e-2)
+
+
+def test_quantized_types_are_rewritten_into_storage_and_expressed_ops() -> None:
+    text = """func.func @main(%x: tensor<3xf32>) -> tensor<3xf32> {
+      %q = "stablehlo.uniform_quantize"(%x) : (tensor<3xf32>) -> tensor<3x!quant.uniform<i8<-100:100>:f32, 0.5:3>>
+      %d = "stablehlo.uniform_dequantize"(%q) : (tensor<3x!quant.uniform<i8<-100:100>:f32, 0.5:3>>) -> tensor<3xf32>
+      return %d : tensor<3xf32>
+    }"""
+    module = parse_stablehlo(text)
+    assert "uniform_quantize" not in {op.name for op in module.function("main").ops}
+    x = np.array([1.2, -80.0, 7.0], np.float32)  # -80 / 0.5 + 3 = -157 clamps to the range's -100
+    np.testing.assert_allclose(evaluate(module, "main", [x])[0], [1.0, -51.5, 7.0])

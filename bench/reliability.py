@@ -40,8 +40,30 @@ def fuzz_section(inputs: int, jobs: int, seed: int) -> dict[str, Any]:
 
 
 def programs_section(count: int) -> dict[str, Any]:
-    from tests.reliability.programs_run import run_programs
-    return run_programs(count)
+    """`count` programs per CPU driver configuration through the property test's check."""
+    import fibergrid as fg
+    from hypothesis import HealthCheck, given, settings
+    from tests.reliability.programs import programs
+    from tests.reliability.test_programs import CONFIGS, check
+    out = {}
+    for driver, options in CONFIGS:
+        if driver == "vulkan":
+            continue
+        name = driver + "".join(f"-{v}w" for v in options.values())
+        runs, failures = [0], []
+        with fg.create_device(driver, **options) as dev:
+            @settings(max_examples=count, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(program=programs(max_submissions=10))
+            def one(program):
+                runs[0] += 1
+                check(dev, program)
+            try:
+                one()
+            except Exception as e:  # noqa: BLE001 - hypothesis re-raises the shrunk failure
+                failures.append(f"{type(e).__name__}: {str(e)[:300]}")
+        out[name] = {"programs": runs[0], "mismatches": len(failures), "failure": failures[:1]}
+        print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
+    return out
 
 
 def stress_section(threads: int, submissions: int) -> dict[str, Any]:

@@ -295,6 +295,28 @@ def _dynamic_form(op: Op, ts, decl, known) -> list[TensorType]:
     return RULES[name](static, [ts[i] for i in keep], decl, [known[i] for i in keep])
 
 
+# Operand counts of the ops whose rules read a fixed number (elementwise ops: ELEMENTWISE's arity).
+ARITY = {"compare": 2, "convert": 1, "bitcast_convert": 1, "broadcast_in_dim": 1, "reshape": 1, "transpose": 1,
+         "reverse": 1, "slice": 1, "pad": 2, "iota": 0, "constant": 0, "get_dimension_size": 1}
+
+
+def _check_operands(op: Op, ts: list[TensorType]) -> None:
+    """The operand count, and for elementwise ops the element types (select: an i1 predicate
+    and two alike; convert and bitcast_convert: any), as StableHLO's verifier checks them: what
+    passes reaches code generation, which assumes them."""
+    want = ELEMENTWISE[op.name].arity if op.name in ELEMENTWISE else ARITY.get(op.name)
+    if want is not None and len(ts) != want:
+        raise CompileError(f"{op.where()}: {op.name} takes {want} operand{'s' if want != 1 else ''}, got {len(ts)}")
+    if op.name not in ELEMENTWISE and op.name != "compare":
+        return
+    if op.name == "select":
+        if ts[0].dtype != np.bool_:
+            raise CompileError(f"{op.where()}: select's predicate must be i1, got {ts[0]}")
+        ts = ts[1:]
+    if op.name not in ("shift_left", "shift_right_logical", "shift_right_arithmetic") and len({t.dtype for t in ts}) > 1:
+        raise CompileError(f"{op.where()}: {op.name}'s operands differ in element type: {', '.join(str(t) for t in ts)}")
+
+
 RULES: dict[str, Rule] = {name: _elementwise for name in ELEMENTWISE}
 RULES.update({
     "compare": _elementwise, "convert": _elementwise, "bitcast_convert": _bitcast,
@@ -358,6 +380,9 @@ class _Typer:
         vmap = dict(zip(fn.args, args))
         known = {a: v for a, v in zip(args, arg_values) if v is not None}
         new.ops = self.ops(fn.ops, vmap, known)
+        undefined = [v.name for v in fn.results if v not in vmap]
+        if undefined:
+            raise CompileError(f"@{fn.name}: returns {', '.join(undefined)}, defined by no op")
         new.results = [vmap[v] for v in fn.results]
         self.known_results[new] = [known.get(v) for v in new.results]
         if self.static:
@@ -442,6 +467,7 @@ class _Typer:
             regions.append(Region(args, body, [inner[v] for v in region.results]))
         if op.name in ("case", "if", "while"):
             _check_region_results(op, regions, decl)
+        _check_operands(op, ts)
         try:
             inferred = RULES[op.name](op, ts, decl, values)
         except (KeyError, IndexError, TypeError, ValueError) as e:  # attrs/operands not as the op needs

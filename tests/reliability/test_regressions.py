@@ -100,3 +100,45 @@ def test_negative_dims_are_rejected_before_allocation():
     with fg.create_device("local-sync") as dev:
         with pytest.raises(fg.InvalidArgument, match="non-negative"):
             dev.allocator.allocate_view((-1, 4), np.float32)
+
+
+# Found by the long fuzz runs: malformed ops that passed the frontend and broke code generation
+# with raw exceptions (TypeError in fusion or codegen, LLVM IR errors, KeyError).
+_VALID = """func.func @main(%a: tensor<4xf32>, %b: tensor<4xf32>, %p: tensor<4xi1>, %i: tensor<4xi32>) -> tensor<4xf32> {
+  %0 = BODY
+  return %0 : tensor<4xf32>
+}"""
+
+
+@pytest.mark.parametrize("body, message", [
+    ("stablehlo.add %a, %b, %a : tensor<4xf32>", "takes 2 operands"),
+    ('stablehlo.broadcast_in_dim %a, %b, dims = [0] : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>', "takes 1 operand"),
+    ("stablehlo.select %a, %a, %b : tensor<4xf32>, tensor<4xf32>", "predicate must be i1|malformed|i1"),
+    ("stablehlo.add %a, %i : (tensor<4xf32>, tensor<4xi32>) -> tensor<4xf32>", "element type|does not match"),
+])
+def test_malformed_ops_are_compile_errors(body, message):
+    from compiler import pipeline
+    with pytest.raises(fg.InvalidArgument, match=message):
+        pipeline.compile_function(pipeline.parse(_VALID.replace("BODY", body)), "main")
+
+
+def test_returning_an_undefined_value_is_a_compile_error():
+    from compiler import pipeline
+    text = _VALID.replace("%0 = BODY\n  return %0", "%0 = stablehlo.add %a, %b : tensor<4xf32>\n  return %7")
+    with pytest.raises(fg.InvalidArgument):
+        pipeline.compile_function(pipeline.parse(text), "main")
+
+
+@pytest.mark.parametrize("fmt, index", [("stablehlo", 20537), ("stablehlo", 39494), ("stablehlo", 25454),
+                                        ("stablehlo", 36413), ("stablehlo", 90551), ("onnx", 4901), ("onnx", 37307)])
+def test_fuzz_findings_replay(fmt, index, tmp_path, monkeypatch):
+    """The inputs of the 100,000-input runs that escaped as raw exceptions (seed 0), compiled and
+    called as the run did: each is now rejected with a fibergrid error."""
+    pytest.importorskip("jax" if fmt == "stablehlo" else "onnx")
+    from tests.reliability import fuzz
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path))
+    ctx = _contexts.setdefault(fmt, fuzz.make_context(fmt))
+    assert fuzz.check_input(fmt, 0, index, ctx, compile_every=1) in ("rejected", "rejected_at_compile")
+
+
+_contexts: dict = {}

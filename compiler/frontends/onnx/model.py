@@ -119,6 +119,8 @@ class OnnxModule(Module):
     @staticmethod
     def _declared(info: Any, kind: str, allow_unknown: bool = False) -> TensorType:
         what = f"graph {kind} '{info.name}'"
+        if not isinstance(info.name, str):  # protobuf hands invalid UTF-8 in a string field over as bytes
+            raise CompileError(f"{what}: the name is not UTF-8 text")
         t = info.type
         if t.WhichOneof("value") != "tensor_type":
             raise CompileError(f"{what}: only tensor {kind}s are supported (got {t.WhichOneof('value')})")
@@ -130,6 +132,8 @@ class OnnxModule(Module):
         dims: list[Dim] = []
         for d in t.tensor_type.shape.dim:
             which = d.WhichOneof("value")
+            if which == "dim_param" and not isinstance(d.dim_param, str):
+                raise CompileError(f"{what}: a dim_param is not UTF-8 text ({d.dim_param!r})")
             dims.append(int(d.dim_value) if which == "dim_value" else (d.dim_param or None) if which == "dim_param" else None)
         return TensorType(tuple(dims), dtype)
 

@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 FORMATS = ("stablehlo", "onnx", "fgx", "fgx_structure", "cli")
 HANG_S = 120.0  # no progress from a child for this long: a hang
+STARTUP_S = 900.0  # ... before its first input
 MEMORY_LIMIT = int(os.environ.get("FIBERGRID_FUZZ_MEMORY", 6 << 30))  # data per child
 MAX_ELEMENTS = 1 << 20  # a mutation may declare huge inputs: calls with more are skipped
 
@@ -203,7 +204,7 @@ def fgx_structure_edits(rng: np.random.Generator, data: bytes) -> bytes:
             elif key == "sha256" and rng.integers(2):
                 b[key] = hashlib.sha256(bytes(rng.integers(0, 256, 8, dtype=np.uint8))).hexdigest()
             elif key == "name" and len(table) > 1 and rng.integers(2):
-                b[key] = table[int(rng.integers(len(table)))]["name"]  # a duplicate name
+                b[key] = dict(table[int(rng.integers(len(table)))]).get("name")  # a duplicate name
             else:
                 b[key] = ODD_VALUES[rng.integers(len(ODD_VALUES))]
         elif kind == 3:  # any JSON value replaced by one of another type
@@ -519,7 +520,8 @@ def run(fmt: str, count: int, *, seed: int = 0, jobs: int = 1, chunk: int | None
                 if data:
                     continue
             silent = time.monotonic() - st[3]
-            if p.poll() is None and silent < HANG_S:
+            started = st[2] >= st[0]  # a child's start-up (imports, the seed's compile) may take minutes on a busy machine
+            if p.poll() is None and silent < (HANG_S if started else STARTUP_S):
                 continue
             if p.poll() is None:
                 p.kill()

@@ -82,7 +82,10 @@ def parse_input(spec: str) -> np.ndarray:
     except (ValueError, OverflowError) as e:
         raise CliError(f"--input {spec!r}: values are not {type_name}: {e}") from None
     if len(words) != 1:
-        return array.reshape(shape)
+        try:
+            return array.reshape(shape)
+        except ValueError as e:  # an empty shape whose other dims overflow numpy's size (99999999999x0x99999999999)
+            raise CliError(f"--input {spec!r}: shape {shape} is too large: {e}") from None
     try:
         check_available(count * dtype.itemsize, "the array")  # before np.full writes (and the OOM killer ends us)
         return np.full(shape, array[0], dtype=dtype)  # one value fills the shape (a scalar too)

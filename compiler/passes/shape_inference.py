@@ -297,7 +297,8 @@ def _dynamic_form(op: Op, ts, decl, known) -> list[TensorType]:
 
 # Operand counts of the ops whose rules read a fixed number (elementwise ops: ELEMENTWISE's arity).
 ARITY = {"compare": 2, "convert": 1, "bitcast_convert": 1, "broadcast_in_dim": 1, "reshape": 1, "transpose": 1,
-         "reverse": 1, "slice": 1, "pad": 2, "iota": 0, "constant": 0, "get_dimension_size": 1}
+         "reverse": 1, "slice": 1, "pad": 2, "iota": 0, "constant": 0, "get_dimension_size": 1, "dot_general": 2,
+         "convolution": 2}
 
 
 def _check_operands(op: Op, ts: list[TensorType]) -> None:

@@ -22,6 +22,7 @@ Run through bench/reliability.py (the counts as JSON) or tests/reliability/test_
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -204,19 +205,20 @@ def fgx_structure_edits(rng: np.random.Generator, data: bytes) -> bytes:
             elif key == "sha256" and rng.integers(2):
                 b[key] = hashlib.sha256(bytes(rng.integers(0, 256, 8, dtype=np.uint8))).hexdigest()
             elif key == "name" and len(table) > 1 and rng.integers(2):
-                b[key] = dict(table[int(rng.integers(len(table)))]).get("name")  # a duplicate name
+                other = table[int(rng.integers(len(table)))]
+                b[key] = other.get("name") if isinstance(other, dict) else other  # a duplicate name
             else:
-                b[key] = ODD_VALUES[rng.integers(len(ODD_VALUES))]
+                b[key] = copy.deepcopy(ODD_VALUES[rng.integers(len(ODD_VALUES))])
         elif kind == 3:  # any JSON value replaced by one of another type
             paths = _json_paths(meta)
             path = paths[int(rng.integers(len(paths)))]
             if not path:
-                meta = ODD_VALUES[rng.integers(len(ODD_VALUES))]
+                meta = copy.deepcopy(ODD_VALUES[rng.integers(len(ODD_VALUES))])
                 continue
             parent = meta
             for p in path[:-1]:
                 parent = parent[p]
-            parent[path[-1]] = ODD_VALUES[rng.integers(len(ODD_VALUES))]
+            parent[path[-1]] = copy.deepcopy(ODD_VALUES[rng.integers(len(ODD_VALUES))])
         elif kind == 4:  # a key dropped or an unknown key added
             paths = [p for p in _json_paths(meta) if p and isinstance(p[-1], str)]
             if paths and rng.integers(2):
@@ -226,7 +228,7 @@ def fgx_structure_edits(rng: np.random.Generator, data: bytes) -> bytes:
                     parent = parent[p]
                 del parent[path[-1]]
             elif isinstance(meta, dict):
-                meta["unknown_" + str(rng.integers(10))] = ODD_VALUES[rng.integers(len(ODD_VALUES))]
+                meta["unknown_" + str(rng.integers(10))] = copy.deepcopy(ODD_VALUES[rng.integers(len(ODD_VALUES))])
         elif kind == 5:  # header fields
             which = int(rng.integers(0, 4))
             if which == 0:

@@ -80,6 +80,14 @@ def test_inconsistent_host_programs_are_rejected(fgx, field, value, message):
         executable.from_bytes(resigned(fgx, edit), "inconsistent.fgx")
 
 
+@pytest.mark.parametrize("spec", ["99999999999x0x99999999999x3xf16=[[]]", "4294967297x4294967297x1x0xf32=[]"])
+def test_cli_empty_shapes_too_large_for_numpy(spec):
+    """No values for a shape with a 0 dim whose other dims overflow numpy's size: reshape raised
+    a raw ValueError."""
+    with pytest.raises(CliError, match="too large"):
+        parse_input(spec)
+
+
 def test_cli_fill_larger_than_the_machine_is_refused_before_allocating():
     """`--input 99999999999x99999999999xf32=1` went to np.full; a fill of more than the machine
     has now is refused before anything is allocated or written."""
@@ -130,7 +138,8 @@ def test_returning_an_undefined_value_is_a_compile_error():
 
 
 @pytest.mark.parametrize("fmt, index", [("stablehlo", 20537), ("stablehlo", 39494), ("stablehlo", 25454),
-                                        ("stablehlo", 36413), ("stablehlo", 90551), ("onnx", 4901), ("onnx", 37307)])
+                                        ("stablehlo", 36413), ("stablehlo", 90551), ("stablehlo", 13390), ("stablehlo", 38489),
+                                        ("onnx", 4901), ("onnx", 37307), ("cli", 6917), ("cli", 21278)])
 def test_fuzz_findings_replay(fmt, index, tmp_path, monkeypatch):
     """The inputs of the 100,000-input runs that escaped as raw exceptions (seed 0), compiled and
     called as the run did: each is now rejected with a fibergrid error."""

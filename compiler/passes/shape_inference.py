@@ -90,6 +90,9 @@ def _declared(op: Op, ts, decl, known) -> list[TensorType]:
 
 def _broadcast_in_dim(op: Op, ts, decl, known) -> list[TensorType]:
     dims = op.attrs["broadcast_dimensions"]
+    if len(dims) != ts[0].rank or len(set(dims)) != len(dims) or any(not 0 <= d < decl[0].rank for d in dims):
+        raise CompileError(f"{op.where()}: broadcast_dimensions {list(dims)} do not map the {ts[0].rank} dims of "
+                           f"{ts[0]} to distinct dims of {decl[0]}")
     out = list(decl[0].shape)
     for i, d in enumerate(dims):
         src = ts[0].shape[i]

@@ -121,6 +121,7 @@ _VALID = """func.func @main(%a: tensor<4xf32>, %b: tensor<4xf32>, %p: tensor<4xi
 @pytest.mark.parametrize("body, message", [
     ("stablehlo.add %a, %b, %a : tensor<4xf32>", "takes 2 operands"),
     ('stablehlo.broadcast_in_dim %a, %b, dims = [0] : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>', "takes 1 operand"),
+    ("stablehlo.broadcast_in_dim %a, dims = [] : (tensor<4xf32>) -> tensor<4xf32>", "broadcast_dimensions"),
     ("stablehlo.select %a, %a, %b : tensor<4xf32>, tensor<4xf32>", "predicate must be i1|malformed|i1"),
     ("stablehlo.add %a, %i : (tensor<4xf32>, tensor<4xi32>) -> tensor<4xf32>", "element type|does not match"),
 ])
@@ -138,7 +139,7 @@ def test_returning_an_undefined_value_is_a_compile_error():
 
 
 @pytest.mark.parametrize("fmt, index", [("stablehlo", 20537), ("stablehlo", 39494), ("stablehlo", 25454),
-                                        ("stablehlo", 36413), ("stablehlo", 90551), ("stablehlo", 13390), ("stablehlo", 38489),
+                                        ("stablehlo", 36413), ("stablehlo", 90551), ("stablehlo", 13390), ("stablehlo", 38489), ("stablehlo", 41378),
                                         ("onnx", 4901), ("onnx", 37307), ("cli", 6917), ("cli", 21278)])
 def test_fuzz_findings_replay(fmt, index, tmp_path, monkeypatch):
     """The inputs of the 100,000-input runs that escaped as raw exceptions (seed 0), compiled and

@@ -109,3 +109,9 @@ def blocked_waiter(semaphore, value: int) -> tuple[threading.Thread, list]:
     thread = threading.Thread(target=wait)
     thread.start()
     return thread, got
+
+
+def fibergrid_threads() -> set[threading.Thread]:
+    """The live threads fibergrid started (its workers): what a test may count. The process's
+    total also counts other tests' thread pools, which start and end on their own schedule."""
+    return {t for t in threading.enumerate() if t.name.startswith("fibergrid") and t.is_alive()}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
 import fibergrid as fg
-from tests.scheduler.kernels import WAIT, chain_step, dispatch_ids, fail_at, run
+from tests.scheduler.kernels import WAIT, chain_step, dispatch_ids, fail_at, fibergrid_threads, run
 
 
 @pytest.fixture
@@ -19,7 +18,7 @@ def dev():
 
 
 def test_no_threads_and_worker_id_zero(dev):
-    baseline = threading.active_count()
+    baseline = fibergrid_threads()
     assert dev.scheduler.threads == [] and dev.scheduler.inline
     assert dev.workers == 0 and dev.participants == 1
     for shape in [(1,), (100,), (7, 11), (3, 4, 5)]:
@@ -31,7 +30,7 @@ def test_no_threads_and_worker_id_zero(dev):
         assert (ids.to_numpy() == np.arange(n)).all()
         assert (hits.to_numpy() == 1).all()
         assert (who.to_numpy() == 0).all()
-    assert threading.active_count() == baseline
+    assert fibergrid_threads() == baseline
     c = dev.scheduler.counters()
     assert c["workgroups"] == 1 + 100 + 77 + 60 and c["steals"] == 0 and c["parks"] == 0
 

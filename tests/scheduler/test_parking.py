@@ -17,14 +17,18 @@ IDLE_S = 0.5
 MAX_CORE_FRACTION = 0.2  # generous: a parked worker uses none; a spinning one uses a whole core
 
 
-def idle_cpu_fraction(seconds: float = IDLE_S) -> float:
-    """CPU time of this process (all threads) over `seconds` of sleeping, per wall second."""
-    proc = psutil.Process()
-    t0 = proc.cpu_times()
-    w0 = time.monotonic()
+def idle_cpu_fraction(dev, seconds: float = IDLE_S, extra: tuple[threading.Thread, ...] = ()) -> float:
+    """CPU time of the device's worker threads (and `extra` threads) over `seconds`, per wall
+    second. Only those threads: the rest of the process (another test's thread pools, the
+    garbage collector) may run meanwhile, and a parked thread uses none whatever the load."""
+    ids = {t.native_id for t in (*dev.scheduler.threads, *extra)}
+
+    def cpu() -> float:
+        return sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in ids)
+
+    c0, w0 = cpu(), time.monotonic()
     time.sleep(seconds)
-    t1 = proc.cpu_times()
-    return ((t1.user - t0.user) + (t1.system - t0.system)) / (time.monotonic() - w0)
+    return (cpu() - c0) / (time.monotonic() - w0)
 
 
 def sleepers(dev) -> int:
@@ -51,7 +55,7 @@ def test_idle_device_parks_and_uses_no_cpu(workers):
     with fg.create_device("local-task", workers=workers) as dev:
         do_work(dev)
         wait_all_parked(dev)
-        fraction = idle_cpu_fraction()
+        fraction = idle_cpu_fraction(dev)
         assert fraction < MAX_CORE_FRACTION, f"idle device used {fraction:.0%} of a core: workers do not park"
         # A submission nobody waits for yet wakes a parked worker (the wake policy wakes at
         # least one when no participant is present); it completes, and the workers park again.
@@ -68,7 +72,7 @@ def test_idle_device_parks_and_uses_no_cpu(workers):
 def test_idle_device_from_the_start_uses_no_cpu():
     with fg.create_device("local-task", workers=2) as dev:
         wait_all_parked(dev)
-        fraction = idle_cpu_fraction()
+        fraction = idle_cpu_fraction(dev)
         assert fraction < MAX_CORE_FRACTION, f"fresh idle device used {fraction:.0%} of a core"
 
 
@@ -97,7 +101,7 @@ def test_parked_workers_wake_for_new_work_rounds():
         for n in (1, 2, 64, 500, 3):
             do_work(dev, n)
             wait_all_parked(dev)
-        assert idle_cpu_fraction(0.3) < MAX_CORE_FRACTION
+        assert idle_cpu_fraction(dev, 0.3) < MAX_CORE_FRACTION
 
 
 def test_host_waiter_sleeps_instead_of_spinning():
@@ -107,7 +111,7 @@ def test_host_waiter_sleeps_instead_of_spinning():
         t = threading.Thread(target=lambda: s.wait(1, timeout=WAIT))
         t.start()
         wait_all_parked(dev)
-        fraction = idle_cpu_fraction()
+        fraction = idle_cpu_fraction(dev, extra=(t,))
         s.signal(1)
         t.join(timeout=WAIT)
         assert not t.is_alive()

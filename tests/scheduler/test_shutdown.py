@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from tests.scheduler.kernels import WAIT, blocked_waiter, dispatch_ids, run, spin
+from tests.scheduler.kernels import WAIT, blocked_waiter, dispatch_ids, fibergrid_threads, run, spin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def long_dispatch(dev, n=4000, iters=300_000):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_close_with_work_in_flight_fails_pending_semaphores(workers):
-    baseline = threading.active_count()
+    baseline = fibergrid_threads()
     dev = fg.create_device("local-task", workers=workers)
     gate, s_run, s_parked, s_dep, s_done = (dev.create_semaphore(0) for _ in range(5))
     cb_done, _, hits_done, _ = dispatch_ids(dev, (10,))
@@ -57,7 +57,7 @@ def test_close_with_work_in_flight_fails_pending_semaphores(workers):
             s.wait(1, timeout=WAIT)
     assert (hits_parked.to_numpy() == 0).all() and (hits_dep.to_numpy() == 0).all()
     assert not any(t.is_alive() for t in dev.scheduler.threads)
-    assert threading.active_count() == baseline
+    assert fibergrid_threads() == baseline
     with pytest.raises(fg.FailedPrecondition):
         dev.queue_execute([long_dispatch(dev, 1, 1)])
     dev.close()  # idempotent
@@ -77,13 +77,13 @@ def test_blocked_host_waiter_is_released_by_close():
 
 
 def test_close_idle_device_and_with_statement():
-    baseline = threading.active_count()
+    baseline = fibergrid_threads()
     with fg.create_device("local-task", workers=3) as dev:
         cb, _, hits, _ = dispatch_ids(dev, (99,))
         run(dev, [cb])
     assert dev.closed
     assert not any(t.is_alive() for t in dev.scheduler.threads)
-    assert threading.active_count() == baseline
+    assert fibergrid_threads() == baseline
 
 
 EXIT_SCRIPT = textwrap.dedent(

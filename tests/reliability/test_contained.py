@@ -52,32 +52,6 @@ def test_runaway_kernel_does_not_hang_interpreter_exit(tmp_path):
     assert "fibergrid-worker-0 still running a kernel 0.5 s after shutdown began" in proc.stderr, proc.stderr
 
 
-def test_close_with_a_long_kernel_returns_and_warns():
-    """shutdown() is bounded the same way; the device's memory stays valid for the kernel, which
-    then finishes and its worker exits."""
-    @fg.kernel(workgroup_size=1, bindings=(np.int64,), constants=(np.uint32,))
-    def long_kernel(wg, flag, iters):
-        flag[1] = 1
-        x = flag[0] + 1
-        for _ in range(iters):
-            x = (x * 1103515245 + 12345) & 0x7FFFFFFF
-        flag[0] = x
-
-    dev = fg.create_device("local-task", workers=1)
-    flag = dev.allocator.import_array(np.zeros(2, np.int64))
-    host = flag.buffer.view(np.int64, (2,))
-    cb = dev.create_command_buffer()
-    cb.dispatch(long_kernel, "long_kernel", 1, [np.uint32(2_000_000_000)], [flag])  # seconds
-    cb.end()
-    dev.queue_execute([cb])
-    while host[1] == 0:
-        pass
-    with pytest.warns(RuntimeWarning, match="still running a kernel"):
-        assert dev.scheduler.shutdown(timeout=0.1) is False
-    dev.scheduler.threads[0].join(120)
-    assert not dev.scheduler.threads[0].is_alive()
-
-
 @fg.kernel(workgroup_size=1, bindings=(np.int64,), constants=(np.uint32,))
 def occupy(wg, flag, iters):
     flag[1] = 1
@@ -85,6 +59,29 @@ def occupy(wg, flag, iters):
     for _ in range(iters):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
     flag[0] = x
+
+
+def start_occupying(dev) -> None:
+    """Queues `occupy` for a few seconds of work and returns once a worker is inside it."""
+    flag = dev.allocator.import_array(np.zeros(2, np.int64))
+    host = flag.buffer.view(np.int64, (2,))
+    cb = dev.create_command_buffer()
+    cb.dispatch(occupy, "occupy", 1, [np.uint32(2_000_000_000)], [flag])
+    cb.end()
+    dev.queue_execute([cb])
+    while host[1] == 0:
+        pass
+
+
+def test_close_with_a_long_kernel_returns_and_warns():
+    """shutdown() is bounded the same way; the device's memory stays valid for the kernel, which
+    then finishes and its worker exits."""
+    dev = fg.create_device("local-task", workers=1)
+    start_occupying(dev)
+    with pytest.warns(RuntimeWarning, match="still running a kernel"):
+        assert dev.scheduler.shutdown(timeout=0.1) is False
+    dev.scheduler.threads[0].join(120)
+    assert not dev.scheduler.threads[0].is_alive()
 
 
 def test_call_timeout_raises_and_leaves_the_device_usable():
@@ -101,14 +98,7 @@ def test_call_timeout_raises_and_leaves_the_device_usable():
     with fg.create_device("local-task", workers=1) as dev:
         module = fg.load(model, device=dev, timeout=0.05)
         np.testing.assert_array_equal(module(a, b), a + b)
-        flag = dev.allocator.import_array(np.zeros(2, np.int64))
-        host = flag.buffer.view(np.int64, (2,))
-        cb = dev.create_command_buffer()
-        cb.dispatch(occupy, "occupy", 1, [np.uint32(2_000_000_000)], [flag])  # seconds
-        cb.end()
-        dev.queue_execute([cb])
-        while host[1] == 0:
-            pass
+        start_occupying(dev)
         with pytest.raises(fg.DeadlineExceeded):
             module(a, b)
         dev.wait_idle(timeout=120)

@@ -27,7 +27,7 @@ import numpy as np
 from llvmlite import ir
 
 from compiler.codegen.llvm_cpu import jit
-from compiler.codegen.llvm_cpu.abi_builder import F32, I64, fma, for_range, i64, splat, vector
+from compiler.codegen.llvm_cpu.abi_builder import F32, I64, fma, for_range, splat, vector
 
 FMA_ITERATIONS = 20_000_000  # per call: ~0.1-0.3 s at a few hundred GFLOP/s
 COPY_BYTES = 512 << 20  # per buffer: beyond any last-level cache the project's machines have

@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.ir import Function, Module, Op, Region, TensorType, Value
+from compiler.ir import Function, Module, Op, TensorType, Value
 from compiler.passes.fusion import Dispatch, Partition, Tensor, partition
 
 CONTROL_OPS = ("while", "case", "if")

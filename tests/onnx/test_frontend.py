@@ -287,3 +287,21 @@ def test_scatter_with_constant_indices():
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in (("x", (5, 4)), ("u", (2, 4)), ("s", (3, 3)), ("v", (2, 3)))}
     for got, ref in zip(fg.load(data, "local-sync")(**feeds), _reference(data, feeds)):
         np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("reduction, combine", [("add", np.add), ("mul", np.multiply), ("max", np.maximum), ("min", np.minimum)])
+def test_scatter_nd_reductions_combine_repeated_indices(reduction, combine):
+    """ScatterND with a reduction (torch's index_add_ / scatter_reduce export): every update
+    combines with its element, repeated indices one after another."""
+    indices = np.array([[1], [3], [1], [0]], np.int64)
+    data = _model([helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=reduction)],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3]),
+                   helper.make_tensor_value_info("u", TensorProto.FLOAT, [4, 3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+                  [helper.make_tensor("i", TensorProto.INT64, indices.shape, indices.reshape(-1))], opset=18)
+    rng = np.random.default_rng(1)
+    x, u = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    want = x.copy()
+    for k, (row,) in enumerate(indices):
+        want[row] = combine(want[row], u[k])
+    np.testing.assert_allclose(fg.load(data, "local-sync")(x, u), want, rtol=1e-6)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from compiler.frontends.onnx.builder import Tensor, dtype_of, shape_of
+from compiler.frontends.onnx.builder import Tensor, dtype_of, scalar_body, shape_of
 from compiler.frontends.onnx.graph import Ctx
 
 
@@ -390,15 +390,29 @@ HANDLERS = {
 # --------------------------------------------------------------------------------------------
 # Scatter with indices known at compile time (torch exports slice assignment so)
 
+_SCATTER_REDUCTIONS = {"add": "add", "mul": "multiply", "max": "maximum", "min": "minimum"}
+
+
 def _scatter(c: Ctx, data: Tensor, positions: np.ndarray) -> Tensor:
     """data with element `positions[k]` (flat index into data) replaced by the k-th element of the
     flattened updates (input 2); later updates win, as ONNX's reduction='none' leaves unspecified
-    and every runtime does. A gather from the updates with a constant table and a select."""
-    if c.attr("reduction", "none") != "none":
-        raise c.error(f"reduction '{c.attr('reduction')}' is not supported (with 'none' it is)")
+    and every runtime does. A gather from the updates with a constant table and a select. With a
+    reduction (add, mul, max, min), each update combines with the element instead: an IR scatter
+    over the flattened data, whose reducer applies repeated indices one after another."""
+    reduction = c.attr("reduction", "none")
+    if reduction != "none" and reduction not in _SCATTER_REDUCTIONS:
+        raise c.error(f"reduction '{reduction}' is not supported (none, add, mul, max and min are)")
     updates = c.input(2)
     shape = shape_of(data)
     size = int(np.prod(shape))
+    if reduction != "none":
+        dtype = dtype_of(data)
+        flat = c.b.emit("scatter", [c.b.reshape(data, [size]), positions.reshape(-1, 1).astype(np.int64),
+                                    c.b.reshape(updates, [int(positions.size)])], [size], dtype, {
+            "update_window_dims": (), "inserted_window_dims": (0,), "input_batching_dims": (),
+            "scatter_indices_batching_dims": (), "scatter_dims_to_operand_dims": (0,), "index_vector_dim": 1,
+            "indices_are_sorted": False, "unique_indices": False}, [scalar_body(_SCATTER_REDUCTIONS[reduction], dtype)])
+        return c.b.reshape(flat, shape)
     table = np.full(size, -1, np.int64)
     table[positions.reshape(-1)] = np.arange(positions.size)
     flat_updates = c.b.reshape(updates, [int(np.prod(shape_of(updates)))])

@@ -123,7 +123,7 @@ class Scheduler:
         self._max_slots = max_submissions
         self._sems = max_semaphores
         offsets = L.table_offsets(self.participants, self._sems)
-        self.arena = np.zeros(L.arena_words(self.participants, self._sems), dtype=np.int64)
+        self.arena = aligned_bytes(8 * L.arena_words(self.participants, self._sems)).view(np.int64)
         self.a = self.arena.ctypes.data
         self.arena[L.H_WORKERS] = self.participants
         self.arena[L.H_THREADS] = workers
@@ -272,7 +272,7 @@ class Scheduler:
         chunk = aligned_bytes(8 * L.SLOT_WORDS * L.SLOT_CHUNK).view(np.int64).reshape(L.SLOT_CHUNK, L.SLOT_WORDS)
         chunk[:, L.S_RETIRED] = 1
         self._chunks.append(chunk)
-        timepoints = np.zeros(L.SLOT_CHUNK * 4 * L.MAX_TIMEPOINTS, dtype=np.int64)
+        timepoints = aligned_bytes(8 * L.SLOT_CHUNK * 4 * L.MAX_TIMEPOINTS).view(np.int64)
         self._timepoints.append((timepoints, timepoints.ctypes.data))
         # Publish the chunk before any of its slot indices can reach a worker.
         self.arena[self.arena[L.H_SLOT_CHUNKS] + len(self._chunks) - 1] = chunk.ctypes.data

@@ -311,6 +311,8 @@ def _check_operands(op: Op, ts: list[TensorType]) -> None:
     want = ELEMENTWISE[op.name].arity if op.name in ELEMENTWISE else ARITY.get(op.name)
     if want is not None and len(ts) != want:
         raise CompileError(f"{op.where()}: {op.name} takes {want} operand{'s' if want != 1 else ''}, got {len(ts)}")
+    if op.name == "compare" and op.attrs.get("comparison_direction") not in ("EQ", "NE", "LT", "LE", "GT", "GE"):
+        raise CompileError(f"{op.where()}: compare: unknown comparison_direction {op.attrs.get('comparison_direction')!r}")
     if op.name not in ELEMENTWISE and op.name != "compare":
         return
     if op.name == "select":

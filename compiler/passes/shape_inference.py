@@ -188,7 +188,33 @@ def _window_out(size: Dim, window: int, stride: int, lo: int, hi: int, base_dil:
     return _arith(f, size)
 
 
+def _check_convolution(op: Op, lhs: TensorType, rhs: TensorType) -> None:
+    """The convolution's dimension numbers name distinct in-range dims, and its feature and
+    group counts agree (StableHLO spec: input features = kernel input features x
+    feature_group_count; output features divisible by both group counts)."""
+    a, rank = op.attrs, lhs.rank
+    lhs_dims = [a["input_batch_dimension"], a["input_feature_dimension"], *a["input_spatial_dimensions"]]
+    rhs_dims = [a["kernel_input_feature_dimension"], a["kernel_output_feature_dimension"], *a["kernel_spatial_dimensions"]]
+    for name, dims, r in (("input", lhs_dims, rank), ("kernel", rhs_dims, rhs.rank)):
+        if sorted(dims) != list(range(r)):
+            raise CompileError(f"{op.where()}: convolution: the {name} dimension numbers {dims} are not the dims of rank {r}")
+    groups, batch_groups = a.get("feature_group_count", 1), a.get("batch_group_count", 1)
+    c_in, c_k = lhs.shape[a["input_feature_dimension"]], rhs.shape[a["kernel_input_feature_dimension"]]
+    c_out, n = rhs.shape[a["kernel_output_feature_dimension"]], lhs.shape[a["input_batch_dimension"]]
+    if groups < 1 or batch_groups < 1:
+        raise CompileError(f"{op.where()}: convolution: group counts must be >= 1 (got {groups}, {batch_groups})")
+    if isinstance(c_in, int) and isinstance(c_k, int) and c_in != c_k * groups:
+        raise CompileError(f"{op.where()}: convolution: the input has {c_in} features, the kernel takes {c_k} x "
+                           f"feature_group_count {groups}")
+    if isinstance(c_out, int) and (c_out % groups or c_out % batch_groups):
+        raise CompileError(f"{op.where()}: convolution: {c_out} output features do not divide into {groups} feature "
+                           f"groups and {batch_groups} batch groups")
+    if isinstance(n, int) and n % batch_groups:
+        raise CompileError(f"{op.where()}: convolution: batch {n} does not divide into {batch_groups} batch groups")
+
+
 def _convolution(op: Op, ts, decl, known) -> list[TensorType]:
+    _check_convolution(op, ts[0], ts[1])
     a = op.attrs
     lhs, rhs = ts[0].shape, ts[1].shape
     out: list[Dim] = [None] * ts[0].rank
@@ -218,7 +244,46 @@ def _reduce_window(op: Op, ts, decl, known) -> list[TensorType]:
     return [TensorType(shape, init.dtype) for init in ts[n:]]
 
 
+def _check_gather(op: Op, operand: TensorType, indices: TensorType) -> None:
+    """The gather attributes' constraints (StableHLO spec, C1-C21 in substance): every dim
+    named in range and distinct, slice sizes within the operand, one start index per mapped dim."""
+    a, rank = op.attrs, operand.rank
+    ivd = a["index_vector_dim"]
+    collapsed, batching, mapped = tuple(a["collapsed_slice_dims"]), tuple(a["operand_batching_dims"]), tuple(a["start_index_map"])
+    sizes, offsets, index_batching = tuple(a["slice_sizes"]), tuple(a["offset_dims"]), tuple(a["start_indices_batching_dims"])
+    problems = []
+    if len(sizes) != rank:
+        problems.append(f"{len(sizes)} slice_sizes for an operand of rank {rank}")
+    for name, dims, bound in (("collapsed_slice_dims", collapsed, rank), ("operand_batching_dims", batching, rank),
+                              ("start_index_map", mapped, rank), ("start_indices_batching_dims", index_batching, indices.rank)):
+        if any(not 0 <= d < bound for d in dims) or len(set(dims)) != len(dims):
+            problems.append(f"{name} {list(dims)} must be distinct dims in [0, {bound})")
+    if set(collapsed) & set(batching):
+        problems.append("collapsed_slice_dims and operand_batching_dims overlap")
+    if not 0 <= ivd <= indices.rank or ivd in index_batching:
+        problems.append(f"index_vector_dim {ivd} is out of range for indices of rank {indices.rank}")
+    elif len(mapped) != (indices.shape[ivd] if ivd < indices.rank else 1) and (ivd == indices.rank or isinstance(indices.shape[ivd], int)):
+        problems.append(f"start_index_map has {len(mapped)} dims for {indices.shape[ivd] if ivd < indices.rank else 1} start indices")
+    if len(batching) != len(index_batching):
+        problems.append("operand_batching_dims and start_indices_batching_dims differ in length")
+    if len(sizes) == rank:
+        for d in set(collapsed) | set(batching):
+            if 0 <= d < rank and sizes[d] > 1:
+                problems.append(f"slice_sizes[{d}] is {sizes[d]}, but dim {d} is collapsed or batched")
+        for d, (n, dim) in enumerate(zip(sizes, operand.shape)):
+            if n < 0 or isinstance(dim, int) and n > dim:
+                problems.append(f"slice_sizes[{d}] = {n} does not fit dim {d} of size {dim}")
+    out_rank = (indices.rank - (1 if ivd < indices.rank else 0)) + rank - len(collapsed) - len(batching)
+    if len(offsets) != rank - len(collapsed) - len(batching) or list(offsets) != sorted(set(offsets)) or \
+            any(not 0 <= d < out_rank for d in offsets):
+        problems.append(f"offset_dims {list(offsets)} must be {rank - len(collapsed) - len(batching)} sorted distinct dims "
+                        f"of the result (rank {out_rank})")
+    if problems:
+        raise CompileError(f"{op.where()}: gather: " + "; ".join(problems))
+
+
 def _gather(op: Op, ts, decl, known) -> list[TensorType]:
+    _check_gather(op, ts[0], ts[1])
     a = op.attrs
     idx = ts[1].shape
     batch = [d for i, d in enumerate(idx) if i != a["index_vector_dim"]]

@@ -140,6 +140,7 @@ def test_returning_an_undefined_value_is_a_compile_error():
 
 @pytest.mark.parametrize("fmt, index", [("stablehlo", 20537), ("stablehlo", 39494), ("stablehlo", 25454),
                                         ("stablehlo", 36413), ("stablehlo", 90551), ("stablehlo", 13390), ("stablehlo", 38489), ("stablehlo", 41378), ("stablehlo", 37409),
+                                        ("stablehlo", 13479), ("stablehlo", 89660),
                                         ("onnx", 4901), ("onnx", 37307), ("cli", 6917), ("cli", 21278)])
 def test_fuzz_findings_replay(fmt, index, tmp_path, monkeypatch):
     """The inputs of the 100,000-input runs that escaped as raw exceptions (seed 0), compiled and

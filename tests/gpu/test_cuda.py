@@ -127,37 +127,3 @@ def test_matmul_kernels(device, m, k, n, constant) -> None:
         run_against_jax(device, lambda a, bias: jax.nn.relu(a @ w + bias), _f32(m, k), _f32(n))
     else:
         run_against_jax(device, lambda a, w, bias: jax.nn.relu(a @ w + bias), _f32(m, k), w, _f32(n))
-
-
-def test_cli_compile_for_cuda_and_run(tmp_path, capsys) -> None:
-    if "cuda" not in fg.available_drivers():
-        pytest.skip("no CUDA device (sm_90+) here")
-    from fibergrid import cli
-
-    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
-    source = tmp_path / "m.mlir"
-    source.write_text(jax.jit(lambda x, w: jax.nn.softmax(jnp.tanh(x @ w))).lower(np.ones((2, 3), np.float32), w).as_text())
-    np.save(tmp_path / "w.npy", w)
-    assert cli.main(["drivers"]) == 0
-    assert "cuda (" in capsys.readouterr().out
-    out = tmp_path / "m.fgx"
-    assert cli.main(["compile", str(source), "-o", str(out), "--target", "cuda"]) == 0
-    assert cli.main(["run", str(out), "--device", "cuda", "--input", "2x3xf32=1", "--input", f"@{tmp_path / 'w.npy'}"]) == 0
-    want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
-    printed = capsys.readouterr().out
-    assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed
-
-
-@needs_gpu
-def test_device_choice_errors_name_the_devices() -> None:
-    with pytest.raises(fg.InvalidArgument, match="device index 99 out of range"):
-        fg.create_device("cuda", device=99)
-    with pytest.raises(fg.InvalidArgument, match="no device named like 'no-such-gpu'"):
-        fg.create_device("cuda", device="no-such-gpu")
-    with fg.create_device("cuda", device=0) as dev:
-        with pytest.raises(fg.ResourceExhausted):
-            dev.allocator.allocate_buffer(1 << 50)
-        with pytest.raises(fg.InvalidArgument, match="not PTX"):
-            dev.create_executable(FORMAT, b"\x03\x02\x23\x07", ())
-    with pytest.raises(fg.FailedPrecondition, match="closed"):
-        dev.create_semaphore(0)

@@ -142,39 +142,6 @@ def test_host_writes_after_a_submission_on_the_gpu(device) -> None:
     np.testing.assert_array_equal(second.to_numpy(), np.full(n, 14, np.int32))
 
 
-@needs_webgpu
-def test_cli_compile_for_webgpu_and_run(tmp_path, capsys) -> None:
-    from fibergrid import cli
-
-    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
-    source = tmp_path / "m.mlir"
-    source.write_text(jax.jit(lambda x, w: jax.nn.softmax(jnp.tanh(x @ w))).lower(np.ones((2, 3), np.float32), w).as_text())
-    np.save(tmp_path / "w.npy", w)
-    assert cli.main(["drivers"]) == 0
-    assert "webgpu (" in capsys.readouterr().out
-    out = tmp_path / "m.fgx"
-    assert cli.main(["compile", str(source), "-o", str(out), "--target", "webgpu"]) == 0
-    assert cli.main(["run", str(out), "--device", "webgpu", "--input", "2x3xf32=1", "--input", f"@{tmp_path / 'w.npy'}"]) == 0
-    want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
-    printed = capsys.readouterr().out
-    assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed
-
-
-@needs_webgpu
-def test_device_choice_errors_name_the_adapters() -> None:
-    with pytest.raises(fg.InvalidArgument, match="adapter index 99 out of range"):
-        fg.create_device("webgpu", device=99)
-    with pytest.raises(fg.InvalidArgument, match="no adapter named like 'no-such-gpu'"):
-        fg.create_device("webgpu", device="no-such-gpu")
-    with fg.create_device("webgpu", device=0) as dev:
-        with pytest.raises(fg.ResourceExhausted):
-            dev.allocator.allocate_buffer(1 << 60)
-        with pytest.raises(fg.InvalidArgument, match="not a SPIR-V module"):
-            dev.create_executable(FORMAT, b"\x00\x01\x02\x03", ())
-    with pytest.raises(fg.FailedPrecondition, match="closed"):
-        dev.create_semaphore(0)
-
-
 def test_a_range_past_one_binding_is_refused_when_recorded(device) -> None:
     """Kernels bind whole buffers; a range past the largest binding cannot be addressed, and
     recording it says so instead of reading past it."""

@@ -421,16 +421,24 @@ def _scatter(c: Ctx, data: Tensor, positions: np.ndarray) -> Tensor:
     return c.b.reshape(out, shape)
 
 
-def _scatter_nd(c: Ctx) -> list[Tensor]:
-    data = c.input(0)
+def _scatter_indices(c: Ctx, bounds_of) -> np.ndarray:
+    """The scatter's indices (input 1, known at compile time), negatives wrapped by the dim
+    sizes `bounds_of(indices)` gives (broadcast against them), each checked to be in range."""
     idx = c.known(1, "indices")
     if idx is None:
         raise c.error("indices are required")
-    shape = shape_of(data)
-    k = idx.shape[-1]
-    idx = np.where(idx < 0, idx + np.array(shape[:k]), idx)
-    if np.any(idx < 0) or np.any(idx >= np.array(shape[:k])):
+    bounds = np.asarray(bounds_of(idx))
+    idx = np.where(idx < 0, idx + bounds, idx)
+    if np.any(idx < 0) or np.any(idx >= bounds):
         raise c.error("an index is out of range")
+    return idx
+
+
+def _scatter_nd(c: Ctx) -> list[Tensor]:
+    data = c.input(0)
+    shape = shape_of(data)
+    idx = _scatter_indices(c, lambda idx: shape[:idx.shape[-1]])
+    k = idx.shape[-1]
     tail = int(np.prod(shape[k:]))
     starts = np.ravel_multi_index(tuple(idx.reshape(-1, k).T), shape[:k]) * tail if k else np.zeros(1, np.int64)
     positions = (starts[:, None] + np.arange(tail)[None, :]).reshape(-1)
@@ -439,14 +447,9 @@ def _scatter_nd(c: Ctx) -> list[Tensor]:
 
 def _scatter_elements(c: Ctx) -> list[Tensor]:
     data = c.input(0)
-    idx = c.known(1, "indices")
-    if idx is None:
-        raise c.error("indices are required")
     shape = shape_of(data)
     axis = c.axis(c.attr("axis", 0), len(shape))
-    idx = np.where(idx < 0, idx + shape[axis], idx)
-    if np.any(idx < 0) or np.any(idx >= shape[axis]):
-        raise c.error("an index is out of range")
+    idx = _scatter_indices(c, lambda idx: shape[axis])
     coords = list(np.indices(idx.shape))
     coords[axis] = idx
     return [_scatter(c, data, np.ravel_multi_index(tuple(coords), shape))]

@@ -152,17 +152,19 @@ SMALL = ("attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "
 
 def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3) -> dict[str, float]:
     """Median latency of each call, measured in interleaved rounds (one sample of each per
-    round) after a warm-up, with at least `repeats` samples and `min_seconds` per call. The
-    order rotates every round, so that what one runner leaves behind (threads still spinning)
-    is charged to each of the others alike."""
+    round) after a warm-up, with at least `repeats` samples and `min_seconds` per call. Each
+    round runs the calls in a fresh random order, so that what one runner leaves behind
+    (threads still spinning) is charged to each of the others alike: a rotating order would
+    keep every runner behind the same predecessor."""
     for call in calls.values():
         call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
     rounds = 0
     names = list(calls)
+    order = np.random.default_rng(1)
     while rounds < repeats or min(spent.values()) < min_seconds:
-        for name in names[rounds % len(names):] + names[:rounds % len(names)]:
+        for name in order.permutation(names):
             call = calls[name]
             t0 = time.perf_counter()
             call()

@@ -225,8 +225,8 @@ def baseline_figures(repeats: int) -> dict:
 
 def speedup_figures(repeats: int, baselines: bool) -> dict:
     """1 -> 2 worker speed-up on the compute-bound kernel, for fibergrid and the baselines, in
-    interleaved rounds (one sample of every runner per round), so that a noisy neighbour on the
-    shared machine hits all of them alike."""
+    interleaved rounds (one sample of every runner per round, in random order), so that a noisy
+    neighbour on the shared machine hits all of them alike."""
     y = np.zeros(SPEEDUP_WORKGROUPS, np.float32)
     comp = _NativeDispatch(compute, SPEEDUP_WORKGROUPS, [COMPUTE_ITERATIONS], (y,))
     ws_all = np.zeros(1, WORKGROUP_STATE_DTYPE)
@@ -251,9 +251,13 @@ def speedup_figures(repeats: int, baselines: bool) -> dict:
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in runners}
     for run in runners.values():
         run()  # warm-up (compiles, wakes)
+    # A fresh random order each round: in a fixed order every runner would always follow the
+    # same predecessor, and inherit its threads still spinning (or parked).
+    keys = list(runners)
+    order = np.random.default_rng(1)
     for _ in range(repeats):
-        for key, run in runners.items():
-            samples[key].append(run())
+        for i in order.permutation(len(keys)):
+            samples[keys[i]].append(runners[keys[i]]())
     for device in devices:
         device.close()
     for pool in pools:

@@ -12,6 +12,8 @@ region came from (no StableHLO op, no source location):
     or integer dot_general, general convolution), with an expression DAG per element, a combiner
     DAG and output DAGs over the folded values.
   - `SortBody`: a stable sort of rows along one dim with a comparator DAG.
+  - `RowBody`: whole rows at a time: folds along the row (max, sum) and per-row values feeding
+    each other, then the row written out (softmax, layernorm, mean/variance in one pass).
   - `MatmulBody` / `ConvBody`: library regions, mapped onto a backend's tuned generators, which
     pick their own workgroup grid.
 - `grid` (elementwise and reduction): how the output space is tiled onto workgroups.
@@ -253,6 +255,38 @@ class ReductionBody:
         return tuple(n for d, n in enumerate(self.shape) if d not in self.reduced)
 
 
+ROW_FOLDS: dict[str, float] = {"add": 0.0, "multiply": 1.0, "maximum": -math.inf, "minimum": math.inf}
+"""The folds a `RowBody` step may be, with the identity each starts from."""
+
+
+@dataclass(frozen=True)
+class RowBody:
+    """Rows (all dims of `shape` but the last) of `shape[-1]` points each, one whole row at a
+    time, so a chain of folds over a row and the row written from their results reads the row
+    from memory once (it stays in cache between the steps) instead of once per dispatch.
+
+    Per row, each step appends one *row value*: `step_ops[i]` in ROW_FOLDS folds `steps[i]`
+    (Coords of `shape`) over the row's points from the op's identity, in any order (float
+    rounding as any vectorised reduction); `step_ops[i] == "value"` evaluates `steps[i]` once
+    (Coords of the row dims only). `Arg(j)` anywhere is row value j (j < i in step i). Then
+    `outputs[i]` (Coords of `shape`) is written at every point of the row to
+    `output_bindings[i]`, and `row_outputs[i]` (row Coords) once per row to
+    `row_output_bindings[i]` (a binding of the rows' shape). `grid` tiles rows x whole rows."""
+
+    shape: tuple[int, ...]
+    steps: tuple[Expr, ...]
+    step_ops: tuple[str, ...]
+    outputs: tuple[Expr, ...]
+    output_bindings: tuple[int, ...]
+    row_outputs: tuple[Expr, ...]
+    row_output_bindings: tuple[int, ...]
+    grid: Grid
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape[:-1])
+
+
 @dataclass(frozen=True)
 class SortBody:
     """Bindings 0..n-1 (of `shape`) sorted along `dimension` into bindings n..2n-1, all operands
@@ -299,4 +333,4 @@ class KernelRegion:
 
     name: str
     bindings: tuple[BindingDecl, ...]
-    body: ElementwiseBody | ReductionBody | SortBody | MatmulBody | ConvBody
+    body: ElementwiseBody | ReductionBody | RowBody | SortBody | MatmulBody | ConvBody

@@ -1,20 +1,24 @@
 """LLVM CPU backend: host JIT/AOT (`jit`), ABI helpers for llvmlite.ir (`abi_builder`), the
 shared expression emitter (`expr`) and one generator per kernel IR body: `elementwise`,
-`reduction`, `sort`, and the hand-tiled `matmul` and `conv` the hardest ops lower to."""
+`reduction`, `rows`, `sort`, and the hand-tiled `matmul` and `conv` the hardest ops lower to."""
 
 from compiler import kernel_ir as kir
-from compiler.codegen.llvm_cpu import conv, matmul
+from compiler.codegen.llvm_cpu import caches, conv, matmul
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
+from compiler.codegen.llvm_cpu.rows import generate_rows
 from compiler.codegen.llvm_cpu.sort import generate_sort
 from compiler.passes.conv_as_matmul import convs_as_matmuls
 from compiler.passes.fusion import Partition
 from compiler.passes.packing import prepack_weights
+from compiler.passes.row_fusion import fuse_rows
 
 
 def prepare(part: Partition) -> Partition:
     """The partition as this target's kernels want it: 1x1 convolutions as matmuls, constant
-    matmul weights pre-packed."""
+    matmul weights pre-packed, row-wise chains (softmax, layernorm) one pass over rows that
+    fit in half the L2."""
+    part = fuse_rows(part, caches.host().l2 // 2)
     return prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
 
 
@@ -25,6 +29,8 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
         return generate_elementwise(region)
     if isinstance(body, kir.ReductionBody):
         return generate_reduction(region)
+    if isinstance(body, kir.RowBody):
+        return generate_rows(region)
     if isinstance(body, kir.SortBody):
         return generate_sort(region)
     if isinstance(body, kir.ConvBody):

@@ -132,8 +132,10 @@ def int16_bits(b: ir.IRBuilder, x: ir.Value, dtype: np.dtype) -> ir.Value:
 
 
 def store(b: ir.IRBuilder, ptrs: Sequence[ir.Value], decl: kir.BindingDecl, slot: int,
-          offset: ir.Value, value: ir.Value) -> None:
-    """Store a scalar or vector `value` at element `offset` of binding `slot`."""
+          offset: ir.Value, value: ir.Value, nontemporal: bool = False) -> None:
+    """Store a scalar or vector `value` at element `offset` of binding `slot`. `nontemporal`
+    (vectors whose address is a multiple of their size, see `streaming`): a streaming store,
+    which writes the line without reading it first and keeps it out of the caches."""
     if decl.dtype == np.bool_:
         value = b.zext(value, typed(np.dtype(np.uint8), width_of(value)))
     elif decl.dtype in kir.NARROW_FLOATS:
@@ -141,7 +143,11 @@ def store(b: ir.IRBuilder, ptrs: Sequence[ir.Value], decl: kir.BindingDecl, slot
     ptr = b.gep(ptrs[slot], [offset], inbounds=True)
     if width_of(value) > 1:
         ptr = b.bitcast(ptr, value.type.as_pointer())
-    b.store(value, ptr).align = decl.dtype.itemsize
+    instruction = b.store(value, ptr)
+    instruction.align = decl.dtype.itemsize
+    if nontemporal and width_of(value) > 1:
+        instruction.align = width_of(value) * decl.dtype.itemsize
+        instruction.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
 
 
 class ExprEmitter:

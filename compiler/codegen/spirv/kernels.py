@@ -205,6 +205,51 @@ def _reduction(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     return SpirvKernel(region.name, workgroup_count(total), tuple(d.dtype for d in region.bindings))
 
 
+def _rows(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
+    """A RowBody: one invocation per row runs its steps in order, then writes the row."""
+    body = region.body
+    entry, b, ptrs = _entry(module, region)
+    n, lead = body.shape[-1], body.shape[:-1]
+    with b.goto_block(entry.function.entry_basic_block):
+        b.position_at_start(entry.function.entry_basic_block)
+        slots = [b.alloca(scalar_type(x.dtype)) for x in body.steps]
+
+    def emitter(coords: list, values: list) -> ExprEmitter:
+        return ExprEmitter(b, region.bindings, ptrs, coords, None, 1, values)
+
+    def row(r: ir.Value) -> None:
+        coords = _unravel(b, r, lead)
+        values: list[ir.Value] = []
+        for expr, op, slot in zip(body.steps, body.step_ops, slots):
+            if op == "value":
+                values.append(emitter(coords, values).value(expr))
+                continue
+            b.store(emitter([], []).value(kir.Const(kir.ROW_FOLDS[op], expr.dtype)), slot)
+            combiner = kir.Compute(op, (kir.Arg(0, expr.dtype), kir.Arg(1, expr.dtype)), expr.dtype)
+
+            def fold(j: list[ir.Value], expr=expr, slot=slot, combiner=combiner) -> None:
+                element = emitter(coords + j, values).value(expr)
+                b.store(emitter([], [b.load(slot), element]).value(combiner), slot)
+
+            _loops(b, [n], fold)
+            values.append(b.load(slot))
+        base = b.mul(b.zext(r, I64), ir.Constant(I64, n))
+
+        def write(j: list[ir.Value]) -> None:
+            e = emitter(coords + j, values)
+            for slot, expr in zip(body.output_bindings, body.outputs):
+                store(b, ptrs, region.bindings[slot], slot, b.add(base, j[0]), e.value(expr))
+
+        _loops(b, [n], write)
+        e = emitter(coords, values)
+        for slot, expr in zip(body.row_output_bindings, body.row_outputs):
+            store(b, ptrs, region.bindings[slot], slot, r, e.value(expr))
+
+    _grid_stride(entry, b, body.rows, row)
+    b.ret_void()
+    return SpirvKernel(region.name, workgroup_count(body.rows), tuple(d.dtype for d in region.bindings))
+
+
 def _register_value(b: ir.IRBuilder, raw: ir.Value, dtype: np.dtype) -> ir.Value:
     """A loaded memory value as the emitter holds it (bool i1, f16/bf16 as f32)."""
     if dtype == np.bool_:
@@ -289,6 +334,8 @@ def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
         return workgroup_count(math.prod(body.shape))
     if isinstance(body, kir.ReductionBody):
         return workgroup_count(math.prod(body.output_shape))
+    if isinstance(body, kir.RowBody):
+        return workgroup_count(body.rows)
     if isinstance(body, kir.SortBody):
         return workgroup_count(math.prod(n for d, n in enumerate(body.shape) if d != body.dimension))
     raise CompileError(f"SPIR-V: region '{region.name}' has a {type(body).__name__}, which has no SPIR-V lowering")
@@ -305,6 +352,8 @@ def generate(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
         return _elementwise(module, region)
     if isinstance(body, kir.ReductionBody):
         return _reduction(module, region)
+    if isinstance(body, kir.RowBody):
+        return _rows(module, region)
     if isinstance(body, kir.SortBody):
         return _sort(module, region)
     raise CompileError(f"SPIR-V: region '{region.name}' has a {type(body).__name__}, which has no SPIR-V lowering")

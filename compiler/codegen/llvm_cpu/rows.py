@@ -1,0 +1,255 @@
+"""Kernel IR row regions (`RowBody`: softmax, layernorm, mean/variance) -> LLVM IR kernels.
+
+A workgroup owns `grid.tile_rows` whole rows. Per row the steps run in order over the row, which
+stays in L1/L2 after the first step has read it from memory: a fold keeps CHAINS independent
+vector accumulators (one would wait out the add/max latency at every vector) plus a scalar one
+for the tail, then folds the lanes into the scalar; a value step is one scalar expression. The
+row values are splatted into every vector expression that reads them. The outputs are written
+vector-wide, with streaming stores when the region writes far more than the caches hold
+(`streaming`), then the per-row outputs.
+
+A costly row-long value that a fold and later steps all read (softmax's exp(x - max): summed,
+then divided by the sum) is computed once: the fold stores it into the workgroup's local memory
+as it goes, the later steps load it from there (L1) instead of computing it again (`_kept`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from compiler import kernel_ir as kir
+
+from . import jit, streaming
+from .abi_builder import F32, I32, I64, entry_alloca, for_range, i32, i64, intrinsic, splat
+from .expr import ExprEmitter, constant, store, strides, typed, width_of
+from .grid_loops import kernel_entry
+from .matmul import ERROR_LOCAL_MEMORY, GeneratedKernel
+
+CHAINS = 4
+KEPT_BYTES = 64 << 10  # local memory a row region may use for values it keeps across steps
+_COSTLY = frozenset({"exponential", "exponential_minus_one", "log", "log_plus_one", "tanh", "logistic",
+                     "divide", "power", "sqrt", "rsqrt", "erf", "sine", "cosine"})
+
+
+def _kept(body: kir.RowBody) -> list[tuple[kir.Expr, int]]:
+    """(node, fold step that first computes it): the largest f32 subexpressions with costly math
+    in them that a fold step and a later step or the outputs share (the same node: row fusion
+    substitutes one expression wherever a temporary was read)."""
+    groups = [(i, (x,)) for i, (x, op) in enumerate(zip(body.steps, body.step_ops)) if op != "value"]
+    groups.append((len(body.steps), body.outputs))
+    seen: dict[int, list[int]] = {}
+    nodes: dict[int, kir.Expr] = {}
+    costly: dict[int, bool] = {}
+
+    def walk(node, group: int, visited: set[int]) -> bool:
+        if id(node) in visited:
+            return costly.get(id(node), False)
+        visited.add(id(node))
+        if not isinstance(node, kir.Compute):
+            return False
+        inner = [walk(x, group, visited) for x in node.operands]
+        costly[id(node)] = node.op in _COSTLY or any(inner)
+        nodes[id(node)] = node
+        seen.setdefault(id(node), []).append(group)
+        return costly[id(node)]
+
+    for group, exprs in groups:
+        visited: set[int] = set()
+        for x in exprs:
+            walk(x, group, visited)
+    shared = [k for k, g in seen.items() if len(g) > 1 and costly[k] and nodes[k].dtype == np.float32
+              and g[0] < len(body.steps)]
+
+    def inside(node, visited: set[int]) -> set[int]:
+        out = set()
+        for x in getattr(node, "operands", ()):
+            if id(x) not in visited:
+                visited.add(id(x))
+                out |= {id(x)} | inside(x, visited)
+        return out
+
+    covered = set().union(*(inside(nodes[k], set()) for k in shared)) if shared else set()
+    return [(nodes[k], seen[k][0]) for k in shared if k not in covered]
+
+
+class _Accumulator:
+    """A fold's running value, `width` lanes wide, in a stack slot (a register after SROA).
+
+    maximum / minimum: XLA's propagate NaN, which `llvm.maximum` does in a 6-instruction
+    sequence whose latency chains every step; here the fold keeps the plain ordered max (one
+    vmaxps: a NaN element never wins) and, apart, whether any element was NaN, and the result
+    is NaN if one was. (Equal values keep the first seen, so max(-0, +0) may be -0.)"""
+
+    def __init__(self, b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value], op: str,
+                 dtype: np.dtype, width: int) -> None:
+        self.b, self.region, self.ptrs, self.op, self.dtype, self.width = b, region, ptrs, op, dtype, width
+        self.slot = entry_alloca(b, typed(dtype, width))
+        b.store(constant(dtype, kir.ROW_FOLDS[op], width), self.slot)
+        self.nan = None
+        if op in ("maximum", "minimum"):
+            self.nan = entry_alloca(b, typed(np.dtype(np.bool_), width))
+            b.store(constant(np.dtype(np.bool_), False, width), self.nan)
+
+    def add(self, element: ir.Value) -> None:
+        b = self.b
+        acc = b.load(self.slot)
+        if self.nan is None:
+            combiner = kir.Compute(self.op, (kir.Arg(0, self.dtype), kir.Arg(1, self.dtype)), self.dtype)
+            e = ExprEmitter(b, self.region.bindings, self.ptrs, [], None, width_of(element), [acc, element])
+            b.store(e.value(combiner), self.slot)
+            return
+        better = b.fcmp_ordered(">" if self.op == "maximum" else "<", element, acc)
+        b.store(b.select(better, element, acc), self.slot)
+        b.store(b.or_(b.load(self.nan), b.fcmp_unordered("uno", element, element)), self.nan)
+
+    def merge(self, other: "_Accumulator") -> None:
+        self._merge(self.b.load(other.slot), None if other.nan is None else self.b.load(other.nan))
+
+    def merge_lanes(self, vector: "_Accumulator") -> None:
+        """Fold every lane of the vector accumulator `vector` into this scalar one."""
+        b = self.b
+        value = b.load(vector.slot)
+        nan = None if vector.nan is None else b.load(vector.nan)
+        for lane in range(vector.width):
+            self._merge(b.extract_element(value, i32(lane)), None if nan is None else b.extract_element(nan, i32(lane)))
+
+    def _merge(self, value: ir.Value, nan: ir.Value | None) -> None:
+        self.add(value)
+        if nan is not None:
+            self.b.store(self.b.or_(self.b.load(self.nan), nan), self.nan)
+
+    def result(self) -> ir.Value:
+        value = self.b.load(self.slot)
+        if self.nan is None:
+            return value
+        return self.b.select(self.b.load(self.nan), constant(self.dtype, math.nan), value)
+
+
+def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_rows: bool = True) -> GeneratedKernel:
+    """LLVM IR for a row `region`; dispatch it with `kernel.workgroup_count`."""
+    body = region.body
+    assert isinstance(body, kir.RowBody)
+    lanes = lanes or jit.vector_width_f32()
+    module = ir.Module()
+    kb, ptrs = kernel_entry(module, region)
+    b = kb.builder
+    n, lead, grid = body.shape[-1], list(body.shape[:-1]), body.grid
+    rank = len(body.shape)
+
+    kept = _kept(body)
+    if n * 4 * len(kept) > KEPT_BYTES:
+        kept = []
+    local_memory_size = n * 4 * len(kept)
+    rows_kept: list[ir.Value] = []
+    if kept:
+        with b.if_then(b.icmp_unsigned("<", kb.local_memory_size(), i32(local_memory_size)), likely=False):
+            b.ret(i32(ERROR_LOCAL_MEMORY))
+        local = kb.local_memory(F32)
+        rows_kept = [b.gep(local, [i64(k * n)], inbounds=True) for k in range(len(kept))]
+
+    def evaluate(exprs: tuple[kir.Expr, ...], group: int, coords: list[ir.Value], width: int,
+                 values: list[ir.Value]) -> list[ir.Value]:
+        """`exprs` at column coords[-1] (`width` lanes) in step `group` (len(steps): the outputs),
+        kept values loaded where an earlier step stored them, stored where this one computes them."""
+        args = values if width == 1 else [splat(b, v, width) for v in values]
+        e = ExprEmitter(b, region.bindings, ptrs, coords, rank - 1 if width > 1 else None, width, args)
+        j = coords[-1]
+        for (node, first), row_ptr in zip(kept, rows_kept):
+            if first < group:
+                ptr = b.gep(row_ptr, [j], inbounds=True)
+                if width > 1:
+                    ptr = b.bitcast(ptr, typed(node.dtype, width).as_pointer())
+                e.memo[(id(node), None)] = b.load(ptr, align=4)
+        out = [e.value(x) for x in exprs]
+        for (node, first), row_ptr in zip(kept, rows_kept):
+            if first == group:
+                ptr = b.gep(row_ptr, [j], inbounds=True)
+                if width > 1:
+                    ptr = b.bitcast(ptr, typed(node.dtype, width).as_pointer())
+                b.store(e.memo[(id(node), None)], ptr, align=4)
+        return out
+
+    row_inputs = [s for s, d in enumerate(region.bindings) if not d.output and d.shape == body.shape]
+    prefetch = intrinsic(module, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(ir.IntType(8)), I32, I32, I32])
+    first_fold = next((i for i, op in enumerate(body.step_ops) if op != "value"), None)
+    current = entry_alloca(b, I64, "next.row")
+
+    def prefetch_next(j: ir.Value) -> None:
+        """Ask for the next row's line at column j while this row computes from cache, so
+        memory keeps streaming during the steps that do not read it."""
+        at = b.add(b.load(current), j)
+        for slot in row_inputs:
+            ptr = b.bitcast(b.gep(ptrs[slot], [at], inbounds=False), ir.PointerType(ir.IntType(8)))
+            b.call(prefetch, [ptr, i32(0), i32(3), i32(1)])
+
+    def fold(step: int, row: list[ir.Value], values: list[ir.Value]) -> ir.Value:
+        expr, op = body.steps[step], body.step_ops[step]
+        dtype = expr.dtype
+        chains = CHAINS if n >= 2 * CHAINS * lanes else 1
+        accumulators = [_Accumulator(b, region, ptrs, op, dtype, lanes) for _ in range(chains if n >= lanes else 0)]
+        scalar = _Accumulator(b, region, ptrs, op, dtype, 1)
+
+        def at(acc: _Accumulator, j: ir.Value, width: int) -> None:
+            if width > 1 and step != first_fold and prefetch_rows:
+                prefetch_next(j)
+            acc.add(evaluate((expr,), step, row + [j], width, values)[0])
+
+        j = i64(0)
+        if accumulators:
+            step_width = chains * lanes
+            with for_range(b, 0, n - step_width + 1, step=step_width, name="chains") as j:
+                for c, acc in enumerate(accumulators):
+                    at(acc, b.add(j, i64(c * lanes)), lanes)
+            with for_range(b, j, n - lanes + 1, step=lanes, name="vec") as j:
+                at(accumulators[0], j, lanes)
+            for acc in accumulators[1:]:
+                accumulators[0].merge(acc)
+        with for_range(b, j, n, name="tail") as j:
+            at(scalar, j, 1)
+        if accumulators:
+            scalar.merge_lanes(accumulators[0])
+        return scalar.result()
+
+    def write_row(row: list[ir.Value], base: ir.Value, values: list[ir.Value], nontemporal: bool) -> None:
+        def at(j: ir.Value, width: int) -> None:
+            if width > 1 and prefetch_rows:
+                prefetch_next(j)
+            results = evaluate(body.outputs, len(body.steps), row + [j], width, values)
+            for slot, value in zip(body.output_bindings, results):
+                store(b, ptrs, region.bindings[slot], slot, b.add(base, j), value, nontemporal)
+
+        j = i64(0)
+        if n >= lanes:
+            with for_range(b, 0, n - lanes + 1, step=lanes, name="out") as j:
+                at(j, lanes)
+        with for_range(b, j, n, name="out.tail") as j:
+            at(j, 1)
+
+    wy = b.zext(kb.workgroup_id(1), I64)
+    r0 = b.mul(wy, i64(grid.tile_rows))
+    r_end = b.add(r0, i64(grid.tile_rows))
+    r_end = b.select(b.icmp_unsigned("<", r_end, i64(grid.rows)), r_end, i64(grid.rows))
+    streamed = bool(body.outputs) and n % lanes == 0 and streaming.wanted(region, body.output_bindings)
+    can_stream = streaming.aligned(b, region, ptrs, body.output_bindings, lanes) if streamed else None
+    with for_range(b, r0, r_end, name="row") as r:
+        row = [b.urem(b.udiv(r, i64(s)), i64(extent)) for s, extent in zip(strides(lead), lead)]
+        b.store(b.mul(b.add(r, i64(1)), i64(n)), current)
+        values: list[ir.Value] = []
+        for step, (expr, op) in enumerate(zip(body.steps, body.step_ops)):
+            if op == "value":
+                values.append(ExprEmitter(b, region.bindings, ptrs, row, None, 1, values).value(expr))
+            else:
+                values.append(fold(step, row, values))
+        base = b.mul(r, i64(n))
+        if streamed:
+            streaming.both(b, can_stream, lambda nt: write_row(row, base, values, nt))
+        else:
+            write_row(row, base, values, False)
+        e = ExprEmitter(b, region.bindings, ptrs, row, None, 1, values)
+        for slot, expr in zip(body.row_output_bindings, body.row_outputs):
+            store(b, ptrs, region.bindings[slot], slot, r, e.value(expr))
+    b.ret(i32(0))
+    return GeneratedKernel(region.name, str(module), grid.workgroup_count, local_memory_size, len(region.bindings), grid)

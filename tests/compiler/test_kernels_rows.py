@@ -1,0 +1,131 @@
+"""Row fusion (compiler/passes/row_fusion.py, llvm_cpu/rows.py): softmax, log-softmax, layernorm,
+RMS norm and mean/variance over the last dim as one dispatch per chain, checked against JAX on
+local-sync and local-task (and Vulkan where present): rows that are not a multiple of the vector
+width, one row shorter than a vector, leading dims, -inf / huge / NaN values, f16 and bf16,
+temporaries read after the chain, a chain a transposed read ends, and streaming stores into
+aligned and misaligned output arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fibergrid as fg
+from compiler.codegen.llvm_cpu import streaming
+from tests.compiler.conftest import run_against_jax
+
+jax = pytest.importorskip("jax")
+jnp, lax = jax.numpy, jax.lax
+RNG = np.random.default_rng(12)
+
+
+def _layernorm(x):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + 1e-5) * 1.5 + 0.25
+
+
+def _rmsnorm(x):
+    return x * lax.rsqrt((x * x).mean(-1, keepdims=True) + 1e-6)
+
+
+CHAINS = {
+    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+    "log_softmax": lambda x: jax.nn.log_softmax(x, axis=-1),
+    "layernorm": _layernorm,
+    "rmsnorm": _rmsnorm,
+    "mean_var": lambda x: (x.mean(-1), x.var(-1)),
+}
+
+
+@pytest.fixture(scope="module", params=["local-sync", "local-task"])
+def device(request):
+    dev = fg.create_device(request.param, **({"workers": 2} if request.param == "local-task" else {}))
+    yield dev
+    dev.close()
+
+
+def _kernels(module) -> int:
+    return len(module.compiled.kernels)
+
+
+@pytest.mark.parametrize("shape", [(64, 1024), (7, 33), (3, 5, 100), (4, 3), (2, 1000)])
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_chains_are_one_dispatch_and_match_jax(device, name, shape) -> None:
+    x = (RNG.standard_normal(shape) * 4).astype(np.float32)
+    module = run_against_jax(device, CHAINS[name], x)
+    assert _kernels(module) == 1
+
+
+def test_extreme_values(device) -> None:
+    x = (RNG.standard_normal((6, 77)) * 3).astype(np.float32)
+    x[0, :] = -np.inf  # a row of -inf: max -inf, every exp NaN, as in JAX
+    x[1, 5] = np.inf
+    x[2, 70] = np.nan
+    x[3, :] = 80.0 + RNG.standard_normal(77).astype(np.float32)  # exp would overflow unshifted
+    x[4, :40] = -np.inf
+    x[5, :] = 3e38
+    for f in (CHAINS["softmax"], CHAINS["log_softmax"], lambda x: (x.max(-1), x.min(-1))):
+        run_against_jax(device, f, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16"])
+def test_narrow_floats(device, dtype) -> None:
+    """Every op rounds to the narrow type, as XLA's CPU backend; the fold's order differs from
+    XLA's, so results agree to a few units in the last place, not bit for bit."""
+    dtype = jnp.dtype(dtype)
+    x = (RNG.standard_normal((9, 130)) * 3).astype(dtype)
+    for name in ("softmax", "layernorm"):
+        f = CHAINS[name]
+        module = fg.load(jax.jit(f).lower(x).as_text(), device)
+        got, want = np.asarray(module(x)).astype(np.float64), np.asarray(f(x)).astype(np.float64)
+        assert _kernels(module) == 1
+        assert np.abs(got - want).max() <= 4 * float(jnp.finfo(dtype).eps) * np.abs(want).max()
+
+
+def test_temporaries_read_after_the_chain_are_written(device) -> None:
+    def f(x):
+        m = x.max(-1, keepdims=True)
+        e = jnp.exp(x - m)
+        return e / e.sum(-1, keepdims=True), m, e * 2.0  # the max and the exps used outside
+
+    module = run_against_jax(device, f, (RNG.standard_normal((16, 48)) * 2).astype(np.float32))
+    assert _kernels(module) == 1
+
+
+def test_a_transposed_read_ends_the_chain(device) -> None:
+    def f(x):
+        e = jnp.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True) + e.T  # e read transposed: not row-local
+
+    run_against_jax(device, f, RNG.standard_normal((40, 40)).astype(np.float32))
+
+
+def test_a_row_too_long_for_the_cache_stays_unfused(device) -> None:
+    x = RNG.standard_normal((2, 1 << 20)).astype(np.float32)  # 4 MiB rows: beyond half any L2
+    module = run_against_jax(device, CHAINS["softmax"], x)
+    assert _kernels(module) == 4  # max, exp, sum, divide
+
+
+@pytest.mark.parametrize("misaligned", [False, True])
+def test_streaming_stores_into_any_output_array(misaligned) -> None:
+    rows = streaming.NONTEMPORAL_BYTES // (4 * 1024)
+    x = RNG.standard_normal((rows, 1024)).astype(np.float32)
+    f = CHAINS["softmax"]
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
+    raw = np.empty(x.size + 32, np.float32)
+    first = (-raw.ctypes.data % 64) // 4 + misaligned  # 64-byte aligned, or 4 bytes past it
+    out = raw[first:first + x.size].reshape(x.shape)
+    module(x, out=out)
+    np.testing.assert_allclose(out[::97], np.asarray(f(x[::97])), rtol=2e-6, atol=1e-30)
+
+
+@pytest.mark.skipif("vulkan" not in fg.available_drivers(), reason="no Vulkan device here")
+@pytest.mark.parametrize("name", ["softmax", "layernorm", "mean_var"])
+def test_vulkan(name) -> None:
+    dev = fg.create_device("vulkan")
+    try:
+        module = run_against_jax(dev, CHAINS[name], (RNG.standard_normal((5, 37)) * 3).astype(np.float32))
+        assert _kernels(module) == 1
+    finally:
+        dev.close()

@@ -2,8 +2,8 @@
 RMS norm and mean/variance over the last dim as one dispatch per chain, checked against JAX on
 local-sync and local-task (and Vulkan where present): rows that are not a multiple of the vector
 width, one row shorter than a vector, leading dims, -inf / huge / NaN values, f16 and bf16,
-temporaries read after the chain, a chain a transposed read ends, and streaming stores into
-aligned and misaligned output arrays."""
+temporaries read after the chain, a chain a transposed read ends. (Streaming stores:
+test_kernels_streaming.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
-from compiler.codegen.llvm_cpu import streaming
 from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
@@ -105,19 +104,6 @@ def test_a_row_too_long_for_the_cache_stays_unfused(device) -> None:
     x = RNG.standard_normal((2, 1 << 20)).astype(np.float32)  # 4 MiB rows: beyond half any L2
     module = run_against_jax(device, CHAINS["softmax"], x)
     assert _kernels(module) == 4  # max, exp, sum, divide
-
-
-@pytest.mark.parametrize("misaligned", [False, True])
-def test_streaming_stores_into_any_output_array(misaligned) -> None:
-    rows = streaming.NONTEMPORAL_BYTES // (4 * 1024)
-    x = RNG.standard_normal((rows, 1024)).astype(np.float32)
-    f = CHAINS["softmax"]
-    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
-    raw = np.empty(x.size + 32, np.float32)
-    first = (-raw.ctypes.data % 64) // 4 + misaligned  # 64-byte aligned, or 4 bytes past it
-    out = raw[first:first + x.size].reshape(x.shape)
-    module(x, out=out)
-    np.testing.assert_allclose(out[::97], np.asarray(f(x[::97])), rtol=2e-6, atol=1e-30)
 
 
 @pytest.mark.skipif("vulkan" not in fg.available_drivers(), reason="no Vulkan device here")

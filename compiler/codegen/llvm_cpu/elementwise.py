@@ -1,7 +1,9 @@
 """Kernel IR elementwise regions -> LLVM IR kernels with the CPU ABI.
 
 Every point of the output space evaluates the region's expressions (`expr.ExprEmitter`) and
-stores them; `grid_loops` walks the workgroup's tile, vector-wide along the last dim.
+stores them; `grid_loops` walks the workgroup's tile, vector-wide along the last dim. Outputs far
+larger than the caches are written with streaming stores (`streaming`) where every vector store
+lands on a multiple of the vector size (rows and tiles whole vectors long, outputs aligned).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from llvmlite import ir
 
 from compiler import kernel_ir as kir
 
-from . import jit
+from . import jit, streaming
 from .abi_builder import i32
 from .expr import ExprEmitter, store
 from .grid_loops import for_each_point, kernel_entry
@@ -26,11 +28,20 @@ def generate_elementwise(region: kir.KernelRegion, lanes: int | None = None) -> 
     b = kb.builder
     vector_dim = len(body.shape) - 1 if body.shape else None
 
-    def point(coords: list[ir.Value], offset: ir.Value, width: int) -> None:
-        e = ExprEmitter(b, region.bindings, ptrs, coords, vector_dim, width)
-        for slot, expr in zip(body.output_bindings, body.outputs):
-            store(b, ptrs, region.bindings[slot], slot, offset, e.value(expr))
+    lanes = lanes or jit.vector_width_f32()
 
-    for_each_point(kb, body.grid, body.shape, lanes or jit.vector_width_f32(), point)
+    def points(nontemporal: bool) -> None:
+        def point(coords: list[ir.Value], offset: ir.Value, width: int) -> None:
+            e = ExprEmitter(b, region.bindings, ptrs, coords, vector_dim, width)
+            for slot, expr in zip(body.output_bindings, body.outputs):
+                store(b, ptrs, region.bindings[slot], slot, offset, e.value(expr), nontemporal)
+
+        for_each_point(kb, body.grid, body.shape, lanes, point)
+
+    grid = body.grid
+    if grid.cols % lanes == 0 and grid.tile_cols % lanes == 0 and streaming.wanted(region, body.output_bindings):
+        streaming.both(b, streaming.aligned(b, region, ptrs, body.output_bindings, lanes), points)
+    else:
+        points(False)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), body.grid.workgroup_count, 0, len(region.bindings), body.grid)

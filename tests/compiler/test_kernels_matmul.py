@@ -144,3 +144,13 @@ def test_strided_and_padded_1x1_convs_stay_convolutions() -> None:
         module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
         assert not any(t.kind == "constant" and t.value.ndim == 3 for t in module.compiled.tensors)
         np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("m", [1, 2])
+def test_batch_1_layers_split_into_enough_panels(m: int, lanes: int) -> None:
+    """A batch-1/2 layer 1024 or 4096 wide splits into MIN_WORKGROUPS column tiles of equal
+    width, so a worker joining late still takes a share of the weight stream."""
+    for n, k in ((1024, 784), (4096, 4096)):
+        config = matmul.choose_config(m, n, k, lanes=lanes, packed=True)
+        assert n % config.tile_n == 0 and n // config.tile_n >= matmul.MIN_WORKGROUPS

@@ -113,7 +113,10 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
         tile_n = min(n, max(512, _round_up(-(-n // 4), lanes)))
         return MatmulConfig(lanes, 1, 1, 1, tile_n, k, pack_b=False, stream_rows=4)
     if m <= 4:
-        nv = min(8, 12 // m, -(-n // lanes))  # no more vectors than N needs
+        # No more vectors than N needs, and few enough that N splits into MIN_WORKGROUPS panels:
+        # a batch-1 layer is a stream of weights, and its 8 panels of 128 columns (1024 wide,
+        # AVX-512) left a worker that woke a little late one or none of them.
+        nv = min(8, 12 // m, -(-n // lanes), max(2, n // (MIN_WORKGROUPS * lanes)))
         nr = nv * lanes
         tile_n = min(n, max(nr, _round_up(-(-n // MIN_WORKGROUPS), nr)))
         return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)

@@ -50,8 +50,10 @@ class VulkanAllocator(Allocator):
         dev._check_open()
         v = dev.vk
         host = bool(usage & BufferUsage.MAPPING)
+        # Whole 4-byte words: kernels address byte tensors through the words that hold them
+        # (compiler/codegen/spirv/bytes.py), the last one included.
         info = v.VkBufferCreateInfo(
-            sType=v.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, size=max(int(size), 4), sharingMode=v.VK_SHARING_MODE_EXCLUSIVE,
+            sType=v.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, size=max(-(-int(size) // 4) * 4, 4), sharingMode=v.VK_SHARING_MODE_EXCLUSIVE,
             usage=v.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | v.VK_BUFFER_USAGE_TRANSFER_SRC_BIT | v.VK_BUFFER_USAGE_TRANSFER_DST_BIT | v.VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT)
         try:
             handle = v.vkCreateBuffer(dev.handle, info, None)

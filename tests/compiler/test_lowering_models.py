@@ -60,9 +60,7 @@ def test_transformer_block(device) -> None:
          _f32(dim, 4 * dim, scale=0.3), _f32(4 * dim, dim, scale=0.3), _f32(dim), _f32(dim))
 
 
-def test_classifier_head(device, request) -> None:
-    if device.driver == "webgpu":  # its kernels pass bool tensors, and WebGPU has no 8-bit type (issue 13)
-        request.applymarker(pytest.mark.xfail(raises=fg.Unimplemented, strict=True, reason="webgpu: no 8-bit integers"))
+def test_classifier_head(device) -> None:
     def head(table, tokens, w):
         logits = jnp.take(table, tokens, axis=0).sum(1) @ w
         probs = jax.nn.softmax(logits)

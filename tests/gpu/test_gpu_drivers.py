@@ -1,6 +1,8 @@
 """What every GPU driver does the same way, run once per driver present: choosing a device by
 index or name (hal_gpu/registry.py), refusing a bad executable blob and an impossible
-allocation by name, and `fibergrid compile --target D` then `run --device D` on a JAX model."""
+allocation by name, `fibergrid compile --target D` then `run --device D` on a JAX model, and
+models on bool, int8 and uint8 tensors against JAX (WebGPU has no 8-bit type: the SPIR-V
+kernels keep bytes in 32-bit words, compiler/codegen/spirv/bytes.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 import fibergrid as fg
 from compiler import executable
 from hal import ptx_abi, spirv_abi
+from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -62,3 +65,26 @@ def test_cli_compile_for_the_driver_and_run(driver, tmp_path, capsys) -> None:
     want = np.asarray(jax.nn.softmax(jnp.tanh(np.ones((2, 3), np.float32) @ w)))
     printed = capsys.readouterr().out
     assert printed.startswith("result[0]: 2x4xf32=") and f"{want[0, 0]:.6f}" in printed
+
+
+def test_byte_tensors_match_jax(driver) -> None:
+    """int8 and uint8 arithmetic (wrapping, signed division and shifts), float -> int8
+    conversion (saturating), bool masks, a sort and reductions over bytes, every output a byte
+    tensor whose neighbouring elements different invocations store."""
+    def f(a, b, x):
+        mask = (a > b) | (x < 0)
+        return (a * 3 + b, a // 3, a % 5, a >> 2, jnp.maximum(a, b), mask, jnp.where(mask, a, b),
+                x.astype(jnp.int8), x.astype(jnp.uint8), b.astype(jnp.uint8) // 7, a.astype(jnp.float32) * 0.5,
+                jnp.sort(a), jnp.any(mask, axis=1), jnp.sum(a, axis=1, dtype=jnp.int8), ~mask, jax.lax.population_count(b))
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (7, 37)).astype(np.int8)
+    b = rng.integers(-128, 128, (7, 37)).astype(np.int8)
+    x = rng.uniform(-128, 128, (7, 37)).astype(np.float32)  # in range for both: JAX's out-of-range conversion is unspecified
+    with fg.create_device(driver) as dev:
+        run_against_jax(dev, f, a, b, x)
+        # Out of range, fibergrid saturates and takes NaN to 0 on every driver (XLA's rule; the CPU drivers' .sat intrinsics)
+        x = np.array([-1e30, -300, -128.5, -0.9, np.nan, 0.9, 127.5, 255.5, 300, 1e30, -np.inf, np.inf], np.float32)
+        to_int8, to_uint8 = fg.load(jax.jit(lambda x: (x.astype(jnp.int8), x.astype(jnp.uint8))).lower(x).as_text(), dev)(x)
+        np.testing.assert_array_equal(to_int8, np.nan_to_num(np.clip(np.trunc(x), -128, 127)).astype(np.int8))
+        np.testing.assert_array_equal(to_uint8, np.nan_to_num(np.clip(np.trunc(x), 0, 255)).astype(np.uint8))

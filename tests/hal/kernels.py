@@ -157,3 +157,20 @@ def use_local(k):
     with k.loop(0, 64, name="r") as i:
         b.store(b.add(b.load(s), b.load(k.local_pointer(scratch, i))), s)
     k.store(0, k.workgroup_id(0), b.load(s))
+
+
+@kernel(workgroup_size=16, bindings=(np.int8, np.int8, np.int8, np.uint8, np.bool_))
+def byte_ops(k):
+    """From v = src[n - 1 - i] (int8), one element per invocation into each of four byte outputs:
+    3 * v - 7 (wrapping), v / -5 (truncating), uint8(v) >> 1 ^ 0x5A, v < 0. Neighbouring
+    invocations store neighbouring bytes, so a driver that packs bytes into words must not lose
+    a concurrent neighbour's store."""
+    b = k.b
+    i8 = lambda v: ir.Constant(ir.IntType(8), v)  # noqa: E731
+    i = k.global_id(0)
+    with b.if_then(_lt(k, i, k.length(1))):
+        v = k.load(0, b.sub(b.sub(k.length(0), k.i32(1)), i))
+        k.store(1, i, b.sub(b.mul(v, i8(3)), i8(7)))
+        k.store(2, i, b.sdiv(v, i8(-5)))
+        k.store(3, i, b.xor(b.lshr(v, i8(1)), i8(0x5A)))
+        k.store(4, i, b.zext(b.icmp_signed("<", v, i8(0)), ir.IntType(8)))

@@ -63,7 +63,7 @@ def _compile_cached(digest: str, ir_text: str, validate: bool) -> bytes:
     if done.returncode != 0 or not done.stdout.startswith(_MAGIC):
         why = _last_lines(done.stderr.decode(errors="replace")) or f"exit status {done.returncode}"
         raise SpirvCompileError(f"LLVM's SPIR-V backend failed (exit {done.returncode}): {why}")
-    spirv = fix_barrier_semantics(done.stdout)
+    spirv = integer_nulls_as_constants(fix_barrier_semantics(done.stdout))
     if validate:
         check(spirv)
     return spirv
@@ -106,6 +106,32 @@ def fix_barrier_semantics(spirv: bytes) -> bytes:
     body[insert_at:insert_at] = [(4 << 16) | _OP_CONSTANT, uint_type, new_id, _ACQUIRE_RELEASE_WORKGROUP_MEMORY]
     out[3] = bound + 1
     return np.array(out + body, dtype="<u4").tobytes()
+
+
+_OP_TYPE_INT, _OP_CONSTANT_NULL = 21, 46
+
+
+def integer_nulls_as_constants(spirv: bytes) -> bytes:
+    """Every integer OpConstantNull becomes the OpConstant 0 of the same id.
+
+    Why: for a relaxed atomic (bytes.py's byte stores) LLVM 22 writes the zero memory
+    semantics as an OpConstantNull, then reuses that id wherever the module needs an integer
+    0, including as the struct index of a storage buffer's OpAccessChain, which must be an
+    OpConstant (spirv-val refuses the module). The two mean the same value."""
+    words = np.frombuffer(spirv, dtype="<u4")
+    ints, out, i = set(), [words[:5]], 5
+    while i < len(words):
+        count, opcode = int(words[i]) >> 16, int(words[i]) & 0xFFFF
+        if count == 0:
+            return spirv
+        inst = words[i: i + count]
+        if opcode == _OP_TYPE_INT:
+            ints.add(int(inst[1]))
+        elif opcode == _OP_CONSTANT_NULL and int(inst[1]) in ints:
+            inst = np.array([(4 << 16) | _OP_CONSTANT, inst[1], inst[2], 0], dtype="<u4")
+        out.append(inst)
+        i += count
+    return np.concatenate(out).astype("<u4").tobytes()
 
 
 def compile_spirv(ir_text: str, validate: bool = True) -> bytes:

@@ -21,15 +21,17 @@ from llvmlite import ir
 
 from compiler.codegen.spirv import TRIPLE
 from compiler.codegen.spirv.backend import compile_spirv
+from compiler.codegen.spirv.bytes import widen_bytes
 from compiler.errors import CompileError
 
 I1, I8, I16, I32, I64 = (ir.IntType(w) for w in (1, 8, 16, 32, 64))
 F32, F64, HALF = ir.FloatType(), ir.DoubleType(), ir.HalfType()
 
-# element type in memory -> (LLVM type, its name in the handle type, its mangling)
+# element type in memory -> (LLVM type, its name in the handle type, its mangling); bytes are
+# addressed through 32-bit words (bytes.py)
 _ELEMENTS = {
     "f32": (F32, "float", "f32"), "f64": (F64, "double", "f64"), "f16": (HALF, "half", "f16"),
-    "i8": (I8, "i8", "i8"), "i16": (I16, "i16", "i16"), "i32": (I32, "i32", "i32"), "i64": (I64, "i64", "i64"),
+    "i8": (I8, "i32", "i32"), "i16": (I16, "i16", "i16"), "i32": (I32, "i32", "i32"), "i64": (I64, "i64", "i64"),
 }
 
 
@@ -87,6 +89,44 @@ class SpirvBuilder(ir.IRBuilder):
         wrong on webgpu, right on vulkan)."""
         negative = self.icmp_signed("<", x, ir.Constant(x.type, 0))
         return self.select(negative, self.not_(self.lshr(self.not_(x), n)), self.lshr(x, n), name=name)
+
+    def sitofp(self, x, typ, name=""):
+        """A signed int -> float conversion as an unsigned one of |x|, the sign put back.
+
+        Why: naga (WebGPU) translates OpConvertSToF on the unsigned-declared ints as a
+        conversion from u32 (jnp's int -> float came out 4.29e9 for -1 on webgpu)."""
+        negative = self.icmp_signed("<", x, ir.Constant(x.type, 0))
+        value = self.uitofp(self.select(negative, self.neg(x), x), typ)
+        return self.select(negative, self.fneg(value), value, name=name)
+
+    def fptosi(self, x, typ, name=""):
+        """A float -> signed int conversion as an unsigned one of |x|, the sign put back (naga,
+        as `sitofp`: OpConvertFToS to an unsigned-declared int is a conversion to u32, which
+        took every negative value to 0 on webgpu)."""
+        negative = self.fcmp_ordered("<", x, ir.Constant(x.type, 0.0))
+        value = self.fptoui(self.select(negative, self.fneg(x), x), typ)
+        return self.select(negative, self.neg(value), value, name=name)
+
+    def call(self, fn, args, name="", cconv=None, tail=False, fastmath=(), attrs=(), arg_attrs=None):
+        """llvm.fpto{s,u}i.sat (XLA's float -> int: saturate, NaN -> 0) as compares, selects and
+        a plain conversion of an in-range value.
+
+        Why: LLVM's SPIR-V backend emits the .sat intrinsics as a conversion decorated
+        SaturatedConversion, which only OpenCL kernels may carry (spirv-val refuses it for
+        Vulkan), so no float -> int conversion compiled for the GPU targets before."""
+        match = re.fullmatch(r"llvm\.fpto([su])i\.sat\..*", getattr(fn, "name", ""))
+        if not match:
+            return super().call(fn, args, name=name, cconv=cconv, tail=tail, fastmath=fastmath, attrs=attrs, arg_attrs=arg_attrs)
+        (x,), ty = args, fn.function_type.return_type
+        signed, bits = match.group(1) == "s", ty.width
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        below = self.fcmp_ordered("<", x, ir.Constant(x.type, float(lo)))
+        above = self.fcmp_ordered(">=", x, ir.Constant(x.type, float(hi + 1)))  # a power of two: exact in any float type
+        nan = self.fcmp_unordered("!=", x, x)  # (uno needs the Kernel capability)
+        outside = self.or_(self.or_(below, above), nan)
+        value = (self.fptosi if signed else self.fptoui)(self.select(outside, ir.Constant(x.type, 0.0), x), ty)
+        value = self.select(below, ir.Constant(ty, lo), value)
+        return self.select(above, ir.Constant(ty, hi), value, name=name)
 
 
 @dataclass
@@ -229,7 +269,7 @@ class SpirvModule:
 
     def text(self) -> str:
         """The module as LLVM IR the SPIR-V backend takes (placeholders resolved)."""
-        text = hoist_nonfinite(str(self.module))
+        text = widen_bytes(hoist_nonfinite(str(self.module)))
         external = sorted(set(re.findall(r'^declare [^@]*@"?([A-Za-z_][\w.]*)"?\(', text, re.M)) - {"fg.spv.handles"})
         external = [name for name in external if not name.startswith(("llvm.", "fg.spv."))]
         if external:

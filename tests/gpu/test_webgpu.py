@@ -160,3 +160,16 @@ def test_a_range_past_one_binding_is_refused_when_recorded(device) -> None:
     cb.fill(big, limit + 1, 3, np.uint8(1))
     with pytest.raises(fg.ResourceExhausted, match="fg_fill"):
         cb.end()
+
+
+def test_8_bit_forms_without_a_32_bit_one_are_refused_by_name() -> None:
+    from compiler.codegen.spirv.bytes import widen_bytes
+    from compiler.errors import CompileError
+
+    body = 'define void @"f"()\n{\nentry:\n  %".2" = {}\n  ret void\n}\n'
+    assert widen_bytes(body.replace("{}", 'add i8 %".1", -1')).count("and i32") == 1  # the sum masked to its byte, -1 as 255
+    assert "add i32 %\".1\", 255" in widen_bytes(body.replace("{}", 'add i8 %".1", -1'))
+    with pytest.raises(CompileError, match="vector of 8-bit"):
+        widen_bytes(body.replace("{}", 'add <4 x i8> %".1", %".1"'))
+    with pytest.raises(CompileError, match="no 32-bit form"):
+        widen_bytes(body.replace("{}", 'call i8 @"llvm.bitreverse.i8"(i8 %".1")'))

@@ -5,10 +5,8 @@ launches, command_buffer.py says where steps end) followed by an event; a step g
 only once every semaphore it waits on is known to have succeeded (its payload is reached: the
 host applies payloads only after retiring the work that signals them, semaphore.py), and the
 next step of a submission only once the previous one retired with its kernels' status words
-clear. Why hold on the host rather than let the stream order a dependent after its producer: a
-kernel's failure is a status word only the host reads, so a dependent already on the stream would
-run after its producer failed. The cost is one host round trip per step of a chain; whoever waits
-(a host `wait`, `query`, `signal`, `wait_idle`) drives it, on its own thread: no thread hand-off
+clear: until then it is held on the host (hal_gpu/host_queue.py says why). Whoever waits (a host
+`wait`, `query`, `signal`, `wait_idle`) drives the queue, on its own thread: no thread hand-off
 sits between a submission and its signal.
 """
 
@@ -29,6 +27,7 @@ from hal_gpu.cuda import command_buffer, executable
 from hal_gpu.cuda.allocator import CudaAllocator
 from hal_gpu.cuda.driver import check, context, cu, device_name, make_current
 from hal_gpu.cuda.semaphore import CudaSemaphore
+from hal_gpu.host_queue import Held, HostQueue
 
 _NOT_READY = 600  # CUDA_ERROR_NOT_READY
 _SPIN_S = 0.002  # a waiter polls its event this long before it sleeps between polls
@@ -56,7 +55,6 @@ def _steps(command_buffers: list[tuple[CommandBuffer, command_buffer.LoweredComm
 @dataclass
 class _Submission:
     steps: list  # per step: [(command buffer, part)]
-    waits: list
     signals: list
     next: int = 0  # the step to launch next
     event: object = None  # recorded after the step in flight
@@ -90,10 +88,9 @@ class CudaDevice(Device):
         self.stream = check(d.cuStreamCreate(int(d.CUstream_flags.CU_STREAM_NON_BLOCKING)), "cuStreamCreate")
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # a host signal, a failure or a retirement
-        self._deferred: list[_Submission] = []  # steps held until their waits are known
+        self._held = HostQueue(lambda s, x: s.value >= x, self._launch, self._retire_completed, self._changed)  # work: _Submission
         self._pending: list[_Submission] = []  # a step on the stream, in stream order
         self._events: list = []
-        self._pumping = False
         self._semaphores: "weakref.WeakSet[CudaSemaphore]" = weakref.WeakSet()
 
     def __repr__(self) -> str:
@@ -132,47 +129,22 @@ class CudaDevice(Device):
         self.enter()
         steps = command_buffers[0].lowered.steps if len(command_buffers) == 1 else _steps([(cb, cb.lowered) for cb in command_buffers])
         with self._lock:
-            self._deferred.append(_Submission(steps, wait, signal))
-            self._pump()
+            self._held.hold(_Submission(steps, list(signal)), wait, signal)
+            self._held.pump()
 
-    def _pump(self) -> None:
-        """Retires finished steps and launches every held step whose waits are known."""
-        if self._pumping:
-            return  # re-entered (a failure found while pumping): the running pump sees it
-        self._pumping = True
-        try:
-            progress = True
-            while progress:
-                progress = self._retire_completed()
-                held = []
-                for sub in self._deferred:
-                    failed = [s for s, _ in sub.waits if s.failure is not None]
-                    if failed:
-                        first = failed[0]
-                        self._fail(sub, Aborted(f"a submission waited on {first!r}, which failed: {first.failure}"))
-                        progress = True
-                    elif all(s.value >= x for s, x in sub.waits):
-                        progress |= self._launch(sub)
-                    else:
-                        held.append(sub)
-                self._deferred = held
-        finally:
-            self._pumping = False
-
-    def _launch(self, sub: _Submission) -> bool:
+    def _launch(self, held: Held) -> bool:
         """Puts the submission's next step on the stream; True when it finished at once (a step
         that failed before running)."""
-        d = cu()
+        d, sub = cu(), held.work
         for cb, part in sub.steps[sub.next]:
             error = command_buffer.prepare(self, cb, part) if part.indirect else None
             if error is not None:
-                self._fail(sub, Aborted(error))
+                self._held.fail(sub.signals, Aborted(error))
                 return True
             if part.exec is not None:
                 check(d.cuGraphLaunch(part.exec, self.stream), "cuGraphLaunch")
         sub.event = self._events.pop() if self._events else check(d.cuEventCreate(int(d.CUevent_flags.CU_EVENT_DISABLE_TIMING)), "cuEventCreate")
         check(d.cuEventRecord(sub.event, self.stream), "cuEventRecord")
-        sub.waits = []
         self._pending.append(sub)
         return False
 
@@ -203,21 +175,15 @@ class CudaDevice(Device):
             if failures:
                 cb.lowered.clear(self)
         if errors:
-            self._fail(sub, errors[0])
+            self._held.fail(sub.signals, errors[0])
             return
         sub.next += 1
         if sub.next < len(sub.steps):
-            self._deferred.append(sub)  # no waits left: the pump launches it
+            self._held.hold(sub, [], sub.signals)  # no waits left: the pump launches it
             return
         for s, x in sub.signals:
             if s.failure is None and x > s.value:
                 s.value = x
-        self._changed.notify_all()
-
-    def _fail(self, sub: _Submission, error: BaseException) -> None:
-        for s, _ in sub.signals:
-            if s.failure is None:
-                s.failure = error
         self._changed.notify_all()
 
     def poll(self) -> None:
@@ -225,7 +191,7 @@ class CudaDevice(Device):
         with self._lock:
             if not self.closed:
                 self.enter()
-                self._pump()
+                self._held.pump()
 
     def wait_for(self, sem: CudaSemaphore, value: int, timeout: float | None) -> None:
         """Blocks until `sem` reaches `value` (Aborted if it fails, DeadlineExceeded after
@@ -239,8 +205,8 @@ class CudaDevice(Device):
         self._drive(reached, timeout, lambda: f"{sem!r}: payload {sem.value} did not reach {value} within {timeout} s")
 
     def wait_idle(self, timeout: float | None = None) -> None:
-        self._drive(lambda: not self._pending and not self._deferred, timeout,
-                    lambda: f"{self!r}: {len(self._pending) + len(self._deferred)} submissions still in flight after {timeout} s")
+        self._drive(lambda: not self._pending and not self._held, timeout,
+                    lambda: f"{self!r}: {len(self._pending) + len(self._held)} submissions still in flight after {timeout} s")
 
     def _drive(self, done, timeout: float | None, late) -> None:
         """Runs the queue on the calling thread until `done()`: the oldest step on the stream is
@@ -254,7 +220,7 @@ class CudaDevice(Device):
             with self._lock:
                 if not self.closed:
                     self.enter()
-                    self._pump()
+                    self._held.pump()
                 if done():
                     return
                 event = self._pending[0].event if self._pending else None
@@ -278,9 +244,10 @@ class CudaDevice(Device):
                 return
             make_current(self.context)
             shutdown = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
-            for sub in self._deferred + self._pending:
-                self._fail(sub, shutdown)
-            self._deferred, self._pending = [], []
+            self._held.fail_all(shutdown)
+            for sub in self._pending:
+                self._held.fail(sub.signals, shutdown)
+            self._pending = []
             d = cu()
             d.cuStreamSynchronize(self.stream)
             for sem in list(self._semaphores):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from dataclasses import replace
 
 from common.errors import InvalidArgument
 from hal.executable import EntryPoint, Executable
@@ -34,8 +35,7 @@ def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...])
     except BaseException:
         _release(device, module)
         raise
-    entries = tuple(EntryPoint(ep.name, i, ep.workgroup_size, ep.binding_count, ep.constant_count, ep.binding_dtypes,
-                               ep.constant_types, ep.local_memory_size) for i, ep in enumerate(entry_points))
+    entries = tuple(replace(ep, function=i) for i, ep in enumerate(entry_points))
     exe = Executable(entries, format, keepalive=module)
     exe.functions = functions  # type: ignore[attr-defined]
     exe.written = written(image.decode(errors="replace"), entry_points)  # type: ignore[attr-defined]

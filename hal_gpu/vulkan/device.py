@@ -2,7 +2,7 @@
 
 Submissions go to the queue with their waits and signals as timeline-semaphore operations
 (Vulkan 1.2 core); `queue_execute` returns at once, and a submission whose waits are not yet known
-to have succeeded is held on the host until they are (`VulkanDevice._pump` says why). The driver knows a submission finished when its
+to have succeeded is held on the host until they are (hal_gpu/host_queue.py says why). The driver knows a submission finished when its
 signal semaphores reached their values (one that signals nothing carries a fence): then it reads
 the kernels' status words and fails the submission's semaphores if one is non-zero
 (hal_gpu/vulkan/semaphore.py), and with timestamps on, the dispatches' GPU times (timestamps.py).
@@ -23,6 +23,7 @@ from common.errors import Aborted, DeadlineExceeded, ResourceExhausted, Unavaila
 from hal.executable import EntryPoint, Executable
 from hal.semaphore import Semaphore
 from hal.spirv_abi import FORMAT
+from hal_gpu.host_queue import Held, HostQueue, fail_signals, wait_failure
 from hal_gpu.vulkan import command_buffer, executable, timestamps
 from hal_gpu.vulkan.allocator import VulkanAllocator
 from hal_gpu.vulkan.driver import compute_queue_family, device_name, vk
@@ -106,8 +107,7 @@ class VulkanDevice(Device):
         self._users = 0  # threads inside a Vulkan call on this device outside the lock (waits)
         self._idle = threading.Condition(self._lock)
         self._pending: list[_Submission] = []
-        self._deferred: list[tuple[list, list, list, _Origin]] = []  # held until the host signals (_pump)
-        self._pumping = False
+        self._held = HostQueue(self._known, self._launch, self._retire_completed)  # work: (segments, _Origin)
         self._fences: list = []
         self._semaphores = _WeakSet()
         self._serial = 0  # HAL submissions so far
@@ -185,7 +185,7 @@ class VulkanDevice(Device):
         """Queues a submission as a chain of steps, each ending after a command-buffer segment
         that may fail (command_buffer.py): each step after the first waits on a private semaphore that the one
         before it signals, so the chain runs step by step and the first failure skips the rest
-        (see `_pump`: a step is handed to the GPU only once its waits are known to have succeeded)."""
+        (a step is handed to the GPU only once its waits are known to have succeeded: hal_gpu/host_queue.py)."""
         steps, step = [], []
         for cb in command_buffers:
             for j, handle in enumerate(cb.lowered.handles):
@@ -205,14 +205,14 @@ class VulkanDevice(Device):
                 self.timestamps.submitted(self._serial, tuple(cb.id for cb in command_buffers))
             origin = _Origin(self._serial, firsts)
             if len(steps) == 1:
-                self._deferred.append((steps[0], list(wait), list(signal), origin))
+                self._held.hold((steps[0], origin), wait, signal)
             else:
                 link = VulkanSemaphore(self, 0)
                 link.internal = True
                 last = len(steps) - 1
                 for i, seg in enumerate(steps):
-                    self._deferred.append((seg, list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)], origin))
-            self._pump()
+                    self._held.hold((seg, origin), wait if i == 0 else [(link, i)], signal if i == last else [(link, i + 1)])
+            self._held.pump()
 
     def _known(self, sem, value: int) -> bool:
         """Whether (sem, value) is reached and every submission on the GPU that signals sem up to
@@ -220,46 +220,9 @@ class VulkanDevice(Device):
         return sem.failure is None and sem._raw() >= value and not any(
             s is sem and x <= value for sub in self._pending for s, x in sub.signals)
 
-    def _pump(self) -> None:
-        """Retires finished GPU work and hands the GPU every held submission whose waits are known.
-
-        A submission goes to the GPU only once every (semaphore, value) it waits on is reached
-        and the work that signalled it is retired without failure; until then it is held here.
-        Why not let the GPU wait (Vulkan allows it): a kernel's failure is a status word only the
-        host reads, and Vulkan semaphores cannot fail, so a dependent already on the GPU queue
-        would run its kernels after its producer failed; and drivers (Mesa's lavapipe among them)
-        run a queue's submissions in order, so one parked on a host signal would block every
-        later one. Holding on the host makes both simple and exact: a submission waiting on a
-        failed semaphore fails its signals without ever reaching the GPU, and no semaphore is
-        ever signalled by the host to release GPU waiters (which raced with the GPU's own
-        signals: VK_ERROR_DEVICE_LOST on lavapipe). The cost is one host round trip per link of
-        a chain; whoever waits (a host `wait`, `query`, `signal`, `wait_idle`) drives it."""
-        if self._pumping:
-            return  # re-entered (a failure found while pumping): the running pump sees it
-        self._pumping = True
-        try:
-            progress = True
-            while progress:
-                progress = self._retire_completed()
-                held = []
-                for segments, wait, signal, origin in self._deferred:
-                    failed = [s for s, _ in wait if s.failure is not None]
-                    if failed:
-                        first = failed[0]
-                        error = first.failure if getattr(first, "internal", False) else \
-                            Aborted(f"a submission waited on {first!r}, which failed: {first.failure}")
-                        for s, _ in signal:
-                            if s.failure is None:
-                                s.failure = error
-                        progress = True
-                        continue
-                    if not all(self._known(s, x) for s, x in wait):
-                        held.append((segments, wait, signal, origin))
-                        continue
-                    self._queue_submit(segments, wait, signal, origin)
-                self._deferred = held
-        finally:
-            self._pumping = False
+    def _launch(self, held: Held) -> None:
+        segments, origin = held.work
+        self._queue_submit(segments, held.waits, held.signals, origin)
 
     def _queue_submit(self, segments, wait, signal, origin: _Origin) -> None:
         v = self.vk
@@ -296,7 +259,7 @@ class VulkanDevice(Device):
         what that released. `seen`: a (semaphore, value) a host waiter just saw reached."""
         with self._lock:
             self._retire_completed(seen)
-            self._pump()
+            self._held.pump()
 
     def _retire_completed(self, seen: tuple[VulkanSemaphore, int] | None = None) -> bool:
         v = self.vk
@@ -327,7 +290,7 @@ class VulkanDevice(Device):
         error = None
         for s, _ in sub.waits:
             if s.failure is not None:
-                error = s.failure if getattr(s, "internal", False) else Aborted(f"a submission waited on {s!r}, which failed: {s.failure}")
+                error = wait_failure(s)
         for cb in sub.command_buffers:
             for number, status, workgroup in cb.lowered.status.failed():
                 index, name = cb.lowered.dispatches[number]
@@ -338,9 +301,7 @@ class VulkanDevice(Device):
                 else:
                     error = error or Aborted(f"kernel '{name}' returned status {status} at workgroup {workgroup} ({where})")
         if error is not None:
-            for s, _ in sub.signals:
-                if s.failure is None:
-                    s.failure = error
+            fail_signals(sub.signals, error)
 
     def _read_timestamps(self, sub: _Submission) -> None:
         for cb, handle, _ in sub.segments:
@@ -353,9 +314,9 @@ class VulkanDevice(Device):
 
     def _semaphore_failed(self, sem: VulkanSemaphore) -> None:
         """A semaphore failed (`fail()`): held submissions waiting on it fail their signals
-        without running (`_pump`). Nothing on the GPU waits on it: only known waits go there."""
+        without running (hal_gpu/host_queue.py). Nothing on the GPU waits on it: only known waits go there."""
         with self._lock:
-            self._pump()
+            self._held.pump()
 
     def _lost(self, where: str):
         raise Aborted(f"vulkan: {self.name}: device lost in {where}")
@@ -365,7 +326,7 @@ class VulkanDevice(Device):
         while True:
             self._check_completed()
             with self._lock:
-                busy = len(self._pending) + len(self._deferred)
+                busy = len(self._pending) + len(self._held)
             if not busy:
                 return
             if deadline is not None and time.monotonic() > deadline:
@@ -380,15 +341,10 @@ class VulkanDevice(Device):
         with self._lock:
             # Work parked on semaphores nobody will signal fails, and its waits are released so
             # the GPU drains; then everything is freed with the device.
-            for _, _, signal, _ in self._deferred:
-                for s, _ in signal:
-                    if s.failure is None:
-                        s.failure = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
-            self._deferred = []
+            shutdown = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
+            self._held.fail_all(shutdown)
             for sub in list(self._pending):
-                for s, _ in sub.signals:
-                    if s.failure is None:
-                        s.failure = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
+                fail_signals(sub.signals, shutdown)
                 for s, x in sub.waits:
                     if s._raw() < x:
                         v.vkSignalSemaphore(self.handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=s.handle, value=x))

@@ -5,7 +5,7 @@ pipeline, all created at load time so recording a dispatch creates nothing."""
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.errors import InvalidArgument
 from hal.executable import EntryPoint, Executable
@@ -62,8 +62,7 @@ def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...])
     except BaseException:
         _release(device, module, pipelines)
         raise
-    entries = tuple(EntryPoint(ep.name, i, ep.workgroup_size, ep.binding_count, ep.constant_count, ep.binding_dtypes,
-                               ep.constant_types, ep.local_memory_size) for i, ep in enumerate(entry_points))
+    entries = tuple(replace(ep, function=i) for i, ep in enumerate(entry_points))
     exe = Executable(entries, format, keepalive=(module, pipelines))
     exe.pipelines = pipelines  # type: ignore[attr-defined]
     exe.may_fail = may_fail(bytes(data), entry_points)  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 Vulkan semaphores cannot fail, and a kernel cannot fail a submission. The driver keeps both on
 the host: `fail()` marks the semaphore failed (no GPU work waits on it: the device hands the GPU
-only submissions whose waits are known to have succeeded, device.py `_pump`), and a kernel's status (hal/spirv_abi.py) is read when a host waiter
+only submissions whose waits are known to have succeeded, hal_gpu/host_queue.py), and a kernel's status (hal/spirv_abi.py) is read when a host waiter
 sees the value a submission signalled; a non-zero status fails that submission's semaphores.
 Failures then travel down the submissions that waited on them, as on the CPU drivers.
 """
@@ -67,10 +67,10 @@ class VulkanSemaphore(Semaphore):
             with self.device.using() as handle:
                 v.vkSignalSemaphore(handle, v.VkSemaphoreSignalInfo(sType=v.VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, semaphore=self.handle, value=value))
             with self.device._lock:
-                self.device._pump()  # held submissions this releases go to the GPU now
+                self.device._held.pump()  # held submissions this releases go to the GPU now
 
     def wait(self, value: int, timeout: float | None = None) -> None:
-        """Waits for `value`. While the device holds submissions on the host (device.py `_pump`),
+        """Waits for `value`. While the device holds submissions on the host (hal_gpu/host_queue.py),
         the waiter also wakes when any GPU work signals, retires it and hands the GPU what that
         releases, so a chain of submissions advances without another thread."""
         value = payload(value, f"{self!r}: cannot wait for")
@@ -81,7 +81,7 @@ class VulkanSemaphore(Semaphore):
             left = None if deadline is None else deadline - time.monotonic()
             step = _SLICE_NS if left is None else max(0, min(_SLICE_NS, int(left * 1e9)))
             with dev._lock:
-                others = [(s, x) for sub in dev._pending for s, x in sub.signals] if dev._deferred else []
+                others = [(s, x) for sub in dev._pending for s, x in sub.signals] if dev._held else []
             # This semaphore once (the lowest value that wakes us), then the other GPU signals.
             first = min([value] + [x for s, x in others if s is self])
             others = [(s, x) for s, x in others if s is not self] + ([(self, first)] if first < value else [])

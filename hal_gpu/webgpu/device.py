@@ -1,7 +1,8 @@
 """The WebGPU device: a GPUDevice and its queue, with hal's queue semantics kept on the host.
 
 `queue_execute` returns at once. A submission is held on the host until every semaphore it
-waits on has reached its value (semaphore.py: a value reached is known to have succeeded), then
+waits on has reached its value (semaphore.py: a value reached is known to have succeeded;
+hal_gpu/host_queue.py says why it is held), then
 encoded and handed to the GPU queue in one GPUQueue.submit. The device's completion thread
 waits for the GPU to finish each submission in turn (WebGPU's queue runs them in order), copies
 back the MAPPING buffers it may have written and the dispatch states of kernels that may fail,
@@ -24,6 +25,7 @@ from hal.device import Device, DeviceLimits
 from hal.executable import EntryPoint, Executable
 from hal.semaphore import Semaphore
 from hal.spirv_abi import FORMAT
+from hal_gpu.host_queue import HostQueue
 from hal_gpu.webgpu import builtins, command_buffer, executable
 from hal_gpu.webgpu.allocator import WebGPUAllocator
 from hal_gpu.webgpu.driver import adapter_name, wgpu
@@ -79,7 +81,7 @@ class WebGPUDevice(Device):
         self._lock = threading.RLock()  # the wgpu objects, the held and in-flight lists, every semaphore
         self._changed = threading.Condition(self._lock)  # a semaphore moved or failed, work finished
         super().__init__(limits)
-        self._held: list[tuple[list, list, list]] = []  # (steps, waits, signals) not yet on the GPU
+        self._held = HostQueue(lambda s, x: s.value >= x, lambda held: self._gpu_submit(held.work, held.signals), changed=self._changed)
         self._in_flight: deque[_InFlight] = deque()
         self._staging: dict[int, list] = {}  # free read-back buffers by size
         self._builtins: dict[str, object] = {}
@@ -134,33 +136,8 @@ class WebGPUDevice(Device):
                 link.internal = True
             last = len(steps) - 1
             for i, seg in enumerate(steps):
-                self._held.append((seg, list(wait) if i == 0 else [(link, i)], list(signal) if i == last else [(link, i + 1)]))
-            self._pump()
-
-    def _pump(self) -> None:
-        """Hands the GPU every held submission whose waits are reached; fails the signals of one
-        that waits on a failed semaphore, without running it. Called with the lock held."""
-        progress = True
-        while progress:
-            progress, held = False, []
-            for steps, wait, signal in self._held:
-                failed = [s for s, _ in wait if s.failure is not None]
-                if failed:
-                    first = failed[0]
-                    self._fail(signal, first.failure if first.internal else
-                               Aborted(f"a submission waited on {first!r}, which failed: {first.failure}"))
-                    progress = True
-                elif all(s.value >= x for s, x in wait):
-                    self._gpu_submit(steps, signal)
-                else:
-                    held.append((steps, wait, signal))
-            self._held = held
-
-    def _fail(self, signal, error: BaseException) -> None:
-        for s, _ in signal:
-            if s.failure is None:
-                s.failure = error
-        self._changed.notify_all()
+                self._held.hold(seg, wait if i == 0 else [(link, i)], signal if i == last else [(link, i + 1)])
+            self._held.pump()
 
     def _gpu_submit(self, steps: list, signal: list) -> None:
         """Uploads the host copies of the MAPPING buffers the steps use, encodes them, copies what
@@ -196,7 +173,7 @@ class WebGPUDevice(Device):
             # but wgpu-py 0.32's binding of it does not match wgpu-native's callback signature.)
             promise = staging.map_async("READ", 0, staging.size)
         except Exception as e:  # noqa: BLE001 - a submission wgpu refuses fails its semaphores, on any thread
-            self._fail(signal, Aborted(f"webgpu: {self.name}: the submission failed: {executable.reason(e)}"))
+            self._held.fail(signal, Aborted(f"webgpu: {self.name}: the submission failed: {executable.reason(e)}"))
             return
         for item, _, _ in readbacks:
             if not isinstance(item, tuple):
@@ -228,7 +205,7 @@ class WebGPUDevice(Device):
             with self._lock:
                 self._in_flight.popleft()
                 self._retire(item, error)
-                self._pump()
+                self._held.pump()
                 self._changed.notify_all()
 
     def _retire(self, item: _InFlight, error: BaseException | None) -> None:
@@ -252,7 +229,7 @@ class WebGPUDevice(Device):
             item.staging.unmap()
             self._staging[item.staging.size].append(item.staging)  # (a failed map is not reused)
         if error is not None:
-            self._fail(item.signals, error)
+            self._held.fail(item.signals, error)
             return
         for s, x in item.signals:
             s.value = max(s.value, x)
@@ -269,11 +246,10 @@ class WebGPUDevice(Device):
             # Held work will never run: it fails, and so does work on the GPU, which finishes
             # (bounded) before the device goes. Waiters of values not reached then fail
             # (semaphore.py), so none is left hanging.
-            for _, _, signal in self._held:
-                self._fail(signal, Aborted(f"the device shut down with the submission in flight ({self!r} closed)"))
-            self._held = []
+            shutdown = Aborted(f"the device shut down with the submission in flight ({self!r} closed)")
+            self._held.fail_all(shutdown)
             for item in self._in_flight:
-                self._fail(item.signals, Aborted(f"the device shut down with the submission in flight ({self!r} closed)"))
+                self._held.fail(item.signals, shutdown)
             self._changed.wait_for(lambda: not self._in_flight, timeout=10.0)
             self._stopping = True
             super().close()

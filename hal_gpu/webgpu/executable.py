@@ -11,7 +11,7 @@ in Vulkan's logical addressing). The module is otherwise the Vulkan driver's, by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -103,8 +103,7 @@ def load(device, format: str, data: bytes, entry_points: tuple[EntryPoint, ...])
             except Exception as e:  # noqa: BLE001
                 raise InvalidArgument(f"webgpu: no compute pipeline for entry point '{ep.name}': {reason(e)}") from None
             pipelines.append(Pipeline(layout, pipeline))
-    entries = tuple(EntryPoint(ep.name, i, ep.workgroup_size, ep.binding_count, ep.constant_count, ep.binding_dtypes,
-                               ep.constant_types, ep.local_memory_size) for i, ep in enumerate(entry_points))
+    entries = tuple(replace(ep, function=i) for i, ep in enumerate(entry_points))
     exe = Executable(entries, format, keepalive=(module, pipelines))
     exe.pipelines = pipelines  # type: ignore[attr-defined]
     exe.stores = stored_bindings(bytes(data), [ep.name for ep in entry_points])  # type: ignore[attr-defined]

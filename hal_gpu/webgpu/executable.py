@@ -48,7 +48,8 @@ def _instructions(words: np.ndarray) -> list[list[int]]:
 
 def for_naga(spirv: bytes) -> bytes:
     """The module without its 8-bit name strings and memory operands (module docstring);
-    Unimplemented when a kernel really uses 8-bit integers (bool or int8 tensors)."""
+    Unimplemented when a kernel really computes on 8-bit integers (the SPIR-V target's never do:
+    bool and int8 tensors live in 32-bit words, compiler/codegen/spirv/bytes.py)."""
     words = np.frombuffer(spirv, dtype="<u4")
     body = _instructions(words)
     dead: set[int] = set()  # the i8 type, arrays of it, Function pointers to those, their constants and variables

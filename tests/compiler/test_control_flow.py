@@ -102,8 +102,6 @@ def test_stablehlo_if_case_while_and_call(driver):
     from compiler.reference import evaluate
     from tests.compiler.test_stablehlo_control import GENERIC
 
-    if driver == "webgpu":
-        pytest.skip("WebGPU kernels cannot read the i1 argument (no 8-bit type)")
     module = fg.load(GENERIC, device=driver)
     x = np.array([1.5, -2.0], F32)
     for pred in (True, False):

@@ -82,6 +82,19 @@ def _array(x: Any) -> Any:
     return np.asarray(x) if isinstance(x, np.generic) else x
 
 
+def _raw(x: np.ndarray) -> np.ndarray:
+    """A narrow-typed array (float8, float4, int4, int2) as the bytes fibergrid takes, as ONNX
+    Runtime's cases are fed."""
+    from compiler.frontends.onnx.narrow import is_narrow
+    return x.view(np.uint8) if is_narrow(x.dtype) else x
+
+
+def _typed(result: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """A result's bytes read as the narrow type the case expects (any other result as it is)."""
+    from compiler.frontends.onnx.narrow import is_narrow
+    return result.view(expected.dtype) if is_narrow(expected.dtype) and result.dtype == np.uint8 else result
+
+
 def run_case(case: Any, device: Any) -> Outcome:
     """Compiles and runs one case; never raises."""
     import fibergrid as fg
@@ -95,8 +108,9 @@ def run_case(case: Any, device: Any) -> Outcome:
                 inputs, outputs = [_array(x) for x in inputs], [_array(x) for x in outputs]
                 if any(not isinstance(x, np.ndarray) for x in inputs + outputs):
                     return Outcome(case.name, ops, "fail", "sequence or optional values (tensors only)")
-                results = module(*inputs)
+                results = module(*[_raw(x) for x in inputs])
                 results = list(results) if isinstance(results, tuple) else [results]
+                results = [_typed(r, o) for r, o in zip(results, outputs)]
                 Runner.assert_similar_outputs(list(outputs), results, rtol=case.rtol, atol=case.atol)
     except fg.Error as e:
         message = _first_line(e)

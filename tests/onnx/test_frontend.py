@@ -124,10 +124,15 @@ def test_unsupported_op_and_opset():
     assert "Unique" not in SUPPORTED_OPS
     with pytest.raises(fg.Error, match="unsupported ONNX op 'Unique' \\(node 'uniq'\\)"):
         fg.load(data, "local-sync")
-    old = _model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+    # an opset before 7: only ops still at the version in force at opset 7 (Relu 6 yes, Add 6 no)
+    old = _model([helper.make_node("Add", ["x", "x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], opset=6)
-    with pytest.raises(fg.Error, match="opset 6 is not supported"):
+    with pytest.raises(fg.Error, match="opset 6 is not supported.*op 'Add'"):
         fg.load(old, "local-sync")
+    same = _model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], opset=6)
+    x = np.array([-1, 2, -3, 4], np.float32)
+    np.testing.assert_array_equal(fg.load(same, "local-sync")(x), np.maximum(x, 0))
 
 
 def _value_inputs_model() -> bytes:

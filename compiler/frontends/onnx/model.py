@@ -19,10 +19,15 @@ import numpy as np
 from compiler.errors import CompileError
 from compiler.frontends.onnx.builder import Builder
 from compiler.frontends.onnx.graph import Scope, convert_graph
+from compiler.frontends.onnx.narrow import storage, to_storage
 from compiler.frontends.onnx.rewrite import fold_batch_norms
 from compiler.ir import Dim, Function, Module, TensorType, Value
 from common.errors import Error as HalError
 from common.errors import InvalidArgument
+
+NARROW_TYPES = ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "FLOAT4E2M1",
+                "INT4", "UINT4", "INT2", "UINT2")
+"""ONNX element types held as their storage bytes (narrow.py)."""
 
 MIN_OPSET = 7  # older opsets: the ops whose inputs were attributes read both forms
 
@@ -35,11 +40,13 @@ def _max_opset() -> int:
 
 
 def element_type(elem_type: int, what: str) -> np.dtype:
-    """numpy dtype of an ONNX TensorProto element type; CompileError for those fibergrid lacks."""
+    """numpy dtype of an ONNX TensorProto element type (ml_dtypes' for the narrow ones: float8,
+    float4, int4, int2; see narrow.py); CompileError for those fibergrid lacks."""
     from onnx import TensorProto, helper
     supported = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                  TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
-                 TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
+                 TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL,
+                 *(getattr(TensorProto, n) for n in NARROW_TYPES if hasattr(TensorProto, n))}
     if elem_type not in supported:
         name = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else str(elem_type)
         raise CompileError(f"{what}: unsupported element type {name}")
@@ -57,6 +64,26 @@ def tensor_value(t: Any, what: str) -> np.ndarray:
     array = np.array(array, copy=not array.flags.c_contiguous)  # (ascontiguousarray makes a scalar 1-D)
     array.setflags(write=False)
     return array
+
+
+def _check_unchanged_since(graph: Any, opset: int) -> None:
+    """A model of an opset before MIN_OPSET is converted only where each of its ops is still the
+    version in force at MIN_OPSET (Not, Relu...: the definition, hence the semantics, is the same);
+    CompileError naming the first op that changed."""
+    from onnx import AttributeProto, defs
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx"):
+            try:
+                old = defs.get_schema(node.op_type, opset).since_version
+                new = defs.get_schema(node.op_type, MIN_OPSET).since_version
+            except defs.SchemaError:
+                old, new = -1, 0
+            if old != new:
+                raise CompileError(f"ONNX opset {opset} is not supported (opsets {MIN_OPSET} to {_max_opset()} are): "
+                                   f"op '{node.op_type}' (node '{node.name or node.output[0]}') changed since")
+        for attr in node.attribute:
+            for g in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
+                _check_unchanged_since(g, opset)
 
 
 def read_model(data: bytes, base_dir: str | None = None) -> Any:
@@ -106,14 +133,19 @@ class OnnxModule(Module):
         self.model = model
         opset = default_opset(model)
         self.opset = _max_opset() if opset is None else opset
-        if not MIN_OPSET <= self.opset <= _max_opset():
+        if not 1 <= self.opset <= _max_opset():
             raise CompileError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET} to {_max_opset()} are)")
+        if self.opset < MIN_OPSET:
+            _check_unchanged_since(model.graph, self.opset)
         graph = model.graph
         self.constants = {t.name: tensor_value(t, f"initializer '{t.name}'") for t in graph.initializer}
         self.graph_inputs = [i for i in graph.input if i.name not in self.constants]
         fold_batch_norms(graph, self.constants)
-        args = [Value(self._declared(i, "input"), i.name) for i in self.graph_inputs]
-        results = [Value(self._declared(o, "output", allow_unknown=True), o.name) for o in graph.output]
+        # the declared types as converted (narrow types as ml_dtypes') and as called (their bytes)
+        self.logical_inputs = [self._declared(i, "input") for i in self.graph_inputs]
+        self.logical_outputs = [self._declared(o, "output", allow_unknown=True) for o in graph.output]
+        args = [Value(TensorType(t.shape, storage(t.dtype)), i.name) for t, i in zip(self.logical_inputs, self.graph_inputs)]
+        results = [Value(TensorType(t.shape, storage(t.dtype)), o.name) for t, o in zip(self.logical_outputs, graph.output)]
         super().__init__({"main": Function("main", args, results, [])})
 
     @staticmethod
@@ -187,25 +219,27 @@ class OnnxModule(Module):
         unknown = sorted(set(values) - {a.name for a in declared.args})
         if unknown:
             raise CompileError(f"values given for {unknown}, which are not inputs of the graph")
-        for arg, shape in zip(declared.args, shapes):
-            v = Value(TensorType(tuple(int(s) for s in shape), arg.type.dtype), arg.name)
+        for arg, logical, shape in zip(declared.args, self.logical_inputs, shapes):
+            v = Value(TensorType(tuple(int(s) for s in shape), logical.dtype), arg.name)
             args.append(v)
             scope.values[arg.name] = v
             if arg.name in values:
                 value = np.asarray(values[arg.name])
-                if value.shape != v.type.shape or value.dtype != v.type.dtype:
+                if value.shape != v.type.shape or value.dtype != arg.type.dtype:
                     raise CompileError(f"the value given for input '{arg.name}' is {value.dtype}{list(value.shape)}, "
-                                       f"the input is {v.type.dtype}{list(v.type.shape)}")
-                scope.values[arg.name] = value
+                                       f"the input is {arg.type.dtype}{list(v.type.shape)}")
+                scope.values[arg.name] = value.view(logical.dtype)
         outputs = convert_graph(self.model.graph, scope, builder, self.opset, HANDLERS)
         results = []
-        for declared_out, out in zip(declared.results, outputs):
+        for declared_out, logical, out in zip(declared.results, self.logical_outputs, outputs):
             v = builder.value(out)
-            if v.type.dtype != declared_out.type.dtype:
-                raise CompileError(f"graph output '{declared_out.name}': declared {declared_out.type.dtype}, "
+            if v.type.dtype != logical.dtype:
+                raise CompileError(f"graph output '{declared_out.name}': declared {logical.dtype}, "
                                    f"computed {v.type.dtype}")
             results.append(v)
-        return Module({"main": Function("main", args, results, builder.ops)})
+        main = Function("main", args, results, builder.ops)
+        to_storage(main)
+        return Module({"main": main})
 
 
 def read_source(path: str | os.PathLike) -> bytes:

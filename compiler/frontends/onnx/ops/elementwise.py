@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.frontends.onnx import narrow
 from compiler.frontends.onnx.builder import Tensor, dtype_of, shape_of
 from compiler.frontends.onnx.graph import Ctx, Handler
 from compiler.ir import Value
@@ -192,11 +193,12 @@ def _clip(c: Ctx) -> list[Tensor]:
 def _cast(c: Ctx) -> list[Tensor]:
     from compiler.frontends.onnx.model import element_type
     to = element_type(c.attr("to"), c.where)
-    return [c.b.convert(c.input(0), to)]  # float -> int truncates (out of range is undefined in ONNX)
+    # float -> int truncates (out of range is undefined in ONNX); narrow types: narrow.py
+    return [narrow.cast(c.b, c.input(0), to, bool(c.attr("saturate", 1)), c.attr("round_mode", "up"))]
 
 
 def _cast_like(c: Ctx) -> list[Tensor]:
-    return [c.b.convert(c.input(0), dtype_of(c.input(1)))]
+    return [narrow.cast(c.b, c.input(0), dtype_of(c.input(1)), bool(c.attr("saturate", 1)), c.attr("round_mode", "up"))]
 
 
 def _where(c: Ctx) -> list[Tensor]:
@@ -282,15 +284,20 @@ def _quantize(c: Ctx) -> list[Tensor]:
         to = element_type(c.attr("output_dtype"), c.where)
     else:
         to = np.dtype(np.uint8)
-    if to.kind not in "iu":
-        raise c.error(f"quantizing to {to} is not supported (integer types are)")
     f = np.float32 if dtype_of(x) != np.float64 else np.float64
-    y = c.b.unary("round_nearest_even", c.b.binary("divide", c.b.convert(x, f), c.b.convert(_per_axis(c, scale, x), f)))
+    y = c.b.binary("divide", c.b.convert(x, f), c.b.convert(_per_axis(c, scale, x), f))
+    if to.kind not in "iu" and not narrow.is_narrow(to):
+        raise c.error(f"quantizing to {to} is not supported (integer, float8 and float4 types are)")
+    if narrow.is_narrow(to) and narrow.formats()[to].is_float:  # float8: a saturating cast; float4 adds its zero
+        if zero is not None and not narrow.formats()[to].float8:
+            y = c.b.binary("add", y, narrow.cast(c.b, _per_axis(c, zero, x), f))
+        return [narrow.cast(c.b, y, to, bool(c.attr("saturate", 1)))]
+    y = c.b.unary("round_nearest_even", y)
     if zero is not None:
-        y = c.b.binary("add", y, c.b.convert(_per_axis(c, zero, x), f))
-    info = np.iinfo(to)
-    y = c.b.binary("minimum", c.b.binary("maximum", y, c.b.scalar(info.min, f)), c.b.scalar(info.max, f))
-    return [c.b.convert(y, to)]
+        y = c.b.binary("add", y, narrow.cast(c.b, _per_axis(c, zero, x), f))
+    low, high = narrow.integer_range(to)
+    y = c.b.binary("minimum", c.b.binary("maximum", y, c.b.scalar(low, f)), c.b.scalar(high, f))
+    return [narrow.cast(c.b, c.b.convert(y, np.int32), to)]
 
 
 def _dequantize(c: Ctx) -> list[Tensor]:
@@ -298,9 +305,9 @@ def _dequantize(c: Ctx) -> list[Tensor]:
     x, scale, zero = c.input(0), c.input(1), c.optional(2)
     out = element_type(c.attr("output_dtype"), c.where) if c.attr("output_dtype", 0) else dtype_of(scale)
     f = np.float64 if out == np.float64 else np.float32
-    y = c.b.convert(x, f)
-    if zero is not None:
-        y = c.b.binary("subtract", y, c.b.convert(_per_axis(c, zero, x), f))
+    y = narrow.cast(c.b, x, f)
+    if zero is not None and not (narrow.is_narrow(dtype_of(x)) and narrow.formats()[dtype_of(x)].is_float):
+        y = c.b.binary("subtract", y, narrow.cast(c.b, _per_axis(c, zero, x), f))  # (float8/4: no zero point)
     return [c.b.convert(c.b.binary("multiply", y, c.b.convert(_per_axis(c, scale, x), f)), out)]
 
 

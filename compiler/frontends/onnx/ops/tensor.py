@@ -331,7 +331,9 @@ def _dropout(c: Ctx) -> list[Tensor]:
     x = c.input(0)
     training = c.known(2, "training_mode")
     if training is not None and bool(training.reshape(-1)[0]):
-        raise c.error("training_mode=True (random dropout) is not supported")
+        ratio = c.known(1, "ratio")  # (opset 12+: the ratio is an input; 0.5 when omitted)
+        if ratio is None or float(ratio.reshape(-1)[0]) != 0.0:
+            raise c.error("training_mode=True with a non-zero ratio (random dropout) is not supported")
     return [x, c.b.full(True, shape_of(x), np.bool_)]
 
 

@@ -20,9 +20,12 @@ from compiler.ir import Value
 
 
 def matmul(c: Ctx, a: Tensor, b: Tensor) -> Tensor:
-    """numpy.matmul: 1-D operands promoted, batch dims broadcast."""
+    """numpy.matmul: 1-D operands promoted, batch dims broadcast. float16/bfloat16 products
+    accumulate in float32 (as numpy and ONNX Runtime do), rounded once at the end."""
     if dtype_of(a) != dtype_of(b):
         raise c.error(f"operand types differ: {dtype_of(a)} and {dtype_of(b)}")
+    if dtype_of(a).kind in "fV" and dtype_of(a).itemsize == 2:
+        return c.b.convert(matmul(c, c.b.convert(a, np.float32), c.b.convert(b, np.float32)), dtype_of(a))
     sa, sb = shape_of(a), shape_of(b)
     if not sa or not sb:
         raise c.error("MatMul operands must have rank >= 1")

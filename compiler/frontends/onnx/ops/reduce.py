@@ -111,7 +111,10 @@ def _arg(direction: str) -> Handler:
 
 
 def softmax(c: Ctx, x: Tensor, axis: int, log: bool = False) -> Tensor:
+    """(Log)Softmax along `axis`; float16/bfloat16 computed in float32 and rounded once."""
     dtype = dtype_of(x)
+    if dtype.kind in "fV" and dtype.itemsize == 2:
+        return c.b.convert(softmax(c, c.b.convert(x, np.float32), axis, log), dtype)
     m = reduce_keep(c, x, [axis], "maximum", lowest(dtype), True)
     shifted = c.b.binary("subtract", x, m)
     e = c.b.unary("exponential", shifted)

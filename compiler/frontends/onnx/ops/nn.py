@@ -126,7 +126,11 @@ def _window_out(size: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
 
 
 def _conv(c: Ctx) -> list[Tensor]:
-    x, w, bias = c.input(0), c.input(1), c.optional(2)
+    return [convolve(c, c.input(0), c.input(1), c.optional(2))]
+
+
+def convolve(c: Ctx, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """ONNX Conv of x by w (its geometry from the node's attributes)."""
     xs, ws = shape_of(x), shape_of(w)
     n = len(xs) - 2
     groups = c.attr("group", 1)
@@ -136,7 +140,7 @@ def _conv(c: Ctx) -> list[Tensor]:
     out = [xs[0], ws[0], *(_window_out(xs[2 + i], ws[2 + i], strides[i], dilations[i], *padding[i]) for i in range(n))]
     if groups > 1 and groups == xs[1] == ws[0] and isinstance(w, np.ndarray) and math.prod(ws[2:]) <= 49:
         y = _depthwise(c, x, w, out, strides, dilations, padding)
-        return [y if bias is None else c.b.binary("add", y, c.b.reshape(bias, [ws[0]] + [1] * n))]
+        return y if bias is None else c.b.binary("add", y, c.b.reshape(bias, [ws[0]] + [1] * n))
     attrs = _conv_attrs(n, strides, dilations, padding, groups)
     if isinstance(w, np.ndarray):  # constant weights: laid out [spatial..., in, out] (HWIO) once here,
         w = np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))  # not transposed by every call
@@ -145,7 +149,7 @@ def _conv(c: Ctx) -> list[Tensor]:
     y = c.b.emit("convolution", [x, w], out, dtype_of(x), attrs)
     if bias is not None:
         y = c.b.binary("add", y, c.b.reshape(bias, [ws[0]] + [1] * n))
-    return [y]
+    return y
 
 
 def _depthwise(c: Ctx, x: Tensor, w: np.ndarray, out: list[int], strides, dilations, padding) -> Tensor:

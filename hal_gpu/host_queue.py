@@ -27,7 +27,7 @@ from common.errors import Aborted
 Waits = list  # [(semaphore, value)]
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """One submission (or one step of one) waiting for its waits."""
 
@@ -77,16 +77,22 @@ class HostQueue:
         self._pumping = True
         try:
             progress = True
-            while progress:
+            while progress:  # (plain loops: this runs on every submission, a model call's hot path)
                 progress = self.retire()
                 pending, self.held = self.held, []
                 for sub in pending:
-                    failed = next((s for s, _ in sub.waits if s.failure is not None), None)
+                    failed, waiting = None, False
+                    for s, x in sub.waits:
+                        if s.failure is not None:
+                            failed = s
+                            break
+                        waiting = waiting or not self.known(s, x)
                     if failed is not None:
                         self.fail(sub.signals, wait_failure(failed))
                         progress = True
-                    elif all(self.known(s, x) for s, x in sub.waits):
-                        progress |= bool(self.launch(sub))
+                    elif not waiting:
+                        if self.launch(sub):
+                            progress = True
                     else:
                         self.held.append(sub)
         finally:

@@ -34,7 +34,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from compiler import kernel_ir as kir
 from compiler import pipeline
+from compiler.dynamic import DynamicDims, NotDynamic
 from compiler.codegen.llvm_cpu import jit
 from compiler.errors import CompileError, NeedsInputValues
 from compiler.host_program import CopyRecord, DispatchRecord, JumpRecord, check_program
@@ -44,7 +46,7 @@ from compiler.targets import KernelCode, TargetCode
 from common.errors import InvalidArgument, Unavailable
 
 MAGIC = b"\x89FGX\r\n\x1a\n"
-FORMAT_VERSION = 2  # 2: the host program's steps include copies and jumps (control flow)
+FORMAT_VERSION = 3  # 2: the host program's steps include copies and jumps; 3: dynamic functions compiled once
 _HEADER = struct.Struct("<8sIIQ32s")
 
 _TYPE_NAMES = {dtype: name for name, dtype in ELEMENT_TYPES.items() if name != "index"}
@@ -114,6 +116,10 @@ class FunctionEntry:
     # shape given as a graph input: errors.NeedsInputValues): compiled per call signature and
     # contents, from the source, like dynamic dims.
     value_inputs: tuple[str, ...] = ()
+    # A function with dynamic dims compiled once for every size of them (CompiledFunction.at),
+    # or why it is compiled per input-shape signature instead (compiler/dynamic.py).
+    dynamic: pipeline.CompiledFunction | None = None
+    dynamic_fallback: str = ""
 
     @property
     def is_dynamic(self) -> bool:
@@ -133,13 +139,15 @@ class Program:
 def build(text: str | bytes, functions: Sequence[str] | None = None,
           shapes: Mapping[str, Sequence[pipeline.Shapes]] | None = None,
           progress: pipeline.Progress | None = None, module=None, targets: Sequence[str] = (),
-          values: Mapping[str, np.ndarray] | None = None) -> Program:
+          values: Mapping[str, np.ndarray] | None = None, dynamic: bool = True) -> Program:
     """Compile `functions` (default: every public one) of StableHLO `text` (or ONNX bytes): static functions
     fully, dynamic ones for each signature in `shapes[name]` (ahead of time) plus the source.
     `module` is `text` already parsed, when the caller has it (parsing a big model takes seconds).
     `values`: contents of value inputs, for a runtime's compile of one call's signature. Ahead of
     time (no `values`), a function whose conversion needs input contents gets `value_inputs`
-    and no code: it compiles per call, from the source."""
+    and no code: it compiles per call, from the source. With `dynamic`, a function with dynamic
+    dims is also compiled once for every size of them where it can be (`pipeline.compile_dynamic`;
+    else `dynamic_fallback` says why); a runtime compiling one signature passes False."""
     module = module or pipeline.parse(text, progress)
     names = list(functions) if functions else pipeline.public_functions(module)
     entries = {}
@@ -157,6 +165,11 @@ def build(text: str | bytes, functions: Sequence[str] | None = None,
                 entry.value_inputs = e.inputs
                 break
             entry.specializations[compiled.shapes] = compiled
+        if dynamic and values is None and entry.is_dynamic and not entry.value_inputs:
+            try:
+                entry.dynamic = pipeline.compile_dynamic(module, name, progress)
+            except NotDynamic as e:
+                entry.dynamic_fallback = str(e)
         entries[name] = entry
     dynamic = any(e.is_dynamic for e in entries.values())
     return Program(entries, text if dynamic else None)
@@ -194,7 +207,8 @@ def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Bl
         "inputs": [{"shape": list(s), "dtype": dtype_name(d)} for s, d in c.inputs],
         "object": blobs.add(f"{prefix}/object", c.object_code),
         "kernels": [{"name": k.name, "bindings": [dtype_name(d) for d in k.binding_dtypes],
-                     "local_memory_size": k.local_memory_size} for k in c.kernels],
+                     "local_memory_size": k.local_memory_size, "constant_count": k.constant_count} for k in c.kernels],
+        **({"dynamic": _encode_dynamic(c.dynamic)} if c.dynamic is not None else {}),
         "tensors": [tensor(t) for t in c.tensors],
         "steps": [_encode_step(r) for r in c.program],
         "results": [{"tensor": t, "shape": list(s)} for t, s in c.results],
@@ -206,6 +220,20 @@ def _encode_specialization(c: pipeline.CompiledFunction, prefix: str, blobs: _Bl
                                    "local_memory_size": k.local_memory_size} for k in v.kernels]}
                      for v in c.variants],
     }
+
+
+def _encode_dynamic(d: DynamicDims) -> dict[str, Any]:
+    return {"tensor_scales": list(d.tensors), "result_scales": list(d.results), "sentinel": d.sentinel,
+            "grids": [{"entry": e, "scales": [s for s, _ in g], "tiles": [t for _, t in g]} for e, g in d.grids]}
+
+
+def _decode_dynamic(d: dict[str, Any]) -> DynamicDims:
+    grids = []
+    for g in d["grids"]:
+        if len(g["scales"]) != 3 or len(g["tiles"]) != 3:
+            raise ValueError(f"dynamic grid of '{g['entry']}' is not 3 (scale, tile) pairs")
+        grids.append((g["entry"], tuple(zip(g["scales"], g["tiles"]))))
+    return DynamicDims(tuple(d["tensor_scales"]), tuple(d["result_scales"]), tuple(grids), d["sentinel"])
 
 
 def _encode_step(r: pipeline.Step) -> dict[str, Any]:
@@ -251,6 +279,8 @@ def to_bytes(program: Program) -> bytes:
             "inputs": [{"shape": list(s), "dtype": dtype_name(d)} for s, d in entry.signature],
             "specializations": [_encode_specialization(c, f"{name}/{i}", blobs)
                                 for i, c in enumerate(entry.specializations.values())],
+            **({"dynamic_code": _encode_specialization(entry.dynamic, f"{name}/dynamic", blobs)} if entry.dynamic else {}),
+            **({"dynamic_fallback": entry.dynamic_fallback} if entry.dynamic_fallback else {}),
             **({"input_info": _encode_io(entry.inputs), "output_info": _encode_io(entry.outputs)} if entry.inputs else {}),
             **({"value_inputs": list(entry.value_inputs)} if entry.value_inputs else {}),
         })
@@ -337,7 +367,7 @@ def from_bytes(data: bytes, origin: str) -> Program:
             source = source.decode()
         program = Program(functions, source, target, meta["compiler_version"])
         for entry in functions.values():
-            for compiled in entry.specializations.values():
+            for compiled in [*entry.specializations.values(), *([entry.dynamic] if entry.dynamic else [])]:
                 _check_specialization(compiled, origin)
         return program
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
@@ -354,10 +384,10 @@ def _no_floats(text: str) -> None:
 # error here rather than something int() or str() quietly turns into another program. Keys not
 # listed (added by later formats) are left to the decoders.
 _INTS = {"offset", "length", "local_memory_size", "input_index", "id", "tensor", "format_version",
-         "copy_from", "copy_to", "jump_to", "predicate", "equals"}
-_INT_LISTS = {"workgroup_count", "workgroup_size"}
+         "copy_from", "copy_to", "jump_to", "predicate", "equals", "constant_count", "sentinel"}
+_INT_LISTS = {"workgroup_count", "workgroup_size", "tensor_scales", "result_scales", "scales", "tiles"}
 _STRS = {"name", "sha256", "dtype", "kind", "entry", "format", "object", "blob", "triple", "cpu", "compiler_version",
-         "source_format", "op"}
+         "source_format", "op", "dynamic_fallback"}
 _OPTIONAL_STRS = {"value", "source"}
 
 
@@ -425,6 +455,36 @@ def _check_specialization(c: pipeline.CompiledFunction, origin: str) -> None:
     for t, shape in c.results:
         if t not in tensors or any(n < 0 for n in shape) or int(np.prod(shape)) != int(np.prod(tensors[t].shape)):
             raise InvalidArgument(f"{where}: result tensor {t} is missing or has {shape} elements of another count")
+    if any(k.constant_count not in ((0, 1) if c.dynamic is not None else (0,)) for k in c.kernels):
+        raise InvalidArgument(f"{where}: a kernel takes push constants the host program does not give")
+    if c.dynamic is not None:
+        _check_dynamic(c, c.dynamic, where)
+
+
+def _check_dynamic(c: pipeline.CompiledFunction, d: DynamicDims, where: str) -> None:
+    """A dynamic function's tables match its program: a scale per tensor and result, each scaled
+    dim recorded at `scale * sentinel`, results of as many elements per unit of the dim as their
+    buffers, and a (scale, tile) grid only for kernels that read the dim."""
+    if d.sentinel < 1 or len(d.tensors) != len(c.tensors) or len(d.results) != len(c.results) \
+            or any(x < 0 for x in (*d.tensors, *d.results)):
+        raise InvalidArgument(f"{where}: its dynamic-dim tables do not match its tensors and results")
+
+    def per_dim(shape: tuple[int, ...], scale: int) -> int:
+        if not scale:
+            return 0
+        lead = kir.leading_dim(shape)
+        if not shape or shape[lead] != scale * d.sentinel:
+            raise InvalidArgument(f"{where}: a dynamic dim recorded as {shape} is not {scale} x {d.sentinel}")
+        return scale * int(np.prod(shape[lead + 1:]))
+
+    scaled = [per_dim(t.shape, scale) for t, scale in zip(c.tensors, d.tensors)]
+    for (t, shape), scale in zip(c.results, d.results):
+        if per_dim(shape, scale) != scaled[t]:
+            raise InvalidArgument(f"{where}: result tensor {t} does not grow with the dynamic dim as its buffer does")
+    dynamic_kernels = {k.name for k in c.kernels if k.constant_count}
+    for entry, grid in d.grids:
+        if entry not in dynamic_kernels or any(s < 0 or t < 1 for s, t in grid):
+            raise InvalidArgument(f"{where}: dynamic grid of '{entry}': not a dynamic kernel, or a bad scale or tile")
 
 
 def _read_blobs(table: list[dict[str, Any]], area: memoryview, origin: str) -> dict[str, memoryview]:
@@ -456,6 +516,11 @@ def _decode_function(f: dict[str, Any], blobs: dict[str, memoryview]) -> Functio
     for s in f["specializations"]:
         compiled = _decode_specialization(f["name"], s, blobs)
         entry.specializations[compiled.shapes] = compiled
+    if "dynamic_code" in f:
+        entry.dynamic = _decode_specialization(f["name"], f["dynamic_code"], blobs)
+        if entry.dynamic.dynamic is None:
+            raise ValueError(f"the dynamic code of @{entry.name} has no dynamic tables")
+    entry.dynamic_fallback = f.get("dynamic_fallback", "")
     return entry
 
 
@@ -474,12 +539,13 @@ def _decode_specialization(name: str, s: dict[str, Any], blobs: dict[str, memory
         tuple(_decode_step(d) for d in s["steps"]),
         tuple((int(r["tensor"]), tuple(int(d) for d in r["shape"])) for r in s["results"]),
         tuple(pipeline.KernelInfo(str(k["name"]), tuple(dtype_from_name(d) for d in k["bindings"]),
-                                  int(k["local_memory_size"])) for k in s["kernels"]),
+                                  int(k["local_memory_size"]), k.get("constant_count", 0)) for k in s["kernels"]),
         bytes(blobs[s["object"]]),
         tuple(TargetCode(str(v["format"]), bytes(blobs[v["blob"]]), tuple(
             KernelCode(str(k["name"]), tuple(int(x) for x in k["workgroup_size"]), tuple(int(x) for x in k["workgroup_count"]),
                        tuple(dtype_from_name(d) for d in k["bindings"]), int(k["local_memory_size"])) for k in v["kernels"]))
-              for v in s.get("variants", ())))
+              for v in s.get("variants", ())),
+        dynamic=_decode_dynamic(s["dynamic"]) if "dynamic" in s else None)
 
 
 def load(path: str | os.PathLike) -> Program:

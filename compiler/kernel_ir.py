@@ -328,9 +328,40 @@ class ConvBody:
 
 
 @dataclass(frozen=True)
+class DynamicExtents:
+    """The extents of a region that are a multiple of the function's dynamic dim D, a value the
+    kernel reads at run time from push constant 0 (compiler/dynamic.py): each is `scale * D`,
+    and 0 means the region's static value holds. The static values of these fields in the
+    region are those of one compile-time size and must not be used by a backend.
+
+    Only leading extents can be dynamic (the first dim of size other than 1): a row-major buffer
+    whose first dim grows keeps its strides, so addressing is unchanged and only loop bounds,
+    grids and length checks move."""
+
+    bindings: tuple[int, ...]  # per binding: its leading dim (the first of size other than 1)
+    lead: int = 0  # elementwise/reduction: body.shape's leading dim (never a reduced one); matmul: m
+    rows: int = 0  # grid.rows
+    cols: int = 0  # grid.cols (an output space of one non-unit dim)
+    batch: int = 0  # matmul: batch
+
+    def binding_elements(self, decl: BindingDecl, index: int) -> int:
+        """Elements of binding `index` per unit of D (0: static)."""
+        scale = self.bindings[index]
+        return scale * math.prod(decl.shape[leading_dim(decl.shape) + 1:]) if scale else 0
+
+
+def leading_dim(shape: tuple[int, ...]) -> int:
+    """The dim of a buffer or space that a dynamic dim can be: its first of size other than 1
+    (unit dims before it have index 0 at every point, so its stride is all that addressing uses)."""
+    return next((d for d, n in enumerate(shape) if n != 1), 0)
+
+
+@dataclass(frozen=True)
 class KernelRegion:
-    """One dispatch region: a kernel's name, its bindings and what it computes."""
+    """One dispatch region: a kernel's name, its bindings and what it computes; `dynamic` says
+    which extents are run-time multiples of a dynamic dim (None: all static)."""
 
     name: str
     bindings: tuple[BindingDecl, ...]
     body: ElementwiseBody | ReductionBody | RowBody | SortBody | MatmulBody | ConvBody
+    dynamic: DynamicExtents | None = None

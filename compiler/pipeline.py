@@ -28,15 +28,18 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from compiler import dynamic
 from compiler import kernel_ir as kir
 from compiler import targets as targets_
 from compiler.codegen.llvm_cpu import generate, jit, prepare
-from compiler.errors import CompileError
+from compiler.dynamic import DynamicDims
+from compiler.errors import CompileError, NeedsInputValues
 from compiler.frontends.stablehlo import parse_stablehlo
 from compiler.ir import Dim, Module
-from compiler.host_program import DispatchRecord, Step, assemble, lower
+from compiler.host_program import DispatchRecord, Lowered, Step, assemble, lower
 from compiler.passes.fusion import Tensor
 from compiler.passes.shape_inference import specialize
+from common.errors import Error
 from hal.executable import CPU_NATIVE_FORMAT, EntryPoint, Executable, Variant
 
 Shapes = tuple[tuple[int, ...], ...]  # one concrete shape per function input
@@ -82,6 +85,7 @@ class KernelInfo:
     name: str
     binding_dtypes: tuple[np.dtype, ...]
     local_memory_size: int
+    constant_count: int = 0  # 1: it reads the dynamic dim D (compiler/dynamic.py)
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,43 @@ class CompiledFunction:
     # The contents of the value inputs it was compiled for (executable.FunctionEntry.value_inputs),
     # which rebuilding the kernel IR from `source` needs too.
     values: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    # Compiled once for every size of a dynamic leading dim (compiler/dynamic.py): its shapes
+    # are those of one compile-time size; `at(d)` gives the program for the size d.
+    dynamic: DynamicDims | None = None
+    dim: int = 0  # in `at(d)`'s result: d, passed to the dynamic kernels as push constant 0
 
     @property
     def shapes(self) -> Shapes:
         return tuple(shape for shape, _ in self.inputs)
+
+    def at(self, dim: int) -> "CompiledFunction":
+        """A dynamic function's program for the dynamic dim `dim` (>= 1): buffer, input and result
+        shapes and the dynamic kernels' workgroup counts computed from it; the code (one linked
+        executable) and the constants are shared with this one."""
+        dyn = self.dynamic
+        if dyn is None or dim < 1:
+            raise CompileError(f"@{self.name}: at({dim}) needs a dynamic function and a dim >= 1")
+
+        tensors = tuple(replace(t, shape=dynamic.resize(t.shape, scale, dim)) for t, scale in zip(self.tensors, dyn.tensors))
+        by_input = {t.input_index: t.shape for t in tensors if t.kind == "input"}
+        inputs = tuple((by_input.get(i, s), dtype) for i, (s, dtype) in enumerate(self.inputs))
+        grids = dict(dyn.grids)
+        program = tuple(replace(s, workgroup_count=tuple(-(-scale * dim // tile) if scale else n for n, (scale, tile)
+                                                         in zip(s.workgroup_count, grids[s.entry])))
+                        if isinstance(s, DispatchRecord) and s.entry in grids else s for s in self.program)
+        results = tuple((t, dynamic.resize(s, scale, dim)) for (t, s), scale in zip(self.results, dyn.results))
+        instance = replace(self, inputs=inputs, tensors=tensors,
+                           program=program, results=results, dynamic=None, dim=dim)
+        instance.__dict__["executable"] = self.executable  # one link for every size (cached_property's slot)
+        return instance
+
+    def constants_for(self, entry: str) -> tuple[int, ...]:
+        """The push constants of a dispatch of `entry`: D for a dynamic kernel, else none."""
+        return (self.dim,) if self._dynamic_entries.get(entry) else ()
+
+    @functools.cached_property
+    def _dynamic_entries(self) -> dict[str, bool]:
+        return {k.name: k.constant_count > 0 for k in self.kernels}
 
     @functools.cached_property
     def executable(self) -> Executable:
@@ -120,11 +157,14 @@ class CompiledFunction:
         every GPU target's code from the kernel IR, compiled when such a device first loads it. A device picks
         its format itself (`Device.executable_for`), so a runtime dispatches this on any."""
         module = jit.load_object(self.object_code) if self.kernels else None
-        entries = tuple(EntryPoint(k.name, module.address(k.name), (1, 1, 1), len(k.binding_dtypes), 0,
-                                   k.binding_dtypes, (), k.local_memory_size) for k in self.kernels)
+        entries = tuple(EntryPoint(k.name, module.address(k.name), (1, 1, 1), len(k.binding_dtypes), k.constant_count,
+                                   k.binding_dtypes, (np.dtype(np.uint32),) * k.constant_count, k.local_memory_size)
+                        for k in self.kernels)
         variants = {code.format: Variant(code.blob, _entry_points(code)) for code in self.variants}
         for target in targets_.gpu_targets():
-            if target.format not in variants and (self.regions or self.source is not None) and self.kernels:
+            # (no GPU form of a dynamic function's kernels: GPU devices compile it per shape)
+            if target.format not in variants and (self.regions or self.source is not None) and self.kernels \
+                    and self.dynamic is None and not self.dim:
                 def build(target=target) -> bytes:
                     return target.build(self._kernel_regions()).blob
 
@@ -224,6 +264,13 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
     with progress.stage(f"@{function}: shapes and fusion"):
         static = static_module(module, function, shapes, values)
         lowered = lower(static, function, prepare)
+    return _generate(fn, function, shapes, lowered, progress, targets, values)
+
+
+def _generate(fn, function: str, shapes: Shapes, lowered: Lowered, progress: Progress, targets: Sequence[str] = (),
+              values: Mapping[str, np.ndarray] | None = None, dims: DynamicDims | None = None) -> CompiledFunction:
+    """Code generation, LLVM and the host program of a lowered function (`dims`: the dynamic
+    dim's tables, when `dynamic.generalize` made it)."""
     dispatches = lowered.dispatches
     with progress.stage(f"@{function}: code generation"):
         kernels = [generate(d.region) for d in dispatches]
@@ -237,9 +284,31 @@ def compile_function(module: Module, function: str, input_shapes: Sequence[Seque
     return CompiledFunction(
         function, tuple((s, a.type.dtype) for s, a in zip(shapes, fn.args)), tuple(lowered.tensors),
         assemble(lowered, kernels), tuple(lowered.results),
-        tuple(KernelInfo(k.name, tuple(b.dtype for b in d.region.bindings), k.local_memory_size)
+        tuple(KernelInfo(k.name, tuple(b.dtype for b in d.region.bindings), k.local_memory_size, k.constant_count)
               for k, d in zip(kernels, dispatches)),
-        object_code, tuple(variants), regions, values={n: np.array(v) for n, v in values.items()} if values else None)
+        object_code, tuple(variants), regions, values={n: np.array(v) for n, v in values.items()} if values else None,
+        dynamic=None if dims is None else replace(dims, grids=tuple((k.name, k.dynamic_grid) for k in kernels if k.dynamic_grid)))
+
+
+def compile_dynamic(module: Module, function: str, progress: Progress | None = None) -> CompiledFunction:
+    """`function`, whose inputs have dynamic leading dims, compiled once for every size of them
+    (compiler/dynamic.py). Raises dynamic.NotDynamic (with the reason) when its code depends on
+    the dim in a way kernels cannot take at run time: it is then compiled per shape signature."""
+    progress = progress or Progress()
+    fn = module.function(function)
+    sig = signature(module, function)
+    dynamic.leading_dynamic(sig)
+    lowered = []
+    with progress.stage(f"@{function}: shapes and fusion (dynamic dims)"):
+        for size in dynamic.SENTINELS:
+            try:
+                static = static_module(module, function, dynamic.sentinel_shapes(sig, size))
+            except (Error, NeedsInputValues) as e:
+                raise dynamic.NotDynamic(f"it does not compile with every dynamic dim equal ({type(e).__name__}: "
+                                         f"{str(e).splitlines()[0][:200]})") from None
+            lowered.append(lower(static, function, prepare))
+        general, dims = dynamic.generalize(*lowered)
+    return _generate(fn, function, dynamic.sentinel_shapes(sig, dynamic.SENTINELS[0]), general, progress, dims=dims)
 
 
 def parse(text: str | bytes, progress: Progress | None = None) -> Module:

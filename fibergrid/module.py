@@ -45,6 +45,7 @@ from compiler.pipeline import CompiledFunction, Progress, Shapes, parse
 from hal.buffer import BufferUsage
 from hal.command_buffer import CommandBuffer
 from hal.device import Device
+from hal.executable import CPU_NATIVE_FORMAT
 from hal.semaphore import Semaphore
 from common.errors import DeadlineExceeded, Error, InvalidArgument
 
@@ -63,7 +64,8 @@ def _record(device: Device, compiled: CompiledFunction, steps: Sequence[Step], v
         if step.barrier_before:
             cb.execution_barrier()
         if isinstance(step, DispatchRecord):
-            cb.dispatch(compiled.executable, step.entry, step.workgroup_count, [], [views[t] for t in step.tensors])
+            cb.dispatch(compiled.executable, step.entry, step.workgroup_count, compiled.constants_for(step.entry),
+                        [views[t] for t in step.tensors])
         else:
             source, target = views[step.source], views[step.target]
             cb.copy(source.buffer, source.offset, target.buffer, target.offset, target.nbytes)
@@ -179,17 +181,15 @@ class _Prepared:
     (each call points the result buffers at fresh memory: no copy out), or into caller-provided
     `out` arrays (ONNX Runtime's io-binding)."""
 
-    def __init__(self, compiled: CompiledFunction, device: Device, timeout: float) -> None:
+    def __init__(self, compiled: CompiledFunction, device: Device, timeout: float,
+                 constants: dict[int, Any] | None = None) -> None:
         self.compiled = compiled
         self._device = device
         self._timeout = timeout
         if compiled.kernels:  # a program of copies alone (a loop that never runs) needs none
             device.check_executable(compiled.executable)
-        results = {t for t, _ in compiled.results}
-        # Weights go to device memory where there is any (through a staging copy on a GPU); a
-        # constant that is also a result stays host-visible.
-        self._constants = {t.id: device.allocator.import_array(t.value, BufferUsage.DEFAULT if t.id in results else DEVICE_ONLY)
-                           for t in compiled.tensors if t.kind == "constant"}
+        # (the sizes of a dynamic function share one upload of its constants)
+        self._constants = _upload_constants(compiled, device) if constants is None else constants
         self._lanes = [_Lane(compiled, device, self._constants)]
         self._free = [self._lanes[0]]
         self._lock = threading.Lock()
@@ -375,6 +375,15 @@ ZERO_COPY_BYTES = 64 * 1024  # arrays this large are bound in place (measured: b
 MAX_VALUE_ELEMENTS = 4096
 
 
+def _upload_constants(compiled: CompiledFunction, device: Device) -> dict[int, Any]:
+    """The function's constants as device buffer views, by tensor id. Weights go to device
+    memory where there is any (through a staging copy on a GPU); a constant that is also a
+    result stays host-visible."""
+    results = {t for t, _ in compiled.results}
+    return {t.id: device.allocator.import_array(t.value, BufferUsage.DEFAULT if t.id in results else DEVICE_ONLY)
+            for t in compiled.tensors if t.kind == "constant"}
+
+
 def _as_array(arg: Any, dtype: np.dtype, what: str) -> np.ndarray:
     """Arrays keep their dtype (a wrong one is an error, never a silent cast); Python scalars and
     lists take the declared one, as they carry no dtype of their own."""
@@ -401,6 +410,10 @@ class Function:
         self._prepared: dict[Any, _Prepared] = {}
         self._lock = threading.Lock()
         self._value_at = self._value_positions(entry.value_inputs)
+        # The inputs whose dim 0 is the dynamic dim, and the constants every size shares, when
+        # calls run the code compiled once for every size (`dynamic`).
+        self._dynamic_inputs = [i for i, (shape, _) in enumerate(self.signature) if shape and shape[0] is None]
+        self._dynamic_constants: dict[int, Any] | None = None
 
     def __repr__(self) -> str:
         args = ", ".join(format_shape(s, d) for s, d in self.signature)
@@ -410,8 +423,35 @@ class Function:
     def compiled(self) -> CompiledFunction:
         """The compiled function of a static signature (for inspection: program, executable)."""
         if self._entry.is_dynamic:
-            raise InvalidArgument(f"@{self.name} has dynamic dims: it is compiled per call signature")
+            raise InvalidArgument(f"@{self.name} has dynamic dims: it has no code of one static signature")
         return next(iter(self._entry.specializations.values()))
+
+    @property
+    def dynamic(self) -> bool:
+        """True when calls run code compiled once for every size of the function's dynamic dim
+        (compiler/dynamic.py; a call's shapes only size its buffers and grids); False for a
+        static function and for one compiled per input-shape signature (`dynamic_fallback`)."""
+        return self.dynamic_fallback == "" and self._entry.dynamic is not None
+
+    @property
+    def dynamic_fallback(self) -> str:
+        """Why a function with dynamic dims is compiled per input-shape signature ("" when it is not)."""
+        if not self._entry.is_dynamic:
+            return ""
+        if self._entry.dynamic is None:
+            return self._entry.dynamic_fallback or "its inputs' contents decide shapes"
+        if CPU_NATIVE_FORMAT not in self._module.device.formats:
+            return f"the {self._module.device.driver} driver runs no code of run-time size (CPU drivers only)"
+        return ""
+
+    def _dim(self, arrays: list[np.ndarray]) -> int | None:
+        """This call's dynamic dim when it runs the code compiled for every size: the one size
+        (>= 1) all dynamic inputs have. Inputs that disagree take the per-shape path, whose
+        shape checks (jax.export's assertions) say what is wrong."""
+        if self._entry.dynamic is None or self._value_at or CPU_NATIVE_FORMAT not in self._module.device.formats:
+            return None
+        dims = {arrays[i].shape[0] for i in self._dynamic_inputs}
+        return dims.pop() if len(dims) == 1 and min(dims) >= 1 else None
 
     def _arrays(self, args: tuple[Any, ...]) -> list[np.ndarray]:
         if len(args) != len(self.signature):
@@ -443,12 +483,20 @@ class Function:
             prepared = self._prepared.get(key)
             if prepared is None:
                 shapes = tuple(a.shape for a in arrays)
+                device = self._module.device
+                # An exact specialization first (compiled ahead of time: `--specialize`), then the
+                # code for every size, then a compile for these shapes.
                 compiled = self._entry.specializations.get(shapes) if not self._value_at else None
+                constants = None
+                if compiled is None and (dim := self._dim(arrays)) is not None:
+                    if self._dynamic_constants is None:
+                        self._dynamic_constants = _upload_constants(self._entry.dynamic, device)
+                    compiled, constants = self._entry.dynamic.at(dim), self._dynamic_constants
                 compiled = compiled or self._compile(shapes, arrays)
                 key = self._key(arrays)  # compiling may have found more value inputs
                 while len(self._prepared) >= MAX_SIGNATURES:  # the oldest goes (a call on it finishes)
                     del self._prepared[next(iter(self._prepared))]
-                prepared = self._prepared[key] = _Prepared(compiled, self._module.device, self._module.timeout)
+                prepared = self._prepared[key] = _Prepared(compiled, device, self._module.timeout, constants)
             return prepared
 
     def _compile(self, shapes: Shapes, arrays: list[np.ndarray]) -> CompiledFunction:
@@ -616,7 +664,7 @@ class Module:
                 if self._parsed is None:
                     self._parsed = parse(source, self._progress)
             program = executable.build(source, [name], {name: [shapes]}, self._progress, module=self._parsed,
-                                       values=values)
+                                       values=values, dynamic=False)
             return dataclasses.replace(program, source=None)  # the module keeps it once, not per entry
 
         digest = ""

@@ -2,12 +2,15 @@
 shared expression emitter (`expr`) and one generator per kernel IR body: `elementwise`,
 `reduction`, `rows`, `sort`, and the hand-tiled `matmul` and `conv` the hardest ops lower to."""
 
+from dataclasses import replace
+
 from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu import caches, conv, matmul
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
 from compiler.codegen.llvm_cpu.rows import generate_rows
 from compiler.codegen.llvm_cpu.sort import generate_sort
+from compiler.errors import CompileError
 from compiler.passes.conv_as_matmul import convs_as_matmuls
 from compiler.passes.fusion import Partition
 from compiler.passes.packing import prepack_weights
@@ -23,14 +26,21 @@ def prepare(part: Partition) -> Partition:
 
 
 def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
-    """The llvm_cpu kernel for one region: the only place that picks a generator per body."""
+    """The llvm_cpu kernel for one region: the only place that picks a generator per body. A
+    region with dynamic extents (elementwise, reduction, rows, matmul: compiler/dynamic.py decides
+    which) reads the dim from push constant 0, and says how its grid grows with it."""
     body = region.body
-    if isinstance(body, kir.ElementwiseBody):
-        return generate_elementwise(region)
-    if isinstance(body, kir.ReductionBody):
-        return generate_reduction(region)
-    if isinstance(body, kir.RowBody):
-        return generate_rows(region)
+    dynamic = region.dynamic
+    if isinstance(body, (kir.ElementwiseBody, kir.ReductionBody, kir.RowBody)):
+        generator = {kir.ElementwiseBody: generate_elementwise, kir.ReductionBody: generate_reduction,
+                     kir.RowBody: generate_rows}[type(body)]
+        kernel = generator(region)
+        if dynamic is None:
+            return kernel
+        grid = ((dynamic.cols, body.grid.tile_cols), (dynamic.rows, body.grid.tile_rows), (0, 1))
+        return replace(kernel, constant_count=1, dynamic_grid=grid)
+    if dynamic is not None and not isinstance(body, kir.MatmulBody):
+        raise CompileError(f"{region.name}: llvm_cpu has no dynamic form of {type(body).__name__}")
     if isinstance(body, kir.SortBody):
         return generate_sort(region)
     if isinstance(body, kir.ConvBody):
@@ -39,5 +49,12 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
     epilogues = {"bias_add": matmul.bias_add(0), "relu": matmul.relu}
     epilogue = matmul.chain(*(epilogues[e] for e in body.epilogue)) if body.epilogue else None
     extra = (body.n,) if "bias_add" in body.epilogue else ()
-    return matmul.generate_matmul(body.m, body.n, body.k, batch=body.batch, epilogue=epilogue,
-                                  extra_bindings=extra, b_panel=body.b_panel, name=region.name)
+    runtime = matmul.RuntimeExtents(dynamic.lead, dynamic.batch) if dynamic is not None else None
+    kernel = matmul.generate_matmul(body.m, body.n, body.k, batch=body.batch, epilogue=epilogue,
+                                    extra_bindings=extra, b_panel=body.b_panel, name=region.name,
+                                    runtime=runtime)
+    if runtime is None:
+        return kernel
+    cfg = kernel.config
+    grid = ((0, cfg.tile_n), (runtime.m, cfg.tile_m), (runtime.batch, 1))
+    return replace(kernel, constant_count=1, dynamic_grid=grid)

@@ -123,6 +123,14 @@ class KernelBuilder:
         """Push constant `index` as i32 (constants are 32-bit words)."""
         return self._indexed(abi.DS_CONSTANTS, index, I32, f"const{index}")
 
+    def dynamic_dim(self) -> ir.Value:
+        """The function's dynamic dim D (push constant 0, kernel_ir.DynamicExtents) as i64."""
+        return self.builder.zext(self.constant_i32(0), I64, name="dim")
+
+    def extent(self, static: int, scale: int, dim: ir.Value | None) -> ir.Value:
+        """An i64 extent: `scale * dim` when scale > 0 (a dynamic extent), else `static`."""
+        return self.builder.mul(dim, i64(scale)) if scale else i64(static)
+
     def constant_f32(self, index: int) -> ir.Value:
         """Push constant `index` reinterpreted as f32."""
         return self.builder.bitcast(self.constant_i32(index), F32, name=f"const{index}.f32")

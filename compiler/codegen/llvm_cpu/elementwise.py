@@ -36,10 +36,10 @@ def generate_elementwise(region: kir.KernelRegion, lanes: int | None = None) -> 
             for slot, expr in zip(body.output_bindings, body.outputs):
                 store(b, ptrs, region.bindings[slot], slot, offset, e.value(expr), nontemporal)
 
-        for_each_point(kb, body.grid, body.shape, lanes, point)
+        for_each_point(kb, body.grid, body.shape, lanes, point, region.dynamic)
 
     grid = body.grid
-    if grid.cols % lanes == 0 and grid.tile_cols % lanes == 0 and streaming.wanted(region, body.output_bindings):
+    if region.dynamic is None and grid.cols % lanes == 0 and grid.tile_cols % lanes == 0 and streaming.wanted(region, body.output_bindings):
         streaming.both(b, streaming.aligned(b, region, ptrs, body.output_bindings, lanes), points)
     else:
         points(False)

@@ -32,32 +32,46 @@ def kernel_entry(module: ir.Module, region: kir.KernelRegion) -> tuple[KernelBui
     kb = KernelBuilder(module, region.name)
     b = kb.builder
     b.target_math = functools.partial(vector_math.lower, b)  # expr.py's hook: inline vector exp
+    dynamic = region.dynamic
+    dim = kb.dynamic_dim() if dynamic is not None else None
     short = ir.Constant(I1, 0)
     for i, decl in enumerate(region.bindings):
-        short = b.or_(short, b.icmp_unsigned("<", kb.binding_length(i), i64(decl.size * decl.dtype.itemsize)))
+        per_dim = dynamic.binding_elements(decl, i) if dynamic is not None else 0
+        need = kb.extent(decl.size, per_dim, dim)
+        short = b.or_(short, b.icmp_unsigned("<", kb.binding_length(i), b.mul(need, i64(decl.dtype.itemsize))))
     with b.if_then(short, likely=False):
         b.ret(i32(ERROR_BINDING_TOO_SHORT))
     return kb, binding_pointers(kb, region.bindings)
 
 
 def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lanes: int,
-                   body: PointBody) -> None:
+                   body: PointBody, dynamic: kir.DynamicExtents | None = None) -> None:
     """Run `body` over this workgroup's tile of `shape` (`lanes` points at a time where a whole
-    vector fits in the row, else one)."""
+    vector fits in the row, else one). With `dynamic`, the grid's rows/cols and shape[0] may be
+    run-time multiples of the dynamic dim: only the bounds change (the strides of a row-major
+    space do not involve its first extent)."""
     b = kb.builder
     wx, wy = (b.zext(kb.workgroup_id(d), I64) for d in range(2))
+    dim = kb.dynamic_dim() if dynamic is not None else None
+    rows = kb.extent(grid.rows, dynamic.rows if dynamic else 0, dim)
+    cols = kb.extent(grid.cols, dynamic.cols if dynamic else 0, dim)
 
-    def clipped_range(w: ir.Value, tile: int, extent: int) -> tuple[ir.Value, ir.Value]:
+    def clipped_range(w: ir.Value, tile: int, extent: ir.Value) -> tuple[ir.Value, ir.Value]:
         start = b.mul(w, i64(tile))
         end = b.add(start, i64(tile))
-        return start, b.select(b.icmp_unsigned("<", end, i64(extent)), end, i64(extent))
+        return start, b.select(b.icmp_unsigned("<", end, extent), end, extent)
 
-    r0, r_end = clipped_range(wy, grid.tile_rows, grid.rows)
-    c0, c_end = clipped_range(wx, grid.tile_cols, grid.cols)
+    r0, r_end = clipped_range(wy, grid.tile_rows, rows)
+    c0, c_end = clipped_range(wx, grid.tile_cols, cols)
     lead = list(shape[:-1])
     with for_range(b, r0, r_end, name="row") as row:
         index = [b.urem(b.udiv(row, i64(s)), i64(n)) for s, n in zip(strides(lead), lead)]
-        out_row = b.mul(row, i64(grid.cols))
+        if dynamic is not None and dynamic.lead and len(shape) > 1:
+            # A dynamic leading dim has no static extent: it needs no wrap (row < rows), and the
+            # unit dims before it (whose strides hold the compile-time size) are 0.
+            first = kir.leading_dim(shape)
+            index[:first + 1] = [i64(0)] * first + [b.udiv(row, i64(strides(lead)[first]))]
+        out_row = b.mul(row, cols)
 
         def columns(j: ir.Value, width: int) -> None:
             body(index + [j] if shape else [], b.add(out_row, j), width)

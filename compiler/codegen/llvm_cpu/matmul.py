@@ -223,6 +223,19 @@ class GeneratedKernel:
     local_memory_size: int  # bytes of WorkgroupState.local_memory the kernel needs
     binding_count: int
     config: object  # the tiling it was generated with (MatmulConfig, ConvConfig)
+    constant_count: int = 0  # push constants it reads (1: the dynamic dim D)
+    # A kernel over a dynamic dim D: per workgroup-count dim, (scale, tile): the count is
+    # ceil(scale * D / tile), or `workgroup_count`'s where scale is 0. Empty: all static.
+    dynamic_grid: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class RuntimeExtents:
+    """A matmul whose M or batch is `scale * D`, D read at run time from push constant 0 (0:
+    static). Generated at one large M (the blocked path); row tiles are clipped at run time."""
+
+    m: int = 0
+    batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -360,6 +373,21 @@ class _Generator:
         return fn
 
     # -- workgroup tile ---------------------------------------------------------------------
+    def rows_tile(self, tn: int) -> ir.Function:
+        """A workgroup tile of `tn` columns and a run-time number of rows (the last argument,
+        tm): the edge row tile of a matmul whose M is dynamic."""
+        key = f"{self.name}.tile.rows.{tn}"
+        if key in self.module.globals:
+            return self.module.globals[key]
+        args = [("a", F32P), ("b", F32P), ("c", F32P), *self._extra_args(),
+                ("local", F32P), ("m0", I64), ("n0", I64), ("tm", I64)]
+        fn, b = internal_function(self.module, key, args, noalias=("a", "b", "c", "local"))
+        a, bm, c, *rest = fn.args
+        extra, (local, m0, n0, tm) = rest[:-4], rest[-4:]
+        self._blocked_tile(b, tm, tn, a, bm, c, extra, local, m0, n0)
+        b.ret_void()
+        return fn
+
     def tile(self, tm: int, tn: int) -> ir.Function:
         """One workgroup's `tm x tn` tile of C at (m0, n0)."""
         key = f"{self.name}.tile.{tm}x{tn}"
@@ -426,15 +454,31 @@ class _Generator:
 
             over_columns(finish)
 
-    def _blocked_tile(self, b: ir.IRBuilder, tm: int, tn: int, a: ir.Value, bm: ir.Value,
+    def _blocked_tile(self, b: ir.IRBuilder, tm: int | ir.Value, tn: int, a: ir.Value, bm: ir.Value,
                       c: ir.Value, extra: Sequence[ir.Value], local: ir.Value, m0: ir.Value,
                       n0: ir.Value) -> None:
         """The BLIS loop nest over K blocks, B panels and register tiles (module docstring)."""
         cfg = self.cfg
-        row_blocks = [(r, cfg.mr) for r in range(0, tm - tm % cfg.mr, cfg.mr)]
-        if tm % cfg.mr:
-            row_blocks.append((tm - tm % cfg.mr, tm % cfg.mr))
+        row_blocks = []
+        if isinstance(tm, int):
+            row_blocks = [(r, cfg.mr) for r in range(0, tm - tm % cfg.mr, cfg.mr)]
+            if tm % cfg.mr:
+                row_blocks.append((tm - tm % cfg.mr, tm % cfg.mr))
         full_panels, edge_cols = divmod(tn, cfg.nr)
+
+        def row_blocks_at(visit: Callable[[ir.Value, int], None]) -> None:
+            """visit(first row in the tile, rows) per register-tile block of the tile's rows."""
+            if isinstance(tm, int):
+                for r, mr in row_blocks:
+                    visit(i64(r), mr)
+                return
+            full = b.sub(tm, b.urem(tm, i64(cfg.mr)))  # a run-time row count (RuntimeExtents)
+            with for_range(b, 0, full, step=cfg.mr, name="rb") as r:
+                visit(r, cfg.mr)
+            rest = b.urem(tm, i64(cfg.mr))
+            for mr in range(1, cfg.mr):
+                with b.if_then(b.icmp_unsigned("==", rest, i64(mr))):
+                    visit(full, mr)
 
         with for_range(b, 0, self.k, step=cfg.kc, name="kb") as kb:
             kc = b.select(b.icmp_signed("<", b.sub(i64(self.k), kb), i64(cfg.kc)),
@@ -454,27 +498,39 @@ class _Generator:
                     b_panel = b.gep(local, [b.mul(p, i64(self.panel_floats))], inbounds=True)
                 else:
                     b_panel = b.gep(b_block, [b.mul(p, i64(cfg.nr))], inbounds=True)
-                for r, mr in row_blocks:
-                    row = b.add(m0, i64(r))
+                def block(r: ir.Value, mr: int) -> None:
+                    row = b.add(m0, r)
                     a_at = b.gep(a, [b.add(b.mul(row, i64(self.k)), kb)], inbounds=True)
                     c_at = b.gep(c, [b.add(b.mul(row, i64(self.n)), col)], inbounds=True)
                     b.call(self.microkernel(mr, cols), [a_at, b_panel, c_at, *extra, kc, first, last, row, col])
+
+                row_blocks_at(block)
 
             with for_range(b, 0, full_panels, name="p") as p:
                 panel(p, cfg.nr)
             if edge_cols:
                 panel(i64(full_panels), edge_cols)
 
-    def kernel(self) -> GeneratedKernel:
+    def kernel(self, runtime: RuntimeExtents | None = None) -> GeneratedKernel:
         cfg = self.cfg
         grid = (-(-self.n // cfg.tile_n), -(-self.m // cfg.tile_m), self.batch)
         strides = [self.m * self.k, self.k * self.n, self.m * self.n]
         bindings = [(s * self.batch, s) for s in strides] + [(x, 0) for x in self.extra_bindings]
         if self.b_packed:
             bindings[1] = (packed_size(self.k, self.n, cfg.nr), 0)
+        per_dim: list[int] = []
+        if runtime is not None:  # floats per unit of D of A, B (unless shared) and C
+            if runtime.m and cfg.stream_rows:
+                raise ValueError("generate_matmul: a run-time M needs the blocked path (generate it at a large M)")
+            rows = [runtime.m * self.k, 0, runtime.m * self.n] if runtime.m else [0, 0, 0]
+            per_dim = [r * self.batch for r in rows]
+            if runtime.batch:
+                per_dim = [runtime.batch * s if step else 0 for (_, step), s in zip(bindings, strides)]
+            per_dim += [0] * (len(bindings) - len(per_dim))
         return emit_tiled_entry(self.module, self.name, grid, (self.m, self.n),
                                 (cfg.tile_m, cfg.tile_n), bindings, self.local_memory_size,
-                                self.tile, cfg)
+                                self.tile, cfg, per_dim=per_dim, rows_scale=runtime.m if runtime else 0,
+                                rows_tile_function=self.rows_tile)
 
 
 def emit_tiled_entry(
@@ -487,6 +543,9 @@ def emit_tiled_entry(
     local_memory_size: int,
     tile_function: Callable[[int, int], ir.Function],
     config: object,
+    per_dim: Sequence[int] = (),
+    rows_scale: int = 0,
+    rows_tile_function: Callable[[int], ir.Function] | None = None,
 ) -> GeneratedKernel:
     """The ABI entry point shared by matmul and conv: workgroup (x, y, z) computes the tile of
     rows y*tile[0].. and columns x*tile[1].. of batch z.
@@ -497,13 +556,20 @@ def emit_tiled_entry(
     the batched bindings and calls `tile_function(tm, tn)(bindings..., local, m0, n0)` for
     this workgroup's tile shape: edge variants exist only where the tile does not divide the
     extent.
+
+    A dynamic kernel (RuntimeExtents): `per_dim` gives, per binding, the floats it must hold per
+    unit of D (0: `bindings`' static count), and with `rows_scale` the rows are `rows_scale * D`:
+    the last row tile, when partial, runs `rows_tile_function(tn)` with its row count.
     """
     kb = KernelBuilder(module, name)
     b = kb.builder
     wx, wy, wz = (b.zext(kb.workgroup_id(d), I64) for d in range(3))
+    dim = kb.dynamic_dim() if any(per_dim) or rows_scale else None
+    per_dim = list(per_dim) or [0] * len(bindings)
     short = ir.Constant(I1, 0)
     for i, (count, _) in enumerate(bindings):
-        short = b.or_(short, b.icmp_unsigned("<", kb.binding_length(i), i64(4 * count)))
+        need = kb.extent(count, per_dim[i], dim)
+        short = b.or_(short, b.icmp_unsigned("<", kb.binding_length(i), b.mul(need, i64(4))))
     with b.if_then(short, likely=False):
         b.ret(i32(ERROR_BINDING_TOO_SHORT))
     local = ir.Constant(F32P, None)
@@ -522,8 +588,21 @@ def emit_tiled_entry(
         b.call(tile_function(tm, tn), args)
         b.ret(i32(0))
 
-    is_edge_m = b.icmp_unsigned("==", wy, i64(grid[1] - 1))
     is_edge_n = b.icmp_unsigned("==", wx, i64(grid[0] - 1))
+    if rows_scale:  # the last row tile holds rows - last * tile rows (when not a whole tile)
+        rows = b.mul(dim, i64(rows_scale))
+        last = b.sub(b.udiv(b.add(rows, i64(tile[0] - 1)), i64(tile[0])), i64(1))
+        tm = b.sub(rows, b.mul(last, i64(tile[0])))
+        partial = b.and_(b.icmp_unsigned("==", wy, last), b.icmp_unsigned("!=", tm, i64(tile[0])))
+        with b.if_then(partial):
+            if edge_n != tile[1]:
+                with b.if_then(is_edge_n):
+                    b.call(rows_tile_function(edge_n), [*args, tm])
+                    b.ret(i32(0))
+            b.call(rows_tile_function(tile[1]), [*args, tm])
+            b.ret(i32(0))
+        edge_m = tile[0]  # every other row tile is whole
+    is_edge_m = b.icmp_unsigned("==", wy, i64(grid[1] - 1))
     if edge_m != tile[0] and edge_n != tile[1]:
         with b.if_then(b.and_(is_edge_m, is_edge_n)):
             run_tile(edge_m, edge_n)
@@ -549,6 +628,7 @@ def generate_matmul(
     config: MatmulConfig | None = None,
     b_panel: int = 0,
     name: str = "matmul",
+    runtime: RuntimeExtents | None = None,
 ) -> GeneratedKernel:
     """Generate the LLVM IR of C (+)= A @ B (+ epilogue) for static shapes; compile it with
     `jit.compile_ir(kernel.ir)` and dispatch `kernel.workgroup_count` workgroups with
@@ -565,4 +645,4 @@ def generate_matmul(
     if b_panel and (b_panel != cfg.nr or cfg.stream_rows or cfg.pack_b):
         raise ValueError(f"generate_matmul: B packed in {b_panel}-wide panels does not fit the tiling {cfg}")
     gen = _Generator(m, n, k, batch, accumulate, epilogue, tuple(extra_bindings), cfg, name, bool(b_panel))
-    return gen.kernel()
+    return gen.kernel(runtime)

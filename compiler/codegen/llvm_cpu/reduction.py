@@ -146,9 +146,9 @@ def generate_reduction(region: kir.KernelRegion, lanes: int | None = None) -> Ge
 
     out_shape = body.output_shape
     if horizontal:
-        for_each_point(kb, body.grid, out_shape, 1, along_fold)
+        for_each_point(kb, body.grid, out_shape, 1, along_fold, region.dynamic)
     else:
-        for_each_point(kb, body.grid, out_shape, lanes, across_outputs)
+        for_each_point(kb, body.grid, out_shape, lanes, across_outputs, region.dynamic)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), body.grid.workgroup_count, 0, len(region.bindings), body.grid)
 

@@ -126,8 +126,10 @@ def _where(path: tuple, lowered: Any) -> str:
     if path and path[0] == "items" and len(path) > 1:
         item = lowered.items[path[1]]
         if isinstance(item, Dispatch):
-            rest = ".".join(str(p) for p in path[3:])
-            return f"kernel {item.region.name} ({type(item.region.body).__name__}): {rest}"
+            rest = [str(p) for p in path[3:]]
+            if len(rest) > 4:  # deep in an expression: where it starts and what it is
+                rest = rest[:3] + ["..."] + rest[-1:]
+            return f"kernel {item.region.name} ({type(item.region.body).__name__}): {'.'.join(rest)}"
     return ".".join(str(p) for p in path)
 
 
@@ -153,7 +155,7 @@ class _Differ:
         if type(a) is not type(b):
             raise NotDynamic(f"{_where(path, self.first)} changes with the dynamic dim")
         if isinstance(a, (bool, np.bool_)) or a is None or isinstance(a, (str, float, np.dtype, np.floating)):
-            if a != b:
+            if a != b and not (a != a and b != b):  # (NaN constants are equal here)
                 raise NotDynamic(f"{_where(path, self.first)} changes with the dynamic dim ({a} vs {b})")
         elif isinstance(a, (int, np.integer)):
             if a != b:

@@ -209,6 +209,11 @@ def _compile(args: argparse.Namespace) -> int:
         program = CACHE.get_or_build(text, args.function, None,
                                      lambda: executable.build(text, args.function, progress=progress, targets=targets),
                                      targets=targets)
+    for name, entry in program.functions.items():  # which path each function with dynamic dims takes
+        if entry.dynamic is not None:
+            print(f"fibergrid: @{name}: dynamic dims compiled once, for every size (CPU drivers)", file=sys.stderr)
+        elif entry.dynamic_fallback:
+            print(f"fibergrid: @{name}: compiled per input shape: {entry.dynamic_fallback}", file=sys.stderr)
     executable.save(program, args.output)
     return 0
 

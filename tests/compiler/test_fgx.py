@@ -83,7 +83,7 @@ def test_constants_survive_the_file(tmp_path, device, jax_modules) -> None:
     assert_matches([fg.load(path, device)(x)], [np.asarray(jax.jit(mlp)(x))])
 
 
-def test_dynamic_batch_fgx_compiles_new_shapes_through_the_cache(tmp_path, cache_dir, device, jax_modules) -> None:
+def test_dynamic_batch_fgx_runs_every_batch_with_no_compile(tmp_path, cache_dir, device, jax_modules) -> None:
     jax, jnp, _ = jax_modules
     w, b = RNG.standard_normal((4, 8)).astype(np.float32), RNG.standard_normal(8).astype(np.float32)
 
@@ -92,16 +92,40 @@ def test_dynamic_batch_fgx_compiles_new_shapes_through_the_cache(tmp_path, cache
 
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 4"), jnp.float32)
     text = jax.export.export(jax.jit(layer))(spec).mlir_module()
-    program = executable.build(text, shapes={"main": [((2, 4),)]})  # batch 2 ahead of time
-    assert program.functions["main"].is_dynamic and program.source == text
+    program = executable.build(text, shapes={"main": [((2, 4),)]})  # batch 2 ahead of time, too
+    entry = program.functions["main"]
+    assert entry.is_dynamic and entry.dynamic is not None and program.source == text
     path = tmp_path / "dyn.fgx"
     executable.save(program, path)
 
     builds = CACHE.builds
     mod = fg.load(path, device)
-    for batch in (2, 3, 3, 5):
+    assert mod.main.dynamic
+    for batch in (2, 3, 3, 5):  # 2: the exact specialization; 3 and 5: the code for every batch
         x = RNG.standard_normal((batch, 4)).astype(np.float32)
         assert_matches([mod(x)], [np.asarray(jax.jit(layer)(x))])
+    assert CACHE.builds == builds
+
+
+def test_dynamic_fallback_compiles_new_shapes_through_the_cache(tmp_path, cache_dir, device, jax_modules) -> None:
+    jax, jnp, _ = jax_modules
+
+    def centred(x):  # a sum over the batch: compiled per batch size (compiler/dynamic.py)
+        return x - x.sum(0)
+
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 4"), jnp.float32)
+    text = jax.export.export(jax.jit(centred))(spec).mlir_module()
+    program = executable.build(text, shapes={"main": [((2, 4),)]})
+    assert program.functions["main"].dynamic is None and "reduces over the dynamic dim" in program.functions["main"].dynamic_fallback
+    path = tmp_path / "dyn.fgx"
+    executable.save(program, path)
+
+    builds = CACHE.builds
+    mod = fg.load(path, device)
+    assert not mod.main.dynamic and "reduces over" in mod.main.dynamic_fallback
+    for batch in (2, 3, 3, 5):
+        x = RNG.standard_normal((batch, 4)).astype(np.float32)
+        assert_matches([mod(x)], [np.asarray(jax.jit(centred)(x))])
     assert CACHE.builds == builds + 2  # 3 and 5; 2 came with the file, the second 3 was prepared
 
     hits = CACHE.hits

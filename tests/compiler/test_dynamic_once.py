@@ -1,0 +1,194 @@
+"""Dynamic dims compiled once (compiler/dynamic.py): jax.export models with a symbolic batch run
+at many batch sizes from ONE compile, matching JAX; what cannot be compiled that way falls back
+to one compile per shape, still correct, and says why; bad inputs are fibergrid errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import fibergrid as fg
+from compiler import executable
+from compiler.cache import CACHE
+from compiler.codegen.llvm_cpu import jit
+from fibergrid.module import MAX_SIGNATURES
+from tests.compiler.conftest import assert_matches
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+from jax import export  # noqa: E402
+
+RNG = np.random.default_rng(7)
+# 50 batch sizes: every size to 40 (every remainder of the row tiles), then larger ones that
+# cross workgroup and matmul tile edges.
+BATCHES = list(range(1, 41)) + [47, 64, 97, 128, 191, 192, 193, 256, 300, 517]
+
+
+@pytest.fixture
+def compiles(monkeypatch, tmp_path):
+    """Counts LLVM compiles (object code emitted), in a fresh compile cache."""
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path / "cache"))
+    count = [0]
+    emit = jit.emit_object
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return emit(*args, **kwargs)
+
+    monkeypatch.setattr(jit, "emit_object", counting)
+    return count
+
+
+def _export(f, *specs: str) -> export.Exported:
+    scope = export.SymbolicScope()
+    shapes = [jax.ShapeDtypeStruct(export.symbolic_shape(s, scope=scope), jnp.float32) for s in specs]
+    return export.export(jax.jit(f))(*shapes)
+
+
+def _weights(*shapes: tuple[int, ...]) -> list[np.ndarray]:
+    return [(RNG.standard_normal(s) / np.sqrt(s[0])).astype(np.float32) for s in shapes]
+
+
+W1, B1, W2, B2, W3 = _weights((48, 96), (96,), (96, 64), (64,), (64, 10))
+
+
+def mlp(x):
+    h = jax.nn.relu(x @ W1 + B1)
+    h = jnp.tanh(h @ W2 + B2)
+    return jax.nn.softmax(h @ W3, axis=-1)
+
+
+T, D, H = 8, 32, 4
+WQ, WK, WV, WO, WU, WD = _weights((D, D), (D, D), (D, D), (D, D), (D, 4 * D), (4 * D, D))
+
+
+def _layer_norm(x):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+
+
+def transformer_block(x):
+    """Pre-norm attention + MLP over a (batch, T, D) sequence."""
+    b = x.shape[0]
+    h = _layer_norm(x)
+    q, k, v = ((h @ w).reshape(b, T, H, D // H).transpose(0, 2, 1, 3) for w in (WQ, WK, WV))
+    attention = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(D // H), axis=-1)
+    x = x + (attention @ v).transpose(0, 2, 1, 3).reshape(b, T, D) @ WO
+    return x + jax.nn.gelu(_layer_norm(x) @ WU) @ WD
+
+
+def _run_batches(model: fg.Module, exported: export.Exported, row: tuple[int, ...]) -> None:
+    """Calls at every size of BATCHES, each checked against JAX on the same rows (one JAX call on
+    the largest batch: rows are independent in these models)."""
+    x = RNG.standard_normal((max(BATCHES), *row)).astype(np.float32)
+    want = np.asarray(exported.call(x))
+    for batch in BATCHES:
+        assert_matches([model(x[:batch])], [want[:batch]])
+
+
+@pytest.mark.parametrize("driver", ["local-task", "local-sync"])
+def test_mlp_at_50_batch_sizes_compiles_once(compiles, driver) -> None:
+    exported = _export(mlp, "b, 48")
+    builds = CACHE.builds
+    model = fg.load(exported.mlir_module(), fg.default_device(driver))
+    assert model.main.dynamic and model.main.dynamic_fallback == ""
+    assert (compiles[0], CACHE.builds) == (1, builds + 1)
+    _run_batches(model, exported, (48,))
+    assert compiles[0] == 1 and CACHE.builds == builds + 1
+    assert len(model.main._prepared) <= MAX_SIGNATURES  # per-size state stays bounded
+
+
+def test_transformer_block_at_50_batch_sizes_compiles_once(compiles) -> None:
+    exported = _export(transformer_block, "b, 8, 32")
+    model = fg.load(exported.mlir_module(), "local-task")
+    assert model.main.dynamic
+    assert compiles[0] == 1
+    _run_batches(model, exported, (T, D))
+    assert compiles[0] == 1
+
+
+def test_submitted_calls_of_many_sizes_pipeline(compiles) -> None:
+    exported = _export(mlp, "b, 48")
+    model = fg.load(exported.mlir_module(), "local-task")
+    xs = [RNG.standard_normal((b, 48)).astype(np.float32) for b in (3, 70, 3, 9, 70)]
+    futures = [model.main.submit(x) for x in xs]
+    for x, f in zip(xs, futures):
+        assert_matches([f.result(timeout=30)], [np.asarray(exported.call(x))])
+    assert compiles[0] == 1
+
+
+@pytest.mark.parametrize("f, spec, reason", [
+    (lambda x: x - x.sum(0), "b, 4", "reduces over the dynamic dim"),
+    (lambda x: jnp.concatenate([x, x]) * 2.0, "b, 4", "changes with the dynamic dim"),
+    (lambda x: x[-1] * 2.0, "b, 4", "changes with the dynamic dim"),
+    (lambda x: jnp.tanh(x), "4, b", "inner position"),
+], ids=["sum-over-batch", "concatenate-batches", "last-row", "inner-dim"])
+def test_fallback_compiles_per_shape_and_stays_correct(compiles, f, spec, reason) -> None:
+    exported = _export(f, spec)
+    model = fg.load(exported.mlir_module(), "local-task")
+    assert not model.main.dynamic and reason in model.main.dynamic_fallback
+    assert compiles[0] == 0  # the attempt stops before code generation
+    sizes = (1, 3, 3, 6)
+    for n in sizes:
+        shape = (n, 4) if spec.startswith("b") else (4, n)
+        x = RNG.standard_normal(shape).astype(np.float32)
+        assert_matches([model(x)], [np.asarray(exported.call(x))])
+    assert compiles[0] == len(set(sizes))
+
+
+def test_bad_inputs_are_fibergrid_errors(compiles) -> None:
+    exported = _export(lambda x, y: jnp.tanh(x) * y, "b, 16", "b, 16")
+    model = fg.load(exported.mlir_module(), "local-task")
+    assert model.main.dynamic
+    x = np.ones((3, 16), np.float32)
+    with pytest.raises(fg.InvalidArgument, match=r"argument 0: expected \(\?, 16\) float32, got \(3, 16, 1\)"):
+        model(x[..., None], x)
+    with pytest.raises(fg.InvalidArgument, match=r"argument 1: expected \(\?, 16\) float32, got \(3, 15\)"):
+        model(x, x[:, :15])
+    with pytest.raises(fg.InvalidArgument, match=r"got \(3, 16\) float64"):
+        model(x, x.astype(np.float64))
+    # dims that must be equal and are not: jax.export's own check, as a fibergrid error
+    with pytest.raises(fg.InvalidArgument, match=r"inconsistency between dimension size args\[1\].shape\[0\] \(= 4\)"):
+        model(x, np.ones((4, 16), np.float32))
+    with pytest.raises(fg.InvalidArgument, match="Expected value >= 1 for dimension variable 'b'"):
+        model(x[:0], x[:0])
+    assert_matches([model(x, 2 * x)], [np.asarray(exported.call(x, 2 * x))])
+
+
+def test_fgx_carries_the_dynamic_function(compiles, tmp_path) -> None:
+    exported = _export(mlp, "b, 48")
+    program = executable.build(exported.mlir_module())
+    path = tmp_path / "mlp.fgx"
+    executable.save(program, path)
+    assert compiles[0] == 1
+    model = fg.load(path, "local-sync")
+    assert model.main.dynamic
+    x = RNG.standard_normal((33, 48)).astype(np.float32)
+    want = np.asarray(exported.call(x))
+    for batch in (1, 5, 33):
+        assert_matches([model(x[:batch])], [want[:batch]])
+    assert compiles[0] == 1  # nothing compiled at run time
+
+    data = bytearray(path.read_bytes())
+    data[8:12] = (2).to_bytes(4, "little")  # written by the previous format
+    with pytest.raises(fg.InvalidArgument, match="format version 2; .*recompile the model"):
+        executable.from_bytes(bytes(data), "old.fgx")
+
+
+def test_damaged_dynamic_tables_are_refused(compiles) -> None:
+    program = executable.build(_export(mlp, "b, 48").mlir_module())
+    entry = program.functions["main"]
+    dims = entry.dynamic.dynamic
+    static_tensor = dims.tensors.index(0)
+    bad_tables = [
+        dataclasses.replace(dims, tensors=tuple(1 if i == static_tensor else s for i, s in enumerate(dims.tensors))),
+        dataclasses.replace(dims, results=(2,) * len(dims.results)),
+        dataclasses.replace(dims, grids=((dims.grids[0][0], ((0, 0), (1, 1), (0, 1))),)),
+        dataclasses.replace(dims, tensors=dims.tensors[:-1]),
+    ]
+    for bad in bad_tables:
+        entry.dynamic = dataclasses.replace(entry.dynamic, dynamic=bad)
+        with pytest.raises(fg.InvalidArgument, match="dynamic"):
+            executable.from_bytes(executable.to_bytes(program), "bad.fgx")

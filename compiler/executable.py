@@ -12,8 +12,11 @@ A function has its declared input signature (None for a dynamic dim) and its spe
 one per concrete input-shape signature: the host program (tensors with constants as blob
 names, steps: dispatches, copies and jumps (compiler/host_program.py), results), the kernels' metadata (name, binding dtypes, local memory;
 workgroup counts are in the dispatch records) and the object code blob. A function with dynamic
-dims keeps the StableHLO source in the file, so a runtime can compile a specialization for any
-shapes it is called with (through the disk cache), next to those compiled ahead of time.
+dims has, where it compiles so, one `dynamic_code` compiled for every size of its leading dims (its
+shapes recorded at one size, with the tables that size buffers and grids per call:
+compiler/dynamic.py), else the reason (`dynamic_fallback`); it keeps the StableHLO source in the
+file, so a runtime can compile a specialization for any shapes it is called with (through the disk
+cache), next to those compiled ahead of time.
 
 The PNG-style magic catches text-mode transfers; the checksums catch truncation and bit rot
 before any byte reaches LLVM's object loader, which must never see a damaged object. Object

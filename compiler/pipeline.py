@@ -294,21 +294,29 @@ def compile_dynamic(module: Module, function: str, progress: Progress | None = N
     """`function`, whose inputs have dynamic leading dims, compiled once for every size of them
     (compiler/dynamic.py). Raises dynamic.NotDynamic (with the reason) when its code depends on
     the dim in a way kernels cannot take at run time: it is then compiled per shape signature."""
-    progress = progress or Progress()
-    fn = module.function(function)
     sig = signature(module, function)
     dynamic.leading_dynamic(sig)
-    lowered = []
+    statics = []
+    for size in dynamic.SENTINELS:
+        try:
+            statics.append(static_module(module, function, dynamic.sentinel_shapes(sig, size)))
+        except (Error, NeedsInputValues) as e:
+            raise dynamic.NotDynamic(f"it does not compile with every dynamic dim equal ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:200]})") from None
+    return compile_generalized(statics, function, progress)
+
+
+def compile_generalized(statics: Sequence[Module], function: str, progress: Progress | None = None) -> CompiledFunction:
+    """`function` of two static modules, the same model at the dynamic-dim sizes
+    dynamic.SENTINELS (specialised here, or exported so by a frontend that only exports static
+    shapes: TensorFlow's bridge), compiled once for every size (dynamic.generalize); NotDynamic
+    when their lowerings differ in a way kernels cannot take at run time."""
+    progress = progress or Progress()
     with progress.stage(f"@{function}: shapes and fusion (dynamic dims)"):
-        for size in dynamic.SENTINELS:
-            try:
-                static = static_module(module, function, dynamic.sentinel_shapes(sig, size))
-            except (Error, NeedsInputValues) as e:
-                raise dynamic.NotDynamic(f"it does not compile with every dynamic dim equal ({type(e).__name__}: "
-                                         f"{str(e).splitlines()[0][:200]})") from None
-            lowered.append(lower(static, function, prepare))
+        lowered = [lower(m, function, prepare) for m in statics]
         general, dims = dynamic.generalize(*lowered)
-    return _generate(fn, function, dynamic.sentinel_shapes(sig, dynamic.SENTINELS[0]), general, progress, dims=dims)
+    fn = statics[0].function(function)
+    return _generate(fn, function, tuple(tuple(a.type.shape) for a in fn.args), general, progress, dims=dims)
 
 
 def parse(text: str | bytes, progress: Progress | None = None) -> Module:

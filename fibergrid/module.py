@@ -5,8 +5,11 @@
     z = mod.other(x) ; z = mod["other"](x)                # the module's other public functions
 
 StableHLO goes through the on-disk compile cache (compiler/cache.py), so only the first load of a
-model pays for parsing and LLVM. A function with dynamic dims is compiled once per input-shape
-signature it is called with (again through the cache), unless the .fgx carries that one already.
+model pays for parsing and LLVM. A function with dynamic leading dims (a batch) is compiled once for
+every size (compiler/dynamic.py: `function.dynamic`); a call at a new size only sizes buffers and
+records a command buffer. One whose code needs the dim's value (`function.dynamic_fallback` says
+why), or a call on a GPU driver, is compiled once per input-shape signature (again through the
+cache), unless the .fgx carries that one already.
 
 The per-call cost is what a small model feels, so everything that can be done once per shape
 signature is: the buffers are allocated, the constants uploaded and ONE reusable command buffer

@@ -6,9 +6,9 @@ the dim's value only in its loop bounds, its grid and its binding-length checks.
 is lowered (shapes, fusion, kernel IR) twice, with every dynamic input dim set to one of two
 large sizes S1 and S2 (`SENTINELS`), and the two results are compared field by field
 (`generalize`). They must be the same program except for integers that are `scale * S` in
-places where a kernel can take them at run time (`_RUNTIME_FIELDS`: a buffer's dim 0, an
-elementwise or reduction space's dim 0 (never a reduced one) and its grid's rows or columns,
-a matmul's M or batch). Every such region gets `kernel_ir.DynamicExtents` and its kernel reads
+places where a kernel can take them at run time (`_RUNTIME_FIELDS`: a buffer's leading dim, an
+elementwise, reduction or row space's leading dim (never a reduced one, nor a row's length) and
+its grid's rows or columns, a matmul's M or batch). Every such region gets `kernel_ir.DynamicExtents` and its kernel reads
 D from push constant 0; the host computes the buffer sizes and the workgroup counts from D per
 call (`DynamicDims`). Anything else that moves with the size (a constant, a clamp bound, a
 reduced extent, an inner dim, a convolution's batch, a sort) makes the function fall back to
@@ -203,13 +203,16 @@ def generalize(first: Any, second: Any, sizes: tuple[int, int] = SENTINELS) -> t
             if field == "binding":
                 e["bindings"][path[4]] = scale
             else:
-                if field == "lead" and isinstance(region.body, kir.ReductionBody) and 0 in region.body.reduced:
+                body = region.body
+                if field == "lead" and isinstance(body, kir.ReductionBody) and kir.leading_dim(body.shape) in body.reduced:
                     raise NotDynamic(f"kernel {region.name} reduces over the dynamic dim")
+                if isinstance(body, kir.RowBody) and (field == "cols" or kir.leading_dim(body.shape) == len(body.shape) - 1):
+                    raise NotDynamic(f"kernel {region.name}'s rows run along the dynamic dim")
                 e[field] = scale
     items = list(first.items)
     for k, e in extents.items():
         d = items[k]
-        if not isinstance(d.region.body, (kir.ElementwiseBody, kir.ReductionBody, kir.MatmulBody)):
+        if not isinstance(d.region.body, (kir.ElementwiseBody, kir.ReductionBody, kir.RowBody, kir.MatmulBody)):
             raise NotDynamic(f"kernel {d.region.name} ({type(d.region.body).__name__}) has no form with a run-time size")
         dynamic = kir.DynamicExtents(tuple(e.pop("bindings")), **e)
         items[k] = Dispatch(dataclasses.replace(d.region, dynamic=dynamic), d.tensors)

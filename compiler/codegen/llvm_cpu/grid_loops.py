@@ -44,6 +44,32 @@ def kernel_entry(module: ir.Module, region: kir.KernelRegion) -> tuple[KernelBui
     return kb, binding_pointers(kb, region.bindings)
 
 
+def _clipped(b: ir.IRBuilder, w: ir.Value, tile: int, extent: ir.Value) -> tuple[ir.Value, ir.Value]:
+    start = b.mul(w, i64(tile))
+    end = b.add(start, i64(tile))
+    return start, b.select(b.icmp_unsigned("<", end, extent), end, extent)
+
+
+def row_range(kb: KernelBuilder, grid: kir.Grid, dynamic: kir.DynamicExtents | None) -> tuple[ir.Value, ir.Value]:
+    """[first, end) of the rows of workgroup y's tile (the rows a run-time multiple of the
+    dynamic dim where `dynamic` says so)."""
+    dim = kb.dynamic_dim() if dynamic is not None and dynamic.rows else None
+    rows = kb.extent(grid.rows, dynamic.rows if dynamic else 0, dim)
+    return _clipped(kb.builder, kb.builder.zext(kb.workgroup_id(1), I64), grid.tile_rows, rows)
+
+
+def row_coords(b: ir.IRBuilder, row: ir.Value, shape: Sequence[int], dynamic: kir.DynamicExtents | None) -> list[ir.Value]:
+    """The coordinates along all dims but the last of `row` (rows: those dims flattened). A
+    dynamic leading dim has no static extent: it needs no wrap (row < rows), and the unit dims
+    before it (whose strides hold the compile-time size) are 0."""
+    lead = list(shape[:-1])
+    index = [b.urem(b.udiv(row, i64(s)), i64(n)) for s, n in zip(strides(lead), lead)]
+    first = kir.leading_dim(shape)
+    if dynamic is not None and dynamic.lead and first < len(lead):
+        index[:first + 1] = [i64(0)] * first + [b.udiv(row, i64(strides(lead)[first]))]
+    return index
+
+
 def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lanes: int,
                    body: PointBody, dynamic: kir.DynamicExtents | None = None) -> None:
     """Run `body` over this workgroup's tile of `shape` (`lanes` points at a time where a whole
@@ -51,26 +77,13 @@ def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lane
     run-time multiples of the dynamic dim: only the bounds change (the strides of a row-major
     space do not involve its first extent)."""
     b = kb.builder
-    wx, wy = (b.zext(kb.workgroup_id(d), I64) for d in range(2))
+    wx = b.zext(kb.workgroup_id(0), I64)
     dim = kb.dynamic_dim() if dynamic is not None else None
-    rows = kb.extent(grid.rows, dynamic.rows if dynamic else 0, dim)
     cols = kb.extent(grid.cols, dynamic.cols if dynamic else 0, dim)
-
-    def clipped_range(w: ir.Value, tile: int, extent: ir.Value) -> tuple[ir.Value, ir.Value]:
-        start = b.mul(w, i64(tile))
-        end = b.add(start, i64(tile))
-        return start, b.select(b.icmp_unsigned("<", end, extent), end, extent)
-
-    r0, r_end = clipped_range(wy, grid.tile_rows, rows)
-    c0, c_end = clipped_range(wx, grid.tile_cols, cols)
-    lead = list(shape[:-1])
+    r0, r_end = row_range(kb, grid, dynamic)
+    c0, c_end = _clipped(b, wx, grid.tile_cols, cols)
     with for_range(b, r0, r_end, name="row") as row:
-        index = [b.urem(b.udiv(row, i64(s)), i64(n)) for s, n in zip(strides(lead), lead)]
-        if dynamic is not None and dynamic.lead and len(shape) > 1:
-            # A dynamic leading dim has no static extent: it needs no wrap (row < rows), and the
-            # unit dims before it (whose strides hold the compile-time size) are 0.
-            first = kir.leading_dim(shape)
-            index[:first + 1] = [i64(0)] * first + [b.udiv(row, i64(strides(lead)[first]))]
+        index = row_coords(b, row, shape, dynamic)
         out_row = b.mul(row, cols)
 
         def columns(j: ir.Value, width: int) -> None:

@@ -24,8 +24,8 @@ from compiler import kernel_ir as kir
 
 from . import jit, streaming
 from .abi_builder import F32, I32, I64, entry_alloca, for_range, i32, i64, intrinsic, splat
-from .expr import ExprEmitter, constant, store, strides, typed, width_of
-from .grid_loops import kernel_entry
+from .expr import ExprEmitter, constant, store, typed, width_of
+from .grid_loops import kernel_entry, row_coords, row_range
 from .matmul import ERROR_LOCAL_MEMORY, GeneratedKernel
 
 CHAINS = 4
@@ -136,7 +136,7 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
     module = ir.Module()
     kb, ptrs = kernel_entry(module, region)
     b = kb.builder
-    n, lead, grid = body.shape[-1], list(body.shape[:-1]), body.grid
+    n, grid = body.shape[-1], body.grid
     rank = len(body.shape)
 
     kept = _kept(body)
@@ -228,14 +228,11 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
         with for_range(b, j, n, name="out.tail") as j:
             at(j, 1)
 
-    wy = b.zext(kb.workgroup_id(1), I64)
-    r0 = b.mul(wy, i64(grid.tile_rows))
-    r_end = b.add(r0, i64(grid.tile_rows))
-    r_end = b.select(b.icmp_unsigned("<", r_end, i64(grid.rows)), r_end, i64(grid.rows))
-    streamed = bool(body.outputs) and n % lanes == 0 and streaming.wanted(region, body.output_bindings)
+    r0, r_end = row_range(kb, grid, region.dynamic)
+    streamed = bool(body.outputs) and n % lanes == 0 and region.dynamic is None and streaming.wanted(region, body.output_bindings)
     can_stream = streaming.aligned(b, region, ptrs, body.output_bindings, lanes) if streamed else None
     with for_range(b, r0, r_end, name="row") as r:
-        row = [b.urem(b.udiv(r, i64(s)), i64(extent)) for s, extent in zip(strides(lead), lead)]
+        row = row_coords(b, r, body.shape, region.dynamic)
         b.store(b.mul(b.add(r, i64(1)), i64(n)), current)
         values: list[ir.Value] = []
         for step, (expr, op) in enumerate(zip(body.steps, body.step_ops)):

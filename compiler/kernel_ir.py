@@ -318,13 +318,15 @@ class MatmulBody:
 class ConvBody:
     """2-D convolution, f32: output N x OH x OW x F = input N x H x W x C (binding 0) with filter
     KH x KW x C x F (binding 1), explicit `padding` ((top, bottom), (left, right)), `strides`
-    and filter `dilation`; output binding 2."""
+    and filter `dilation`; output binding 2. `depthwise`: feature groups = C = F (MobileNet's),
+    the filter KH x KW x 1 x F, output channel f reading input channel f only."""
 
     input_shape: tuple[int, int, int, int]
     filter_shape: tuple[int, int, int, int]
     strides: tuple[int, int]
     padding: tuple[tuple[int, int], tuple[int, int]]
     dilation: tuple[int, int]
+    depthwise: bool = False
 
 
 @dataclass(frozen=True)

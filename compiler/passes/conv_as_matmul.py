@@ -23,7 +23,7 @@ def as_matmul(region: kir.KernelRegion) -> kir.KernelRegion | None:
     n, h, w, c = body.input_shape
     kh, kw, _, f = body.filter_shape
     padding = [p for pair in body.padding for p in pair]
-    if (kh, kw) != (1, 1) or tuple(body.strides) != (1, 1) or any(padding) or len(region.bindings) != 3:
+    if (kh, kw) != (1, 1) or tuple(body.strides) != (1, 1) or any(padding) or len(region.bindings) != 3 or body.depthwise:
         return None
     m = n * h * w
     shapes = ((1, m, c), (1, c, f), (1, m, f))  # bindings 0 = input, 1 = filter, 2 = output

@@ -20,7 +20,8 @@ another dispatch. dot_general on f32 becomes a matmul region (operands transpose
 [batch, m, k] x [batch, k, n] first where needed) that stays *pending* while its single user is
 an `add` of a bias broadcast along the columns and then a `maximum` with 0: those fold into its
 epilogue, as jax.nn.relu(x @ w + b) is lowered. 2-D f32 convolutions without groups or input
-dilation go to the conv generator in NHWC x HWIO (other layouts transposed there). sort becomes
+dilation go to the conv generator in NHWC x HWIO (other layouts transposed there), and so do
+depthwise ones (as many groups as input and output features). sort becomes
 a sort region.
 
 bitcast_convert between widths is index arithmetic too (shifts and ors of the operand's bits).
@@ -430,9 +431,11 @@ class _Fuser:
     # -- convolution ---------------------------------------------------------------------------
     def convolution(self, op: Op, lhs_node, rhs_node) -> None:
         a = op.attrs
+        groups, features = a["feature_group_count"], op.results[0].type.shape[a["output_feature_dimension"]]
+        depthwise = groups == features == op.operands[0].type.shape[a["input_feature_dimension"]]
         if (op.results[0].type.dtype == F32 and op.operands[0].type.dtype == F32
                 and op.operands[1].type.dtype == F32 and len(a["input_spatial_dimensions"]) == 2
-                and a["feature_group_count"] == 1 and a["batch_group_count"] == 1
+                and (groups == 1 or depthwise) and a["batch_group_count"] == 1
                 and all(d == 1 for d in a["lhs_dilation"]) and not any(a["window_reversal"])):
             return self.conv2d(op, lhs_node, rhs_node)
         self.direct_convolution(op, lhs_node, rhs_node)
@@ -452,7 +455,8 @@ class _Fuser:
         out = self.new_tensor(out_shape, F32)
         regs.output(out, out_shape, F32)
         body = kir.ConvBody(in_shape, k_shape, tuple(a["window_strides"]),
-                            tuple(tuple(p) for p in a["padding"]), tuple(a["rhs_dilation"]))
+                            tuple(tuple(p) for p in a["padding"]), tuple(a["rhs_dilation"]),
+                            a["feature_group_count"] > 1)
         self.add_dispatch("conv", regs, body)
         inverse = [out_perm.index(d) for d in range(len(out_perm))]
         self.lazy[op.results[0]] = _permuted(self.leaf(out, out_shape, F32), inverse)

@@ -77,14 +77,14 @@ def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
 
 def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     """out[n, oh, ow, f] = sum_{kh, kw, c} in[n, oh*sh + kh*dh - pt, ow*sw + kw*dw - pl, c] *
-    filter[kh, kw, c, f], zero outside the input (padding)."""
+    filter[kh, kw, c, f], zero outside the input (padding); depthwise: input channel f, c = 0."""
     body = region.body
     assert isinstance(body, kir.ConvBody)
     inputs = [i for i, d in enumerate(region.bindings) if not d.output]
     src, flt = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
     out_slot = next(i for i, d in enumerate(region.bindings) if d.output)
-    n_, h, w, cin = body.input_shape
-    kh_, kw_, _, f_ = body.filter_shape
+    n_, h, w, _ = body.input_shape
+    kh_, kw_, cin, f_ = body.filter_shape
     oh_, ow_ = region.bindings[out_slot].shape[1:3]
     (pt, _), (pl, _) = body.padding
     sh, sw = body.strides
@@ -100,7 +100,7 @@ def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
         np.dtype(np.bool_))
     yc = kir.Compute("clamp", (_c(0), y, _c(h - 1)), I)
     xc = kir.Compute("clamp", (_c(0), x, _c(w - 1)), I)
-    value = kir.Compute("select", (inside, kir.Load(src, (n, yc, xc, c), F32), kir.Const(0.0, F32)), F32)
+    value = kir.Compute("select", (inside, kir.Load(src, (n, yc, xc, f if body.depthwise else c), F32), kir.Const(0.0, F32)), F32)
     product = kir.Compute("multiply", (value, kir.Load(flt, (kh, kw, c, f), F32)), F32)
     combiner = (kir.Compute("add", (kir.Arg(0, F32), kir.Arg(1, F32)), F32),)
     shape = (n_, oh_, ow_, f_, kh_, kw_, cin)

@@ -1,11 +1,13 @@
 """LLVM CPU backend: host JIT/AOT (`jit`), ABI helpers for llvmlite.ir (`abi_builder`), the
 shared expression emitter (`expr`) and one generator per kernel IR body: `elementwise`,
-`reduction`, `rows`, `sort`, and the hand-tiled `matmul` and `conv` the hardest ops lower to."""
+`reduction`, `rows`, `sort`, and the hand-tiled `matmul`, `conv` and `depthwise` the hardest ops
+lower to."""
 
 from dataclasses import replace
 
 from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu import caches, conv, matmul
+from compiler.codegen.llvm_cpu.depthwise import generate_depthwise
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
 from compiler.codegen.llvm_cpu.rows import generate_rows
@@ -43,6 +45,8 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
         raise CompileError(f"{region.name}: llvm_cpu has no dynamic form of {type(body).__name__}")
     if isinstance(body, kir.SortBody):
         return generate_sort(region)
+    if isinstance(body, kir.ConvBody) and body.depthwise:
+        return generate_depthwise(region)
     if isinstance(body, kir.ConvBody):
         return conv.generate_conv2d(body.input_shape, body.filter_shape, strides=body.strides,
                                     padding=body.padding, dilation=body.dilation, name=region.name)

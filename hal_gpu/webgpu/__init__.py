@@ -6,7 +6,8 @@ timeline semaphores (WebGPU has none) are host objects signalled when the device
 submission finish (semaphore.py); host-visible buffers (WebGPU cannot map a storage buffer
 while the GPU may use it) are a host copy uploaded before and read back after the submissions
 that use them (buffer.py); byte-granular fills, copies and updates (WebGPU copies whole 4-byte
-words) go through built-in WGSL kernels (builtins.py).
+words) go through built-in WGSL kernels (builtins.py); bool and int8 tensors (WebGPU has no
+8-bit type) live in 32-bit words in the SPIR-V target's kernels (compiler/codegen/spirv/bytes.py).
 """
 
 from hal_gpu.webgpu.driver import register

@@ -118,7 +118,8 @@ def run_case(case: Any, device: Any) -> Outcome:
             return Outcome(case.name, ops, "unsupported", message)
         return Outcome(case.name, ops, "fail", f"{type(e).__name__}: {message}")
     except AssertionError as e:
-        return Outcome(case.name, ops, "fail", _mismatch(e))
+        why = f" -- why: {EXPLAINED[case.name]}" if case.name in EXPLAINED else ""
+        return Outcome(case.name, ops, "fail", _mismatch(e) + why)
     except Exception as e:  # noqa: BLE001 - a crash is a failure with its reason, never an abort
         return Outcome(case.name, ops, "fail", f"crash {type(e).__name__}: {_first_line(e)}")
     return Outcome(case.name, ops, "pass")
@@ -157,17 +158,33 @@ def run(cases: list[Any], progress: bool = False) -> list[Outcome]:
     return outcomes
 
 
+EXPLAINED: dict[str, str] = {
+    **dict.fromkeys(("test_dft_inverse", "test_dft_inverse_opset19"),
+                    "expected values from numpy's single-precision FFT (complex64 input): components that are exactly 0 "
+                    "are 1.9e-7 there, over the 1e-7 atol; fibergrid computes the DFT in float64 (~1e-16)"),
+    **dict.fromkeys(("test_attention_4d_causal_fp16", "test_attention_4d_causal_fp16_expanded"),
+                    "expected values rounded to float16 after every op of the reference; fibergrid rounds matmuls and "
+                    "softmax once from float32: 2 of 192 elements differ by one float16 ulp (4.9e-4), over rtol 1e-3"),
+    **dict.fromkeys(("test_dynamicquantizelinear", "test_dynamicquantizelinear_expanded"),
+                    "row fusion (compiler/passes/row_fusion.py) computes x / scale as x * (1 / scale) when scale is a row "
+                    "reduction: -2.5 / 0.019607844 is -127.49999 in float32, -2.5 * (1 / 0.019607844) is -127.5, which "
+                    "rounds to the neighbouring integer"),
+}
+"""Why a claimed case known to fail does, where its reason alone (a mismatch) does not say; it is
+appended to the reason, never changes the outcome."""
+
+
 def category(reason: str) -> str:
     """The kind of a failure, for the explained counts."""
     if "a value given at run time" in reason or "must be known at compile time" in reason or "given at run time" in reason:
         return ("an input whose value the conversion needs (shape, axes, pads, sizes, k, scatter indices...) "
                 "arrives at run time: fibergrid specialises on shapes, not values")
     if "unsupported element type" in reason:
-        return "element type without an IR/numpy form (float8, int4/int2, float4, string): " + reason.rsplit("element type ", 1)[-1].split()[0]
+        return "element type without an IR form (strings; float6): " + reason.rsplit("element type ", 1)[-1].split()[0]
     if "sequence or optional" in reason or "only tensor" in reason:
         return "sequence or optional values (tensors only)"
     if reason.startswith("mismatch"):
-        return "mismatch"
+        return "mismatch" + (f" ({reason.split(' -- why: ', 1)[1]})" if " -- why: " in reason else "")
     if "opset" in reason and "is not supported" in reason:
         return "opset before 7"
     return reason

@@ -10,15 +10,17 @@ compile cache, the .fgx and `fg.load`'s per-call specialisation take ONNX unchan
 Layout: model.py (reading, signature, dim binding), graph.py (the node walk, compile-time folding of
 nodes whose inputs are all known -- the shape subgraphs -- and expansion of ops the standard
 defines as ONNX functions), builder.py (typed IR emission), rewrite.py (Conv+BatchNormalization
-folding), ops/ (the op table by family: elementwise, tensor, reduce, nn, recurrent, resize, control).
+folding), narrow.py (float8/float4/int4/int2 tensors as their storage bytes, exact conversions),
+ops/ (the op table by family: elementwise, tensor, reduce, nn, quantized, signal, grid_sample,
+recurrent, resize, control).
 
-What is not supported, each a CompileError naming the node: a value that decides a shape arriving
-as a graph input at run time (Reshape's shape, Slice's starts, ReduceX's axes, TopK's k...: the
-graph is specialised on shapes, not values); sequences, optionals and maps; float8, int4/int2,
-float4 and string element types; data-dependent output shapes (NonZero, Unique, Compress...) unless
-their inputs are constants; Loop/If whose trip count or branch shapes depend on data; scatter with
-runtime indices; ops without a converter or a function body (GridSample, DFT, NonMaxSuppression,
-RoiAlign, DeformConv, the QLinear* ops...).
+A graph input whose contents decide a shape (Reshape's shape, Slice's starts, TopK's k, Compress's
+condition...) is known at conversion: the graph compiles once per distinct contents.
+
+What is not supported, each a CompileError naming the node or the input: sequences, optionals and maps as graph inputs or outputs; string and float6 element types;
+data-dependent output shapes (NonZero, Unique...) unless their inputs are constants; Loop/If whose
+trip count or branch shapes depend on data; scatter with runtime indices; random ops; ops without
+a converter or a function body (NonMaxSuppression, RoiAlign, DeformConv, TfIdfVectorizer...).
 """
 
 from compiler.frontends.onnx.model import OnnxModule, parse_onnx

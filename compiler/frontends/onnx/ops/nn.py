@@ -1,5 +1,5 @@
-"""Contractions and windows: MatMul, Gemm, Einsum, Conv, ConvTranspose, MaxPool, AveragePool,
-GlobalAveragePool/GlobalMaxPool.
+"""Contractions and windows: MatMul, Gemm, Einsum, Det, Conv, ConvTranspose, MaxPool (and its
+Indices), AveragePool, GlobalAveragePool/GlobalMaxPool.
 
 MatMul with a 2-D right operand (a weight) flattens the left operand's batch dims into rows, so
 the CPU backend sees one [M, K] x [K, N] matmul (its register-blocked kernel, bias fused) rather
@@ -9,6 +9,7 @@ the kernel layout.
 
 from __future__ import annotations
 
+import itertools
 import math
 import string
 
@@ -54,6 +55,27 @@ def matmul(c: Ctx, a: Tensor, b: Tensor) -> Tensor:
     if squeeze_a:
         out.pop(-1 if squeeze_b else -2)
     return c.b.reshape(y, out)
+
+
+def _det(c: Ctx) -> list[Tensor]:
+    """Determinants of [..., n, n] matrices by the Leibniz expansion (n! products of n entries),
+    for n <= 4; larger matrices would need a pivoted LU, which the frontend lacks."""
+    x = c.input(0)
+    xs = shape_of(x)
+    if len(xs) < 2 or xs[-1] != xs[-2]:
+        raise c.error(f"Det needs square matrices [..., n, n], got {xs}")
+    n, batch = xs[-1], list(xs[:-2])
+    if n > 4:
+        raise c.error(f"Det of {n}x{n} matrices is not supported (at most 4x4)")
+    entry = lambda i, j: c.b.reshape(c.b.slice(x, [0] * len(batch) + [i, j], [*batch, i + 1, j + 1]), batch)  # noqa: E731
+    total = None
+    for perm in itertools.permutations(range(n)):
+        term = entry(0, perm[0])
+        for i in range(1, n):
+            term = c.b.binary("multiply", term, entry(i, perm[i]))
+        odd = sum(1 for i in range(n) for j in range(i + 1, n) if perm[i] > perm[j]) % 2
+        total = term if total is None else c.b.binary("subtract" if odd else "add", total, term)
+    return [total]
 
 
 def _matmul(c: Ctx) -> list[Tensor]:
@@ -210,13 +232,42 @@ def _conv_transpose(c: Ctx) -> list[Tensor]:
     return [y]
 
 
+def _max_pool_indices(c: Ctx, x: Tensor, kernel, strides, dilations, padding, out) -> Tensor:
+    """MaxPool's Indices: per window the flat index (over the whole input, spatial dims in
+    `storage_order`) of its first largest element, padding skipped, as the reference scans it."""
+    xs = shape_of(x)
+    spatial = xs[2:]
+    dtype = dtype_of(x)
+    padded = c.b.emit("pad", [x, c.b.scalar(lowest(dtype), dtype)], [*xs[:2], *(d + lo + hi for d, (lo, hi) in zip(spatial, padding))],
+                      dtype, {"edge_padding_low": (0, 0, *(lo for lo, _ in padding)),
+                              "edge_padding_high": (0, 0, *(hi for _, hi in padding)), "interior_padding": (0,) * len(xs)})
+    order = "F" if c.attr("storage_order", 0) else "C"
+    grid = np.indices(out)
+    best, index = None, None
+    for offset in np.ndindex(*kernel):
+        pos = [grid[i] * strides[i] + offset[i] * dilations[i] - padding[i][0] for i in range(len(kernel))]
+        real = np.logical_and.reduce([(p >= 0) & (p < d) for p, d in zip(pos, spatial)])
+        source = np.where(real, np.ravel_multi_index([np.clip(p, 0, d - 1) for p, d in zip(pos, spatial)], spatial, order=order), -1)
+        start = [0, 0, *(o * d for o, d in zip(offset, dilations))]
+        limit = [*xs[:2], *(s + (m - 1) * st + 1 for s, m, st in zip(start[2:], out, strides))]
+        value = c.b.slice(padded, start, limit, [1, 1, *strides])
+        if best is None:
+            best, index = value, c.b.broadcast(source.astype(np.int64), [*xs[:2], *out])
+            continue
+        take = c.b.binary("and", c.b.broadcast(real, [*xs[:2], *out]), c.b.binary(
+            "or", c.b.compare("EQ", index, c.b.scalar(-1, np.int64)), c.b.compare("GT", value, best)))
+        best = c.b.select(take, value, best)
+        index = c.b.select(take, c.b.broadcast(source.astype(np.int64), [*xs[:2], *out]), index)
+    channel = c.b.binary("add", c.b.binary("multiply", c.b.iota([*xs[:2], *out], 0), c.b.scalar(xs[1], np.int64)),
+                         c.b.iota([*xs[:2], *out], 1))
+    return c.b.binary("add", index, c.b.binary("multiply", channel, c.b.scalar(math.prod(spatial), np.int64)))
+
+
 def _pool(kind: str):
     def handler(c: Ctx) -> list[Tensor]:
         x = c.input(0)
         xs = shape_of(x)
         n = len(xs) - 2
-        if len(c.node.output) > 1 and c.node.output[1]:
-            raise c.error("the Indices output of MaxPool is not supported")
         kernel = list(c.attr("kernel_shape"))
         strides, dilations, padding = _conv_geometry(c, xs[2:], kernel)
         out = []
@@ -237,8 +288,11 @@ def _pool(kind: str):
                  "padding": ((0, 0), (0, 0), *(tuple(p) for p in padding))}
         shape = [*xs[:2], *out]
         if kind == "max":
-            return [c.b.emit("reduce_window", [x, c.b.scalar(lowest(dtype), dtype)], shape, dtype, attrs,
-                             [scalar_body("maximum", dtype)])]
+            y = c.b.emit("reduce_window", [x, c.b.scalar(lowest(dtype), dtype)], shape, dtype, attrs,
+                         [scalar_body("maximum", dtype)])
+            if len(c.node.output) > 1 and c.node.output[1]:
+                return [y, _max_pool_indices(c, x, kernel, strides, dilations, padding, out)]
+            return [y]
         if kind == "lp":  # (sum |x|^p over the window)^(1/p); padding counts as 0
             p = c.b.scalar(c.attr("p", 2), dtype)
             powered = c.b.binary("power", c.b.unary("abs", x), p)
@@ -308,9 +362,7 @@ def _parse_einsum(c: Ctx, equation: str, ranks: list[int]) -> tuple[list[str], s
 def _einsum(c: Ctx) -> list[Tensor]:
     xs = [x for x in c.inputs if x is not None]
     terms, out = _parse_einsum(c, c.attr("equation"), [len(shape_of(x)) for x in xs])
-    for t in terms:
-        if len(set(t)) != len(t):
-            raise c.error(f"repeated index in term '{t}' (diagonals) is not supported")
+    xs, terms = [list(z) for z in zip(*(_diagonal(c, x, t) for x, t in zip(xs, terms)))]
     sizes: dict[str, int] = {}
     for t, x in zip(terms, xs):
         for ch, d in zip(t, shape_of(x)):
@@ -324,6 +376,22 @@ def _einsum(c: Ctx) -> list[Tensor]:
         x = c.b.reduce(x, drop, "add", 0)
         t = "".join(ch for ch in t if ch in out)
     return [c.b.transpose(x, [t.index(ch) for ch in out])]
+
+
+def _diagonal(c: Ctx, x: Tensor, t: str) -> tuple[Tensor, str]:
+    """An einsum operand whose term repeats a letter ('ii', 'bii') reduced to its diagonal: that
+    letter once, last (a gather on the two dims flattened)."""
+    while (dup := next((ch for ch in t if t.count(ch) > 1), None)) is not None:
+        i = t.index(dup)
+        j = t.index(dup, i + 1)
+        shape = shape_of(x)
+        if shape[i] != shape[j]:
+            raise c.error(f"index '{dup}' of term '{t}' has sizes {shape[i]} and {shape[j]}")
+        rest = [k for k in range(len(t)) if k not in (i, j)]
+        flat = c.b.reshape(c.b.transpose(x, rest + [i, j]), [*(shape[k] for k in rest), shape[i] * shape[i]])
+        x = c.b.take(flat, np.arange(shape[i], dtype=np.int64) * (shape[i] + 1), len(rest))
+        t = "".join(t[k] for k in rest) + dup
+    return x, t
 
 
 def _contract(c: Ctx, a: Tensor, ta: str, b: Tensor, tb: str, keep: set[str], sizes: dict[str, int]):
@@ -358,7 +426,7 @@ def _contract(c: Ctx, a: Tensor, ta: str, b: Tensor, tb: str, keep: set[str], si
 
 
 HANDLERS = {
-    "MatMul": _matmul, "MatMulInteger": _matmul_integer, "LpPool": _pool("lp"), "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "ConvTranspose": _conv_transpose,
+    "MatMul": _matmul, "Det": _det, "MatMulInteger": _matmul_integer, "LpPool": _pool("lp"), "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "ConvTranspose": _conv_transpose,
     "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
     "GlobalAveragePool": _global_pool("avg"), "GlobalMaxPool": _global_pool("max"),
 }

@@ -1,5 +1,5 @@
 """Shape and data-movement ONNX ops: Reshape, Transpose, Squeeze/Unsqueeze, Flatten, Concat,
-Split, Slice, Gather(Elements/ND), Expand, Tile, Pad, Shape/Size, ConstantOfShape, Range, Trilu,
+Split, Slice, Gather(Elements/ND), Compress, Expand, Tile, Pad, Shape/Size, ConstantOfShape, Range, Trilu,
 Constant, Dropout, DepthToSpace/SpaceToDepth, OneHot.
 
 Inputs that decide a result's shape (Reshape's shape, Slice's starts, Expand's shape, Pad's pads...)
@@ -155,6 +155,23 @@ def _gather(c: Ctx) -> list[Tensor]:
     if isinstance(x, np.ndarray) and isinstance(idx, np.ndarray):
         return [np.take(x, idx, axis)]
     return [c.b.take(x, idx, axis)]
+
+
+def _compress(c: Ctx) -> list[Tensor]:
+    """The slices (or, without an axis, the flattened elements) whose condition is true: the
+    condition decides the result's shape, so it must be known (compiled per distinct condition)."""
+    x = c.input(0)
+    condition = c.known(1, "condition")
+    if condition is None:
+        raise c.error("input 1 ('condition') is required")
+    if c.attr("axis") is None:
+        x, axis = c.b.reshape(x, [math.prod(shape_of(x))]), 0
+    else:
+        axis = c.axis(c.attr("axis"), len(shape_of(x)))
+    keep = np.flatnonzero(condition.reshape(-1)[:shape_of(x)[axis]]).astype(np.int64)
+    if isinstance(x, np.ndarray):
+        return [np.take(x, keep, axis)]
+    return [c.b.take(x, keep, axis)]
 
 
 def _gather_elements(c: Ctx) -> list[Tensor]:
@@ -333,7 +350,8 @@ def _dropout(c: Ctx) -> list[Tensor]:
     if training is not None and bool(training.reshape(-1)[0]):
         ratio = c.known(1, "ratio")  # (opset 12+: the ratio is an input; 0.5 when omitted)
         if ratio is None or float(ratio.reshape(-1)[0]) != 0.0:
-            raise c.error("training_mode=True with a non-zero ratio (random dropout) is not supported")
+            raise c.error("training_mode=True with a non-zero ratio draws a random mask (the reference: numpy's "
+                          "RandomState(seed)), which fibergrid cannot reproduce: not supported")
     return [x, c.b.full(True, shape_of(x), np.bool_)]
 
 
@@ -382,7 +400,7 @@ def _size(c: Ctx) -> list[Tensor]:
 HANDLERS = {
     "Reshape": _reshape, "Transpose": _transpose, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Flatten": _flatten, "Concat": _concat, "Split": _split, "Slice": _slice, "Gather": _gather,
-    "GatherElements": _gather_elements, "GatherND": _gather_nd, "Expand": _expand, "Tile": _tile,
+    "GatherElements": _gather_elements, "Compress": _compress, "GatherND": _gather_nd, "Expand": _expand, "Tile": _tile,
     "Pad": _pad, "Shape": _shape, "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Trilu": _trilu, "Constant": _constant, "Dropout": _dropout, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth, "OneHot": _one_hot, "ReverseSequence": _reverse_sequence, "EyeLike": _eye_like,

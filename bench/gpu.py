@@ -1,11 +1,14 @@
 """GPU benchmarks on the `vulkan` or `cuda` driver (issues 8, 13): submit-to-signal for one tiny
 dispatch, a 256 MiB device-local copy's GB/s, a 4096x4096 f32 matmul's GFLOP/s from portable
 kernels (naive and tiled through workgroup memory), and the per-call latency of bench.models' JAX
-models compiled for the device (next to IREE's Vulkan driver where IREE is installed).
+models compiled for the device, next to IREE's own Vulkan or CUDA driver in the same run where
+IREE is installed.
 
     python -m bench.gpu --json                  # full sizes (an NVIDIA H200 in the issue)
     python -m bench.gpu --json --quick          # small sizes (lavapipe on a CPU)
     python -m bench.gpu --json --driver cuda    # the same figures on the CUDA driver
+    python -m bench.gpu --driver cuda --iree-export DIR   # IREE's CUDA modules, compiled here,
+    python -m bench.gpu --json --driver cuda --iree-modules DIR   # timed where only its runtime is
 
 On cuda the floor is also measured raw, in the same run: the same kernel launched with
 cuLaunchKernel and a stream synchronise from Python, no HAL (issue 13's 10.8 us).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -188,17 +192,21 @@ def matmul_rate(device, n: int, repeats: int, tiled: bool) -> dict:
     return {f"{name}_n": n, f"{name}_us": us, f"{name}_GFLOPs": 2.0 * n ** 3 / us / 1e3, f"{name}_rel_error": err}
 
 
-def _iree_vulkan(text: str, inputs: list[np.ndarray]):
-    """IREE's own Vulkan driver on the same model, numpy in and out; None without IREE or where
-    it cannot run the model (lavapipe refuses its host-memory import for some results)."""
+# IREE 3.13's compiler knows no sm_90 target; its sm_89 PTX is JIT-compiled for Hopper by the
+# driver, as any PTX of an older architecture is.
+IREE_CUDA_TARGET = "sm_89"
+
+
+def _iree_runner(vmfb: bytes, driver: str, inputs: list[np.ndarray]):
+    """A compiled IREE module on IREE's own `driver`, numpy in and out; None where IREE's
+    runtime is missing or cannot run it (lavapipe refuses its host-memory import for some
+    results)."""
     try:
-        import iree.compiler as ireec
         import iree.runtime as ireert
     except ImportError:
         return None
     try:
-        vmfb = ireec.compile_str(text, target_backends=["vulkan-spirv"], input_type="stablehlo")
-        ctx = ireert.SystemContext(config=ireert.Config("vulkan"))
+        ctx = ireert.SystemContext(config=ireert.Config(driver))
         ctx.add_vm_module(ireert.VmModule.copy_buffer(ctx.instance, vmfb))
         fn = getattr(ctx.modules, [n for n in ctx.modules if n != "hal"][0])["main"]
 
@@ -212,18 +220,55 @@ def _iree_vulkan(text: str, inputs: list[np.ndarray]):
     return call
 
 
-def models(device, repeats: int, names: list[str] | None) -> dict:
-    """Per-call latency (numpy in, numpy out) of bench.models' JAX models on this device, next
-    to IREE's Vulkan driver where IREE is installed."""
+def _iree_compile(text: str, driver: str) -> bytes | None:
+    """IREE's vmfb of a StableHLO text for its `driver` (vulkan or cuda); None without IREE's
+    compiler or where it refuses the model."""
+    try:
+        import iree.compiler as ireec
+    except ImportError:
+        return None
+    target = {"vulkan": ["--iree-hal-target-device=vulkan"],
+              "cuda": ["--iree-hal-target-device=cuda", f"--iree-cuda-target={IREE_CUDA_TARGET}"]}[driver]
+    try:
+        return ireec.compile_str(text, input_type="stablehlo", extra_args=target)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _model_texts(names: list[str] | None):
+    """(name, StableHLO text, inputs, numpy reference) of bench.models' JAX models."""
     import jax
 
-    from bench.models import _cases, _max_rel_error, medians_us
+    from bench.models import _cases
+
+    for name, (jax_fn, np_fn, inputs) in _cases().items():
+        if not names or name in names:
+            yield name, jax.jit(jax_fn).lower(*inputs).as_text(), inputs, np_fn
+
+
+def export_iree(folder: str, driver: str, names: list[str] | None) -> list[str]:
+    """Compiles the models for IREE's `driver` into FOLDER/NAME.vmfb, for a machine that has
+    IREE's runtime but not its compiler (the H200: `--iree-modules FOLDER` there)."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, text, _, _ in _model_texts(names):
+        vmfb = _iree_compile(text, driver)
+        if vmfb is not None:
+            with open(os.path.join(folder, f"{name}.{driver}.vmfb"), "wb") as f:
+                f.write(vmfb)
+            written.append(name)
+    return written
+
+
+def models(device, repeats: int, names: list[str] | None, iree_modules: str | None = None) -> dict:
+    """Per-call latency (numpy in, numpy out) of bench.models' JAX models on this device, next
+    to IREE's own driver for the same API (vulkan, cuda) in the same run, interleaved: compiled
+    here where IREE's compiler imports, else read from `iree_modules` (export_iree)."""
+    from bench.models import _max_rel_error, medians_us
 
     out: dict = {}
-    for name, (jax_fn, np_fn, inputs) in _cases().items():
-        if names and name not in names:
-            continue
-        text = jax.jit(jax_fn).lower(*inputs).as_text()
+    iree_driver = {"vulkan": "vulkan", "cuda": "cuda"}.get(device.driver)
+    for name, text, inputs, np_fn in _model_texts(names):
         try:
             module = fg.load(text, device=device)
             out[f"{name}_max_rel_error"] = _max_rel_error(module(*inputs), np_fn(*inputs))
@@ -231,13 +276,18 @@ def models(device, repeats: int, names: list[str] | None) -> dict:
             out[f"{name}_error"] = str(e).splitlines()[0]
             continue
         calls = {"fibergrid": lambda module=module: module(*inputs)}
-        iree = _iree_vulkan(text, inputs)
+        iree = None
+        if iree_driver is not None:
+            path = os.path.join(iree_modules or "", f"{name}.{iree_driver}.vmfb")
+            vmfb = open(path, "rb").read() if iree_modules and os.path.exists(path) else _iree_compile(text, iree_driver)
+            iree = None if vmfb is None else _iree_runner(vmfb, iree_driver, inputs)
         if iree is not None:
+            out[f"{name}_iree_max_rel_error"] = _max_rel_error(iree(*inputs), np_fn(*inputs))
             calls["iree"] = lambda: iree(*inputs)
         t = medians_us(calls, repeats)
         out[f"{name}_us"] = t["fibergrid"]
         if "iree" in t:
-            out[f"{name}_iree_vulkan_us"] = t["iree"]
+            out[f"{name}_iree_{iree_driver}_us"] = t["iree"]
             out[f"{name}_ratio_vs_iree"] = t["fibergrid"] / t["iree"]
     return out
 
@@ -248,18 +298,26 @@ IREE_CUDA_BEST_US = 500.0  # IREE 3.13's CUDA driver on the H200, its fastest of
 
 
 def _bars(out: dict) -> dict:
-    """Issue 8's bars, from this run's figures (the peak and IREE's figure are the H200's)."""
+    """Issues 8 and 13's bars from this run's figures. The models against IREE: the same-run
+    ratios where IREE ran here, else IREE's fastest model on the H200 as the issues measured it
+    (the peak is the H200's too)."""
     models = {k[:-3]: v for k, v in out.items() if k.endswith("_us") and not k.startswith(("matmul_", "submit", "empty", "copy", "raw_"))
-              and not k.endswith(("_iree_vulkan_us",))}
+              and not k.endswith(("_iree_vulkan_us", "_iree_cuda_us"))}
+    same_run = {k[:-len("_ratio_vs_iree")]: v for k, v in out.items() if k.endswith("_ratio_vs_iree")}
+    if same_run:
+        against_iree = {"models_faster_than_iree_same_run": {name: r < 1.0 for name, r in same_run.items()},
+                        "models_5x_faster_than_iree_same_run": {name: r * 5 < 1.0 for name, r in same_run.items()}}
+    elif "ratio_vs_raw_launch" in out:
+        against_iree = {"models_below_iree_cuda": {name: us < IREE_CUDA_BEST_US for name, us in models.items()},
+                        "models_5x_below_iree_cuda": {name: us * 5 < IREE_CUDA_BEST_US for name, us in models.items()}}
+    else:
+        against_iree = {"models_below_iree_vulkan": {name: us < IREE_VULKAN_BEST_US for name, us in models.items()},
+                        "models_10x_below_iree_vulkan": {name: us * 10 < IREE_VULKAN_BEST_US for name, us in models.items()}}
     return {
         "submit_within_2x_of_empty_submit": out["ratio_vs_floor"] <= 2.0,
-        **({"submit_within_2x_of_raw_launch": out["ratio_vs_raw_launch"] <= 2.0,
-            "models_below_iree_cuda": {name: us < IREE_CUDA_BEST_US for name, us in models.items()},
-            "models_5x_below_iree_cuda": {name: us * 5 < IREE_CUDA_BEST_US for name, us in models.items()}}
-           if "ratio_vs_raw_launch" in out else {}),
+        **({"submit_within_2x_of_raw_launch": out["ratio_vs_raw_launch"] <= 2.0} if "ratio_vs_raw_launch" in out else {}),
         "matmul_tiled_fraction_of_h200_peak": out.get("matmul_tiled_GFLOPs", 0.0) / H200_F32_PEAK_GFLOPS,
-        "models_below_iree_vulkan": {name: us < IREE_VULKAN_BEST_US for name, us in models.items()},
-        "models_10x_below_iree_vulkan": {name: us * 10 < IREE_VULKAN_BEST_US for name, us in models.items()},
+        **against_iree,
     }
 
 
@@ -269,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CPU Vulkan implementations)")
     parser.add_argument("--driver", default="vulkan", choices=["vulkan", "cuda", "webgpu"], help="the GPU driver to measure")
     parser.add_argument("--device", default=None, help="device index or name substring")
+    parser.add_argument("--iree-modules", metavar="FOLDER", help="IREE's compiled models (from --iree-export), for a machine without IREE's compiler")
+    parser.add_argument("--iree-export", metavar="FOLDER", help="only compile the models for IREE's --driver into FOLDER (needs iree-base-compiler), then exit")
     args = parser.parse_args(argv)
+    if args.iree_export:
+        written = export_iree(args.iree_export, args.driver, None)
+        print(f"bench.gpu: {len(written)} IREE {args.driver} modules in {args.iree_export}: {', '.join(written)}", file=sys.stderr)
+        return 0 if written else 2
     if args.driver not in fg.available_drivers():
         print(f"bench.gpu: no {args.driver} device on this machine (fg.available_drivers() has no '{args.driver}')", file=sys.stderr)
         return 2
@@ -280,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10, tiled=False))
     out.update(matmul_rate(device, 256 if args.quick else 4096, 3 if args.quick else 10, tiled=True))
     quick_models = ["attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "mlp_b1"]
-    out.update(models(device, 5 if args.quick else 50, quick_models if args.quick else None))
+    out.update(models(device, 5 if args.quick else 50, quick_models if args.quick else None, args.iree_modules))
     out["bars"] = _bars(out)
     device.close()
     if args.json:

@@ -27,7 +27,9 @@ NEW_BATCHES = (1, 3, 8, 17, 32, 64, 100, 256)
 STEADY_BATCHES = (1, 64)
 
 
-def _models():
+def models():
+    """(jax, {name: (function, its jax.export shape spec, an input row's shape)}): the models
+    measured here, which tests/compiler/test_dynamic_once.py checks against JAX too."""
     import jax
     import jax.numpy as jnp
 
@@ -84,11 +86,11 @@ def measure(device_name: str, calls: int) -> dict:
     import fibergrid as fg
     from compiler import executable
 
-    jax, models = _models()
+    jax, cases = models()
     device = fg.default_device(device_name)
     out: dict = {"device": device_name, "new_batches": list(NEW_BATCHES), "calls": calls, "models": {}}
     rng = np.random.default_rng(1)
-    for name, (f, spec, row) in models.items():
+    for name, (f, spec, row) in cases.items():
         text = jax.export.export(jax.jit(f))(
             jax.ShapeDtypeStruct(jax.export.symbolic_shape(spec), np.float32)).mlir_module()
         with tempfile.TemporaryDirectory() as tmp:

@@ -130,6 +130,8 @@ def _where(path: tuple, lowered: Any) -> str:
             if len(rest) > 4:  # deep in an expression: where it starts and what it is
                 rest = rest[:3] + ["..."] + rest[-1:]
             return f"kernel {item.region.name} ({type(item.region.body).__name__}): {'.'.join(rest)}"
+    if len(path) == 4 and path[0] == "tensors" and path[2] == "shape":
+        return f"dim {path[3]} of buffer {path[1]} {lowered.tensors[path[1]].shape} (not its leading dim)"
     return ".".join(str(p) for p in path)
 
 

@@ -187,7 +187,9 @@ def _compile(args: argparse.Namespace) -> int:
     progress = Progress(threshold=0.0 if args.verbose else 1.0)
     targets = tuple(dict.fromkeys(t for t in args.target if t != "cpu"))  # the host CPU's code is always in
     if os.path.isdir(args.input):
-        executable.save(_compile_saved_model(args, progress, targets), args.output)
+        program = _compile_saved_model(args, progress, targets)
+        _say_dynamic(program)
+        executable.save(program, args.output)
         return 0
     if args.signature is not None or args.input_shape:
         raise CliError("--signature and --input-shape are for SavedModel directories; use --function and --specialize")
@@ -209,13 +211,18 @@ def _compile(args: argparse.Namespace) -> int:
         program = CACHE.get_or_build(text, args.function, None,
                                      lambda: executable.build(text, args.function, progress=progress, targets=targets),
                                      targets=targets)
-    for name, entry in program.functions.items():  # which path each function with dynamic dims takes
+    _say_dynamic(program)
+    executable.save(program, args.output)
+    return 0
+
+
+def _say_dynamic(program: Program) -> None:
+    """One line on stderr per function with dynamic dims: which path it takes."""
+    for name, entry in program.functions.items():
         if entry.dynamic is not None:
             print(f"fibergrid: @{name}: dynamic dims compiled once, for every size (CPU drivers)", file=sys.stderr)
         elif entry.dynamic_fallback:
             print(f"fibergrid: @{name}: compiled per input shape: {entry.dynamic_fallback}", file=sys.stderr)
-    executable.save(program, args.output)
-    return 0
 
 
 def _compile_saved_model(args: argparse.Namespace, progress: Progress, targets: tuple[str, ...]) -> Program:

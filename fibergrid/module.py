@@ -434,15 +434,17 @@ class Function:
         """True when calls run code compiled once for every size of the function's dynamic dim
         (compiler/dynamic.py; a call's shapes only size its buffers and grids); False for a
         static function and for one compiled per input-shape signature (`dynamic_fallback`)."""
-        return self.dynamic_fallback == "" and self._entry.dynamic is not None
+        return self._entry.dynamic is not None and self.dynamic_fallback == ""
 
     @property
     def dynamic_fallback(self) -> str:
-        """Why a function with dynamic dims is compiled per input-shape signature ("" when it is not)."""
-        if not self._entry.is_dynamic:
-            return ""
-        if self._entry.dynamic is None:
-            return self._entry.dynamic_fallback or "its inputs' contents decide shapes"
+        """Why a function with dynamic (or unknown: a SavedModel's) dims is compiled per
+        input-shape signature ("" when it is not, or has none)."""
+        entry = self._entry
+        if entry.dynamic is None:
+            if entry.dynamic_fallback or not entry.is_dynamic:
+                return entry.dynamic_fallback
+            return "its inputs' contents decide shapes" if entry.value_inputs else "compiled without the code for every size"
         if CPU_NATIVE_FORMAT not in self._module.device.formats:
             return f"the {self._module.device.driver} driver runs no code of run-time size (CPU drivers only)"
         return ""

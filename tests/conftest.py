@@ -16,3 +16,21 @@ def _compile_cache_dir(tmp_path_factory):
         del os.environ["FIBERGRID_CACHE_DIR"]
     else:
         os.environ["FIBERGRID_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def compiles(monkeypatch, tmp_path):
+    """A one-item list counting LLVM compiles (object code emitted) from here on, in a fresh
+    compile cache: what a test of "compiled once" counts."""
+    from compiler.codegen.llvm_cpu import jit
+
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path / "cache"))
+    count = [0]
+    emit = jit.emit_object
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return emit(*args, **kwargs)
+
+    monkeypatch.setattr(jit, "emit_object", counting)
+    return count

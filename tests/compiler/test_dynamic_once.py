@@ -11,8 +11,8 @@ import pytest
 
 import fibergrid as fg
 from compiler import executable
+from bench.dynamic import models
 from compiler.cache import CACHE
-from compiler.codegen.llvm_cpu import jit
 from fibergrid.module import MAX_SIGNATURES
 from tests.compiler.conftest import assert_matches
 
@@ -24,21 +24,6 @@ RNG = np.random.default_rng(7)
 # 50 batch sizes: every size to 40 (every remainder of the row tiles), then larger ones that
 # cross workgroup and matmul tile edges.
 BATCHES = list(range(1, 41)) + [47, 64, 97, 128, 191, 192, 193, 256, 300, 517]
-
-
-@pytest.fixture
-def compiles(monkeypatch, tmp_path):
-    """Counts LLVM compiles (object code emitted), in a fresh compile cache."""
-    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path / "cache"))
-    count = [0]
-    emit = jit.emit_object
-
-    def counting(*args, **kwargs):
-        count[0] += 1
-        return emit(*args, **kwargs)
-
-    monkeypatch.setattr(jit, "emit_object", counting)
-    return count
 
 
 def _export(f, *specs: str) -> export.Exported:
@@ -58,25 +43,6 @@ def mlp(x):
     h = jax.nn.relu(x @ W1 + B1)
     h = jnp.tanh(h @ W2 + B2)
     return jax.nn.softmax(h @ W3, axis=-1)
-
-
-T, D, H = 8, 32, 4
-WQ, WK, WV, WO, WU, WD = _weights((D, D), (D, D), (D, D), (D, D), (D, 4 * D), (4 * D, D))
-
-
-def _layer_norm(x):
-    mean = x.mean(-1, keepdims=True)
-    return (x - mean) / jnp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
-
-
-def transformer_block(x):
-    """Pre-norm attention + MLP over a (batch, T, D) sequence."""
-    b = x.shape[0]
-    h = _layer_norm(x)
-    q, k, v = ((h @ w).reshape(b, T, H, D // H).transpose(0, 2, 1, 3) for w in (WQ, WK, WV))
-    attention = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(D // H), axis=-1)
-    x = x + (attention @ v).transpose(0, 2, 1, 3).reshape(b, T, D) @ WO
-    return x + jax.nn.gelu(_layer_norm(x) @ WU) @ WD
 
 
 def _run_batches(model: fg.Module, exported: export.Exported, row: tuple[int, ...]) -> None:
@@ -101,11 +67,14 @@ def test_mlp_at_50_batch_sizes_compiles_once(compiles, driver) -> None:
 
 
 def test_transformer_block_at_50_batch_sizes_compiles_once(compiles) -> None:
-    exported = _export(transformer_block, "b, 8, 32")
+    """bench.dynamic's block: pre-norm attention (4 heads) and a GELU MLP over (batch, 16, 64)."""
+    _, cases = models()
+    block, spec, row = cases["transformer_block"]
+    exported = _export(block, spec)
     model = fg.load(exported.mlir_module(), "local-task")
     assert model.main.dynamic
     assert compiles[0] == 1
-    _run_batches(model, exported, (T, D))
+    _run_batches(model, exported, row)
     assert compiles[0] == 1
 
 
@@ -192,3 +161,21 @@ def test_damaged_dynamic_tables_are_refused(compiles) -> None:
         entry.dynamic = dataclasses.replace(entry.dynamic, dynamic=bad)
         with pytest.raises(fg.InvalidArgument, match="dynamic"):
             executable.from_bytes(executable.to_bytes(program), "bad.fgx")
+
+
+@pytest.mark.skipif("vulkan" not in fg.available_drivers(), reason="no Vulkan device here")
+def test_gpu_driver_compiles_per_shape(compiles) -> None:
+    """The code for every size is CPU code: on a GPU driver the function says so and is compiled
+    per input shape, still correct."""
+    exported = _export(mlp, "b, 48")
+    device = fg.create_device("vulkan")
+    try:
+        model = fg.load(exported.mlir_module(), device)
+        assert not model.main.dynamic and "vulkan driver" in model.main.dynamic_fallback
+        for batch in (2, 5):
+            x = RNG.standard_normal((batch, 48)).astype(np.float32)
+            assert_matches([model(x)], [np.asarray(exported.call(x))])
+        assert compiles[0] == 3  # once for every size (for CPU drivers), then 2 and 5
+        model.close()
+    finally:
+        device.close()

@@ -10,7 +10,7 @@ import pytest
 import fibergrid as fg
 from compiler import executable
 from compiler.frontends.savedmodel import compile_saved_model, export, program_from
-from tests.savedmodel.cases import FEEDFORWARD, LOOPS, TWO_BATCHES
+from tests.savedmodel.cases import FEEDFORWARD, LOOPS, TWO_BATCHES, UNSEEN_BATCHES
 from tests.savedmodel.conftest import needs_tf, reference
 
 pytestmark = needs_tf
@@ -31,9 +31,24 @@ def _saved(program: executable.Program, tmp_path) -> fg.Module:
 
 @pytest.mark.parametrize("name,shapes", FEEDFORWARD, ids=[n for n, _ in FEEDFORWARD])
 def test_feedforward_model_matches_tensorflow(models_dir, name, shapes, tmp_path):
+    """The unknown batch compiles once for every size, except through a convolution (its
+    batch is not a run-time value): that one is compiled for the shapes asked for."""
     module = _saved(compile_saved_model(str(models_dir / name), input_shapes=[tuple(shapes)]), tmp_path)
-    assert [i.shape for i in module.inputs] == shapes
+    dynamic = name != "cnn"
+    assert module.main.dynamic == dynamic
+    assert [i.shape for i in module.inputs] == [(None, *s[1:]) if dynamic else s for s in shapes]
     _check(module, models_dir, name, shapes)
+
+
+@pytest.mark.parametrize("name,shapes", UNSEEN_BATCHES, ids=[f"{n}-{s[0][0]}" for n, s in UNSEEN_BATCHES])
+def test_unknown_batch_runs_at_sizes_never_compiled(models_dir, name, shapes, compiles):
+    """A signature's unknown batch (None) compiles to a dynamic dim: fg.load(dir) compiles it,
+    and batch sizes nobody asked for run without a compile, matching TensorFlow."""
+    module = fg.load(models_dir / name)
+    assert module.main.dynamic and module.inputs[0].shape[0] is None
+    loaded = compiles[0]
+    _check(module, models_dir, name, shapes)
+    assert compiles[0] == loaded
 
 
 @pytest.mark.parametrize("name,shapes", LOOPS, ids=[n for n, _ in LOOPS])
@@ -44,16 +59,29 @@ def test_loop_model_matches_tensorflow(models_dir, name, shapes, tmp_path):
     _check(_saved(program_from(exported), tmp_path), models_dir, name, shapes)
 
 
-def test_load_directory_compiles_unknown_dims_as_one(models_dir, capfd):
-    """fg.load(dir): the signature's unknown batch compiles as 1, said on stderr; the names are
-    the signature's input name and output key."""
+def test_load_directory_compiles_unknown_batch_once(models_dir):
+    """fg.load(dir) of a Keras MLP (batch None): one function for every batch size; the names
+    are the signature's input name and output key."""
     module = fg.load(models_dir / "mlp")
-    assert "unknown dims in 'inputs' (None, 12): compiled for 1x12" in capfd.readouterr().err
-    assert [(i.name, i.shape) for i in module.inputs] == [("inputs", (1, 12))]
-    assert [(o.name, o.shape) for o in module.outputs] == [("output_0", (1, 5))]
-    _check(module, models_dir, "mlp", [(1, 12)])
-    with pytest.raises(fg.InvalidArgument, match=r"'inputs'\): expected \(1, 12\) float32, got \(2, 12\)"):
-        module(np.zeros((2, 12), np.float32))
+    assert module.main.dynamic
+    assert [(i.name, i.shape) for i in module.inputs] == [("inputs", (None, 12))]
+    assert [(o.name, o.shape) for o in module.outputs] == [("output_0", (None, 5))]
+    for shapes in ([(1, 12)], [(4, 12)], [(7, 12)]):
+        _check(module, models_dir, "mlp", shapes)
+    with pytest.raises(fg.InvalidArgument, match=r"'inputs'\): expected \(\?, 12\) float32, got \(2, 11\)"):
+        module(np.zeros((2, 11), np.float32))
+
+
+def test_load_directory_compiles_a_convolution_batch_as_one(models_dir, capfd):
+    """A CNN's batch cannot be a run-time value (the convolution kernel's): fg.load(dir) compiles
+    the unknown batch as 1, said on stderr, and refuses another batch."""
+    module = fg.load(models_dir / "cnn")
+    assert not module.main.dynamic and "ConvBody" in module.main.dynamic_fallback
+    assert "compiled for 1x16x16x3" in capfd.readouterr().err
+    assert [(i.name, i.shape) for i in module.inputs] == [("inputs", (1, 16, 16, 3))]
+    _check(module, models_dir, "cnn", [(1, 16, 16, 3)])
+    with pytest.raises(fg.InvalidArgument, match=r"expected \(1, 16, 16, 3\) float32, got \(2, 16, 16, 3\)"):
+        module(np.zeros((2, 16, 16, 3), np.float32))
 
 
 def test_keras_export_keeps_input_names(models_dir, tmp_path):
@@ -69,7 +97,6 @@ def test_names_sorted_and_several_input_shapes(models_dir, tmp_path):
     module = _saved(compile_saved_model(str(models_dir / "two_by_name"), "other", [tuple(s) for s in TWO_BATCHES]), tmp_path)
     assert [(i.name, i.shape) for i in module.inputs] == [("bias", (3,)), ("weights", (None, 3))]
     assert [(o.name, o.shape) for o in module.outputs] == [("mean", (None,)), ("sum", (None, 3))]
-    for s in TWO_BATCHES:
+    for s in TWO_BATCHES + [[(3,), (4, 3)]]:  # 4: compiled for neither, run by the code for every size
         _check(module, models_dir, "two_by_name", s, "other")
-    with pytest.raises(fg.InvalidArgument, match="no code for input shapes"):
-        module(np.zeros(3, np.float32), np.zeros((4, 3), np.float32))
+    assert module.main.dynamic

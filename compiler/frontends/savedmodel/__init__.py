@@ -11,12 +11,14 @@ the .fgx keeps them.
 Layout: export.py (TensorFlow, in a child process: loading, the signature, the bridge, variable
 values, TF errors), process.py (runs it; TensorFlow never enters the caller's process), text.py
 (edits of the exported text: variables to constants, legacy ops, TF op names from `loc`s),
-program.py (specialisations per input shape, the Program, errors naming TF ops).
+program.py (specialisations per input shape, the function for every size of the unknown dims, the
+Program, errors naming TF ops).
 
 Not supported, each a CompileError naming the signature and the TF op: ops without an XLA kernel
 (string ops, py_function...), stateful random ops, data-dependent output shapes, string inputs,
-and resources other than variables (lookup tables). Unknown dims are compiled per shape asked for:
-the bridge exports static shapes only.
+and resources other than variables (lookup tables). The bridge exports static shapes only: unknown
+leading dims become dynamic dims through two exports at large sizes (program.py), other unknown dims
+are compiled per shape asked for.
 """
 
 from compiler.frontends.savedmodel.process import export, is_saved_model

@@ -154,6 +154,8 @@ class OnnxModule(Module):
         if not isinstance(info.name, str):  # protobuf hands invalid UTF-8 in a string field over as bytes
             raise CompileError(f"{what}: the name is not UTF-8 text")
         t = info.type
+        if t.WhichOneof("value") == "optional_type" and t.optional_type.elem_type.WhichOneof("value") == "tensor_type":
+            t = t.optional_type.elem_type  # an optional tensor is passed as the tensor (present: see ops/optional.py)
         if t.WhichOneof("value") != "tensor_type":
             raise CompileError(f"{what}: only tensor {kind}s are supported (got {t.WhichOneof('value')})")
         dtype = element_type(t.tensor_type.elem_type, what)

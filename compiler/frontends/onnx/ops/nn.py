@@ -160,9 +160,6 @@ def convolve(c: Ctx, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
         raise c.error(f"input {xs} and weight {ws} do not fit group={groups}")
     strides, dilations, padding = _conv_geometry(c, xs[2:], ws[2:])
     out = [xs[0], ws[0], *(_window_out(xs[2 + i], ws[2 + i], strides[i], dilations[i], *padding[i]) for i in range(n))]
-    if groups > 1 and groups == xs[1] == ws[0] and isinstance(w, np.ndarray) and math.prod(ws[2:]) <= 49:
-        y = _depthwise(c, x, w, out, strides, dilations, padding)
-        return y if bias is None else c.b.binary("add", y, c.b.reshape(bias, [ws[0]] + [1] * n))
     attrs = _conv_attrs(n, strides, dilations, padding, groups)
     if isinstance(w, np.ndarray):  # constant weights: laid out [spatial..., in, out] (HWIO) once here,
         w = np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))  # not transposed by every call
@@ -172,28 +169,6 @@ def convolve(c: Ctx, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     if bias is not None:
         y = c.b.binary("add", y, c.b.reshape(bias, [ws[0]] + [1] * n))
     return y
-
-
-def _depthwise(c: Ctx, x: Tensor, w: np.ndarray, out: list[int], strides, dilations, padding) -> Tensor:
-    """A depthwise convolution (one input channel per group, MobileNet's) as a sum over the window
-    of strided slices of the padded input times a per-channel weight: data movement and
-    elementwise ops only, which fuse into one pass (the general grouped convolution is a fold per
-    output element)."""
-    xs = shape_of(x)
-    n = len(xs) - 2
-    dtype = dtype_of(x)
-    padded = c.b.emit("pad", [x, c.b.scalar(0, dtype)], [*xs[:2], *(xs[2 + i] + sum(padding[i]) for i in range(n))], dtype, {
-        "edge_padding_low": (0, 0, *(p[0] for p in padding)), "edge_padding_high": (0, 0, *(p[1] for p in padding)),
-        "interior_padding": (0,) * (n + 2)})
-    total = None
-    for offset in np.ndindex(*w.shape[2:]):
-        start = [0, 0, *(o * d for o, d in zip(offset, dilations))]
-        limit = [*xs[:2], *(s + (m - 1) * st + 1 for s, m, st in zip(start[2:], out[2:], strides))]
-        window = c.b.slice(padded, start, limit, [1, 1, *strides])
-        tap = np.ascontiguousarray(w[(slice(None), 0, *offset)]).reshape(xs[1], *([1] * n))
-        term = c.b.binary("multiply", window, tap)
-        total = term if total is None else c.b.binary("add", total, term)
-    return total
 
 
 def _conv_transpose(c: Ctx) -> list[Tensor]:

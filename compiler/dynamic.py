@@ -8,12 +8,13 @@ large sizes S1 and S2 (`SENTINELS`), and the two results are compared field by f
 (`generalize`). They must be the same program except for integers that are `scale * S` in
 places where a kernel can take them at run time (`_RUNTIME_FIELDS`: a buffer's leading dim, an
 elementwise, reduction or row space's leading dim (never a reduced one, nor a row's length) and
-its grid's rows or columns, a matmul's M or batch). Every such region gets `kernel_ir.DynamicExtents` and its kernel reads
-D from push constant 0; the host computes the buffer sizes and the workgroup counts from D per
-call (`DynamicDims`). Anything else that moves with the size (a constant, a clamp bound, a
-reduced extent, an inner dim, a convolution's batch, a sort) makes the function fall back to
-one compile per input-shape signature, with the reason (`NotDynamic`): the decision is made at
-compile time from what the compiler produced, never guessed from the source.
+its grid's rows or columns, a matmul's M or batch, a convolution's batch). Every such region gets
+`kernel_ir.DynamicExtents` and its kernel reads D from push constant 0; the host computes the
+buffer sizes and the workgroup counts from D per call (`DynamicDims`). Anything else that moves
+with the size (a constant, a clamp bound, a reduced extent, an inner dim, a sort, a depthwise
+convolution) makes the function fall back to one compile per input-shape signature, with the
+reason (`NotDynamic`): the decision is made at compile time from what the compiler produced,
+never guessed from the source.
 
 Why large sizes: choices that depend on a size (tile rows clipped to the rows, a GEMV for M = 1,
 whole columns per workgroup under 2 x 16384 points) take their general form above the limits,
@@ -88,6 +89,7 @@ _RUNTIME_FIELDS = {
     ("items", "*", "region", "body", "grid", "cols"): "cols",
     ("items", "*", "region", "body", "m"): "lead",
     ("items", "*", "region", "body", "batch"): "batch",
+    ("items", "*", "region", "body", "input_shape", 0): "batch",  # a convolution's N (grid z)
 }
 
 
@@ -214,7 +216,9 @@ def generalize(first: Any, second: Any, sizes: tuple[int, int] = SENTINELS) -> t
     items = list(first.items)
     for k, e in extents.items():
         d = items[k]
-        if not isinstance(d.region.body, (kir.ElementwiseBody, kir.ReductionBody, kir.RowBody, kir.MatmulBody)):
+        body = d.region.body
+        if not isinstance(body, (kir.ElementwiseBody, kir.ReductionBody, kir.RowBody, kir.MatmulBody, kir.ConvBody)) \
+                or isinstance(body, kir.ConvBody) and (body.depthwise or set(e) - {"bindings", "batch"}):
             raise NotDynamic(f"kernel {d.region.name} ({type(d.region.body).__name__}) has no form with a run-time size")
         dynamic = kir.DynamicExtents(tuple(e.pop("bindings")), **e)
         items[k] = Dispatch(dataclasses.replace(d.region, dynamic=dynamic), d.tensors)

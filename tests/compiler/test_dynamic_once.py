@@ -78,6 +78,29 @@ def test_transformer_block_at_50_batch_sizes_compiles_once(compiles) -> None:
     assert compiles[0] == 1
 
 
+K1, K2, WD = _weights((3, 3, 3, 8), (3, 3, 8, 12), (12, 4))
+
+
+def cnn(x):
+    """Convolutions (their batch is the grid's z), max pooling, a global mean, a dense layer."""
+    dims = ("NHWC", "HWIO", "NHWC")
+    h = jax.nn.relu(jax.lax.conv_general_dilated(x, K1, (1, 1), "SAME", dimension_numbers=dims))
+    h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    h = jax.nn.relu(jax.lax.conv_general_dilated(h, K2, (2, 2), "VALID", dimension_numbers=dims))
+    return h.mean((1, 2)) @ WD
+
+
+def test_cnn_compiles_once(compiles) -> None:
+    exported = _export(cnn, "b, 16, 16, 3")
+    model = fg.load(exported.mlir_module(), "local-task")
+    assert model.main.dynamic and compiles[0] == 1
+    x = RNG.standard_normal((40, 16, 16, 3)).astype(np.float32)
+    want = np.asarray(exported.call(x))
+    for batch in (1, 2, 3, 7, 16, 40):
+        assert_matches([model(x[:batch])], [want[:batch]])
+    assert compiles[0] == 1
+
+
 def test_submitted_calls_of_many_sizes_pipeline(compiles) -> None:
     exported = _export(mlp, "b, 48")
     model = fg.load(exported.mlir_module(), "local-task")
@@ -179,3 +202,16 @@ def test_gpu_driver_compiles_per_shape(compiles) -> None:
         model.close()
     finally:
         device.close()
+
+
+def test_compile_cli_says_which_path(compiles, tmp_path, monkeypatch, capsys) -> None:
+    from fibergrid import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "once.mlir").write_text(_export(mlp, "b, 48").mlir_module())
+    (tmp_path / "per_shape.mlir").write_text(_export(lambda x: x - x.sum(0), "b, 4").mlir_module())
+    assert cli.main(["compile", "once.mlir", "-o", "once.fgx"]) == 0
+    assert "fibergrid: @main: dynamic dims compiled once, for every size" in capsys.readouterr().err
+    assert cli.main(["compile", "per_shape.mlir", "-o", "per_shape.fgx"]) == 0
+    assert "fibergrid: @main: compiled per input shape: kernel main_dispatch_0_reduction reduces over the dynamic dim" \
+        in capsys.readouterr().err

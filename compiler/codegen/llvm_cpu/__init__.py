@@ -29,7 +29,7 @@ def prepare(part: Partition) -> Partition:
 
 def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
     """The llvm_cpu kernel for one region: the only place that picks a generator per body. A
-    region with dynamic extents (elementwise, reduction, rows, matmul: compiler/dynamic.py decides
+    region with dynamic extents (elementwise, reduction, rows, matmul, conv: compiler/dynamic.py decides
     which) reads the dim from push constant 0, and says how its grid grows with it."""
     body = region.body
     dynamic = region.dynamic
@@ -41,15 +41,22 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
             return kernel
         grid = ((dynamic.cols, body.grid.tile_cols), (dynamic.rows, body.grid.tile_rows), (0, 1))
         return replace(kernel, constant_count=1, dynamic_grid=grid)
-    if dynamic is not None and not isinstance(body, kir.MatmulBody):
+    if dynamic is not None and not isinstance(body, (kir.MatmulBody, kir.ConvBody)) or \
+            isinstance(body, kir.ConvBody) and body.depthwise and dynamic is not None:
         raise CompileError(f"{region.name}: llvm_cpu has no dynamic form of {type(body).__name__}")
     if isinstance(body, kir.SortBody):
         return generate_sort(region)
     if isinstance(body, kir.ConvBody) and body.depthwise:
         return generate_depthwise(region)
     if isinstance(body, kir.ConvBody):
-        return conv.generate_conv2d(body.input_shape, body.filter_shape, strides=body.strides,
-                                    padding=body.padding, dilation=body.dilation, name=region.name)
+        batch = dynamic.batch if dynamic is not None else 0
+        kernel = conv.generate_conv2d(body.input_shape, body.filter_shape, strides=body.strides,
+                                      padding=body.padding, dilation=body.dilation, name=region.name,
+                                      runtime_batch=batch)
+        if not batch:
+            return kernel
+        grid = ((0, kernel.config.tile_n), (0, kernel.config.tile_m), (batch, 1))
+        return replace(kernel, constant_count=1, dynamic_grid=grid)
     epilogues = {"bias_add": matmul.bias_add(0), "relu": matmul.relu}
     epilogue = matmul.chain(*(epilogues[e] for e in body.epilogue)) if body.epilogue else None
     extra = (body.n,) if "bias_add" in body.epilogue else ()

@@ -161,11 +161,14 @@ def generate_conv2d(
     extra_bindings: Sequence[int] = (),
     config: ConvConfig | None = None,
     name: str = "conv2d",
+    runtime_batch: int = 0,
 ) -> GeneratedKernel:
     """Generate NHWC x HWIO -> NHWC conv2d (feature groups = 1) for static shapes.
 
     `padding` is "SAME", "VALID" or ((top, bottom), (left, right)); `extra_bindings` as in
-    `generate_matmul` (a bias: `(F,)` with `epilogue=bias_add()`).
+    `generate_matmul` (a bias: `(F,)` with `epilogue=bias_add()`). `runtime_batch` > 0: the batch
+    is that many times the dynamic dim D (push constant 0; compiler/dynamic.py), which only sizes
+    the grid's z and the batched bindings: the kernel checks those lengths against D.
     """
     n, h, w, c = input_shape
     kh, kw, c_f, f = filter_shape
@@ -194,4 +197,5 @@ def generate_conv2d(
          *((count, 0) for count in extra_bindings)],
         4 * cfg.tile_m * cfg.kc,
         gen.tile, cfg,
+        per_dim=[runtime_batch * h * w * c, 0, runtime_batch * oh * ow * f] + [0] * len(extra_bindings) if runtime_batch else (),
     )

@@ -3,9 +3,11 @@
 Output channel c reads input channel c only, so there is no reduction over channels to block
 for: the work is KH*KW multiply-adds per output value, and the kernel is bound by how fast it
 moves the image. Channels are contiguous in NHWC, so a vector holds `lanes` neighbouring
-channels of one pixel: for each channel vector a workgroup keeps the KH*KW filter vectors in
-registers and sweeps its output row, each output vector KH*KW loads of the input (the rows
-above and below stay in L1/L2 while the row is swept) and as many FMAs.
+channels of one pixel. A workgroup sweeps its output row pixel by pixel and, per pixel, its
+block of channels: the image is read front to back, as the hardware prefetchers like (sweeping
+the row once per channel vector instead, with the filter vectors in registers, strode 512 bytes
+a load through the rows and ran 1.3x slower on a 56x56x128 layer); the filter (KH*KW vectors
+per channel vector) stays in L1.
 
 Padding costs only at the edges: the row sweep is split, at generation time, into the left
 columns, the interior (every tap inside the image: no checks) and the right columns, and a
@@ -65,52 +67,51 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     zero = ir.Constant(vector(lanes), [0.0] * lanes)
     col_lo, col_hi = _interior(w, kw_n, sw, dw, pl, ow_n)
 
-    def channels(c0: ir.Value, valid: int) -> None:
-        """Every output of this row for channels c0..c0+valid."""
-        taps = [[load_vector(b, b.gep(filt, [b.add(i64((kh * kw_n + kw) * c), c0)], inbounds=True), lanes, valid)
-                 for kw in range(kw_n)] for kh in range(kh_n)]
-        image_base = b.add(b.mul(img, i64(h * w * c)), c0)
-        out_row = b.add(b.mul(b.add(b.mul(img, i64(oh_n)), oh), i64(ow_n * c)), c0)
-
-        def sweep(first: int, last: int, check_rows: bool, check_cols: bool) -> None:
-            if first >= last:
-                return
-            with for_range(b, first, last, name="ow") as ow:
-                acc = zero
-                for kh in range(kh_n):
-                    ih = b.add(b.mul(oh, i64(sh)), i64(kh * dh - pt))
-                    for kw in range(kw_n):
-                        iw = b.add(b.mul(ow, i64(sw)), i64(kw * dw - pl))
-                        ok = rows_inside[kh] if check_rows else ir.Constant(I1, 1)
-                        if check_cols:  # unsigned: a negative column is out too
-                            ok = b.and_(ok, b.icmp_unsigned("<", iw, i64(w)))
-                        at = b.add(image_base, b.mul(b.add(b.mul(ih, i64(w)), iw), i64(c)))
-                        if check_rows or check_cols:
-                            at = b.select(ok, at, image_base)  # a skipped tap reads pixel (0, 0)
-                        x = load_vector(b, b.gep(image, [at], inbounds=True), lanes, valid)
-                        product = fma(b, x, taps[kh][kw], acc)
-                        acc = b.select(ok, product, acc) if check_rows or check_cols else product
-                store_vector(b, acc, b.gep(out, [b.add(out_row, b.mul(ow, i64(c)))], inbounds=True), valid)
-
-        def row(check_rows: bool) -> None:
-            sweep(0, col_lo, check_rows, True)
-            sweep(col_lo, col_hi, check_rows, False)
-            sweep(col_hi, ow_n, check_rows, True)
-
-        with b.if_else(all_rows) as (inside, edge):
-            with inside:
-                row(False)
-            with edge:
-                row(True)
-
     first = b.mul(cb, i64(block))
     end = b.add(first, i64(block))
     whole = c - c % lanes
     end = b.select(b.icmp_unsigned("<", end, i64(whole)), end, i64(whole))
-    with for_range(b, first, end, step=lanes, name="c") as c0:
-        channels(c0, lanes)
-    if c % lanes:
-        with b.if_then(b.icmp_unsigned("==", cb, i64(grid[0] - 1))):
-            channels(i64(whole), c % lanes)
+    image_base = b.mul(img, i64(h * w * c))
+    out_row = b.mul(b.add(b.mul(img, i64(oh_n)), oh), i64(ow_n * c))
+
+    def output(ow: ir.Value, c0: ir.Value, valid: int, check_rows: bool, check_cols: bool) -> None:
+        """out[img, oh, ow, c0:c0+valid]: KH*KW taps from the input and the filter."""
+        acc = zero
+        for kh in range(kh_n):
+            ih = b.add(b.mul(oh, i64(sh)), i64(kh * dh - pt))
+            for kw in range(kw_n):
+                iw = b.add(b.mul(ow, i64(sw)), i64(kw * dw - pl))
+                ok = rows_inside[kh] if check_rows else ir.Constant(I1, 1)
+                if check_cols:  # unsigned: a negative column is out too
+                    ok = b.and_(ok, b.icmp_unsigned("<", iw, i64(w)))
+                at = b.add(image_base, b.mul(b.add(b.mul(ih, i64(w)), iw), i64(c)))
+                if check_rows or check_cols:
+                    at = b.select(ok, at, image_base)  # a skipped tap reads pixel (0, 0)
+                x = load_vector(b, b.gep(image, [b.add(at, c0)], inbounds=True), lanes, valid)
+                tap = load_vector(b, b.gep(filt, [b.add(i64((kh * kw_n + kw) * c), c0)], inbounds=True), lanes, valid)
+                product = fma(b, x, tap, acc)
+                acc = b.select(ok, product, acc) if check_rows or check_cols else product
+        store_vector(b, acc, b.gep(out, [b.add(b.add(out_row, b.mul(ow, i64(c))), c0)], inbounds=True), valid)
+
+    def sweep(first_col: int, last_col: int, check_rows: bool, check_cols: bool) -> None:
+        if first_col >= last_col:
+            return
+        with for_range(b, first_col, last_col, name="ow") as ow:
+            with for_range(b, first, end, step=lanes, name="c") as c0:
+                output(ow, c0, lanes, check_rows, check_cols)
+            if c % lanes:
+                with b.if_then(b.icmp_unsigned("==", cb, i64(grid[0] - 1))):
+                    output(ow, i64(whole), c % lanes, check_rows, check_cols)
+
+    def row(check_rows: bool) -> None:
+        sweep(0, col_lo, check_rows, True)
+        sweep(col_lo, col_hi, check_rows, False)
+        sweep(col_hi, ow_n, check_rows, True)
+
+    with b.if_else(all_rows) as (inside, edge):
+        with inside:
+            row(False)
+        with edge:
+            row(True)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), grid, 0, len(region.bindings), None)

@@ -1,11 +1,13 @@
 """The ONNX op table: op type -> handler, merged from one module per family."""
 
 from compiler.frontends.onnx.graph import Handler
-from compiler.frontends.onnx.ops import control, elementwise, grid_sample, nn, optional, quantized, recurrent, reduce, resize, signal, tensor
+from compiler.frontends.onnx.ops import (control, elementwise, grid_sample, nn, optional, quantized, recurrent, reduce,
+                                         resize, signal, tensor, tfidf)
 
 HANDLERS: dict[str, Handler] = {**elementwise.HANDLERS, **tensor.HANDLERS, **reduce.HANDLERS,
                                 **nn.HANDLERS, **recurrent.HANDLERS, **resize.HANDLERS,
-                                **control.HANDLERS, **quantized.HANDLERS, **signal.HANDLERS, **grid_sample.HANDLERS, **optional.HANDLERS}
+                                **control.HANDLERS, **quantized.HANDLERS, **signal.HANDLERS,
+                                **grid_sample.HANDLERS, **optional.HANDLERS, **tfidf.HANDLERS}
 """Every ONNX op (default domain) the frontend converts; anything else is a CompileError."""
 
 SUPPORTED_OPS: frozenset[str] = frozenset(HANDLERS)

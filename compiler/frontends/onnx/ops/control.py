@@ -1,10 +1,11 @@
-"""Control flow where shapes allow: If and Loop.
+"""Control flow where shapes allow: If, Loop and Scan.
 
 `If` with a condition known at compile time inlines the taken branch; otherwise both branches are
 converted and their outputs selected elementwise (they must then agree in shape). `Loop` with a
 trip count and a condition known at compile time after every iteration is unrolled (at most
 `MAX_UNROLL` iterations); scan outputs are stacked. A loop whose trip count depends on the data
-has no IR form (the compiler has no `while` lowering) and is refused naming the node.
+has no IR form (the compiler has no `while` lowering) and is refused naming the node. `Scan` is
+unrolled over its scan inputs' static length (opset 8's batched form once per batch entry).
 """
 
 from __future__ import annotations
@@ -73,19 +74,38 @@ def _loop(c: Ctx) -> list[Tensor]:
 
 
 def _scan(c: Ctx) -> list[Tensor]:
-    """Scan (opset 9+) unrolled over its scan inputs' (static) length."""
-    if c.opset < 9:
-        raise c.error("Scan before opset 9 (its batched form with sequence_lens) is not supported")
-    body = c.attr("body")
+    """Scan unrolled over its scan inputs' (static) length. Opset 8's batched form (a leading
+    batch dim on every state and scan input and output, optional sequence_lens) runs the same
+    unrolled body once per batch entry, full length only."""
     m = c.attr("num_scan_inputs")
-    inputs = [c.input(i) for i in range(len(c.inputs))]
-    n_states = len(inputs) - m
-    states, scans = inputs[:n_states], inputs[n_states:]
-    in_axes = list(c.attr("scan_input_axes", [0] * m))
-    in_dirs = list(c.attr("scan_input_directions", [0] * m))
+    if c.opset >= 9:
+        inputs = [c.input(i) for i in range(len(c.inputs))]
+        return _unrolled(c, inputs[:len(inputs) - m], inputs[len(inputs) - m:],
+                         list(c.attr("scan_input_axes", [0] * m)), list(c.attr("scan_input_directions", [0] * m)))
+    lens = c.known(0, "sequence_lens")
+    inputs = [c.input(i) for i in range(1, len(c.inputs))]
+    states, scans = inputs[:len(inputs) - m], inputs[len(inputs) - m:]
+    batch = shape_of(inputs[0])[0]
+    if lens is not None and any(int(v) != shape_of(scans[0])[1] for v in lens.reshape(-1)):
+        raise c.error("Scan (opset 8) with sequence_lens shorter than the scan inputs is not supported")
+    per_batch = []
+    for b in range(batch):
+        row = [c.b.reshape(c.b.slice(x, [b] + [0] * (len(shape_of(x)) - 1), [b + 1, *shape_of(x)[1:]]), shape_of(x)[1:])
+               for x in inputs]
+        per_batch.append(_unrolled(c, row[:len(states)], row[len(states):], [0] * m, list(c.attr("directions", [0] * m))))
+    return [c.b.concat([c.b.reshape(y, [1, *shape_of(y)]) for y in ys], 0) for ys in zip(*per_batch)]
+
+
+def _unrolled(c: Ctx, states: list[Tensor], scans: list[Tensor], in_axes: list[int], in_dirs: list[int]) -> list[Tensor]:
+    """The final states and stacked scan outputs of Scan's body run over `scans`."""
+    body = c.attr("body")
+    m = len(scans)
+    n_states = len(states)
     n_out = len(c.node.output) - n_states
     out_axes = list(c.attr("scan_output_axes", [0] * n_out))
     out_dirs = list(c.attr("scan_output_directions", [0] * n_out))
+    if m == 0:
+        raise c.error("Scan needs at least one scan input")
     in_axes = [c.axis(a, len(shape_of(x))) for a, x in zip(in_axes, scans)]
     lengths = {shape_of(x)[a] for a, x in zip(in_axes, scans)}
     if len(lengths) != 1:

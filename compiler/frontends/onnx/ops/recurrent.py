@@ -4,7 +4,8 @@ The input projection of every step is one matmul over the whole sequence ([seq *
 [input, gates * hidden]); each step then adds the recurrent matmul and applies the gates as the
 ONNX spec writes them (gate order: GRU z, r, h; LSTM i, o, f, c). Directions forward, reverse and
 bidirectional; activations Sigmoid, Tanh and Relu; `clip`; GRU's `linear_before_reset`; LSTM
-peepholes. `sequence_lens` must be absent or the full length for every batch entry.
+peepholes. `sequence_lens` must be absent or the full length for every batch entry (a graph input
+is read at conversion: the graph compiles per distinct value).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _part(c: Ctx, x: Tensor, k: int, size: int) -> Tensor:
 def _recurrent(kind: str) -> Handler:
     def handler(c: Ctx) -> list[Tensor]:
         x, w, r = c.input(0), c.input(1), c.input(2)
-        bias, lens, h0 = c.optional(3), c.optional(4), c.optional(5)
+        bias, lens, h0 = c.optional(3), c.known(4, "sequence_lens"), c.optional(5)
         c0 = c.optional(6) if kind == "LSTM" else None
         peep = c.optional(7) if kind == "LSTM" else None
         dtype = dtype_of(x)
@@ -47,11 +48,8 @@ def _recurrent(kind: str) -> Handler:
         if layout:
             x = c.b.transpose(x, [1, 0, 2])
         seq, batch, _ = shape_of(x)
-        if lens is not None:
-            if not isinstance(lens, np.ndarray):
-                raise c.error("sequence_lens given at run time is not supported (per-entry lengths would need masking)")
-            if np.any(lens != seq):
-                raise c.error("sequence_lens shorter than the sequence is not supported")
+        if lens is not None and np.any(lens != seq):  # (known: a graph input compiles per distinct value)
+            raise c.error("sequence_lens shorter than the sequence is not supported (per-entry lengths would need masking)")
         direction = c.attr("direction", "forward")
         dirs = 2 if direction == "bidirectional" else 1
         names = list(c.attr("activations", _DEFAULTS[kind] * dirs))

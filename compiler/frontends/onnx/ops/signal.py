@@ -1,10 +1,11 @@
-"""Signal ops: DFT, STFT and Col2Im, each a linear map with static coefficients at one shape signature.
+"""Signal ops: DFT, STFT, MelWeightMatrix and Col2Im, each a linear map with static coefficients at one shape signature.
 
 - DFT along an axis is a product with the DFT matrix of its length (real and imaginary parts as
   two real matrices, each from numpy's FFT of the unit impulses: the same convention, zero padding,
   cropping, one-sided output and inverse scaling as the reference), so it runs on the backends'
   matmul, in float64. An inverse one-sided DFT (irfft) is real-linear in the real and imaginary parts.
 - STFT gathers its frames with a constant index table, windows them and takes their DFT.
+- MelWeightMatrix is a constant of its (known) scalar inputs.
 - Col2Im sums the column entries landing on each image position: a constant table of at most
   prod(block_shape) sources per position, each a gather, summed (no product with zeros, so a NaN
   stays where it is).
@@ -133,4 +134,27 @@ def _col2im(c: Ctx) -> list[Tensor]:
     return [c.b.reshape(out, [n, channels, *image])]
 
 
-HANDLERS = {"DFT": _dft, "STFT": _stft, "Col2Im": _col2im}
+def _mel_weight_matrix(c: Ctx) -> list[Tensor]:
+    """The [dft_length // 2 + 1, num_mel_bins] triangular filter bank, computed here from its
+    (known) scalar inputs with the spec's formulas (mel = 2595 log10(1 + f / 700))."""
+    bins, length, rate = (c.ints(i, what)[0] for i, what in enumerate(("num_mel_bins", "dft_length", "sample_rate")))
+    low, high = (float(c.known(i, what).reshape(-1)[0]) for i, what in ((3, "lower_edge_hertz"), (4, "upper_edge_hertz")))
+    if bins < 1 or length < 1 or rate < 1:
+        raise c.error(f"num_mel_bins {bins}, dft_length {length} and sample_rate {rate} must be positive")
+    mel_low, mel_high = (2595 * np.log1p(f / 700) / np.log(10) for f in (low, high))
+    mels = np.arange(bins + 2) * ((mel_high - mel_low) / (bins + 2)) + mel_low
+    edges = (((length + 1) * (700 * np.expm1(mels / 2595 * np.log(10)))) // rate).astype(int)
+    out = np.zeros((length // 2 + 1, bins))
+    for i in range(bins):
+        left, centre, right = edges[i:i + 3]
+        if centre == left:
+            out[centre, i] = 1
+        else:
+            out[left:centre + 1, i] = (np.arange(left, centre + 1) - left) / (centre - left)
+        if right > centre:
+            out[centre:right, i] = (right - np.arange(centre, right)) / (right - centre)
+    from compiler.frontends.onnx.model import element_type
+    return [out.astype(element_type(c.attr("output_datatype", 1), c.where))]
+
+
+HANDLERS = {"DFT": _dft, "STFT": _stft, "Col2Im": _col2im, "MelWeightMatrix": _mel_weight_matrix}

@@ -3,8 +3,10 @@
 `If` with a condition known at compile time inlines the taken branch; otherwise both branches are
 converted and their outputs selected elementwise (they must then agree in shape). `Loop` with a
 trip count and a condition known at compile time after every iteration is unrolled (at most
-`MAX_UNROLL` iterations); scan outputs are stacked. A loop whose trip count depends on the data
-has no IR form (the compiler has no `while` lowering) and is refused naming the node. `Scan` is
+`MAX_UNROLL` iterations); scan outputs are stacked. A trip count or initial condition given as a
+graph input is read at conversion (the graph compiles per distinct value); a condition the body
+computes from runtime data has no IR form (the frontend emits no `while`) and is refused naming
+the node. `Scan` is
 unrolled over its scan inputs' static length (opset 8's batched form once per batch entry).
 """
 
@@ -42,9 +44,7 @@ def _if(c: Ctx) -> list[Tensor]:
 def _loop(c: Ctx) -> list[Tensor]:
     body = c.attr("body")
     trips = c.known(0, "M")
-    cond = c.optional(1)
-    if cond is not None and not isinstance(cond, np.ndarray):
-        raise c.error("the loop condition depends on the model's inputs: data-dependent loops are not supported")
+    cond = c.known(1, "cond")  # (as M: a graph input compiles per distinct value)
     limit = int(trips.reshape(-1)[0]) if trips is not None else None
     if limit is None and cond is None:
         raise c.error("a loop with neither a trip count nor a condition never ends")

@@ -45,6 +45,7 @@ class Builder:
         # MatMul results computed as one 2-D matmul and reshaped back to their batch dims: a bias
         # Add then goes on the 2-D result, where the backend fuses it into the matmul's epilogue.
         self.matmul_rows: dict[Value, Value] = {}
+        self.opsets: dict[str, int] = {}  # the model's opset per domain other than the default one
 
     def emit(self, name: str, operands: Sequence[Tensor], shape: Sequence[int], dtype: Any,
              attrs: dict[str, Any] | None = None, regions: list[Region] | None = None) -> Value:

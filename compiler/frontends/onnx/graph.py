@@ -148,11 +148,17 @@ def _size(t: Tensor | None) -> int:
 def convert_node(node: Any, scope: Scope, builder: Builder, opset: int, handlers: dict[str, Handler],
                  index: int) -> None:
     """Converts one node, defining its outputs in `scope`."""
-    if node.domain not in ("", "ai.onnx"):
-        raise CompileError(f"unsupported ONNX op '{node.domain}.{node.op_type}' (node '{node.name or node.output[0]}'): "
-                           f"only the default domain is supported")
-    handler = handlers.get(node.op_type)
     inputs = _inputs(node, scope)
+    if node.domain not in ("", "ai.onnx"):  # another domain: only ops defined as functions of default ones
+        expanded = _function_body(node, inputs, builder.opsets.get(node.domain, 1))
+        if expanded is None:
+            raise CompileError(f"unsupported ONNX op '{node.domain}.{node.op_type}' (node '{node.name or node.output[0]}'): "
+                               f"only the default domain and functions of it are supported")
+        nodes, body_opset = expanded
+        for inner in nodes:
+            convert_node(inner, scope, builder, body_opset, handlers, index)
+        return
+    handler = handlers.get(node.op_type)
     if handler is None:
         expanded = _function_body(node, inputs, opset)
         if expanded is None:

@@ -216,6 +216,7 @@ class OnnxModule(Module):
         declared = self.functions["main"]
         scope = Scope()
         builder = Builder()
+        builder.opsets = {o.domain: int(o.version) for o in self.model.opset_import if o.domain not in ("", "ai.onnx")}
         scope.values.update(self.constants)
         args = []
         unknown = sorted(set(values) - {a.name for a in declared.args})

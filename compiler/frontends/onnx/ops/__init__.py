@@ -8,6 +8,7 @@ HANDLERS: dict[str, Handler] = {**elementwise.HANDLERS, **tensor.HANDLERS, **red
                                 **nn.HANDLERS, **recurrent.HANDLERS, **resize.HANDLERS,
                                 **control.HANDLERS, **quantized.HANDLERS, **signal.HANDLERS,
                                 **grid_sample.HANDLERS, **optional.HANDLERS, **tfidf.HANDLERS}
-"""Every ONNX op (default domain) the frontend converts; anything else is a CompileError."""
+"""Every ONNX op (default domain) the frontend converts; other ops are expanded from their ONNX function
+bodies where the standard gives one (graph.py), or are a CompileError."""
 
 SUPPORTED_OPS: frozenset[str] = frozenset(HANDLERS)

@@ -149,20 +149,13 @@ def convert_node(node: Any, scope: Scope, builder: Builder, opset: int, handlers
                  index: int) -> None:
     """Converts one node, defining its outputs in `scope`."""
     inputs = _inputs(node, scope)
-    if node.domain not in ("", "ai.onnx"):  # another domain: only ops defined as functions of default ones
-        expanded = _function_body(node, inputs, builder.opsets.get(node.domain, 1))
-        if expanded is None:
-            raise CompileError(f"unsupported ONNX op '{node.domain}.{node.op_type}' (node '{node.name or node.output[0]}'): "
-                               f"only the default domain and functions of it are supported")
-        nodes, body_opset = expanded
-        for inner in nodes:
-            convert_node(inner, scope, builder, body_opset, handlers, index)
-        return
-    handler = handlers.get(node.op_type)
+    default = node.domain in ("", "ai.onnx")  # other domains' ops are keyed 'domain.Op'
+    handler = handlers.get(node.op_type if default else f"{node.domain}.{node.op_type}")
     if handler is None:
-        expanded = _function_body(node, inputs, opset)
+        expanded = _function_body(node, inputs, opset if default else builder.opsets.get(node.domain, 1))
         if expanded is None:
-            raise CompileError(f"unsupported ONNX op '{node.op_type}' (node '{node.name or node.output[0]}')")
+            name = node.op_type if default else f"{node.domain}.{node.op_type}"
+            raise CompileError(f"unsupported ONNX op '{name}' (node '{node.name or node.output[0]}')")
         nodes, body_opset = expanded
         for inner in nodes:
             convert_node(inner, scope, builder, body_opset, handlers, index)

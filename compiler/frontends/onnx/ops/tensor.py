@@ -138,7 +138,7 @@ def _slice(c: Ctx) -> list[Tensor]:
     return [c.b.slice(x, lo, hi, st)]
 
 
-def _normalize_indices(c: Ctx, idx: Tensor, size: int) -> Tensor:
+def normalize_indices(c: Ctx, idx: Tensor, size: int) -> Tensor:
     """ONNX indices may be negative (counted from the end): i < 0 -> i + size."""
     if isinstance(idx, np.ndarray):
         if np.any((idx < -size) | (idx >= size)):
@@ -151,7 +151,7 @@ def _normalize_indices(c: Ctx, idx: Tensor, size: int) -> Tensor:
 def _gather(c: Ctx) -> list[Tensor]:
     x, idx = c.input(0), c.input(1)
     axis = c.axis(c.attr("axis", 0), len(shape_of(x)))
-    idx = _normalize_indices(c, idx, shape_of(x)[axis])
+    idx = normalize_indices(c, idx, shape_of(x)[axis])
     if isinstance(x, np.ndarray) and isinstance(idx, np.ndarray):
         return [np.take(x, idx, axis)]
     return [c.b.take(x, idx, axis)]
@@ -178,7 +178,7 @@ def _gather_elements(c: Ctx) -> list[Tensor]:
     x, idx = c.input(0), c.input(1)
     xs = shape_of(x)
     axis = c.axis(c.attr("axis", 0), len(xs))
-    return [gather_elements(c, x, c.b.convert(_normalize_indices(c, idx, xs[axis]), np.int64), axis)]
+    return [gather_elements(c, x, c.b.convert(normalize_indices(c, idx, xs[axis]), np.int64), axis)]
 
 
 def gather_elements(c: Ctx, x: Tensor, idx: Tensor, axis: int) -> Tensor:
@@ -225,7 +225,7 @@ def _gather_nd(c: Ctx) -> list[Tensor]:
     cols = []
     for j in range(k):
         col = c.b.slice(idx, [0] * (len(ish) - 1) + [j], [*ish[:-1], j + 1])
-        cols.append(_normalize_indices(c, col, xs[bd + j]))
+        cols.append(normalize_indices(c, col, xs[bd + j]))
     idx = c.b.concat(cols, len(ish) - 1)
     out = [*ish[:-1], *xs[bd + k:]]
     return [c.b.emit("gather", [x, idx], out, dtype_of(x), {

@@ -169,7 +169,7 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
                 ptr = b.gep(row_ptr, [j], inbounds=True)
                 if width > 1:
                     ptr = b.bitcast(ptr, typed(node.dtype, width).as_pointer())
-                b.store(e.memo[(id(node), None)], ptr, align=4)
+                b.store(e.value(node), ptr, align=4)  # memoised unless only lanes of it were needed
         return out
 
     row_inputs = [s for s, d in enumerate(region.bindings) if not d.output and d.shape == body.shape]

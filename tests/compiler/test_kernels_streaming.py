@@ -1,7 +1,8 @@
 """Streaming (non-temporal) stores (compiler/codegen/llvm_cpu/streaming.py): an elementwise chain
-and a softmax whose outputs pass NONTEMPORAL_BYTES, written into the caller's arrays aligned to
-64 bytes (the streaming loop) and 4 bytes past that (the plain loop: a streaming store there
-would fault), against numpy; and the generated code has the streaming stores."""
+and a softmax whose outputs pass NONTEMPORAL_BYTES, written into the caller's arrays 0, 4 and 16
+bytes past a 64-byte boundary (the streaming loop after a peel of plain stores: a misaligned
+streaming store would fault), two outputs at different offsets (the plain loop), against numpy;
+and the generated code has the streaming stores."""
 
 from __future__ import annotations
 
@@ -30,17 +31,38 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("misaligned", [False, True])
+def _output(shape: tuple[int, ...], offset: int) -> np.ndarray:
+    """An array `offset` floats past a 64-byte boundary, NaN-filled around it."""
+    raw = np.full(int(np.prod(shape)) + 32, np.nan, np.float32)
+    first = (-raw.ctypes.data % 64) // 4 + offset
+    return raw[first:first + int(np.prod(shape))].reshape(shape)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4])
 @pytest.mark.parametrize("case", list(CASES))
-def test_outputs_at_any_alignment(case, misaligned) -> None:
+def test_outputs_at_any_alignment(case, offset) -> None:
     f, reference = CASES[case]
     x = RNG.standard_normal((ROWS, COLUMNS)).astype(np.float32)
     module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
-    raw = np.full(x.size + 32, np.nan, np.float32)
-    first = (-raw.ctypes.data % 64) // 4 + misaligned  # 64-byte aligned, or 4 bytes past it
-    out = raw[first:first + x.size].reshape(x.shape)
+    out = _output(x.shape, offset)
     module(x, out=out)
     np.testing.assert_allclose(out, reference(x), rtol=2e-6, atol=1e-30)
+
+
+def test_outputs_at_different_offsets() -> None:
+    """One row kernel writing two outputs whose offsets differ: no peel aligns both."""
+    def f(x):
+        e = jax.numpy.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True), e * 2.0
+
+    x = RNG.standard_normal((ROWS // 2, COLUMNS)).astype(np.float32)
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
+    assert len(module.compiled.kernels) == 1
+    a, b = _output(x.shape, 0), _output(x.shape, 3)
+    module(x, out=(a, b))
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(a, _softmax_np(x), rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(b, e * 2.0, rtol=2e-6, atol=1e-30)
 
 
 def test_large_outputs_get_streaming_stores() -> None:

@@ -71,11 +71,12 @@ def row_coords(b: ir.IRBuilder, row: ir.Value, shape: Sequence[int], dynamic: ki
 
 
 def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lanes: int,
-                   body: PointBody, dynamic: kir.DynamicExtents | None = None) -> None:
+                   body: PointBody, dynamic: kir.DynamicExtents | None = None, peel: ir.Value | None = None) -> None:
     """Run `body` over this workgroup's tile of `shape` (`lanes` points at a time where a whole
     vector fits in the row, else one). With `dynamic`, the grid's rows/cols and shape[0] may be
     run-time multiples of the dynamic dim: only the bounds change (the strides of a row-major
-    space do not involve its first extent)."""
+    space do not involve its first extent). `peel`: single points first in each row's piece,
+    so that its vectors start on a boundary (`streaming.alignment`)."""
     b = kb.builder
     wx = b.zext(kb.workgroup_id(0), I64)
     dim = kb.dynamic_dim() if dynamic is not None else None
@@ -91,7 +92,13 @@ def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lane
 
         tail_start = c0
         if lanes > 1 and grid.cols >= lanes:
-            with for_range(b, c0, b.sub(c_end, i64(lanes - 1)), step=lanes, name="vec") as j:
+            start = c0
+            if peel is not None:
+                start = b.add(c0, peel)
+                start = b.select(b.icmp_unsigned("<", start, c_end), start, c_end)
+                with for_range(b, c0, start, name="peel") as j:
+                    columns(j, 1)
+            with for_range(b, start, b.sub(c_end, i64(lanes - 1)), step=lanes, name="vec") as j:
                 columns(j, lanes)
             tail_start = j  # the loop's index at exit: the first column no whole vector covers
         with for_range(b, tail_start, c_end, name="col") as j:

@@ -213,24 +213,29 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
             scalar.merge_lanes(accumulators[0])
         return scalar.result()
 
-    def write_row(row: list[ir.Value], base: ir.Value, values: list[ir.Value], nontemporal: bool) -> None:
+    def write_row(row: list[ir.Value], base: ir.Value, values: list[ir.Value], peel: ir.Value | None) -> None:
+        """The row's outputs; with `peel` (streaming.alignment), its first `peel` points plainly,
+        then whole vectors with streaming stores."""
         def at(j: ir.Value, width: int) -> None:
             if width > 1 and prefetch_rows:
                 prefetch_next(j)
             results = evaluate(body.outputs, len(body.steps), row + [j], width, values)
             for slot, value in zip(body.output_bindings, results):
-                store(b, ptrs, region.bindings[slot], slot, b.add(base, j), value, nontemporal)
+                store(b, ptrs, region.bindings[slot], slot, b.add(base, j), value, peel is not None)
 
         j = i64(0)
         if n >= lanes:
-            with for_range(b, 0, n - lanes + 1, step=lanes, name="out") as j:
+            if peel is not None:
+                with for_range(b, 0, peel, name="out.peel") as j:
+                    at(j, 1)
+            with for_range(b, j, n - lanes + 1, step=lanes, name="out") as j:
                 at(j, lanes)
         with for_range(b, j, n, name="out.tail") as j:
             at(j, 1)
 
     r0, r_end = row_range(kb, grid, region.dynamic)
     streamed = bool(body.outputs) and n % lanes == 0 and region.dynamic is None and streaming.wanted(region, body.output_bindings)
-    can_stream = streaming.aligned(b, region, ptrs, body.output_bindings, lanes) if streamed else None
+    same_offset, peel = streaming.alignment(b, region, ptrs, body.output_bindings, lanes) if streamed else (None, None)
     with for_range(b, r0, r_end, name="row") as r:
         row = row_coords(b, r, body.shape, region.dynamic)
         b.store(b.mul(b.add(r, i64(1)), i64(n)), current)
@@ -242,9 +247,9 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
                 values.append(fold(step, row, values))
         base = b.mul(r, i64(n))
         if streamed:
-            streaming.both(b, can_stream, lambda nt: write_row(row, base, values, nt))
+            streaming.both(b, same_offset, lambda nontemporal: write_row(row, base, values, peel if nontemporal else None))
         else:
-            write_row(row, base, values, False)
+            write_row(row, base, values, None)
         e = ExprEmitter(b, region.bindings, ptrs, row, None, 1, values)
         for slot, expr in zip(body.row_output_bindings, body.row_outputs):
             store(b, ptrs, region.bindings[slot], slot, r, e.value(expr))

@@ -9,8 +9,11 @@ share of the last-level cache a core can count on, whatever sysfs says the L3 is
 its host's whole L3, shared with every other tenant).
 
 x86 streaming stores need addresses aligned to the vector (movntps faults otherwise) and outputs
-may be the caller's arrays, bound in place and aligned as numpy aligned them, so a kernel checks
-its output pointers at run time and has both loops (`both`).
+are mostly the caller's arrays, bound in place and aligned as numpy aligns them (16 bytes past a
+64-byte boundary, for large ones). So a kernel reads its output pointers' offset from a vector
+boundary at run time (`alignment`): where every output has the same one, each row stores its
+first few points plainly (`peel`) and the rest with whole aligned vectors; elsewhere it takes a
+copy of the loop with plain stores (`both`).
 """
 
 from __future__ import annotations
@@ -21,25 +24,31 @@ from llvmlite import ir
 
 from compiler import kernel_ir as kir
 
-from .abi_builder import I1, I64, i64
+from .abi_builder import I64, i64
 
 NONTEMPORAL_BYTES = 32 << 20  # per dispatch: past a core's share of any L3 the project runs on
 
 
 def wanted(region: kir.KernelRegion, slots: Sequence[int]) -> bool:
-    """Whether the outputs in `slots` are large enough for streaming stores."""
-    return sum(region.bindings[s].size * region.bindings[s].dtype.itemsize for s in slots) >= NONTEMPORAL_BYTES
+    """Whether the outputs in `slots` are large enough for streaming stores (and of one element
+    size, so that one peel aligns them all)."""
+    sizes = {region.bindings[s].dtype.itemsize for s in slots}
+    return len(sizes) == 1 and sum(region.bindings[s].size * region.bindings[s].dtype.itemsize for s in slots) >= NONTEMPORAL_BYTES
 
 
-def aligned(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: Sequence[ir.Value], slots: Sequence[int],
-            lanes: int) -> ir.Value:
-    """i1: every output in `slots` starts at a multiple of its vector's size."""
-    ok = ir.Constant(I1, 1)
-    for s in slots:
-        mask = i64(lanes * region.bindings[s].dtype.itemsize - 1)
-        low = b.and_(b.ptrtoint(ptrs[s], I64), mask)
-        ok = b.and_(ok, b.icmp_unsigned("==", low, i64(0)))
-    return ok
+def alignment(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: Sequence[ir.Value], slots: Sequence[int],
+              lanes: int) -> tuple[ir.Value, ir.Value]:
+    """(i1: every output in `slots` lies the same whole number of elements past a vector
+    boundary; i64: the elements from its start to the next boundary, the peel). Rows whose
+    length is a multiple of `lanes` all start at that offset."""
+    itemsize = region.bindings[slots[0]].dtype.itemsize
+    mask = i64(lanes * itemsize - 1)
+    lows = [b.and_(b.ptrtoint(ptrs[s], I64), mask) for s in slots]
+    ok = b.icmp_unsigned("==", b.and_(lows[0], i64(itemsize - 1)), i64(0))
+    for low in lows[1:]:
+        ok = b.and_(ok, b.icmp_unsigned("==", low, lows[0]))
+    peel = b.udiv(b.and_(b.sub(i64(lanes * itemsize), lows[0]), mask), i64(itemsize))
+    return ok, peel
 
 
 def both(b: ir.IRBuilder, condition: ir.Value, emit: Callable[[bool], None]) -> None:

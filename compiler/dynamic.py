@@ -8,13 +8,15 @@ large sizes S1 and S2 (`SENTINELS`), and the two results are compared field by f
 (`generalize`). They must be the same program except for integers that are `scale * S` in
 places where a kernel can take them at run time (`_RUNTIME_FIELDS`: a buffer's leading dim, an
 elementwise, reduction or row space's leading dim (never a reduced one, nor a row's length) and
-its grid's rows or columns, a matmul's M or batch, a convolution's batch). Every such region gets
-`kernel_ir.DynamicExtents` and its kernel reads D from push constant 0; the host computes the
-buffer sizes and the workgroup counts from D per call (`DynamicDims`). Anything else that moves
-with the size (a constant, a clamp bound, a reduced extent, an inner dim, a sort, a depthwise
-convolution) makes the function fall back to one compile per input-shape signature, with the
-reason (`NotDynamic`): the decision is made at compile time from what the compiler produced,
-never guessed from the source.
+its grid's rows or columns, a matmul's M or batch, a convolution's batch), or integer constants
+in a kernel's expressions that are `a * S + b` (a clamp bound, an offset into a concatenation,
+the dim's value as data: a third size confirms they are affine), which become `a * D + b` over
+`kernel_ir.DimValue`. Every such region gets `kernel_ir.DynamicExtents` and its kernel reads D
+from push constant 0; the host computes the buffer sizes and the workgroup counts from D per call
+(`DynamicDims`). Anything else that moves with the size (a float constant, a reduced extent, an
+inner dim, a sort, a depthwise convolution) makes the function fall back to one compile per
+input-shape signature, with the reason (`NotDynamic`): the decision is made at compile time from
+what the compiler produced, never guessed from the source.
 
 Why large sizes: choices that depend on a size (tile rows clipped to the rows, a GEMV for M = 1,
 whole columns per workgroup under 2 x 16384 points) take their general form above the limits,
@@ -32,9 +34,9 @@ import numpy as np
 from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch
 
-# Two primes above every size-dependent tiling limit (kernel_ir.tile_elementwise: 2 x 16384
+# Primes above every size-dependent tiling limit (kernel_ir.tile_elementwise: 2 x 16384
 # columns; matmul's small-M paths). Primes: no extent of one is a multiple of the other's by chance.
-SENTINELS = (40009, 40031)
+SENTINELS = (40009, 40031, 40063)  # the third only when constants move with the dim
 
 
 class NotDynamic(Exception):
@@ -137,7 +139,7 @@ def _where(path: tuple, lowered: Any) -> str:
     return ".".join(str(p) for p in path)
 
 
-_NODES = (kir.Load, kir.Const, kir.Coord, kir.Arg, kir.Compute)
+_NODES = (kir.Load, kir.Const, kir.Coord, kir.Arg, kir.Compute, kir.DimValue)
 
 
 class _Differ:
@@ -146,13 +148,13 @@ class _Differ:
     def __init__(self, first: Any) -> None:
         self.first = first
         self.ints: list[tuple[tuple, int, int]] = []
-        self.seen: set[tuple[int, int]] = set()
+        self.seen: set[tuple[int, int, int]] = set()
 
     def walk(self, a: Any, b: Any, path: tuple) -> None:
         if a is b and not isinstance(a, (int, np.integer, tuple, list)):  # a shared weight, dtype, ...
             return
-        if isinstance(a, _NODES):  # expression DAGs: each shared node once
-            key = (id(a), id(b))
+        if isinstance(a, _NODES):  # expression DAGs: each shared node once per region
+            key = (path[1], id(a), id(b))
             if key in self.seen:
                 return
             self.seen.add(key)
@@ -179,24 +181,78 @@ class _Differ:
             raise NotDynamic(f"{_where(path, self.first)} changes with the dynamic dim")
 
 
-def generalize(first: Any, second: Any, sizes: tuple[int, int] = SENTINELS) -> tuple[Any, DynamicDims]:
-    """From two lowerings (host_program.Lowered) of one function at dynamic-dim sizes `sizes`:
-    the first with DynamicExtents on every region that has dynamic extents, and the host tables
-    (DynamicDims, its `grids` still empty: they come from the generated kernels). NotDynamic
-    when they differ in any other way."""
-    s1, s2 = sizes
+class NeedsThirdSize(Exception):
+    """Constants move with the dynamic dim: a third lowering must confirm they are affine in it."""
+
+
+def _classify(first: Any, other: Any, s1: int, s2: int) -> tuple[dict[tuple, tuple[str, int]], dict[tuple, tuple[int, int]]]:
+    """The differences between two lowerings: {path: (run-time field, scale)} for extents that
+    are `scale * S`, {path: (a, b)} for integer constants in expressions that are `a * S + b`;
+    NotDynamic for anything else."""
     differ = _Differ(first)
-    differ.walk(first, second, ())
-    tensors = [0] * len(first.tensors)
-    results = [0] * len(first.results)
-    extents: dict[int, dict[str, Any]] = {}
+    differ.walk(first, other, ())
+    fields: dict[tuple, tuple[str, int]] = {}
+    constants: dict[tuple, tuple[int, int]] = {}
     for path, v1, v2 in differ.ints:
         field = _field_of(path, lambda p: _at(first, p))
+        if field is None and path[-1] == "value" and isinstance(node := _at(first, path[:-1]), kir.Const) \
+                and node.dtype.kind in "iu" and (v2 - v1) % (s2 - s1) == 0:
+            a = (v2 - v1) // (s2 - s1)
+            constants[path] = (a, v1 - a * s1)
+            continue
         if field is None:
             raise NotDynamic(f"{_where(path, first)} changes with the dynamic dim ({v1} at size {s1}, {v2} at {s2})")
         if v1 % s1 or v2 != v1 // s1 * s2:
             raise NotDynamic(f"{_where(path, first)} is not a multiple of the dynamic dim ({v1} at size {s1}, {v2} at {s2})")
-        scale = v1 // s1
+        fields[path] = (field, v1 // s1)
+    return fields, constants
+
+
+def _substitute(obj: Any, nodes: dict[int, Any], memo: dict[int, Any]) -> Any:
+    """`obj` with every expression node whose id is in `nodes` replaced (DAG sharing kept)."""
+    if id(obj) in nodes:
+        return nodes[id(obj)]
+    if isinstance(obj, tuple):
+        new = tuple(_substitute(x, nodes, memo) for x in obj)
+        return obj if all(x is y for x, y in zip(new, obj)) else new
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if id(obj) not in memo:
+            changed = {f.name: v for f in dataclasses.fields(obj)
+                       if (v := _substitute(getattr(obj, f.name), nodes, memo)) is not getattr(obj, f.name)}
+            memo[id(obj)] = dataclasses.replace(obj, **changed) if changed else obj
+        return memo[id(obj)]
+    return obj
+
+
+def _dim_expression(const: kir.Const, a: int, b: int) -> kir.Expr:
+    """a * D + b in the constant's integer type."""
+    value: kir.Expr = kir.DimValue(const.dtype)
+    if a != 1:
+        value = kir.Compute("multiply", (value, kir.Const(a, const.dtype)), const.dtype)
+    return kir.Compute("add", (value, kir.Const(b, const.dtype)), const.dtype) if b else value
+
+
+def generalize(lowerings: Sequence[Any], sizes: Sequence[int] = SENTINELS) -> tuple[Any, DynamicDims]:
+    """From lowerings (host_program.Lowered) of one function at dynamic-dim sizes `sizes` (two,
+    or three when integer constants in kernels move with the dim: NeedsThirdSize asks for it):
+    the first with DynamicExtents on every region that has dynamic extents, those constants
+    made run-time expressions of D (kir.DimValue), and the host tables (DynamicDims, its `grids`
+    still empty: they come from the generated kernels). NotDynamic when they differ in any
+    other way, or a constant is not affine in the dim."""
+    first = lowerings[0]
+    fields, constants = _classify(first, lowerings[1], sizes[0], sizes[1])
+    if constants and len(lowerings) < 3:
+        raise NeedsThirdSize
+    if constants:
+        third_fields, third_constants = _classify(first, lowerings[2], sizes[0], sizes[2])
+        if third_fields != fields or third_constants != constants:
+            moved = sorted(set(constants.items()) ^ set(third_constants.items()))
+            where = _where(moved[0][0], first) if moved else "an extent"
+            raise NotDynamic(f"{where} changes with the dynamic dim, but not in proportion to it")
+    tensors = [0] * len(first.tensors)
+    results = [0] * len(first.results)
+    extents: dict[int, dict[str, Any]] = {}
+    for path, (field, scale) in fields.items():
         if field == "tensor":
             tensors[path[1]] = scale
         elif field == "result":
@@ -213,6 +269,11 @@ def generalize(first: Any, second: Any, sizes: tuple[int, int] = SENTINELS) -> t
                 if isinstance(body, kir.RowBody) and (field == "cols" or kir.leading_dim(body.shape) == len(body.shape) - 1):
                     raise NotDynamic(f"kernel {region.name}'s rows run along the dynamic dim")
                 e[field] = scale
+    nodes: dict[int, dict[int, kir.Expr]] = {}
+    for path, (a, b) in constants.items():
+        const = _at(first, path[:-1])
+        nodes.setdefault(path[1], {})[id(const)] = _dim_expression(const, a, b)
+        extents.setdefault(path[1], {"bindings": [0] * len(first.items[path[1]].region.bindings)})
     items = list(first.items)
     for k, e in extents.items():
         d = items[k]
@@ -221,5 +282,6 @@ def generalize(first: Any, second: Any, sizes: tuple[int, int] = SENTINELS) -> t
                 or isinstance(body, kir.ConvBody) and (body.depthwise or set(e) - {"bindings", "batch"}):
             raise NotDynamic(f"kernel {d.region.name} ({type(d.region.body).__name__}) has no form with a run-time size")
         dynamic = kir.DynamicExtents(tuple(e.pop("bindings")), **e)
-        items[k] = Dispatch(dataclasses.replace(d.region, dynamic=dynamic), d.tensors)
-    return dataclasses.replace(first, items=items), DynamicDims(tuple(tensors), tuple(results), (), s1)
+        body = _substitute(body, nodes[k], {}) if k in nodes else body
+        items[k] = Dispatch(dataclasses.replace(d.region, body=body, dynamic=dynamic), d.tensors)
+    return dataclasses.replace(first, items=items), DynamicDims(tuple(tensors), tuple(results), (), sizes[0])

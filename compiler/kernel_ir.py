@@ -141,7 +141,16 @@ class Compute:
     attr: str = ""  # compare: direction (EQ, NE, LT, LE, GT, GE), "TOTALORDER:LT" etc.
 
 
-Expr = Union[Load, Const, Coord, Arg, Compute]
+@dataclass(eq=False, frozen=True)
+class DimValue:
+    """The function's dynamic dim D (push constant 0) as a `dtype` integer: what a constant the
+    compiler derived from the dim's value becomes in a region compiled for every size of it
+    (compiler/dynamic.py). Only regions with `dynamic` set have it."""
+
+    dtype: np.dtype
+
+
+Expr = Union[Load, Const, Coord, Arg, Compute, DimValue]
 
 
 def affine_step(node: Expr, dim: int, memo: dict[int, int | None] | None = None) -> int | None:
@@ -154,7 +163,7 @@ def affine_step(node: Expr, dim: int, memo: dict[int, int | None] | None = None)
         return memo[id(node)]
     if isinstance(node, Coord):
         step = 1 if node.dim == dim else 0
-    elif isinstance(node, (Const, Arg)):
+    elif isinstance(node, (Const, Arg, DimValue)):
         step = 0
     else:
         operands = node.index if isinstance(node, Load) else node.operands

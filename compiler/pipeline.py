@@ -296,25 +296,32 @@ def compile_dynamic(module: Module, function: str, progress: Progress | None = N
     the dim in a way kernels cannot take at run time: it is then compiled per shape signature."""
     sig = signature(module, function)
     dynamic.leading_dynamic(sig)
-    statics = []
-    for size in dynamic.SENTINELS:
+
+    def static_at(size: int) -> Module:
         try:
-            statics.append(static_module(module, function, dynamic.sentinel_shapes(sig, size)))
+            return static_module(module, function, dynamic.sentinel_shapes(sig, size))
         except (Error, NeedsInputValues) as e:
             raise dynamic.NotDynamic(f"it does not compile with every dynamic dim equal ({type(e).__name__}: "
                                      f"{str(e).splitlines()[0][:200]})") from None
-    return compile_generalized(statics, function, progress)
+
+    return compile_generalized(static_at, function, progress)
 
 
-def compile_generalized(statics: Sequence[Module], function: str, progress: Progress | None = None) -> CompiledFunction:
-    """`function` of two static modules, the same model at the dynamic-dim sizes
-    dynamic.SENTINELS (specialised here, or exported so by a frontend that only exports static
-    shapes: TensorFlow's bridge), compiled once for every size (dynamic.generalize); NotDynamic
-    when their lowerings differ in a way kernels cannot take at run time."""
+def compile_generalized(static_at: Callable[[int], Module], function: str, progress: Progress | None = None) -> CompiledFunction:
+    """`function` compiled once for every size of its dynamic dim from static modules of it at
+    the sizes dynamic.SENTINELS (`static_at(size)`: specialised here, or exported so by a
+    frontend that only exports static shapes: TensorFlow's bridge), the third asked for only
+    where constants move with the dim (dynamic.generalize); NotDynamic when the lowerings
+    differ in a way kernels cannot take at run time."""
     progress = progress or Progress()
     with progress.stage(f"@{function}: shapes and fusion (dynamic dims)"):
+        statics = [static_at(size) for size in dynamic.SENTINELS[:2]]
         lowered = [lower(m, function, prepare) for m in statics]
-        general, dims = dynamic.generalize(*lowered)
+        try:
+            general, dims = dynamic.generalize(lowered)
+        except dynamic.NeedsThirdSize:
+            lowered.append(lower(static_at(dynamic.SENTINELS[2]), function, prepare))
+            general, dims = dynamic.generalize(lowered)
     fn = statics[0].function(function)
     return _generate(fn, function, tuple(tuple(a.type.shape) for a in fn.args), general, progress, dims=dims)
 

@@ -158,6 +158,14 @@ class KernelBuilder:
         return self._field(self.workgroup_state, abi.WS_LOCAL_MEMORY_SIZE, I32, "local.size")
 
 
+def push_constant_i32(builder: ir.IRBuilder, index: int) -> ir.Value:
+    """Push constant `index` read inside a kernel's own function, whose first argument is the
+    DispatchState (what expression emitters use where no KernelBuilder is at hand)."""
+    dispatch = builder.function.args[0]
+    base = builder.load(builder.bitcast(builder.gep(dispatch, [i64(abi.DS_CONSTANTS)], inbounds=True), I32.as_pointer().as_pointer()))
+    return builder.load(builder.gep(base, [i64(index)], inbounds=True))
+
+
 def internal_function(
     module: ir.Module, name: str, args: Sequence[tuple[str, ir.Type]], noalias: Sequence[str] = ()
 ) -> tuple[ir.Function, ir.IRBuilder]:

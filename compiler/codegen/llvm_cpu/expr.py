@@ -34,7 +34,7 @@ from compiler import kernel_ir as kir
 from compiler.errors import CompileError
 from compiler.ir import float_layout
 
-from .abi_builder import I1, I8, i32, i64, intrinsic, splat
+from .abi_builder import I1, I8, i32, i64, intrinsic, push_constant_i32, splat
 
 
 F32 = np.dtype(np.float32)
@@ -188,6 +188,11 @@ class ExprEmitter:
                 return base
             ramp = ir.Constant(ir.VectorType(base.type, self.lanes), list(range(self.lanes)) if moving else [0] * self.lanes)
             return b.add(splat(b, base, self.lanes), ramp)
+        if isinstance(node, kir.DimValue):  # D (push constant 0), in the node's integer type
+            d = push_constant_i32(b, 0)
+            ty = scalar_type(node.dtype)
+            d = b.zext(d, ty) if ty.width > 32 else b.trunc(d, ty) if ty.width < 32 else d
+            return d if lane is not None or self.lanes == 1 else splat(b, d, self.lanes)
         if isinstance(node, kir.Arg):
             value = self.args[node.index]
             return b.extract_element(value, i32(lane)) if lane is not None and width_of(value) > 1 else value

@@ -81,16 +81,18 @@ def program_from(exported: process.Exported, progress: Progress | None = None, t
 def compile_dynamic(path: str, signature: str, exported: process.Exported,
                     progress: Progress) -> tuple[CompiledFunction | None, str]:
     """(the signature compiled once for every size of its unknown dims, "") or (None, why not;
-    "" when it has none). TensorFlow exports it at the two sizes dynamic.SENTINELS."""
+    "" when it has none). TensorFlow exports it at the sizes dynamic.SENTINELS."""
     declared = [(shape, dtype) for _, shape, dtype in exported.inputs]
     if all(d is not None for shape, _ in declared for d in shape):
         return None, ""
+    def static_at(size: int):
+        with progress.stage(f"export at {size} for the unknown dims (TensorFlow)"):
+            [(shapes, text)] = process.export(path, signature, [dynamic.sentinel_shapes(declared, size)]).texts
+        return static_module(parse(text), "main", shapes)
+
     try:
         dynamic.leading_dynamic(declared)
-        with progress.stage("export at two sizes of the unknown dims (TensorFlow)"):
-            at = process.export(path, signature, [dynamic.sentinel_shapes(declared, s) for s in dynamic.SENTINELS])
-        statics = [static_module(parse(text), "main", shapes) for shapes, text in at.texts]
-        return compile_generalized(statics, "main", progress), ""
+        return compile_generalized(static_at, "main", progress), ""
     except dynamic.NotDynamic as e:
         return None, str(e)
     except CompileError as e:

@@ -2,13 +2,13 @@
 
 from compiler.frontends.onnx.graph import Handler
 from compiler.frontends.onnx.ops import (control, elementwise, grid_sample, ml, nn, optional, quantized, recurrent, reduce,
-                                         resize, signal, tensor, tfidf, training)
+                                         resize, signal, tensor, tensor_scatter, tfidf, training)
 
 HANDLERS: dict[str, Handler] = {**elementwise.HANDLERS, **tensor.HANDLERS, **reduce.HANDLERS,
                                 **nn.HANDLERS, **recurrent.HANDLERS, **resize.HANDLERS,
                                 **control.HANDLERS, **quantized.HANDLERS, **signal.HANDLERS,
                                 **grid_sample.HANDLERS, **optional.HANDLERS, **tfidf.HANDLERS,
-                                **training.HANDLERS, **ml.HANDLERS}
+                                **training.HANDLERS, **ml.HANDLERS, **tensor_scatter.HANDLERS}
 """Every ONNX op the frontend converts, by op type (the default domain) or 'domain.Op' (others); other
 ops are expanded from their ONNX function bodies where the standard gives one (graph.py), or are a
 CompileError."""

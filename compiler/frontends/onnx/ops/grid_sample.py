@@ -59,7 +59,8 @@ def _cubic(d: _Coords, t: Tensor) -> list[Tensor]:
     k, op = d.k, d.op
 
     def far(x: Tensor) -> Tensor:  # ((a x - 5a) x + 8a) x - 4a, for 1 <= x < 2
-        return op("subtract", op("multiply", op("add", op("multiply", op("subtract", op("multiply", x, k(a)), k(5 * a)), x), k(8 * a)), x), k(4 * a))
+        inner = op("multiply", op("subtract", op("multiply", x, k(a)), k(5 * a)), x)
+        return op("subtract", op("multiply", op("add", inner, k(8 * a)), x), k(4 * a))
 
     def near(x: Tensor) -> Tensor:  # ((a+2) x - (a+3)) x x + 1, for x <= 1
         return op("add", op("multiply", op("multiply", op("subtract", op("multiply", x, k(a + 2)), k(a + 3)), x), x), k(1))

@@ -91,39 +91,62 @@ def _grid_sample(c: Ctx) -> list[Tensor]:
             v = d.op("multiply", d.op("add", v, d.k(1)), d.k((size - 1) / 2))
         else:
             v = d.op("divide", d.op("subtract", d.op("multiply", d.op("add", v, d.k(1)), d.k(size)), d.k(1)), d.k(2))
-        if mode == "nearest":
-            v = c.b.unary("round_nearest_even", v)
-        lo, hi = (0.0, size - 1.0) if align else (-0.5, size - 0.5)
-        if padding == "border":
-            v = c.b.select(c.b.binary("or", c.b.compare("LT", v, d.k(lo)), c.b.compare("GT", v, d.k(hi))),
-                           d.clamp(v, 0, size - 1), v)
-        elif padding == "reflection":
-            v = d.reflect(v, lo, hi)
-        if mode == "nearest":
-            taps = [(_trunc(c, v), None)]
-        else:
-            base = c.b.unary("floor", v)
-            t = d.op("subtract", v, base)
-            if mode == "linear":
-                weights, offsets = [d.op("subtract", d.k(1), t), t], [0, 1]
-            else:
-                weights, offsets = _cubic(d, t), [-1, 0, 1, 2]
-            taps = [(d.op("add", base, d.k(o)), w) for o, w in zip(offsets, weights)]
-        mapped = []
-        for tap, w in taps:
-            valid = None
-            if padding == "zeros":
-                valid = c.b.binary("and", c.b.compare("GE", tap, d.k(0)), c.b.compare("LT", tap, d.k(size)))
-            elif padding == "reflection":
-                tap = _trunc(c, d.reflect(tap, lo, hi))
-            mapped.append((d.clamp(tap, 0, size - 1), w, valid))
-        taps_per_dim.append(mapped)
+        taps_per_dim.append(taps(c, v, size, mode, padding, align))
     rows = c.b.reshape(c.b.transpose(x, [0, *range(2, k + 2), 1]), [n * math.prod(dims), channels])
-    batch = c.b.convert(c.b.iota(out, 0, np.int32), np.int32)
-    strides = [math.prod(dims[i + 1:]) for i in range(k)]
+    first = c.b.binary("multiply", c.b.iota(out, 0, np.int32), c.b.scalar(math.prod(dims), np.int32))
+    total = gather_taps(c, rows, first, taps_per_dim, dims)
+    return [c.b.transpose(total, [0, k + 1, *range(1, k + 1)])]
+
+
+Tap = tuple[Tensor, Tensor | None, Tensor | None]
+"""(index along a dim as float32, weight or None, in range or None) of one interpolation tap."""
+
+
+def taps(c: Ctx, v: Tensor, size: int, mode: str, padding: str, align: bool) -> list[Tap]:
+    """The taps along one dim of size `size` at positions `v` (float32, in pixels): 1 nearest,
+    2 linear, 4 cubic, positions outside the borders clamped or reflected first, each tap's index
+    mapped by the padding mode (zeros: flagged when out of range)."""
+    d = _Coords(c)
+    if mode == "nearest":
+        v = c.b.unary("round_nearest_even", v)
+    lo, hi = (0.0, size - 1.0) if align else (-0.5, size - 0.5)
+    if padding == "border":
+        v = c.b.select(c.b.binary("or", c.b.compare("LT", v, d.k(lo)), c.b.compare("GT", v, d.k(hi))),
+                       d.clamp(v, 0, size - 1), v)
+    elif padding == "reflection":
+        v = d.reflect(v, lo, hi)
+    if mode == "nearest":
+        raw = [(_trunc(c, v), None)]
+    else:
+        base = c.b.unary("floor", v)
+        t = d.op("subtract", v, base)
+        if mode == "linear":
+            weights, offsets = [d.op("subtract", d.k(1), t), t], [0, 1]
+        else:
+            weights, offsets = _cubic(d, t), [-1, 0, 1, 2]
+        raw = [(d.op("add", base, d.k(o)), w) for o, w in zip(offsets, weights)]
+    mapped = []
+    for tap, w in raw:
+        valid = None
+        if padding == "zeros":
+            valid = c.b.binary("and", c.b.compare("GE", tap, d.k(0)), c.b.compare("LT", tap, d.k(size)))
+        elif padding == "reflection":
+            tap = _trunc(c, d.reflect(tap, lo, hi))
+        mapped.append((d.clamp(tap, 0, size - 1), w, valid))
+    return mapped
+
+
+def gather_taps(c: Ctx, rows: Tensor, first: Tensor, taps_per_dim: list[list[Tap]], dims: list[int]) -> Tensor:
+    """sum over every combination of one tap per dim of weight * rows[first + flat index]:
+    `rows` is [images * prod(dims), C] (an image's positions row-major), `first` (int32, the output
+    points' shape) the row of each point's image; the result is [*points, C]."""
+    d = _Coords(c)
+    out = list(shape_of(first))
+    dtype = dtype_of(rows)
+    strides = [math.prod(dims[i + 1:]) for i in range(len(dims))]
     total = None
     for combo in itertools.product(*taps_per_dim):
-        index = c.b.binary("multiply", batch, c.b.scalar(math.prod(dims), np.int32))
+        index = first
         weight, valid = None, None
         for (tap, w, ok), stride in zip(combo, strides):
             index = c.b.binary("add", index, c.b.binary("multiply", c.b.convert(tap, np.int32), c.b.scalar(stride, np.int32)))
@@ -131,11 +154,11 @@ def _grid_sample(c: Ctx) -> list[Tensor]:
             valid = ok if valid is None else (valid if ok is None else c.b.binary("and", valid, ok))
         value = c.b.take(rows, index, 0)  # [*out, C]
         if weight is not None:
-            value = c.b.binary("multiply", value, c.b.reshape(c.b.convert(weight, dtype_of(x)), [*out, 1]))
+            value = c.b.binary("multiply", value, c.b.reshape(c.b.convert(weight, dtype), [*out, 1]))
         if valid is not None:
-            value = c.b.select(c.b.reshape(valid, [*out, 1]), value, c.b.scalar(0, dtype_of(x)))
+            value = c.b.select(c.b.reshape(valid, [*out, 1]), value, c.b.scalar(0, dtype))
         total = value if total is None else c.b.binary("add", total, value)
-    return [c.b.transpose(total, [0, k + 1, *range(1, k + 1)])]
+    return total
 
 
 def _trunc(c: Ctx, v: Tensor) -> Tensor:

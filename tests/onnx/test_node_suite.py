@@ -35,6 +35,9 @@ SAMPLE = [
     "test_maxpool_with_argmax_2d_precomputed_pads", "test_det_nd", "test_einsum_batch_diagonal", "test_compress_0",
     "test_not_2d", "test_training_dropout_zero_ratio_mask", "test_tfidfvectorizer_tf_batch_uniandbigrams_skip5",
     "test_optional_has_element_empty_no_input_tensor_input", "test_optional_get_element_optional_tensor",
+    "test_deform_conv_with_mask_bias", "test_roialign_aligned_true", "test_tensorscatter_circular", "test_flexattention",
+    "test_adam", "test_ai_onnx_ml_binarizer", "test_melweightmatrix", "test_scan_sum", "test_loop11",
+    "test_lstm_with_peepholes",
 ]
 
 

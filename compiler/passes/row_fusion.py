@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
-
 from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch, Partition
 
@@ -175,31 +173,6 @@ class _Chain:
             raise _NoJoin
 
     # -- the region ----------------------------------------------------------------------------
-    def _reciprocals(self, outputs: list[kir.Expr]) -> list[kir.Expr]:
-        """`outputs` with every f32 division by a row value (softmax's by the sum) a product
-        with its reciprocal, taken once per row: a vector divide costs several multiplies
-        (rounding: within 1.5 ulp of the quotient)."""
-        memo: dict[int, kir.Expr] = {}
-        inverse: dict[int, kir.Arg] = {}
-
-        def rewrite(node):
-            if id(node) not in memo:
-                out = node
-                if isinstance(node, kir.Compute):
-                    operands = tuple(rewrite(x) for x in node.operands)
-                    divisor = operands[-1]
-                    if node.op == "divide" and node.dtype == np.float32 and isinstance(divisor, kir.Arg):
-                        if divisor.index not in inverse:
-                            inverse[divisor.index] = self._value(
-                                kir.Compute("divide", (kir.Const(1.0, divisor.dtype), divisor), divisor.dtype))
-                        out = kir.Compute("multiply", (operands[0], inverse[divisor.index]), node.dtype)
-                    elif any(a is not b for a, b in zip(operands, node.operands)):
-                        out = dataclasses.replace(node, operands=operands)
-                memo[id(node)] = out
-            return memo[id(node)]
-
-        return [rewrite(x) for x in outputs]
-
     def row_bytes(self) -> int:
         """Bytes of one row of every full-row input: what the row's steps keep in cache."""
         return self.n * sum(decl.dtype.itemsize for decl in self.decls if decl.shape == self.shape)
@@ -215,7 +188,6 @@ class _Chain:
                     slots.append(len(decls))
                     decls.append(dataclasses.replace(decl, output=True))
                     tensors.append(tensor)
-        outputs = self._reciprocals(outputs)
         rows = math.prod(self.lead)
         grid = kir.Grid(rows, self.n, max(1, min(rows, 16384 // self.n)), self.n)
         body = kir.RowBody(self.shape, tuple(self.steps), tuple(self.ops), tuple(outputs), tuple(output_slots),

@@ -456,7 +456,7 @@ class Function:
         if self._entry.dynamic is None or self._value_at or CPU_NATIVE_FORMAT not in self._module.device.formats:
             return None
         dims = {arrays[i].shape[0] for i in self._dynamic_inputs}
-        return dims.pop() if len(dims) == 1 and min(dims) >= 1 else None
+        return dims.pop() if len(dims) == 1 and 1 <= min(dims) < 1 << 31 else None  # (a 32-bit push constant)
 
     def _arrays(self, args: tuple[Any, ...]) -> list[np.ndarray]:
         if len(args) != len(self.signature):

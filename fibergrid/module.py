@@ -7,9 +7,10 @@
 StableHLO goes through the on-disk compile cache (compiler/cache.py), so only the first load of a
 model pays for parsing and LLVM. A function with dynamic leading dims (a batch) is compiled once for
 every size (compiler/dynamic.py: `function.dynamic`); a call at a new size only sizes buffers and
-records a command buffer. One whose code needs the dim's value (`function.dynamic_fallback` says
-why), or a call on a GPU driver, is compiled once per input-shape signature (again through the
-cache), unless the .fgx carries that one already.
+records a command buffer (a shape that recurs may get code of its own: `specialize_after`). One whose
+code needs more than the dim's value (`function.dynamic_fallback` says why), or a call on a GPU
+driver, is compiled once per input-shape signature (again through the cache), unless the .fgx
+carries that one already.
 
 The per-call cost is what a small model feels, so everything that can be done once per shape
 signature is: the buffers are allocated, the constants uploaded and ONE reusable command buffer
@@ -198,6 +199,9 @@ class _Prepared:
         self._lock = threading.Lock()
         self._lane_freed = threading.Condition(self._lock)
         self._in_flight: collections.deque[CallFuture] = collections.deque()  # submitted, uncollected
+        # Calls left before the shape gets code of its own (code for every size, with
+        # `fg.load(..., specialize_after=N)`); None: never.
+        self.countdown: int | None = None
 
     def _acquire(self, grow: bool) -> _Lane:
         """A free lane. Synchronous calls wait for one; `submit` adds lanes up to MAX_LANES, then
@@ -273,6 +277,8 @@ class _Prepared:
         self._release(fresh, future)
 
     def run(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+        if self.countdown is not None:
+            self.countdown -= 1
         lane = self._acquire(grow=False)
         try:
             targets = self._bind(lane, arrays, out)
@@ -291,6 +297,8 @@ class _Prepared:
     def submit(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> "CallFuture":
         """Starts a call and returns at once; calls of one signature pipeline over up to
         MAX_LANES lanes (each with its own buffers), waiting for a lane when all are busy."""
+        if self.countdown is not None:
+            self.countdown -= 1
         lane = self._acquire(grow=True)
         try:
             targets = self._bind(lane, arrays, out)
@@ -502,7 +510,27 @@ class Function:
                 while len(self._prepared) >= MAX_SIGNATURES:  # the oldest goes (a call on it finishes)
                     del self._prepared[next(iter(self._prepared))]
                 prepared = self._prepared[key] = _Prepared(compiled, device, self._module.timeout, constants)
+                if constants is not None:
+                    prepared.countdown = self._module.specialize_after
             return prepared
+
+    def _recurring(self, prepared: _Prepared, arrays: list[np.ndarray]) -> _Prepared:
+        """The fast path for a shape that recurs (`fg.load(..., specialize_after=N)`): after N
+        calls through the code for every size, code compiled for this shape (through the cache)
+        replaces it, in the same bounded table of signatures. The call that compiles waits for
+        it (so do this function's other new signatures); a compile that fails, or a program with
+        no source (a SavedModel's), leaves the code for every size serving."""
+        with self._lock:
+            prepared.countdown = None  # tried once, whatever happens
+            key = self._key(arrays)
+            if self._prepared.get(key) is not prepared:
+                return self._prepared.get(key) or prepared
+            try:
+                compiled = self._module._specialize(self.name, tuple(a.shape for a in arrays))
+            except Error:
+                return prepared
+            fast = self._prepared[key] = _Prepared(compiled, self._module.device, self._module.timeout)
+            return fast
 
     def _compile(self, shapes: Shapes, arrays: list[np.ndarray]) -> CompiledFunction:
         """This call's code, compiled for its shapes and the contents of its value inputs. A
@@ -583,6 +611,8 @@ class Function:
             args = self._by_name(args, inputs)
         arrays = self._arrays(args)
         prepared = self._prepared.get(self._key(arrays)) or self._prepare(arrays)
+        if prepared.countdown is not None and prepared.countdown <= 0:
+            prepared = self._recurring(prepared, arrays)
         results = prepared.run(arrays, self._outputs(prepared, out))
         return results[0] if len(results) == 1 else results
 
@@ -593,6 +623,8 @@ class Function:
             args = self._by_name(args, inputs)
         arrays = self._arrays(args)
         prepared = self._prepared.get(self._key(arrays)) or self._prepare(arrays)
+        if prepared.countdown is not None and prepared.countdown <= 0:
+            prepared = self._recurring(prepared, arrays)
         return prepared.submit(arrays, self._outputs(prepared, out))
 
 
@@ -600,10 +632,12 @@ class Module:
     """A compiled program bound to a device. `module(...)` runs @main; other public functions
     are attributes (`module.name`) or items (`module["name"]`)."""
 
-    def __init__(self, program: Program, device: Device, *, timeout: float, progress: Progress, origin: str) -> None:
+    def __init__(self, program: Program, device: Device, *, timeout: float, progress: Progress, origin: str,
+                 specialize_after: int | None = None) -> None:
         self.program = program
         self.device = device
         self.timeout = timeout
+        self.specialize_after = specialize_after
         self.origin = origin
         self._progress = progress
         self._parsed = None
@@ -733,11 +767,15 @@ def _compile_text(text: str | bytes, progress: Progress) -> Program:
 
 
 def load(source: str | os.PathLike, device: Device | str | None = None, *, timeout: float = 60.0,
-         progress: bool = False) -> Module:
+         progress: bool = False, specialize_after: int | None = None) -> Module:
     """Load an .fgx file, or compile a StableHLO module (a .mlir path or its text), for `device`
     (a Device; a driver name or None: that driver's shared default device, `fg.default_device`).
     Calls wait at most `timeout` seconds. Compile stages that take over a second are reported on
-    stderr; `progress=True` reports every stage."""
+    stderr; `progress=True` reports every stage. `specialize_after=N`: a shape called N times
+    through the code compiled for every size of a dynamic dim gets code of its own (a compile,
+    at its next call), which may run faster (the default, None: never)."""
+    if specialize_after is not None and (not isinstance(specialize_after, int) or specialize_after < 1):
+        raise InvalidArgument(f"fg.load: specialize_after must be a positive number of calls or None, got {specialize_after!r}")
     prog = Progress(threshold=0.0) if progress else Progress()
     program, origin = _read_program(source, prog)
     if not isinstance(device, Device):
@@ -745,4 +783,4 @@ def load(source: str | os.PathLike, device: Device | str | None = None, *, timeo
             raise InvalidArgument(f"fg.load: device must be a Device, a driver name or None, got {type(device).__name__}")
         from fibergrid import default_device  # imported late: fibergrid imports this module
         device = default_device(device)
-    return Module(program, device, timeout=timeout, progress=prog, origin=origin)
+    return Module(program, device, timeout=timeout, progress=prog, origin=origin, specialize_after=specialize_after)

@@ -232,3 +232,22 @@ def test_compile_cli_says_which_path(compiles, tmp_path, monkeypatch, capsys) ->
     assert cli.main(["compile", "per_shape.mlir", "-o", "per_shape.fgx"]) == 0
     assert "fibergrid: @main: compiled per input shape: kernel main_dispatch_0_reduction reduces over the dynamic dim" \
         in capsys.readouterr().err
+
+
+def test_a_recurring_shape_gets_code_of_its_own(compiles) -> None:
+    """fg.load(..., specialize_after=3): the fourth call at a shape compiles it (the fast path);
+    other shapes keep the code for every size; results stay JAX's."""
+    exported = _export(mlp, "b, 48")
+    model = fg.load(exported.mlir_module(), "local-task", specialize_after=3)
+    x = RNG.standard_normal((9, 48)).astype(np.float32)
+    want = np.asarray(exported.call(x))
+    for _ in range(3):
+        assert_matches([model(x)], [want])
+    assert compiles[0] == 1
+    assert_matches([model(x)], [want])
+    assert_matches([model.main.submit(x).result(timeout=30)], [want])
+    assert compiles[0] == 2
+    assert_matches([model(x[:4])], [want[:4]])
+    assert compiles[0] == 2
+    with pytest.raises(fg.InvalidArgument, match="specialize_after must be a positive number"):
+        fg.load(exported.mlir_module(), "local-task", specialize_after=0)

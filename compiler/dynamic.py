@@ -47,7 +47,7 @@ class NotDynamic(Exception):
 @dataclass(frozen=True)
 class DynamicDims:
     """How a function compiled once for a dynamic dim D becomes the program for one D: per
-    tensor (buffer) and per result, dim 0 is `scale * D` (0: static); per kernel entry with a
+    tensor (buffer) and per result, its leading dim is `scale * D` (0: static); per kernel entry with a
     dynamic grid, per workgroup-count dim (scale, tile): ceil(scale * D / tile) workgroups
     (scale 0: the recorded count). `sentinel`: the size the recorded shapes were made with."""
 
@@ -56,23 +56,16 @@ class DynamicDims:
     grids: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
     sentinel: int
 
-    def extent(self, static: int, scale: int, dim: int) -> int:
-        return scale * dim if scale else static
 
-
-def leading_dynamic(signature: Sequence[tuple[tuple[int | None, ...], np.dtype]]) -> list[int]:
-    """Indices of the inputs whose dim 0 is dynamic; NotDynamic when any other dim is."""
-    leading = []
+def check_leading(signature: Sequence[tuple[tuple[int | None, ...], np.dtype]]) -> None:
+    """NotDynamic unless some input's dim 0 is dynamic and no other dim of any input is."""
     for i, (shape, _) in enumerate(signature):
         inner = [d for d, n in enumerate(shape) if n is None and d > 0]
         if inner:
             raise NotDynamic(f"input {i} has a dynamic dim in an inner position (dim {inner[0]}): only a leading "
                              f"(batch) dim is compiled as a run-time value")
-        if shape and shape[0] is None:
-            leading.append(i)
-    if not leading:
+    if not any(shape and shape[0] is None for shape, _ in signature):
         raise NotDynamic("no input has a dynamic dim")
-    return leading
 
 
 def sentinel_shapes(signature: Sequence[tuple[tuple[int | None, ...], np.dtype]], size: int) -> tuple[tuple[int, ...], ...]:

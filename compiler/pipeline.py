@@ -295,7 +295,7 @@ def compile_dynamic(module: Module, function: str, progress: Progress | None = N
     (compiler/dynamic.py). Raises dynamic.NotDynamic (with the reason) when its code depends on
     the dim in a way kernels cannot take at run time: it is then compiled per shape signature."""
     sig = signature(module, function)
-    dynamic.leading_dynamic(sig)
+    dynamic.check_leading(sig)
 
     def static_at(size: int) -> Module:
         try:

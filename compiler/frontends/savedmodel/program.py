@@ -91,7 +91,7 @@ def compile_dynamic(path: str, signature: str, exported: process.Exported,
         return static_module(parse(text), "main", shapes)
 
     try:
-        dynamic.leading_dynamic(declared)
+        dynamic.check_leading(declared)
         return compile_generalized(static_at, "main", progress), ""
     except dynamic.NotDynamic as e:
         return None, str(e)

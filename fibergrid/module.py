@@ -723,6 +723,7 @@ class Module:
         for function in self.functions.values():
             with function._lock:
                 function._prepared.clear()
+                function._dynamic_constants = None
 
     def __enter__(self) -> "Module":
         return self

@@ -6,8 +6,11 @@ wheel ships no data files). Every case is compiled with `fg.load(model_bytes)`: 
 `compiler.frontends.onnx.SUPPORTED_OPS` and without an ONNX function body made of supported ops);
 otherwise each of its data sets is run, its outputs compared the way onnx's
 backend test runner compares them (`Runner.assert_similar_outputs`: shape, dtype, then
-`assert_allclose` with the case's rtol/atol, 1e-3/1e-7 by default). A failure keeps its reason (the
-fibergrid error, or the mismatch), so the counts explain themselves.
+`assert_allclose` with the case's rtol/atol, 1e-3/1e-7 by default). Tensors of the narrow types
+(float8, float4, int4, int2) go in and come out as their bytes, as ONNX Runtime's cases are fed
+(compiler/frontends/onnx/narrow.py); the results are read back as the expected type before the
+comparison. A failure keeps its reason (the fibergrid error, or the mismatch, with `EXPLAINED`'s
+note where a mismatch is understood), so the counts explain themselves.
 
     python -m tests.onnx.node_suite [--json] [--op Conv] [--limit N] [--failures]
 """

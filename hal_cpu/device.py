@@ -3,7 +3,6 @@ native executor, run inline on the submitting thread, as IREE's local-sync does)
 
 from __future__ import annotations
 
-import collections
 import time
 import weakref
 
@@ -36,10 +35,6 @@ class CpuDevice(Device):
         self.driver = driver
         options = {k: v for k, v in (("host_spin_us", host_spin_us), ("max_submissions", max_submissions)) if v is not None}
         self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, wake_cost_us=wake_cost_us, **options)
-        # Reserved slots whose command buffers are gone. Their finalizers only queue them here:
-        # a finalizer runs wherever the garbage collector does, even on a thread inside the
-        # scheduler's lock (a submission), where giving the slot back would deadlock.
-        self._released_slots: collections.deque[int] = collections.deque()
 
     def __repr__(self) -> str:
         return f"<Device {self.driver} workers={self.scheduler.workers}>"
@@ -97,14 +92,9 @@ class CpuDevice(Device):
         if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
             if lowered.reserved is not None:
                 lowered.unreserve()
-            while self._released_slots:
-                try:
-                    scheduler.unreserve(self._released_slots.popleft())
-                except IndexError:  # another thread took the last one
-                    break
             slot = scheduler.reserve(lowered.program, semaphore.index)
             lowered.reserved = (semaphore.index, slot)
-            lowered.unreserve = weakref.finalize(lowered, self._released_slots.append, slot)
+            lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
         return scheduler.call(lowered.reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:

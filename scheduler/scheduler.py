@@ -167,6 +167,7 @@ class Scheduler:
         self._free_sems = list(range(self._sems - 1, -1, -1))
         self._serials = itertools.count(1)  # atomic under the GIL: calls take serials unlocked
         self._reserved: dict[int, int] = {}  # reserved slot -> address of its signal's value
+        self._unreserved: collections.deque[int] = collections.deque()  # given back, not yet in use
         self._closed = False
         self.host_errors: dict[int, BaseException] = {}  # error id -> what semaphore.fail() was given
         self.threads: list[threading.Thread] = []
@@ -244,6 +245,7 @@ class Scheduler:
         """The oldest submitted slot if it completed, else a free one (lowest index first): the
         set of slots in use stays small, and with it the range the workers scan (H_SLOT_HIGH).
         A new chunk of slots when every slot is in flight."""
+        self._take_unreserved()
         if self._in_use and self._slot_done(self._in_use[0]):
             s = self._in_use.popleft()
         else:
@@ -310,6 +312,7 @@ class Scheduler:
         native call (`call`). Give it back with `unreserve`."""
         with self._lock:
             self._check_open()
+            self._take_unreserved()
             if not self._free_slots:
                 self._recycle()
             if not self._free_slots:
@@ -329,8 +332,16 @@ class Scheduler:
             return s
 
     def unreserve(self, s: int) -> None:
-        """Gives a reserved slot back (reused once its last call completed)."""
-        with self._lock:
+        """Gives a reserved slot back (reused once its last call completed). Takes no lock, so
+        that it may run from a finalizer: the garbage collector runs those wherever it is, even
+        on a thread inside this scheduler's lock (a submission). The slot is queued, and joins
+        the slots in use at the next one taken."""
+        self._unreserved.append(s)
+
+    def _take_unreserved(self) -> None:
+        """(under the lock) Slots given back since: in use until their last call completed."""
+        while self._unreserved:
+            s = self._unreserved.popleft()
             if self._reserved.pop(s, None) is not None:
                 self._in_use.append(s)
 

@@ -37,7 +37,7 @@ SAMPLE = [
     "test_optional_has_element_empty_no_input_tensor_input", "test_optional_get_element_optional_tensor",
     "test_deform_conv_with_mask_bias", "test_roialign_aligned_true", "test_tensorscatter_circular", "test_flexattention",
     "test_adam", "test_ai_onnx_ml_binarizer", "test_melweightmatrix", "test_scan_sum", "test_loop11",
-    "test_lstm_with_peepholes",
+    "test_lstm_with_peepholes", "test_ai_onnx_ml_tree_ensemble_set_membership",
 ]
 
 

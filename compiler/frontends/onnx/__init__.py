@@ -12,8 +12,8 @@ nodes whose inputs are all known -- the shape subgraphs -- and expansion of ops 
 defines as ONNX functions), builder.py (typed IR emission), rewrite.py (Conv+BatchNormalization
 folding), narrow.py (float8/float4/int4/int2 tensors as their storage bytes, exact conversions),
 ops/ (the op table by family: elementwise, tensor, tensor_scatter, reduce, nn, quantized, signal,
-grid_sample, deform_conv, roi_align, recurrent, resize, control, optional, tfidf; training and ml
-for ops of other domains).
+grid_sample, deform_conv, roi_align, recurrent, resize, control, optional, tfidf; training, ml and
+tree_ensemble for ops of other domains).
 
 A graph input whose contents decide a shape (Reshape's shape, Slice's starts, TopK's k, Compress's
 condition...) is known at conversion: the graph compiles once per distinct contents.
@@ -22,7 +22,7 @@ What is not supported, each a CompileError naming the node or the input: sequenc
 inputs or outputs (an optional tensor passes as its tensor); string and float6 element types;
 data-dependent output shapes (NonZero, Unique...) unless their inputs are constants; Loop/If whose
 trip count or branch shapes depend on data; scatter with runtime indices; random ops; ops without a
-converter or a function body (NonMaxSuppression, MaxUnpool...).
+converter or a function body (NonMaxSuppression, MaxUnpool, ImageDecoder...).
 """
 
 from compiler.frontends.onnx.model import OnnxModule, parse_onnx

@@ -69,7 +69,7 @@ def prune(directory: Path, limit: int, keep: Path | None = None) -> int:
     `limit`, never `keep` (the entry just written); returns how many were deleted. Entries that
     vanish meanwhile (another process pruning) are skipped."""
     entries = []
-    for p in directory.glob("*.fgx"):
+    for p in [*directory.glob("*.fgx"), *directory.glob("*.savedmodel.json")]:
         try:
             st = p.stat()
         except OSError:

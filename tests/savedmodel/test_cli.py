@@ -76,6 +76,33 @@ def test_run_directory_and_errors(models_dir, tmp_path, monkeypatch, capsys):
         assert "Traceback" not in err
 
 
-def test_without_tensorflow_the_directory_says_how_to_install(models_dir, tmp_path):
+def test_without_tensorflow_the_directory_says_how_to_install(models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path / "fresh-cache"))  # no export of it cached
     proc = _python(f"import fibergrid as fg\nfg.load({str(models_dir / 'mlp')!r})", tmp_path)
     assert "reading SavedModels needs TensorFlow" in proc.stderr and "pip install 'fibergrid[tf]'" in proc.stderr
+
+
+def test_a_directory_loaded_before_loads_without_tensorflow(models_dir, tmp_path, monkeypatch):
+    """The export is cached by the model's contents: a later process loading the same directory
+    starts no TensorFlow (here it has none); a changed model is exported again."""
+    import shutil
+
+    import fibergrid as fg
+
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "mlp"
+    shutil.copytree(models_dir / "mlp", model)
+    inputs, expected = reference(models_dir, "mlp", "serving_default", [(4, 12)])
+    np.save(tmp_path / "x.npy", inputs["inputs"])
+    fg.load(str(model)).close()  # exported by TensorFlow, and cached
+
+    load = _python("import numpy as np, fibergrid as fg\n"
+                   f"m = fg.load({str(model)!r})\n"
+                   "np.save('y.npy', m.named(inputs=np.load('x.npy'))['output_0'])", tmp_path)
+    assert load.returncode == 0, load.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected["output_0"], rtol=2e-5, atol=2e-5)
+
+    variables = sorted((model / "variables").glob("variables.data-*"))[0]
+    variables.write_bytes(variables.read_bytes()[:-4] + b"\0\0\0\0")  # another model now
+    again = _python(f"import fibergrid as fg\nfg.load({str(model)!r})", tmp_path)
+    assert "reading SavedModels needs TensorFlow" in again.stderr

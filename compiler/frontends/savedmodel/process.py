@@ -8,10 +8,16 @@ text of a model with its weights can be hundreds of MB), their paths as one line
 CompileError or InvalidArgument in the worker is raised again here with its message; a worker
 that dies (a TensorFlow crash) or runs past EXPORT_TIMEOUT_S is a CompileError with the last line
 it printed.
+
+Exports are cached beside the compile cache's entries (`<key>.savedmodel.json`, pruned with
+them), keyed by the model directory's contents, the request, this compiler's version and
+TensorFlow's: loading a SavedModel again, in a later process, starts no TensorFlow at all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import selectors
@@ -26,8 +32,10 @@ from typing import IO, Sequence
 
 import numpy as np
 
+from compiler.cache import cache_dir, max_bytes, private_dir, prune
 from compiler.errors import CompileError
-from compiler.executable import dtype_from_name
+from compiler.executable import dtype_from_name, write_atomic
+from compiler.pipeline import compiler_version
 from common.errors import InvalidArgument
 
 EXPORT_TIMEOUT_S = 1800  # a large model's export takes minutes; a hung TensorFlow must still end
@@ -114,24 +122,73 @@ def is_saved_model(path: str) -> bool:
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt"))
 
 
+def _tensorflow_version() -> str | None:
+    for distribution in ("tensorflow-cpu", "tensorflow"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return None
+
+
+def _cache_entry(request: dict) -> Path | None:
+    """Where the export of `request` is cached (None: the cache directory is not private)."""
+    directory = cache_dir()
+    if private_dir(directory) is not None:
+        return None
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(request["path"]):
+        dirs.sort()
+        for name in sorted(files):
+            file = os.path.join(root, name)
+            digest.update(os.path.relpath(file, request["path"]).encode() + b"\0")
+            with open(file, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    key = {"request": request, "model": digest.hexdigest(), "compiler": compiler_version(), "tensorflow": _tensorflow_version()}
+    return directory / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()}.savedmodel.json"
+
+
+def _exported(path: str, request: dict) -> dict:
+    """The worker's answer to `request`, from the cache where it has it."""
+    entry = _cache_entry(request)
+    if entry is not None and entry.exists():
+        try:
+            with open(entry) as f:
+                data = json.load(f)
+            os.utime(entry)  # most recently used: pruned last
+            return data
+        except (OSError, ValueError):
+            pass  # a damaged entry: export again and overwrite it
+    with tempfile.TemporaryDirectory(prefix="fibergrid-savedmodel-") as tmp:
+        request_file, result_file = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
+        with open(request_file, "w") as f:
+            json.dump(request, f)
+        with _lock:
+            try:
+                _ask(request_file, result_file)
+            except CompileError as e:
+                raise CompileError(f"{path}: {e}") from None
+        with open(result_file, "rb") as f:
+            raw = f.read()
+    data = json.loads(raw)
+    if entry is not None and "error" not in data:
+        try:
+            write_atomic(entry, raw, mode=0o600)
+            prune(entry.parent, max_bytes(), keep=entry)
+        except OSError:
+            pass  # an export not cached is exported again next time
+    return data
+
+
 def export(path: str, signature: str = "serving_default",
            input_shapes: Sequence[Sequence[Sequence[int]]] | None = None) -> Exported:
     """`signature` of the SavedModel at `path` exported at each of `input_shapes` (default: the
-    declared shapes, unknown dims 1), by TensorFlow in the worker process."""
+    declared shapes, unknown dims 1), by TensorFlow in the worker process (or from the cache)."""
     if not is_saved_model(path):
         raise CompileError(f"{path}: not a SavedModel directory (no saved_model.pb)")
-    with tempfile.TemporaryDirectory(prefix="fibergrid-savedmodel-") as tmp:
-        request, result = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
-        with open(request, "w") as f:
-            json.dump({"path": os.path.abspath(path), "signature": signature,
-                       "input_shapes": None if input_shapes is None else [[list(s) for s in shapes] for shapes in input_shapes]}, f)
-        with _lock:
-            try:
-                _ask(request, result)
-            except CompileError as e:
-                raise CompileError(f"{path}: {e}") from None
-        with open(result) as f:
-            data = json.load(f)
+    data = _exported(path, {"path": os.path.abspath(path), "signature": signature,
+                            "input_shapes": None if input_shapes is None else [[list(s) for s in shapes] for shapes in input_shapes]})
     if "error" in data:
         kind = InvalidArgument if data["error"]["kind"] == "InvalidArgument" else CompileError
         raise kind(data["error"]["message"])

@@ -14,8 +14,8 @@ region came from (no StableHLO op, no source location):
   - `SortBody`: a stable sort of rows along one dim with a comparator DAG.
   - `RowBody`: whole rows at a time: folds along the row (max, sum) and per-row values feeding
     each other, then the row written out (softmax, layernorm, mean/variance in one pass).
-  - `MatmulBody` / `ConvBody`: library regions, mapped onto a backend's tuned generators, which
-    pick their own workgroup grid.
+  - `MatmulBody` / `ConvBody` / `AttentionBody`: library regions, mapped onto a backend's tuned
+    generators, which pick their own workgroup grid.
 - `grid` (elementwise and reduction): how the output space is tiled onto workgroups.
   Target-neutral: the space is seen as rows (all dims but the last, flattened) x columns (the
   last dim); workgroup (x, y) covers columns x*tile_cols.. and rows y*tile_rows.., clipped.
@@ -324,6 +324,28 @@ class MatmulBody:
 
 
 @dataclass(frozen=True)
+class AttentionBody:
+    """Attention, f32, as one library region (llvm_cpu only: compiler/passes/attention_fusion.py):
+    scores S[b] = Q[b] @ KT[b] (`batch` x `m` x `n`, contracting `k`), each row of S through a
+    RowBody-like chain giving the probabilities P, then out[b] = P[b] @ V[b] (`dv` columns).
+    Bindings: 0 = Q (batch, m, k), 1 = KT (batch, k, n), 2 = V (batch, n, dv), 3 = out
+    (batch, m, dv), 4.. = what the row expressions read. `steps`/`step_ops` are a RowBody's over
+    `shape` (the scores as the expressions index them: rows..., n, with batch * m rows), and
+    `probability` is P at a point; in both, Arg(0) is the score at the point, Arg(j + 1) row
+    value j."""
+
+    batch: int
+    m: int
+    n: int
+    k: int
+    dv: int
+    shape: tuple[int, ...]
+    steps: tuple[Expr, ...]
+    step_ops: tuple[str, ...]
+    probability: Expr
+
+
+@dataclass(frozen=True)
 class ConvBody:
     """2-D convolution, f32: output N x OH x OW x F = input N x H x W x C (binding 0) with filter
     KH x KW x C x F (binding 1), explicit `padding` ((top, bottom), (left, right)), `strides`
@@ -374,5 +396,5 @@ class KernelRegion:
 
     name: str
     bindings: tuple[BindingDecl, ...]
-    body: ElementwiseBody | ReductionBody | RowBody | SortBody | MatmulBody | ConvBody
+    body: ElementwiseBody | ReductionBody | RowBody | SortBody | MatmulBody | ConvBody | AttentionBody
     dynamic: DynamicExtents | None = None

@@ -7,12 +7,14 @@ from dataclasses import replace
 
 from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu import caches, conv, matmul
+from compiler.codegen.llvm_cpu.attention import generate_attention
 from compiler.codegen.llvm_cpu.depthwise import generate_depthwise
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
 from compiler.codegen.llvm_cpu.rows import generate_rows
 from compiler.codegen.llvm_cpu.sort import generate_sort
 from compiler.errors import CompileError
+from compiler.passes.attention_fusion import fuse_attention
 from compiler.passes.conv_as_matmul import convs_as_matmuls
 from compiler.passes.fusion import Partition
 from compiler.passes.packing import prepack_weights
@@ -22,8 +24,8 @@ from compiler.passes.row_fusion import fuse_rows
 def prepare(part: Partition) -> Partition:
     """The partition as this target's kernels want it: 1x1 convolutions as matmuls, constant
     matmul weights pre-packed, row-wise chains (softmax, layernorm) one pass over rows that
-    fit in half the L2."""
-    part = fuse_rows(part, caches.host().l2 // 2)
+    fit in half the L2, attention (scores, softmax, @ V) one region over blocks of query rows."""
+    part = fuse_attention(fuse_rows(part, caches.host().l2 // 2), caches.host().l2 // 2)
     return prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
 
 
@@ -46,6 +48,8 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
         raise CompileError(f"{region.name}: llvm_cpu has no dynamic form of {type(body).__name__}")
     if isinstance(body, kir.SortBody):
         return generate_sort(region)
+    if isinstance(body, kir.AttentionBody):
+        return generate_attention(region)
     if isinstance(body, kir.ConvBody) and body.depthwise:
         return generate_depthwise(region)
     if isinstance(body, kir.ConvBody):

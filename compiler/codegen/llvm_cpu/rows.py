@@ -75,7 +75,7 @@ def _kept(body: kir.RowBody) -> list[tuple[kir.Expr, int]]:
     return [(nodes[k], seen[k][0]) for k in shared if k not in covered]
 
 
-class _Accumulator:
+class Accumulator:
     """A fold's running value, `width` lanes wide, in a stack slot (a register after SROA).
 
     maximum / minimum: XLA's propagate NaN, which `llvm.maximum` does in a 6-instruction
@@ -105,10 +105,10 @@ class _Accumulator:
         b.store(b.select(better, element, acc), self.slot)
         b.store(b.or_(b.load(self.nan), b.fcmp_unordered("uno", element, element)), self.nan)
 
-    def merge(self, other: "_Accumulator") -> None:
+    def merge(self, other: "Accumulator") -> None:
         self._merge(self.b.load(other.slot), None if other.nan is None else self.b.load(other.nan))
 
-    def merge_lanes(self, vector: "_Accumulator") -> None:
+    def merge_lanes(self, vector: "Accumulator") -> None:
         """Fold every lane of the vector accumulator `vector` into this scalar one."""
         b = self.b
         value = b.load(vector.slot)
@@ -189,10 +189,10 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
         expr, op = body.steps[step], body.step_ops[step]
         dtype = expr.dtype
         chains = CHAINS if n >= 2 * CHAINS * lanes else 1
-        accumulators = [_Accumulator(b, region, ptrs, op, dtype, lanes) for _ in range(chains if n >= lanes else 0)]
-        scalar = _Accumulator(b, region, ptrs, op, dtype, 1)
+        accumulators = [Accumulator(b, region, ptrs, op, dtype, lanes) for _ in range(chains if n >= lanes else 0)]
+        scalar = Accumulator(b, region, ptrs, op, dtype, 1)
 
-        def at(acc: _Accumulator, j: ir.Value, width: int) -> None:
+        def at(acc: Accumulator, j: ir.Value, width: int) -> None:
             if width > 1 and step != first_fold and prefetch_rows:
                 prefetch_next(j)
             acc.add(evaluate((expr,), step, row + [j], width, values)[0])

@@ -250,6 +250,67 @@ def _rows(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
     return SpirvKernel(region.name, workgroup_count(body.rows), tuple(d.dtype for d in region.bindings))
 
 
+def _attention(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
+    """An AttentionBody: one invocation per query row recomputes the row's scores (a dot product
+    over k each) in every fold step, then adds each key's probability times V's row into the
+    output row. Correct, not tuned: the CPU's fused kernel is the fast form."""
+    body = region.body
+    entry, b, ptrs = _entry(module, region)
+    f32 = np.dtype(np.float32)
+    with b.goto_block(entry.function.entry_basic_block):
+        b.position_at_start(entry.function.entry_basic_block)
+        slots = [b.alloca(scalar_type(x.dtype)) for x in body.steps]
+        dot = b.alloca(scalar_type(f32))
+    q, kt, v, out = (kir.Load(s, (kir.Coord(0), kir.Coord(1), kir.Coord(2)), f32) for s in range(4))
+    product = kir.Compute("multiply", (q, kir.Load(1, (kir.Coord(0), kir.Coord(2), kir.Coord(3)), f32)), f32)
+
+    def emitter(coords: list, args: list) -> ExprEmitter:
+        return ExprEmitter(b, region.bindings, ptrs, coords, None, 1, args)
+
+    def row(r: ir.Value) -> None:
+        batch, i = _unravel(b, r, (body.batch, body.m))
+        coords = _unravel(b, r, body.shape[:-1])
+        values: list[ir.Value] = []
+
+        def score(j: ir.Value) -> ir.Value:
+            b.store(ir.Constant(scalar_type(f32), 0.0), dot)
+            _loops(b, [body.k], lambda p: b.store(b.fadd(b.load(dot), emitter([batch, i, p[0], j], []).value(product)), dot))
+            return b.load(dot)
+
+        for expr, op, slot in zip(body.steps, body.step_ops, slots):
+            if op == "value":
+                values.append(emitter(coords, [ir.Constant(scalar_type(f32), 0.0)] + values).value(expr))
+                continue
+            b.store(emitter([], []).value(kir.Const(kir.ROW_FOLDS[op], expr.dtype)), slot)
+            combiner = kir.Compute(op, (kir.Arg(0, expr.dtype), kir.Arg(1, expr.dtype)), expr.dtype)
+
+            def fold(j: list[ir.Value], expr=expr, slot=slot, combiner=combiner) -> None:
+                element = emitter(coords + j, [score(j[0])] + values).value(expr)
+                b.store(emitter([], [b.load(slot), element]).value(combiner), slot)
+
+            _loops(b, [body.n], fold)
+            values.append(b.load(slot))
+        base = b.mul(b.zext(r, I64), ir.Constant(I64, body.dv))
+        _loops(b, [body.dv], lambda c: store(b, ptrs, region.bindings[3], 3, b.add(base, c[0]), ir.Constant(scalar_type(f32), 0.0)))
+
+        def add_key(j: list[ir.Value]) -> None:
+            p = emitter(coords + j, [score(j[0])] + values).value(body.probability)
+
+            def add(c: list[ir.Value]) -> None:
+                e = emitter([batch, i, c[0]], [])
+                term = b.fmul(p, emitter([batch, j[0], c[0]], []).value(v))
+                store(b, ptrs, region.bindings[3], 3, b.add(base, c[0]), b.fadd(e.value(out), term))
+
+            _loops(b, [body.dv], add)
+
+        _loops(b, [body.n], add_key)
+
+    rows = body.batch * body.m
+    _grid_stride(entry, b, rows, row)
+    b.ret_void()
+    return SpirvKernel(region.name, workgroup_count(rows), tuple(d.dtype for d in region.bindings))
+
+
 def _register_value(b: ir.IRBuilder, raw: ir.Value, dtype: np.dtype) -> ir.Value:
     """A loaded memory value as the emitter holds it (bool i1, f16/bf16 as f32)."""
     if dtype == np.bool_:
@@ -336,6 +397,8 @@ def grid(region: kir.KernelRegion) -> tuple[int, int, int]:
         return workgroup_count(math.prod(body.output_shape))
     if isinstance(body, kir.RowBody):
         return workgroup_count(body.rows)
+    if isinstance(body, kir.AttentionBody):
+        return workgroup_count(body.batch * body.m)
     if isinstance(body, kir.SortBody):
         return workgroup_count(math.prod(n for d, n in enumerate(body.shape) if d != body.dimension))
     raise CompileError(f"SPIR-V: region '{region.name}' has a {type(body).__name__}, which has no SPIR-V lowering")
@@ -354,6 +417,8 @@ def generate(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
         return _reduction(module, region)
     if isinstance(body, kir.RowBody):
         return _rows(module, region)
+    if isinstance(body, kir.AttentionBody):
+        return _attention(module, region)
     if isinstance(body, kir.SortBody):
         return _sort(module, region)
     raise CompileError(f"SPIR-V: region '{region.name}' has a {type(body).__name__}, which has no SPIR-V lowering")

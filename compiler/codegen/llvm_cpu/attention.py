@@ -1,0 +1,176 @@
+"""Kernel IR attention regions (`AttentionBody`) -> one LLVM IR kernel.
+
+Workgroup (x, y) owns query rows x*tile_m.. of batch y. It computes those rows' scores against
+every key into local memory with the matmul microkernel (Q rows against NR-wide panels of K^T,
+read in place), runs the row chain (softmax: max, exp, sum, the divide; the scale and mask
+inside it) over each score row in place, vector-wide with CHAINS independent accumulators per
+fold as rows.py does, then multiplies the block of probabilities by V with the microkernel again
+into the output rows. The tile_m x n block stays in L2, so the scores never go to memory: the
+three-dispatch form writes and reads the batch x m x n scores twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from compiler import kernel_ir as kir
+
+from . import caches, jit
+from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, splat
+from .expr import ExprEmitter, typed
+from .grid_loops import kernel_entry, row_coords
+from .matmul import ERROR_LOCAL_MEMORY, MIN_WORKGROUPS, GeneratedKernel, RegisterTile, microkernel, register_tile
+from .rows import CHAINS, Accumulator
+
+F32P = F32.as_pointer()
+F32_DTYPE = np.dtype(np.float32)
+
+
+def _tile_rows(body: kir.AttentionBody, row_floats: int, mr: int) -> int:
+    """Query rows per workgroup: at least MIN_WORKGROUPS workgroups where the rows allow (whole
+    register tiles), while the block of scores takes at most half the L2."""
+    in_cache = max(1, caches.host().l2 // 2 // (4 * row_floats))
+    tiles_per_batch = max(1, -(-MIN_WORKGROUPS // body.batch))
+    wanted = mr * -(-body.m // (mr * tiles_per_batch))
+    return max(1, min(body.m, in_cache, wanted))
+
+
+def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> GeneratedKernel:
+    """LLVM IR for an attention `region`; dispatch it with `kernel.workgroup_count`."""
+    body = region.body
+    assert isinstance(body, kir.AttentionBody)
+    lanes = lanes or jit.vector_width_f32()
+    n, k, dv, m = body.n, body.k, body.dv, body.m
+    ld = -(-n // lanes) * lanes  # floats per score row in local memory (rows start aligned)
+    mr_s, nv_s = register_tile(n, lanes)
+    mr_o, nv_o = register_tile(dv, lanes)
+    tile_m = _tile_rows(body, ld, max(mr_s, mr_o))
+    grid = (-(-m // tile_m), body.batch, 1)
+    local_memory_size = tile_m * ld * 4
+    module = ir.Module()
+    kb, ptrs = kernel_entry(module, region)
+    b = kb.builder
+    with b.if_then(b.icmp_unsigned("<", kb.local_memory_size(), i32(local_memory_size)), likely=False):
+        b.ret(i32(ERROR_LOCAL_MEMORY))
+    local = kb.local_memory(F32)
+    wx, wy = (b.zext(kb.workgroup_id(d), I64) for d in range(2))
+    args = [*ptrs, local, wy, b.mul(wx, i64(tile_m))]
+    edge = m - (grid[0] - 1) * tile_m
+    if edge != tile_m:
+        with b.if_then(b.icmp_unsigned("==", wx, i64(grid[0] - 1))):
+            b.call(_tile(module, region, [p.type for p in ptrs], lanes, edge, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
+            b.ret(i32(0))
+    b.call(_tile(module, region, [p.type for p in ptrs], lanes, tile_m, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
+    b.ret(i32(0))
+    return GeneratedKernel(region.name, str(module), grid, local_memory_size, len(region.bindings), (tile_m, ld))
+
+
+def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, rows: int, cols: int, depth: int,
+                  tile: tuple[int, int], a: ir.Value, lda: int, bm: ir.Value, ldb: int, c: ir.Value, ldc: int) -> None:
+    """C[rows x cols] = A[rows x depth] @ B[depth x cols] (all f32*, static leading dims) with the
+    matmul microkernel, B read in place as NR-wide panels."""
+    mr, nv = tile
+    nr = nv * lanes
+    blocks = [(r, min(mr, rows - r)) for r in range(0, rows, mr)]
+    one = ir.Constant(I1, 1)
+
+    def panel(col: ir.Value, width: int) -> None:
+        for r, height in blocks:
+            shape = RegisterTile(lanes, height, width, lda, ldb, ldc, masked_b=True)
+            kernel = microkernel(module, prefix, shape, accumulate=False, epilogue=None, extra_count=0)
+            b.call(kernel, [b.gep(a, [i64(r * lda)], inbounds=True), b.gep(bm, [col], inbounds=True),
+                            b.gep(c, [b.add(col, i64(r * ldc))], inbounds=True), i64(depth), one, one, i64(r), col])
+
+    full, rest = divmod(cols, nr)
+    with for_range(b, 0, full * nr, step=nr, name="panel") as col:
+        panel(col, nr)
+    if rest:
+        panel(i64(full * nr), rest)
+
+
+def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lanes: int, tm: int, ld: int,
+          score_tile: tuple[int, int], out_tile: tuple[int, int]) -> ir.Function:
+    """One workgroup's `tm` query rows: arguments the bindings, local memory, batch, first row."""
+    key = f"{region.name}.tile.{tm}"
+    if key in module.globals:
+        return module.globals[key]
+    body = region.body
+    n, k, dv, m = body.n, body.k, body.dv, body.m
+    names = [f"binding{i}" for i in range(len(region.bindings))]
+    fn, b = internal_function(module, key, [*zip(names, types), ("local", F32P), ("batch", I64), ("m0", I64)],
+                              noalias=("local",))
+    *ptrs, local, batch, m0 = fn.args
+    first_row = b.add(b.mul(batch, i64(m)), m0)
+    q = b.gep(ptrs[0], [b.mul(first_row, i64(k))], inbounds=True)
+    kt = b.gep(ptrs[1], [b.mul(batch, i64(k * n))], inbounds=True)
+    v = b.gep(ptrs[2], [b.mul(batch, i64(n * dv))], inbounds=True)
+    out = b.gep(ptrs[3], [b.mul(first_row, i64(dv))], inbounds=True)
+    prefix = region.name
+    _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, k, kt, n, local, ld)
+    with for_range(b, 0, tm, name="row") as r:
+        _softmax_row(b, region, list(ptrs), lanes, b.gep(local, [b.mul(r, i64(ld))], inbounds=True), b.add(first_row, r))
+    _matmul_block(b, module, prefix, lanes, tm, dv, n, out_tile, local, ld, v, dv, out, dv)
+    b.ret_void()
+    return fn
+
+
+def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value], lanes: int, scores: ir.Value,
+                 row: ir.Value) -> None:
+    """The row chain over one row of scores at `scores` (local memory), its probabilities
+    written back in place; `row` is the flat row index (batch * m + query)."""
+    body = region.body
+    n, rank = body.n, len(body.shape)
+    coords = row_coords(b, row, body.shape, None)
+
+    def emitter(j: ir.Value, width: int, values: list[ir.Value]) -> ExprEmitter:
+        ptr = b.gep(scores, [j], inbounds=True)
+        if width > 1:
+            score = b.load(b.bitcast(ptr, typed(F32_DTYPE, width).as_pointer()), align=4)
+            args = [score] + [splat(b, x, width) for x in values]
+        else:
+            args = [b.load(ptr)] + values
+        return ExprEmitter(b, region.bindings, ptrs, coords + [j], rank - 1 if width > 1 else None, width, args)
+
+    def fold(expr: kir.Expr, op: str, values: list[ir.Value]) -> ir.Value:
+        chains = CHAINS if n >= 2 * CHAINS * lanes else 1
+        vectors = [Accumulator(b, region, ptrs, op, expr.dtype, lanes) for _ in range(chains if n >= lanes else 0)]
+        scalar = Accumulator(b, region, ptrs, op, expr.dtype, 1)
+        j = i64(0)
+        if vectors:
+            with for_range(b, 0, n - chains * lanes + 1, step=chains * lanes, name="chains") as j:
+                for c, acc in enumerate(vectors):
+                    at = b.add(j, i64(c * lanes))
+                    acc.add(emitter(at, lanes, values).value(expr))
+            with for_range(b, j, n - lanes + 1, step=lanes, name="vec") as j:
+                vectors[0].add(emitter(j, lanes, values).value(expr))
+            for acc in vectors[1:]:
+                vectors[0].merge(acc)
+        with for_range(b, j, n, name="tail") as j:
+            scalar.add(emitter(j, 1, values).value(expr))
+        if vectors:
+            scalar.merge_lanes(vectors[0])
+        return scalar.result()
+
+    values: list[ir.Value] = []
+    for expr, op in zip(body.steps, body.step_ops):
+        if op == "value":
+            e = ExprEmitter(b, region.bindings, ptrs, coords, None, 1, [ir.Constant(F32, ir.Undefined)] + values)
+            values.append(e.value(expr))
+        else:
+            values.append(fold(expr, op, values))
+
+    def write(j: ir.Value, width: int) -> None:
+        p = emitter(j, width, values).value(body.probability)
+        ptr = b.gep(scores, [j], inbounds=True)
+        if width > 1:
+            ptr = b.bitcast(ptr, p.type.as_pointer())
+        b.store(p, ptr, align=4)
+
+    j = i64(0)
+    if n >= lanes:
+        with for_range(b, 0, n - lanes + 1, step=lanes, name="p") as j:
+            write(j, lanes)
+    with for_range(b, j, n, name="p.tail") as j:
+        write(j, 1)
+

@@ -1,0 +1,230 @@
+"""Attention fusion: scores matmul -> row softmax -> matmul with V as one `AttentionBody` region.
+
+After row fusion a transformer block's attention is three or four dispatches: S = Q @ K^T (a
+matmul), a RowBody over S's rows (the scale, the mask, max, exp, sum: softmax; it writes P, or
+exp and the row sums when the final divide was split off by an unrelated dispatch in between,
+which an elementwise region over the same rows then applies), and P @ V. The S x S scores go to
+memory and back twice. Where a block of score rows fits in cache, one region whose workgroups
+each own a block of query rows computes the block's scores into local memory, runs the row
+chain over them in place and multiplies by V: S and P never leave the cache.
+
+A chain fuses when every intermediate (S, what the RowBody writes, P) is read by the chain
+alone and is not a function result, the matmuls are plain f32 ones (no epilogue, no packed
+weights), the RowBody reads S only at the current point, and nothing is dynamic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from compiler import kernel_ir as kir
+from compiler.passes.fusion import Dispatch, Partition
+from compiler.passes.library_lowering import matmul_slots
+
+
+F32 = np.dtype(np.float32)
+BLOCK_ROWS = 6  # the fewest score rows a workgroup holds at once (a register tile's)
+
+
+class _NoFusion(Exception):
+    """The chain does not have the form the fused region computes."""
+
+
+def _nonunit(shape: tuple[int, ...]) -> list[int]:
+    return [d for d, n in enumerate(shape) if n > 1]
+
+
+def _is_identity(index: tuple[kir.Expr, ...]) -> bool:
+    return all(isinstance(x, kir.Coord) and x.dim == e for e, x in enumerate(index))
+
+
+class _Rewriter:
+    """Translates the row chain's expressions into the fused region's: the score load becomes
+    Arg(0), row value j Arg(j + 1), any other load a binding from slot 4 on."""
+
+    def __init__(self) -> None:
+        self.decls: list[kir.BindingDecl] = []
+        self.tensors: list[int] = []
+        self.slots: dict[tuple[int, tuple[int, ...]], int] = {}
+
+    def slot(self, tensor: int, decl: kir.BindingDecl) -> int:
+        key = (tensor, decl.shape)
+        if key not in self.slots:
+            self.slots[key] = 4 + len(self.decls)
+            self.decls.append(kir.BindingDecl(decl.shape, decl.dtype))
+            self.tensors.append(tensor)
+        return self.slots[key]
+
+    def row(self, node: kir.Expr, d: Dispatch, score: int, memo: dict, vary: bool = True) -> kir.Expr:
+        """A RowBody expression of `d` (score tensor `score`); `vary` False: a per-row value step,
+        which must not read the score."""
+        if id(node) in memo:
+            return memo[id(node)]
+        if isinstance(node, kir.Arg):
+            out: kir.Expr = kir.Arg(node.index + 1, node.dtype)
+        elif isinstance(node, kir.Compute):
+            out = kir.Compute(node.op, tuple(self.row(x, d, score, memo, vary) for x in node.operands), node.dtype, node.attr)
+        elif isinstance(node, kir.Load):
+            tensor, decl = d.tensors[node.binding], d.region.bindings[node.binding]
+            if tensor == score:
+                if not vary or decl.shape != d.region.body.shape or not _is_identity(node.index):
+                    raise _NoFusion
+                out = kir.Arg(0, node.dtype)
+            else:
+                index = tuple(self.row(x, d, score, memo, vary) for x in node.index)
+                out = kir.Load(self.slot(tensor, decl), index, node.dtype)
+        else:
+            out = node
+        memo[id(node)] = out
+        return out
+
+    def outer(self, node: kir.Expr, d: Dispatch, rows: Dispatch, full: dict[int, kir.Expr],
+              values: dict[int, kir.Expr], memo: dict) -> kir.Expr:
+        """An expression of the elementwise region `d` over the RowBody `rows`' space, the
+        RowBody's outputs replaced by their (translated) expressions: `full` per full-row
+        tensor, `values` per per-row tensor."""
+        if id(node) in memo:
+            return memo[id(node)]
+        if isinstance(node, kir.Compute):
+            out: kir.Expr = kir.Compute(node.op, tuple(self.outer(x, d, rows, full, values, memo) for x in node.operands),
+                                        node.dtype, node.attr)
+        elif isinstance(node, kir.Load):
+            tensor, decl = d.tensors[node.binding], d.region.bindings[node.binding]
+            index = tuple(self.outer(x, d, rows, full, values, memo) for x in node.index)
+            if tensor in full:
+                if decl.shape != rows.region.body.shape or not _is_identity(index):
+                    raise _NoFusion
+                out = full[tensor]
+            elif tensor in values:
+                if not _is_row_index(decl.shape, index, rows.region.body.shape[:-1]):
+                    raise _NoFusion
+                out = values[tensor]
+            else:
+                out = kir.Load(self.slot(tensor, decl), index, node.dtype)
+        elif isinstance(node, kir.Arg):
+            raise _NoFusion
+        else:
+            out = node
+        memo[id(node)] = out
+        return out
+
+
+def _is_row_index(shape: tuple[int, ...], index: tuple[kir.Expr, ...], lead: tuple[int, ...]) -> bool:
+    """Whether `index` into a tensor of `shape` (the rows' shape `lead`, unit dims aside) is the
+    current row."""
+    mine, theirs = _nonunit(shape), _nonunit(lead)
+    if [shape[e] for e in mine] != [lead[k] for k in theirs]:
+        return False
+    return all(isinstance(index[e], kir.Coord) and index[e].dim == k for e, k in zip(mine, theirs))
+
+
+class _Graph:
+    """Who writes and who reads each tensor of a partition."""
+
+    def __init__(self, part: Partition) -> None:
+        self.writer: dict[int, int] = {}
+        self.readers: dict[int, set[int]] = {}
+        for i, d in enumerate(part.dispatches):
+            for t, decl in zip(d.tensors, d.region.bindings):
+                if decl.output:
+                    self.writer[t] = i
+                else:
+                    self.readers.setdefault(t, set()).add(i)
+        self.results = {t for t, _ in part.results}
+
+    def only_read_by(self, tensor: int, readers: set[int]) -> bool:
+        return tensor not in self.results and self.readers.get(tensor, set()) <= readers
+
+
+def _outputs(d: Dispatch) -> list[int]:
+    return [t for t, decl in zip(d.tensors, d.region.bindings) if decl.output]
+
+
+def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tuple[Dispatch, set[int]]:
+    """The fused region ending at the P @ V matmul `pv`, and the dispatches it replaces."""
+    d2 = part.dispatches[pv]
+    body2 = d2.region.body
+    if not isinstance(body2, kir.MatmulBody) or body2.epilogue or body2.b_panel or d2.region.dynamic is not None:
+        raise _NoFusion
+    a2, b2, c2, _ = matmul_slots(d2.region, False)
+    p_tensor = d2.tensors[a2]
+    if a2 == b2 or p_tensor not in graph.writer:
+        raise _NoFusion
+    e_index = graph.writer[p_tensor]
+    e = part.dispatches[e_index]
+    r_index, elementwise = e_index, None
+    if isinstance(e.region.body, kir.ElementwiseBody):
+        elementwise = e
+        sources = {graph.writer.get(t) for t, decl in zip(e.tensors, e.region.bindings) if not decl.output}
+        rows = [i for i in sources if i is not None and isinstance(part.dispatches[i].region.body, kir.RowBody)]
+        if len(rows) != 1:
+            raise _NoFusion
+        r_index = rows[0]
+    rows_d = part.dispatches[r_index]
+    rb = rows_d.region.body
+    if not isinstance(rb, kir.RowBody) or rows_d.region.dynamic is not None:
+        raise _NoFusion
+    scores = [(t, graph.writer[t]) for t, decl in zip(rows_d.tensors, rows_d.region.bindings)
+              if not decl.output and t in graph.writer and isinstance(part.dispatches[graph.writer[t]].region.body, kir.MatmulBody)]
+    if len(scores) != 1:
+        raise _NoFusion
+    s_tensor, s_index = scores[0]
+    d1 = part.dispatches[s_index]
+    body1 = d1.region.body
+    if body1.epilogue or body1.b_panel or d1.region.dynamic is not None:
+        raise _NoFusion
+    a1, b1, _, _ = matmul_slots(d1.region, False)
+    batch, m, n = body1.batch, body1.m, body1.n
+    if (body2.batch, body2.m, body2.k) != (batch, m, n) or rb.shape[-1] != n or rb.rows != batch * m:
+        raise _NoFusion
+    if d2.region.bindings[a2].shape != (batch, m, n) or elementwise is not None and elementwise.region.body.shape != rb.shape:
+        raise _NoFusion
+    members = {s_index, r_index, e_index, pv}
+    if not graph.only_read_by(s_tensor, {r_index}) or not graph.only_read_by(p_tensor, {pv}):
+        raise _NoFusion
+    if any(not graph.only_read_by(t, {e_index}) for t in _outputs(rows_d)) or elementwise is not None and len(_outputs(e)) != 1:
+        raise _NoFusion
+    if min(m, BLOCK_ROWS) * -(-n // 16) * 16 * 4 > max_block_bytes:
+        raise _NoFusion
+
+    rewriter = _Rewriter()
+    memo: dict = {}
+    steps = tuple(rewriter.row(x, rows_d, s_tensor, memo if op != "value" else {}, op != "value") for x, op in zip(rb.steps, rb.step_ops))
+    full = {rows_d.tensors[s]: rewriter.row(x, rows_d, s_tensor, memo) for s, x in zip(rb.output_bindings, rb.outputs)}
+    values = {rows_d.tensors[s]: rewriter.row(x, rows_d, s_tensor, {}, False)
+              for s, x in zip(rb.row_output_bindings, rb.row_outputs)}
+    if elementwise is None:
+        probability = full[p_tensor]
+    else:
+        eb = elementwise.region.body
+        probability = rewriter.outer(eb.outputs[0], elementwise, rows_d, full, values, {})
+    if probability.dtype != F32:
+        raise _NoFusion
+    dv = body2.n
+    decls = [d1.region.bindings[a1], d1.region.bindings[b1], d2.region.bindings[b2], d2.region.bindings[c2]]
+    tensors = [d1.tensors[a1], d1.tensors[b1], d2.tensors[b2], d2.tensors[c2]]
+    body = kir.AttentionBody(batch, m, n, body1.k, dv, rb.shape, steps, rb.step_ops, probability)
+    region = kir.KernelRegion(d1.region.name, tuple(decls) + tuple(rewriter.decls), body)
+    return Dispatch(region, tuple(tensors) + tuple(rewriter.tensors)), members
+
+
+def fuse_attention(part: Partition, max_block_bytes: int) -> Partition:
+    """`part` with every attention chain (module docstring) whose block of score rows (a
+    register tile's rows, each padded to a vector) takes at most `max_block_bytes` fused into
+    one AttentionBody region, placed where its P @ V matmul was."""
+    graph = _Graph(part)
+    dispatches: list[Dispatch | None] = list(part.dispatches)
+    for pv in range(len(dispatches)):
+        try:
+            fused, members = _fuse(part, graph, pv, max_block_bytes)
+        except _NoFusion:
+            continue
+        if any(dispatches[i] is not part.dispatches[i] for i in members):
+            continue  # shares a dispatch with a chain fused already
+        for i in members:
+            dispatches[i] = None
+        dispatches[pv] = fused
+    return Partition(list(part.tensors), [d for d in dispatches if d is not None], list(part.results))

@@ -185,7 +185,8 @@ def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tupl
     members = {s_index, r_index, e_index, pv}
     if not graph.only_read_by(s_tensor, {r_index}) or not graph.only_read_by(p_tensor, {pv}):
         raise _NoFusion
-    if any(not graph.only_read_by(t, {e_index}) for t in _outputs(rows_d)) or elementwise is not None and len(_outputs(e)) != 1:
+    if any(not graph.only_read_by(t, {e_index if elementwise is not None else pv}) for t in _outputs(rows_d)) \
+            or elementwise is not None and len(_outputs(e)) != 1:
         raise _NoFusion
     if min(m, BLOCK_ROWS) * -(-n // 16) * 16 * 4 > max_block_bytes:
         raise _NoFusion

@@ -1,0 +1,102 @@
+"""Attention fusion (compiler/passes/attention_fusion.py, llvm_cpu/attention.py): Q K^T -> softmax
+-> @ V as one region, checked against JAX on local-sync and local-task (and Vulkan where present):
+one head and several (batch dims in dot_general), with and without the 1/sqrt(d) scale and a
+causal mask, sequence lengths and head sizes that are not a multiple of the vector width, and a
+chain whose probabilities are also a result, which must not fuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fibergrid as fg
+from tests.compiler.conftest import run_against_jax
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+RNG = np.random.default_rng(7)
+
+
+def _scores(q, k, scale: bool, causal: bool):
+    s = jnp.einsum("...qd,...kd->...qk", q, k)
+    if scale:
+        s = s / np.float32(np.sqrt(q.shape[-1]))
+    if causal:
+        keep = jnp.tril(jnp.ones(s.shape[-2:], bool))
+        s = jnp.where(keep, s, -jnp.inf)
+    return s
+
+
+def _attention(scale: bool, causal: bool):
+    def f(q, k, v):
+        p = jax.nn.softmax(_scores(q, k, scale, causal), axis=-1)
+        return jnp.einsum("...qk,...kd->...qd", p, v)
+    return f
+
+
+@pytest.fixture(scope="module", params=["local-sync", "local-task"])
+def device(request):
+    dev = fg.create_device(request.param, **({"workers": 2} if request.param == "local-task" else {}))
+    yield dev
+    dev.close()
+
+
+def _kernels(module) -> int:
+    """Kernels of the module (regions are not kept when it comes from the compile cache)."""
+    return len(module.compiled.kernels)
+
+
+def _qkv(lead: tuple[int, ...], s: int, d: int, dv: int, keys: int | None = None) -> list[np.ndarray]:
+    keys = s if keys is None else keys
+    return [RNG.standard_normal(lead + shape).astype(np.float32) for shape in ((s, d), (keys, d), (keys, dv))]
+
+
+@pytest.mark.parametrize("scale", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lead, s, d, dv", [((), 64, 32, 32), ((), 37, 16, 20), ((2, 3), 29, 8, 12), ((4,), 100, 24, 40)])
+def test_attention_is_one_region_and_matches_jax(device, lead, s, d, dv, scale, causal) -> None:
+    module = run_against_jax(device, _attention(scale, causal), *_qkv(lead, s, d, dv))
+    assert _kernels(module) == 2  # K transposed for the scores, then attention
+
+
+def test_more_keys_than_queries_and_long_rows(device) -> None:
+    q, k, v = _qkv((2,), 21, 16, 16, keys=515)
+    module = run_against_jax(device, _attention(True, False), q, k, v)
+    assert _kernels(module) == 2
+
+
+def test_transformer_block_from_the_benchmark(device) -> None:
+    from bench.models import _cases
+
+    f, _, inputs = _cases()["attention"]
+    module = run_against_jax(device, f, *inputs)
+    # layernorm, Q/K/V projections, K transposed, attention, output projection, residual add
+    assert _kernels(module) == 8
+
+
+def test_probabilities_read_elsewhere_stay_unfused(device) -> None:
+    def f(q, k, v):
+        p = jax.nn.softmax(_scores(q, k, True, False), axis=-1)
+        return p @ v, p
+
+    module = run_against_jax(device, f, *_qkv((), 33, 16, 16))
+    assert _kernels(module) >= 4  # K transposed, scores, softmax, @ V
+
+
+def test_scores_read_elsewhere_stay_unfused(device) -> None:
+    def f(q, k, v):
+        s = _scores(q, k, True, False)
+        return jax.nn.softmax(s, axis=-1) @ v, s.sum()
+
+    module = run_against_jax(device, f, *_qkv((), 33, 16, 16))
+    assert _kernels(module) >= 4  # K transposed, scores, softmax, @ V
+
+
+@pytest.mark.skipif("vulkan" not in fg.available_drivers(), reason="no Vulkan device here")
+def test_vulkan_runs_the_fused_region() -> None:
+    dev = fg.create_device("vulkan")
+    try:
+        module = run_against_jax(dev, _attention(True, True), *_qkv((2,), 19, 8, 12))
+        assert _kernels(module) == 2
+    finally:
+        dev.close()

@@ -316,11 +316,12 @@ def compile_generalized(static_at: Callable[[int], Module], function: str, progr
     progress = progress or Progress()
     with progress.stage(f"@{function}: shapes and fusion (dynamic dims)"):
         statics = [static_at(size) for size in dynamic.SENTINELS[:2]]
-        lowered = [lower(m, function, prepare) for m in statics]
+        prepare_dynamic = functools.partial(prepare, attention=False)
+        lowered = [lower(m, function, prepare_dynamic) for m in statics]
         try:
             general, dims = dynamic.generalize(lowered)
         except dynamic.NeedsThirdSize:
-            lowered.append(lower(static_at(dynamic.SENTINELS[2]), function, prepare))
+            lowered.append(lower(static_at(dynamic.SENTINELS[2]), function, prepare_dynamic))
             general, dims = dynamic.generalize(lowered)
     fn = statics[0].function(function)
     return _generate(fn, function, tuple(tuple(a.type.shape) for a in fn.args), general, progress, dims=dims)

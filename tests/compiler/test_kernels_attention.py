@@ -36,9 +36,10 @@ def _attention(scale: bool, causal: bool):
 
 @pytest.fixture(scope="module", params=["local-sync", "local-task"])
 def device(request):
-    dev = fg.create_device(request.param, **({"workers": 2} if request.param == "local-task" else {}))
-    yield dev
-    dev.close()
+    """Each CPU driver, local-task on two workers (CI's cores)."""
+    dev = fg.create_device(request.param, workers=2) if request.param == "local-task" else fg.create_device(request.param)
+    request.addfinalizer(dev.close)
+    return dev
 
 
 def _kernels(module) -> int:

@@ -21,11 +21,14 @@ from compiler.passes.packing import prepack_weights
 from compiler.passes.row_fusion import fuse_rows
 
 
-def prepare(part: Partition) -> Partition:
+def prepare(part: Partition, attention: bool = True) -> Partition:
     """The partition as this target's kernels want it: 1x1 convolutions as matmuls, constant
     matmul weights pre-packed, row-wise chains (softmax, layernorm) one pass over rows that
-    fit in half the L2, attention (scores, softmax, @ V) one region over blocks of query rows."""
-    part = fuse_attention(fuse_rows(part, caches.host().l2 // 2), caches.host().l2 // 2)
+    fit in half the L2, and with `attention` (not for a function compiled for every size of a
+    dynamic dim: the fused kernel has no run-time size) scores -> softmax -> @ V one region."""
+    part = fuse_rows(part, caches.host().l2 // 2)
+    if attention:
+        part = fuse_attention(part, caches.host().l2 // 2)
     return prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
 
 

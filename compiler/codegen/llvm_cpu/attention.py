@@ -11,12 +11,14 @@ three-dispatch form writes and reads the batch x m x n scores twice.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from llvmlite import ir
 
 from compiler import kernel_ir as kir
 
-from . import caches, jit
+from . import caches, jit, vector_math
 from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, splat
 from .expr import ExprEmitter, typed
 from .grid_loops import kernel_entry, row_coords
@@ -100,6 +102,7 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
     names = [f"binding{i}" for i in range(len(region.bindings))]
     fn, b = internal_function(module, key, [*zip(names, types), ("local", F32P), ("batch", I64), ("m0", I64)],
                               noalias=("local",))
+    b.target_math = functools.partial(vector_math.lower, b)  # inline vector exp, as kernel_entry's builder
     *ptrs, local, batch, m0 = fn.args
     first_row = b.add(b.mul(batch, i64(m)), m0)
     q = b.gep(ptrs[0], [b.mul(first_row, i64(k))], inbounds=True)

@@ -19,7 +19,7 @@ from llvmlite import ir
 from compiler import kernel_ir as kir
 
 from . import caches, jit, vector_math
-from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, splat
+from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, load_vector, splat, store_vector
 from .expr import ExprEmitter, typed
 from .grid_loops import kernel_entry, row_coords
 from .matmul import ERROR_LOCAL_MEMORY, MIN_WORKGROUPS, GeneratedKernel, RegisterTile, microkernel, register_tile
@@ -31,10 +31,11 @@ F32_DTYPE = np.dtype(np.float32)
 
 def _tile_rows(body: kir.AttentionBody, row_floats: int, mr: int) -> int:
     """Query rows per workgroup: at least MIN_WORKGROUPS workgroups where the rows allow (whole
-    register tiles), while the block of scores takes at most half the L2."""
+    register tiles, at most 16 as the matmul's row tiles), while the block of scores takes at
+    most half the L2. Every workgroup reads all of K^T and V, so more rows share that cost."""
     in_cache = max(1, caches.host().l2 // 2 // (4 * row_floats))
     tiles_per_batch = max(1, -(-MIN_WORKGROUPS // body.batch))
-    wanted = mr * -(-body.m // (mr * tiles_per_batch))
+    wanted = min(16 * mr, mr * -(-body.m // (mr * tiles_per_batch)))
     return max(1, min(body.m, in_cache, wanted))
 
 
@@ -49,7 +50,7 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     mr_o, nv_o = register_tile(dv, lanes)
     tile_m = _tile_rows(body, ld, max(mr_s, mr_o))
     grid = (-(-m // tile_m), body.batch, 1)
-    local_memory_size = tile_m * ld * 4
+    local_memory_size = (tile_m * ld + k * nv_s * lanes) * 4  # the scores, then one panel of K^T
     module = ir.Module()
     kb, ptrs = kernel_entry(module, region)
     b = kb.builder
@@ -61,27 +62,39 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     edge = m - (grid[0] - 1) * tile_m
     if edge != tile_m:
         with b.if_then(b.icmp_unsigned("==", wx, i64(grid[0] - 1))):
-            b.call(_tile(module, region, [p.type for p in ptrs], lanes, edge, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
+            b.call(_tile(module, region, [p.type for p in ptrs], lanes, edge, tile_m, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
             b.ret(i32(0))
-    b.call(_tile(module, region, [p.type for p in ptrs], lanes, tile_m, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
+    b.call(_tile(module, region, [p.type for p in ptrs], lanes, tile_m, tile_m, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), grid, local_memory_size, len(region.bindings), (tile_m, ld))
 
 
 def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, rows: int, cols: int, depth: int,
-                  tile: tuple[int, int], a: ir.Value, lda: int, bm: ir.Value, ldb: int, c: ir.Value, ldc: int) -> None:
+                  tile: tuple[int, int], a: ir.Value, lda: int, bm: ir.Value, ldb: int, c: ir.Value, ldc: int,
+                  panel_buffer: ir.Value | None = None) -> None:
     """C[rows x cols] = A[rows x depth] @ B[depth x cols] (all f32*, static leading dims) with the
-    matmul microkernel, B read in place as NR-wide panels."""
+    matmul microkernel over NR-wide panels of B: read in place, or with `panel_buffer` (depth x NR
+    floats) copied there first, contiguous (K^T's rows lie n floats apart, 4 KiB at n = 1024:
+    every row of a panel in the same L1 set)."""
     mr, nv = tile
     nr = nv * lanes
     blocks = [(r, min(mr, rows - r)) for r in range(0, rows, mr)]
     one = ir.Constant(I1, 1)
 
     def panel(col: ir.Value, width: int) -> None:
+        source, stride = b.gep(bm, [col], inbounds=True), ldb
+        if panel_buffer is not None:
+            with for_range(b, 0, depth, name="pack") as kk:
+                row = b.gep(source, [b.mul(kk, i64(ldb))], inbounds=True)
+                to = b.gep(panel_buffer, [b.mul(kk, i64(nr))], inbounds=True)
+                for j in range(0, width, lanes):
+                    value = load_vector(b, b.gep(row, [i64(j)], inbounds=True), lanes, width - j)
+                    store_vector(b, value, b.gep(to, [i64(j)], inbounds=True), lanes)
+            source, stride = panel_buffer, nr
         for r, height in blocks:
-            shape = RegisterTile(lanes, height, width, lda, ldb, ldc, masked_b=True)
+            shape = RegisterTile(lanes, height, width, lda, stride, ldc, masked_b=panel_buffer is None)
             kernel = microkernel(module, prefix, shape, accumulate=False, epilogue=None, extra_count=0)
-            b.call(kernel, [b.gep(a, [i64(r * lda)], inbounds=True), b.gep(bm, [col], inbounds=True),
+            b.call(kernel, [b.gep(a, [i64(r * lda)], inbounds=True), source,
                             b.gep(c, [b.add(col, i64(r * ldc))], inbounds=True), i64(depth), one, one, i64(r), col])
 
     full, rest = divmod(cols, nr)
@@ -91,9 +104,10 @@ def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, r
         panel(i64(full * nr), rest)
 
 
-def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lanes: int, tm: int, ld: int,
+def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lanes: int, tm: int, tm_max: int, ld: int,
           score_tile: tuple[int, int], out_tile: tuple[int, int]) -> ir.Function:
-    """One workgroup's `tm` query rows: arguments the bindings, local memory, batch, first row."""
+    """One workgroup's `tm` query rows (of `tm_max` a workgroup has room for): arguments the
+    bindings, local memory, batch, first row."""
     key = f"{region.name}.tile.{tm}"
     if key in module.globals:
         return module.globals[key]
@@ -110,7 +124,8 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
     v = b.gep(ptrs[2], [b.mul(batch, i64(n * dv))], inbounds=True)
     out = b.gep(ptrs[3], [b.mul(first_row, i64(dv))], inbounds=True)
     prefix = region.name
-    _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, k, kt, n, local, ld)
+    panel = b.gep(local, [i64(tm_max * ld)], inbounds=True)
+    _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, k, kt, n, local, ld, panel)
     with for_range(b, 0, tm, name="row") as r:
         _softmax_row(b, region, list(ptrs), lanes, b.gep(local, [b.mul(r, i64(ld))], inbounds=True), b.add(first_row, r))
     _matmul_block(b, module, prefix, lanes, tm, dv, n, out_tile, local, ld, v, dv, out, dv)

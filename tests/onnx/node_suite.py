@@ -168,10 +168,6 @@ EXPLAINED: dict[str, str] = {
     **dict.fromkeys(("test_attention_4d_causal_fp16", "test_attention_4d_causal_fp16_expanded"),
                     "expected values rounded to float16 after every op of the reference; fibergrid rounds matmuls and "
                     "softmax once from float32: 2 of 192 elements differ by one float16 ulp (4.9e-4), over rtol 1e-3"),
-    **dict.fromkeys(("test_dynamicquantizelinear", "test_dynamicquantizelinear_expanded"),
-                    "row fusion (compiler/passes/row_fusion.py) computes x / scale as x * (1 / scale) when scale is a row "
-                    "reduction: -2.5 / 0.019607844 is -127.49999 in float32, -2.5 * (1 / 0.019607844) is -127.5, which "
-                    "rounds to the neighbouring integer"),
 }
 """Why a claimed case known to fail does, where its reason alone (a mismatch) does not say; it is
 appended to the reason, never changes the outcome."""

@@ -332,7 +332,8 @@ class AttentionBody:
     (batch, m, dv), 4.. = what the row expressions read. `steps`/`step_ops` are a RowBody's over
     `shape` (the scores as the expressions index them: rows..., n, with batch * m rows), and
     `probability` is P at a point; in both, Arg(0) is the score at the point, Arg(j + 1) row
-    value j."""
+    value j. `transposed`: V arrives as V^T (batch, dv, n) and out is written as out^T (batch,
+    dv, m) (JAX's form of attention over (batch, seq, heads, dim) tensors: out^T = V^T @ P^T)."""
 
     batch: int
     m: int
@@ -343,6 +344,7 @@ class AttentionBody:
     steps: tuple[Expr, ...]
     step_ops: tuple[str, ...]
     probability: Expr
+    transposed: bool = False
 
 
 @dataclass(frozen=True)

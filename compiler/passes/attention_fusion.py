@@ -81,19 +81,21 @@ class _Rewriter:
         memo[id(node)] = out
         return out
 
-    def outer(self, node: kir.Expr, d: Dispatch, rows: Dispatch, full: dict[int, kir.Expr],
+    def outer(self, node: kir.Expr, d: Dispatch, rows: Dispatch, coords: list[kir.Coord], full: dict[int, kir.Expr],
               values: dict[int, kir.Expr], memo: dict) -> kir.Expr:
-        """An expression of the elementwise region `d` over the RowBody `rows`' space, the
-        RowBody's outputs replaced by their (translated) expressions: `full` per full-row
-        tensor, `values` per per-row tensor."""
+        """An expression of the elementwise region `d` (whose Coord(e) is `coords[e]` of the
+        RowBody `rows`' space) in that space, the RowBody's outputs replaced by their
+        (translated) expressions: `full` per full-row tensor, `values` per per-row tensor."""
         if id(node) in memo:
             return memo[id(node)]
-        if isinstance(node, kir.Compute):
-            out: kir.Expr = kir.Compute(node.op, tuple(self.outer(x, d, rows, full, values, memo) for x in node.operands),
-                                        node.dtype, node.attr)
+        if isinstance(node, kir.Coord):
+            out: kir.Expr = coords[node.dim]
+        elif isinstance(node, kir.Compute):
+            out = kir.Compute(node.op, tuple(self.outer(x, d, rows, coords, full, values, memo) for x in node.operands),
+                              node.dtype, node.attr)
         elif isinstance(node, kir.Load):
             tensor, decl = d.tensors[node.binding], d.region.bindings[node.binding]
-            index = tuple(self.outer(x, d, rows, full, values, memo) for x in node.index)
+            index = tuple(self.outer(x, d, rows, coords, full, values, memo) for x in node.index)
             if tensor in full:
                 if decl.shape != rows.region.body.shape or not _is_identity(index):
                     raise _NoFusion
@@ -144,14 +146,28 @@ def _outputs(d: Dispatch) -> list[int]:
 
 
 def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tuple[Dispatch, set[int]]:
-    """The fused region ending at the P @ V matmul `pv`, and the dispatches it replaces."""
+    """The fused region ending at the P @ V matmul `pv` (or at out^T = V^T @ P^T, as JAX writes
+    attention over (batch, seq, heads, dim) tensors), and the dispatches it replaces."""
     d2 = part.dispatches[pv]
     body2 = d2.region.body
     if not isinstance(body2, kir.MatmulBody) or body2.epilogue or body2.b_panel or d2.region.dynamic is not None:
         raise _NoFusion
     a2, b2, c2, _ = matmul_slots(d2.region, False)
-    p_tensor = d2.tensors[a2]
-    if a2 == b2 or p_tensor not in graph.writer:
+    if a2 == b2:
+        raise _NoFusion
+    try:
+        return _fuse_oriented(part, graph, pv, max_block_bytes, a2, b2, c2, False)
+    except _NoFusion:
+        return _fuse_oriented(part, graph, pv, max_block_bytes, b2, a2, c2, True)
+
+
+def _fuse_oriented(part: Partition, graph: _Graph, pv: int, max_block_bytes: int, p_slot: int, v_slot: int,
+                   out_slot: int, transposed: bool) -> tuple[Dispatch, set[int]]:
+    """`_fuse` with P in matmul slot `p_slot`; `transposed`: P^T is the B operand (V^T A)."""
+    d2 = part.dispatches[pv]
+    body2 = d2.region.body
+    p_tensor = d2.tensors[p_slot]
+    if p_tensor not in graph.writer:
         raise _NoFusion
     e_index = graph.writer[p_tensor]
     e = part.dispatches[e_index]
@@ -178,9 +194,20 @@ def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tupl
         raise _NoFusion
     a1, b1, _, _ = matmul_slots(d1.region, False)
     batch, m, n = body1.batch, body1.m, body1.n
-    if (body2.batch, body2.m, body2.k) != (batch, m, n) or rb.shape[-1] != n or rb.rows != batch * m:
+    queries, keys, dv = (body2.n, body2.k, body2.m) if transposed else (body2.m, body2.k, body2.n)
+    if (body2.batch, queries, keys) != (batch, m, n) or rb.shape[-1] != n or rb.rows != batch * m:
         raise _NoFusion
-    if d2.region.bindings[a2].shape != (batch, m, n) or elementwise is not None and elementwise.region.body.shape != rb.shape:
+    # Coord(e) of the elementwise region as a Coord of the RowBody's space: the same, or the
+    # last two swapped where it writes P^T.
+    coords = [kir.Coord(e) for e in range(len(rb.shape))]
+    if transposed:
+        coords[-2:] = coords[:-3:-1]
+        if elementwise is None or len(rb.shape) < 2 or rb.shape[-2] != m:
+            raise _NoFusion
+    space = tuple(rb.shape[c.dim] for c in coords)
+    if d2.region.bindings[p_slot].shape != ((batch, n, m) if transposed else (batch, m, n)):
+        raise _NoFusion
+    if elementwise is not None and elementwise.region.body.shape != space:
         raise _NoFusion
     members = {s_index, r_index, e_index, pv}
     if not graph.only_read_by(s_tensor, {r_index}) or not graph.only_read_by(p_tensor, {pv}):
@@ -201,13 +228,12 @@ def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tupl
         probability = full[p_tensor]
     else:
         eb = elementwise.region.body
-        probability = rewriter.outer(eb.outputs[0], elementwise, rows_d, full, values, {})
+        probability = rewriter.outer(eb.outputs[0], elementwise, rows_d, coords, full, values, {})
     if probability.dtype != F32:
         raise _NoFusion
-    dv = body2.n
-    decls = [d1.region.bindings[a1], d1.region.bindings[b1], d2.region.bindings[b2], d2.region.bindings[c2]]
-    tensors = [d1.tensors[a1], d1.tensors[b1], d2.tensors[b2], d2.tensors[c2]]
-    body = kir.AttentionBody(batch, m, n, body1.k, dv, rb.shape, steps, rb.step_ops, probability)
+    decls = [d1.region.bindings[a1], d1.region.bindings[b1], d2.region.bindings[v_slot], d2.region.bindings[out_slot]]
+    tensors = [d1.tensors[a1], d1.tensors[b1], d2.tensors[v_slot], d2.tensors[out_slot]]
+    body = kir.AttentionBody(batch, m, n, body1.k, dv, rb.shape, steps, rb.step_ops, probability, transposed)
     region = kir.KernelRegion(d1.region.name, tuple(decls) + tuple(rewriter.decls), body)
     return Dispatch(region, tuple(tensors) + tuple(rewriter.tensors)), members
 

@@ -60,6 +60,19 @@ def test_attention_is_one_region_and_matches_jax(device, lead, s, d, dv, scale, 
     assert _kernels(module) == 2  # K transposed for the scores, then attention
 
 
+@pytest.mark.parametrize("s, d, causal", [(24, 16, False), (37, 20, True), (130, 64, False)])
+def test_heads_in_the_inner_dims_as_transformers_lay_them_out(device, s, d, causal) -> None:
+    """(batch, seq, heads, dim) tensors: JAX computes out^T = V^T @ P^T, then transposes."""
+    def f(q, k, v):
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.float32(np.sqrt(d))
+        if causal:
+            scores = jnp.where(jnp.tril(jnp.ones((s, s), bool)), scores, -jnp.inf)
+        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+
+    module = run_against_jax(device, f, *(RNG.standard_normal((2, s, 3, d)).astype(np.float32) for _ in range(3)))
+    assert _kernels(module) == 5  # Q, K and V laid out per head, attention, the output back
+
+
 def test_more_keys_than_queries_and_long_rows(device) -> None:
     q, k, v = _qkv((2,), 21, 16, 16, keys=515)
     module = run_against_jax(device, _attention(True, False), q, k, v)
@@ -99,5 +112,9 @@ def test_vulkan_runs_the_fused_region() -> None:
     try:
         module = run_against_jax(dev, _attention(True, True), *_qkv((2,), 19, 8, 12))
         assert _kernels(module) == 2
+        transposed = run_against_jax(dev, lambda q, k, v: jnp.einsum(
+            "bhqk,bkhd->bqhd", jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k), axis=-1), v),
+            *(RNG.standard_normal((2, 19, 3, 8)).astype(np.float32) for _ in range(3)))
+        assert _kernels(transposed) == 5
     finally:
         dev.close()

@@ -49,8 +49,11 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     mr_s, nv_s = register_tile(n, lanes)
     mr_o, nv_o = register_tile(dv, lanes)
     tile_m = _tile_rows(body, ld, max(mr_s, mr_o))
+    if body.transposed:  # out^T = V^T @ P^T: register tiles over dv x query rows
+        mr_o, nv_o = register_tile(tile_m, lanes)
     grid = (-(-m // tile_m), body.batch, 1)
-    local_memory_size = (tile_m * ld + k * nv_s * lanes) * 4  # the scores, then one panel of K^T
+    # the scores, one panel of K^T, P^T (transposed: n rows of the workgroup's queries)
+    local_memory_size = (tile_m * ld + k * nv_s * lanes + (n * _padded(tile_m, lanes) if body.transposed else 0)) * 4
     module = ir.Module()
     kb, ptrs = kernel_entry(module, region)
     b = kb.builder
@@ -67,6 +70,11 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     b.call(_tile(module, region, [p.type for p in ptrs], lanes, tile_m, tile_m, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), grid, local_memory_size, len(region.bindings), (tile_m, ld))
+
+
+def _padded(rows: int, lanes: int) -> int:
+    """Floats per row of P^T: the workgroup's query rows, whole vectors."""
+    return -(-rows // lanes) * lanes
 
 
 def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, rows: int, cols: int, depth: int,
@@ -122,21 +130,31 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
     q = b.gep(ptrs[0], [b.mul(first_row, i64(k))], inbounds=True)
     kt = b.gep(ptrs[1], [b.mul(batch, i64(k * n))], inbounds=True)
     v = b.gep(ptrs[2], [b.mul(batch, i64(n * dv))], inbounds=True)
-    out = b.gep(ptrs[3], [b.mul(first_row, i64(dv))], inbounds=True)
     prefix = region.name
     panel = b.gep(local, [i64(tm_max * ld)], inbounds=True)
     _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, k, kt, n, local, ld, panel)
+    pt, pt_stride = None, _padded(tm_max, lanes)
+    if body.transposed:
+        pt = b.gep(panel, [i64(k * score_tile[1] * lanes)], inbounds=True)
     with for_range(b, 0, tm, name="row") as r:
-        _softmax_row(b, region, list(ptrs), lanes, b.gep(local, [b.mul(r, i64(ld))], inbounds=True), b.add(first_row, r))
-    _matmul_block(b, module, prefix, lanes, tm, dv, n, out_tile, local, ld, v, dv, out, dv)
+        scores = b.gep(local, [b.mul(r, i64(ld))], inbounds=True)
+        transposed = None if pt is None else (b.gep(pt, [r], inbounds=True), pt_stride)
+        _softmax_row(b, region, list(ptrs), lanes, scores, b.add(first_row, r), transposed)
+    if body.transposed:  # out^T[batch, :, m0..] = V^T[batch] @ P^T
+        out = b.gep(ptrs[3], [b.add(b.mul(batch, i64(dv * m)), m0)], inbounds=True)
+        _matmul_block(b, module, prefix, lanes, dv, tm, n, out_tile, v, n, pt, pt_stride, out, m)
+    else:
+        out = b.gep(ptrs[3], [b.mul(first_row, i64(dv))], inbounds=True)
+        _matmul_block(b, module, prefix, lanes, tm, dv, n, out_tile, local, ld, v, dv, out, dv)
     b.ret_void()
     return fn
 
 
 def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value], lanes: int, scores: ir.Value,
-                 row: ir.Value) -> None:
+                 row: ir.Value, transposed: tuple[ir.Value, int] | None) -> None:
     """The row chain over one row of scores at `scores` (local memory), its probabilities
-    written back in place; `row` is the flat row index (batch * m + query)."""
+    written back in place, or with `transposed` (column pointer, row stride) down a column of
+    P^T; `row` is the flat row index (batch * m + query)."""
     body = region.body
     n, rank = body.n, len(body.shape)
     coords = row_coords(b, row, body.shape, None)
@@ -180,6 +198,12 @@ def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value]
 
     def write(j: ir.Value, width: int) -> None:
         p = emitter(j, width, values).value(body.probability)
+        if transposed is not None:
+            column, stride = transposed
+            for lane in range(width):
+                at = b.gep(column, [b.mul(b.add(j, i64(lane)), i64(stride))], inbounds=True)
+                b.store(b.extract_element(p, i32(lane)) if width > 1 else p, at)
+            return
         ptr = b.gep(scores, [j], inbounds=True)
         if width > 1:
             ptr = b.bitcast(ptr, p.type.as_pointer())

@@ -290,16 +290,22 @@ def _attention(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
 
             _loops(b, [body.n], fold)
             values.append(b.load(slot))
-        base = b.mul(b.zext(r, I64), ir.Constant(I64, body.dv))
-        _loops(b, [body.dv], lambda c: store(b, ptrs, region.bindings[3], 3, b.add(base, c[0]), ir.Constant(scalar_type(f32), 0.0)))
+        def at(c: ir.Value) -> tuple[list[ir.Value], ir.Value]:
+            """Coords and flat index of output element (query i, column c): out or out^T."""
+            if body.transposed:
+                return [batch, c, i], b.add(b.mul(b.add(b.mul(batch, ir.Constant(I64, body.dv)), c), ir.Constant(I64, body.m)), i)
+            return [batch, i, c], b.add(b.mul(b.zext(r, I64), ir.Constant(I64, body.dv)), c)
+
+        _loops(b, [body.dv], lambda c: store(b, ptrs, region.bindings[3], 3, at(c[0])[1], ir.Constant(scalar_type(f32), 0.0)))
 
         def add_key(j: list[ir.Value]) -> None:
             p = emitter(coords + j, [score(j[0])] + values).value(body.probability)
 
             def add(c: list[ir.Value]) -> None:
-                e = emitter([batch, i, c[0]], [])
-                term = b.fmul(p, emitter([batch, j[0], c[0]], []).value(v))
-                store(b, ptrs, region.bindings[3], 3, b.add(base, c[0]), b.fadd(e.value(out), term))
+                out_coords, flat = at(c[0])
+                v_coords = [batch, c[0], j[0]] if body.transposed else [batch, j[0], c[0]]
+                term = b.fmul(p, emitter(v_coords, []).value(v))
+                store(b, ptrs, region.bindings[3], 3, flat, b.fadd(emitter(out_coords, []).value(out), term))
 
             _loops(b, [body.dv], add)
 

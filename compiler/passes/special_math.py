@@ -22,6 +22,10 @@ from compiler import kernel_ir as kir
 
 F32 = np.dtype(np.float32)
 BOOL = np.dtype(np.bool_)
+# Numerical Recipes' erfc: t = 1 / (1 + |x|/2), erfc(|x|) = t e^(-x^2 + P(t)), P's coefficients
+# from t^0 up; fractional error below 1.2e-7 everywhere (the CPU's vector erfc uses it too).
+ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+            -1.13520398, 1.48851587, -0.82215223, 0.17087277)
 EXPANDED = frozenset({"erf", "erfc", "exponential_minus_one", "log_plus_one", "cbrt", "asinh", "acosh", "atanh", "tan"})
 
 
@@ -73,8 +77,7 @@ class _Math:
     def erfc(self, x: kir.Expr) -> kir.Expr:
         z = self.op("abs", x)
         t = self.op("divide", self.c(1.0), self.op("add", self.c(1.0), self.op("multiply", self.c(0.5), z)))
-        p = self.poly(t, [-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
-                          -1.13520398, 1.48851587, -0.82215223, 0.17087277])
+        p = self.poly(t, list(ERFC_FIT))
         ans = self.op("multiply", t, self.op("exponential", self.op("add", self.op("negate", self.op("multiply", z, z)), p)))
         return self.select(self.cmp(x, self.c(0.0), "GE"), ans, self.op("subtract", self.c(2.0), ans))
 

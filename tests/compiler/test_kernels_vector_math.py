@@ -129,3 +129,46 @@ def test_row_reductions_at_chain_edges_against_jax(width):
     got = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")(x)
     for g, w in zip(got, f(x)):
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5)
+
+
+def test_erf_within_its_bound_and_edges():
+    import math
+
+    erf = _compiled("erf")
+    x = np.concatenate([np.linspace(-6, 6, 1 << 18, dtype=np.float32), np.geomspace(1e-30, 0.5, 4096, dtype=np.float32)])
+    got = erf(x)[: x.size].astype(np.float64)
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert np.max(np.abs(got - want)) <= 4.5e-7
+    small = np.abs(x) < 0.5
+    assert np.max(np.abs(got[small] - want[small]) / np.abs(want[small])) <= 2.5e-7
+    assert np.max(np.abs(got)) <= 1.0
+    edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 4.0, -4.0, 100.0] + [0.0] * 8, np.float32)
+    got = erf(edges)
+    assert got[0] == 0 and got[2] == 1 and got[3] == -1 and np.isnan(got[4]) and got[7] == 1
+
+
+def test_exact_gelu_against_jax():
+    """The exact (erf) GELU of BERT and ViT: the inline erf, not the C library's per lane."""
+    import jax
+
+    import fibergrid as fg
+
+    x = np.random.default_rng(2).standard_normal((9, 333)).astype(np.float32) * 3
+    for f in (lambda x: jax.nn.gelu(x, approximate=False), jax.scipy.special.erf):
+        got = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")(x)
+        np.testing.assert_allclose(got, np.asarray(f(x)), rtol=2e-6, atol=5e-7)
+
+
+def test_erfc_relative_error_also_in_the_tails():
+    import math
+
+    erfc = _compiled("erfc")
+    x = np.linspace(-6, 9.5, 1 << 18, dtype=np.float32)
+    got = erfc(x)[: x.size].astype(np.float64)
+    want = np.array([math.erfc(v) for v in x.astype(np.float64)])
+    normal = want > 1e-30  # x < 8.1: away from f32's denormals (flushed)
+    assert np.max(np.abs(got[normal] - want[normal]) / want[normal]) <= 5e-7
+    edges = np.array([0.0, np.inf, -np.inf, np.nan, 30.0, -30.0] + [0.0] * 10, np.float32)
+    got = erfc(edges)
+    tiny = np.finfo(np.float32).tiny  # below: a denormal, zero in kernels (they run with FTZ)
+    assert abs(got[0] - 1) <= 2e-7 and got[1] < tiny and got[2] == 2 and np.isnan(got[3]) and got[4] < tiny and got[5] == 2

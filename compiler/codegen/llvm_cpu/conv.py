@@ -22,7 +22,7 @@ from llvmlite import ir
 
 from . import jit
 from .abi_builder import F32, I64, for_range, i64, internal_function, load_vector, store_vector
-from .matmul import Epilogue, GeneratedKernel, RegisterTile, emit_tiled_entry, microkernel, register_tile
+from .matmul import MIN_WORKGROUPS, Epilogue, GeneratedKernel, RegisterTile, round_up, emit_tiled_entry, microkernel, register_tile
 
 F32P = F32.as_pointer()
 
@@ -63,15 +63,25 @@ def _padding(padding: str, size: int, kernel: int, stride: int, dilation: int) -
     return max(0, (size - span) // stride + 1), 0
 
 
-def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None) -> ConvConfig:
+def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, images: int = 1) -> ConvConfig:
     """Register tile as for matmul (`register_tile`: 6 x 2 vectors on AVX2; on AVX-512 the
     tile whose panels fit the output channels best, 6 x 4 for 64 of them); 16 register tiles
     of pixels x 8 panels of channels per workgroup keep the gathered block (16 * mr x kc floats)
-    in L1/L2 next to the filter slice; input channels are split into equal blocks of at most 256."""
+    in L1/L2 next to the filter slice; input channels are split into equal blocks of at most 256.
+    A small layer (the late stages of a CNN: 6x6 or 12x12 pixels) would be one or two such
+    workgroups, leaving workers idle: then channel tiles narrow (down to one panel) and pixel
+    tiles shrink (down to one register tile) until the grid has MIN_WORKGROUPS over `images`."""
     lanes = lanes or jit.vector_width_f32()
     mr, nv = register_tile(f, lanes)
+    nr = nv * lanes
     kc = -(-c // -(-c // 256))
-    return ConvConfig(lanes, mr, nv, min(pixels, 16 * mr), min(f, 8 * nv * lanes), kc)
+    tile_m = min(pixels, 16 * mr)
+    wanted = -(-MIN_WORKGROUPS // images)  # per image
+    tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // -(-wanted // -(-pixels // tile_m))), nr)))
+    col_tiles = -(-f // tile_n)
+    if col_tiles * -(-pixels // tile_m) < wanted:
+        tile_m = min(tile_m, max(mr, round_up(-(-pixels // -(-wanted // col_tiles)), mr)))
+    return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc)
 
 
 class _ConvGenerator:
@@ -188,7 +198,7 @@ def generate_conv2d(
     if oh < 1 or ow < 1:
         raise ValueError(f"generate_conv2d: empty output {oh}x{ow} for input {tuple(input_shape)}")
     g = _Geometry(h, w, c, kh, kw, f, oh, ow, tuple(strides), tuple(dilation), top, left)
-    cfg = config or choose_conv_config(oh * ow, f, c)
+    cfg = config or choose_conv_config(oh * ow, f, c, images=n)
     gen = _ConvGenerator(g, cfg, epilogue, len(extra_bindings), name)
     grid = (-(-f // cfg.tile_n), -(-(oh * ow) // cfg.tile_m), n)
     return emit_tiled_entry(

@@ -82,7 +82,7 @@ class MatmulConfig:
         return self.nv * self.lanes
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
@@ -110,7 +110,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     lanes = lanes or jit.vector_width_f32()
     cache = cache or caches.host()
     if m == 1 and not packed:
-        tile_n = min(n, max(512, _round_up(-(-n // 4), lanes)))
+        tile_n = min(n, max(512, round_up(-(-n // 4), lanes)))
         return MatmulConfig(lanes, 1, 1, 1, tile_n, k, pack_b=False, stream_rows=4)
     if m <= 4:
         # No more vectors than N needs, and few enough that N splits into MIN_WORKGROUPS panels:
@@ -118,7 +118,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
         # AVX-512) left a worker that woke a little late one or none of them.
         nv = min(8, 12 // m, -(-n // lanes), max(2, n // (MIN_WORKGROUPS * lanes)))
         nr = nv * lanes
-        tile_n = min(n, max(nr, _round_up(-(-n // MIN_WORKGROUPS), nr)))
+        tile_n = min(n, max(nr, round_up(-(-n // MIN_WORKGROUPS), nr)))
         return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)
     mr, nv = register_tile(n, lanes)
     nr = nv * lanes
@@ -129,7 +129,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     # against a 1024-wide weight: one row tile) still give MIN_WORKGROUPS to spread over the
     # workers: 3 workgroups of 384 columns left one of two workers idle half the time.
     wanted_col_tiles = -(-MIN_WORKGROUPS // -(-m // tile_m))
-    tile_n = min(n, 8 * nr, max(nr, _round_up(-(-n // wanted_col_tiles), nr)))
+    tile_n = min(n, 8 * nr, max(nr, round_up(-(-n // wanted_col_tiles), nr)))
     return MatmulConfig(lanes, mr, nv, tile_m, tile_n, kc, pack_b=not packed and m > 2 * mr)
 
 
@@ -167,7 +167,7 @@ def register_tile(n: int, lanes: int) -> tuple[int, int]:
     the fewest columns past N (64 output channels in 48-wide panels compute a 16-wide remainder
     with a third of the accumulators, 64-wide panels do not), the first on a tie."""
     tiles = TILES_32_REGISTERS if lanes >= 16 else TILES_16_REGISTERS
-    return min(tiles, key=lambda t: _round_up(n, t[1] * lanes) - n)
+    return min(tiles, key=lambda t: round_up(n, t[1] * lanes) - n)
 
 
 

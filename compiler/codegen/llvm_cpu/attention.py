@@ -23,7 +23,7 @@ from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, l
 from .expr import ExprEmitter, typed
 from .grid_loops import kernel_entry, row_coords
 from .matmul import ERROR_LOCAL_MEMORY, MIN_WORKGROUPS, GeneratedKernel, RegisterTile, microkernel, register_tile
-from .rows import CHAINS, Accumulator
+from .rows import CHAINS, KEPT_BYTES, Accumulator, kept_values
 
 F32P = F32.as_pointer()
 F32_DTYPE = np.dtype(np.float32)
@@ -52,8 +52,11 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     if body.transposed:  # out^T = V^T @ P^T: register tiles over dv x query rows
         mr_o, nv_o = register_tile(tile_m, lanes)
     grid = (-(-m // tile_m), body.batch, 1)
-    # the scores, one panel of K^T, P^T (transposed: n rows of the workgroup's queries)
-    local_memory_size = (tile_m * ld + k * nv_s * lanes + (n * _padded(tile_m, lanes) if body.transposed else 0)) * 4
+    kept = _kept(body, ld)
+    # the scores, one panel of K^T, the kept values of one row, P^T (transposed: n rows of the
+    # workgroup's queries)
+    local_memory_size = (tile_m * ld + k * nv_s * lanes + ld * len(kept)
+                         + (n * _padded(tile_m, lanes) if body.transposed else 0)) * 4
     module = ir.Module()
     kb, ptrs = kernel_entry(module, region)
     b = kb.builder
@@ -70,6 +73,15 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     b.call(_tile(module, region, [p.type for p in ptrs], lanes, tile_m, tile_m, ld, (mr_s, nv_s), (mr_o, nv_o)), args)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), grid, local_memory_size, len(region.bindings), (tile_m, ld))
+
+
+def _kept(body: kir.AttentionBody, row_floats: int) -> list[tuple[kir.Expr, int]]:
+    """rows.py's kept values of the row chain (softmax's exp(x - max), summed then divided by
+    the sum: computed once, kept in local memory for the probabilities), seen as a RowBody
+    whose output is the probability."""
+    view = kir.RowBody(body.shape, body.steps, body.step_ops, (body.probability,), (3,), (), (), kir.Grid(1, 1, 1, 1))
+    kept = kept_values(view)
+    return kept if row_floats * 4 * len(kept) <= KEPT_BYTES else []
 
 
 def _padded(rows: int, lanes: int) -> int:
@@ -133,13 +145,15 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
     prefix = region.name
     panel = b.gep(local, [i64(tm_max * ld)], inbounds=True)
     _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, k, kt, n, local, ld, panel)
+    kept = _kept(body, ld)
+    kept_rows = [b.gep(panel, [i64(k * score_tile[1] * lanes + i * ld)], inbounds=True) for i in range(len(kept))]
     pt, pt_stride = None, _padded(tm_max, lanes)
     if body.transposed:
-        pt = b.gep(panel, [i64(k * score_tile[1] * lanes)], inbounds=True)
+        pt = b.gep(panel, [i64(k * score_tile[1] * lanes + len(kept) * ld)], inbounds=True)
     with for_range(b, 0, tm, name="row") as r:
         scores = b.gep(local, [b.mul(r, i64(ld))], inbounds=True)
         transposed = None if pt is None else (b.gep(pt, [r], inbounds=True), pt_stride)
-        _softmax_row(b, region, list(ptrs), lanes, scores, b.add(first_row, r), transposed)
+        _softmax_row(b, region, list(ptrs), lanes, scores, b.add(first_row, r), list(zip(kept, kept_rows)), transposed)
     if body.transposed:  # out^T[batch, :, m0..] = V^T[batch] @ P^T
         out = b.gep(ptrs[3], [b.add(b.mul(batch, i64(dv * m)), m0)], inbounds=True)
         _matmul_block(b, module, prefix, lanes, dv, tm, n, out_tile, v, n, pt, pt_stride, out, m)
@@ -151,24 +165,37 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
 
 
 def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value], lanes: int, scores: ir.Value,
-                 row: ir.Value, transposed: tuple[ir.Value, int] | None) -> None:
+                 row: ir.Value, kept: list[tuple[tuple[kir.Expr, int], ir.Value]],
+                 transposed: tuple[ir.Value, int] | None) -> None:
     """The row chain over one row of scores at `scores` (local memory), its probabilities
     written back in place, or with `transposed` (column pointer, row stride) down a column of
-    P^T; `row` is the flat row index (batch * m + query)."""
+    P^T; `row` is the flat row index (batch * m + query). `kept`: ((node, fold step that
+    computes it), its row in local memory) per value kept for later steps."""
     body = region.body
     n, rank = body.n, len(body.shape)
     coords = row_coords(b, row, body.shape, None)
 
-    def emitter(j: ir.Value, width: int, values: list[ir.Value]) -> ExprEmitter:
-        ptr = b.gep(scores, [j], inbounds=True)
-        if width > 1:
-            score = b.load(b.bitcast(ptr, typed(F32_DTYPE, width).as_pointer()), align=4)
-            args = [score] + [splat(b, x, width) for x in values]
-        else:
-            args = [b.load(ptr)] + values
-        return ExprEmitter(b, region.bindings, ptrs, coords + [j], rank - 1 if width > 1 else None, width, args)
+    def pointer(base: ir.Value, j: ir.Value, width: int) -> ir.Value:
+        ptr = b.gep(base, [j], inbounds=True)
+        return b.bitcast(ptr, typed(F32_DTYPE, width).as_pointer()) if width > 1 else ptr
 
-    def fold(expr: kir.Expr, op: str, values: list[ir.Value]) -> ir.Value:
+    def evaluate(expr: kir.Expr, group: int, j: ir.Value, width: int, values: list[ir.Value]) -> ir.Value:
+        """`expr` at column j in step `group` (len(steps): the probability), kept values loaded
+        where an earlier step stored them, stored where this one computes them."""
+        score = b.load(pointer(scores, j, width), align=4)
+        args = [score] + ([splat(b, x, width) for x in values] if width > 1 else values)
+        e = ExprEmitter(b, region.bindings, ptrs, coords + [j], rank - 1 if width > 1 else None, width, args)
+        for (node, first), row_ptr in kept:
+            if first < group:
+                e.memo[(id(node), None)] = b.load(pointer(row_ptr, j, width), align=4)
+        out = e.value(expr)
+        for (node, first), row_ptr in kept:
+            if first == group:
+                b.store(e.value(node), pointer(row_ptr, j, width), align=4)
+        return out
+
+    def fold(step: int, values: list[ir.Value]) -> ir.Value:
+        expr, op = body.steps[step], body.step_ops[step]
         chains = CHAINS if n >= 2 * CHAINS * lanes else 1
         vectors = [Accumulator(b, region, ptrs, op, expr.dtype, lanes) for _ in range(chains if n >= lanes else 0)]
         scalar = Accumulator(b, region, ptrs, op, expr.dtype, 1)
@@ -177,27 +204,27 @@ def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value]
             with for_range(b, 0, n - chains * lanes + 1, step=chains * lanes, name="chains") as j:
                 for c, acc in enumerate(vectors):
                     at = b.add(j, i64(c * lanes))
-                    acc.add(emitter(at, lanes, values).value(expr))
+                    acc.add(evaluate(expr, step, at, lanes, values))
             with for_range(b, j, n - lanes + 1, step=lanes, name="vec") as j:
-                vectors[0].add(emitter(j, lanes, values).value(expr))
+                vectors[0].add(evaluate(expr, step, j, lanes, values))
             for acc in vectors[1:]:
                 vectors[0].merge(acc)
         with for_range(b, j, n, name="tail") as j:
-            scalar.add(emitter(j, 1, values).value(expr))
+            scalar.add(evaluate(expr, step, j, 1, values))
         if vectors:
             scalar.merge_lanes(vectors[0])
         return scalar.result()
 
     values: list[ir.Value] = []
-    for expr, op in zip(body.steps, body.step_ops):
+    for step, (expr, op) in enumerate(zip(body.steps, body.step_ops)):
         if op == "value":
             e = ExprEmitter(b, region.bindings, ptrs, coords, None, 1, [ir.Constant(F32, ir.Undefined)] + values)
             values.append(e.value(expr))
         else:
-            values.append(fold(expr, op, values))
+            values.append(fold(step, values))
 
     def write(j: ir.Value, width: int) -> None:
-        p = emitter(j, width, values).value(body.probability)
+        p = evaluate(body.probability, len(body.steps), j, width, values)
         if transposed is not None:
             column, stride = transposed
             for lane in range(width):

@@ -10,7 +10,7 @@ vector-wide, with streaming stores when the region writes far more than the cach
 
 A costly row-long value that a fold and later steps all read (softmax's exp(x - max): summed,
 then divided by the sum) is computed once: the fold stores it into the workgroup's local memory
-as it goes, the later steps load it from there (L1) instead of computing it again (`_kept`).
+as it goes, the later steps load it from there (L1) instead of computing it again (`kept_values`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _COSTLY = frozenset({"exponential", "exponential_minus_one", "log", "log_plus_on
                      "divide", "power", "sqrt", "rsqrt", "erf", "sine", "cosine"})
 
 
-def _kept(body: kir.RowBody) -> list[tuple[kir.Expr, int]]:
+def kept_values(body: kir.RowBody) -> list[tuple[kir.Expr, int]]:
     """(node, fold step that first computes it): the largest f32 subexpressions with costly math
     in them that a fold step and a later step or the outputs share (the same node: row fusion
     substitutes one expression wherever a temporary was read)."""
@@ -139,7 +139,7 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
     n, grid = body.shape[-1], body.grid
     rank = len(body.shape)
 
-    kept = _kept(body)
+    kept = kept_values(body)
     if n * 4 * len(kept) > KEPT_BYTES:
         kept = []
     local_memory_size = n * 4 * len(kept)

@@ -79,6 +79,19 @@ def test_more_keys_than_queries_and_long_rows(device) -> None:
     assert _kernels(module) == 2
 
 
+def test_a_fully_masked_row_and_huge_scores(device) -> None:
+    """A row masked everywhere gives NaN as in JAX; scores near f32's limit stay finite."""
+    def f(q, k, v):
+        s = jnp.einsum("qd,kd->qk", q, k)
+        s = jnp.where(jnp.arange(s.shape[0])[:, None] == 3, -jnp.inf, s)
+        return jax.nn.softmax(s, axis=-1) @ v
+
+    q, k, v = _qkv((), 40, 8, 8)
+    q[5] *= 1e18
+    module = run_against_jax(device, f, q, k, v)
+    assert _kernels(module) == 2
+
+
 def test_transformer_block_from_the_benchmark(device) -> None:
     from bench.models import _cases
 

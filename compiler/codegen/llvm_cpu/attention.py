@@ -29,13 +29,18 @@ F32P = F32.as_pointer()
 F32_DTYPE = np.dtype(np.float32)
 
 
+MIN_WORKGROUP_FLOPS = 1 << 20  # below this a workgroup's fixed costs (packing K^T, reading V) show
+
+
 def _tile_rows(body: kir.AttentionBody, row_floats: int, mr: int) -> int:
     """Query rows per workgroup: at least MIN_WORKGROUPS workgroups where the rows allow (whole
-    register tiles, at most 16 as the matmul's row tiles), while the block of scores takes at
-    most half the L2. Every workgroup reads all of K^T and V, so more rows share that cost."""
+    register tiles, at most 16 as the matmul's row tiles) and at least MIN_WORKGROUP_FLOPS of
+    work each, while the block of scores takes at most half the L2. Every workgroup packs all of
+    K^T and reads all of V, so more rows share that cost."""
     in_cache = max(1, caches.host().l2 // 2 // (4 * row_floats))
     tiles_per_batch = max(1, -(-MIN_WORKGROUPS // body.batch))
-    wanted = min(16 * mr, mr * -(-body.m // (mr * tiles_per_batch)))
+    enough = mr * -(-MIN_WORKGROUP_FLOPS // (2 * body.n * (body.k + body.dv) * mr))
+    wanted = min(16 * mr, max(enough, mr * -(-body.m // (mr * tiles_per_batch))))
     return max(1, min(body.m, in_cache, wanted))
 
 

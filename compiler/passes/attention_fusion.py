@@ -233,6 +233,8 @@ def _fuse_oriented(part: Partition, graph: _Graph, pv: int, max_block_bytes: int
         raise _NoFusion
     decls = [d1.region.bindings[a1], d1.region.bindings[b1], d2.region.bindings[v_slot], d2.region.bindings[out_slot]]
     tensors = [d1.tensors[a1], d1.tensors[b1], d2.tensors[v_slot], d2.tensors[out_slot]]
+    if any(graph.writer.get(t) in members for t in tensors[:3] + rewriter.tensors):
+        raise _NoFusion  # an input the chain itself writes (row fusion can fold a copy of V into the RowBody)
     body = kir.AttentionBody(batch, m, n, body1.k, dv, rb.shape, steps, rb.step_ops, probability, transposed)
     region = kir.KernelRegion(d1.region.name, tuple(decls) + tuple(rewriter.decls), body)
     return Dispatch(region, tuple(tensors) + tuple(rewriter.tensors)), members

@@ -69,8 +69,9 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     of pixels x 8 panels of channels per workgroup keep the gathered block (16 * mr x kc floats)
     in L1/L2 next to the filter slice; input channels are split into equal blocks of at most 256.
     A small layer (the late stages of a CNN: 6x6 or 12x12 pixels) would be one or two such
-    workgroups, leaving workers idle: then channel tiles narrow (down to one panel) and pixel
-    tiles shrink (down to one register tile) until the grid has MIN_WORKGROUPS over `images`."""
+    workgroups, leaving workers idle: then channel tiles narrow (down to one panel) toward
+    MIN_WORKGROUPS over `images`. Pixel tiles do not shrink for it: each row tile re-reads and
+    re-packs its filter slice, which on a 3x3 image cost more than the parallelism won."""
     lanes = lanes or jit.vector_width_f32()
     mr, nv = register_tile(f, lanes)
     nr = nv * lanes
@@ -78,9 +79,6 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     tile_m = min(pixels, 16 * mr)
     wanted = -(-MIN_WORKGROUPS // images)  # per image
     tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // -(-wanted // -(-pixels // tile_m))), nr)))
-    col_tiles = -(-f // tile_n)
-    if col_tiles * -(-pixels // tile_m) < wanted:
-        tile_m = min(tile_m, max(mr, round_up(-(-pixels // -(-wanted // col_tiles)), mr)))
     return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc)
 
 

@@ -7,7 +7,9 @@ local-sync, next to numpy and IREE 3.x (local-task and local-sync, where `iree-b
 Weights are baked into the modules as constants (as a deployed model has them); inputs are
 passed per call, numpy in and numpy out on both sides. Every figure is a median latency in
 microseconds over repeated calls, the drivers measured in interleaved rounds so that a noisy
-neighbour hits them alike. Per case: `<case>_ratio_vs_iree` = fibergrid's better driver / IREE's
+neighbour hits them alike (each round runs a few calls of each back to back, the first untimed,
+so that one runtime's lingering threads do not land on another's timed calls: `medians_us`).
+Per case: `<case>_ratio_vs_iree` = fibergrid's better driver / IREE's
 better driver (below 1: fibergrid is faster), `<case>_task_vs_sync` = local-task / local-sync. A
 case the compiler cannot lower yet reports its error instead of a figure.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import fibergrid as fg
 
 RNG = np.random.default_rng(0)
+BLOCK = 4  # calls of one runtime back to back per round, the first untimed (medians_us)
 
 
 def _weights(*shape: int) -> np.ndarray:
@@ -150,12 +153,14 @@ def _cases() -> dict[str, tuple[Callable, Callable, list[np.ndarray]]]:
 SMALL = ("attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "mlp_b1", "mlp_b64")
 
 
-def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3) -> dict[str, float]:
-    """Median latency of each call, measured in interleaved rounds (one sample of each per
-    round) after a warm-up, with at least `repeats` samples and `min_seconds` per call. Each
-    round runs the calls in a fresh random order, so that what one runner leaves behind
-    (threads still spinning) is charged to each of the others alike: a rotating order would
-    keep every runner behind the same predecessor."""
+def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3, block: int = BLOCK) -> dict[str, float]:
+    """Median latency of each call, measured in rounds after a warm-up, with at least `repeats`
+    samples and `min_seconds` per call. A round runs each call `block` times back to back (the
+    first of them untimed), the calls in a fresh random order each round: what one runtime leaves
+    behind (threads still spinning, as OpenBLAS's, ONNX Runtime's and IREE's do for a while after
+    a call; caches full of its data) lands on the first call of the next block, untimed, and the
+    timed ones are each runtime's steady state, as a server calling one model sees it; noise that
+    drifts over the run still hits every runtime alike."""
     for call in calls.values():
         call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -163,16 +168,19 @@ def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds
     rounds = 0
     names = list(calls)
     order = np.random.default_rng(1)
-    while rounds < repeats or min(spent.values()) < min_seconds:
+    timed = max(1, block - 1)  # per call and round
+    while rounds * timed < repeats or min(spent.values()) < min_seconds:
         for name in order.permutation(names):
             call = calls[name]
-            t0 = time.perf_counter()
             call()
-            dt = time.perf_counter() - t0
-            samples[name].append(dt)
-            spent[name] += dt
+            for _ in range(timed):
+                t0 = time.perf_counter()
+                call()
+                dt = time.perf_counter() - t0
+                samples[name].append(dt)
+                spent[name] += dt
         rounds += 1
-        if rounds >= 50 * repeats:
+        if rounds * timed >= 50 * repeats:
             break
     return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
 

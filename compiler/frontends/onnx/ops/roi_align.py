@@ -10,7 +10,6 @@ sample count would depend on the rois' values.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

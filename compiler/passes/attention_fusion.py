@@ -15,8 +15,7 @@ weights), the RowBody reads S only at the current point, and nothing is dynamic.
 
 from __future__ import annotations
 
-import dataclasses
-import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,9 +23,9 @@ from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch, Partition
 from compiler.passes.library_lowering import matmul_slots
 
-
 F32 = np.dtype(np.float32)
-BLOCK_ROWS = 6  # the fewest score rows a workgroup holds at once (a register tile's)
+Fits = Callable[[int, int, int, bool], bool]
+"""(queries m, keys n, head size k, transposed) -> whether the target's fused kernel takes it."""
 
 
 class _NoFusion(Exception):
@@ -145,7 +144,7 @@ def _outputs(d: Dispatch) -> list[int]:
     return [t for t, decl in zip(d.tensors, d.region.bindings) if decl.output]
 
 
-def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tuple[Dispatch, set[int]]:
+def _fuse(part: Partition, graph: _Graph, pv: int, fits: Fits) -> tuple[Dispatch, set[int]]:
     """The fused region ending at the P @ V matmul `pv` (or at out^T = V^T @ P^T, as JAX writes
     attention over (batch, seq, heads, dim) tensors), and the dispatches it replaces."""
     d2 = part.dispatches[pv]
@@ -156,12 +155,12 @@ def _fuse(part: Partition, graph: _Graph, pv: int, max_block_bytes: int) -> tupl
     if a2 == b2:
         raise _NoFusion
     try:
-        return _fuse_oriented(part, graph, pv, max_block_bytes, a2, b2, c2, False)
+        return _fuse_oriented(part, graph, pv, fits, a2, b2, c2, False)
     except _NoFusion:
-        return _fuse_oriented(part, graph, pv, max_block_bytes, b2, a2, c2, True)
+        return _fuse_oriented(part, graph, pv, fits, b2, a2, c2, True)
 
 
-def _fuse_oriented(part: Partition, graph: _Graph, pv: int, max_block_bytes: int, p_slot: int, v_slot: int,
+def _fuse_oriented(part: Partition, graph: _Graph, pv: int, fits: Fits, p_slot: int, v_slot: int,
                    out_slot: int, transposed: bool) -> tuple[Dispatch, set[int]]:
     """`_fuse` with P in matmul slot `p_slot`; `transposed`: P^T is the B operand (V^T A)."""
     d2 = part.dispatches[pv]
@@ -184,7 +183,8 @@ def _fuse_oriented(part: Partition, graph: _Graph, pv: int, max_block_bytes: int
     if not isinstance(rb, kir.RowBody) or rows_d.region.dynamic is not None:
         raise _NoFusion
     scores = [(t, graph.writer[t]) for t, decl in zip(rows_d.tensors, rows_d.region.bindings)
-              if not decl.output and t in graph.writer and isinstance(part.dispatches[graph.writer[t]].region.body, kir.MatmulBody)]
+              if not decl.output and t in graph.writer
+              and isinstance(part.dispatches[graph.writer[t]].region.body, kir.MatmulBody)]
     if len(scores) != 1:
         raise _NoFusion
     s_tensor, s_index = scores[0]
@@ -215,12 +215,13 @@ def _fuse_oriented(part: Partition, graph: _Graph, pv: int, max_block_bytes: int
     if any(not graph.only_read_by(t, {e_index if elementwise is not None else pv}) for t in _outputs(rows_d)) \
             or elementwise is not None and len(_outputs(e)) != 1:
         raise _NoFusion
-    if min(m, BLOCK_ROWS) * -(-n // 16) * 16 * 4 > max_block_bytes:
+    if not fits(m, n, body1.k, transposed):
         raise _NoFusion
 
     rewriter = _Rewriter()
     memo: dict = {}
-    steps = tuple(rewriter.row(x, rows_d, s_tensor, memo if op != "value" else {}, op != "value") for x, op in zip(rb.steps, rb.step_ops))
+    steps = tuple(rewriter.row(x, rows_d, s_tensor, memo if op != "value" else {}, op != "value")
+                  for x, op in zip(rb.steps, rb.step_ops))
     full = {rows_d.tensors[s]: rewriter.row(x, rows_d, s_tensor, memo) for s, x in zip(rb.output_bindings, rb.outputs)}
     values = {rows_d.tensors[s]: rewriter.row(x, rows_d, s_tensor, {}, False)
               for s, x in zip(rb.row_output_bindings, rb.row_outputs)}
@@ -240,15 +241,15 @@ def _fuse_oriented(part: Partition, graph: _Graph, pv: int, max_block_bytes: int
     return Dispatch(region, tuple(tensors) + tuple(rewriter.tensors)), members
 
 
-def fuse_attention(part: Partition, max_block_bytes: int) -> Partition:
-    """`part` with every attention chain (module docstring) whose block of score rows (a
-    register tile's rows, each padded to a vector) takes at most `max_block_bytes` fused into
-    one AttentionBody region, placed where its P @ V matmul was."""
+def fuse_attention(part: Partition, fits: Fits) -> Partition:
+    """`part` with every attention chain (module docstring) that `fits` the target's kernel
+    (its block of score rows in cache) fused into one AttentionBody region, placed where its
+    P @ V matmul was."""
     graph = _Graph(part)
     dispatches: list[Dispatch | None] = list(part.dispatches)
     for pv in range(len(dispatches)):
         try:
-            fused, members = _fuse(part, graph, pv, max_block_bytes)
+            fused, members = _fuse(part, graph, pv, fits)
         except _NoFusion:
             continue
         if any(dispatches[i] is not part.dispatches[i] for i in members):

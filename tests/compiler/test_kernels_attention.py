@@ -92,6 +92,15 @@ def test_a_fully_masked_row_and_huge_scores(device) -> None:
     assert _kernels(module) == 2
 
 
+def test_long_rows_fill_local_memory_and_longer_ones_stay_unfused(device) -> None:
+    """12000 keys: a workgroup holds as many 48 KB score rows as its local memory takes; 40000
+    keys: not even a register tile's rows fit, so the three dispatches stay."""
+    module = run_against_jax(device, _attention(True, True), *_qkv((), 20, 8, 8, keys=12000))
+    assert _kernels(module) == 2
+    module = run_against_jax(device, _attention(True, False), *_qkv((), 8, 4, 4, keys=40000))
+    assert _kernels(module) >= 4
+
+
 def test_transformer_block_from_the_benchmark(device) -> None:
     from bench.models import _cases
 

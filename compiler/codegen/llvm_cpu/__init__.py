@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu import caches, conv, matmul
-from compiler.codegen.llvm_cpu.attention import generate_attention
+from compiler.codegen.llvm_cpu.attention import fits_attention, generate_attention
 from compiler.codegen.llvm_cpu.depthwise import generate_depthwise
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
@@ -28,7 +28,7 @@ def prepare(part: Partition, attention: bool = True) -> Partition:
     dynamic dim: the fused kernel has no run-time size) scores -> softmax -> @ V one region."""
     part = fuse_rows(part, caches.host().l2 // 2)
     if attention:
-        part = fuse_attention(part, caches.host().l2 // 2)
+        part = fuse_attention(part, fits_attention)
     return prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
 
 

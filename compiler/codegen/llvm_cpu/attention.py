@@ -30,18 +30,36 @@ F32_DTYPE = np.dtype(np.float32)
 
 
 MIN_WORKGROUP_FLOPS = 1 << 20  # below this a workgroup's fixed costs (packing K^T, reading V) show
+LOCAL_BYTES = 3 << 18  # local memory a workgroup may take, of the 1 MiB the CPU drivers give
 
 
-def _tile_rows(body: kir.AttentionBody, row_floats: int, mr: int) -> int:
+def _local_bytes(rows: int, n: int, k: int, transposed: bool, kept_bytes: int, lanes: int) -> int:
+    """Local memory of a workgroup of `rows` query rows: the scores, one panel of K^T, the kept
+    values of one row, P^T (transposed: n rows of the workgroup's queries)."""
+    nv = register_tile(n, lanes)[1]
+    return 4 * (rows * _padded(n, lanes) + k * nv * lanes + (n * _padded(rows, lanes) if transposed else 0)) + kept_bytes
+
+
+def fits_attention(m: int, n: int, k: int, transposed: bool) -> bool:
+    """Whether attention over n keys with k-wide heads has a workgroup of a register tile's
+    rows (or m) within LOCAL_BYTES and half the L2 (compiler/passes/attention_fusion.py asks)."""
+    lanes = jit.vector_width_f32()
+    rows = min(m, register_tile(n, lanes)[0])
+    return _local_bytes(rows, n, k, transposed, KEPT_BYTES, lanes) <= min(LOCAL_BYTES, caches.host().l2 // 2)
+
+
+def _tile_rows(body: kir.AttentionBody, kept_bytes: int, mr: int, lanes: int) -> int:
     """Query rows per workgroup: at least MIN_WORKGROUPS workgroups where the rows allow (whole
     register tiles, at most 16 as the matmul's row tiles) and at least MIN_WORKGROUP_FLOPS of
-    work each, while the block of scores takes at most half the L2. Every workgroup packs all of
-    K^T and reads all of V, so more rows share that cost."""
-    in_cache = max(1, caches.host().l2 // 2 // (4 * row_floats))
+    work each, while its local memory stays within LOCAL_BYTES and half the L2. Every workgroup
+    packs all of K^T and reads all of V, so more rows share that cost."""
     tiles_per_batch = max(1, -(-MIN_WORKGROUPS // body.batch))
     enough = mr * -(-MIN_WORKGROUP_FLOPS // (2 * body.n * (body.k + body.dv) * mr))
-    wanted = min(16 * mr, max(enough, mr * -(-body.m // (mr * tiles_per_batch))))
-    return max(1, min(body.m, in_cache, wanted))
+    rows = max(1, min(body.m, 16 * mr, max(enough, mr * -(-body.m // (mr * tiles_per_batch)))))
+    limit = min(LOCAL_BYTES, caches.host().l2 // 2)
+    while rows > 1 and _local_bytes(rows, body.n, body.k, body.transposed, kept_bytes, lanes) > limit:
+        rows -= 1
+    return rows
 
 
 def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> GeneratedKernel:
@@ -53,15 +71,12 @@ def generate_attention(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     ld = -(-n // lanes) * lanes  # floats per score row in local memory (rows start aligned)
     mr_s, nv_s = register_tile(n, lanes)
     mr_o, nv_o = register_tile(dv, lanes)
-    tile_m = _tile_rows(body, ld, max(mr_s, mr_o))
+    kept = _kept(body, ld)
+    tile_m = _tile_rows(body, 4 * ld * len(kept), max(mr_s, mr_o), lanes)
     if body.transposed:  # out^T = V^T @ P^T: register tiles over dv x query rows
         mr_o, nv_o = register_tile(tile_m, lanes)
     grid = (-(-m // tile_m), body.batch, 1)
-    kept = _kept(body, ld)
-    # the scores, one panel of K^T, the kept values of one row, P^T (transposed: n rows of the
-    # workgroup's queries)
-    local_memory_size = (tile_m * ld + k * nv_s * lanes + ld * len(kept)
-                         + (n * _padded(tile_m, lanes) if body.transposed else 0)) * 4
+    local_memory_size = _local_bytes(tile_m, n, k, body.transposed, 4 * ld * len(kept), lanes)
     module = ir.Module()
     kb, ptrs = kernel_entry(module, region)
     b = kb.builder

@@ -251,12 +251,14 @@ def speedup_figures(repeats: int, baselines: bool) -> dict:
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in runners}
     for run in runners.values():
         run()  # warm-up (compiles, wakes)
-    # A fresh random order each round: in a fixed order every runner would always follow the
-    # same predecessor, and inherit its threads still spinning (or parked).
+    # A fresh random order each round, each runner run once untimed before its timed run: the
+    # threads a predecessor leaves spinning (numba's OpenMP/TBB workers spin on for a while
+    # after a prange) land on that untimed run, not on the figure.
     keys = list(runners)
     order = np.random.default_rng(1)
     for _ in range(repeats):
         for i in order.permutation(len(keys)):
+            runners[keys[i]]()
             samples[keys[i]].append(runners[keys[i]]())
     for device in devices:
         device.close()

@@ -198,22 +198,13 @@ IREE_CUDA_TARGET = "sm_89"
 
 
 def _iree_runner(vmfb: bytes, driver: str, inputs: list[np.ndarray]):
-    """A compiled IREE module on IREE's own `driver`, numpy in and out; None where IREE's
-    runtime is missing or cannot run it (lavapipe refuses its host-memory import for some
-    results)."""
-    try:
-        import iree.runtime as ireert
-    except ImportError:
-        return None
-    try:
-        ctx = ireert.SystemContext(config=ireert.Config(driver))
-        ctx.add_vm_module(ireert.VmModule.copy_buffer(ctx.instance, vmfb))
-        fn = getattr(ctx.modules, [n for n in ctx.modules if n != "hal"][0])["main"]
+    """A compiled IREE module on IREE's own `driver` (bench.models.iree_module), checked to run
+    once; None where IREE's runtime is missing or cannot run it (lavapipe refuses its
+    host-memory import for some results)."""
+    from bench.models import iree_module
 
-        def call(*args):
-            out = fn(*args)
-            return tuple(np.asarray(o) for o in out) if isinstance(out, (list, tuple)) else np.asarray(out)
-
+    try:
+        call = iree_module(vmfb, driver)
         call(*inputs)
     except Exception:  # noqa: BLE001 - a reference that cannot run is left out, not fatal
         return None

@@ -185,25 +185,31 @@ def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds
     return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
 
 
-def _iree_callable(text: str, driver: str) -> Callable | None:
-    """IREE 3.x on `driver` (local-task or local-sync), compiled for the host CPU, numpy in and
-    numpy out; None when IREE is not installed."""
-    try:
-        import iree.compiler as ireec
-        import iree.runtime as ireert
-    except ImportError:
-        return None
-    vmfb = ireec.compile_str(text, target_backends=["llvm-cpu"], input_type="stablehlo", extra_args=["--iree-llvmcpu-target-cpu=host"])
+def iree_module(vmfb: bytes, driver: str) -> Callable:
+    """@main of a compiled IREE module on IREE's own `driver`, numpy in and numpy out."""
+    import iree.runtime as ireert
+
     ctx = ireert.SystemContext(config=ireert.Config(driver))
     ctx.add_vm_module(ireert.VmModule.copy_buffer(ctx.instance, vmfb))
-    module_name = [name for name in ctx.modules if name != "hal"][0]
-    fn = getattr(ctx.modules, module_name)["main"]
+    fn = getattr(ctx.modules, [name for name in ctx.modules if name != "hal"][0])["main"]
 
     def call(*args):
         out = fn(*args)
         return tuple(np.asarray(o) for o in out) if isinstance(out, (list, tuple)) else np.asarray(out)
 
     return call
+
+
+def _iree_callable(text: str, driver: str) -> Callable | None:
+    """IREE 3.x on `driver` (local-task or local-sync), compiled for the host CPU, numpy in and
+    numpy out; None when IREE is not installed."""
+    try:
+        import iree.compiler as ireec
+
+        vmfb = ireec.compile_str(text, target_backends=["llvm-cpu"], input_type="stablehlo", extra_args=["--iree-llvmcpu-target-cpu=host"])
+        return iree_module(vmfb, driver)
+    except ImportError:
+        return None
 
 
 def _max_rel_error(got, expected) -> float:

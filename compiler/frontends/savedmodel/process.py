@@ -131,21 +131,41 @@ def _tensorflow_version() -> str | None:
     return None
 
 
+_digests: dict[str, tuple[tuple, str]] = {}  # model directory -> (its files' stats, their digest)
+
+
+def _model_digest(path: str) -> str:
+    """sha256 over the SavedModel directory's files (names and contents). A compile exports one
+    model several times (the sizes of its unknown dims): the contents are read again only when
+    a file's size or mtime changed."""
+    files = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            file = os.path.join(root, name)
+            st = os.stat(file)
+            files.append((os.path.relpath(file, path), st.st_size, st.st_mtime_ns))
+    stats = tuple(files)
+    known = _digests.get(path)
+    if known is not None and known[0] == stats:
+        return known[1]
+    digest = hashlib.sha256()
+    for rel, _, _ in files:
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(path, rel), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    _digests[path] = (stats, digest.hexdigest())
+    return _digests[path][1]
+
+
 def _cache_entry(request: dict) -> Path | None:
     """Where the export of `request` is cached (None: the cache directory is not private)."""
     directory = cache_dir()
     if private_dir(directory) is not None:
         return None
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(request["path"]):
-        dirs.sort()
-        for name in sorted(files):
-            file = os.path.join(root, name)
-            digest.update(os.path.relpath(file, request["path"]).encode() + b"\0")
-            with open(file, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-    key = {"request": request, "model": digest.hexdigest(), "compiler": compiler_version(), "tensorflow": _tensorflow_version()}
+    key = {"request": request, "model": _model_digest(request["path"]), "compiler": compiler_version(),
+           "tensorflow": _tensorflow_version()}
     return directory / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()}.savedmodel.json"
 
 

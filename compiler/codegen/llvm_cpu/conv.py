@@ -77,8 +77,9 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     nr = nv * lanes
     kc = -(-c // -(-c // 256))
     tile_m = min(pixels, 16 * mr)
-    wanted = -(-MIN_WORKGROUPS // images)  # per image
-    tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // -(-wanted // -(-pixels // tile_m))), nr)))
+    pixel_tiles = -(-pixels // tile_m)
+    channel_tiles = -(-MIN_WORKGROUPS // (images * pixel_tiles))  # wanted
+    tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // channel_tiles), nr)))
     return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc)
 
 

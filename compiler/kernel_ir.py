@@ -352,7 +352,10 @@ class ConvBody:
     """2-D convolution, f32: output N x OH x OW x F = input N x H x W x C (binding 0) with filter
     KH x KW x C x F (binding 1), explicit `padding` ((top, bottom), (left, right)), `strides`
     and filter `dilation`; output binding 2. `depthwise`: feature groups = C = F (MobileNet's),
-    the filter KH x KW x 1 x F, output channel f reading input channel f only."""
+    the filter KH x KW x 1 x F, output channel f reading input channel f only. `filter_panel` > 0:
+    the filter is a constant pre-packed at compile time (compiler/passes/conv_packing.py) as the
+    K x F matrix (K = KH*KW*C in HWIO order) in ceil(F / filter_panel) panels of K x
+    filter_panel, the last zero-padded, as `MatmulBody.b_panel` packs B."""
 
     input_shape: tuple[int, int, int, int]
     filter_shape: tuple[int, int, int, int]
@@ -360,6 +363,7 @@ class ConvBody:
     padding: tuple[tuple[int, int], tuple[int, int]]
     dilation: tuple[int, int]
     depthwise: bool = False
+    filter_panel: int = 0
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,9 @@ def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
 
 def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     """out[n, oh, ow, f] = sum_{kh, kw, c} in[n, oh*sh + kh*dh - pt, ow*sw + kw*dw - pl, c] *
-    filter[kh, kw, c, f], zero outside the input (padding); depthwise: input channel f, c = 0."""
+    filter[kh, kw, c, f], zero outside the input (padding); depthwise: input channel f, c = 0.
+    A pre-packed filter (`filter_panel` = NR) is read in panel f // NR, row (kh*KW + kw)*C + c,
+    column f % NR."""
     body = region.body
     assert isinstance(body, kir.ConvBody)
     inputs = [i for i, d in enumerate(region.bindings) if not d.output]
@@ -101,7 +103,12 @@ def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     yc = kir.Compute("clamp", (_c(0), y, _c(h - 1)), I)
     xc = kir.Compute("clamp", (_c(0), x, _c(w - 1)), I)
     value = kir.Compute("select", (inside, kir.Load(src, (n, yc, xc, f if body.depthwise else c), F32), kir.Const(0.0, F32)), F32)
-    product = kir.Compute("multiply", (value, kir.Load(flt, (kh, kw, c, f), F32)), F32)
+    tap = (kh, kw, c, f)
+    if body.filter_panel:
+        nr = _c(body.filter_panel)
+        tap = (kir.Compute("divide", (f, nr), I), _add(_mul(_add(_mul(kh, kw_), kw), cin), c),
+               kir.Compute("remainder", (f, nr), I))
+    product = kir.Compute("multiply", (value, kir.Load(flt, tap, F32)), F32)
     combiner = (kir.Compute("add", (kir.Arg(0, F32), kir.Arg(1, F32)), F32),)
     shape = (n_, oh_, ow_, f_, kh_, kw_, cin)
     new = kir.ReductionBody(shape, (4, 5, 6), (product,), (kir.Const(0.0, F32),), combiner, (kir.Arg(0, F32),),

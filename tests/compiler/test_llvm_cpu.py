@@ -217,18 +217,39 @@ CONVS = [
     ((1, 10, 11, 6), (3, 3, 6, 8), (1, 2), "VALID", (2, 1), ((0, 0), (0, 0))),
     ((1, 6, 6, 2), (1, 1, 2, 3), (1, 1), ((1, 0), (2, 1)), (1, 1), ((1, 0), (2, 1))),
     ((1, 14, 14, 40), (3, 3, 40, 24), (1, 1), "SAME", (1, 1), ((1, 1), (1, 1))),
+    # a stem: 7x7 over 3 channels, stride 2 (one K block of whole kernel rows)
+    ((2, 20, 19, 3), (7, 7, 3, 32), (2, 2), ((3, 3), (3, 3)), (1, 1), ((3, 3), (3, 3))),
+    # whole kernel rows, dilated along the width (gathered tap by tap)
+    ((1, 9, 9, 5), (2, 3, 5, 7), (1, 1), "SAME", (1, 2), ((0, 1), (2, 2))),
+    # many channels: one tap and two blocks of 150 channels per K block
+    ((1, 6, 5, 300), (3, 3, 300, 20), (1, 1), "SAME", (1, 1), ((1, 1), (1, 1))),
 ]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["in-place", "packed"])
 @pytest.mark.parametrize(("xs", "ws", "strides", "padding", "dilation", "pads"), CONVS)
-def test_conv2d_matches_reference(xs, ws, strides, padding, dilation, pads) -> None:  # noqa: ANN001
+def test_conv2d_matches_reference(xs, ws, strides, padding, dilation, pads, packed) -> None:  # noqa: ANN001
     x, w = _rand(*xs), _rand(*ws)
-    kernel = conv.generate_conv2d(xs, ws, strides=strides, padding=padding, dilation=dilation)
+    nr = conv.panel_width(xs, ws) if packed else 0
+    kernel = conv.generate_conv2d(xs, ws, strides=strides, padding=padding, dilation=dilation, filter_panel=nr)
     spans = [(ws[i] - 1) * dilation[i] + 1 for i in range(2)]
     oh, ow = ((xs[1 + i] + sum(pads[i]) - spans[i]) // strides[i] + 1 for i in range(2))
     out = np.full((xs[0], oh, ow, ws[3]), np.nan, np.float32)
-    assert _dispatch(kernel, [x, w, out]) == 0
+    filt = matmul.pack_weights(w.reshape(-1, ws[3]), nr) if packed else w
+    assert _dispatch(kernel, [x, filt, out]) == 0
     _close(out, _conv_reference(x, w, strides, pads, dilation, oh, ow), ws[0] * ws[1] * ws[2])
+    assert _dispatch(kernel, [x, filt[:-1], out]) == matmul.ERROR_BINDING_TOO_SHORT
+
+
+def test_conv2d_blocks_of_k() -> None:
+    """Few input channels: K blocks of whole kernel rows up to KC_MAX floats (a 7x7 stem over
+    3 channels is one block); many: one tap per block."""
+    assert conv.choose_conv_config(100, 32, 3, lanes=16, kernel=(7, 7)).window_rows == 7
+    cfg = conv.choose_conv_config(100, 32, 32, lanes=16, kernel=(3, 3))
+    assert cfg.window_rows == 2 and cfg.row_floats(3) == 192
+    assert conv.choose_conv_config(100, 64, 128, lanes=16, kernel=(3, 3)).window_rows == 0
+    with pytest.raises(ValueError):
+        conv.generate_conv2d((1, 5, 5, 8), (3, 3, 8, 20), filter_panel=3)
 
 
 def test_conv2d_bias_relu() -> None:

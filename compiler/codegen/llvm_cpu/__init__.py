@@ -16,6 +16,7 @@ from compiler.codegen.llvm_cpu.sort import generate_sort
 from compiler.errors import CompileError
 from compiler.passes.attention_fusion import fuse_attention
 from compiler.passes.conv_as_matmul import convs_as_matmuls
+from compiler.passes.conv_packing import prepack_filters
 from compiler.passes.fusion import Partition
 from compiler.passes.packing import prepack_weights
 from compiler.passes.row_fusion import fuse_rows
@@ -23,13 +24,14 @@ from compiler.passes.row_fusion import fuse_rows
 
 def prepare(part: Partition, attention: bool = True) -> Partition:
     """The partition as this target's kernels want it: 1x1 convolutions as matmuls, constant
-    matmul weights pre-packed, row-wise chains (softmax, layernorm) one pass over rows that
+    matmul weights and conv filters pre-packed, row-wise chains (softmax, layernorm) one pass over rows that
     fit in half the L2, and with `attention` (not for a function compiled for every size of a
     dynamic dim: the fused kernel has no run-time size) scores -> softmax -> @ V one region."""
     part = fuse_rows(part, caches.host().l2 // 2)
     if attention:
         part = fuse_attention(part, fits_attention)
-    return prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
+    part = prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
+    return prepack_filters(part, conv.panel_width, matmul.pack_weights)
 
 
 def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
@@ -59,7 +61,7 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
         batch = dynamic.batch if dynamic is not None else 0
         kernel = conv.generate_conv2d(body.input_shape, body.filter_shape, strides=body.strides,
                                       padding=body.padding, dilation=body.dilation, name=region.name,
-                                      runtime_batch=batch)
+                                      runtime_batch=batch, filter_panel=body.filter_panel)
         if not batch:
             return kernel
         grid = ((0, kernel.config.tile_n), (0, kernel.config.tile_m), (batch, 1))

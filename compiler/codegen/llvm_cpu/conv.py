@@ -2,15 +2,27 @@
 
 Per image, the convolution is a matmul whose rows are output pixels (M = OH*OW), whose
 columns are output channels (N = F) and whose reduction runs over taps and input channels
-(K = KH*KW*C). For one tap (kh, kw) the filter slice HWIO[kh, kw] is already a row-major
-C x F matrix, and the A rows are the input pixels that tap reads: so each workgroup, for each
-tap and block of input channels, gathers its `tile_m` input rows into local memory (zero rows
-where the tap falls in the padding) and runs the matmul microkernel against the filter slice,
-accumulating in registers and C. No im2col buffer of the whole image is ever built.
+(K = KH*KW*C, in the filter's HWIO order). Each workgroup, for each block of K, gathers its
+`tile_m` input rows into local memory (zero where the window falls in the padding) and runs the
+matmul microkernel against that block of the filter, accumulating in registers and C. No im2col
+buffer of the whole image is ever built. A K block is:
 
-Bindings: 0 = input N x H x W x C, 1 = filter KH x KW x C x F, 2 = output N x OH x OW x F,
-3.. = extra epilogue inputs (e.g. a bias of F floats). workgroup_id = (channel tile, pixel
-tile, image).
+- one tap and up to 256 input channels (many channels: the tap's C x F filter slice is the
+  B block), or
+- with few input channels (a CNN's stem: 3 of them; early 3x3 layers), whole filter rows:
+  KW taps x all C channels per kernel row, which lie side by side in the input row, so the
+  gather copies them as one run and the microkernel's K loop is KW*C (or a few rows of it)
+  long instead of C (3 multiply-adds between reloads of the accumulators).
+
+The filter is read in place (row-major K x F), or, when it is a constant of the program,
+pre-packed at compile time (compiler/passes/conv_packing.py, `filter_panel`) into the NR-wide,
+k-major panels the microkernel reads (`matmul.pack_weights` of the K x F matrix): contiguous
+streams instead of short rows F floats apart, which is what bounds the late stages of a CNN
+(3x3 pixels against a 2.4 MB filter).
+
+Bindings: 0 = input N x H x W x C, 1 = filter KH x KW x C x F (packed: ceil(F/NR) x K x NR),
+2 = output N x OH x OW x F, 3.. = extra epilogue inputs (e.g. a bias of F floats).
+workgroup_id = (channel tile, pixel tile, image).
 """
 
 from __future__ import annotations
@@ -22,9 +34,11 @@ from llvmlite import ir
 
 from . import jit
 from .abi_builder import F32, I64, for_range, i64, internal_function, load_vector, store_vector
-from .matmul import MIN_WORKGROUPS, Epilogue, GeneratedKernel, RegisterTile, round_up, emit_tiled_entry, microkernel, register_tile
+from .matmul import (MIN_WORKGROUPS, Epilogue, GeneratedKernel, RegisterTile, emit_tiled_entry, microkernel,
+                     packed_size, register_tile, round_up)
 
 F32P = F32.as_pointer()
+KC_MAX = 256  # floats of K per gathered block
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,15 @@ class ConvConfig:
     tile_m: int  # output pixels per workgroup
     tile_n: int  # output channels per workgroup
     kc: int  # input channels per gathered block
+    window_rows: int = 0  # > 0: few input channels: a block is this many whole filter rows
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+    def row_floats(self, kw: int) -> int:
+        """Floats of one gathered pixel in local memory (the A rows' stride)."""
+        return self.window_rows * kw * self.kc if self.window_rows else self.kc
 
 
 @dataclass(frozen=True)
@@ -63,64 +86,159 @@ def _padding(padding: str, size: int, kernel: int, stride: int, dilation: int) -
     return max(0, (size - span) // stride + 1), 0
 
 
-def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, images: int = 1) -> ConvConfig:
+def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, images: int = 1,
+                       kernel: tuple[int, int] = (1, 1)) -> ConvConfig:
     """Register tile as for matmul (`register_tile`: 6 x 2 vectors on AVX2; on AVX-512 the
     tile whose panels fit the output channels best, 6 x 4 for 64 of them); 16 register tiles
     of pixels x 8 panels of channels per workgroup keep the gathered block (16 * mr x kc floats)
-    in L1/L2 next to the filter slice; input channels are split into equal blocks of at most 256.
+    in L1/L2 next to the filter block. K blocks: when a kernel row (KW taps x C) fits KC_MAX,
+    whole kernel rows, as many per block as fit, in equal blocks (a 7x7 stem over 3 channels: one
+    block of 147); else one tap and equal blocks of at most KC_MAX input channels.
     A small layer (the late stages of a CNN: 6x6 or 12x12 pixels) would be one or two such
     workgroups, leaving workers idle: then channel tiles narrow (down to one panel) toward
-    MIN_WORKGROUPS over `images`. Pixel tiles do not shrink for it: each row tile re-reads and
-    re-packs its filter slice, which on a 3x3 image cost more than the parallelism won."""
+    MIN_WORKGROUPS over `images`. Pixel tiles do not shrink for it: each row tile re-reads its
+    filter block, which on a 3x3 image cost more than the parallelism won."""
     lanes = lanes or jit.vector_width_f32()
     mr, nv = register_tile(f, lanes)
     nr = nv * lanes
-    kc = -(-c // -(-c // 256))
+    kh, kw = kernel
+    window_rows = 0
+    if kh * kw > 1 and kw * c <= KC_MAX:
+        per_block = KC_MAX // (kw * c)
+        window_rows = -(-kh // -(-kh // per_block))
+        kc = c
+    else:
+        kc = -(-c // -(-c // KC_MAX))
     tile_m = min(pixels, 16 * mr)
     pixel_tiles = -(-pixels // tile_m)
     channel_tiles = -(-MIN_WORKGROUPS // (images * pixel_tiles))  # wanted
     tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // channel_tiles), nr)))
-    return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc)
+    return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc, window_rows)
+
+
+def panel_width(body_input: Sequence[int], body_filter: Sequence[int]) -> int:
+    """NR of the conv kernel for an NHWC input and HWIO filter: the width of the panels a
+    filter pre-packed for it is cut into."""
+    return choose_conv_config(1, body_filter[3], body_input[3]).nr
 
 
 class _ConvGenerator:
     def __init__(self, g: _Geometry, cfg: ConvConfig, epilogue: Epilogue | None, extra: int,
-                 name: str) -> None:
+                 name: str, filter_panel: int) -> None:
         self.g, self.cfg, self.epilogue, self.extra, self.name = g, cfg, epilogue, extra, name
+        self.filter_panel = filter_panel
+        self.ld = cfg.row_floats(g.kw)  # floats between gathered rows
         self.module = ir.Module()
 
+    def _copy(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, count: int, inside: ir.Value | None) -> None:
+        """dst[0:count] = src[0:count], or zeros where `inside` is false."""
+        lanes = self.cfg.lanes
+        for v in range(0, count, lanes):
+            value = load_vector(b, b.gep(src, [i64(v)], inbounds=True), lanes, count - v)
+            if inside is not None:
+                value = b.select(inside, value, ir.Constant(value.type, [0.0] * lanes))
+            store_vector(b, value, b.gep(dst, [i64(v)], inbounds=True), count - v)
+
+    def _pixel(self, b: ir.IRBuilder, p: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(top row, left column) of output pixel p's window in the input (may be negative)."""
+        g = self.g
+        oh, ow = b.udiv(p, i64(g.ow)), b.urem(p, i64(g.ow))
+        return (b.sub(b.mul(oh, i64(g.stride[0])), i64(g.pad_top)),
+                b.sub(b.mul(ow, i64(g.stride[1])), i64(g.pad_left)))
+
     def gather(self, tm: int, kc: int) -> ir.Function:
-        """Copy input[pixel(p0 + r) + tap offset, c0:c0+kc] to local[r*cfg.kc ...] for r < tm,
-        zeros where the tap reads padding."""
+        """One tap: copy input[pixel(p0 + r) + tap offset, c0:c0+kc] to local[r*ld ...] for
+        r < tm, zeros where the tap reads padding."""
         key = f"{self.name}.gather.{tm}.{kc}"
         if key in self.module.globals:
             return self.module.globals[key]
-        g, lanes = self.g, self.cfg.lanes
+        g = self.g
         fn, b = internal_function(self.module, key, [("image", F32P), ("local", F32P), ("p0", I64),
                                   ("kh", I64), ("kw", I64), ("c0", I64)], noalias=("image", "local"))
         image, local, p0, kh, kw, c0 = fn.args
         with for_range(b, 0, tm, name="r") as r:
-            p = b.add(p0, r)
-            oh, ow = b.udiv(p, i64(g.ow)), b.urem(p, i64(g.ow))
-            ih = b.sub(b.add(b.mul(oh, i64(g.stride[0])), b.mul(kh, i64(g.dilation[0]))), i64(g.pad_top))
-            iw = b.sub(b.add(b.mul(ow, i64(g.stride[1])), b.mul(kw, i64(g.dilation[1]))), i64(g.pad_left))
+            top, left = self._pixel(b, b.add(p0, r))
+            ih = b.add(top, b.mul(kh, i64(g.dilation[0])))
+            iw = b.add(left, b.mul(kw, i64(g.dilation[1])))
             # Unsigned compares reject negative coordinates too.
             inside = b.and_(b.icmp_unsigned("<", ih, i64(g.h)), b.icmp_unsigned("<", iw, i64(g.w)))
-            dst = b.gep(local, [b.mul(r, i64(self.cfg.kc))], inbounds=True)
             # Branch-free: a padding row reads the image's first pixel (always valid) and
             # stores zeros instead.
             offset = b.add(b.mul(b.add(b.mul(ih, i64(g.w)), iw), i64(g.c)), c0)
             src = b.gep(image, [b.select(inside, offset, c0)], inbounds=True)
-            for v in range(0, kc, lanes):
-                value = load_vector(b, b.gep(src, [i64(v)], inbounds=True), lanes, kc - v)
-                zero = ir.Constant(value.type, [0.0] * lanes)
-                store_vector(b, b.select(inside, value, zero), b.gep(dst, [i64(v)], inbounds=True), kc - v)
+            self._copy(b, src, b.gep(local, [b.mul(r, i64(self.ld))], inbounds=True), kc, inside)
         b.ret_void()
         return fn
 
+    def gather_rows(self, tm: int, kh0: int, rows: int) -> ir.Function:
+        """Kernel rows kh0..kh0+rows, all KW taps x C channels each, for pixels p0..p0+tm into
+        local[r*ld ...]: a kernel row inside the image is one contiguous run of KW*C floats
+        (unit filter dilation), else it goes tap by tap, zeros in the padding."""
+        key = f"{self.name}.gather_rows.{tm}.{kh0}.{rows}"
+        if key in self.module.globals:
+            return self.module.globals[key]
+        g = self.g
+        run = g.kw * g.c
+        fn, b = internal_function(self.module, key, [("image", F32P), ("local", F32P), ("p0", I64)],
+                                  noalias=("image", "local"))
+        image, local, p0 = fn.args
+        with for_range(b, 0, tm, name="r") as r:
+            top, left = self._pixel(b, b.add(p0, r))
+            dst_row = b.gep(local, [b.mul(r, i64(self.ld))], inbounds=True)
+            for j in range(rows):
+                ih = b.add(top, i64((kh0 + j) * g.dilation[0]))
+                row_inside = b.icmp_unsigned("<", ih, i64(g.h))
+                dst = b.gep(dst_row, [i64(j * run)], inbounds=True)
+
+                def by_tap() -> None:
+                    for kw in range(g.kw):
+                        iw = b.add(left, i64(kw * g.dilation[1]))
+                        inside = b.and_(row_inside, b.icmp_unsigned("<", iw, i64(g.w)))
+                        offset = b.mul(b.add(b.mul(ih, i64(g.w)), iw), i64(g.c))
+                        src = b.gep(image, [b.select(inside, offset, i64(0))], inbounds=True)
+                        self._copy(b, src, b.gep(dst, [i64(kw * g.c)], inbounds=True), g.c, inside)
+
+                if g.dilation[1] != 1 or g.w < g.kw:
+                    by_tap()
+                    continue
+                whole = b.and_(row_inside, b.icmp_unsigned("<", left, i64(g.w - g.kw + 1)))
+                with b.if_else(whole) as (then, otherwise):
+                    with then:
+                        at = b.mul(b.add(b.mul(ih, i64(g.w)), left), i64(g.c))
+                        self._copy(b, b.gep(image, [at], inbounds=True), dst, run, None)
+                    with otherwise:
+                        by_tap()
+        b.ret_void()
+        return fn
+
+    def multiply(self, b: ir.IRBuilder, args: tuple, k_at: ir.Value, kc: int, first: ir.Value,
+                 last: ir.Value, tm: int, tn: int) -> None:
+        """Microkernels over the gathered rows x filter rows k_at..k_at+kc, all of this tile."""
+        g, cfg = self.g, self.cfg
+        filt, out, extra, local, p0, n0 = args
+        nr = cfg.nr
+        k = g.kh * g.kw * g.c
+        for col in range(0, tn, nr):
+            cols = min(nr, tn - col)
+            n = b.add(n0, i64(col))
+            if self.filter_panel:  # panel n / NR (n0 is a multiple of NR), row k_at
+                at = b.add(b.mul(b.udiv(n, i64(nr)), i64(k * nr)), b.mul(k_at, i64(nr)))
+            else:
+                at = b.add(b.mul(k_at, i64(g.f)), n)
+            b_at = b.gep(filt, [at], inbounds=True)
+            for r in range(0, tm, cfg.mr):
+                shape = RegisterTile(cfg.lanes, min(cfg.mr, tm - r), cols, lda=self.ld,
+                                     ldb=nr if self.filter_panel else g.f, ldc=g.f,
+                                     masked_b=not self.filter_panel)
+                kernel = microkernel(self.module, self.name, shape, False, self.epilogue, self.extra)
+                row = b.add(p0, i64(r))
+                a_at = b.gep(local, [i64(r * self.ld)], inbounds=True)
+                c_at = b.gep(out, [b.add(b.mul(row, i64(g.f)), n)], inbounds=True)
+                b.call(kernel, [a_at, b_at, c_at, *extra, i64(kc), first, last, row, n])
+
     def tile(self, tm: int, tn: int) -> ir.Function:
-        """Output pixels p0..p0+tm x channels n0..n0+tn of one image: over taps and channel
-        blocks, gather then run the microkernels."""
+        """Output pixels p0..p0+tm x channels n0..n0+tn of one image: over K blocks, gather
+        then run the microkernels."""
         key = f"{self.name}.tile.{tm}x{tn}"
         if key in self.module.globals:
             return self.module.globals[key]
@@ -130,31 +248,25 @@ class _ConvGenerator:
         fn, b = internal_function(self.module, key, args, noalias=("image", "filter", "out", "local"))
         image, filt, out, *rest = fn.args
         extra, (local, p0, n0) = rest[:-3], rest[-3:]
-        nr = cfg.nv * cfg.lanes
-        row_blocks = [(r, min(cfg.mr, tm - r)) for r in range(0, tm, cfg.mr)]
-        col_blocks = [(c, min(nr, tn - c)) for c in range(0, tn, nr)]
-        channel_blocks = [(c0, min(cfg.kc, g.c - c0)) for c0 in range(0, g.c, cfg.kc)]
+        common = (filt, out, extra, local, p0, n0)
+        true, false = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
+        if cfg.window_rows:
+            blocks = [(kh0, min(cfg.window_rows, g.kh - kh0)) for kh0 in range(0, g.kh, cfg.window_rows)]
+            for i, (kh0, rows) in enumerate(blocks):
+                b.call(self.gather_rows(tm, kh0, rows), [image, local, p0])
+                self.multiply(b, common, i64(kh0 * g.kw * g.c), rows * g.kw * g.c,
+                              true if i == 0 else false, true if i == len(blocks) - 1 else false, tm, tn)
+            b.ret_void()
+            return fn
         taps = g.kh * g.kw
         with for_range(b, 0, taps, name="tap") as tap:
             kh, kw = b.udiv(tap, i64(g.kw)), b.urem(tap, i64(g.kw))
-            for c0, kc in channel_blocks:
+            for c0 in range(0, g.c, cfg.kc):
+                kc = min(cfg.kc, g.c - c0)
                 b.call(self.gather(tm, kc), [image, local, p0, kh, kw, i64(c0)])
-                first = b.icmp_unsigned("==", tap, i64(0)) if c0 == 0 else ir.Constant(ir.IntType(1), 0)
-                last = (b.icmp_unsigned("==", tap, i64(taps - 1)) if c0 + kc == g.c
-                        else ir.Constant(ir.IntType(1), 0))
-                slice_at = b.mul(b.add(b.mul(tap, i64(g.c)), i64(c0)), i64(g.f))
-                for col, cols in col_blocks:
-                    n = b.add(n0, i64(col))
-                    b_at = b.gep(filt, [b.add(slice_at, n)], inbounds=True)
-                    for r, mr in row_blocks:
-                        # The filter slice is read in place: it is small and reused by every
-                        # workgroup, so it stays in L2 and packing it would not pay.
-                        shape = RegisterTile(cfg.lanes, mr, cols, lda=cfg.kc, ldb=g.f, ldc=g.f, masked_b=True)
-                        kernel = microkernel(self.module, self.name, shape, False, self.epilogue, self.extra)
-                        row = b.add(p0, i64(r))
-                        a_at = b.gep(local, [i64(r * cfg.kc)], inbounds=True)
-                        c_at = b.gep(out, [b.add(b.mul(row, i64(g.f)), n)], inbounds=True)
-                        b.call(kernel, [a_at, b_at, c_at, *extra, i64(kc), first, last, row, n])
+                first = b.icmp_unsigned("==", tap, i64(0)) if c0 == 0 else false
+                last = b.icmp_unsigned("==", tap, i64(taps - 1)) if c0 + kc == g.c else false
+                self.multiply(b, common, b.add(b.mul(tap, i64(g.c)), i64(c0)), kc, first, last, tm, tn)
         b.ret_void()
         return fn
 
@@ -171,6 +283,7 @@ def generate_conv2d(
     config: ConvConfig | None = None,
     name: str = "conv2d",
     runtime_batch: int = 0,
+    filter_panel: int = 0,
 ) -> GeneratedKernel:
     """Generate NHWC x HWIO -> NHWC conv2d (feature groups = 1) for static shapes.
 
@@ -178,6 +291,8 @@ def generate_conv2d(
     `generate_matmul` (a bias: `(F,)` with `epilogue=bias_add()`). `runtime_batch` > 0: the batch
     is that many times the dynamic dim D (push constant 0; compiler/dynamic.py), which only sizes
     the grid's z and the batched bindings: the kernel checks those lengths against D.
+    `filter_panel` > 0: the filter binding is `matmul.pack_weights` of the K x F filter in panels
+    that wide, which must be the kernel's NR (`panel_width`).
     """
     n, h, w, c = input_shape
     kh, kw, c_f, f = filter_shape
@@ -197,14 +312,17 @@ def generate_conv2d(
     if oh < 1 or ow < 1:
         raise ValueError(f"generate_conv2d: empty output {oh}x{ow} for input {tuple(input_shape)}")
     g = _Geometry(h, w, c, kh, kw, f, oh, ow, tuple(strides), tuple(dilation), top, left)
-    cfg = config or choose_conv_config(oh * ow, f, c, images=n)
-    gen = _ConvGenerator(g, cfg, epilogue, len(extra_bindings), name)
+    cfg = config or choose_conv_config(oh * ow, f, c, images=n, kernel=(kh, kw))
+    if filter_panel and filter_panel != cfg.nr:
+        raise ValueError(f"generate_conv2d: filter packed in {filter_panel}-wide panels, the kernel's are {cfg.nr}")
+    gen = _ConvGenerator(g, cfg, epilogue, len(extra_bindings), name, filter_panel)
+    filter_floats = packed_size(kh * kw * c, f, filter_panel) if filter_panel else kh * kw * c * f
     grid = (-(-f // cfg.tile_n), -(-(oh * ow) // cfg.tile_m), n)
     return emit_tiled_entry(
         gen.module, name, grid, (oh * ow, f), (cfg.tile_m, cfg.tile_n),
-        [(n * h * w * c, h * w * c), (kh * kw * c * f, 0), (n * oh * ow * f, oh * ow * f),
+        [(n * h * w * c, h * w * c), (filter_floats, 0), (n * oh * ow * f, oh * ow * f),
          *((count, 0) for count in extra_bindings)],
-        4 * cfg.tile_m * cfg.kc,
+        4 * cfg.tile_m * gen.ld,
         gen.tile, cfg,
         per_dim=[runtime_batch * h * w * c, 0, runtime_batch * oh * ow * f] + [0] * len(extra_bindings) if runtime_batch else (),
     )

@@ -20,6 +20,7 @@ import numpy as np
 
 from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch, Partition
+from compiler.passes.packing import private_constants
 
 PanelWidth = Callable[[Sequence[int], Sequence[int]], int]
 Packer = Callable[[np.ndarray, int], np.ndarray]
@@ -28,11 +29,7 @@ Packer = Callable[[np.ndarray, int], np.ndarray]
 def prepack_filters(part: Partition, panel_width: PanelWidth, pack: Packer) -> Partition:
     """`part` with each (not depthwise) convolution whose filter is a constant read by nothing
     else (no other dispatch, not a result) rewritten to read it packed (`pack(K x F, NR)`)."""
-    readers: dict[int, int] = {}
-    for d in part.dispatches:
-        for t in set(d.tensors):
-            readers[t] = readers.get(t, 0) + 1
-    results = {t for t, _ in part.results}
+    own = private_constants(part)
     tensors = list(part.tensors)
     dispatches = []
     for d in part.dispatches:
@@ -40,7 +37,7 @@ def prepack_filters(part: Partition, panel_width: PanelWidth, pack: Packer) -> P
         if isinstance(body, kir.ConvBody) and not body.depthwise and not body.filter_panel \
                 and len(set(d.tensors)) == len(d.tensors):
             weights = tensors[d.tensors[1]]
-            if weights.kind == "constant" and readers[weights.id] == 1 and weights.id not in results:
+            if weights.id in own:
                 nr = panel_width(body.input_shape, body.filter_shape)
                 k = math.prod(body.filter_shape[:3])
                 value = pack(np.asarray(weights.value, np.float32).reshape(k, body.filter_shape[3]), nr)

@@ -29,11 +29,7 @@ Packer = Callable[[np.ndarray, int], np.ndarray]
 def prepack_weights(part: Partition, panel_width: PanelWidth, pack: Packer) -> Partition:
     """`part` with each single-batch matmul whose B is a constant read by nothing else (no other
     dispatch, not a result) rewritten to read that constant packed (`pack(B, NR)`)."""
-    readers: dict[int, int] = {}
-    for d in part.dispatches:
-        for t in set(d.tensors):
-            readers[t] = readers.get(t, 0) + 1
-    results = {t for t, _ in part.results}
+    own = private_constants(part)
     tensors = list(part.tensors)
     dispatches = []
     for d in part.dispatches:
@@ -41,10 +37,21 @@ def prepack_weights(part: Partition, panel_width: PanelWidth, pack: Packer) -> P
         if isinstance(body, kir.MatmulBody) and body.batch == 1 and not body.b_panel:
             a, b, _, _ = matmul_slots(d.region, "bias_add" in body.epilogue)
             weights = tensors[d.tensors[b]]
-            if a != b and weights.kind == "constant" and readers[weights.id] == 1 and weights.id not in results:
+            if a != b and weights.id in own:
                 d = _packed(d, b, weights, panel_width(body.m, body.n, body.k), pack, tensors)
         dispatches.append(d)
     return Partition(tensors, dispatches, list(part.results))
+
+
+def private_constants(part: Partition) -> set[int]:
+    """Ids of the constants that one dispatch alone reads and no result is: a pass may store
+    them in whatever layout that dispatch's kernel wants."""
+    readers: dict[int, int] = {}
+    for d in part.dispatches:
+        for t in set(d.tensors):
+            readers[t] = readers.get(t, 0) + 1
+    results = {t for t, _ in part.results}
+    return {t.id for t in part.tensors if t.kind == "constant" and readers.get(t.id) == 1 and t.id not in results}
 
 
 def _packed(d: Dispatch, slot: int, weights: Tensor, nr: int, pack: Packer, tensors: list[Tensor]) -> Dispatch:

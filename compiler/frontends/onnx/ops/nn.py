@@ -238,6 +238,24 @@ def _max_pool_indices(c: Ctx, x: Tensor, kernel, strides, dilations, padding, ou
     return c.b.binary("add", index, c.b.binary("multiply", channel, c.b.scalar(math.prod(spatial), np.int64)))
 
 
+def _channels_last_window(c: Ctx, x: Tensor, init: float, combine: str, kernel, strides, dilations, padding,
+                          out) -> Tensor:
+    """reduce_window of an N x C x spatial... tensor over its spatial dims, computed with the
+    channels last (N x spatial... x C) and transposed back. The CPU's reduction kernel vectorises
+    along the output's last dim: channels are contiguous in a convolution's output (fusion keeps
+    it NHWC, so the transposes cancel) where the last spatial dim is read with the stride, and
+    the result feeds the next convolution without a transpose."""
+    xs, dtype = shape_of(x), dtype_of(x)
+    n = len(xs) - 2
+    last = [0, *range(2, n + 2), 1]
+    attrs = {"window_dimensions": (1, *kernel, 1), "window_strides": (1, *strides, 1),
+             "base_dilations": (1,) * (n + 2), "window_dilations": (1, *dilations, 1),
+             "padding": ((0, 0), *(tuple(p) for p in padding), (0, 0))}
+    y = c.b.emit("reduce_window", [c.b.transpose(x, last), c.b.scalar(init, dtype)], [xs[0], *out, xs[1]], dtype,
+                 attrs, [scalar_body(combine, dtype)])
+    return c.b.transpose(y, [0, n + 1, *range(1, n + 1)])
+
+
 def _pool(kind: str):
     def handler(c: Ctx) -> list[Tensor]:
         x = c.input(0)
@@ -258,22 +276,20 @@ def _pool(kind: str):
                 o = _window_out(xs[2 + i], kernel[i], strides[i], dilations[i], lo, hi)
             out.append(o)
         dtype = dtype_of(x)
-        attrs = {"window_dimensions": (1, 1, *kernel), "window_strides": (1, 1, *strides),
-                 "base_dilations": (1,) * (n + 2), "window_dilations": (1, 1, *dilations),
-                 "padding": ((0, 0), (0, 0), *(tuple(p) for p in padding))}
-        shape = [*xs[:2], *out]
+
+        def window(x: Tensor, init: float, combine: str) -> Tensor:
+            return _channels_last_window(c, x, init, combine, kernel, strides, dilations, padding, out)
+
         if kind == "max":
-            y = c.b.emit("reduce_window", [x, c.b.scalar(lowest(dtype), dtype)], shape, dtype, attrs,
-                         [scalar_body("maximum", dtype)])
+            y = window(x, lowest(dtype), "maximum")
             if len(c.node.output) > 1 and c.node.output[1]:
                 return [y, _max_pool_indices(c, x, kernel, strides, dilations, padding, out)]
             return [y]
         if kind == "lp":  # (sum |x|^p over the window)^(1/p); padding counts as 0
             p = c.b.scalar(c.attr("p", 2), dtype)
-            powered = c.b.binary("power", c.b.unary("abs", x), p)
-            total = c.b.emit("reduce_window", [powered, c.b.scalar(0, dtype)], shape, dtype, attrs, [scalar_body("add", dtype)])
+            total = window(c.b.binary("power", c.b.unary("abs", x), p), 0, "add")
             return [c.b.binary("power", total, c.b.binary("divide", c.b.scalar(1, dtype), p))]
-        total = c.b.emit("reduce_window", [x, c.b.scalar(0, dtype)], shape, dtype, attrs, [scalar_body("add", dtype)])
+        total = window(x, 0, "add")
         if c.attr("count_include_pad", 0):
             # the window counted over the explicit pads (not ceil_mode's extra)
             explicit = _conv_geometry(c, xs[2:], kernel)[2]

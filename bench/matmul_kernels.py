@@ -207,6 +207,9 @@ def sweep(sizes: Sequence[int], repeats: int) -> list[dict]:
         for tile_m in (64, 256, 512):
             variants[f"tile_m{tile_m}"] = replace(base, tile_m=tile_m)
         variants["tile_n2panels"] = replace(base, tile_n=2 * base.nr)
+        variants["no_panel_prefetch"] = replace(base, prefetch_next=0)
+        variants["no_local_c"] = replace(base, c_local=False)
+        variants["a_in_place" if base.pack_a else "a_copied"] = replace(base, pack_a=not base.pack_a)
         for mr, nv in matmul.TILES_32_REGISTERS if base.lanes >= 16 else matmul.TILES_16_REGISTERS:
             variants[f"{mr}x{nv}"] = replace(base, mr=mr, nv=nv, tile_m=min(size, 16 * mr), tile_n=min(size, 8 * nv * base.lanes))
         dispatches: dict[str, Callable[[], object]] = {}
@@ -217,7 +220,8 @@ def sweep(sizes: Sequence[int], repeats: int) -> list[dict]:
             keep.append(module)
             packed = matmul.pack_weights(b, cfg.nr)
             for threads in (1, workers):
-                d = Dispatch(module.address(kernel.name), kernel.workgroup_count, 0, [a, packed, c], threads)
+                d = Dispatch(module.address(kernel.name), kernel.workgroup_count, kernel.local_memory_size,
+                             [a, packed, c], threads)
                 dispatches[f"{name}@{threads}"] = d.run
         for threads in (1, workers):
             _openblas_threads(threads)

@@ -209,7 +209,6 @@ def sweep(sizes: Sequence[int], repeats: int) -> list[dict]:
         variants["tile_n2panels"] = replace(base, tile_n=2 * base.nr)
         variants["no_panel_prefetch"] = replace(base, prefetch_next=0)
         variants["no_local_c"] = replace(base, c_local=False)
-        variants["a_in_place" if base.pack_a else "a_copied"] = replace(base, pack_a=not base.pack_a)
         for mr, nv in matmul.TILES_32_REGISTERS if base.lanes >= 16 else matmul.TILES_16_REGISTERS:
             variants[f"{mr}x{nv}"] = replace(base, mr=mr, nv=nv, tile_m=min(size, 16 * mr), tile_n=min(size, 8 * nv * base.lanes))
         dispatches: dict[str, Callable[[], object]] = {}

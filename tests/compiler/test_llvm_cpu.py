@@ -181,12 +181,12 @@ def test_matmul_batched(m: int) -> None:
 
 @pytest.mark.parametrize("b_packed", [True, False], ids=["prepacked-b", "b-packed-per-workgroup"])
 @pytest.mark.parametrize("lanes", [8, 16])
-def test_matmul_packed_a_local_c_and_panel_prefetch(lanes: int, b_packed: bool) -> None:
-    """A copied into local memory, C's partial sums kept in local memory between K blocks and
-    the next panel prefetched, at every edge: row tiles of 30 (11 left), column tiles of two
+def test_matmul_local_c_and_panel_prefetch(lanes: int, b_packed: bool) -> None:
+    """C's partial sums kept in local memory between K blocks and the next panel prefetched,
+    at every edge: row tiles of 30 (11 left), column tiles of two
     panels (22 columns left), K blocks of 64 (44 left), a batch, C += A @ B with bias and relu."""
     m, n, k, batch = 41, 150, 300, 2
-    config = matmul.MatmulConfig(lanes, 6, 32 // lanes, 30, 64, 64, pack_b=not b_packed, pack_a=True,
+    config = matmul.MatmulConfig(lanes, 6, 32 // lanes, 30, 64, 64, pack_b=not b_packed,
                                  prefetch_next=2 if b_packed else 0, c_local=True)
     a, w, bias = _rand(batch, m, k), _rand(k, n), _rand(n)
     c0 = _rand(batch, m, n)
@@ -195,16 +195,16 @@ def test_matmul_packed_a_local_c_and_panel_prefetch(lanes: int, b_packed: bool) 
                                     epilogue=matmul.chain(matmul.bias_add(), matmul.relu), config=config,
                                     b_panel=config.nr if b_packed else 0)
     b = matmul.pack_weights(w, config.nr) if b_packed else np.stack([w] * batch)
-    assert kernel.local_memory_size >= 4 * (30 * 64 + 30 * (64 + 16))  # A's block and C's partial sums
+    assert kernel.local_memory_size >= 4 * 30 * (64 + 16)  # C's partial sums, rows padded
     assert _dispatch(kernel, [a, b, c, bias]) == 0
     _close(c, np.maximum(c0 + a @ w + bias, 0), k)
 
 
-def test_blocked_tiling_packs_wide_a_and_keeps_c_local_over_k_blocks() -> None:
+def test_blocked_tiling_keeps_c_local_over_k_blocks_and_prefetches_packed_panels() -> None:
     wide = matmul.choose_config(256, 1024, 1024, lanes=16, packed=True)
-    assert wide.pack_a and wide.c_local and wide.prefetch_next == wide.nr * 4 // 64
+    assert wide.c_local and wide.prefetch_next == wide.nr * 4 // 64
     narrow = matmul.choose_config(256, 256, 64, lanes=16)
-    assert not (narrow.pack_a or narrow.c_local or narrow.prefetch_next)  # one K block, rows 256 B apart, B not pre-packed
+    assert not (narrow.c_local or narrow.prefetch_next)  # one K block, B not pre-packed
 
 
 def test_matmul_rejects_short_binding_and_local_memory() -> None:

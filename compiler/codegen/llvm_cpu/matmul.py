@@ -9,8 +9,6 @@ Structure (the BLIS/GotoBLAS loop nest, one workgroup per `tile_m x tile_n` tile
     for kb in K step kc:                 K blocking: a kc x NR panel of B fits in L1
         pack B[kb:kb+kc, tile] -> local  contiguous kc x NR panels: no 4 KiB-stride aliasing,
                                          no TLB misses in the hot loop
-        copy A[tile rows, kb:kb+kc]      rows of a wide A (4 KiB or more apart) share L1 sets
-          -> local, rows kc apart        and evict the panel; copied, they do not
         for each NR-wide panel p:        the panel stays in L1 ...
             for each MR-row block r:     ... while A's tile_m x kc block streams from L2
                 microkernel(MR x NR)     MR*NR/VL vector accumulators in registers, llvm.fma,
@@ -82,7 +80,6 @@ class MatmulConfig:
     pack_b: bool  # copy B panels into local memory (pays when several row blocks reuse them)
     prefetch_rows: int = 0  # unpacked B: prefetch the row this many k ahead (0 = none)
     stream_rows: int = 0  # M = 1: rows of B per pass over C's row kept in L1 (0 = register tile)
-    pack_a: bool = False  # copy A's tile_m x kc block into local memory, rows kc apart
     prefetch_next: int = 0  # row blocks that each prefetch a share of the next B panel (0 = none)
     c_local: bool = False  # keep C's partial sums between K blocks in local memory (padded rows)
 
@@ -106,12 +103,12 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     1.3x slower than 512 and 1.7x slower than 1024 for 784x1024). M <= 4: register tiles of
     M x up to 8 vectors (enough independent FMA chains to cover the FMA latency), over B in place
     prefetching 8 rows ahead (1.2x faster than without), or over packed panels, which are
-    contiguous streams the hardware prefetchers follow. Skinny shapes split N into at least
+    contiguous streams the hardware prefetchers follow, prefetched PANEL_PREFETCH_BYTES ahead. Skinny shapes split N into at least
     MIN_WORKGROUPS column tiles so every worker has some.
     Otherwise the blocked path (measured on a 2-core Sapphire/Emerald Rapids VM, 1024^3 and
     2048^3 on one core, `bench.matmul_kernels`): prefetching the next B panel took 1024^3 from
     ~0.80 to ~0.87 of the FMA peak and keeping C's partial sums local to ~0.90 (OpenBLAS: ~0.80-0.85
-    in the same runs); copying A mattered only where its rows are 8 KiB apart (2048).
+    in the same runs); copying A's block into local memory (rows kc apart) was slower at both.
     Register tile 6 x 2 vectors with 16 vector registers (AVX2:
     12 accumulators + 2 B vectors + 1 broadcast), 8 x 3, 6 x 4 or 12 x 2 with 32 (AVX-512,
     `register_tile`); kc sized so a
@@ -132,7 +129,8 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
         nv = min(8, 12 // m, -(-n // lanes), max(2, n // (MIN_WORKGROUPS * lanes)))
         nr = nv * lanes
         tile_n = min(n, max(nr, round_up(-(-n // MIN_WORKGROUPS), nr)))
-        return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)
+        ahead = max(1, PANEL_PREFETCH_BYTES // (4 * nr)) if packed else 8
+        return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=ahead)
     mr, nv = register_tile(n, lanes)
     nr = nv * lanes
     kc_max = min(512, max(64, cache.l1d * 3 // 4 // (4 * (nr + mr)) // 16 * 16))
@@ -144,7 +142,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     wanted_col_tiles = -(-MIN_WORKGROUPS // -(-m // tile_m))
     tile_n = min(n, 8 * nr, max(nr, round_up(-(-n // wanted_col_tiles), nr)))
     return MatmulConfig(lanes, mr, nv, tile_m, tile_n, kc, pack_b=not packed and m > 2 * mr,
-                        pack_a=4 * k >= PAGE, prefetch_next=-(-4 * nr // LINE) if packed else 0,
+                        prefetch_next=-(-4 * nr // LINE) if packed else 0,
                         c_local=k > kc)
 
 
@@ -172,7 +170,8 @@ def pack_weights(b: np.ndarray, nr: int) -> np.ndarray:
 PREFETCH_NEXT_LOCALITY = 2  # llvm.prefetch locality of the next B panel: 2 = prefetcht1 (into L2)
 PANELS_AHEAD = 1  # which panel the row blocks prefetch: the next one (2 or 3 measured no better)
 LINE = 64  # bytes per cache line
-PAGE = 4096  # bytes per page (A rows at least this far apart are packed: `pack_a`)
+PANEL_PREFETCH_BYTES = 8192  # GEMV over a packed panel: prefetch this far ahead (L3-resident
+# weights, one core: 29 against 27 GB/s without; 2-16 KiB ahead measured within 2 % of it)
 
 MIN_WORKGROUPS = 16  # blocked matmul workgroups to aim for (a few per worker, for balance)
 
@@ -384,12 +383,8 @@ class _Generator:
 
     @property
     def b_local_floats(self) -> int:
-        """Floats of local memory for the packed B panels (the packed A block follows them)."""
+        """Floats of local memory for the packed B panels (the partial C follows them)."""
         return self.panel_floats * -(-self.cfg.tile_n // self.cfg.nr) if self.cfg.pack_b else 0
-
-    @property
-    def a_local_floats(self) -> int:
-        return self.cfg.tile_m * self.cfg.kc if self.cfg.pack_a else 0
 
     @property
     def ldc_local(self) -> int:
@@ -399,16 +394,17 @@ class _Generator:
 
     @property
     def local_memory_size(self) -> int:
-        return 4 * (self.b_local_floats + self.a_local_floats + self.cfg.tile_m * self.ldc_local)
+        return 4 * (self.b_local_floats + self.cfg.tile_m * self.ldc_local)
 
     def _extra_args(self) -> list[tuple[str, ir.Type]]:
         return [(f"extra{i}", F32P) for i in range(len(self.extra_bindings))]
 
     def microkernel(self, mr: int, cols: int, prefetch_line: bool = False) -> ir.Function:
         packed = self.cfg.pack_b or self.b_packed
-        shape = RegisterTile(self.cfg.lanes, mr, cols, lda=self.cfg.kc if self.cfg.pack_a else self.k,
+        shape = RegisterTile(self.cfg.lanes, mr, cols, lda=self.k,
                              ldb=self.cfg.nr if packed else self.n, ldc=self.n, masked_b=not packed,
-                             prefetch_rows=0 if packed else self.cfg.prefetch_rows, prefetch_line=prefetch_line,
+                             prefetch_rows=self.cfg.prefetch_rows if self.b_packed or not packed else 0,
+                             prefetch_line=prefetch_line,
                              ldc_local=self.ldc_local)
         return microkernel(self.module, self.name, shape, self.accumulate, self.epilogue,
                            len(self.extra_bindings))
@@ -431,29 +427,6 @@ class _Generator:
                     col = p * nr + j * lanes
                     value = load_vector(b, b.gep(src_row, [i64(col)], inbounds=True), lanes, tn - col)
                     store_vector(b, value, b.gep(dst_row, [i64(p * self.panel_floats + j * lanes)], inbounds=True), lanes)
-        b.ret_void()
-        return fn
-
-    def pack_a(self) -> ir.Function:
-        """Copy `rows` rows of A's K block (kc floats each, K apart) into local memory, cfg.kc
-        apart: the microkernel's rows then lie in distinct L1 sets (rows of a wide A, 4 KiB
-        apart, all fall in the same few sets and evict the B panel) and in one page."""
-        key = f"{self.name}.pack_a"
-        if key in self.module.globals:
-            return self.module.globals[key]
-        lanes = self.cfg.lanes
-        fn, b = internal_function(self.module, key, [("src", F32P), ("dst", F32P), ("rows", I64), ("kc", I64)],
-                                  noalias=("src", "dst"))
-        src, dst, rows, kc = fn.args
-        full = b.sub(kc, b.urem(kc, i64(lanes)))
-        with for_range(b, 0, rows, name="r") as r:
-            src_row = b.gep(src, [b.mul(r, i64(self.k))], inbounds=True)
-            dst_row = b.gep(dst, [b.mul(r, i64(self.cfg.kc))], inbounds=True)
-            with for_range(b, 0, full, step=lanes, name="j") as j:
-                value = load_vector(b, b.gep(src_row, [j], inbounds=True), lanes, lanes)
-                store_vector(b, value, b.gep(dst_row, [j], inbounds=True), lanes)
-            with for_range(b, full, kc, name="t") as t:
-                b.store(b.load(b.gep(src_row, [t], inbounds=True)), b.gep(dst_row, [t], inbounds=True))
         b.ret_void()
         return fn
 
@@ -575,10 +548,6 @@ class _Generator:
             b_block = b.gep(bm, [b.add(b.mul(kb, i64(self.n)), n0)], inbounds=True)
             if cfg.pack_b:
                 b.call(self.pack(tn), [b_block, local, kc])
-            if cfg.pack_a:
-                a_local = b.gep(local, [i64(self.b_local_floats)], inbounds=True)
-                a_block = b.gep(a, [b.add(b.mul(m0, i64(self.k)), kb)], inbounds=True)
-                b.call(self.pack_a(), [a_block, a_local, tm if not isinstance(tm, int) else i64(tm), kc])
 
             def packed_panel(col: ir.Value, k0: ir.Value) -> ir.Value:
                 """Panel col / NR of the pre-packed B, from row k0: contiguous kc x NR floats."""
@@ -603,14 +572,11 @@ class _Generator:
 
                 def block(r: ir.Value, mr: int, index: int | None) -> None:
                     row = b.add(m0, r)
-                    if cfg.pack_a:
-                        a_at = b.gep(a_local, [b.mul(r, i64(cfg.kc))], inbounds=True)
-                    else:
-                        a_at = b.gep(a, [b.add(b.mul(row, i64(self.k)), kb)], inbounds=True)
+                    a_at = b.gep(a, [b.add(b.mul(row, i64(self.k)), kb)], inbounds=True)
                     c_at = b.gep(c, [b.add(b.mul(row, i64(self.n)), col)], inbounds=True)
                     args = [a_at, b_panel, c_at, *extra, kc, first, last, row, col]
                     if self.ldc_local:
-                        c_local = b.gep(local, [i64(self.b_local_floats + self.a_local_floats)], inbounds=True)
+                        c_local = b.gep(local, [i64(self.b_local_floats)], inbounds=True)
                         args.append(b.gep(c_local, [b.add(b.mul(r, i64(self.ldc_local)), b.mul(p, i64(cfg.nr)))],
                                           inbounds=True))
                     # The first row blocks each prefetch kc lines of the next panel (one a k step)

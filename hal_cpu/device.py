@@ -30,11 +30,11 @@ class CpuDevice(Device):
     formats = (CPU_NATIVE_FORMAT,)
     branches = True  # the scheduler evaluates jumps between regions (scheduler/executor.py)
 
-    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = CPU_LOCAL_MEMORY, spin_us: float = 20.0, host_spin_us: float | None = None, max_submissions: int | None = None, wake_cost_us: float | None = None) -> None:
+    def __init__(self, driver: str, workers: int | None, *, pin: bool = False, local_memory_size: int = CPU_LOCAL_MEMORY, spin_us: float = 20.0, busy_spin_us: float = 100.0, host_spin_us: float | None = None, max_submissions: int | None = None, wake_cost_us: float | None = None) -> None:
         super().__init__(DeviceLimits(local_memory_size=local_memory_size))
         self.driver = driver
         options = {k: v for k, v in (("host_spin_us", host_spin_us), ("max_submissions", max_submissions)) if v is not None}
-        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, wake_cost_us=wake_cost_us, **options)
+        self.scheduler = Scheduler(workers, pin=pin, local_memory_size=local_memory_size, spin_us=spin_us, busy_spin_us=busy_spin_us, wake_cost_us=wake_cost_us, **options)
 
     def __repr__(self) -> str:
         return f"<Device {self.driver} workers={self.scheduler.workers}>"

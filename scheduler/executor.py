@@ -439,6 +439,7 @@ def complete(a: int, s: int, w: int) -> None:
     slot = slot_addr(a, s)
     error = load(slot + 8 * L.S_ERROR)
     store(slot + 8 * L.S_STATE, L.DONE if error == 0 else L.FAILED)
+    fetch_add(a + 8 * L.H_RUNNING, -1)  # before the signals: a waiter they release sees it
     signals = load(slot + 8 * L.S_SIGNALS)
     for i in range(load(slot + 8 * L.S_N_SIGNALS)):
         m = load_i64(signals + 16 * i)
@@ -509,6 +510,7 @@ def try_release(a: int, s: int, w: int, direct: bool) -> bool:
     if state == 0 or cas(slot + 8 * L.S_STATE, L.PENDING, L.RESERVED) != L.PENDING:
         return False
     fetch_add(a + 8 * L.H_PENDING, -1)
+    fetch_add(a + 8 * L.H_RUNNING, 1)
     if state == 1:
         return start(a, s, w, direct)
     else:

@@ -38,6 +38,8 @@ H_HOST = 21  # 1 while a host thread is the host participant
 H_READY_CAP = 22  # ready-queue cells (a power of two >= H_SLOT_CAP: the queue never fills)
 H_WAKING = 23  # workers woken and not yet running: participants already committed to published work
 H_ACTIVE = 24  # participants inside help_slot (own line: every help session hits it)
+H_BUSY_SPIN_NS = 25  # how long an idle participant spins while submissions run (more regions come)
+H_RUNNING = 26  # submissions released and not yet complete
 H_READY_HEAD = 32  # ready queue: consumers CAS the head
 H_READY_TAIL = 40  # producers CAS the tail
 HEADER_WORDS = 48

@@ -92,7 +92,10 @@ class Scheduler:
     """One arena, `workers` threads in the native worker loop (0: run inline on the caller).
 
     `wake_cost_us`: the wake policy's price of waking a parked worker (None: measure it, starting
-    from 50 us); a region gets another participant only while that shortens it by more."""
+    from 50 us); a region gets another participant only while that shortens it by more.
+    `spin_us` / `busy_spin_us`: how long a participant with nothing to run spins before parking
+    when no submission runs / while one runs (its next region comes within microseconds, and a
+    parked worker takes a wake to get back)."""
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class Scheduler:
         max_submissions: int = L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK,
         max_semaphores: int = 4096,
         spin_us: float = 20.0,
+        busy_spin_us: float = 100.0,
         host_spin_us: float | None = None,
         wake_cost_us: float | None = None,
         local_memory_size: int = 1 << 20,
@@ -130,6 +134,7 @@ class Scheduler:
         self.arena[L.H_SLOT_CAP] = L.MAX_SLOT_CHUNKS * L.SLOT_CHUNK
         self.arena[L.H_SEM_CAP] = self._sems
         self.arena[L.H_SPIN_NS] = int(spin_us * 1000)
+        self.arena[L.H_BUSY_SPIN_NS] = int(max(spin_us, busy_spin_us) * 1000)
         self.arena[L.H_WAKE_MEASURE] = wake_cost_us is None
         self.arena[L.H_WAKE_COST_NS] = int((50.0 if wake_cost_us is None else wake_cost_us) * 1000)
         # How long a host wait spins (GIL released) before sleeping in the futex, when it has
@@ -441,13 +446,15 @@ class Scheduler:
         helps (as the host participant) while there is work it may run, and sleeps otherwise."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
+            spun = False
             if not self.inline and host_join(self.a):
                 r = host_help(self.a, -1, m, value)
                 if r != 0:
                     return r == 1
+                spun = True
             spin = self._host_spin_ns
             if spin is None:
-                spin = ADAPTIVE_HOST_SPIN_NS if self.arena[L.H_ACTIVE] < self.workers else 0
+                spin = ADAPTIVE_HOST_SPIN_NS if self.arena[L.H_ACTIVE] < self.workers and not spun else 0
             remaining = 3600.0 if deadline is None else min(3600.0, deadline - time.monotonic())
             ts = make_timespec(max(0.0, remaining))
             r = host_wait(self.a, m, value, spin if remaining > 0 else 0, ctypes.addressof(ts))

@@ -115,6 +115,16 @@ def _park(a: int, w: int, participants: int) -> None:
 
 
 @njit(nogil=True, cache=True)
+def spin_budget(a: int) -> int:
+    """How long an idle participant spins before parking: H_BUSY_SPIN_NS while submissions run
+    (a call's next region is usually published within a few us, and a parked worker costs a
+    15-100 us wake to get back), H_SPIN_NS when nothing runs (an idle device burns no CPU)."""
+    if load(a + 8 * L.H_RUNNING) > 0:
+        return load_i64(a + 8 * L.H_BUSY_SPIN_NS)
+    return load_i64(a + 8 * L.H_SPIN_NS)
+
+
+@njit(nogil=True, cache=True)
 def take_token(a: int) -> bool:
     """One of the device's H_THREADS participant tokens (H_ACTIVE counts those taken): a device
     with N workers never runs more than N participants at once, the helping host included."""
@@ -176,7 +186,7 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         now = now_ns()
         if idle_since == 0:
             idle_since = now
-        if now - idle_since < load_i64(a + 8 * L.H_SPIN_NS):
+        if now - idle_since < spin_budget(a):
             bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue
@@ -227,23 +237,41 @@ def host_join(a: int) -> bool:
 
 
 @njit(nogil=True, cache=True)
+def _host_spin(a: int, h: int, m: int, value: int) -> int:
+    """The host participant's SPINNING state: polls for work and for its semaphore, as an idle
+    worker does (spin_budget). A region's last tiles usually run on another participant, whose
+    finish publishes the next region a moment later: a host that left at once would miss the
+    rest of the call (a worker woken in its place) and then need a futex wake itself at the end."""
+    t0 = now_ns()
+    found = EMPTY
+    while not sem_reached(a, m, value) and now_ns() - t0 < spin_budget(a):
+        found = find_work(a, h)
+        if found != EMPTY:
+            break
+        bump(a, h, L.W_SPINS, 1)
+        cpu_relax()
+    bump(a, h, L.W_SPIN_NS, now_ns() - t0)
+    return found
+
+
+@njit(nogil=True, cache=True)
 def host_help(a: int, first: int, m: int, value: int) -> int:
     """The host participant (after host_join) runs work until semaphore m reaches `value`: slot
-    `first` (>= 0: a submission it just made with `direct`), then whatever it finds. Returns 1
-    when the value is reached, -1 when the semaphore failed, 0 when nothing is left to run (the
-    caller then sleeps). Leaves the host participant role: anything it leaves visible gets a
-    worker woken for it."""
+    `first` (>= 0: a submission it just made with `direct`), then whatever it finds, spinning for
+    more when it runs out (spin_budget). Returns 1 when the value is reached, -1 when the
+    semaphore failed, 0 when nothing is left to run (the caller then sleeps). Leaves the host
+    participant role: anything it leaves visible gets a worker woken for it."""
     participants = load_i64(a + 8 * L.H_WORKERS)
     h = participants - 1
-    t0 = now_ns()
     if first >= 0:
-        help_slot(a, first, h, m, value)
+        run_slot(a, first, h, m, value)
     while not sem_reached(a, m, value):
         found = find_work(a, h)
         if found == EMPTY:
-            break
-        help_slot(a, join(a, found, h), h, m, value)
-    bump(a, h, L.W_BUSY_NS, now_ns() - t0)
+            found = _host_spin(a, h, m, value)
+            if found == EMPTY:
+                break
+        run_slot(a, join(a, found, h), h, m, value)
     store(word(a, L.H_HOST), 0)
     give_token(a, participants)
     sem = sem_addr(a, m)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
 import fibergrid as fg
 from scheduler import layout as L
-from tests.scheduler.kernels import WAIT, dispatch_ids, run
+from tests.scheduler.kernels import WAIT, dispatch_ids, fail_at, run, spin
 
 IDLE_S = 0.5
 MAX_CORE_FRACTION = 0.2  # generous: a parked worker uses none; a spinning one uses a whole core
@@ -116,3 +117,37 @@ def test_host_waiter_sleeps_instead_of_spinning():
         t.join(timeout=WAIT)
         assert not t.is_alive()
         assert fraction < MAX_CORE_FRACTION, f"a blocked waiter used {fraction:.0%} of a core"
+
+
+def test_running_count_follows_submissions():
+    """H_RUNNING (what stretches an idle participant's spin to H_BUSY_SPIN_NS) counts a
+    submission from its release to its completion, whether it ran, failed in a kernel or was
+    failed through a semaphore it waited on, and is back at 0 once nothing runs: an idle
+    device spins only H_SPIN_NS before parking."""
+    with fg.create_device("local-task", workers=2) as dev:
+        running = lambda: int(dev.scheduler.arena[L.H_RUNNING])  # noqa: E731
+        assert running() == 0
+        out = dev.allocator.import_array(np.zeros(4, np.int64))
+        who = dev.allocator.import_array(np.zeros(4, np.int32))
+        long_cb = dev.create_command_buffer()
+        long_cb.dispatch(spin, "spin", (1,), [np.uint32(1), np.uint32(400_000_000)], [out, who])
+        long_cb.end()
+        gate, done, failed = dev.create_semaphore(0), dev.create_semaphore(0), dev.create_semaphore(0)
+        cb, _, hits, _ = dispatch_ids(dev, (64,))
+        dev.queue_execute([cb], wait=[(gate, 1)], signal=[(failed, 1)])  # parked: not running
+        dev.queue_execute([long_cb], signal=[(done, 1)])
+        assert running() == 1
+        done.wait(1, timeout=60)
+        assert running() == 0
+        gate.fail("stop")
+        with pytest.raises(fg.Aborted):
+            failed.wait(1, timeout=WAIT)
+        assert running() == 0 and (hits.to_numpy() == 0).all()
+        bad = dev.allocator.import_array(np.zeros(8, np.int32))
+        fail = dev.create_command_buffer()
+        fail.dispatch(fail_at, "fail_at", (8,), [np.uint32(3)], [bad])
+        fail.end()
+        with pytest.raises(fg.Aborted):
+            run(dev, [fail])
+        do_work(dev)
+        assert running() == 0

@@ -355,7 +355,10 @@ class ConvBody:
     the filter KH x KW x 1 x F, output channel f reading input channel f only. `filter_panel` > 0:
     the filter is a constant pre-packed at compile time (compiler/passes/conv_packing.py) as the
     K x F matrix (K = KH*KW*C in HWIO order) in ceil(F / filter_panel) panels of K x
-    filter_panel, the last zero-padded, as `MatmulBody.b_panel` packs B."""
+    filter_panel, the last zero-padded, as `MatmulBody.b_panel` packs B. `epilogue`, in order, on
+    each output value: 'bias_add' (+ bias[f], the next binding from 3 on), 'residual_add' (+ the
+    value at the same place of an N x OH x OW x F tensor, the next binding), 'relu', and
+    'minimum:V' (min with the constant V: ReLU6 after 'relu')."""
 
     input_shape: tuple[int, int, int, int]
     filter_shape: tuple[int, int, int, int]
@@ -364,6 +367,7 @@ class ConvBody:
     dilation: tuple[int, int]
     depthwise: bool = False
     filter_panel: int = 0
+    epilogue: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

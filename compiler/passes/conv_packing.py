@@ -35,7 +35,7 @@ def prepack_filters(part: Partition, panel_width: PanelWidth, pack: Packer) -> P
     for d in part.dispatches:
         body = d.region.body
         if isinstance(body, kir.ConvBody) and not body.depthwise and not body.filter_panel \
-                and len(set(d.tensors)) == len(d.tensors):
+                and not d.region.bindings[1].output and d.tensors.count(d.tensors[1]) == 1:
             weights = tensors[d.tensors[1]]
             if weights.id in own:
                 nr = panel_width(body.input_shape, body.filter_shape)

@@ -21,7 +21,9 @@ another dispatch. dot_general on f32 becomes a matmul region (operands transpose
 an `add` of a bias broadcast along the columns and then a `maximum` with 0: those fold into its
 epilogue, as jax.nn.relu(x @ w + b) is lowered. 2-D f32 convolutions without groups or input
 dilation go to the conv generator in NHWC x HWIO (other layouts transposed there), and so do
-depthwise ones (as many groups as input and output features). sort becomes
+depthwise ones (as many groups as input and output features); they stay pending as matmuls do,
+taking a bias along the features, a residual add of the output's shape, relu and then a minimum
+with a constant (ReLU6) into their epilogue: a CNN layer is one dispatch. sort becomes
 a sort region.
 
 bitcast_convert between widths is index arithmetic too (shifts and ors of the operand's bits).
@@ -33,6 +35,7 @@ compile time, never at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -81,6 +84,10 @@ class Partition:
 
 @dataclass
 class _PendingMatmul:
+    """A matmul not emitted yet, growing an epilogue; with `conv`, a convolution of input `a` by
+    filter `b` into its NHWC output (`shape`, `n` features) that the op's result reads through
+    the permutation `view` (the result's dim i is the output's dim view[i])."""
+
     a: int
     b: int
     m: int
@@ -90,6 +97,14 @@ class _PendingMatmul:
     shape: tuple[int, ...]
     epilogue: list[str] = field(default_factory=list)
     bias: int | None = None
+    conv: kir.ConvBody | None = None
+    view: tuple[int, ...] = ()
+    residual: int | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        """The result's dim that a bias runs along."""
+        return self.view.index(3) if self.conv is not None else len(self.shape) - 1
 
 
 @dataclass
@@ -126,6 +141,13 @@ class _Bindings:
 
     def output(self, tensor: int, shape: tuple[int, ...], dtype: np.dtype) -> int:
         self.decls.append(kir.BindingDecl(tuple(shape), dtype, output=True))
+        self.tensors.append(tensor)
+        return len(self.decls) - 1
+
+    def extra(self, tensor: int, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        """An input slot of its own (a library body's epilogue operand, at a fixed position),
+        even when the tensor is bound already."""
+        self.decls.append(kir.BindingDecl(tuple(shape), dtype))
         self.tensors.append(tensor)
         return len(self.decls) - 1
 
@@ -355,6 +377,8 @@ class _Fuser:
         p = self.pending.pop(v, None)
         if p is None:
             return
+        if p.conv is not None:
+            return self.flush_conv(v, p)
         out = self.new_tensor(p.shape, F32)
         regs = _Bindings()
         regs.input(p.a, (p.batch, p.m, p.k), F32)
@@ -398,20 +422,31 @@ class _Fuser:
                          ix.substitute(lhs_node, lhs_coords), ix.substitute(rhs_node, rhs_coords))
 
     def absorb_epilogue(self, op: Op) -> bool:
-        """Fold `op` into the pending matmul it consumes (bias add, then relu); True if it did."""
-        if op.name not in ("add", "maximum"):
+        """Fold `op` into the pending matmul or convolution it consumes (bias add, then relu; a
+        convolution also takes a residual add before the relu and a minimum with a constant
+        after it: ReLU6); True if it did."""
+        if op.name not in ("add", "maximum", "minimum"):
             return False
         for i, v in enumerate(op.operands):
             p = self.pending.get(v)
             if p is None or self.uses[v] != 1:
                 continue
             other = self.lazy.get(op.operands[1 - i])
-            if op.name == "add" and not p.epilogue and self._is_bias(other, len(p.shape), p.n):
+            if op.name == "add" and not p.epilogue and self._is_bias(other, p.feature_dim, p.n):
                 p.bias = other.tensor
                 p.epilogue.append("bias_add")
             elif op.name == "maximum" and "relu" not in p.epilogue and isinstance(other, kir.Const) \
                     and other.value == 0:
                 p.epilogue.append("relu")
+            elif op.name == "minimum" and p.conv is not None and p.epilogue[-1:] == ["relu"] \
+                    and isinstance(other, kir.Const) and other.dtype == F32:
+                p.epilogue.append(f"minimum:{float(other.value)!r}")
+            elif op.name == "add" and p.conv is not None and set(p.epilogue) <= {"bias_add"} \
+                    and op.operands[1 - i] is not v and op.operands[1 - i].type == op.results[0].type:
+                self.flush(op.operands[1 - i])
+                layout = [p.view.index(d) for d in range(len(p.view))]
+                p.residual = self.tensor_of(_permuted(self.lazy[op.operands[1 - i]], layout), p.shape, F32)
+                p.epilogue.append("residual_add")
             else:
                 return False
             del self.pending[v]
@@ -420,12 +455,12 @@ class _Fuser:
         return False
 
     @staticmethod
-    def _is_bias(node: object, rank: int, n: int) -> bool:
-        """A dense f32 vector of n values indexed by the last output dim only."""
+    def _is_bias(node: object, dim: int, n: int) -> bool:
+        """A dense f32 vector of n values indexed by the output's dim `dim` only."""
         if not (isinstance(node, Leaf) and node.dtype == F32 and math.prod(node.shape) == n):
             return False
         moving = [x for x in node.index if not (isinstance(x, kir.Const) and x.value == 0)]
-        return len(moving) == 1 and isinstance(moving[0], kir.Coord) and moving[0].dim == rank - 1 \
+        return len(moving) == 1 and isinstance(moving[0], kir.Coord) and moving[0].dim == dim \
             and node.shape[node.index.index(moving[0])] == n
 
     # -- convolution ---------------------------------------------------------------------------
@@ -449,17 +484,30 @@ class _Fuser:
         ls, ks, os_ = op.operands[0].type.shape, op.operands[1].type.shape, op.results[0].type.shape
         in_shape, k_shape = tuple(ls[d] for d in in_perm), tuple(ks[d] for d in k_perm)
         out_shape = tuple(os_[d] for d in out_perm)
-        regs = _Bindings()
-        regs.input(self.tensor_of(_permuted(lhs_node, in_perm), in_shape, F32), in_shape, F32)
-        regs.input(self.tensor_of(_permuted(rhs_node, k_perm), k_shape, F32), k_shape, F32)
-        out = self.new_tensor(out_shape, F32)
-        regs.output(out, out_shape, F32)
+        image = self.tensor_of(_permuted(lhs_node, in_perm), in_shape, F32)
+        filt = self.tensor_of(_permuted(rhs_node, k_perm), k_shape, F32)
         body = kir.ConvBody(in_shape, k_shape, tuple(a["window_strides"]),
                             tuple(tuple(p) for p in a["padding"]), tuple(a["rhs_dilation"]),
                             a["feature_group_count"] > 1)
-        self.add_dispatch("conv", regs, body)
-        inverse = [out_perm.index(d) for d in range(len(out_perm))]
-        self.lazy[op.results[0]] = _permuted(self.leaf(out, out_shape, F32), inverse)
+        inverse = tuple(out_perm.index(d) for d in range(len(out_perm)))
+        # Pending, like a matmul, so that a bias, residual and activation join its epilogue.
+        self.pending[op.results[0]] = _PendingMatmul(image, filt, 0, out_shape[3], 0, 1, out_shape,
+                                                     conv=body, view=inverse)
+
+    def flush_conv(self, v: Value, p: _PendingMatmul) -> None:
+        """Emit a pending convolution: bindings input, filter, output, then the bias and the
+        residual its epilogue reads."""
+        regs = _Bindings()
+        regs.input(p.a, p.conv.input_shape, F32)
+        regs.input(p.b, p.conv.filter_shape, F32)
+        out = self.new_tensor(p.shape, F32)
+        regs.output(out, p.shape, F32)
+        if p.bias is not None:
+            regs.extra(p.bias, (p.n,), F32)
+        if p.residual is not None:
+            regs.extra(p.residual, p.shape, F32)
+        self.add_dispatch("conv", regs, dataclasses.replace(p.conv, epilogue=tuple(p.epilogue)))
+        self.lazy[v] = _permuted(self.leaf(out, p.shape, F32), list(p.view))
 
     def direct_convolution(self, op: Op, lhs_node, rhs_node) -> None:
         """Any convolution as a fold: output dims x (input features of a group, window dims),

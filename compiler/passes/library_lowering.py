@@ -77,14 +77,14 @@ def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
 
 def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     """out[n, oh, ow, f] = sum_{kh, kw, c} in[n, oh*sh + kh*dh - pt, ow*sw + kw*dw - pl, c] *
-    filter[kh, kw, c, f], zero outside the input (padding); depthwise: input channel f, c = 0.
+    filter[kh, kw, c, f], zero outside the input (padding); depthwise: input channel f, c = 0;
+    then the epilogue (bias, residual, relu, minimum) on the sum.
     A pre-packed filter (`filter_panel` = NR) is read in panel f // NR, row (kh*KW + kw)*C + c,
     column f % NR."""
     body = region.body
     assert isinstance(body, kir.ConvBody)
-    inputs = [i for i, d in enumerate(region.bindings) if not d.output]
-    src, flt = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
     out_slot = next(i for i, d in enumerate(region.bindings) if d.output)
+    src, flt = 0, 1 if out_slot > 1 else 0  # one slot when the input is the filter
     n_, h, w, _ = body.input_shape
     kh_, kw_, cin, f_ = body.filter_shape
     oh_, ow_ = region.bindings[out_slot].shape[1:3]
@@ -111,7 +111,18 @@ def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
     product = kir.Compute("multiply", (value, kir.Load(flt, tap, F32)), F32)
     combiner = (kir.Compute("add", (kir.Arg(0, F32), kir.Arg(1, F32)), F32),)
     shape = (n_, oh_, ow_, f_, kh_, kw_, cin)
-    new = kir.ReductionBody(shape, (4, 5, 6), (product,), (kir.Const(0.0, F32),), combiner, (kir.Arg(0, F32),),
+    out: kir.Expr = kir.Arg(0, F32)
+    extra = iter(range(out_slot + 1, len(region.bindings)))  # the epilogue's operands, in its order
+    for step in body.epilogue:
+        if step == "bias_add":
+            out = kir.Compute("add", (out, kir.Load(next(extra), (f,), F32)), F32)
+        elif step == "residual_add":
+            out = kir.Compute("add", (out, kir.Load(next(extra), (n, oh, ow, f), F32)), F32)
+        elif step == "relu":
+            out = kir.Compute("maximum", (out, kir.Const(0.0, F32)), F32)
+        else:  # "minimum:V"
+            out = kir.Compute("minimum", (out, kir.Const(float(step.partition(":")[2]), F32)), F32)
+    new = kir.ReductionBody(shape, (4, 5, 6), (product,), (kir.Const(0.0, F32),), combiner, (out,),
                             (out_slot,), _grid((n_, oh_, ow_, f_)))
     return kir.KernelRegion(region.name, region.bindings, new)
 

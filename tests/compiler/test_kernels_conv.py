@@ -71,3 +71,91 @@ def test_prepacked_filters_on_vulkan() -> None:
             np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)
     finally:
         device.close()
+
+
+# -- epilogues fused into the convolution ------------------------------------------------------
+DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _residual_block(w: np.ndarray, bias: np.ndarray):
+    """ResNet's: relu(conv(x) + bias + x)."""
+    def f(x):
+        return jax.nn.relu(lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS) + bias + x)
+    return f
+
+
+def _relu6_depthwise(w: np.ndarray, bias: np.ndarray, strides: tuple[int, int]):
+    """MobileNet's: min(max(depthwise(x) + bias, 0), 6)."""
+    def f(x):
+        y = lax.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=DIMS, feature_group_count=x.shape[3])
+        return jax.numpy.minimum(jax.numpy.maximum(y + bias, 0.0), 6.0)
+    return f
+
+
+def _epilogues(module: fg.Module) -> list[tuple[str, ...]]:
+    return [r.body.epilogue for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
+
+
+@pytest.mark.parametrize("shape", [(1, 9, 9, 16), (2, 5, 6, 70)])
+def test_bias_residual_and_relu_are_the_convs_epilogue(shape: tuple[int, ...]) -> None:
+    c = shape[3]
+    f = _residual_block(_f32(3, 3, c, c) / np.sqrt(9 * c), _f32(c))
+    x = _f32(*shape)
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-task")
+    assert _epilogues(module) == [("bias_add", "residual_add", "relu")]
+    assert len(module.compiled.regions) == 1  # no elementwise region before or after
+    np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
+def test_relu6_is_the_depthwise_convs_epilogue(strides: tuple[int, int]) -> None:
+    c = 40
+    f = _relu6_depthwise(_f32(3, 3, 1, c) * 2, _f32(c), strides)
+    x = _f32(1, 11, 11, c) * 3
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-task")
+    assert _epilogues(module) == [("bias_add", "relu", "minimum:6.0")]
+    got, want = module(x), np.asarray(f(x))
+    assert want.max() == 6.0 and want.min() == 0.0  # both bounds are hit
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_pointwise_conv_with_relu6_stays_a_conv() -> None:
+    """A 1x1 convolution whose epilogue a matmul lacks (ReLU6) runs as a conv, not a matmul."""
+    w, bias, x = _f32(1, 1, 24, 48) / 5, _f32(48), _f32(1, 7, 7, 24) * 3
+
+    def f(x):
+        y = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=DIMS)
+        return jax.numpy.minimum(jax.numpy.maximum(y + bias, 0.0), 6.0)
+
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
+    assert _epilogues(module) == [("bias_add", "relu", "minimum:6.0")]
+    np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_residual_block_with_a_dynamic_batch() -> None:
+    """The residual is per image: read at the image's offset for every batch size of one compile."""
+    from jax import export
+
+    f = _residual_block(_f32(3, 3, 8, 8) / 8, _f32(8))
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, 6, 6, 8"), np.float32)
+    exported = export.export(jax.jit(f))(spec)
+    module = fg.load(exported.mlir_module(), device="local-task")
+    assert module.main.dynamic
+    x = _f32(5, 6, 6, 8)
+    for batch in (1, 2, 5):
+        np.testing.assert_allclose(module(x[:batch]), np.asarray(f(x[:batch])), rtol=1e-4, atol=1e-4)
+
+
+def test_epilogues_on_vulkan() -> None:
+    """The fused epilogues through the portable lowering."""
+    if "vulkan" not in fg.available_drivers():
+        pytest.skip("no Vulkan device here")
+    device = fg.create_device("vulkan")
+    try:
+        x = _f32(1, 7, 7, 16)
+        for f in (_residual_block(_f32(3, 3, 16, 16) / 12, _f32(16)), _relu6_depthwise(_f32(3, 3, 1, 16) * 2, _f32(16), (1, 1))):
+            module = fg.load(jax.jit(f).lower(x * 3).as_text(), device=device)
+            assert all(_epilogues(module))
+            np.testing.assert_allclose(module(x * 3), np.asarray(f(x * 3)), rtol=1e-4, atol=1e-4)
+    finally:
+        device.close()

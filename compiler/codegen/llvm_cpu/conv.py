@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from . import jit
-from .abi_builder import F32, I64, for_range, i64, internal_function, load_vector, store_vector
-from .matmul import (MIN_WORKGROUPS, Epilogue, GeneratedKernel, RegisterTile, emit_tiled_entry, microkernel,
-                     packed_size, register_tile, round_up)
+from .abi_builder import F32, I64, for_range, i64, internal_function, intrinsic, load_vector, store_vector
+from .matmul import (MIN_WORKGROUPS, Epilogue, EpilogueSite, GeneratedKernel, RegisterTile, bias_add, chain,
+                     emit_tiled_entry, microkernel, packed_size, register_tile, relu, round_up)
 
 F32P = F32.as_pointer()
 KC_MAX = 256  # floats of K per gathered block
@@ -114,6 +114,48 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     channel_tiles = -(-MIN_WORKGROUPS // (images * pixel_tiles))  # wanted
     tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // channel_tiles), nr)))
     return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc, window_rows)
+
+
+def epilogue_steps(steps: Sequence[str], features: int, image_floats: int) -> tuple[Epilogue | None, list[int]]:
+    """The epilogue of `ConvBody.epilogue` steps over outputs of `features` channels and, per
+    extra binding it reads, its floats per image (a residual) or 0 (shared: a bias)."""
+    parts, extras = [], []
+    for step in steps:
+        if step == "bias_add":
+            parts.append(bias_add(len(extras)))
+            extras.append(0)
+        elif step == "residual_add":
+            parts.append(residual_add(len(extras), features))
+            extras.append(image_floats)
+        elif step == "relu":
+            parts.append(relu)
+        elif step.startswith("minimum:"):
+            parts.append(minimum(float(step.partition(":")[2])))
+        else:
+            raise ValueError(f"unknown conv epilogue step {step!r}")
+    return (chain(*parts) if parts else None), extras
+
+
+def residual_add(extra_index: int, ld: int) -> Epilogue:
+    """out[p, f] += residual[p, f], the residual being extra binding `extra_index`, laid out as
+    the output (`ld` floats a pixel; the entry point offsets it per image)."""
+
+    def apply(site: EpilogueSite, values: ir.Value) -> ir.Value:
+        b = site.builder
+        ptr = b.gep(site.extra[extra_index], [b.add(b.mul(site.row, i64(ld)), site.col)], inbounds=True)
+        return b.fadd(values, load_vector(b, ptr, values.type.count, site.valid))
+
+    return apply
+
+
+def minimum(bound: float) -> Epilogue:
+    """min(out, bound) (minnum: one vminps)."""
+
+    def apply(site: EpilogueSite, values: ir.Value) -> ir.Value:
+        fn = intrinsic(site.builder.module, f"llvm.minnum.v{values.type.count}f32", values.type, [values.type] * 2)
+        return site.builder.call(fn, [values, ir.Constant(values.type, [bound] * values.type.count)])
+
+    return apply
 
 
 def panel_width(body_input: Sequence[int], body_filter: Sequence[int]) -> int:
@@ -284,6 +326,7 @@ def generate_conv2d(
     name: str = "conv2d",
     runtime_batch: int = 0,
     filter_panel: int = 0,
+    steps: Sequence[str] = (),
 ) -> GeneratedKernel:
     """Generate NHWC x HWIO -> NHWC conv2d (feature groups = 1) for static shapes.
 
@@ -292,7 +335,9 @@ def generate_conv2d(
     is that many times the dynamic dim D (push constant 0; compiler/dynamic.py), which only sizes
     the grid's z and the batched bindings: the kernel checks those lengths against D.
     `filter_panel` > 0: the filter binding is `matmul.pack_weights` of the K x F filter in panels
-    that wide, which must be the kernel's NR (`panel_width`).
+    that wide, which must be the kernel's NR (`panel_width`). `steps`: the epilogue as
+    `ConvBody.epilogue` names it, its bindings (bias, residual) built here, instead of
+    `epilogue` and `extra_bindings`.
     """
     n, h, w, c = input_shape
     kh, kw, c_f, f = filter_shape
@@ -315,14 +360,20 @@ def generate_conv2d(
     cfg = config or choose_conv_config(oh * ow, f, c, images=n, kernel=(kh, kw))
     if filter_panel and filter_panel != cfg.nr:
         raise ValueError(f"generate_conv2d: filter packed in {filter_panel}-wide panels, the kernel's are {cfg.nr}")
-    gen = _ConvGenerator(g, cfg, epilogue, len(extra_bindings), name, filter_panel)
+    # per extra binding: (floats per image, or 0 when shared, and how many floats in all)
+    extras = [(0, count) for count in extra_bindings]
+    if steps:
+        epilogue, per_image = epilogue_steps(steps, f, oh * ow * f)
+        extras = [(step, n * step if step else f) for step in per_image]
+    gen = _ConvGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
     filter_floats = packed_size(kh * kw * c, f, filter_panel) if filter_panel else kh * kw * c * f
     grid = (-(-f // cfg.tile_n), -(-(oh * ow) // cfg.tile_m), n)
     return emit_tiled_entry(
         gen.module, name, grid, (oh * ow, f), (cfg.tile_m, cfg.tile_n),
         [(n * h * w * c, h * w * c), (filter_floats, 0), (n * oh * ow * f, oh * ow * f),
-         *((count, 0) for count in extra_bindings)],
+         *((count, step) for step, count in extras)],
         4 * cfg.tile_m * gen.ld,
         gen.tile, cfg,
-        per_dim=[runtime_batch * h * w * c, 0, runtime_batch * oh * ow * f] + [0] * len(extra_bindings) if runtime_batch else (),
+        per_dim=[runtime_batch * h * w * c, 0, runtime_batch * oh * ow * f] + [runtime_batch * step for step, _ in extras]
+        if runtime_batch else (),
     )

@@ -15,7 +15,11 @@ workgroup whose output row reads only image rows takes a copy of the sweep witho
 A tap outside the image is skipped with a select (its load reads a clamped, valid address).
 The channels past the last whole vector are one masked vector.
 
-Bindings: 0 = input N x H x W x C, 1 = filter KH x KW x 1 x C, 2 = output N x OH x OW x C.
+The epilogue (`ConvBody.epilogue`: bias, residual, ReLU, ReLU6's minimum) runs on the
+accumulator vector before its one store, as the conv kernel's does.
+
+Bindings: 0 = input N x H x W x C, 1 = filter KH x KW x 1 x C, 2 = output N x OH x OW x C, 3.. =
+what the epilogue reads (a bias of C floats, a residual shaped as the output).
 workgroup_id = (channel block, output row, image).
 """
 
@@ -28,7 +32,8 @@ from compiler import kernel_ir as kir
 from . import jit
 from .abi_builder import I1, I64, fma, for_range, i32, i64, load_vector, store_vector, vector
 from .grid_loops import kernel_entry
-from .matmul import GeneratedKernel
+from .conv import epilogue_steps
+from .matmul import EpilogueSite, GeneratedKernel
 
 BLOCK_VECTORS = 8  # channel vectors per workgroup: 128 channels with AVX-512
 
@@ -57,8 +62,9 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     block = BLOCK_VECTORS * lanes
     grid = (-(-c // block), oh_n, n)
     module = ir.Module()
-    kb, (image, filt, out) = kernel_entry(module, region)
+    kb, (image, filt, out, *extra) = kernel_entry(module, region)
     b = kb.builder
+    epilogue, per_image = epilogue_steps(body.epilogue, c, oh_n * ow_n * c)
     cb, oh, img = (b.zext(kb.workgroup_id(d), I64) for d in range(3))
     rows_inside = [b.icmp_unsigned("<", b.add(b.mul(oh, i64(sh)), i64(kh * dh - pt)), i64(h)) for kh in range(kh_n)]
     all_rows = rows_inside[0]
@@ -73,6 +79,8 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     end = b.select(b.icmp_unsigned("<", end, i64(whole)), end, i64(whole))
     image_base = b.mul(img, i64(h * w * c))
     out_row = b.mul(b.add(b.mul(img, i64(oh_n)), oh), i64(ow_n * c))
+    # the epilogue's operands, a residual at this image (its rows are pixels: row oh * OW + ow)
+    extra = [b.gep(x, [b.mul(img, i64(step))], inbounds=True) if step else x for x, step in zip(extra, per_image)]
 
     def output(ow: ir.Value, c0: ir.Value, valid: int, check_rows: bool, check_cols: bool) -> None:
         """out[img, oh, ow, c0:c0+valid]: KH*KW taps from the input and the filter."""
@@ -91,6 +99,8 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
                 tap = load_vector(b, b.gep(filt, [b.add(i64((kh * kw_n + kw) * c), c0)], inbounds=True), lanes, valid)
                 product = fma(b, x, tap, acc)
                 acc = b.select(ok, product, acc) if check_rows or check_cols else product
+        if epilogue is not None:
+            acc = epilogue(EpilogueSite(b, b.add(b.mul(oh, i64(ow_n)), ow), c0, valid, extra), acc)
         store_vector(b, acc, b.gep(out, [b.add(b.add(out_row, b.mul(ow, i64(c))), c0)], inbounds=True), valid)
 
     def sweep(first_col: int, last_col: int, check_rows: bool, check_cols: bool) -> None:

@@ -168,7 +168,6 @@ def pack_weights(b: np.ndarray, nr: int) -> np.ndarray:
 
 
 PREFETCH_NEXT_LOCALITY = 2  # llvm.prefetch locality of the next B panel: 2 = prefetcht1 (into L2)
-PANELS_AHEAD = 1  # which panel the row blocks prefetch: the next one (2 or 3 measured no better)
 LINE = 64  # bytes per cache line
 PANEL_PREFETCH_BYTES = 8192  # GEMV over a packed panel: prefetch this far ahead (L3-resident
 # weights, one core: 29 against 27 GB/s without; 2-16 KiB ahead measured within 2 % of it)
@@ -549,22 +548,23 @@ class _Generator:
             if cfg.pack_b:
                 b.call(self.pack(tn), [b_block, local, kc])
 
-            def packed_panel(col: ir.Value, k0: ir.Value) -> ir.Value:
-                """Panel col / NR of the pre-packed B, from row k0: contiguous kc x NR floats."""
+            def packed_panel(col: ir.Value, k0: ir.Value, inbounds: bool = True) -> ir.Value:
+                """Panel col / NR of the pre-packed B, from row k0: contiguous kc x NR floats
+                (`inbounds` False: a prefetch target, which may lie past the binding)."""
                 first_row = b.add(b.mul(b.udiv(col, i64(cfg.nr)), i64(self.k)), k0)
-                return b.gep(bm, [b.mul(first_row, i64(cfg.nr))], inbounds=True)
+                return b.gep(bm, [b.mul(first_row, i64(cfg.nr))], inbounds=inbounds)
 
             def panel(p: ir.Value, cols: int) -> None:
                 col = b.add(n0, b.mul(p, i64(cfg.nr)))
                 next_panel = None
                 if self.b_packed:
                     b_panel = packed_panel(col, kb)
-                    if cfg.prefetch_next:  # the tile's panel PANELS_AHEAD on, in this K block or the next
-                        ahead = b.add(p, i64(PANELS_AHEAD))
-                        wraps = b.icmp_signed(">=", ahead, i64(panels))
-                        ahead = b.select(wraps, b.sub(ahead, i64(panels)), ahead)
+                    if cfg.prefetch_next:  # the tile's next panel, in this K block or the next one
+                        # (the one after it measured no better)
+                        wraps = b.icmp_signed("==", p, i64(panels - 1))
+                        ahead = b.select(wraps, i64(0), b.add(p, i64(1)))
                         next_panel = packed_panel(b.add(n0, b.mul(ahead, i64(cfg.nr))),
-                                                  b.add(kb, b.select(wraps, kc, i64(0))))
+                                                  b.add(kb, b.select(wraps, kc, i64(0))), inbounds=False)
                 elif cfg.pack_b:
                     b_panel = b.gep(local, [b.mul(p, i64(self.panel_floats))], inbounds=True)
                 else:

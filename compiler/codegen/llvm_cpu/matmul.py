@@ -12,9 +12,8 @@ Structure (the BLIS/GotoBLAS loop nest, one workgroup per `tile_m x tile_n` tile
         for each NR-wide panel p:        the panel stays in L1 ...
             for each MR-row block r:     ... while A's tile_m x kc block streams from L2
                 microkernel(MR x NR)     MR*NR/VL vector accumulators in registers, llvm.fma,
-                                         one broadcast of A per row and k; the first few row
-                                         blocks prefetch the next panel (into L2), a line a k
-                                         step; C's partial sums between K blocks stay in a
+                                         one broadcast of A per row and k; the row blocks
+                                         prefetch the next panel (into L2), a line a k step; C's partial sums between K blocks stay in a
                                          local buffer with padded rows (C's own rows, 4 KiB
                                          apart, fall in the panel's L1 sets), C is written once
 
@@ -80,7 +79,8 @@ class MatmulConfig:
     pack_b: bool  # copy B panels into local memory (pays when several row blocks reuse them)
     prefetch_rows: int = 0  # unpacked B: prefetch the row this many k ahead (0 = none)
     stream_rows: int = 0  # M = 1: rows of B per pass over C's row kept in L1 (0 = register tile)
-    prefetch_next: int = 0  # row blocks that each prefetch a share of the next B panel (0 = none)
+    prefetch_next: int = 0  # shares of the next B panel (kc lines each) row block i prefetches
+    # share i mod prefetch_next of (0 = none): every call the same code, later ones hit in L2
     c_local: bool = False  # keep C's partial sums between K blocks in local memory (padded rows)
 
     @property
@@ -344,19 +344,16 @@ def microkernel(module: ir.Module, prefix: str, shape: RegisterTile, accumulate:
             for j in range(nvec):
                 b.store(fma(b, av, bv[j], b.load(acc[r][j])), acc[r][j])
 
-    if s.ldc_local:
-        with b.if_then(b.not_(last)):
-            for r in range(mr):
-                for j in range(nvec):
-                    store_vector(b, b.load(acc[r][j]), partial_at[r][j], valid[j])
-            b.ret_void()
+    # The last K block stores to C (after the epilogue), the others to the partial C.
+    out_at = [[b.select(last, c_at[r][j], partial_at[r][j]) if s.ldc_local else c_at[r][j] for j in range(nvec)]
+              for r in range(mr)]
     for r in range(mr):
         for j in range(nvec):
             if epilogue is not None:
                 with b.if_then(last):
                     site = EpilogueSite(b, b.add(row, i64(r)), b.add(col, i64(j * lanes)), valid[j], extra)
                     b.store(epilogue(site, b.load(acc[r][j])), acc[r][j])
-            store_vector(b, b.load(acc[r][j]), c_at[r][j], valid[j])
+            store_vector(b, b.load(acc[r][j]), out_at[r][j], valid[j])
     b.ret_void()
     return fn
 
@@ -579,10 +576,11 @@ class _Generator:
                         c_local = b.gep(local, [i64(self.b_local_floats)], inbounds=True)
                         args.append(b.gep(c_local, [b.add(b.mul(r, i64(self.ldc_local)), b.mul(p, i64(cfg.nr)))],
                                           inbounds=True))
-                    # The first row blocks each prefetch kc lines of the next panel (one a k step)
-                    prefetching = next_panel is not None and index is not None and index < cfg.prefetch_next
+                    # Row blocks prefetch kc lines of the next panel each (one a k step), in turn
+                    prefetching = next_panel is not None
                     if prefetching:
-                        args.append(b.gep(next_panel, [b.mul(kc, i64(index * LINE // 4))]))
+                        share = index % cfg.prefetch_next if index is not None else 0
+                        args.append(b.gep(next_panel, [b.mul(kc, i64(share * LINE // 4))]))
                     b.call(self.microkernel(mr, cols, prefetching), args)
 
                 row_blocks_at(block)

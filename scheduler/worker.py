@@ -186,7 +186,10 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         now = now_ns()
         if idle_since == 0:
             idle_since = now
-        if now - idle_since < spin_budget(a):
+        # Spin only while a participant token is free: with every token taken each core runs a
+        # participant, so a spinning worker could take none of the work it finds and would only
+        # take CPU time from one (a woken worker that lost the token race left at once).
+        if now - idle_since < spin_budget(a) and load(a + 8 * L.H_ACTIVE) < load_i64(a + 8 * L.H_THREADS):
             bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue

@@ -147,6 +147,24 @@ def _window_out(size: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
     return max(0, (size + lo + hi - ((k - 1) * d + 1)) // s + 1)
 
 
+def _zero_padding_of(c: Ctx, x: Tensor) -> tuple[Tensor, list[tuple[int, int]]] | None:
+    """(source, spatial pads) when `x` is a Pad with zeros of the spatial dims only (TF-style
+    "SAME" padding exported as its own node, as MobileNetV2 has before each convolution): a
+    convolution then pads the source itself instead of reading a padded copy."""
+    if not isinstance(x, Value):
+        return None
+    producers = {id(r): op for op in reversed(c.b.ops[-64:]) for r in op.results}
+    op = producers.get(id(x))
+    if op is None or op.name != "pad":
+        return None
+    fill = producers.get(id(op.operands[1]))
+    lo, hi = op.attrs["edge_padding_low"], op.attrs["edge_padding_high"]
+    if fill is None or fill.name != "constant" or np.any(np.asarray(fill.attrs["value"]) != 0) \
+            or any(op.attrs["interior_padding"]) or any(lo[:2]) or any(hi[:2]) or min(*lo, *hi) < 0:
+        return None
+    return op.operands[0], list(zip(lo[2:], hi[2:]))
+
+
 def _conv(c: Ctx) -> list[Tensor]:
     return [convolve(c, c.input(0), c.input(1), c.optional(2))]
 
@@ -160,6 +178,10 @@ def convolve(c: Ctx, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
         raise c.error(f"input {xs} and weight {ws} do not fit group={groups}")
     strides, dilations, padding = _conv_geometry(c, xs[2:], ws[2:])
     out = [xs[0], ws[0], *(_window_out(xs[2 + i], ws[2 + i], strides[i], dilations[i], *padding[i]) for i in range(n))]
+    padded = _zero_padding_of(c, x)
+    if padded is not None:  # the Pad's zeros become the convolution's own padding
+        x, pads = padded
+        padding = [(lo + a, hi + b) for (lo, hi), (a, b) in zip(padding, pads)]
     attrs = _conv_attrs(n, strides, dilations, padding, groups)
     if isinstance(w, np.ndarray):  # constant weights: laid out [spatial..., in, out] (HWIO) once here,
         w = np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))  # not transposed by every call

@@ -21,6 +21,7 @@ import numpy as np
 
 from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch, Partition
+from compiler.passes.index_exprs import reads_point
 from compiler.passes.library_lowering import matmul_slots
 
 F32 = np.dtype(np.float32)
@@ -31,13 +32,6 @@ Fits = Callable[[int, int, int, bool], bool]
 class _NoFusion(Exception):
     """The chain does not have the form the fused region computes."""
 
-
-def _nonunit(shape: tuple[int, ...]) -> list[int]:
-    return [d for d, n in enumerate(shape) if n > 1]
-
-
-def _is_identity(index: tuple[kir.Expr, ...]) -> bool:
-    return all(isinstance(x, kir.Coord) and x.dim == e for e, x in enumerate(index))
 
 
 class _Rewriter:
@@ -69,7 +63,7 @@ class _Rewriter:
         elif isinstance(node, kir.Load):
             tensor, decl = d.tensors[node.binding], d.region.bindings[node.binding]
             if tensor == score:
-                if not vary or decl.shape != d.region.body.shape or not _is_identity(node.index):
+                if not vary or not reads_point(decl.shape, node.index, d.region.body.shape):
                     raise _NoFusion
                 out = kir.Arg(0, node.dtype)
             else:
@@ -96,11 +90,11 @@ class _Rewriter:
             tensor, decl = d.tensors[node.binding], d.region.bindings[node.binding]
             index = tuple(self.outer(x, d, rows, coords, full, values, memo) for x in node.index)
             if tensor in full:
-                if decl.shape != rows.region.body.shape or not _is_identity(index):
+                if not reads_point(decl.shape, index, rows.region.body.shape):
                     raise _NoFusion
                 out = full[tensor]
             elif tensor in values:
-                if not _is_row_index(decl.shape, index, rows.region.body.shape[:-1]):
+                if not reads_point(decl.shape, index, rows.region.body.shape[:-1]):
                     raise _NoFusion
                 out = values[tensor]
             else:
@@ -111,15 +105,6 @@ class _Rewriter:
             out = node
         memo[id(node)] = out
         return out
-
-
-def _is_row_index(shape: tuple[int, ...], index: tuple[kir.Expr, ...], lead: tuple[int, ...]) -> bool:
-    """Whether `index` into a tensor of `shape` (the rows' shape `lead`, unit dims aside) is the
-    current row."""
-    mine, theirs = _nonunit(shape), _nonunit(lead)
-    if [shape[e] for e in mine] != [lead[k] for k in theirs]:
-        return False
-    return all(isinstance(index[e], kir.Coord) and index[e].dim == k for e, k in zip(mine, theirs))
 
 
 class _Graph:

@@ -3,7 +3,7 @@
 The walk goes over the ops in order and keeps, for every tensor value, either a buffer that
 holds it or a *lazy* expression over buffers (kernel IR `Compute`/`Const`/`Coord` nodes and
 `index_exprs.Leaf` loads). Elementwise ops, compare, convert, constants, iota and every
-data-movement op (broadcast, transpose, reshape of unit dims, slice, reverse, pad, concatenate,
+data-movement op (broadcast, transpose, reshape splitting dims, slice, reverse, pad, concatenate,
 dynamic_slice, dynamic_update_slice, gather) only build expressions (`index_exprs`), so a chain
 of them costs nothing until a value must exist in memory: it is a function result, an operand
 of an op that needs a buffer (matmul, conv, sort, a general reshape), or a computed value used
@@ -244,8 +244,10 @@ class _Fuser:
         return tensor
 
     def tensor_of(self, node, shape: tuple[int, ...], dtype: np.dtype) -> int:
-        """A tensor holding the value of expression `node` (over `shape`) densely."""
-        if isinstance(node, Leaf) and node.is_dense and node.shape == shape:
+        """A tensor holding the value of expression `node` (over `shape`) densely: a buffer that
+        holds it already (unit dims aside: (1, 32, 256) is (32, 256)) or a new one."""
+        if isinstance(node, Leaf) and (node.is_dense and node.shape == shape or ix.reads_point(node.shape, node.index, shape)
+                                       and math.prod(self.part.tensors[node.tensor].shape) == math.prod(shape)):
             return node.tensor
         out = self.new_tensor(shape, dtype)
         regs = _Bindings()
@@ -484,12 +486,16 @@ class _Fuser:
         ls, ks, os_ = op.operands[0].type.shape, op.operands[1].type.shape, op.results[0].type.shape
         in_shape, k_shape = tuple(ls[d] for d in in_perm), tuple(ks[d] for d in k_perm)
         out_shape = tuple(os_[d] for d in out_perm)
+        inverse = tuple(out_perm.index(d) for d in range(len(out_perm)))
+        patches = self.patches(op, _permuted(lhs_node, in_perm), rhs_node, k_perm, out_shape)
+        if patches is not None:
+            self.lazy[op.results[0]] = _permuted(self.leaf(patches, out_shape, F32), list(inverse))
+            return
         image = self.tensor_of(_permuted(lhs_node, in_perm), in_shape, F32)
         filt = self.tensor_of(_permuted(rhs_node, k_perm), k_shape, F32)
         body = kir.ConvBody(in_shape, k_shape, tuple(a["window_strides"]),
                             tuple(tuple(p) for p in a["padding"]), tuple(a["rhs_dilation"]),
                             a["feature_group_count"] > 1)
-        inverse = tuple(out_perm.index(d) for d in range(len(out_perm)))
         # Pending, like a matmul, so that a bias, residual and activation join its epilogue.
         self.pending[op.results[0]] = _PendingMatmul(image, filt, 0, out_shape[3], 0, 1, out_shape,
                                                      conv=body, view=inverse)
@@ -508,6 +514,36 @@ class _Fuser:
             regs.extra(p.residual, p.shape, F32)
         self.add_dispatch("conv", regs, dataclasses.replace(p.conv, epilogue=tuple(p.epilogue)))
         self.lazy[v] = _permuted(self.leaf(out, p.shape, F32), list(p.view))
+
+    def patches(self, op: Op, nhwc, rhs_node, k_perm: list[int], out_shape: tuple[int, ...]) -> int | None:
+        """A convolution whose windows tile the input (strides = window > 1 pixel, no padding,
+        dilation or groups: a vision transformer's patch embedding) with a constant filter, as a
+        matmul: each output pixel's window is one row of patches (gathered by index arithmetic,
+        in the input's order: (channel, row, column), whole rows of pixels contiguous in NCHW),
+        times the filter reordered to match at compile time. The conv kernel vectorises along
+        the input's few channels; the GEMM takes the patches' hundreds. Returns the NHWC result
+        tensor, or None when the convolution is not of that kind."""
+        a = op.attrs
+        kh, kw, c, f = (op.operands[1].type.shape[d] for d in k_perm)
+        constant = isinstance(rhs_node, Leaf) and self.part.tensors[rhs_node.tensor].kind == "constant" \
+            and rhs_node.is_dense and rhs_node.shape == tuple(op.operands[1].type.shape)
+        if (not constant or kh * kw == 1 or tuple(a["window_strides"]) != (kh, kw) or a["feature_group_count"] != 1
+                or any(p for pair in a["padding"] for p in pair) or any(d != 1 for d in a["rhs_dilation"])):
+            return None
+        n, oh, ow, _ = out_shape
+        at = kir.Coord
+        rows = ix.substitute(nhwc, [at(0), ix.add(ix.mul(at(1), kh), at(4)), ix.add(ix.mul(at(2), kw), at(5)), at(3)])
+        a_t = self.tensor_of(rows, (n, oh, ow, c, kh, kw), F32)
+        value = self.part.tensors[rhs_node.tensor].value.reshape(op.operands[1].type.shape)
+        weights = np.ascontiguousarray(np.transpose(value, k_perm).transpose(2, 0, 1, 3).reshape(c * kh * kw, f), F32)
+        b_t = self.new_tensor(weights.shape, F32, "constant", value=weights)
+        out = self.new_tensor(out_shape, F32)
+        regs = _Bindings()
+        regs.input(a_t, (1, n * oh * ow, c * kh * kw), F32)
+        regs.input(b_t, (1, c * kh * kw, f), F32)
+        regs.output(out, (1, n * oh * ow, f), F32)
+        self.add_dispatch("matmul", regs, kir.MatmulBody(n * oh * ow, f, c * kh * kw))
+        return out
 
     def direct_convolution(self, op: Op, lhs_node, rhs_node) -> None:
         """Any convolution as a fold: output dims x (input features of a group, window dims),
@@ -762,11 +798,12 @@ class _Fuser:
         if name == "map":  # its region on scalars, at every point
             exprs = ix.region_exprs(op.regions[0], list(operands))
             return None if exprs is None else exprs[0]
-        if name == "reshape":
-            node = ix.reshape_unit_dims(op, operands[0])
-            if node is None:
-                node = self.leaf(self.buffer_of(op.operands[0]), result.type.shape, result.type.dtype)
-            return node
+        if name == "reshape":  # a view of a buffer, else index arithmetic where that is affine
+            x = operands[0]
+            node = None
+            if not (isinstance(x, Leaf) and x.is_dense and x.shape == tuple(op.operands[0].type.shape)):
+                node = ix.reshape_split_dims(op, x)
+            return node or self.leaf(self.buffer_of(op.operands[0]), result.type.shape, result.type.dtype)
         movers = {"broadcast_in_dim": ix.broadcast_in_dim, "transpose": ix.transpose, "slice": ix.slice_,
                   "reverse": ix.reverse, "pad": ix.pad, "dynamic_slice": lambda o, x, *s: ix.dynamic_slice(o, x, list(s)),
                   "dynamic_update_slice": lambda o, x, u, *s: ix.dynamic_update_slice(o, x, u, list(s)),

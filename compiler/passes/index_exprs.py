@@ -120,6 +120,32 @@ def substitute(node, new_coords: Sequence, memo: dict[int, object] | None = None
     return out
 
 
+def nonunit(shape: Sequence[int]) -> list[int]:
+    """The dims of `shape` of size above 1."""
+    return [d for d, n in enumerate(shape) if n > 1]
+
+
+def space_coords(shape: tuple[int, ...], space: tuple[int, ...]) -> list[kir.Expr] | None:
+    """Coords of `space` for each dim of `shape`, the same dims but for unit ones (which are 0);
+    None when the two differ in more than unit dims."""
+    mine, theirs = nonunit(shape), nonunit(space)
+    if [shape[e] for e in mine] != [space[k] for k in theirs]:
+        return None
+    coords: list[kir.Expr] = [kir.Const(0, kir.INDEX)] * len(shape)
+    for e, k in zip(mine, theirs):
+        coords[e] = kir.Coord(k)
+    return coords
+
+
+def reads_point(shape: tuple[int, ...], index: tuple[kir.Expr, ...] | list[kir.Expr], space: tuple[int, ...]) -> bool:
+    """Whether a load at `index` (Coords of `space`) from a tensor of `shape` (`space`'s, unit
+    dims aside) reads the current point of `space` (at a unit dim an index, always in bounds, is 0)."""
+    mine, theirs = nonunit(shape), nonunit(space)
+    if [shape[e] for e in mine] != [space[k] for k in theirs]:
+        return False
+    return all(isinstance(index[e], kir.Coord) and index[e].dim == k for e, k in zip(mine, theirs))
+
+
 # ---------------------------------------------------------------------------------------------
 # Data-movement ops: (op, operand expressions) -> result expression
 
@@ -130,13 +156,28 @@ def broadcast_in_dim(op: Op, node):
     return substitute(node, [index(0) if src[i] == 1 and dst[d] != 1 else kir.Coord(d) for i, d in enumerate(dims)])
 
 
-def reshape_unit_dims(op: Op, node):
-    """A reshape that only adds or drops size-1 dims, as a coordinate rewrite; None otherwise."""
+def reshape_split_dims(op: Op, node):
+    """A reshape that only splits dims (each operand dim, size-1 dims aside, becomes consecutive
+    result dims: (32, 256) -> (32, 4, 64) splits a transformer's heads) or adds or drops size-1
+    dims, as a coordinate rewrite: operand coordinate = the row-major offset of its result dims'
+    (affine, so a vector stays a vector); None for any other reshape (merging dims would need a
+    divide)."""
     src, dst = op.operands[0].type.shape, op.results[0].type.shape
-    if [n for n in src if n != 1] != [n for n in dst if n != 1]:
+    targets = iter(d for d, n in enumerate(dst) if n != 1)
+    new = []
+    for n in src:
+        coordinate, size = index(0), 1
+        while size < n:
+            d = next(targets, None)
+            if d is None:
+                return None
+            coordinate, size = add(mul(coordinate, dst[d]), kir.Coord(d)), size * dst[d]
+        if size != n:
+            return None
+        new.append(coordinate)
+    if next(targets, None) is not None:
         return None
-    moving = iter(d for d, n in enumerate(dst) if n != 1)
-    return substitute(node, [index(0) if n == 1 else kir.Coord(next(moving)) for n in src])
+    return substitute(node, new)
 
 
 def transpose(op: Op, node):

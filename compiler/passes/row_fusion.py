@@ -12,7 +12,8 @@ nothing the chain wrote joins too: jnp.var folds x again for its own mean):
   maximum / minimum accumulator) becomes a fold step; its outputs become per-row values;
 - an elementwise region over the rows themselves (shape `lead`, unit dims aside: mean's divide,
   rsqrt(var + eps)) becomes per-row value steps;
-- an elementwise region over the full rows becomes output expressions.
+- an elementwise region over the full rows (unit dims aside: a layernorm's output seen as the
+  matrix a Gemm takes) becomes output expressions.
 What the chain writes and only the chain reads disappears: a per-row value becomes an `Arg`, a
 full-row temporary is recomputed from its expression where it is read (its loads go to the
 chain's inputs, which the row keeps in cache). Anything read after the chain is still written.
@@ -26,6 +27,7 @@ import math
 
 from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch, Partition
+from compiler.passes.index_exprs import reads_point, space_coords
 
 
 class _NoJoin(Exception):
@@ -44,10 +46,6 @@ def _fold_op(body: kir.ReductionBody) -> str | None:
     if sorted(x.index for x in node.operands if isinstance(x, kir.Arg)) != [0, 1]:
         return None
     return node.op
-
-
-def _nonunit(shape: tuple[int, ...]) -> list[int]:
-    return [d for d, n in enumerate(shape) if n > 1]
 
 
 class _Chain:
@@ -93,11 +91,11 @@ class _Chain:
             tensor, decl = d.tensors[node.binding], d.region.bindings[node.binding]
             index = [self._translate(x, d, coords, args, memo) for x in node.index]
             if tensor in self.full:
-                if decl.shape != self.shape or not all(isinstance(x, kir.Coord) and x.dim == e for e, x in enumerate(index)):
+                if self._point_space(decl.shape) is None or not self._is_point(decl.shape, index):
                     raise _NoJoin
                 out = self.full[tensor][0]
             elif tensor in self.values:
-                if not self._is_row_index(decl.shape, index):
+                if not reads_point(decl.shape, index, self.lead):
                     raise _NoJoin
                 out = self.values[tensor][0]
             else:
@@ -107,23 +105,17 @@ class _Chain:
         memo[id(node)] = out
         return out
 
-    def _is_row_index(self, shape: tuple[int, ...], index: list[kir.Expr]) -> bool:
-        """Whether `index` into a tensor of `shape` (the rows' shape, unit dims aside) is the
-        current row."""
-        mine, theirs = _nonunit(shape), _nonunit(self.lead)
-        if [shape[e] for e in mine] != [self.lead[k] for k in theirs]:
-            return False
-        return all(isinstance(index[e], kir.Coord) and index[e].dim == k for e, k in zip(mine, theirs))
-
     def _row_space(self, shape: tuple[int, ...]) -> list[kir.Expr] | None:
         """Coords of an iteration space over the rows themselves, in the chain's row Coords."""
-        mine, theirs = _nonunit(shape), _nonunit(self.lead)
-        if [shape[e] for e in mine] != [self.lead[k] for k in theirs]:
-            return None
-        coords: list[kir.Expr] = [kir.Const(0, kir.INDEX)] * len(shape)
-        for e, k in zip(mine, theirs):
-            coords[e] = kir.Coord(k)
-        return coords
+        return space_coords(shape, self.lead)
+
+    def _point_space(self, shape: tuple[int, ...]) -> list[kir.Expr] | None:
+        """Coords of an iteration space over the rows' points (the chain's shape, unit dims aside:
+        a layernorm's output seen as a matrix for the next Gemm), in the chain's Coords."""
+        return space_coords(shape, self.shape) if shape[-1:] == self.shape[-1:] else None
+
+    def _is_point(self, shape: tuple[int, ...], index: list[kir.Expr]) -> bool:
+        return shape[-1:] == self.shape[-1:] and reads_point(shape, index, self.shape)
 
     def _value(self, expr: kir.Expr) -> kir.Arg:
         if isinstance(expr, kir.Arg):
@@ -162,9 +154,10 @@ class _Chain:
             for slot, expr in zip(body.output_bindings, body.outputs):
                 value = self._translate(expr, d, self._row_coords(), [acc], {})
                 self.values[d.tensors[slot]] = (self._value(value), d.region.bindings[slot])
-        elif isinstance(body, kir.ElementwiseBody) and body.shape == self.shape:
+        elif isinstance(body, kir.ElementwiseBody) and (coords := self._point_space(body.shape)) is not None:
             for slot, expr in zip(body.output_bindings, body.outputs):
-                self.full[d.tensors[slot]] = (self._translate(expr, d, identity, None, memo), d.region.bindings[slot])
+                decl = dataclasses.replace(d.region.bindings[slot], shape=self.shape)  # the same bytes
+                self.full[d.tensors[slot]] = (self._translate(expr, d, coords, None, memo), decl)
         elif isinstance(body, kir.ElementwiseBody) and (coords := self._row_space(body.shape)) is not None:
             for slot, expr in zip(body.output_bindings, body.outputs):
                 value = self._translate(expr, d, coords, None, memo)

@@ -333,7 +333,12 @@ class AttentionBody:
     `shape` (the scores as the expressions index them: rows..., n, with batch * m rows), and
     `probability` is P at a point; in both, Arg(0) is the score at the point, Arg(j + 1) row
     value j. `transposed`: V arrives as V^T (batch, dv, n) and out is written as out^T (batch,
-    dv, m) (JAX's form of attention over (batch, seq, heads, dim) tensors: out^T = V^T @ P^T)."""
+    dv, m) (JAX's form of attention over (batch, seq, heads, dim) tensors: out^T = V^T @ P^T).
+    `views` (not with `transposed`): per operand Q, KT, V, out, where its element (batch,
+    row, column) = (Coord(0), Coord(1), Coord(2)) is in its binding: an index per binding dim,
+    affine in the row and the column, their steps 1 along Q's, V's and out's columns (and along
+    KT's rows or columns): the heads read and written in place in a (batch, seq, heads * dim)
+    projection, as torch's exports lay them out. Empty: bindings of the shapes above."""
 
     batch: int
     m: int
@@ -345,6 +350,7 @@ class AttentionBody:
     step_ops: tuple[str, ...]
     probability: Expr
     transposed: bool = False
+    views: tuple[tuple[Expr, ...], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compiler import kernel_ir as kir
+from compiler.passes.attention_layout import in_place
 from compiler.passes.fusion import Dispatch, Partition
 from compiler.passes.index_exprs import reads_point
 from compiler.passes.library_lowering import matmul_slots
@@ -229,7 +230,7 @@ def _fuse_oriented(part: Partition, graph: _Graph, pv: int, fits: Fits, p_slot: 
 def fuse_attention(part: Partition, fits: Fits) -> Partition:
     """`part` with every attention chain (module docstring) that `fits` the target's kernel
     (its block of score rows in cache) fused into one AttentionBody region, placed where its
-    P @ V matmul was."""
+    P @ V matmul was, with the head-splitting copies around it folded in (attention_layout)."""
     graph = _Graph(part)
     dispatches: list[Dispatch | None] = list(part.dispatches)
     for pv in range(len(dispatches)):
@@ -237,6 +238,7 @@ def fuse_attention(part: Partition, fits: Fits) -> Partition:
             fused, members = _fuse(part, graph, pv, fits)
         except _NoFusion:
             continue
+        fused, members = in_place(part.dispatches, graph, fused, members)
         if any(dispatches[i] is not part.dispatches[i] for i in members):
             continue  # shares a dispatch with a chain fused already
         for i in members:

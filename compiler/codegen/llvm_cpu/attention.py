@@ -12,11 +12,14 @@ three-dispatch form writes and reads the batch x m x n scores twice.
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
 
 from compiler import kernel_ir as kir
+from compiler.errors import CompileError
 
 from . import caches, jit, vector_math
 from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, load_vector, splat, store_vector
@@ -109,21 +112,60 @@ def _padded(rows: int, lanes: int) -> int:
     return -(-rows // lanes) * lanes
 
 
+@dataclass(frozen=True)
+class _Operand:
+    """Where one of Q, KT, V, out lies (AttentionBody.views): its element (batch, row, column)
+    at `view` in a binding of `shape`, which moves by the static `row` and `col` steps."""
+
+    view: tuple[kir.Expr, ...]
+    shape: tuple[int, ...]
+    row: int
+    col: int
+
+    def at_batch(self, b: ir.IRBuilder, ptr: ir.Value, batch: ir.Value, e: ExprEmitter) -> ir.Value:
+        """The operand's (row 0, column 0) of `batch` (`e` emits at coords (batch, 0, 0))."""
+        flat = i64(0)
+        for d, x in enumerate(self.view):
+            flat = b.add(flat, b.mul(e.value(x), i64(math.prod(self.shape[d + 1:]))))
+        return b.gep(ptr, [flat], inbounds=True)
+
+
+def _operands(region: kir.KernelRegion) -> list[_Operand]:
+    views = region.body.views or (tuple(kir.Coord(d) for d in range(3)),) * 4
+    out = []
+    for slot, view in enumerate(views):
+        shape = region.bindings[slot].shape
+        row, col = (kir.load_step(kir.Load(slot, view, F32_DTYPE), shape, d) for d in (1, 2))
+        if row is None or col is None or col != 1 and not (slot == 1 and row == 1):
+            raise CompileError(f"{region.name}: attention operand {slot} is not contiguous along its columns "
+                               "(or, K^T, its rows)")
+        out.append(_Operand(view, shape, row, col))
+    return out
+
+
 def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, rows: int, cols: int, depth: int,
                   tile: tuple[int, int], a: ir.Value, lda: int, bm: ir.Value, ldb: int, c: ir.Value, ldc: int,
-                  panel_buffer: ir.Value | None = None) -> None:
+                  panel_buffer: ir.Value | None = None, b_col: int = 1) -> None:
     """C[rows x cols] = A[rows x depth] @ B[depth x cols] (all f32*, static leading dims) with the
     matmul microkernel over NR-wide panels of B: read in place, or with `panel_buffer` (depth x NR
     floats) copied there first, contiguous (K^T's rows lie n floats apart, 4 KiB at n = 1024:
-    every row of a panel in the same L1 set)."""
+    every row of a panel in the same L1 set). `b_col` other than 1 (with a panel buffer): B's
+    columns lie that far apart and its rows ldb (K^T read from K as the projection wrote it)."""
     mr, nv = tile
     nr = nv * lanes
     blocks = [(r, min(mr, rows - r)) for r in range(0, rows, mr)]
     one = ir.Constant(I1, 1)
 
     def panel(col: ir.Value, width: int) -> None:
-        source, stride = b.gep(bm, [col], inbounds=True), ldb
-        if panel_buffer is not None:
+        source, stride = b.gep(bm, [b.mul(col, i64(b_col))], inbounds=True), ldb
+        if panel_buffer is not None and b_col != 1:  # key j's row of K is contiguous: transpose it in
+            with for_range(b, 0, width, name="pack.key") as j:
+                key = b.gep(source, [b.mul(j, i64(b_col))], inbounds=True)
+                with for_range(b, 0, depth, name="pack.p") as kk:
+                    value = b.load(b.gep(key, [b.mul(kk, i64(ldb))], inbounds=True))
+                    b.store(value, b.gep(panel_buffer, [b.add(b.mul(kk, i64(nr)), j)], inbounds=True))
+            source, stride = panel_buffer, nr
+        elif panel_buffer is not None:
             with for_range(b, 0, depth, name="pack") as kk:
                 row = b.gep(source, [b.mul(kk, i64(ldb))], inbounds=True)
                 to = b.gep(panel_buffer, [b.mul(kk, i64(nr))], inbounds=True)
@@ -159,12 +201,17 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
     b.target_math = functools.partial(vector_math.lower, b)  # inline vector exp, as kernel_entry's builder
     *ptrs, local, batch, m0 = fn.args
     first_row = b.add(b.mul(batch, i64(m)), m0)
-    q = b.gep(ptrs[0], [b.mul(first_row, i64(k))], inbounds=True)
-    kt = b.gep(ptrs[1], [b.mul(batch, i64(k * n))], inbounds=True)
-    v = b.gep(ptrs[2], [b.mul(batch, i64(n * dv))], inbounds=True)
+    operands = _operands(region)
+    qo, kto, vo, outo = operands
+    e = ExprEmitter(b, region.bindings, ptrs, [batch, i64(0), i64(0)])
+    q, kt, v, out = (o.at_batch(b, ptrs[slot], batch, e) for slot, o in enumerate(operands))
+    q = b.gep(q, [b.mul(m0, i64(qo.row))], inbounds=True)
     prefix = region.name
     panel = b.gep(local, [i64(tm_max * ld)], inbounds=True)
-    _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, k, kt, n, local, ld, panel)
+    if kto.col == 1:
+        _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, qo.row, kt, kto.row, local, ld, panel)
+    else:
+        _matmul_block(b, module, prefix, lanes, tm, n, k, score_tile, q, qo.row, kt, kto.row, local, ld, panel, kto.col)
     kept = _kept(body, ld)
     kept_rows = [b.gep(panel, [i64(k * score_tile[1] * lanes + i * ld)], inbounds=True) for i in range(len(kept))]
     pt, pt_stride = None, _padded(tm_max, lanes)
@@ -175,11 +222,11 @@ def _tile(module: ir.Module, region: kir.KernelRegion, types: list[ir.Type], lan
         transposed = None if pt is None else (b.gep(pt, [r], inbounds=True), pt_stride)
         _softmax_row(b, region, list(ptrs), lanes, scores, b.add(first_row, r), list(zip(kept, kept_rows)), transposed)
     if body.transposed:  # out^T[batch, :, m0..] = V^T[batch] @ P^T
-        out = b.gep(ptrs[3], [b.add(b.mul(batch, i64(dv * m)), m0)], inbounds=True)
+        out = b.gep(out, [m0], inbounds=True)
         _matmul_block(b, module, prefix, lanes, dv, tm, n, out_tile, v, n, pt, pt_stride, out, m)
     else:
-        out = b.gep(ptrs[3], [b.mul(first_row, i64(dv))], inbounds=True)
-        _matmul_block(b, module, prefix, lanes, tm, dv, n, out_tile, local, ld, v, dv, out, dv)
+        out = b.gep(out, [b.mul(m0, i64(outo.row))], inbounds=True)
+        _matmul_block(b, module, prefix, lanes, tm, dv, n, out_tile, local, ld, v, vo.row, out, outo.row)
     b.ret_void()
     return fn
 

@@ -28,6 +28,7 @@ from compiler.codegen.llvm_cpu.expr import ExprEmitter, scalar_type, store, stri
 from compiler.codegen.spirv.module import I32, I64, SpirvBuilder, SpirvEntry, SpirvModule
 from compiler.errors import CompileError
 from compiler.codegen.spirv import matmul as library_matmul
+from compiler.passes import index_exprs as ix
 from compiler.passes.library_lowering import portable
 from compiler.passes.special_math import expand as expand_special_math
 from hal import spirv_abi
@@ -261,8 +262,13 @@ def _attention(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
         b.position_at_start(entry.function.entry_basic_block)
         slots = [b.alloca(scalar_type(x.dtype)) for x in body.steps]
         dot = b.alloca(scalar_type(f32))
-    q, kt, v, out = (kir.Load(s, (kir.Coord(0), kir.Coord(1), kir.Coord(2)), f32) for s in range(4))
-    product = kir.Compute("multiply", (q, kir.Load(1, (kir.Coord(0), kir.Coord(2), kir.Coord(3)), f32)), f32)
+    views = body.views or (ix.coords(3),) * 4  # element (batch, row, column) of Q, KT, V, out
+    q, kt, v, out = (kir.Load(s, views[s], f32) for s in range(4))
+    kt = kir.Load(1, tuple(ix.substitute(x, [kir.Coord(0), kir.Coord(2), kir.Coord(3)]) for x in views[1]), f32)
+    product = kir.Compute("multiply", (q, kt), f32)
+    out_at = ix.index(0)  # out's flat index at (batch, row, column)
+    for d, x in enumerate(views[3]):
+        out_at = ix.add(out_at, ix.mul(x, math.prod(region.bindings[3].shape[d + 1:])))
 
     def emitter(coords: list, args: list) -> ExprEmitter:
         return ExprEmitter(b, region.bindings, ptrs, coords, None, 1, args)
@@ -294,7 +300,7 @@ def _attention(module: SpirvModule, region: kir.KernelRegion) -> SpirvKernel:
             """Coords and flat index of output element (query i, column c): out or out^T."""
             if body.transposed:
                 return [batch, c, i], b.add(b.mul(b.add(b.mul(batch, ir.Constant(I64, body.dv)), c), ir.Constant(I64, body.m)), i)
-            return [batch, i, c], b.add(b.mul(b.zext(r, I64), ir.Constant(I64, body.dv)), c)
+            return [batch, i, c], emitter([batch, i, c], []).value(out_at)
 
         _loops(b, [body.dv], lambda c: store(b, ptrs, region.bindings[3], 3, at(c[0])[1], ir.Constant(scalar_type(f32), 0.0)))
 

@@ -406,7 +406,7 @@ def share(a: int, s: int, w: int, total: int, present: int) -> None:
     idle workers steal (w < 0, the host outside a help session: the ready entry is the
     invitation, and its taker shares further). Wakes parked workers only when some sleep, and
     only as many as are not already on their way: a worker woken for this region (counted in
-    H_WAKING) needs a shard to steal, not another wake."""
+    H_WAKING) or spinning for work (H_SPINNING) needs a shard to steal, not another wake."""
     k = helpers_to_wake(a, slot_addr(a, s), total, present)
     if k <= 0:
         return
@@ -415,7 +415,8 @@ def share(a: int, s: int, w: int, total: int, present: int) -> None:
         return
     for _ in range(k):
         deque_push(a, w, s)
-    wake_workers(a, k - min(k, max(0, load(a + 8 * L.H_WAKING))))
+    on_the_way = max(0, load(a + 8 * L.H_WAKING)) + max(0, load(a + 8 * L.H_SPINNING))
+    wake_workers(a, k - min(k, on_the_way))
 
 
 @njit(nogil=True, cache=True)

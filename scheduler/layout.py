@@ -40,6 +40,7 @@ H_WAKING = 23  # workers woken and not yet running: participants already committ
 H_ACTIVE = 24  # participants inside help_slot (own line: every help session hits it)
 H_BUSY_SPIN_NS = 25  # how long an idle participant spins while submissions run (more regions come)
 H_RUNNING = 26  # submissions released and not yet complete
+H_SPINNING = 27  # idle participants spinning for work: they take a shard without a wake
 H_READY_HEAD = 32  # ready queue: consumers CAS the head
 H_READY_TAIL = 40  # producers CAS the tail
 HEADER_WORDS = 48

@@ -106,12 +106,15 @@ def _park(a: int, w: int, participants: int) -> None:
         bump(a, w, L.W_WAKES, 1)
         bump(a, w, L.W_WAKE_NS, latency)
         if load(word(a, L.H_WAKE_MEASURE)) != 0:
-            # A sample is capped at MAX_WAKE_COST_NS: beyond it the wait is for a core other
-            # processes hold, which the host's own run of the region would wait for too; and an
-            # estimate that grew without bound would stop all wakes, and with them the samples
-            # that could bring it down again.
-            sample = min(latency, MAX_WAKE_COST_NS)
-            store(word(a, L.H_WAKE_COST_NS), (7 * load(word(a, L.H_WAKE_COST_NS)) + sample) // 8)
+            # A sample counts at most MAX_WAKE_COST_NS and at most twice the estimate: a long
+            # wait is for a core other processes hold (which the host's own run of the region
+            # would wait for too), not the price of a wake, and an estimate that one such sample
+            # could raise a lot would stop the wakes, and with them the samples that bring it
+            # down again (seen: one 2 ms sample, then a whole BERT run on the host alone). Many
+            # slow wakes in a row still raise it, 12 % a sample.
+            cost = load(word(a, L.H_WAKE_COST_NS))
+            sample = min(latency, MAX_WAKE_COST_NS, 2 * cost)
+            store(word(a, L.H_WAKE_COST_NS), (7 * cost + sample) // 8)
 
 
 @njit(nogil=True, cache=True)
@@ -122,6 +125,15 @@ def spin_budget(a: int) -> int:
     if load(a + 8 * L.H_RUNNING) > 0:
         return load_i64(a + 8 * L.H_BUSY_SPIN_NS)
     return load_i64(a + 8 * L.H_SPIN_NS)
+
+
+@njit(nogil=True, cache=True)
+def cores_free(a: int) -> bool:
+    """Whether a spinning participant (counted in H_SPINNING) may go on spinning: the running
+    participants and the spinners fit the device's H_THREADS cores. Beyond that a spinner could
+    take no work it finds (no token) and would only take CPU time from a participant (a woken
+    worker that lost the token race, or a third spinner beside a busy pair, left at once)."""
+    return load(a + 8 * L.H_ACTIVE) + load(a + 8 * L.H_SPINNING) <= load_i64(a + 8 * L.H_THREADS)
 
 
 @njit(nogil=True, cache=True)
@@ -167,14 +179,12 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
             # park; whoever gives a token back wakes a worker if work is left.
             if found < EMPTY:
                 ready_push(a, -2 - found)
-            if idle_since != 0:
-                bump(a, w, L.W_SPIN_NS, now_ns() - idle_since)
+            _stop_spinning(a, w, idle_since)
             _park(a, w, participants)
             idle_since = 0
             continue
         if found != EMPTY:
-            if idle_since != 0:
-                bump(a, w, L.W_SPIN_NS, now_ns() - idle_since)
+            _stop_spinning(a, w, idle_since)
             if drain:
                 fetch_add(a + 8 * L.H_ACTIVE, 1)
             run_slot(a, join(a, found, w), w, -1, 0)
@@ -186,16 +196,22 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         now = now_ns()
         if idle_since == 0:
             idle_since = now
-        # Spin only while a participant token is free: with every token taken each core runs a
-        # participant, so a spinning worker could take none of the work it finds and would only
-        # take CPU time from one (a woken worker that lost the token race left at once).
-        if now - idle_since < spin_budget(a) and load(a + 8 * L.H_ACTIVE) < load_i64(a + 8 * L.H_THREADS):
+            fetch_add(a + 8 * L.H_SPINNING, 1)
+        if now - idle_since < spin_budget(a) and cores_free(a):
             bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue
-        bump(a, w, L.W_SPIN_NS, now - idle_since)
+        _stop_spinning(a, w, idle_since)
         _park(a, w, participants)
         idle_since = 0
+
+
+@njit(nogil=True, cache=True)
+def _stop_spinning(a: int, w: int, idle_since: int) -> None:
+    """Leaves the SPINNING state (if in it, since `idle_since`): counted out of H_SPINNING."""
+    if idle_since != 0:
+        fetch_add(a + 8 * L.H_SPINNING, -1)
+        bump(a, w, L.W_SPIN_NS, now_ns() - idle_since)
 
 
 # --- host entry points (called from Python with the GIL released, under the submit lock) ----------
@@ -244,16 +260,25 @@ def _host_spin(a: int, h: int, m: int, value: int) -> int:
     """The host participant's SPINNING state: polls for work and for its semaphore, as an idle
     worker does (spin_budget). A region's last tiles usually run on another participant, whose
     finish publishes the next region a moment later: a host that left at once would miss the
-    rest of the call (a worker woken in its place) and then need a futex wake itself at the end."""
+    rest of the call (a worker woken in its place) and then need a futex wake itself at the end.
+    It spins without its participant token (counted in H_SPINNING instead), so the wake policy
+    invites it to what is published meanwhile; returns work with the token taken again, or EMPTY
+    without it."""
+    fetch_add(a + 8 * L.H_ACTIVE, -1)
+    fetch_add(a + 8 * L.H_SPINNING, 1)
     t0 = now_ns()
     found = EMPTY
-    while not sem_reached(a, m, value) and now_ns() - t0 < spin_budget(a):
+    while not sem_reached(a, m, value) and now_ns() - t0 < spin_budget(a) and cores_free(a):
         found = find_work(a, h)
         if found != EMPTY:
             break
         bump(a, h, L.W_SPINS, 1)
         cpu_relax()
-    bump(a, h, L.W_SPIN_NS, now_ns() - t0)
+    _stop_spinning(a, h, t0)
+    if found != EMPTY and not take_token(a):
+        if found < EMPTY:  # a worker took the token first: it gets the ready entry back
+            ready_push(a, -2 - found)
+        found = EMPTY
     return found
 
 
@@ -266,6 +291,7 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
     participant role: anything it leaves visible gets a worker woken for it."""
     participants = load_i64(a + 8 * L.H_WORKERS)
     h = participants - 1
+    holding = True  # its participant token
     if first >= 0:
         run_slot(a, first, h, m, value)
     while not sem_reached(a, m, value):
@@ -273,10 +299,14 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
         if found == EMPTY:
             found = _host_spin(a, h, m, value)
             if found == EMPTY:
+                holding = False
                 break
         run_slot(a, join(a, found, h), h, m, value)
     store(word(a, L.H_HOST), 0)
-    give_token(a, participants)
+    if holding:
+        give_token(a, participants)
+    elif _work_visible(a, participants):
+        wake_workers(a, 1)
     sem = sem_addr(a, m)
     if load(sem + 8 * L.M_STATE) == L.SEM_FAILED:
         return -1

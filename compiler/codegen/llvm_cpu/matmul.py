@@ -13,9 +13,10 @@ Structure (the BLIS/GotoBLAS loop nest, one workgroup per `tile_m x tile_n` tile
             for each MR-row block r:     ... while A's tile_m x kc block streams from L2
                 microkernel(MR x NR)     MR*NR/VL vector accumulators in registers, llvm.fma,
                                          one broadcast of A per row and k; the row blocks
-                                         prefetch the next panel (into L2), a line a k step; C's partial sums between K blocks stay in a
-                                         local buffer with padded rows (C's own rows, 4 KiB
-                                         apart, fall in the panel's L1 sets), C is written once
+                                         prefetch the next panel (into L2), a line a k step;
+                                         C's partial sums between K blocks stay in a local
+                                         buffer with padded rows (C's own rows, 4 KiB apart,
+                                         fall in the panel's L1 sets): C is written once
 
 B that is a constant of the program (a layer's weights) arrives pre-packed in that panel layout
 (`pack_weights`, applied at compile time by compiler/passes/packing.py; `b_panel`): the pack
@@ -103,18 +104,17 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     1.3x slower than 512 and 1.7x slower than 1024 for 784x1024). M <= 4: register tiles of
     M x up to 8 vectors (enough independent FMA chains to cover the FMA latency), over B in place
     prefetching 8 rows ahead (1.2x faster than without), or over packed panels, which are
-    contiguous streams the hardware prefetchers follow, prefetched PANEL_PREFETCH_BYTES ahead. Skinny shapes split N into at least
-    MIN_WORKGROUPS column tiles so every worker has some.
-    Otherwise the blocked path (measured on a 2-core Sapphire/Emerald Rapids VM, 1024^3 and
-    2048^3 on one core, `bench.matmul_kernels`): prefetching the next B panel took 1024^3 from
-    ~0.80 to ~0.87 of the FMA peak and keeping C's partial sums local to ~0.90 (OpenBLAS: ~0.80-0.85
-    in the same runs); copying A's block into local memory (rows kc apart) was slower at both.
-    Register tile 6 x 2 vectors with 16 vector registers (AVX2:
-    12 accumulators + 2 B vectors + 1 broadcast), 8 x 3, 6 x 4 or 12 x 2 with 32 (AVX-512,
-    `register_tile`); kc sized so a
-    kc x NR panel of B and an MR x kc sliver of A fill 3/4 of L1 (256 on Zen 3: kc = 512 ran
-    ~3% faster on one thread but scaled to only 1.2-1.6x on two), K split into equal blocks so
-    no block is a sliver; tile_m up to 16 register tiles while A's tile_m x kc block takes at
+    contiguous streams the hardware prefetchers follow, prefetched PANEL_PREFETCH_BYTES ahead.
+    Skinny shapes split N into at least MIN_WORKGROUPS column tiles so every worker has some.
+    Otherwise the blocked path. On a 2-core Emerald Rapids VM, one core, interleaved rounds
+    (`bench.matmul_kernels --sweep 1024 2048` has the variants): prefetching the next B panel
+    took 1024^3 from ~0.80 to ~0.87 of the FMA peak and keeping C's partial sums in local memory
+    to ~0.90 (OpenBLAS ~0.80-0.85 in the same rounds); copying A's block into local memory
+    (rows kc apart) was slower at 1024^3, 2048^3 and a batch of 64. Register tile 6 x 2 vectors
+    with 16 vector registers (AVX2: 12 accumulators + 2 B vectors + 1 broadcast), 8 x 3, 6 x 4
+    or 12 x 2 with 32 (AVX-512, `register_tile`); kc sized so a kc x NR panel of B and an
+    MR x kc sliver of A fill 3/4 of L1 (256 on Zen 3: kc = 512 ran ~3% faster on one thread but
+    scaled to only 1.2-1.6x on two), K split into equal blocks so no block is a sliver; tile_m up to 16 register tiles while A's tile_m x kc block takes at
     most half of L2; tile_n = 8 panels, narrower when few row tiles would leave workers idle.
     """
     lanes = lanes or jit.vector_width_f32()

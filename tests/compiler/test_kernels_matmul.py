@@ -175,3 +175,20 @@ def test_late_cnn_stages_spread_over_workgroups(spatial: int, channels: int, bat
 
     module = fg.load(jax.jit(f).lower(x).as_text(), device="local-task")
     np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("driver", ["local-sync", "local-task"])
+def test_k_blocked_layers_with_transposed_weights_batches_and_residual_match_jax(driver: str) -> None:
+    """K larger than the K block (C's partial sums kept in local memory), odd M and N: a layer
+    with transposed constant weights (pre-packed, the next panel prefetched), bias, relu and a
+    residual add, and a batched y @ y^T of a run-time operand (B packed per workgroup)."""
+    w, bias = _f32(131, 1037), _f32(131)
+
+    def f(x, y, r):
+        h = jax.numpy.maximum(x @ w.T + bias, 0.0) + r
+        return h, jax.numpy.einsum("bmk,bnk->bmn", y, y)
+
+    args = (_f32(37, 1037), _f32(3, 29, 1100), _f32(37, 131))
+    module = fg.load(jax.jit(f).lower(*args).as_text(), device=driver)
+    for got, want in zip(module(*args), f(*args)):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-4, atol=1e-4 * np.sqrt(1100))

@@ -263,12 +263,13 @@ def _host_spin(a: int, h: int, m: int, value: int) -> int:
     rest of the call (a worker woken in its place) and then need a futex wake itself at the end.
     It spins without its participant token (counted in H_SPINNING instead), so the wake policy
     invites it to what is published meanwhile; returns work with the token taken again, or EMPTY
-    without it."""
+    without it. It has the first claim on a core: an idle worker yields to it (cores_free), as the
+    host is the one that must see the semaphore move."""
     fetch_add(a + 8 * L.H_ACTIVE, -1)
     fetch_add(a + 8 * L.H_SPINNING, 1)
     t0 = now_ns()
     found = EMPTY
-    while not sem_reached(a, m, value) and now_ns() - t0 < spin_budget(a) and cores_free(a):
+    while not sem_reached(a, m, value) and now_ns() - t0 < spin_budget(a):
         found = find_work(a, h)
         if found != EMPTY:
             break

@@ -151,3 +151,5 @@ def test_running_count_follows_submissions():
             run(dev, [fail])
         do_work(dev)
         assert running() == 0
+        wait_all_parked(dev)  # and every spinner (H_SPINNING: the wake policy's invitees) left
+        assert int(dev.scheduler.arena[L.H_SPINNING]) == 0

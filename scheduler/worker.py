@@ -5,7 +5,10 @@ stack):
 
     RUNNING  -- help_slot: claiming and running reservations of a slot's region
        |  no shard in its deque, nothing ready, nothing to steal
-    SPINNING -- polls the queues with `pause` for H_SPIN_NS
+    SPINNING -- polls the queues with `pause`, counted in H_SPINNING (a publisher invites it with
+       |        a shard instead of a wake), for H_BUSY_SPIN_NS while a submission runs (its next
+       |        region comes within microseconds) or H_SPIN_NS when none does, and only while
+       |        the running participants and the spinners fit the cores (cores_free)
        |  still nothing
     PARKED   -- registered in H_SLEEPERS, futex-waits on H_WAKE; whoever publishes work bumps
                 H_WAKE and wakes only as many as the wake policy grants (executor.helpers_to_wake),
@@ -18,7 +21,9 @@ The caller helps (marl lets the main thread join; TBB's master thread joins its 
 thread that waits for a semaphore becomes the *host participant* (index H_WORKERS - 1, one host
 thread at a time), runs work until its semaphore is reached, and sleeps only when nothing is left
 to run. A device with N workers runs at most N participants at once (H_ACTIVE), the host
-included, so the host's help never oversubscribes the cores.
+included, so the host's help never oversubscribes the cores. When it runs out of work it spins
+like a worker, without its token, for the rest of its call (the region being finished elsewhere
+publishes the next one), with the first claim on a core: idle workers yield to it.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from .matmul import (MIN_WORKGROUPS, Epilogue, EpilogueSite, GeneratedKernel, Re
 
 F32P = F32.as_pointer()
 KC_MAX = 256  # floats of K per gathered block
+SMALL_FILTER = 256 << 10  # bytes of a workgroup's filter block that pixel tiles may each re-read
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,11 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     block of 147); else one tap and equal blocks of at most KC_MAX input channels.
     A small layer (the late stages of a CNN: 6x6 or 12x12 pixels) would be one or two such
     workgroups, leaving workers idle: then channel tiles narrow (down to one panel) toward
-    MIN_WORKGROUPS over `images`. Pixel tiles do not shrink for it: each row tile re-reads its
-    filter block, which on a 3x3 image cost more than the parallelism won."""
+    MIN_WORKGROUPS over `images`; then, where the workgroup's filter block is small (SMALL_FILTER:
+    an early layer's 3x3 x 32 x 32 is 36 KiB), pixel tiles shrink too, down to one register tile
+    (ResNet's 24x24 stage: 3 workgroups for 2 workers, one of them idle a third of the time).
+    A large filter block keeps its pixel tiles: each re-reads it, which on a 3x3 image (2.4 MB of
+    filter) cost more than the parallelism won."""
     lanes = lanes or jit.vector_width_f32()
     mr, nv = register_tile(f, lanes)
     nr = nv * lanes
@@ -113,6 +117,10 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     pixel_tiles = -(-pixels // tile_m)
     channel_tiles = -(-MIN_WORKGROUPS // (images * pixel_tiles))  # wanted
     tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // channel_tiles), nr)))
+    channel_tiles = -(-f // tile_n)  # made
+    if images * pixel_tiles * channel_tiles < MIN_WORKGROUPS and 4 * kh * kw * c * tile_n <= SMALL_FILTER:
+        pixel_tiles = -(-MIN_WORKGROUPS // (images * channel_tiles))  # wanted
+        tile_m = min(tile_m, round_up(-(-pixels // pixel_tiles), mr))
     return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc, window_rows)
 
 

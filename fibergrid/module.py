@@ -413,7 +413,9 @@ class Function:
         self.name = entry.name
         self.signature = entry.signature
         # Per argument, its shape when every dim is static (None otherwise): _arrays' fast check.
-        self._static = [tuple(shape) if all(d is not None for d in shape) else None for shape, _ in self.signature]
+        # Per argument, its rank and the (axis, size) pairs it declares: what the common case
+        # (an ndarray of the declared dtype) needs checked; symbolic dims (None) match any size.
+        self._fixed = [(len(shape), tuple((k, d) for k, d in enumerate(shape) if d is not None)) for shape, _ in self.signature]
         self._module = module
         self._entry = entry
         # Signature -> prepared code: the input shapes, and where inputs' contents decide the
@@ -470,9 +472,9 @@ class Function:
         if len(args) != len(self.signature):
             raise InvalidArgument(f"{self.name}: takes {len(self.signature)} arguments, got {len(args)}")
         arrays = list(args)
-        for i, (arg, (shape, dtype), static) in enumerate(zip(args, self.signature, self._static)):
+        for i, (arg, (shape, dtype), (rank, fixed)) in enumerate(zip(args, self.signature, self._fixed)):
             # The common case in a few attribute reads: an ndarray of the declared dtype and shape.
-            if type(arg) is np.ndarray and arg.dtype is dtype and arg.shape == static:
+            if type(arg) is np.ndarray and arg.dtype is dtype and arg.ndim == rank and (not fixed or all(arg.shape[k] == d for k, d in fixed)):
                 continue
             a = _as_array(arg, dtype, f"{self.name}: argument {i}")
             if a.dtype != dtype or a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):

@@ -104,7 +104,8 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
     1.3x slower than 512 and 1.7x slower than 1024 for 784x1024). M <= 4: register tiles of
     M x up to 8 vectors (enough independent FMA chains to cover the FMA latency), over B in place
     prefetching 8 rows ahead (1.2x faster than without), or over packed panels, which are
-    contiguous streams the hardware prefetchers follow, prefetched PANEL_PREFETCH_BYTES ahead.
+    contiguous streams the hardware prefetchers follow (a software prefetch 2 or 8 KiB ahead
+    measured no faster in the batch-1 MLP, nor 4 narrower panels read side by side).
     Skinny shapes split N into at least MIN_WORKGROUPS column tiles so every worker has some.
     Otherwise the blocked path. On a 2-core Emerald Rapids VM, one core, interleaved rounds
     (`bench.matmul_kernels --sweep 1024 2048` has the variants): prefetching the next B panel
@@ -129,8 +130,7 @@ def choose_config(m: int, n: int, k: int, lanes: int | None = None, packed: bool
         nv = min(8, 12 // m, -(-n // lanes), max(2, n // (MIN_WORKGROUPS * lanes)))
         nr = nv * lanes
         tile_n = min(n, max(nr, round_up(-(-n // MIN_WORKGROUPS), nr)))
-        ahead = max(1, PANEL_PREFETCH_BYTES // (4 * nr)) if packed else 8
-        return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=ahead)
+        return MatmulConfig(lanes, m, nv, m, tile_n, k, pack_b=False, prefetch_rows=0 if packed else 8)
     mr, nv = register_tile(n, lanes)
     nr = nv * lanes
     kc_max = min(512, max(64, cache.l1d * 3 // 4 // (4 * (nr + mr)) // 16 * 16))
@@ -169,8 +169,6 @@ def pack_weights(b: np.ndarray, nr: int) -> np.ndarray:
 
 PREFETCH_NEXT_LOCALITY = 2  # llvm.prefetch locality of the next B panel: 2 = prefetcht1 (into L2)
 LINE = 64  # bytes per cache line
-PANEL_PREFETCH_BYTES = 8192  # GEMV over a packed panel: prefetch this far ahead (L3-resident
-# weights, one core: 29 against 27 GB/s without; 2-16 KiB ahead measured within 2 % of it)
 
 MIN_WORKGROUPS = 16  # blocked matmul workgroups to aim for (a few per worker, for balance)
 
@@ -399,7 +397,7 @@ class _Generator:
         packed = self.cfg.pack_b or self.b_packed
         shape = RegisterTile(self.cfg.lanes, mr, cols, lda=self.k,
                              ldb=self.cfg.nr if packed else self.n, ldc=self.n, masked_b=not packed,
-                             prefetch_rows=self.cfg.prefetch_rows if self.b_packed or not packed else 0,
+                             prefetch_rows=0 if packed else self.cfg.prefetch_rows,
                              prefetch_line=prefetch_line,
                              ldc_local=self.ldc_local)
         return microkernel(self.module, self.name, shape, self.accumulate, self.epilogue,

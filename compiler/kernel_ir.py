@@ -313,7 +313,9 @@ class MatmulBody:
     """C[batch, m, n] = A[batch, m, k] @ B[batch, k, n] (f32), then `epilogue` in order:
     'bias_add' (+ bias[n], binding 3) and/or 'relu'. Bindings: 0 = A, 1 = B, 2 = C, 3 = bias.
     `b_panel` > 0: B is a constant pre-packed at compile time (compiler/passes/packing.py) as
-    ceil(n / b_panel) panels of k x b_panel, the last zero-padded, shared by all batches."""
+    ceil(n / b_panel) panels of k x b_panel, the last zero-padded, shared by all batches.
+    `activation` (after the epilogue): each value of C, Arg(0), through an expression of it and
+    constants alone (no loads, no Coords: GELU, tanh; compiler/passes/matmul_activation.py)."""
 
     m: int
     n: int
@@ -321,6 +323,7 @@ class MatmulBody:
     batch: int = 1
     epilogue: tuple[str, ...] = ()
     b_panel: int = 0
+    activation: Expr | None = None
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,21 @@ def _grid(shape: tuple[int, ...]) -> kir.Grid:
     return kir.tile_elementwise(shape)
 
 
+def _applied(activation: kir.Expr, value: kir.Expr, memo: dict[int, kir.Expr]) -> kir.Expr:
+    """`activation` (of Arg(0), constants and computes) of `value`."""
+    if id(activation) not in memo:
+        if isinstance(activation, kir.Arg):
+            memo[id(activation)] = value
+        elif isinstance(activation, kir.Compute):
+            operands = tuple(_applied(x, value, memo) for x in activation.operands)
+            memo[id(activation)] = kir.Compute(activation.op, operands, activation.dtype, activation.attr)
+        else:
+            memo[id(activation)] = activation
+    return memo[id(activation)]
+
+
 def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
-    """C[b, i, j] = sum_p A[b, i, p] * B[b, p, j] (then + bias[j], relu) over shape
+    """C[b, i, j] = sum_p A[b, i, p] * B[b, p, j] (then + bias[j], relu, the activation) over shape
     (batch, m, n, k) with k reduced; B indexed by `b_index` (pre-packed weights too)."""
     body = region.body
     assert isinstance(body, kir.MatmulBody)
@@ -69,6 +82,8 @@ def matmul_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
             out = kir.Compute("add", (out, kir.Load(bias, (kir.Coord(2),), F32)), F32)
         elif step == "relu":
             out = kir.Compute("maximum", (out, kir.Const(0.0, F32)), F32)
+    if body.activation is not None:
+        out = _applied(body.activation, out, {})
     shape = (body.batch, body.m, body.n, body.k)
     new = kir.ReductionBody(shape, (3,), (product,), (kir.Const(0.0, F32),), combiner, (out,), (c,),
                             _grid((body.batch, body.m, body.n)))

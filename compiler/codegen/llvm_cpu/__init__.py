@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from compiler import kernel_ir as kir
 from compiler.codegen.llvm_cpu import caches, conv, matmul
+from compiler.codegen.llvm_cpu.activation import activation
 from compiler.codegen.llvm_cpu.attention import fits_attention, generate_attention
 from compiler.codegen.llvm_cpu.depthwise import generate_depthwise
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
@@ -18,18 +19,21 @@ from compiler.passes.attention_fusion import fuse_attention
 from compiler.passes.conv_as_matmul import convs_as_matmuls
 from compiler.passes.conv_packing import prepack_filters
 from compiler.passes.fusion import Partition
+from compiler.passes.matmul_activation import fuse_activations
 from compiler.passes.packing import prepack_weights
 from compiler.passes.row_fusion import fuse_rows
 
 
 def prepare(part: Partition, attention: bool = True) -> Partition:
     """The partition as this target's kernels want it: 1x1 convolutions as matmuls, constant
-    matmul weights and conv filters pre-packed, row-wise chains (softmax, layernorm) one pass over rows that
-    fit in half the L2, and with `attention` (not for a function compiled for every size of a
-    dynamic dim: the fused kernel has no run-time size) scores -> softmax -> @ V one region."""
+    matmul weights and conv filters pre-packed, row-wise chains (softmax, layernorm) one pass over
+    rows that fit in half the L2, activations (GELU) as matmul epilogues, and with `attention`
+    (not for a function compiled for every size of a dynamic dim: the fused kernel has no
+    run-time size) scores -> softmax -> @ V one region."""
     part = fuse_rows(part, caches.host().l2 // 2)
     if attention:
         part = fuse_attention(part, fits_attention)
+    part = fuse_activations(part)
     part = prepack_weights(convs_as_matmuls(part), matmul.panel_width, matmul.pack_weights)
     return prepack_filters(part, conv.panel_width, matmul.pack_weights)
 
@@ -67,7 +71,8 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
         grid = ((0, kernel.config.tile_n), (0, kernel.config.tile_m), (batch, 1))
         return replace(kernel, constant_count=1, dynamic_grid=grid)
     epilogues = {"bias_add": matmul.bias_add(0), "relu": matmul.relu}
-    epilogue = matmul.chain(*(epilogues[e] for e in body.epilogue)) if body.epilogue else None
+    steps = [epilogues[e] for e in body.epilogue] + ([activation(body.activation)] if body.activation is not None else [])
+    epilogue = matmul.chain(*steps) if steps else None
     extra = (body.n,) if "bias_add" in body.epilogue else ()
     runtime = matmul.RuntimeExtents(dynamic.lead, dynamic.batch) if dynamic is not None else None
     kernel = matmul.generate_matmul(body.m, body.n, body.k, batch=body.batch, epilogue=epilogue,

@@ -35,7 +35,8 @@ FILLS_THE_GPU = 132  # tiles the tiled kernel needs before it beats this one (th
 
 
 def applies(body: object) -> bool:
-    return isinstance(body, kir.MatmulBody) and (not tiled.applies(body) or tiled.grid(body)[0] < FILLS_THE_GPU)
+    return isinstance(body, kir.MatmulBody) and body.activation is None and (
+        not tiled.applies(body) or tiled.grid(body)[0] < FILLS_THE_GPU)
 
 
 def grid(body: kir.MatmulBody) -> tuple[int, int, int]:

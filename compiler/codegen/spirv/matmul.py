@@ -34,8 +34,9 @@ WRONG_GRID = -2  # kernel status when dispatched on a grid other than `grid`'s
 
 def applies(body: object) -> bool:
     """Whether a region body takes this kernel (a matmul big enough to fill tiles, with a tile
-    per workgroup within the dispatch limit)."""
-    return (isinstance(body, kir.MatmulBody) and body.m * body.n >= MIN_OUTPUTS
+    per workgroup within the dispatch limit, and no activation: those take the portable
+    reduction, whose outputs expand special math)."""
+    return (isinstance(body, kir.MatmulBody) and body.m * body.n >= MIN_OUTPUTS and body.activation is None
             and body.batch * math.ceil(body.m / TILE) * math.ceil(body.n / TILE) <= MAX_WORKGROUPS)
 
 

@@ -22,7 +22,7 @@ from compiler import kernel_ir as kir
 from compiler.errors import CompileError
 
 from . import caches, jit, vector_math
-from .abi_builder import F32, I1, I64, for_range, i32, i64, internal_function, load_vector, splat, store_vector
+from .abi_builder import F32, I1, I32, I64, for_range, i32, i64, internal_function, load_vector, splat, store_vector
 from .expr import ExprEmitter, typed
 from .grid_loops import kernel_entry, row_coords
 from .matmul import ERROR_LOCAL_MEMORY, MIN_WORKGROUPS, GeneratedKernel, RegisterTile, microkernel, register_tile
@@ -143,6 +143,47 @@ def _operands(region: kir.KernelRegion) -> list[_Operand]:
     return out
 
 
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The lanes x lanes block `rows` transposed in registers: at each level h (lanes/2 .. 1)
+    the off-diagonal h x h blocks of every 2h x 2h block swap (log2(lanes) rounds of shuffles)."""
+    n = len(rows)
+    rows = list(rows)
+    h = n // 2
+    while h:
+        low = ir.Constant(ir.VectorType(I32, n), [lane if not lane & h else n + lane - h for lane in range(n)])
+        high = ir.Constant(ir.VectorType(I32, n), [lane + h if not lane & h else n + lane for lane in range(n)])
+        for i in range(n):
+            if not i & h:
+                a, c = rows[i], rows[i + h]
+                rows[i], rows[i + h] = b.shuffle_vector(a, c, low), b.shuffle_vector(a, c, high)
+        h //= 2
+    return rows
+
+
+def _pack_transposed(b: ir.IRBuilder, keys: ir.Value, key_stride: int, depth: int, width: int, panel: ir.Value,
+                     nr: int, lanes: int) -> None:
+    """panel[p][j] = keys[j * key_stride + p] for p < depth, j < width (K^T's panel from K's
+    rows): lanes x lanes blocks transposed in registers, the ragged edges element by element."""
+    def element(j: ir.Value, p: ir.Value) -> None:
+        value = b.load(b.gep(keys, [b.add(b.mul(j, i64(key_stride)), p)], inbounds=True))
+        b.store(value, b.gep(panel, [b.add(b.mul(p, i64(nr)), j)], inbounds=True))
+
+    full_j, full_p = width // lanes * lanes, depth // lanes * lanes
+    if full_j and full_p:
+        with for_range(b, 0, full_j, step=lanes, name="pack.j") as j0:
+            with for_range(b, 0, full_p, step=lanes, name="pack.p") as p0:
+                first = b.gep(keys, [b.add(b.mul(j0, i64(key_stride)), p0)], inbounds=True)
+                rows = [load_vector(b, b.gep(first, [i64(j * key_stride)], inbounds=True), lanes, lanes) for j in range(lanes)]
+                at = b.gep(panel, [b.add(b.mul(p0, i64(nr)), j0)], inbounds=True)
+                for p, row in enumerate(_transpose(b, rows)):
+                    store_vector(b, row, b.gep(at, [i64(p * nr)], inbounds=True), lanes)
+    for (j_lo, j_hi), (p_lo, p_hi) in (((0, full_j), (full_p, depth)), ((full_j, width), (0, depth))):
+        if j_lo < j_hi and p_lo < p_hi:
+            with for_range(b, j_lo, j_hi, name="pack.edge.j") as j:
+                with for_range(b, p_lo, p_hi, name="pack.edge.p") as p:
+                    element(j, p)
+
+
 def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, rows: int, cols: int, depth: int,
                   tile: tuple[int, int], a: ir.Value, lda: int, bm: ir.Value, ldb: int, c: ir.Value, ldc: int,
                   panel_buffer: ir.Value | None = None, b_col: int = 1) -> None:
@@ -158,12 +199,9 @@ def _matmul_block(b: ir.IRBuilder, module: ir.Module, prefix: str, lanes: int, r
 
     def panel(col: ir.Value, width: int) -> None:
         source, stride = b.gep(bm, [b.mul(col, i64(b_col))], inbounds=True), ldb
-        if panel_buffer is not None and b_col != 1:  # key j's row of K is contiguous: transpose it in
-            with for_range(b, 0, width, name="pack.key") as j:
-                key = b.gep(source, [b.mul(j, i64(b_col))], inbounds=True)
-                with for_range(b, 0, depth, name="pack.p") as kk:
-                    value = b.load(b.gep(key, [b.mul(kk, i64(ldb))], inbounds=True))
-                    b.store(value, b.gep(panel_buffer, [b.add(b.mul(kk, i64(nr)), j)], inbounds=True))
+        if panel_buffer is not None and b_col != 1:  # key j's row of K is contiguous (ldb 1): transpose it in
+            assert ldb == 1
+            _pack_transposed(b, source, b_col, depth, width, panel_buffer, nr, lanes)
             source, stride = panel_buffer, nr
         elif panel_buffer is not None:
             with for_range(b, 0, depth, name="pack") as kk:

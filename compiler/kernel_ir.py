@@ -367,7 +367,9 @@ class ConvBody:
     filter_panel, the last zero-padded, as `MatmulBody.b_panel` packs B. `epilogue`, in order, on
     each output value: 'bias_add' (+ bias[f], the next binding from 3 on), 'residual_add' (+ the
     value at the same place of an N x OH x OW x F tensor, the next binding), 'relu', and
-    'minimum:V' (min with the constant V: ReLU6 after 'relu')."""
+    'minimum:V' (min with the constant V: ReLU6 after 'relu'). `channels_first`: binding 0 holds
+    the input as N x C x H x W (an NCHW image read in place by a stem convolution of few channels;
+    `input_shape` stays N x H x W x C)."""
 
     input_shape: tuple[int, int, int, int]
     filter_shape: tuple[int, int, int, int]
@@ -377,6 +379,7 @@ class ConvBody:
     depthwise: bool = False
     filter_panel: int = 0
     epilogue: tuple[str, ...] = ()
+    channels_first: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def as_matmul(region: kir.KernelRegion) -> kir.KernelRegion | None:
     n, h, w, c = body.input_shape
     kh, kw, _, f = body.filter_shape
     padding = [p for pair in body.padding for p in pair]
-    if (kh, kw) != (1, 1) or tuple(body.strides) != (1, 1) or any(padding) or body.depthwise \
+    if (kh, kw) != (1, 1) or tuple(body.strides) != (1, 1) or any(padding) or body.depthwise or body.channels_first \
             or body.epilogue not in MATMUL_EPILOGUES or region.bindings[1].output:
         return None
     m = n * h * w

@@ -49,6 +49,7 @@ from compiler.passes.decompose import decompose
 from compiler.passes.index_exprs import Leaf
 
 F32 = np.dtype(np.float32)
+CHANNELS_FIRST_MAX = 4  # input channels up to which a convolution reads a channels-first image in place
 
 
 @dataclass(frozen=True)
@@ -491,11 +492,16 @@ class _Fuser:
         if patches is not None:
             self.lazy[op.results[0]] = _permuted(self.leaf(patches, out_shape, F32), list(inverse))
             return
-        image = self.tensor_of(_permuted(lhs_node, in_perm), in_shape, F32)
+        # An image of few channels stored channels first (an NCHW model's input) is read in place.
+        first = [in_perm[0], in_perm[-1], *in_perm[1:-1]]
+        planes = _permuted(lhs_node, first)
+        channels_first = in_shape[3] <= CHANNELS_FIRST_MAX and a["feature_group_count"] == 1 \
+            and isinstance(planes, Leaf) and planes.is_dense and planes.shape == tuple(ls[d] for d in first)
+        image = planes.tensor if channels_first else self.tensor_of(_permuted(lhs_node, in_perm), in_shape, F32)
         filt = self.tensor_of(_permuted(rhs_node, k_perm), k_shape, F32)
         body = kir.ConvBody(in_shape, k_shape, tuple(a["window_strides"]),
                             tuple(tuple(p) for p in a["padding"]), tuple(a["rhs_dilation"]),
-                            a["feature_group_count"] > 1)
+                            a["feature_group_count"] > 1, channels_first=channels_first)
         # Pending, like a matmul, so that a bias, residual and activation join its epilogue.
         self.pending[op.results[0]] = _PendingMatmul(image, filt, 0, out_shape[3], 0, 1, out_shape,
                                                      conv=body, view=inverse)
@@ -504,7 +510,8 @@ class _Fuser:
         """Emit a pending convolution: bindings input, filter, output, then the bias and the
         residual its epilogue reads."""
         regs = _Bindings()
-        regs.input(p.a, p.conv.input_shape, F32)
+        n, h, w, c = p.conv.input_shape
+        regs.input(p.a, (n, c, h, w) if p.conv.channels_first else p.conv.input_shape, F32)
         regs.input(p.b, p.conv.filter_shape, F32)
         out = self.new_tensor(p.shape, F32)
         regs.output(out, p.shape, F32)

@@ -117,7 +117,9 @@ def conv_as_reduction(region: kir.KernelRegion) -> kir.KernelRegion:
         np.dtype(np.bool_))
     yc = kir.Compute("clamp", (_c(0), y, _c(h - 1)), I)
     xc = kir.Compute("clamp", (_c(0), x, _c(w - 1)), I)
-    value = kir.Compute("select", (inside, kir.Load(src, (n, yc, xc, f if body.depthwise else c), F32), kir.Const(0.0, F32)), F32)
+    channel = f if body.depthwise else c
+    at = (n, channel, yc, xc) if body.channels_first else (n, yc, xc, channel)
+    value = kir.Compute("select", (inside, kir.Load(src, at, F32), kir.Const(0.0, F32)), F32)
     tap = (kh, kw, c, f)
     if body.filter_panel:
         nr = _c(body.filter_panel)

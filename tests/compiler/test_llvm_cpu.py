@@ -269,6 +269,21 @@ def test_conv2d_matches_reference(xs, ws, strides, padding, dilation, pads, pack
     assert _dispatch(kernel, [x, filt[:-1], out]) == matmul.ERROR_BINDING_TOO_SHORT
 
 
+@pytest.mark.parametrize(("xs", "ws", "strides", "padding", "dilation", "pads"), CONVS)
+def test_conv2d_channels_first_input(xs, ws, strides, padding, dilation, pads) -> None:  # noqa: ANN001
+    """An N x C x H x W input read in place (a stem over an NCHW image), packed filter."""
+    x, w = _rand(*xs), _rand(*ws)
+    nr = conv.panel_width(xs, ws)
+    kernel = conv.generate_conv2d(xs, ws, strides=strides, padding=padding, dilation=dilation, filter_panel=nr,
+                                  channels_first=True)
+    spans = [(ws[i] - 1) * dilation[i] + 1 for i in range(2)]
+    oh, ow = ((xs[1 + i] + sum(pads[i]) - spans[i]) // strides[i] + 1 for i in range(2))
+    out = np.full((xs[0], oh, ow, ws[3]), np.nan, np.float32)
+    planes = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    assert _dispatch(kernel, [planes, matmul.pack_weights(w.reshape(-1, ws[3]), nr), out]) == 0
+    _close(out, _conv_reference(x, w, strides, pads, dilation, oh, ow), ws[0] * ws[1] * ws[2])
+
+
 def test_conv2d_blocks_of_k() -> None:
     """Few input channels: K blocks of whole kernel rows up to KC_MAX floats (a 7x7 stem over
     3 channels is one block); many: one tap per block."""

@@ -60,3 +60,33 @@ def test_padded_depthwise_relu6_and_residual_block(pad_value: float) -> None:
     folded = convs[0].padding == ((1, 2), (0, 1))
     assert folded == (pad_value == 0.0)  # a Pad of other values stays a Pad
     assert convs[1].padding == ((1, 1), (1, 1))  # its Pad has no value: zeros, folded
+
+
+def _stem() -> bytes:
+    """ResNet's stem: Conv 7x7 stride 2 over a 3-channel NCHW image, + bias, Relu."""
+    w = (RNG.standard_normal((16, 3, 7, 7)) / 10).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[2, 2], pads=[3, 3, 3, 3]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 30, 27])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 15, 14])],
+                              [_init("w", w), _init("b", RNG.standard_normal(16).astype(np.float32))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("driver", ["local-sync", "vulkan"])
+def test_stem_reads_the_nchw_image_in_place(driver: str) -> None:
+    """No transpose of the input: the convolution reads the channels-first image itself (the
+    portable lowering on Vulkan too)."""
+    if driver not in fg.available_drivers():
+        pytest.skip(f"no {driver} device here")
+    data = _stem()
+    x = RNG.standard_normal((1, 3, 30, 27)).astype(np.float32)
+    want = ReferenceEvaluator(onnx.load_from_string(data)).run(None, {"x": x})[0]
+    device = fg.create_device(driver)
+    try:
+        module = fg.load(data, device)
+        np.testing.assert_allclose(module(x), want, rtol=1e-4, atol=1e-4)
+        bodies = [r.body for r in module.compiled.regions]
+        assert len(bodies) == 2 and bodies[0].channels_first  # the conv, then the output's transpose
+    finally:
+        device.close()

@@ -65,7 +65,8 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
         batch = dynamic.batch if dynamic is not None else 0
         kernel = conv.generate_conv2d(body.input_shape, body.filter_shape, strides=body.strides,
                                       padding=body.padding, dilation=body.dilation, name=region.name,
-                                      runtime_batch=batch, filter_panel=body.filter_panel, steps=body.epilogue)
+                                      runtime_batch=batch, filter_panel=body.filter_panel, steps=body.epilogue,
+                                      channels_first=body.channels_first)
         if not batch:
             return kernel
         grid = ((0, kernel.config.tile_n), (0, kernel.config.tile_m), (batch, 1))

@@ -75,6 +75,14 @@ class _Geometry:
     dilation: tuple[int, int]
     pad_top: int
     pad_left: int
+    channels_first: bool = False  # the input is N x C x H x W
+
+    def at(self, b: ir.IRBuilder, ih: ir.Value, iw: ir.Value, c: ir.Value | int) -> ir.Value:
+        """Offset of input[ih, iw, c] within one image."""
+        c = i64(c) if isinstance(c, int) else c
+        if self.channels_first:
+            return b.add(b.mul(b.add(b.mul(c, i64(self.h)), ih), i64(self.w)), iw)
+        return b.add(b.mul(b.add(b.mul(ih, i64(self.w)), iw), i64(self.c)), c)
 
 
 def _padding(padding: str, size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -189,6 +197,29 @@ class _ConvGenerator:
                 value = b.select(inside, value, ir.Constant(value.type, [0.0] * lanes))
             store_vector(b, value, b.gep(dst, [i64(v)], inbounds=True), count - v)
 
+    @staticmethod
+    def _scalar(b: ir.IRBuilder, image: ir.Value, offset: ir.Value, inside: ir.Value, dst: ir.Value) -> None:
+        """*dst = image[offset], or 0 where `inside` is false (reading image[0] instead)."""
+        value = b.load(b.gep(image, [b.select(inside, offset, i64(0))], inbounds=True))
+        b.store(b.select(inside, value, ir.Constant(F32, 0.0)), dst)
+
+    def _interleave(self, b: ir.IRBuilder, runs: list[ir.Value], dst: ir.Value) -> None:
+        """dst[kw*C + c] = runs[c][kw] for kw < KW: a run of KW floats per channel loaded as one
+        (masked) vector, the vectors concatenated and shuffled into tap-major order."""
+        lanes, kw, c = self.cfg.lanes, self.g.kw, len(runs)
+        vectors = [load_vector(b, run, lanes, kw) for run in runs]
+        while len(vectors) > 1:
+            if len(vectors) % 2:
+                vectors.append(ir.Constant(vectors[0].type, [0.0] * vectors[0].type.count))
+            width = 2 * vectors[0].type.count
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), width), list(range(width)))
+            vectors = [b.shuffle_vector(vectors[i], vectors[i + 1], mask) for i in range(0, len(vectors), 2)]
+        order = [ch * lanes + tap for tap in range(kw) for ch in range(c)]
+        both = vectors[0]
+        mixed = b.shuffle_vector(both, ir.Constant(both.type, ir.Undefined),
+                                 ir.Constant(ir.VectorType(ir.IntType(32), len(order)), order))
+        b.store(mixed, b.bitcast(dst, ir.VectorType(F32, len(order)).as_pointer())).align = 4
+
     def _pixel(self, b: ir.IRBuilder, p: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(top row, left column) of output pixel p's window in the input (may be negative)."""
         g = self.g
@@ -212,18 +243,24 @@ class _ConvGenerator:
             iw = b.add(left, b.mul(kw, i64(g.dilation[1])))
             # Unsigned compares reject negative coordinates too.
             inside = b.and_(b.icmp_unsigned("<", ih, i64(g.h)), b.icmp_unsigned("<", iw, i64(g.w)))
-            # Branch-free: a padding row reads the image's first pixel (always valid) and
-            # stores zeros instead.
-            offset = b.add(b.mul(b.add(b.mul(ih, i64(g.w)), iw), i64(g.c)), c0)
-            src = b.gep(image, [b.select(inside, offset, c0)], inbounds=True)
-            self._copy(b, src, b.gep(local, [b.mul(r, i64(self.ld))], inbounds=True), kc, inside)
+            dst = b.gep(local, [b.mul(r, i64(self.ld))], inbounds=True)
+            if g.channels_first:  # kc planes apart: one value each
+                for i in range(kc):
+                    self._scalar(b, image, g.at(b, ih, iw, b.add(c0, i64(i))), inside, b.gep(dst, [i64(i)]))
+            else:
+                # Branch-free: a padding row reads the image's first pixel (always valid) and
+                # stores zeros instead.
+                src = b.gep(image, [b.select(inside, g.at(b, ih, iw, c0), c0)], inbounds=True)
+                self._copy(b, src, dst, kc, inside)
         b.ret_void()
         return fn
 
     def gather_rows(self, tm: int, kh0: int, rows: int) -> ir.Function:
         """Kernel rows kh0..kh0+rows, all KW taps x C channels each, for pixels p0..p0+tm into
         local[r*ld ...]: a kernel row inside the image is one contiguous run of KW*C floats
-        (unit filter dilation), else it goes tap by tap, zeros in the padding."""
+        (unit filter dilation), else it goes tap by tap, zeros in the padding. A channels-first
+        image has a run of KW floats per channel instead: C loads interleaved into the KW x C
+        order of the filter's rows by one shuffle."""
         key = f"{self.name}.gather_rows.{tm}.{kh0}.{rows}"
         if key in self.module.globals:
             return self.module.globals[key]
@@ -244,18 +281,25 @@ class _ConvGenerator:
                     for kw in range(g.kw):
                         iw = b.add(left, i64(kw * g.dilation[1]))
                         inside = b.and_(row_inside, b.icmp_unsigned("<", iw, i64(g.w)))
-                        offset = b.mul(b.add(b.mul(ih, i64(g.w)), iw), i64(g.c))
-                        src = b.gep(image, [b.select(inside, offset, i64(0))], inbounds=True)
-                        self._copy(b, src, b.gep(dst, [i64(kw * g.c)], inbounds=True), g.c, inside)
+                        tap = b.gep(dst, [i64(kw * g.c)], inbounds=True)
+                        if g.channels_first:
+                            for c in range(g.c):
+                                self._scalar(b, image, g.at(b, ih, iw, c), inside, b.gep(tap, [i64(c)]))
+                        else:
+                            src = b.gep(image, [b.select(inside, g.at(b, ih, iw, 0), i64(0))], inbounds=True)
+                            self._copy(b, src, tap, g.c, inside)
 
-                if g.dilation[1] != 1 or g.w < g.kw:
+                if g.dilation[1] != 1 or g.w < g.kw or g.channels_first and g.kw > self.cfg.lanes:
                     by_tap()
                     continue
                 whole = b.and_(row_inside, b.icmp_unsigned("<", left, i64(g.w - g.kw + 1)))
                 with b.if_else(whole) as (then, otherwise):
                     with then:
-                        at = b.mul(b.add(b.mul(ih, i64(g.w)), left), i64(g.c))
-                        self._copy(b, b.gep(image, [at], inbounds=True), dst, run, None)
+                        if g.channels_first:
+                            self._interleave(b, [b.gep(image, [g.at(b, ih, left, c)], inbounds=True)
+                                                 for c in range(g.c)], dst)
+                        else:
+                            self._copy(b, b.gep(image, [g.at(b, ih, left, 0)], inbounds=True), dst, run, None)
                     with otherwise:
                         by_tap()
         b.ret_void()
@@ -335,6 +379,7 @@ def generate_conv2d(
     runtime_batch: int = 0,
     filter_panel: int = 0,
     steps: Sequence[str] = (),
+    channels_first: bool = False,
 ) -> GeneratedKernel:
     """Generate NHWC x HWIO -> NHWC conv2d (feature groups = 1) for static shapes.
 
@@ -345,7 +390,7 @@ def generate_conv2d(
     `filter_panel` > 0: the filter binding is `matmul.pack_weights` of the K x F filter in panels
     that wide, which must be the kernel's NR (`panel_width`). `steps`: the epilogue as
     `ConvBody.epilogue` names it, its bindings (bias, residual) built here, instead of
-    `epilogue` and `extra_bindings`.
+    `epilogue` and `extra_bindings`. `channels_first`: the input binding is N x C x H x W.
     """
     n, h, w, c = input_shape
     kh, kw, c_f, f = filter_shape
@@ -364,7 +409,7 @@ def generate_conv2d(
         ow = (w + left + right - ((kw - 1) * dilation[1] + 1)) // strides[1] + 1
     if oh < 1 or ow < 1:
         raise ValueError(f"generate_conv2d: empty output {oh}x{ow} for input {tuple(input_shape)}")
-    g = _Geometry(h, w, c, kh, kw, f, oh, ow, tuple(strides), tuple(dilation), top, left)
+    g = _Geometry(h, w, c, kh, kw, f, oh, ow, tuple(strides), tuple(dilation), top, left, channels_first)
     cfg = config or choose_conv_config(oh * ow, f, c, images=n, kernel=(kh, kw))
     if filter_panel and filter_panel != cfg.nr:
         raise ValueError(f"generate_conv2d: filter packed in {filter_panel}-wide panels, the kernel's are {cfg.nr}")

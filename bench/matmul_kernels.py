@@ -5,7 +5,7 @@
 (the two variables, set in the project's environment, slow OpenBLAS down; unset them for this
 command only.) Kernels run without the scheduler: a numba `nogil` loop calls the kernel's
 function pointer for a contiguous range of workgroups, `reps` times over; with two threads
-each runs half of the grid. There is no barrier between repetitions, so the figures are the
+each runs every other workgroup (as one-at-a-time claims share them out). There is no barrier between repetitions, so the figures are the
 kernels' own cost (the scheduler's per-dispatch overhead is benchmarked elsewhere). numpy runs
 with OpenBLAS set to the same thread count. Every figure is the median of `--repeats` runs.
 """
@@ -29,7 +29,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from bench.models import medians_us
-from compiler.codegen.llvm_cpu import conv, jit, matmul
+from compiler.codegen.llvm_cpu import caches, conv, jit, matmul
 from hal import abi
 
 
@@ -75,7 +75,7 @@ class Dispatch:
         ids = np.array([(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])])
         self.shards = []
         self._locals = []
-        for part in np.array_split(ids, threads):
+        for part in (ids[w::threads] for w in range(threads)):
             local = np.zeros(local_bytes // 4 + 16, np.float32)
             states = np.zeros(len(part), abi.WORKGROUP_STATE_DTYPE)
             states["workgroup_id"] = part
@@ -85,20 +85,26 @@ class Dispatch:
             self._locals.append(local)
             self.shards.append(states)
 
-    def run(self, reps: int = 1) -> None:
-        def shard(states: np.ndarray) -> None:
-            rc = _run_workgroups(self.fn, self.ds.ctypes.data, states.ctypes.data, len(states), reps)
+    def run(self, reps: int = 1) -> float:
+        """Runs the grid `reps` times; returns the threads' summed CPU time (seconds)."""
+        spent = [0.0] * len(self.shards)
+
+        def shard(w: int) -> None:
+            start = time.thread_time()
+            rc = _run_workgroups(self.fn, self.ds.ctypes.data, self.shards[w].ctypes.data, len(self.shards[w]), reps)
+            spent[w] = time.thread_time() - start
             if rc:
                 raise RuntimeError(f"kernel returned {rc}")
 
         if len(self.shards) == 1:
-            shard(self.shards[0])
-            return
-        workers = [threading.Thread(target=shard, args=(s,)) for s in self.shards]
+            shard(0)
+            return spent[0]
+        workers = [threading.Thread(target=shard, args=(w,)) for w in range(len(self.shards))]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
+        return sum(spent)
 
 
 def _openblas_threads(n: int) -> None:
@@ -232,14 +238,88 @@ def sweep(sizes: Sequence[int], repeats: int) -> list[dict]:
     return rows
 
 
+def cost_variants(m: int, n: int, k: int) -> dict[str, matmul.MatmulConfig]:
+    """`choose_config`'s tiling (B pre-packed) and the alternatives a small-M GEMM could take."""
+    base = matmul.choose_config(m, n, k, packed=True)
+    row_tiles = -(-m // base.tile_m)
+    return {
+        "chosen": base,
+        "balanced_rows": replace(base, tile_m=min(m, matmul.round_up(-(-m // row_tiles), base.mr))),
+        "one_row_tile": replace(base, tile_m=m),
+        "one_k_block": replace(base, kc=k, c_local=False),
+        "no_panel_prefetch": replace(base, prefetch_next=0),
+        "no_local_c": replace(base, c_local=False),
+    }
+
+
+def costs(shapes: Sequence[tuple[int, int, int]], rounds: int) -> list[dict]:
+    """Where a GEMM's time goes apart from the scheduler (the matmuls of a small transformer:
+    128x256x256, 128x1024x256, ...), per tiling in interleaved rounds, medians of thread CPU
+    time: `hot_us`, one thread calling it again and again (data in L1/L2); `cold_us`, one
+    call after L2 was overwritten (a model whose weights outgrow L2 reads them from L3 on
+    every call); `two_threads_us`, the two threads' summed CPU time, each running every other
+    workgroup (hot): above `hot_us` when the cores contend for something they share. CPU time,
+    not wall time, so that a machine shared with other work still ranks the tilings."""
+    evict = np.zeros(4 * caches.host().l2 // 4, np.float32)
+    rows = []
+    for m, n, k in shapes:
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        expected = a @ b + bias
+        runs: dict[str, tuple[Dispatch, Dispatch]] = {}
+        keep = []
+        for name, cfg in cost_variants(m, n, k).items():
+            kernel = matmul.generate_matmul(m, n, k, config=cfg, b_panel=cfg.nr, extra_bindings=(n,),
+                                            epilogue=matmul.bias_add())
+            module = jit.compile_ir(kernel.ir)
+            keep.append(module)
+            c = np.zeros((m, n), np.float32)
+            arrays = [a, matmul.pack_weights(b, cfg.nr), c, bias]
+            one, two = (Dispatch(module.address(kernel.name), kernel.workgroup_count, kernel.local_memory_size,
+                                 arrays, threads) for threads in (1, 2))
+            one.run()
+            err = float(np.abs(c - expected).max() / max(1.0, float(np.abs(expected).max())))
+            if err > 1e-4:
+                raise RuntimeError(f"{name} tiling of {m}x{n}x{k}: max relative error {err}")
+            runs[name] = (one, two)
+        reps = max(1, int(2e-3 / max(1e-7, runs["chosen"][0].run(3) / 3)))  # ~2 ms per hot sample
+        samples: dict[str, dict[str, list[float]]] = {name: {"hot_us": [], "cold_us": [], "two_threads_us": []}
+                                                      for name in runs}
+        for _ in range(rounds):
+            for name, (one, two) in runs.items():
+                samples[name]["hot_us"].append(one.run(reps) / reps)
+                np.add(evict, 1.0, out=evict)
+                samples[name]["cold_us"].append(one.run(1))
+                samples[name]["two_threads_us"].append(two.run(reps) / reps)
+        for name, measured in samples.items():
+            cfg = runs[name][0]
+            row = {"shape": f"{m}x{n}x{k}", "variant": name, "workgroups": int(np.prod(cfg.ds["workgroup_count"]))}
+            for key, values in measured.items():
+                row[key] = round(statistics.median(values) * 1e6, 1)
+            row["hot_gflops"] = round(2.0 * m * n * k / row["hot_us"] / 1e3, 1)
+            row["cold_gflops"] = round(2.0 * m * n * k / row["cold_us"] / 1e3, 1)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object (the default is a table)")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per figure (median)")
     parser.add_argument("--sweep", type=int, nargs="*", help="matmul sizes to sweep tilings over instead")
+    parser.add_argument("--costs", nargs="*", metavar="MxNxK",
+                        help="per shape and tiling: CPU time hot, cold and summed over two threads instead")
     args = parser.parse_args()
     if args.sweep:
         for row in sweep(args.sweep, args.repeats):
+            print(json.dumps(row))
+        return
+    if args.costs:
+        shapes = [tuple(int(d) for d in text.lower().split("x")) for text in args.costs]
+        if any(len(s) != 3 or min(s) < 1 for s in shapes):
+            parser.error(f"--costs takes shapes as MxNxK, got {args.costs}")
+        for row in costs(shapes, max(args.repeats, 31)):
             print(json.dumps(row))
         return
     rows = [

@@ -33,7 +33,7 @@ from numba import njit
 from scheduler import layout as L
 from scheduler.executor import bump, fail_sem, help_slot, scan_pending, sem_addr, sem_reached, share, signal_sem, slot_addr, try_release, wake_workers, word
 from scheduler.native import cas, cpu_relax, fetch_add, futex_wait, load, load_i64, now_ns, store
-from scheduler.queues import EMPTY, deque_pop, deque_size, deque_steal, ready_push, ready_size, ready_take
+from scheduler.queues import EMPTY, deque_pop, deque_push, deque_size, deque_steal, ready_push, ready_size, ready_take
 
 
 @njit(nogil=True, cache=True)
@@ -180,10 +180,9 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         found = find_work(a, w)
         if found != EMPTY and not drain and not take_token(a):
             # The device already runs as many participants as it has workers (the helping host
-            # among them): hand a ready entry back (a shard is only an extra invitation) and
-            # park; whoever gives a token back wakes a worker if work is left.
-            if found < EMPTY:
-                ready_push(a, -2 - found)
+            # among them): hand the work back and park; whoever gives a token back wakes a
+            # worker if work is left, and a spinning host finds it itself.
+            _hand_back(a, w, found)
             _stop_spinning(a, w, idle_since)
             _park(a, w, participants)
             idle_since = 0
@@ -209,6 +208,18 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         _stop_spinning(a, w, idle_since)
         _park(a, w, participants)
         idle_since = 0
+
+
+@njit(nogil=True, cache=True)
+def _hand_back(a: int, w: int, found: int) -> None:
+    """Puts back what find_work gave a participant that got no token: a ready entry on the ready
+    queue, a shard on its own deque. A shard is only an invitation (the region runs anyway), but
+    dropping it could leave a region to one participant for its whole length: the invited worker
+    lost the token race to the host, which then gave its token up to spin and found nothing."""
+    if found < EMPTY:
+        ready_push(a, -2 - found)
+    else:
+        deque_push(a, w, found)
 
 
 @njit(nogil=True, cache=True)
@@ -281,9 +292,8 @@ def _host_spin(a: int, h: int, m: int, value: int) -> int:
         bump(a, h, L.W_SPINS, 1)
         cpu_relax()
     _stop_spinning(a, h, t0)
-    if found != EMPTY and not take_token(a):
-        if found < EMPTY:  # a worker took the token first: it gets the ready entry back
-            ready_push(a, -2 - found)
+    if found != EMPTY and not take_token(a):  # a worker took the token first
+        _hand_back(a, h, found)
         found = EMPTY
     return found
 

@@ -3,11 +3,15 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.matmul_kernels --json
 
 (the two variables, set in the project's environment, slow OpenBLAS down; unset them for this
-command only.) Kernels run without the scheduler: a numba `nogil` loop calls the kernel's
-function pointer for a contiguous range of workgroups, `reps` times over; with two threads
-each runs every other workgroup (as one-at-a-time claims share them out). There is no barrier between repetitions, so the figures are the
-kernels' own cost (the scheduler's per-dispatch overhead is benchmarked elsewhere). numpy runs
-with OpenBLAS set to the same thread count. Every figure is the median of `--repeats` runs.
+command only.) `--costs 128x256x256 128x1024x256 ...` prints instead, per shape and tiling,
+thread CPU time with the data hot, cold and over two threads (`costs`).
+
+Kernels run without the scheduler: a numba `nogil` loop calls the kernel's function pointer for
+its workgroups, `reps` times over; with two threads each runs every other workgroup (as
+one-at-a-time claims share them out). There is no barrier between repetitions, so the figures
+are the kernels' own cost (the scheduler's per-dispatch overhead is benchmarked elsewhere).
+numpy runs with OpenBLAS set to the same thread count. Every figure is the median of `--repeats`
+runs.
 """
 
 from __future__ import annotations
@@ -259,7 +263,10 @@ def costs(shapes: Sequence[tuple[int, int, int]], rounds: int) -> list[dict]:
     call after L2 was overwritten (a model whose weights outgrow L2 reads them from L3 on
     every call); `two_threads_us`, the two threads' summed CPU time, each running every other
     workgroup (hot): above `hot_us` when the cores contend for something they share. CPU time,
-    not wall time, so that a machine shared with other work still ranks the tilings."""
+    not wall time, so that a machine shared with other work still ranks the tilings; and
+    `two_threads_wall_us`, the same runs' wall time (half of `hot_us` on an idle machine: the
+    2-core speed-up without a scheduler, to hold fibergrid's local-task figure against; it
+    includes starting the two threads, once per ~1 ms of work)."""
     evict = np.zeros(4 * caches.host().l2 // 4, np.float32)
     rows = []
     for m, n, k in shapes:
@@ -284,14 +291,17 @@ def costs(shapes: Sequence[tuple[int, int, int]], rounds: int) -> list[dict]:
                 raise RuntimeError(f"{name} tiling of {m}x{n}x{k}: max relative error {err}")
             runs[name] = (one, two)
         reps = max(1, int(2e-3 / max(1e-7, runs["chosen"][0].run(3) / 3)))  # ~2 ms per hot sample
-        samples: dict[str, dict[str, list[float]]] = {name: {"hot_us": [], "cold_us": [], "two_threads_us": []}
+        samples: dict[str, dict[str, list[float]]] = {name: {"hot_us": [], "cold_us": [], "two_threads_us": [],
+                                                             "two_threads_wall_us": []}
                                                       for name in runs}
         for _ in range(rounds):
             for name, (one, two) in runs.items():
                 samples[name]["hot_us"].append(one.run(reps) / reps)
                 np.add(evict, 1.0, out=evict)
                 samples[name]["cold_us"].append(one.run(1))
+                start = time.perf_counter()
                 samples[name]["two_threads_us"].append(two.run(reps) / reps)
+                samples[name]["two_threads_wall_us"].append((time.perf_counter() - start) / reps)
         for name, measured in samples.items():
             cfg = runs[name][0]
             row = {"shape": f"{m}x{n}x{k}", "variant": name, "workgroups": int(np.prod(cfg.ds["workgroup_count"]))}

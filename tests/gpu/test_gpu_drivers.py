@@ -88,3 +88,19 @@ def test_byte_tensors_match_jax(driver) -> None:
         to_int8, to_uint8 = fg.load(jax.jit(lambda x: (x.astype(jnp.int8), x.astype(jnp.uint8))).lower(x).as_text(), dev)(x)
         np.testing.assert_array_equal(to_int8, np.nan_to_num(np.clip(np.trunc(x), -128, 127)).astype(np.int8))
         np.testing.assert_array_equal(to_uint8, np.nan_to_num(np.clip(np.trunc(x), 0, 255)).astype(np.uint8))
+
+
+def test_bit_counts_and_sign_extension_match_jax(driver) -> None:
+    """count_leading_zeros and population_count at 8, 32 and 64 bits (LLVM's SPIR-V backend
+    selects no ctlz, and Vulkan's OpBitCount takes 32-bit ints only: spirv/kernels.py counts by
+    words), and int32 -> int64 sign extension (naga read OpSConvert of the unsigned-declared ints
+    as a zero extension: -1 became 4294967295 on webgpu)."""
+    def f(x, b):
+        wide = x.astype(jnp.int64)
+        return (jax.lax.clz(x), jax.lax.population_count(x), jax.lax.clz(b), jax.lax.population_count(b),
+                wide, wide * 3 - 7, jax.lax.clz(wide << 20), jax.lax.population_count(wide * 3))
+
+    x = np.array([0, 1, 2, 3, 255, 256, 2**31 - 1, -1, -2**31, 12345, -7, 1 << 20], np.int32)
+    b = np.array([0, 1, 2, 127, 128, 200, 255, 16, 15, 64, 3, 99], np.uint8)
+    with jax.enable_x64(), fg.create_device(driver) as dev:
+        run_against_jax(dev, f, x, b)

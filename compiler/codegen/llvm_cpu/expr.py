@@ -614,9 +614,14 @@ def _int_op(b: ir.IRBuilder, op: str, dtype: np.dtype, args: list[ir.Value]) -> 
         return b.xor(x, const_like(x, dtype, 1 if dtype == np.bool_ else -1))  # all ones
     if op == "negate":
         return b.sub(const_like(x, dtype, 0), x)
-    if op == "popcnt":
-        return b.call(intrinsic(b.module, f"llvm.ctpop.{_int_suffix(x.type)}", x.type, [x.type]), [x])
-    if op == "count_leading_zeros":
+    if op in ("popcnt", "count_leading_zeros"):
+        # (a builder of another target may count bits its own way: the SPIR-V one has no ctlz)
+        name = "ctpop" if op == "popcnt" else "ctlz"
+        target_math = getattr(b, "target_math", None)
+        if target_math is not None and (value := target_math(name, [x])) is not None:
+            return value
+        if op == "popcnt":
+            return b.call(intrinsic(b.module, f"llvm.ctpop.{_int_suffix(x.type)}", x.type, [x.type]), [x])
         fn = intrinsic(b.module, f"llvm.ctlz.{_int_suffix(x.type)}", x.type, [x.type, I1])
         return b.call(fn, [x, ir.Constant(I1, 0)])  # 0 -> the bit width
     if op == "abs":

@@ -65,6 +65,25 @@ class _SpirvBuilder(SpirvBuilder):
             sign = ir.Constant(ity, 1 << (width - 1))
             magnitude = self.and_(self.bitcast(args[0], ity), ir.Constant(ity, (1 << (width - 1)) - 1))
             return self.bitcast(self.or_(magnitude, self.and_(self.bitcast(args[1], ity), sign)), ty)
+        if name == "ctlz":  # LLVM's SPIR-V backend cannot select llvm.ctlz: the width minus the
+            # population count of x with every bit below its highest set bit set too (0 -> width)
+            x, width = args[0], args[0].type.width
+            shift = 1
+            while shift < width:
+                x = self.or_(x, self.lshr(x, ir.Constant(ty, shift)))
+                shift *= 2
+            return self.sub(ir.Constant(ty, width), self.target_math("ctpop", [x]))
+        if name == "ctpop":  # Vulkan's OpBitCount takes 32-bit integers only: count by words
+            x, width = args[0], args[0].type.width
+            fn = self.module.globals.get("llvm.ctpop.i32") or ir.Function(self.module, ir.FunctionType(I32, [I32]), "llvm.ctpop.i32")
+            if width <= 32:
+                count = self.call(fn, [x if width == 32 else self.zext(x, I32)])
+                return count if width == 32 else self.trunc(count, ty)
+            total = ir.Constant(ty, 0)
+            for low in range(0, width, 32):
+                word = self.trunc(self.lshr(x, ir.Constant(ty, low)), I32)
+                total = self.add(total, self.zext(self.call(fn, [word]), ty))
+            return total
         if name in _GLSL_MATH:
             suffix = "f32" if isinstance(ty, ir.FloatType) else "f64"
             fname = f"llvm.{name}.{suffix}"

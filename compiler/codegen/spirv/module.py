@@ -107,6 +107,15 @@ class SpirvBuilder(ir.IRBuilder):
         value = self.fptoui(self.select(negative, self.fneg(x), x), typ)
         return self.select(negative, self.neg(value), value, name=name)
 
+    def sext(self, value, typ, name=""):
+        """A sign extension as a zero extension with the sign bit's weight flipped:
+        ((x zext) ^ 2^(n-1)) - 2^(n-1). Why: naga (WebGPU) translates OpSConvert of an
+        unsigned-declared int as a zero extension (an int32 -1 became 4294967295 as int64)."""
+        if isinstance(value.type, ir.VectorType):
+            return super().sext(value, typ, name=name)
+        bias = ir.Constant(typ, 1 << (value.type.width - 1))
+        return self.sub(self.xor(self.zext(value, typ), bias), bias, name=name)
+
     def call(self, fn, args, name="", cconv=None, tail=False, fastmath=(), attrs=(), arg_attrs=None):
         """llvm.fpto{s,u}i.sat (XLA's float -> int: saturate, NaN -> 0) as compares, selects and
         a plain conversion of an in-range value.

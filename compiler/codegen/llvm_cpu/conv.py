@@ -105,9 +105,11 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     block of 147); else one tap and equal blocks of at most KC_MAX input channels.
     A small layer (the late stages of a CNN: 6x6 or 12x12 pixels) would be one or two such
     workgroups, leaving workers idle: then channel tiles narrow (down to one panel) toward
-    MIN_WORKGROUPS over `images`; then, where the workgroup's filter block is small (SMALL_FILTER:
-    an early layer's 3x3 x 32 x 32 is 36 KiB), pixel tiles shrink too, down to one register tile
-    (ResNet's 24x24 stage: 3 workgroups for 2 workers, one of them idle a third of the time).
+    MIN_WORKGROUPS over `images`; if that leaves fewer than half of them and the workgroup's
+    filter block is small (SMALL_FILTER: an early layer's 3x3 x 32 x 32 is 36 KiB), pixel tiles
+    shrink too, down to one register tile (ResNet's 24x24 stage: 3 workgroups for 2 workers, one
+    of them idle a third of the time; its 12 of the stem keep their 192 pixels: smaller tiles
+    ran a few % slower on one thread).
     A large filter block keeps its pixel tiles: each re-reads it, which on a 3x3 image (2.4 MB of
     filter) cost more than the parallelism won."""
     lanes = lanes or jit.vector_width_f32()
@@ -126,7 +128,7 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     channel_tiles = -(-MIN_WORKGROUPS // (images * pixel_tiles))  # wanted
     tile_n = min(f, 8 * nr, max(nr, round_up(-(-f // channel_tiles), nr)))
     channel_tiles = -(-f // tile_n)  # made
-    if images * pixel_tiles * channel_tiles < MIN_WORKGROUPS and 4 * kh * kw * c * tile_n <= SMALL_FILTER:
+    if images * pixel_tiles * channel_tiles < MIN_WORKGROUPS // 2 and 4 * kh * kw * c * tile_n <= SMALL_FILTER:
         pixel_tiles = -(-MIN_WORKGROUPS // (images * channel_tiles))  # wanted
         tile_m = min(tile_m, round_up(-(-pixels // pixel_tiles), mr))
     return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc, window_rows)

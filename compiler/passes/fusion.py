@@ -810,6 +810,7 @@ class _Fuser:
             node = None
             if not (isinstance(x, Leaf) and x.is_dense and x.shape == tuple(op.operands[0].type.shape)):
                 node = ix.reshape_split_dims(op, x)
+                node = ix.reshape_merging_views(op, x) if node is None else node
             return node or self.leaf(self.buffer_of(op.operands[0]), result.type.shape, result.type.dtype)
         movers = {"broadcast_in_dim": ix.broadcast_in_dim, "transpose": ix.transpose, "slice": ix.slice_,
                   "reverse": ix.reverse, "pad": ix.pad, "dynamic_slice": lambda o, x, *s: ix.dynamic_slice(o, x, list(s)),

@@ -180,6 +180,82 @@ def reshape_split_dims(op: Op, node):
     return substitute(node, new)
 
 
+class _NotAView(Exception):
+    """A load reads merged dims other than as whole consecutive dims of its buffer."""
+
+
+def reshape_merging_views(op: Op, node):
+    """A reshape that only merges dims (consecutive operand dims, size-1 dims aside, become one
+    result dim: a ViT's (1, 192, 8, 8) -> (1, 192, 64)) of an expression whose loads read the
+    merged dims as whole consecutive dims of their buffers, in order (the NCHW view of a patch
+    matmul's NHWC output): each such load sees its buffer with those dims merged too, so its
+    index stays affine; None for any other reshape or expression (it would need a divide), or
+    when every such load is dense."""
+    src, dst = op.operands[0].type.shape, op.results[0].type.shape
+    sources = iter(d for d, n in enumerate(src) if n != 1)
+    groups: list[tuple[int, list[int]]] = []
+    for d, n in enumerate(dst):
+        members, size = [], 1
+        while size < n:
+            s = next(sources, None)
+            if s is None:
+                return None
+            members.append(s)
+            size *= src[s]
+        if n != 1 and size != n:
+            return None
+        if members:
+            groups.append((d, members))
+    if next(sources, None) is not None or all(len(m) == 1 for _, m in groups):
+        return None
+    single = {m[0]: kir.Coord(d) for d, m in groups if len(m) == 1}
+    merged = {s: (d, m) for d, m in groups if len(m) > 1 for s in m}
+    memo: dict[int, object] = {}
+    strided: list[bool] = []  # per load seen with merged dims: whether it is not dense
+
+    def go(x):
+        if id(x) not in memo:
+            if isinstance(x, kir.Coord):
+                if x.dim in merged:
+                    raise _NotAView
+                memo[id(x)] = single.get(x.dim, index(0))
+            elif isinstance(x, Leaf):
+                memo[id(x)] = view(x)
+            elif isinstance(x, kir.Compute):
+                memo[id(x)] = kir.Compute(x.op, tuple(go(o) for o in x.operands), x.dtype, x.attr)
+            else:
+                memo[id(x)] = x
+        return memo[id(x)]
+
+    def view(leaf: Leaf) -> Leaf:
+        shape, new_index, e = [], [], 0
+        while e < len(leaf.index):
+            x = leaf.index[e]
+            if isinstance(x, kir.Coord) and x.dim in merged:
+                d, members = merged[x.dim]
+                run = leaf.index[e:e + len(members)]
+                if [getattr(y, "dim", None) for y in run] != members or \
+                        list(leaf.shape[e:e + len(members)]) != [src[s] for s in members]:
+                    raise _NotAView
+                shape.append(dst[d])
+                new_index.append(kir.Coord(d))
+                strided.append(not leaf.is_dense)
+                e += len(members)
+                continue
+            shape.append(leaf.shape[e])
+            new_index.append(go(x))
+            e += 1
+        return Leaf(leaf.tensor, tuple(shape), tuple(new_index), leaf.dtype)
+
+    try:
+        out = go(node)
+    except _NotAView:
+        return None
+    # Only where a load is strided: a value over dense loads is as cheap to write once, and its
+    # buffer is then dense for what reads it next (an activation joining its matmul).
+    return out if any(strided) else None
+
+
 def transpose(op: Op, node):
     perm = op.attrs["permutation"]
     new = [None] * len(perm)

@@ -1,7 +1,8 @@
 """What torch.onnx exports of transformers become (compiler/passes/fusion.py, row_fusion.py,
-attention_fusion.py): a vision transformer's patch embedding as a matmul, a layernorm whose
-output the next Gemm takes as a matrix in one row region, a fused QKV projection's Split ->
-Reshape -> Transpose head split as one copy. Each checked against the ONNX reference evaluator
+matmul_activation.py): a vision transformer's patch embedding as a matmul whose output the
+embedding reads in place, a layernorm whose output the next Gemm takes as a matrix in one row
+region, a fused QKV projection's Split -> Reshape -> Transpose head split as one copy, BERT's
+GELU as its matmul's epilogue. Each checked against the ONNX reference evaluator
 on both CPU drivers (and Vulkan where present), and the dispatches counted."""
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ def test_patch_embedding_is_a_matmul(device, size, patch) -> None:
     assert not any(k.endswith("conv") for k in kernels) and sum(k.endswith("matmul") for k in kernels) == 1
 
 
+def test_vit_embedding_reads_the_patch_matmul_in_place(device) -> None:
+    """Conv -> Flatten(2) -> Transpose(1, 2) -> + position: the flatten merges the NCHW view of
+    the matmul's NHWC output, so the sum reads it in place: patches, matmul, sum."""
+    w = RNG.standard_normal((24, 3, 4, 4)).astype(np.float32)
+    weights = {"w": w, "b": RNG.standard_normal(24).astype(np.float32),
+               "pos": RNG.standard_normal((1, 16, 24)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Reshape", ["y", "flat"], ["f"]),
+             helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Add", ["t", "pos"], ["e"])]
+    weights["flat"] = np.array([1, 24, 16], np.int64)
+    kernels = _run(device, _model(nodes, {"x": (1, 3, 16, 16)}, {"e": 3}, weights),
+                   {"x": RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)})
+    assert len(kernels) == 3
+
+
 def test_overlapping_windows_stay_a_convolution(device) -> None:
     w = RNG.standard_normal((8, 3, 4, 4)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2])]
@@ -107,12 +124,32 @@ def test_split_heads_is_one_copy_each(device) -> None:
 
 
 def test_reshape_merging_dims_of_an_expression() -> None:
-    """A reshape that merges dims of a computed value (no affine index for it) still goes
-    through a buffer, and a split after a transpose stays right."""
-    weights = {"merge": np.array([6, 20], np.int64), "split": np.array([3, 2, 4, 5], np.int64)}
+    """A reshape that merges dims a load reads out of order (no affine index for it) still goes
+    through a buffer; one that merges them in order reads the buffer in place; a split after a
+    transpose stays right."""
+    weights = {"merge": np.array([6, 20], np.int64), "split": np.array([3, 2, 4, 5], np.int64),
+               "inorder": np.array([2, 60], np.int64)}
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
              helper.make_node("Relu", ["t"], ["r"]),
              helper.make_node("Reshape", ["r", "merge"], ["m"]),
-             helper.make_node("Reshape", ["t", "split"], ["s"])]
-    data = _model(nodes, {"x": (2, 3, 20)}, {"m": 2, "s": 4}, weights)
+             helper.make_node("Reshape", ["t", "split"], ["s"]),
+             helper.make_node("Sigmoid", ["x"], ["g"]),
+             helper.make_node("Reshape", ["g", "inorder"], ["o"])]
+    data = _model(nodes, {"x": (2, 3, 20)}, {"m": 2, "s": 4, "o": 2}, weights)
     _run(fg.create_device("local-sync"), data, {"x": RNG.standard_normal((2, 3, 20)).astype(np.float32)})
+
+
+def test_bert_mlp_gelu_joins_its_matmul(device) -> None:
+    """BERT's intermediate dense + exact GELU as torch exports it (Div, Erf, Add, Mul, Mul)
+    then the output dense: the GELU is the first matmul's epilogue: two kernels."""
+    weights = {"w1": (RNG.standard_normal((16, 64)) / 4).astype(np.float32), "b1": RNG.standard_normal(64).astype(np.float32),
+               "w2": (RNG.standard_normal((64, 16)) / 8).astype(np.float32), "sqrt2": np.array(np.sqrt(2), np.float32),
+               "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m"]), helper.make_node("Add", ["b1", "m"], ["h"]),
+             helper.make_node("Div", ["h", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["h", "a"], ["p"]),
+             helper.make_node("Mul", ["p", "half"], ["g"]), helper.make_node("MatMul", ["g", "w2"], ["y"])]
+    kernels = _run(device, _model(nodes, {"x": (2, 6, 16)}, {"y": 3}, weights),
+                   {"x": RNG.standard_normal((2, 6, 16)).astype(np.float32)})
+    assert len(kernels) == 2
+

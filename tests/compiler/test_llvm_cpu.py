@@ -296,10 +296,11 @@ def test_conv2d_blocks_of_k() -> None:
 
 
 def test_conv2d_pixel_tiles_shrink_only_for_small_filters() -> None:
-    """A 24x24 x 32 layer (a 36 KiB filter) splits its pixels toward MIN_WORKGROUPS; a 3x3 image
-    against a 2.4 MB filter keeps one pixel tile (each would re-read its filter block)."""
+    """A 24x24 x 32 layer (a 36 KiB filter) splits its pixels toward MIN_WORKGROUPS, in tiles of
+    4 register tiles at least; a 3x3 image against a 2.4 MB filter keeps one pixel tile (each
+    would re-read its filter block)."""
     small = conv.choose_conv_config(24 * 24, 32, 32, lanes=16, kernel=(3, 3))
-    assert -(-24 * 24 // small.tile_m) >= matmul.MIN_WORKGROUPS and small.tile_m % small.mr == 0
+    assert -(-24 * 24 // small.tile_m) >= matmul.MIN_WORKGROUPS // 2 and small.tile_m == 4 * small.mr
     large = conv.choose_conv_config(9, 256, 256, lanes=16, kernel=(3, 3))
     assert large.tile_m == 9
 

@@ -107,9 +107,10 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     workgroups, leaving workers idle: then channel tiles narrow (down to one panel) toward
     MIN_WORKGROUPS over `images`; if that leaves fewer than half of them and the workgroup's
     filter block is small (SMALL_FILTER: an early layer's 3x3 x 32 x 32 is 36 KiB), pixel tiles
-    shrink too, down to one register tile (ResNet's 24x24 stage: 3 workgroups for 2 workers, one
-    of them idle a third of the time; its 12 of the stem keep their 192 pixels: smaller tiles
-    ran a few % slower on one thread).
+    shrink too, down to 4 register tiles (ResNet's 24x24 stage: 3 workgroups for 2 workers, one
+    of them idle a third of the time; its stem's 12 keep their 192 pixels: smaller tiles ran a few
+    % slower on one thread, and a tile of one register tile streams its filter block for 6
+    pixels: 12x12 x 64 -> 128 ran 1.6x slower on one thread).
     A large filter block keeps its pixel tiles: each re-reads it, which on a 3x3 image (2.4 MB of
     filter) cost more than the parallelism won."""
     lanes = lanes or jit.vector_width_f32()
@@ -130,7 +131,7 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     channel_tiles = -(-f // tile_n)  # made
     if images * pixel_tiles * channel_tiles < MIN_WORKGROUPS // 2 and 4 * kh * kw * c * tile_n <= SMALL_FILTER:
         pixel_tiles = -(-MIN_WORKGROUPS // (images * channel_tiles))  # wanted
-        tile_m = min(tile_m, round_up(-(-pixels // pixel_tiles), mr))
+        tile_m = min(tile_m, max(4 * mr, round_up(-(-pixels // pixel_tiles), mr)))
     return ConvConfig(lanes, mr, nv, tile_m, tile_n, kc, window_rows)
 
 

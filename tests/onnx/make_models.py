@@ -1,7 +1,7 @@
 """Writes the small real models the ONNX tests run (committed beside this script, so CI needs
 neither torch nor transformers nor onnxruntime):
 
-    python -m tests.onnx.make_models      # needs torch, transformers, onnxruntime
+    python -m tests.onnx.make_models [NAME...]   # needs torch, transformers, onnxruntime
 
 Each is a `transformers` model built from a tiny config with random weights (nothing from a hub),
 exported by torch.onnx (TorchScript exporter, opset 17), plus `<name>.npz` holding the inputs of
@@ -11,6 +11,7 @@ compare fibergrid against those.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ import numpy as np
 HERE = Path(__file__).parent / "models"
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Writes the models named (all when none are)."""
     import onnxruntime as ort
     import torch
     import transformers
@@ -49,9 +51,17 @@ def main() -> None:
             (torch.zeros(1, 3, 32, 32),), ["pixel_values"], ["logits"], {"pixel_values": {0: "batch"}},
             [{"pixel_values": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)},
              {"pixel_values": rng.standard_normal((2, 3, 32, 32)).astype(np.float32)}]),
+        "vit_tiny": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
+            image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, num_labels=5)), (torch.zeros(1, 3, 16, 16),), ["pixel_values"], ["logits"],
+            {"pixel_values": {0: "batch"}},
+            [{"pixel_values": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)},
+             {"pixel_values": rng.standard_normal((3, 3, 16, 16)).astype(np.float32)}]),
     }
     HERE.mkdir(exist_ok=True)
     for name, (build, args, ins, outs, dynamic, calls) in specs.items():
+        if names and name not in names:
+            continue
         path = _export(name, build(), args, ins, outs, dynamic)
         target = HERE / f"{name}.onnx"
         target.write_bytes(path.read_bytes())
@@ -68,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

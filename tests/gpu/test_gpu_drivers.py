@@ -104,3 +104,25 @@ def test_bit_counts_and_sign_extension_match_jax(driver) -> None:
     b = np.array([0, 1, 2, 127, 128, 200, 255, 16, 15, 64, 3, 99], np.uint8)
     with jax.enable_x64(), fg.create_device(driver) as dev:
         run_against_jax(dev, f, x, b)
+
+
+def test_nan_and_rounding_rules_match_jax(driver) -> None:
+    """max/min propagate NaN (the backend's FMax/FMin leave it undefined: lavapipe gave
+    max(NaN, inf) = inf), round-half-away-from-zero in f32 and f64 (GLSL Round leaves a half's
+    direction to the implementation), bf16 arithmetic (its NaN test was an OpUnordered, which
+    Vulkan refuses; WebGPU has no 16-bit type at all), and an f64 transcendental refused by name."""
+    def f(x, y):
+        return jnp.maximum(x, y), jnp.minimum(x, y), jax.lax.round(x), jax.lax.round(x.astype(jnp.float64))
+
+    def bf16(h):
+        return h + h * 3, jnp.maximum(h, h * -1)
+
+    x = np.array([np.nan, np.inf, -np.inf, -2.5, 2.5, -0.5, 0.5, 1.49, -0.0, 7.0, np.nan, 3.5], np.float32)
+    y = np.array([np.inf, np.nan, 1.0, -2.0, 3.0, 0.0, -0.0, 2.0, 0.0, np.nan, np.nan, -3.5], np.float32)
+    with jax.enable_x64(), fg.create_device(driver) as dev:
+        run_against_jax(dev, f, x, y)
+        if driver != "webgpu":
+            run_against_jax(dev, bf16, x.astype(jnp.bfloat16))
+        if driver != "cuda":
+            with pytest.raises(fg.Error, match="no f64 exp"):
+                fg.load(jax.jit(lambda v: jnp.exp(v.astype(jnp.float64))).lower(x).as_text(), dev)(x)

@@ -48,6 +48,10 @@ class _BindingBase:
 # C library functions with a GLSL.std.450 instruction behind an LLVM intrinsic the SPIR-V backend
 # selects; the others are expanded in kernel IR first (compiler/passes/special_math.py).
 _GLSL_MATH = frozenset({"atan", "asin", "acos", "sinh", "cosh", "atan2"})
+# C library / LLVM math functions whose GLSL.std.450 instruction Vulkan allows on 16- and 32-bit
+# floats only (spirv-val refuses an f64 one)
+_GLSL_32_BIT_ONLY = frozenset({"exp", "exp2", "log", "log2", "sin", "cos", "tan", "tanh", "pow", "atan", "atan2",
+                               "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh"})
 # Kernel IR math ops the SPIR-V target lowers itself (GLSL.std.450 or plain arithmetic).
 # (tan is expanded as sin / cos: NVIDIA's GLSL Tan missed the tolerance near the poles.)
 SPIRV_NATIVE_MATH = frozenset({"atan", "asin", "acos", "sinh", "cosh", "atan2", "digamma"})
@@ -59,6 +63,9 @@ class _SpirvBuilder(SpirvBuilder):
     def target_math(self, name: str, args: list[ir.Value]) -> ir.Value | None:
         """The SPIR-V form of a math function the CPU emitter would call (expr.py's hook)."""
         ty = args[0].type
+        if isinstance(ty, ir.DoubleType) and name in _GLSL_32_BIT_ONLY:
+            raise CompileError(f"SPIR-V: no f64 {name} (GLSL.std.450's transcendental instructions take 16- and 32-bit "
+                               "floats only); compute it in float32 for the GPU targets")
         if name == "copysign":  # the SPIR-V backend cannot select llvm.copysign: sign bit by hand
             width = 32 if isinstance(ty, ir.FloatType) else 64
             ity = ir.IntType(width)
@@ -84,12 +91,24 @@ class _SpirvBuilder(SpirvBuilder):
                 word = self.trunc(self.lshr(x, ir.Constant(ty, low)), I32)
                 total = self.add(total, self.zext(self.call(fn, [word]), ty))
             return total
+        if name == "round":  # GLSL Round leaves a half's direction to the implementation (lavapipe
+            # took f64 -2.5 to -2): away from zero by hand, from trunc (inf and NaN pass through)
+            (x,) = args
+            t = self.call(self._float_intrinsic("trunc", ty, 1), [x])
+            half_or_more = self.fcmp_ordered(">=", self.call(self._float_intrinsic("fabs", ty, 1), [self.fsub(x, t)]), ir.Constant(ty, 0.5))
+            return self.select(half_or_more, self.fadd(t, self.target_math("copysign", [ir.Constant(ty, 1.0), x])), t)
+        if name in ("maximum", "minimum"):  # the backend's FMax/FMin leave NaN undefined (lavapipe
+            # gave max(NaN, inf) = inf): NaN put back by hand, as XLA's max/min propagate it
+            x, y = args
+            return self.select(self.fcmp_unordered("uno", x, y), self.fadd(x, y), self.call(self._float_intrinsic(name, ty, 2), args))
         if name in _GLSL_MATH:
-            suffix = "f32" if isinstance(ty, ir.FloatType) else "f64"
-            fname = f"llvm.{name}.{suffix}"
-            fn = self.module.globals.get(fname) or ir.Function(self.module, ir.FunctionType(ty, [ty] * len(args)), fname)
-            return self.call(fn, args)
+            return self.call(self._float_intrinsic(name, ty, len(args)), args)
         return None
+
+    def _float_intrinsic(self, name: str, ty: ir.Type, arity: int) -> ir.Function:
+        suffix = {ir.FloatType: "f32", ir.DoubleType: "f64", ir.HalfType: "f16"}[type(ty)]
+        fname = f"llvm.{name}.{suffix}"
+        return self.module.globals.get(fname) or ir.Function(self.module, ir.FunctionType(ty, [ty] * arity), fname)
 
     def gep(self, ptr, indices, inbounds=False, name="", source_etype=None):
         if isinstance(ptr, _BindingBase):

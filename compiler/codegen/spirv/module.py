@@ -107,6 +107,23 @@ class SpirvBuilder(ir.IRBuilder):
         value = self.fptoui(self.select(negative, self.fneg(x), x), typ)
         return self.select(negative, self.neg(value), value, name=name)
 
+    def fcmp_unordered(self, cmpop, lhs, rhs, name="", flags=()):
+        """`uno` (either is NaN) as a test of the bits: OpUnordered needs the Kernel capability,
+        which spirv-val refuses for Vulkan (every bf16 rounding and NaN test hit it), and naga
+        (WebGPU) may take x != x to be false, as WGSL lets it assume no NaN."""
+        if cmpop == "uno":
+            nan = self.is_nan(lhs)
+            return nan if lhs is rhs else self.or_(nan, self.is_nan(rhs), name=name)
+        return super().fcmp_unordered(cmpop, lhs, rhs, name=name, flags=flags)
+
+    def is_nan(self, x: ir.Value) -> ir.Value:
+        """|bits| above the exponent mask: a NaN of f16, f32 or f64, by integer compare only."""
+        width = {ir.HalfType: 16, ir.FloatType: 32, ir.DoubleType: 64}[type(x.type)]
+        ity = ir.IntType(width)
+        magnitude = self.and_(self.bitcast(x, ity), ir.Constant(ity, (1 << (width - 1)) - 1))
+        exponent_mask = {16: 0x7C00, 32: 0x7F800000, 64: 0x7FF0000000000000}[width]
+        return self.icmp_unsigned(">", magnitude, ir.Constant(ity, exponent_mask))
+
     def sext(self, value, typ, name=""):
         """A sign extension as a zero extension with the sign bit's weight flipped:
         ((x zext) ^ 2^(n-1)) - 2^(n-1). Why: naga (WebGPU) translates OpSConvert of an
@@ -131,7 +148,7 @@ class SpirvBuilder(ir.IRBuilder):
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         below = self.fcmp_ordered("<", x, ir.Constant(x.type, float(lo)))
         above = self.fcmp_ordered(">=", x, ir.Constant(x.type, float(hi + 1)))  # a power of two: exact in any float type
-        nan = self.fcmp_unordered("!=", x, x)  # (uno needs the Kernel capability)
+        nan = self.is_nan(x)
         outside = self.or_(self.or_(below, above), nan)
         value = (self.fptosi if signed else self.fptoui)(self.select(outside, ir.Constant(x.type, 0.0), x), ty)
         value = self.select(below, ir.Constant(ty, lo), value)

@@ -34,3 +34,20 @@ def compiles(monkeypatch, tmp_path):
 
     monkeypatch.setattr(jit, "emit_object", counting)
     return count
+
+
+def device_per_driver(*drivers: str):
+    """A module-scoped fixture giving one device per driver in `drivers` (local-task with 2
+    workers), skipping drivers this machine lacks: `device = device_per_driver("local-sync", ...)`."""
+
+    @pytest.fixture(scope="module", params=drivers)
+    def device(request):
+        import fibergrid as fg
+
+        if request.param not in fg.available_drivers():
+            pytest.skip(f"no {request.param} device here")
+        dev = fg.create_device(request.param, workers=2) if request.param == "local-task" else fg.create_device(request.param)
+        request.addfinalizer(dev.close)
+        return dev
+
+    return device

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fibergrid as fg
+from tests.conftest import device_per_driver
 from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
@@ -25,13 +25,7 @@ ACTIVATIONS = {
 }
 
 
-@pytest.fixture(scope="module", params=["local-sync", "local-task", "vulkan"])
-def device(request):
-    if request.param not in fg.available_drivers():
-        pytest.skip(f"no {request.param} device here")
-    dev = fg.create_device(request.param, workers=2) if request.param == "local-task" else fg.create_device(request.param)
-    request.addfinalizer(dev.close)
-    return dev
+device = device_per_driver("local-sync", "local-task", "vulkan")
 
 
 def _kernels(module) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
+from tests.conftest import device_per_driver
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -18,13 +19,7 @@ from onnx import TensorProto, helper  # noqa: E402
 RNG = np.random.default_rng(3)
 
 
-@pytest.fixture(scope="module", params=["local-sync", "local-task", "vulkan"])
-def device(request):
-    if request.param not in fg.available_drivers():
-        pytest.skip(f"no {request.param} device here")
-    dev = fg.create_device(request.param, workers=2) if request.param == "local-task" else fg.create_device(request.param)
-    request.addfinalizer(dev.close)
-    return dev
+device = device_per_driver("local-sync", "local-task", "vulkan")
 
 
 def _model(nodes, inputs: dict[str, tuple[int, ...]], outputs: dict[str, int], weights: dict[str, np.ndarray]) -> bytes:

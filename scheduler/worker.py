@@ -158,6 +158,12 @@ def take_token(a: int) -> bool:
 def give_token(a: int, participants: int) -> None:
     """Returns a token; work still queued then gets a parked worker, which may now run it."""
     fetch_add(a + 8 * L.H_ACTIVE, -1)
+    invite_for_left_work(a, participants)
+
+
+@njit(nogil=True, cache=True)
+def invite_for_left_work(a: int, participants: int) -> None:
+    """A participant leaving: work it leaves visible gets a parked worker woken for it."""
     if _work_visible(a, participants):
         wake_workers(a, 1)
 
@@ -321,8 +327,8 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
     store(word(a, L.H_HOST), 0)
     if holding:
         give_token(a, participants)
-    elif _work_visible(a, participants):
-        wake_workers(a, 1)
+    else:  # (its spin gave the token back)
+        invite_for_left_work(a, participants)
     sem = sem_addr(a, m)
     if load(sem + 8 * L.M_STATE) == L.SEM_FAILED:
         return -1

@@ -11,6 +11,7 @@ to each vector of C before it is stored, and the matmul writes the region's outp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -83,8 +84,7 @@ def fuse_activations(part: Partition) -> Partition:
         c = next(s for s, decl in enumerate(m.region.bindings) if decl.output)
         tensors = list(m.tensors)
         tensors[c] = d.tensors[out]
-        region = kir.KernelRegion(m.region.name, m.region.bindings, kir.MatmulBody(
-            mb.m, mb.n, mb.k, mb.batch, mb.epilogue, mb.b_panel, activation))
+        region = kir.KernelRegion(m.region.name, m.region.bindings, dataclasses.replace(mb, activation=activation))
         dispatches[w] = Dispatch(region, tuple(tensors))
         dispatches[e] = None
     return Partition(list(part.tensors), [d for d in dispatches if d is not None], list(part.results))

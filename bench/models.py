@@ -7,8 +7,8 @@ local-sync, next to numpy and IREE 3.x (local-task and local-sync, where `iree-b
 Weights are baked into the modules as constants (as a deployed model has them); inputs are
 passed per call, numpy in and numpy out on both sides. Every figure is a median latency in
 microseconds over repeated calls, the drivers measured in interleaved rounds so that a noisy
-neighbour hits them alike (each round runs a few calls of each back to back, the first untimed,
-so that one runtime's lingering threads do not land on another's timed calls: `medians_us`).
+neighbour hits them alike (in each round every runtime first runs untimed for 0.1 s, so that
+another runtime's lingering threads do not land on its timed calls: `medians_us`).
 Per case: `<case>_ratio_vs_iree` = fibergrid's better driver / IREE's
 better driver (below 1: fibergrid is faster), `<case>_task_vs_sync` = local-task / local-sync. A
 case the compiler cannot lower yet reports its error instead of a figure.
@@ -28,7 +28,14 @@ import numpy as np
 import fibergrid as fg
 
 RNG = np.random.default_rng(0)
-BLOCK = 4  # calls of one runtime back to back per round, the first untimed (medians_us)
+# medians_us: a runtime's calls run untimed for SETTLE_S before its timed ones. ONNX Runtime's
+# worker spins on for 40-50 ms after its last call, holding a whole core (process CPU read over
+# 20 ms windows after a ResNet call: 0.98 cores up to 20 ms later, 0.0 from 50 ms); OpenBLAS's
+# threads busy-wait after a call too. On a 2-core machine, the next runtime's calls in that time
+# ran ResNet 1.4-1.8x slower than alone, so the settle time is twice the longest tail seen.
+SETTLE_S = 0.1
+TIMED_S = 0.05  # per runtime and round, at least MIN_TIMED calls
+MIN_TIMED = 2
 
 
 def _weights(*shape: int) -> np.ndarray:
@@ -153,35 +160,38 @@ def _cases() -> dict[str, tuple[Callable, Callable, list[np.ndarray]]]:
 SMALL = ("attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "mlp_b1", "mlp_b64")
 
 
-def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3, block: int = BLOCK) -> dict[str, float]:
+def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
+               settle_s: float = SETTLE_S) -> dict[str, float]:
     """Median latency of each call, measured in rounds after a warm-up, with at least `repeats`
-    samples and `min_seconds` per call. A round runs each call `block` times back to back (the
-    first of them untimed), the calls in a fresh random order each round: what one runtime leaves
-    behind (threads still spinning, as OpenBLAS's, ONNX Runtime's and IREE's do for a while after
-    a call; caches full of its data) lands on the first call of the next block, untimed, and the
-    timed ones are each runtime's steady state, as a server calling one model sees it; noise that
-    drifts over the run still hits every runtime alike."""
+    samples and `min_seconds` per call. In a round each call first runs untimed for `settle_s`
+    (what the runtime before it leaves behind, threads still spinning and caches full of its
+    data, wears off there), then timed for TIMED_S; the calls go in a fresh random order each
+    round. The timed calls are each runtime's steady state, as a server calling one model sees
+    it, and noise that drifts over the run still hits every runtime alike."""
     for call in calls.values():
         call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
-    rounds = 0
     names = list(calls)
     order = np.random.default_rng(1)
-    timed = max(1, block - 1)  # per call and round
-    while rounds * timed < repeats or min(spent.values()) < min_seconds:
+    for _ in range(max(1, repeats) * 50):
+        if min(len(s) for s in samples.values()) >= repeats and min(spent.values()) >= min_seconds:
+            break
         for name in order.permutation(names):
             call = calls[name]
+            settled = time.perf_counter() + settle_s
             call()
-            for _ in range(timed):
+            while time.perf_counter() < settled:
+                call()
+            window, timed = 0.0, 0
+            while timed < MIN_TIMED or window < TIMED_S:
                 t0 = time.perf_counter()
                 call()
                 dt = time.perf_counter() - t0
                 samples[name].append(dt)
-                spent[name] += dt
-        rounds += 1
-        if rounds * timed >= 50 * repeats:
-            break
+                window += dt
+                timed += 1
+            spent[name] += window
     return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
 
 

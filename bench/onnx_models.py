@@ -6,9 +6,9 @@ Each model is built from a small config class with random weights (nothing is fe
 hub), exported with torch.onnx's TorchScript exporter (opset 17) into a cache folder, loaded with
 `fg.load(path)` on local-task and with an ONNX Runtime CPU session (`intra_op_num_threads` = the
 worker count) and checked against ONNX Runtime (max abs error <= 1e-4 x max(1, max |ref|)). Then
-both are timed in interleaved rounds, a few calls of each back to back per round, the first
-untimed (bench.models.medians_us: ONNX Runtime's threads spin on after a call and would land on
-fibergrid's next one, as fibergrid's would on ORT's): median microseconds per call,
+both are timed in interleaved rounds, each runtime's timed calls after 0.1 s of untimed ones
+(bench.models.medians_us: ONNX Runtime's worker spins on for 40-50 ms after a call, holding a
+core that fibergrid's next calls would miss): median microseconds per call,
 numpy in and out, and `ratio_vs_ort` = fibergrid / ONNX Runtime (below 1: fibergrid is faster).
 
 Cases: a BERT encoder (dynamic batch and sequence; run at batch 1 and 4), a GPT-2 decoder (LM

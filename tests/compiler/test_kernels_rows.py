@@ -82,6 +82,23 @@ def test_narrow_floats(device, dtype) -> None:
         assert np.abs(got - want).max() <= 4 * float(jnp.finfo(dtype).eps) * np.abs(want).max()
 
 
+def test_division_by_a_row_value(device) -> None:
+    """x / s with s one value per row multiplies by 1/s (rows.row_divisors); a row whose s is
+    zero, denormal, huge, infinite or NaN divides, so its infinities, NaNs and tiny quotients
+    come out as JAX's."""
+    x = (RNG.standard_normal((9, 70)) * 3).astype(np.float32)
+    s = np.array([2.5, 0.0, 1e-40, 3e38, np.inf, np.nan, -7.0, 2.0 ** -127, 1e-30], np.float32)[:, None]
+
+    def f(x, s):
+        e = jnp.exp(x - x.max(-1, keepdims=True))
+        return e / (e.sum(-1, keepdims=True) * s), x / s + e / 3.0
+
+    module = run_against_jax(device, f, x, s)
+    assert _kernels(module) == 1
+    got = np.asarray(module(x, s)[0])
+    assert np.isinf(got[1]).all() and np.isnan(got[5]).all() and np.isinf(got[2]).any()
+
+
 def test_temporaries_read_after_the_chain_are_written(device) -> None:
     def f(x):
         m = x.max(-1, keepdims=True)

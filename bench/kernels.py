@@ -97,9 +97,12 @@ def _cases() -> dict[str, tuple[Callable, Callable, list[np.ndarray]]]:
 
 
 def _flops(jax_fn: Callable, inputs: list[np.ndarray]) -> float:
+    """XLA's CPU count: where JAX's default device is a GPU, a matmul is a cuBLAS call that
+    XLA's cost analysis counts as -1 flops."""
     import jax
 
-    cost = jax.jit(jax_fn).lower(*inputs).compile().cost_analysis()
+    with jax.default_device(jax.devices("cpu")[0]):
+        cost = jax.jit(jax_fn).lower(*inputs).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost.get("flops", 0.0))
 

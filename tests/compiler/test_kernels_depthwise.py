@@ -1,7 +1,9 @@
 """Depthwise convolution (compiler/codegen/llvm_cpu/depthwise.py, `ConvBody.depthwise`) against
 JAX: MobileNet's 3x3 SAME layer, strides, dilation, explicit asymmetric padding, channel counts
 that are not a multiple of the vector width or of the channel block, batches, an NCHW layout
-transposed into NHWC; on the CPU drivers and Vulkan (the portable lowering)."""
+transposed into NHWC, rows that end in a partial tile of pixels, caller arrays bound in place
+at every offset from a vector boundary (the realigned stores); on the CPU drivers and Vulkan
+(the portable lowering)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ CASES = {
     "many_channels": dict(x_shape=(1, 4, 5, 300), kernel=(3, 3), strides=(1, 2)),
     "wider_than_image": dict(x_shape=(1, 2, 3, 17), kernel=(5, 5), padding="SAME"),
     "nchw": dict(x_shape=(1, 40, 6, 6), kernel=(3, 3), dn=("NCHW", "HWIO", "NCHW")),
+    # interior columns 1..11: one whole tile of pixels and a tail of 3; a column stride of 3
+    "pixel_tail": dict(x_shape=(1, 3, 13, 32), kernel=(3, 3)),
+    "stride_3_dilated": dict(x_shape=(1, 10, 29, 16), kernel=(3, 3), strides=(2, 3), dilation=(2, 2)),
+    "wide_kernel": dict(x_shape=(1, 5, 30, 48), kernel=(1, 7), padding=((0, 0), (4, 2))),
 }
 
 
@@ -62,3 +68,36 @@ def test_depthwise_on_vulkan() -> None:
             run_against_jax(dev, *_depthwise(**CASES[case]))
     finally:
         dev.close()
+
+
+def _at_offset(shape: tuple[int, ...], floats: int) -> np.ndarray:
+    """An empty f32 array `floats` elements past a 64-byte boundary."""
+    size = int(np.prod(shape))
+    raw = np.empty(size + 32, np.float32)
+    start = (-raw.ctypes.data % 64) // 4 + floats
+    return raw[start:start + size].reshape(shape)
+
+
+@pytest.mark.parametrize("offset", [0, 4, 8, 12])
+def test_caller_arrays_off_vector_boundaries(device, offset) -> None:
+    """Input and output bound in place 16-byte aligned but not 64 (as numpy allocates): the
+    kernel stores whole aligned vectors, rotated, with masked first and last lines per pixel;
+    160 channels are two workgroups sharing each pixel's middle line, and ReLU6 is the epilogue."""
+    c = 160
+    w = (RNG.standard_normal((3, 3, 1, c)) / 2).astype(np.float32)
+    bias = RNG.standard_normal(c).astype(np.float32)
+
+    def f(x):
+        y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC, feature_group_count=c)
+        return jax.numpy.minimum(jax.numpy.maximum(y + bias, 0.0), 6.0)
+
+    x = _at_offset((1, 6, 19, c), (offset + 4) % 16)
+    x[...] = RNG.standard_normal(x.shape) * 3
+    module = fg.load(jax.jit(f).lower(x).as_text(), device)
+    want = np.asarray(jax.jit(f)(x))
+    guard = _at_offset((want.size + 32,), offset)  # the output, with 16 floats either side
+    guard[...] = -1.0
+    out = guard[16:16 + want.size].reshape(want.shape)
+    module(x, out=out)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert (guard[:16] == -1.0).all() and (guard[16 + want.size:] == -1.0).all()

@@ -269,6 +269,8 @@ class RegisterTile:
     prefetch_line: bool = False  # one more argument, pf: prefetch the cache line pf + 64 * k bytes
     ldc_local: int = 0  # one more argument, cl: C accumulates there (rows this far apart) until
     # the last K block, which stores to c (0: every K block reads and writes c)
+    segments: int = 1  # K runs over this many segments of kc each, B's rows on contiguously
+    segment_lda: int = 0  # floats of A between two segments' starts (a direct conv's input rows)
 
 
 def microkernel(module: ir.Module, prefix: str, shape: RegisterTile, accumulate: bool,
@@ -284,7 +286,7 @@ def microkernel(module: ir.Module, prefix: str, shape: RegisterTile, accumulate:
     """
     s = shape
     key = (f"{prefix}.micro.{s.mr}x{s.cols}.{s.lda}.{s.ldb}.{s.ldc}" + (".pf" if s.prefetch_line else "")
-           + (f".cl{s.ldc_local}" if s.ldc_local else ""))
+           + (f".cl{s.ldc_local}" if s.ldc_local else "") + (f".s{s.segments}.{s.segment_lda}" if s.segments > 1 else ""))
     if key in module.globals:
         return module.globals[key]
     lanes, mr = s.lanes, s.mr
@@ -325,22 +327,25 @@ def microkernel(module: ir.Module, prefix: str, shape: RegisterTile, accumulate:
             load_acc(partial_at)
 
     prefetch = intrinsic(module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
-    with for_range(b, 0, kc, name="k") as kk:
-        b_row = b.gep(bp, [b.mul(kk, i64(s.ldb))], inbounds=True)
-        if s.prefetch_rows:
-            ahead = b.gep(b_row, [i64(s.prefetch_rows * s.ldb)])
-            for line in range(0, s.cols, 64 // 4):
-                target = b.bitcast(b.gep(ahead, [i64(line)]), I8P)
-                b.call(prefetch, [target, i32(0), i32(3), i32(1)])
-        if s.prefetch_line:
-            target = b.bitcast(b.gep(named["pf"], [b.mul(kk, i64(LINE // 4))]), I8P)
-            b.call(prefetch, [target, i32(0), i32(PREFETCH_NEXT_LOCALITY), i32(1)])
-        bv = [load_vector(b, b.gep(b_row, [i64(j * lanes)], inbounds=True), lanes,
-                          valid[j] if s.masked_b else lanes) for j in range(nvec)]
-        for r in range(mr):
-            av = splat(b, b.load(b.gep(a, [b.add(kk, i64(r * s.lda))], inbounds=True)), lanes)
-            for j in range(nvec):
-                b.store(fma(b, av, bv[j], b.load(acc[r][j])), acc[r][j])
+    with for_range(b, 0, s.segments, name="seg") as seg:  # A from seg * segment_lda, B from row seg * kc
+        a_seg = b.gep(a, [b.mul(seg, i64(s.segment_lda))], inbounds=True)
+        b_seg = b.gep(bp, [b.mul(b.mul(seg, kc), i64(s.ldb))], inbounds=True)
+        with for_range(b, 0, kc, name="k") as kk:
+            b_row = b.gep(b_seg, [b.mul(kk, i64(s.ldb))], inbounds=True)
+            if s.prefetch_rows:
+                ahead = b.gep(b_row, [i64(s.prefetch_rows * s.ldb)])
+                for line in range(0, s.cols, 64 // 4):
+                    target = b.bitcast(b.gep(ahead, [i64(line)]), I8P)
+                    b.call(prefetch, [target, i32(0), i32(3), i32(1)])
+            if s.prefetch_line:
+                target = b.bitcast(b.gep(named["pf"], [b.mul(kk, i64(LINE // 4))]), I8P)
+                b.call(prefetch, [target, i32(0), i32(PREFETCH_NEXT_LOCALITY), i32(1)])
+            bv = [load_vector(b, b.gep(b_row, [i64(j * lanes)], inbounds=True), lanes,
+                              valid[j] if s.masked_b else lanes) for j in range(nvec)]
+            for r in range(mr):
+                av = splat(b, b.load(b.gep(a_seg, [b.add(kk, i64(r * s.lda))], inbounds=True)), lanes)
+                for j in range(nvec):
+                    b.store(fma(b, av, bv[j], b.load(acc[r][j])), acc[r][j])
 
     # The last K block stores to C (after the epilogue), the others to the partial C.
     out_at = [[b.select(last, c_at[r][j], partial_at[r][j]) if s.ldc_local else c_at[r][j] for j in range(nvec)]

@@ -22,7 +22,7 @@ from compiler import kernel_ir as kir
 from compiler.passes.fusion import Dispatch, Partition
 from compiler.passes.packing import private_constants
 
-PanelWidth = Callable[[Sequence[int], Sequence[int]], int]
+PanelWidth = Callable[[Sequence[int], Sequence[int], int], int]  # input, filter, output pixels per image
 Packer = Callable[[np.ndarray, int], np.ndarray]
 
 
@@ -38,7 +38,8 @@ def prepack_filters(part: Partition, panel_width: PanelWidth, pack: Packer) -> P
                 and not d.region.bindings[1].output and d.tensors.count(d.tensors[1]) == 1:
             weights = tensors[d.tensors[1]]
             if weights.id in own:
-                nr = panel_width(body.input_shape, body.filter_shape)
+                _, oh, ow, _ = d.region.bindings[2].shape
+                nr = panel_width(body.input_shape, body.filter_shape, oh * ow)
                 k = math.prod(body.filter_shape[:3])
                 value = pack(np.asarray(weights.value, np.float32).reshape(k, body.filter_shape[3]), nr)
                 tensors[weights.id] = dataclasses.replace(weights, shape=value.shape, value=value)

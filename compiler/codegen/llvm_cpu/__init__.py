@@ -1,7 +1,7 @@
 """LLVM CPU backend: host JIT/AOT (`jit`), ABI helpers for llvmlite.ir (`abi_builder`), the
 shared expression emitter (`expr`) and one generator per kernel IR body: `elementwise`,
-`reduction`, `rows`, `sort`, and the hand-tiled `matmul`, `conv` and `depthwise` the hardest ops
-lower to."""
+`reduction`, `rows`, `sort`, and the hand-tiled `matmul`, `conv`, `depthwise` and `pooling` the
+hardest ops lower to."""
 
 from dataclasses import replace
 
@@ -11,6 +11,7 @@ from compiler.codegen.llvm_cpu.activation import activation
 from compiler.codegen.llvm_cpu.attention import fits_attention, generate_attention
 from compiler.codegen.llvm_cpu.depthwise import generate_depthwise
 from compiler.codegen.llvm_cpu.elementwise import generate_elementwise
+from compiler.codegen.llvm_cpu.pooling import generate_pool
 from compiler.codegen.llvm_cpu.reduction import generate_reduction
 from compiler.codegen.llvm_cpu.rows import generate_rows
 from compiler.codegen.llvm_cpu.sort import generate_sort
@@ -22,6 +23,7 @@ from compiler.passes.fusion import Partition
 from compiler.passes.matmul_activation import fuse_activations
 from compiler.passes.packing import prepack_weights
 from compiler.passes.row_fusion import fuse_rows
+from compiler.passes.window_pools import window_pool
 
 
 def prepare(part: Partition, attention: bool = True) -> Partition:
@@ -44,6 +46,9 @@ def generate(region: kir.KernelRegion) -> matmul.GeneratedKernel:
     which) reads the dim from push constant 0, and says how its grid grows with it."""
     body = region.body
     dynamic = region.dynamic
+    pool = window_pool(region)
+    if pool is not None:
+        return generate_pool(region, pool)
     if isinstance(body, (kir.ElementwiseBody, kir.ReductionBody, kir.RowBody)):
         generator = {kir.ElementwiseBody: generate_elementwise, kir.ReductionBody: generate_reduction,
                      kir.RowBody: generate_rows}[type(body)]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fibergrid as fg
+from compiler import kernel_ir as kir
 from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
@@ -101,3 +102,20 @@ def test_caller_arrays_off_vector_boundaries(device, offset) -> None:
     module(x, out=out)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     assert (guard[:16] == -1.0).all() and (guard[16 + want.size:] == -1.0).all()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_bias_residual_and_relu_epilogue(device, bias) -> None:
+    """relu(depthwise(x) [+ bias] + x): the bias (when there is one) starts the accumulators,
+    and the residual is then the epilogue's first operand."""
+    c = 48
+    w = (RNG.standard_normal((3, 3, 1, c)) / 2).astype(np.float32)
+    b = RNG.standard_normal(c).astype(np.float32)
+
+    def f(x):
+        y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC, feature_group_count=c)
+        return jax.nn.relu((y + b if bias else y) + x)
+
+    module = run_against_jax(device, f, RNG.standard_normal((2, 7, 10, c)).astype(np.float32))
+    epilogues = [r.body.epilogue for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
+    assert epilogues == [("bias_add",) * bias + ("residual_add", "relu")]

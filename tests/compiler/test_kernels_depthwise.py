@@ -12,6 +12,7 @@ import pytest
 
 import fibergrid as fg
 from compiler import kernel_ir as kir
+from compiler.codegen.llvm_cpu import jit
 from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
@@ -79,11 +80,10 @@ def _at_offset(shape: tuple[int, ...], floats: int) -> np.ndarray:
     return raw[start:start + size].reshape(shape)
 
 
-@pytest.mark.parametrize("offset", [0, 4, 8, 12])
-def test_caller_arrays_off_vector_boundaries(device, offset) -> None:
-    """Input and output bound in place 16-byte aligned but not 64 (as numpy allocates): the
-    kernel stores whole aligned vectors, rotated, with masked first and last lines per pixel;
-    160 channels are two workgroups sharing each pixel's middle line, and ReLU6 is the epilogue."""
+def _check_off_vector_boundaries(device, offset: int) -> None:
+    """Input and output bound in place `offset` floats past a 64-byte boundary, against JAX,
+    the floats either side of the output untouched. 160 channels: two workgroups share each
+    pixel's middle line; ReLU6 is the epilogue."""
     c = 160
     w = (RNG.standard_normal((3, 3, 1, c)) / 2).astype(np.float32)
     bias = RNG.standard_normal(c).astype(np.float32)
@@ -102,6 +102,26 @@ def test_caller_arrays_off_vector_boundaries(device, offset) -> None:
     module(x, out=out)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     assert (guard[:16] == -1.0).all() and (guard[16 + want.size:] == -1.0).all()
+
+
+@pytest.mark.parametrize("offset", [0, 4, 8, 12])
+def test_caller_arrays_off_vector_boundaries(device, offset) -> None:
+    """Caller arrays are 16-byte aligned, not 64 (as numpy allocates): the kernel stores whole
+    aligned vectors, rotated, with masked first and last lines per pixel."""
+    _check_off_vector_boundaries(device, offset)
+
+
+@pytest.mark.skipif(not jit.has_feature("avx2"), reason="the 8-lane rotation is AVX2's vpermps")
+def test_eight_lane_stores_off_vector_boundaries(monkeypatch, tmp_path) -> None:
+    """The AVX2 form of the rotated stores (8 lanes: vpermps and a blend), generated here too."""
+    monkeypatch.setattr(jit, "vector_width_f32", lambda: 8)
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path))  # not the 16-lane programs
+    dev = fg.create_device("local-sync")
+    try:
+        for offset in (0, 4, 12):
+            _check_off_vector_boundaries(dev, offset)
+    finally:
+        dev.close()
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -1,6 +1,7 @@
 """Convolutions through the whole pipeline against JAX: filters that are constants pre-packed at
 compile time (compiler/passes/conv_packing.py) on the CPU and through the portable lowering
-(Vulkan), and a CNN stem (7x7 over 3 channels, stride 2: K blocks of whole kernel rows)."""
+(Vulkan), a CNN stem (7x7 over 3 channels, stride 2: K blocks of whole kernel rows), and 3x3
+layers by Winograd's F(2x2, 3x3) (compiler/codegen/llvm_cpu/winograd.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from jax import lax
 
 import fibergrid as fg
 from compiler import kernel_ir as kir
+from compiler.codegen import llvm_cpu
 
 RNG = np.random.default_rng(7)
 
@@ -159,3 +161,34 @@ def test_epilogues_on_vulkan() -> None:
             np.testing.assert_allclose(module(x * 3), np.asarray(f(x * 3)), rtol=1e-4, atol=1e-4)
     finally:
         device.close()
+
+
+# -- Winograd F(2x2, 3x3) ----------------------------------------------------------------------
+WINOGRAD = [  # input NHWC, output channels, residual
+    ((1, 24, 24, 32), 32, True),  # ResNet's first stage
+    ((2, 11, 13, 20), 20, True),  # odd sizes (partial 2x2 blocks), a channel tail, two images
+    ((1, 12, 12, 48), 80, False),  # two filter panels, the second partial
+]
+
+
+@pytest.mark.parametrize(("xs", "f", "residual"), WINOGRAD)
+def test_3x3_layers_go_by_winograd(xs: tuple[int, ...], f: int, residual: bool) -> None:
+    c = xs[3]
+    w, bias, x = _f32(3, 3, c, f) / np.sqrt(9 * c), _f32(f), _f32(*xs)
+    fn = _residual_block(w, bias) if residual else _conv_relu(w, bias, (1, 1), "SAME")
+    module = fg.load(jax.jit(fn).lower(x).as_text(), device="local-task")
+    regions = [r for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
+    assert len(regions) == 1 and llvm_cpu.generate(regions[0]).config.winograd
+    np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_small_or_strided_layers_stay_direct() -> None:
+    """Few pixels (6x6: the transform of a 128 x 128 filter per workgroup would cost more than
+    it saves) or a stride keep the direct kernel."""
+    for xs, ws, strides in (((1, 6, 6, 128), (3, 3, 128, 128), (1, 1)), ((1, 24, 24, 32), (3, 3, 32, 64), (2, 2))):
+        w, bias, x = _f32(*ws) / 30, _f32(ws[3]), _f32(*xs)
+        fn = _conv_relu(w, bias, strides, ((1, 1), (1, 1)))
+        module = fg.load(jax.jit(fn).lower(x).as_text(), device="local-sync")
+        region = next(r for r in module.compiled.regions if isinstance(r.body, kir.ConvBody))
+        assert not llvm_cpu.generate(region).config.winograd
+        np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)

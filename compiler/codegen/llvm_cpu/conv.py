@@ -28,7 +28,7 @@ workgroup_id = (channel tile, pixel tile, image).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
@@ -42,6 +42,9 @@ F32P = F32.as_pointer()
 KC_MAX = 256  # floats of K per gathered block
 SMALL_FILTER = 256 << 10  # bytes of a workgroup's filter block that pixel tiles may each re-read
 PREFETCH_AHEAD = 4096  # bytes ahead in a filter panel that a streamed filter is prefetched
+WINOGRAD_FILTER = 256 << 10  # bytes of transformed filter a Winograd workgroup may make
+WINOGRAD_PIXELS = 100  # output pixels per image from which a 3x3 layer goes by Winograd
+WINOGRAD_BLOCKS = 24  # 2x2 output blocks per Winograd workgroup to aim for
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class ConvConfig:
     strip: bool = False  # (with window_rows) A read in place from the tile's input rows, copied
     # zero-padded and channels last into local memory; tile_m is whole output rows
     prefetch_rows: int = 0  # microkernels prefetch the filter this many k rows ahead (0: none)
+    winograd: bool = False  # by F(2x2, 3x3) (winograd.py); tile_m is whole pairs of output rows
 
     @property
     def nr(self) -> int:
@@ -202,7 +206,7 @@ def panel_width(body_input: Sequence[int], body_filter: Sequence[int], pixels: i
     return choose_conv_config(pixels or 1, body_filter[3], body_input[3]).nr
 
 
-class _ConvGenerator:
+class ConvGenerator:
     def __init__(self, g: _Geometry, cfg: ConvConfig, epilogue: Epilogue | None, extra: int,
                  name: str, filter_panel: int) -> None:
         self.g, self.cfg, self.epilogue, self.extra, self.name = g, cfg, epilogue, extra, name
@@ -488,6 +492,16 @@ class _ConvGenerator:
         return fn
 
 
+def winograd_fits(g: _Geometry, filter_panel: int) -> bool:
+    """Whether F(2x2, 3x3) (winograd.py) computes this convolution, and pays: 3x3, stride 1,
+    unit dilation, one pixel of padding all round, an NHWC input, a pre-packed filter whose
+    transform (16 x C x F floats, made per workgroup) is small next to the workgroup's matmuls
+    (WINOGRAD_FILTER), and enough pixels to tile (WINOGRAD_PIXELS)."""
+    return ((g.kh, g.kw, *g.stride, *g.dilation, g.pad_top, g.pad_left) == (3, 3, 1, 1, 1, 1, 1, 1)
+            and (g.oh, g.ow) == (g.h, g.w) and not g.channels_first and filter_panel > 0
+            and 16 * g.c * g.f * 4 <= WINOGRAD_FILTER and g.oh * g.ow >= WINOGRAD_PIXELS)
+
+
 def generate_conv2d(
     input_shape: Sequence[int],
     filter_shape: Sequence[int],
@@ -542,7 +556,19 @@ def generate_conv2d(
     if steps:
         epilogue, per_image = epilogue_steps(steps, f, oh * ow * f)
         extras = [(step, n * step if step else f) for step in per_image]
-    gen = _ConvGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
+    if config is None and runtime_batch == 0 and winograd_fits(g, filter_panel):
+        # bands of WINOGRAD_BLOCKS blocks at least (the filter's transform, made per workgroup,
+        # costs as much as the matmuls of ~2 block rows of 12: s0 ran 67 us in bands of one row,
+        # 54 in bands of two, direct 89), but two bands at least
+        rows, wide = -(-oh // 2), -(-ow // 2)
+        band = max(1, min(-(-WINOGRAD_BLOCKS // wide), rows // 2))
+        cfg = replace(cfg, winograd=True, tile_m=min(oh, 2 * band) * ow, tile_n=f)
+    if cfg.winograd:
+        from .winograd import WinogradGenerator  # (it builds on this module's generator)
+
+        gen = WinogradGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
+    else:
+        gen = ConvGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
     filter_floats = packed_size(kh * kw * c, f, filter_panel) if filter_panel else kh * kw * c * f
     grid = (-(-f // cfg.tile_n), -(-(oh * ow) // cfg.tile_m), n)
     return emit_tiled_entry(

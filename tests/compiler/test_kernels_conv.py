@@ -167,7 +167,8 @@ def test_epilogues_on_vulkan() -> None:
 WINOGRAD = [  # input NHWC, output channels, residual
     ((1, 24, 24, 32), 32, True),  # ResNet's first stage
     ((2, 11, 13, 20), 20, True),  # odd sizes (partial 2x2 blocks), a channel tail, two images
-    ((1, 12, 12, 48), 80, False),  # two filter panels, the second partial
+    ((1, 12, 12, 48), 80, False),  # two filter panels (a workgroup each), the second partial
+    ((1, 6, 6, 128), 128, True),  # ResNet's third stage: 9 blocks, two panels
 ]
 
 
@@ -183,9 +184,9 @@ def test_3x3_layers_go_by_winograd(xs: tuple[int, ...], f: int, residual: bool) 
 
 
 def test_small_or_strided_layers_stay_direct() -> None:
-    """Few pixels (6x6: the transform of a 128 x 128 filter per workgroup would cost more than
-    it saves) or a stride keep the direct kernel."""
-    for xs, ws, strides in (((1, 6, 6, 128), (3, 3, 128, 128), (1, 1)), ((1, 24, 24, 32), (3, 3, 32, 64), (2, 2))):
+    """Few pixels (3x3: 4 blocks of 2x2 for 9 pixels, the transforms would cost more than they
+    save) or a stride keep the direct kernel."""
+    for xs, ws, strides in (((1, 3, 3, 64), (3, 3, 64, 64), (1, 1)), ((1, 24, 24, 32), (3, 3, 32, 64), (2, 2))):
         w, bias, x = _f32(*ws) / 30, _f32(ws[3]), _f32(*xs)
         fn = _conv_relu(w, bias, strides, ((1, 1), (1, 1)))
         module = fg.load(jax.jit(fn).lower(x).as_text(), device="local-sync")

@@ -42,8 +42,8 @@ F32P = F32.as_pointer()
 KC_MAX = 256  # floats of K per gathered block
 SMALL_FILTER = 256 << 10  # bytes of a workgroup's filter block that pixel tiles may each re-read
 PREFETCH_AHEAD = 4096  # bytes ahead in a filter panel that a streamed filter is prefetched
-WINOGRAD_FILTER = 256 << 10  # bytes of transformed filter a Winograd workgroup may make
-WINOGRAD_PIXELS = 100  # output pixels per image from which a 3x3 layer goes by Winograd
+WINOGRAD_FILTER = 512 << 10  # bytes of transformed filter a Winograd workgroup may make
+WINOGRAD_MIN_BLOCKS = 9  # 2x2 output blocks per image from which a 3x3 layer goes by Winograd
 WINOGRAD_BLOCKS = 24  # 2x2 output blocks per Winograd workgroup to aim for
 
 
@@ -492,14 +492,17 @@ class ConvGenerator:
         return fn
 
 
-def winograd_fits(g: _Geometry, filter_panel: int) -> bool:
+def winograd_fits(g: _Geometry, nr: int, filter_panel: int) -> bool:
     """Whether F(2x2, 3x3) (winograd.py) computes this convolution, and pays: 3x3, stride 1,
     unit dilation, one pixel of padding all round, an NHWC input, a pre-packed filter whose
-    transform (16 x C x F floats, made per workgroup) is small next to the workgroup's matmuls
-    (WINOGRAD_FILTER), and enough pixels to tile (WINOGRAD_PIXELS)."""
+    transform for one NR-wide panel (16 x C x NR floats, made per workgroup) stays in L2
+    (WINOGRAD_FILTER), and enough 2x2 blocks (WINOGRAD_MIN_BLOCKS) that their matmuls outweigh
+    it: per filter value, 16 x blocks multiply-adds against the direct kernel's 9 x pixels
+    (a 3x3 image, 4 blocks for 9 pixels, would lose)."""
+    blocks = -(-g.oh // 2) * -(-g.ow // 2)
     return ((g.kh, g.kw, *g.stride, *g.dilation, g.pad_top, g.pad_left) == (3, 3, 1, 1, 1, 1, 1, 1)
             and (g.oh, g.ow) == (g.h, g.w) and not g.channels_first and filter_panel > 0
-            and 16 * g.c * g.f * 4 <= WINOGRAD_FILTER and g.oh * g.ow >= WINOGRAD_PIXELS)
+            and 16 * g.c * nr * 4 <= WINOGRAD_FILTER and blocks >= WINOGRAD_MIN_BLOCKS)
 
 
 def generate_conv2d(
@@ -556,13 +559,17 @@ def generate_conv2d(
     if steps:
         epilogue, per_image = epilogue_steps(steps, f, oh * ow * f)
         extras = [(step, n * step if step else f) for step in per_image]
-    if config is None and runtime_batch == 0 and winograd_fits(g, filter_panel):
-        # bands of WINOGRAD_BLOCKS blocks at least (the filter's transform, made per workgroup,
-        # costs as much as the matmuls of ~2 block rows of 12: s0 ran 67 us in bands of one row,
-        # 54 in bands of two, direct 89), but two bands at least
-        rows, wide = -(-oh // 2), -(-ow // 2)
-        band = max(1, min(-(-WINOGRAD_BLOCKS // wide), rows // 2))
-        cfg = replace(cfg, winograd=True, tile_m=min(oh, 2 * band) * ow, tile_n=f)
+    if config is None and runtime_batch == 0 and winograd_fits(g, cfg.nr, filter_panel):
+        # A workgroup: one filter panel x a band of about WINOGRAD_BLOCKS blocks, in equal bands
+        # (the filter's transform, made per workgroup, costs as much as the matmuls of ~12
+        # blocks: 24x24 x 32 ran 67 us in bands of 12 blocks, 54 in bands of 24, 89 direct); two
+        # workgroups at least where the blocks allow
+        rows, wide, panels = -(-oh // 2), -(-ow // 2), -(-f // cfg.nr)
+        bands = -(-rows // min(rows, -(-WINOGRAD_BLOCKS // wide)))
+        if bands * panels * n < 2:
+            bands = min(rows, 2)
+        band = -(-rows // bands)
+        cfg = replace(cfg, winograd=True, tile_m=min(oh, 2 * band) * ow, tile_n=min(f, cfg.nr))
     if cfg.winograd:
         from .winograd import WinogradGenerator  # (it builds on this module's generator)
 

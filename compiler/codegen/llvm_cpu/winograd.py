@@ -92,7 +92,7 @@ class WinogradGenerator(ConvGenerator):
         g, cfg = self.g, self.cfg
         v = (2 * self.band(tm) + 2) * self.strip_width * g.c
         m = v + POINTS * cfg.mr * g.c
-        u = m + POINTS * cfg.mr * g.f
+        u = m + POINTS * cfg.mr * cfg.tile_n
         return v, m, u, u + POINTS * self.u_point
 
     @property
@@ -100,7 +100,7 @@ class WinogradGenerator(ConvGenerator):
         """Floats between two points' transformed filters: their panels and one cache line more,
         so that the 16 values of one filter transform, stored a point apart, fall in different
         L1 sets (without it, C x NR = 4 KiB apart, all in one: each store missed)."""
-        return -(-self.g.f // self.cfg.nr) * self.g.c * self.cfg.nr + LINE // 4
+        return -(-self.cfg.tile_n // self.cfg.nr) * self.g.c * self.cfg.nr + LINE // 4
 
     @property
     def local_floats(self) -> int:
@@ -115,22 +115,24 @@ class WinogradGenerator(ConvGenerator):
                 *((f"extra{i}", F32P) for i in range(self.extra)), ("local", F32P), ("p0", I64), ("n0", I64)]
         fn, b = internal_function(self.module, key, args, noalias=("image", "filter", "out", "local"))
         image, filt, out, *rest = fn.args
-        extra, (local, p0, _) = rest[:-3], rest[-3:]
+        extra, (local, p0, n0) = rest[:-3], rest[-3:]
         at_v, at_m, at_u, _ = self.layout(tm)
         v, m, u = (b.gep(local, [i64(at)], inbounds=True) for at in (at_v, at_m, at_u))
         band, wide, nr, mr = self.band(tm), self.blocks_wide, cfg.nr, cfg.mr
-        blocks, panels = band * wide, -(-g.f // nr)
+        blocks, panels, ld_m = band * wide, -(-tn // nr), cfg.tile_n
         row_floats = self.strip_width * g.c
         math = Transforms(b, lanes)
         b.call(self.strip(2 * band * g.ow), [image, local, p0])
 
-        # U[point][panel][c][NR] = G g G^T of the packed filter's rows (kh*3 + kw)*C + c
+        # U[point][panel][c][NR] = G g G^T of the packed filter's rows (kh*3 + kw)*C + c, for this
+        # workgroup's panels (from n0 / NR)
         k = 9 * g.c
+        first_panel = b.gep(filt, [b.mul(b.udiv(n0, i64(nr)), i64(k * nr))], inbounds=True)
         with for_range(b, 0, g.c, name="c") as c:
             for p in range(panels):
                 for j in range(cfg.nv):
-                    taps = [[load_vector(b, b.gep(filt, [b.add(i64((p * k + (kh * 3 + kw) * g.c) * nr + j * lanes),
-                                                                b.mul(c, i64(nr)))], inbounds=True), lanes, lanes)
+                    taps = [[load_vector(b, b.gep(first_panel, [b.add(i64((p * k + (kh * 3 + kw) * g.c) * nr + j * lanes),
+                                                                       b.mul(c, i64(nr)))], inbounds=True), lanes, lanes)
                              for kw in range(3)] for kh in range(3)]
                     for point, value in enumerate(math.filter(taps)):
                         at = b.add(i64(point * self.u_point + p * g.c * nr + j * lanes), b.mul(c, i64(nr)))
@@ -155,24 +157,24 @@ class WinogradGenerator(ConvGenerator):
             with for_range(b, 0, POINTS, name="point") as point:  # M[point] = V[point] @ U[point]
                 a_at = b.gep(v, [b.mul(point, i64(mr * g.c))], inbounds=True)
                 for p in range(panels):
-                    shape = RegisterTile(lanes, count, min(nr, g.f - p * nr), lda=g.c, ldb=nr, ldc=g.f, masked_b=False)
+                    shape = RegisterTile(lanes, count, min(nr, tn - p * nr), lda=g.c, ldb=nr, ldc=ld_m, masked_b=False)
                     kernel = microkernel(self.module, f"{self.name}.winograd", shape, False, None, 0)
                     b_at = b.gep(u, [b.add(b.mul(point, i64(self.u_point)), i64(p * g.c * nr))], inbounds=True)
-                    c_at = b.gep(m, [b.add(b.mul(point, i64(mr * g.f)), i64(p * nr))], inbounds=True)
+                    c_at = b.gep(m, [b.add(b.mul(point, i64(mr * ld_m)), i64(p * nr))], inbounds=True)
                     b.call(kernel, [a_at, b_at, c_at, i64(g.c), true, true, i64(0), i64(0)])
             row0 = b.udiv(p0, i64(g.ow))
             for i in range(count):  # out = A^T m A, through the epilogue
                 by, bx = block_at(i)
                 y, x = b.add(row0, b.mul(by, i64(2))), b.mul(bx, i64(2))
-                for c0 in range(0, g.f, lanes):
-                    valid = min(lanes, g.f - c0)
-                    mv = [load_vector(b, b.gep(m, [i64((point * mr + i) * g.f + c0)], inbounds=True), lanes, valid)
+                for c0 in range(0, tn, lanes):
+                    valid = min(lanes, tn - c0)
+                    mv = [load_vector(b, b.gep(m, [i64((point * mr + i) * ld_m + c0)], inbounds=True), lanes, valid)
                           for point in range(POINTS)]
                     for index, value in enumerate(math.output(mv)):
                         oy, ox = b.add(y, i64(index // 2)), b.add(x, i64(index % 2))
                         inside = b.and_(b.icmp_unsigned("<", oy, i64(g.oh)), b.icmp_unsigned("<", ox, i64(g.ow)))
                         with b.if_then(inside):
-                            pixel, col = b.add(b.mul(oy, i64(g.ow)), ox), i64(c0)
+                            pixel, col = b.add(b.mul(oy, i64(g.ow)), ox), b.add(n0, i64(c0))
                             if self.epilogue is not None:
                                 value = self.epilogue(EpilogueSite(b, pixel, col, valid, extra), value)
                             store_vector(b, value, b.gep(out, [b.add(b.mul(pixel, i64(g.f)), col)], inbounds=True),

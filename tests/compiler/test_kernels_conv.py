@@ -193,3 +193,19 @@ def test_small_or_strided_layers_stay_direct() -> None:
         region = next(r for r in module.compiled.regions if isinstance(r.body, kir.ConvBody))
         assert not llvm_cpu.generate(region).config.winograd
         np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("xs", "f", "residual"), [((2, 5, 7, 300), 40, False), ((1, 6, 6, 40), 40, True)])
+def test_pointwise_conv_reads_its_input_in_place(xs: tuple[int, ...], f: int, residual: bool) -> None:
+    """A 1x1 convolution that stays a conv (ReLU6, or a residual) reads A straight from the
+    input, in K blocks of its channels (300: two of 150), two images."""
+    w, bias, x = _f32(1, 1, xs[3], f) / 10, _f32(f), _f32(*xs) * 3
+
+    def fn(x):
+        y = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=DIMS) + bias
+        return y + x if residual else jax.numpy.minimum(jax.numpy.maximum(y, 0.0), 6.0)
+
+    module = fg.load(jax.jit(fn).lower(x).as_text(), device="local-task")
+    regions = [r for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
+    assert len(regions) == 1 and llvm_cpu.generate(regions[0]).local_memory_size == 0  # nothing gathered
+    np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)

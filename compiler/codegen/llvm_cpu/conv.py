@@ -342,6 +342,8 @@ class ConvGenerator:
 
     @property
     def local_floats(self) -> int:
+        if self.pointwise:
+            return 0
         if self.cfg.strip:
             return self.strip_height(self.cfg.tile_m) * self.strip_width * self.g.c
         return self.cfg.tile_m * self.ld
@@ -410,33 +412,45 @@ class ConvGenerator:
         b.ret_void()
         return fn
 
-    def a_tiles(self, b: ir.IRBuilder, local: ir.Value, tm: int, kh0: int) -> list[tuple[int, int, ir.Value]]:
+    @property
+    def pointwise(self) -> bool:
+        """A 1x1 window, unit strides, no padding, NHWC: output pixel p reads input pixel p, so
+        the microkernels read A in place (rows C floats apart), with nothing to gather."""
+        g = self.g
+        return ((g.kh, g.kw, *g.stride, g.pad_top, g.pad_left) == (1, 1, 1, 1, 0, 0) and (g.oh, g.ow) == (g.h, g.w)
+                and not g.channels_first)
+
+    def a_tiles(self, b: ir.IRBuilder, rows: tuple[ir.Value, int], tm: int, kh0: int) -> list[tuple[int, int, ir.Value]]:
         """(first pixel in the tile, pixels, A at its first k of kernel row kh0) per register
-        tile: MR gathered rows in turn, or in a strip MR pixels of one output row at a time."""
+        tile: MR of the `rows` (the tile's first A row, and the floats between rows) in turn, or
+        in a strip MR pixels of one output row at a time."""
         g, cfg = self.g, self.cfg
+        base, ld = rows
         if not cfg.strip:
-            return [(r, min(cfg.mr, tm - r), b.gep(local, [i64(r * self.ld)], inbounds=True))
-                    for r in range(0, tm, cfg.mr)]
+            return [(r, min(cfg.mr, tm - r), b.gep(base, [i64(r * ld)], inbounds=True)) for r in range(0, tm, cfg.mr)]
         tiles = []
         for row in range(tm // g.ow):
             for x in range(0, g.ow, cfg.mr):
                 at = ((row * g.stride[0] + kh0) * self.strip_width + x * g.stride[1]) * g.c
-                tiles.append((row * g.ow + x, min(cfg.mr, g.ow - x), b.gep(local, [i64(at)], inbounds=True)))
+                tiles.append((row * g.ow + x, min(cfg.mr, g.ow - x), b.gep(base, [i64(at)], inbounds=True)))
         return tiles
 
     def multiply(self, b: ir.IRBuilder, args: tuple, kh0: int, rows: int, kc: int, first: ir.Value,
-                 last: ir.Value, tm: int, tn: int, k_at: ir.Value | None = None) -> None:
-        """Microkernels over the gathered rows (or the strip's kernel rows kh0..kh0+rows) x
-        filter rows k_at..k_at+kc (kh0*KW*C.. when None), all of this tile."""
+                 last: ir.Value, tm: int, tn: int, k_at: ir.Value | None = None,
+                 a_rows: tuple[ir.Value, int] | None = None) -> None:
+        """Microkernels over the gathered rows (`a_rows` when A is elsewhere; or the strip's
+        kernel rows kh0..kh0+rows) x filter rows k_at..k_at+kc (kh0*KW*C.. when None), all of
+        this tile."""
         g, cfg = self.g, self.cfg
         filt, out, extra, local, p0, n0 = args
         nr = cfg.nr
         k = g.kh * g.kw * g.c
         k_at = k_at if k_at is not None else i64(kh0 * g.kw * g.c)
+        a_rows = a_rows or (local, self.ld)
         if cfg.strip:  # rows segments of KW*C, a strip row apart
             kc, segments, lda = g.kw * g.c, rows, g.stride[1] * g.c
         else:
-            segments, lda = 1, self.ld
+            segments, lda = 1, a_rows[1]
         for col in range(0, tn, nr):
             cols = min(nr, tn - col)
             n = b.add(n0, i64(col))
@@ -445,7 +459,7 @@ class ConvGenerator:
             else:
                 at = b.add(b.mul(k_at, i64(g.f)), n)
             b_at = b.gep(filt, [at], inbounds=True)
-            for r, mr, a_at in self.a_tiles(b, local, tm, kh0):
+            for r, mr, a_at in self.a_tiles(b, a_rows, tm, kh0):
                 shape = RegisterTile(cfg.lanes, mr, cols, lda=lda, ldb=nr if self.filter_panel else g.f, ldc=g.f,
                                      masked_b=not self.filter_panel, segments=segments, prefetch_rows=cfg.prefetch_rows,
                                      segment_lda=self.strip_width * g.c if cfg.strip else 0)
@@ -484,10 +498,15 @@ class ConvGenerator:
             kh, kw = b.udiv(tap, i64(g.kw)), b.urem(tap, i64(g.kw))
             for c0 in range(0, g.c, cfg.kc):
                 kc = min(cfg.kc, g.c - c0)
-                b.call(self.gather(tm, kc), [image, local, p0, kh, kw, i64(c0)])
+                if self.pointwise:
+                    a_rows = (b.gep(image, [b.add(b.mul(p0, i64(g.c)), i64(c0))], inbounds=True), g.c)
+                else:
+                    b.call(self.gather(tm, kc), [image, local, p0, kh, kw, i64(c0)])
+                    a_rows = None
                 first = b.icmp_unsigned("==", tap, i64(0)) if c0 == 0 else false
                 last = b.icmp_unsigned("==", tap, i64(taps - 1)) if c0 + kc == g.c else false
-                self.multiply(b, common, 0, 1, kc, first, last, tm, tn, k_at=b.add(b.mul(tap, i64(g.c)), i64(c0)))
+                self.multiply(b, common, 0, 1, kc, first, last, tm, tn, k_at=b.add(b.mul(tap, i64(g.c)), i64(c0)),
+                              a_rows=a_rows)
         b.ret_void()
         return fn
 

@@ -37,12 +37,15 @@ from .abi_builder import F32, I64, for_range, i64, internal_function, intrinsic,
 from .matmul import (MIN_WORKGROUPS, TILES_16_REGISTERS, TILES_32_REGISTERS, Epilogue, EpilogueSite, GeneratedKernel,
                      RegisterTile, bias_add, chain, emit_tiled_entry, microkernel, packed_size, register_tile, relu,
                      round_up)
+from .winograd import WinogradTiles
 
 F32P = F32.as_pointer()
 KC_MAX = 256  # floats of K per gathered block
 SMALL_FILTER = 256 << 10  # bytes of a workgroup's filter block that pixel tiles may each re-read
 PREFETCH_AHEAD = 4096  # bytes ahead in a filter panel that a streamed filter is prefetched
 WINOGRAD_FILTER = 512 << 10  # bytes of transformed filter a Winograd workgroup may make
+LOCAL_MAX = 768 << 10  # bytes of local memory a strip or Winograd workgroup may take (the CPU
+# driver gives 1 MiB; past that the gathered tiles, a few hundred KiB at most, serve)
 WINOGRAD_MIN_BLOCKS = 9  # 2x2 output blocks per image from which a 3x3 layer goes by Winograd
 WINOGRAD_BLOCKS = 24  # 2x2 output blocks per Winograd workgroup to aim for
 
@@ -213,6 +216,7 @@ class ConvGenerator:
         self.filter_panel = filter_panel
         self.ld = cfg.row_floats(g.kw)  # floats between gathered rows
         self.module = ir.Module()
+        self.winograd = WinogradTiles(self) if cfg.winograd else None
 
     def _copy(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, count: int, inside: ir.Value | None) -> None:
         """dst[0:count] = src[0:count], or zeros where `inside` is false."""
@@ -333,7 +337,10 @@ class ConvGenerator:
 
     @property
     def strip_width(self) -> int:
-        """Columns of a strip row: those the windows of one output row span, from -pad_left."""
+        """Columns of a strip row: those the windows of one output row span, from -pad_left
+        (by Winograd, every 2x2 block's 4: an odd width's last column zeros)."""
+        if self.winograd:
+            return 2 * self.winograd.blocks_wide + 2
         return (self.g.ow - 1) * self.g.stride[1] + self.g.kw
 
     def strip_height(self, tm: int) -> int:
@@ -342,6 +349,8 @@ class ConvGenerator:
 
     @property
     def local_floats(self) -> int:
+        if self.winograd:
+            return self.winograd.local_floats
         if self.pointwise:
             return 0
         if self.cfg.strip:
@@ -471,6 +480,8 @@ class ConvGenerator:
     def tile(self, tm: int, tn: int) -> ir.Function:
         """Output pixels p0..p0+tm x channels n0..n0+tn of one image: over K blocks, gather
         then run the microkernels."""
+        if self.winograd:
+            return self.winograd.tile(tm, tn)
         key = f"{self.name}.tile.{tm}x{tn}"
         if key in self.module.globals:
             return self.module.globals[key]
@@ -578,6 +589,8 @@ def generate_conv2d(
     if steps:
         epilogue, per_image = epilogue_steps(steps, f, oh * ow * f)
         extras = [(step, n * step if step else f) for step in per_image]
+    if config is None and cfg.strip and 4 * ConvGenerator(g, cfg, None, 0, name, 0).local_floats > LOCAL_MAX:
+        cfg = replace(cfg, strip=False)  # a wide image's rows: gather each tile's pixels instead
     if config is None and runtime_batch == 0 and winograd_fits(g, cfg.nr, filter_panel):
         # A workgroup: one filter panel x a band of about WINOGRAD_BLOCKS blocks, in equal bands
         # (the filter's transform, made per workgroup, costs as much as the matmuls of ~12
@@ -588,13 +601,10 @@ def generate_conv2d(
         if bands * panels * n < 2:
             bands = min(rows, 2)
         band = -(-rows // bands)
-        cfg = replace(cfg, winograd=True, tile_m=min(oh, 2 * band) * ow, tile_n=min(f, cfg.nr))
-    if cfg.winograd:
-        from .winograd import WinogradGenerator  # (it builds on this module's generator)
-
-        gen = WinogradGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
-    else:
-        gen = ConvGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
+        winograd = replace(cfg, winograd=True, tile_m=min(oh, 2 * band) * ow, tile_n=min(f, cfg.nr))
+        if 4 * ConvGenerator(g, winograd, None, 0, name, filter_panel).local_floats <= LOCAL_MAX:
+            cfg = winograd
+    gen = ConvGenerator(g, cfg, epilogue, len(extras), name, filter_panel)
     filter_floats = packed_size(kh * kw * c, f, filter_panel) if filter_panel else kh * kw * c * f
     grid = (-(-f // cfg.tile_n), -(-(oh * ow) // cfg.tile_m), n)
     return emit_tiled_entry(

@@ -24,11 +24,15 @@ Bindings as conv.py's: 0 = input N x H x W x C, 1 = filter (packed, filter_panel
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llvmlite import ir
 
 from .abi_builder import F32, I64, for_range, i64, internal_function, load_vector, store_vector
-from .conv import ConvGenerator
 from .matmul import LINE, EpilogueSite, RegisterTile, microkernel
+
+if TYPE_CHECKING:
+    from .conv import ConvGenerator
 
 F32P = F32.as_pointer()
 POINTS = 16  # the 4x4 transformed block
@@ -69,17 +73,17 @@ class Transforms:
         return [v for r in rows for v in (b.fadd(b.fadd(r[0], r[1]), r[2]), b.fsub(b.fsub(r[1], r[2]), r[3]))]
 
 
-class WinogradGenerator(ConvGenerator):
-    """The tile function of a 3x3, stride 1, pad 1 convolution by F(2x2, 3x3); a workgroup tile
-    is `tm` output pixels = whole pairs of output rows (the last may hold one row) x all F."""
+class WinogradTiles:
+    """The tile functions of conv.py's generator `gen` for a 3x3, stride 1, pad 1 convolution by
+    F(2x2, 3x3); a workgroup tile is `tm` output pixels = whole pairs of output rows (the last
+    may hold one row) x one filter panel (or all F, fewer)."""
+
+    def __init__(self, gen: ConvGenerator) -> None:
+        self.gen, self.g, self.cfg, self.module, self.name = gen, gen.g, gen.cfg, gen.module, gen.name
 
     @property
     def blocks_wide(self) -> int:
         return -(-self.g.ow // 2)
-
-    @property
-    def strip_width(self) -> int:
-        return 2 * self.blocks_wide + 2  # every block's 4 columns, an odd width's last one zeros
 
     def band(self, tm: int) -> int:
         """Block rows of a tile of `tm` pixels."""
@@ -90,7 +94,7 @@ class WinogradGenerator(ConvGenerator):
         M hold one register tile of blocks (MR), so that they stay in L1 between the transforms
         and the matmuls."""
         g, cfg = self.g, self.cfg
-        v = (2 * self.band(tm) + 2) * self.strip_width * g.c
+        v = (2 * self.band(tm) + 2) * self.gen.strip_width * g.c
         m = v + POINTS * cfg.mr * g.c
         u = m + POINTS * cfg.mr * cfg.tile_n
         return v, m, u, u + POINTS * self.u_point
@@ -112,7 +116,7 @@ class WinogradGenerator(ConvGenerator):
             return self.module.globals[key]
         g, cfg, lanes = self.g, self.cfg, self.cfg.lanes
         args = [("image", F32P), ("filter", F32P), ("out", F32P),
-                *((f"extra{i}", F32P) for i in range(self.extra)), ("local", F32P), ("p0", I64), ("n0", I64)]
+                *((f"extra{i}", F32P) for i in range(self.gen.extra)), ("local", F32P), ("p0", I64), ("n0", I64)]
         fn, b = internal_function(self.module, key, args, noalias=("image", "filter", "out", "local"))
         image, filt, out, *rest = fn.args
         extra, (local, p0, n0) = rest[:-3], rest[-3:]
@@ -120,9 +124,9 @@ class WinogradGenerator(ConvGenerator):
         v, m, u = (b.gep(local, [i64(at)], inbounds=True) for at in (at_v, at_m, at_u))
         band, wide, nr, mr = self.band(tm), self.blocks_wide, cfg.nr, cfg.mr
         blocks, panels, ld_m = band * wide, -(-tn // nr), cfg.tile_n
-        row_floats = self.strip_width * g.c
+        row_floats = self.gen.strip_width * g.c
         math = Transforms(b, lanes)
-        b.call(self.strip(2 * band * g.ow), [image, local, p0])
+        b.call(self.gen.strip(2 * band * g.ow), [image, local, p0])
 
         # U[point][panel][c][NR] = G g G^T of the packed filter's rows (kh*3 + kw)*C + c, for this
         # workgroup's panels (from n0 / NR)
@@ -175,8 +179,8 @@ class WinogradGenerator(ConvGenerator):
                         inside = b.and_(b.icmp_unsigned("<", oy, i64(g.oh)), b.icmp_unsigned("<", ox, i64(g.ow)))
                         with b.if_then(inside):
                             pixel, col = b.add(b.mul(oy, i64(g.ow)), ox), b.add(n0, i64(c0))
-                            if self.epilogue is not None:
-                                value = self.epilogue(EpilogueSite(b, pixel, col, valid, extra), value)
+                            if self.gen.epilogue is not None:
+                                value = self.gen.epilogue(EpilogueSite(b, pixel, col, valid, extra), value)
                             store_vector(b, value, b.gep(out, [b.add(b.mul(pixel, i64(g.f)), col)], inbounds=True),
                                          valid)
 

@@ -20,7 +20,7 @@ boundary (the same for every pixel: C % lanes == 0), the aligned line between tw
 vectors, the last `shift` lanes of one and the first of the next, is one permute (vpermt2ps;
 with AVX2, vpermps of the next and a blend) and one whole aligned store, each pixel's first
 and last line masked (lanes of the neighbouring pixel or channel block are left alone). The
-kernel alone, one thread, 56x56x128 with the output 16 bytes off: 1.6x -> 1.07x the aligned
+kernel alone, one thread, 56x56x128 with the output 16 bytes off: 1.5x -> 1.07x the aligned
 time. (Loads split the same way cost less, 1.07x, and are left so.)
 
 Padding costs only at the edges: the row is split, at generation time, into the left columns,

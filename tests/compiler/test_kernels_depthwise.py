@@ -12,7 +12,7 @@ import pytest
 
 import fibergrid as fg
 from compiler import kernel_ir as kir
-from compiler.codegen.llvm_cpu import jit
+from compiler.codegen.llvm_cpu import depthwise, jit
 from tests.compiler.conftest import run_against_jax
 
 jax = pytest.importorskip("jax")
@@ -45,6 +45,9 @@ CASES = {
     "pixel_tail": dict(x_shape=(1, 3, 13, 32), kernel=(3, 3)),
     "stride_3_dilated": dict(x_shape=(1, 10, 29, 16), kernel=(3, 3), strides=(2, 3), dilation=(2, 2)),
     "wide_kernel": dict(x_shape=(1, 5, 30, 48), kernel=(1, 7), padding=((0, 0), (4, 2))),
+    # workgroups of 16 rows, of two channel blocks (10 vectors + 9 and a masked tail)
+    "stride_2_row_groups": dict(x_shape=(1, 64, 64, 64), kernel=(3, 3), strides=(2, 2)),
+    "channel_blocks_and_tail": dict(x_shape=(1, 12, 20, 300), kernel=(3, 3)),
 }
 
 
@@ -82,8 +85,8 @@ def _at_offset(shape: tuple[int, ...], floats: int) -> np.ndarray:
 
 def _check_off_vector_boundaries(device, offset: int) -> None:
     """Input and output bound in place `offset` floats past a 64-byte boundary, against JAX,
-    the floats either side of the output untouched. 160 channels: two workgroups share each
-    pixel's middle line; ReLU6 is the epilogue."""
+    the floats either side of the output untouched. 160 channels over 16 x 30 pixels: two
+    workgroups (5 channel vectors each) share each pixel's middle line; ReLU6 is the epilogue."""
     c = 160
     w = (RNG.standard_normal((3, 3, 1, c)) / 2).astype(np.float32)
     bias = RNG.standard_normal(c).astype(np.float32)
@@ -92,7 +95,7 @@ def _check_off_vector_boundaries(device, offset: int) -> None:
         y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC, feature_group_count=c)
         return jax.numpy.minimum(jax.numpy.maximum(y + bias, 0.0), 6.0)
 
-    x = _at_offset((1, 6, 19, c), (offset + 4) % 16)
+    x = _at_offset((1, 16, 30, c), (offset + 4) % 16)
     x[...] = RNG.standard_normal(x.shape) * 3
     module = fg.load(jax.jit(f).lower(x).as_text(), device)
     want = np.asarray(jax.jit(f)(x))
@@ -139,3 +142,19 @@ def test_bias_residual_and_relu_epilogue(device, bias) -> None:
     module = run_against_jax(device, f, RNG.standard_normal((2, 7, 10, c)).astype(np.float32))
     epilogues = [r.body.epilogue for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
     assert epilogues == [("bias_add",) * bias + ("residual_add", "relu")]
+
+
+@pytest.mark.parametrize("shape, blocks, rows", [
+    ((56, 56, 128), 1, 5),  # 12 workgroups: the rows of 5 x 56 x 128 channels each
+    ((32, 32, 64), 1, 16),
+    ((24, 24, 96), 1, 24),  # MobileNetV2's late layers: one workgroup, no worker woken for it
+    ((6, 6, 288), 1, 6),
+    ((16, 30, 160), 2, 16),
+    ((12, 20, 300), 2, 12),
+])
+def test_workgroups_have_work_enough_to_wake_a_worker(shape, blocks, rows) -> None:
+    """(channel blocks, rows) per workgroup of a 3x3 layer's output (16 lanes)."""
+    h, w, c = shape
+    vectors = -(-c // 16)
+    block, got_rows = depthwise._workgroups(vectors, h, w, 9)
+    assert (-(-vectors // block), got_rows) == (blocks, rows)

@@ -3,15 +3,16 @@
 Output channel c reads input channel c only, so there is no reduction over channels to block
 for: the work is KH*KW multiply-adds per output value, and the kernel is bound by how fast it
 moves the image. Channels are contiguous in NHWC, so a vector holds `lanes` neighbouring
-channels of one pixel. A workgroup computes one output row in tiles of PIXELS neighbouring
-pixels; per tile it runs through its block of channel vectors, keeping the tile's PIXELS
-accumulators in registers: each input vector is loaded once for every pixel of the tile that
-reads it (a 3x3 stride-1 row of 8 pixels: 3 x 10 input loads, not 72) and each filter vector
-once per tile. The image is still read front to back (a tile's 3 x 10 pixels, channel vector
-by channel vector), as the hardware prefetchers like (sweeping the row once per channel vector
-instead strode 512 bytes a load through the rows and ran 1.3x slower on a 56x56x128 layer).
-Against one pixel at a time (9 input and 9 filter loads per output vector): MobileNetV2's
-cache-resident layers 1.1-1.8x faster; the 56x56x128 layer, bound by memory, alike when aligned.
+channels of one pixel. A workgroup computes a few output rows, each in tiles of PIXELS
+neighbouring pixels; per tile it runs through its block of channel vectors, keeping the tile's
+PIXELS accumulators in registers: each input vector is loaded once for every pixel of the tile
+that reads it (a 3x3 stride-1 row of 8 pixels: 3 x 10 input loads, not 72) and each filter
+vector once per tile. The image is still read front to back (a tile's 3 x 10 pixels, channel
+vector by channel vector), as the hardware prefetchers like (sweeping the row once per channel
+vector instead strode 512 bytes a load through the rows and ran 1.3x slower on a 56x56x128
+layer). Against one pixel at a time (9 input and 9 filter loads per output vector):
+MobileNetV2's cache-resident layers 1.1-1.8x faster; the 56x56x128 layer, bound by memory, alike
+when aligned.
 
 Stores: a caller's array bound in place is 16-byte aligned, not 64, and the tile's stores to 8
 pixels 512 bytes apart, each split over two lines, ran 1.5x slower than aligned ones (one
@@ -39,7 +40,14 @@ accumulators' starting value instead (one add less per output vector).
 
 Bindings: 0 = input N x H x W x C, 1 = filter KH x KW x 1 x C, 2 = output N x OH x OW x C, 3.. =
 what the epilogue reads (a bias of C floats, a residual shaped as the output).
-workgroup_id = (channel block, output row, image).
+workgroup_id = (channel block, group of output rows, image).
+
+Workgroups: as many per image as it has MIN_WORKGROUP_FMAS of work (~3 us of FMAs), up to one
+per output row and block of BLOCK_VECTORS channel vectors. One workgroup per row made
+MobileNetV2's late layers (6x6, a microsecond of work) 12 workgroups on the two workers, and its
+depthwise dispatches spent more time at barriers and wakes than computing: in one profile of
+the model (same run, busy VM) the gaps between regions 56-83 -> 40-50 us a call; the 56x56x128
+layer becomes 12 workgroups of 5 rows (same-process A/B on two workers: 165 -> 154 us).
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ from .grid_loops import kernel_entry
 from .conv import epilogue_steps
 from .matmul import EpilogueSite, GeneratedKernel
 
-BLOCK_VECTORS = 8  # channel vectors per workgroup: 128 channels with AVX-512
+BLOCK_VECTORS = 8  # channel vectors per workgroup at most: 128 channels with AVX-512
+MIN_WORKGROUP_FMAS = 16384  # vector FMAs a workgroup at least has (where the image has them)
 PIXELS = 8  # output pixels per register tile (accumulators)
 
 
@@ -126,6 +135,26 @@ def _masked_store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Valu
     b.call(fn, [value, b.bitcast(ptr, vty.as_pointer()), i32(vty.count * 4), mask])
 
 
+@dataclass(frozen=True)
+class _Row:
+    """An output row of a workgroup's image: where it and its kernel rows' inputs lie."""
+
+    oh: ir.Value  # i64
+    inputs: list[ir.Value]  # per kernel row, f32* to its first pixel (a row of zeros outside)
+    out: ir.Value  # i64 offset of its first pixel in the output
+
+
+def _workgroups(vectors_n: int, oh_n: int, ow_n: int, taps: int) -> tuple[int, int]:
+    """(channel vectors per workgroup, output rows per workgroup) for one image: as many
+    workgroups as the image has MIN_WORKGROUP_FMAS of work, up to one per output row and block
+    of BLOCK_VECTORS, blocks of (nearly) equal size (288 channels: 3 x 96, not 128 + 128 + 32)."""
+    parts = max(1, oh_n * ow_n * vectors_n * taps // MIN_WORKGROUP_FMAS)
+    blocks = min(-(-vectors_n // BLOCK_VECTORS), parts)
+    block = -(-vectors_n // blocks)
+    groups = max(1, min(oh_n, parts // -(-vectors_n // block)))
+    return block, -(-oh_n // groups)
+
+
 def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> GeneratedKernel:
     """LLVM IR for a depthwise conv `region`; dispatch it with `kernel.workgroup_count`."""
     body = region.body
@@ -135,10 +164,9 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     kh_n, kw_n = body.filter_shape[:2]
     (sh, sw), (dh, dw), ((pt, pb), (pl, pr)) = body.strides, body.dilation, body.padding
     oh_n, ow_n = _output_size(h, kh_n, sh, dh, (pt, pb)), _output_size(w, kw_n, sw, dw, (pl, pr))
-    vectors_n = -(-c // lanes)
-    blocks = -(-vectors_n // BLOCK_VECTORS)
-    block = -(-vectors_n // blocks) * lanes  # blocks of (nearly) equal size: 288 channels as 3 x 96
-    grid = (blocks, oh_n, n)
+    block_vectors, rows = _workgroups(-(-c // lanes), oh_n, ow_n, kh_n * kw_n)
+    block = block_vectors * lanes
+    grid = (-(-c // block), -(-oh_n // rows), n)
     module = ir.Module()
     kb, (image, filt, out, *extra) = kernel_entry(module, region)
     b = kb.builder
@@ -146,35 +174,36 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     bias_first = body.epilogue[:1] == ("bias_add",)
     epilogue, per_image = epilogue_steps(body.epilogue[bias_first:], c, oh_n * ow_n * c)
     bias, extra = (extra[0], extra[1:]) if bias_first else (None, extra)
-    cb, oh, img = (b.zext(kb.workgroup_id(d), I64) for d in range(3))
+    cb, group, img = (b.zext(kb.workgroup_id(d), I64) for d in range(3))
     zero = ir.Constant(vector(lanes), [0.0] * lanes)
     col_lo, col_hi = _interior(w, kw_n, sw, dw, pl, ow_n)
     image_base = b.mul(img, i64(h * w * c))
-    # Per kernel row, where its input row starts; a row outside the image (some output rows'
-    # kernel row `kh`) is a row of zeros, so that no tap is checked for rows.
-    padding_row = None
-    input_rows = []
-    for kh in range(kh_n):
-        ih = b.add(b.mul(oh, i64(sh)), i64(kh * dh - pt))
-        at = b.gep(image, [b.add(image_base, b.mul(ih, i64(w * c)))])
-        if kh * dh - pt < 0 or (oh_n - 1) * sh + kh * dh - pt >= h:
-            if padding_row is None:
-                padding_row = ir.GlobalVariable(module, ir.ArrayType(F32, w * c), f"{region.name}.zero_row")
-                padding_row.linkage, padding_row.align = "internal", 64
-                padding_row.initializer = ir.Constant(padding_row.value_type, None)
-                padding_row = b.gep(padding_row, [i64(0), i64(0)], inbounds=True)
-            at = b.select(b.icmp_unsigned("<", ih, i64(h)), at, padding_row)
-        input_rows.append(at)
-
+    first_row = b.mul(group, i64(rows))
+    end_row = b.add(first_row, i64(rows))
+    end_row = b.select(b.icmp_unsigned("<", end_row, i64(oh_n)), end_row, i64(oh_n))
     first = b.mul(cb, i64(block))
     end = b.add(first, i64(block))
     whole = c - c % lanes
     end = b.select(b.icmp_unsigned("<", end, i64(whole)), end, i64(whole))
-    out_row = b.mul(b.add(b.mul(img, i64(oh_n)), oh), i64(ow_n * c))
     # the epilogue's operands, a residual at this image (its rows are pixels: row oh * OW + ow)
     extra = [b.gep(x, [b.mul(img, i64(step))], inbounds=True) if step else x for x, step in zip(extra, per_image)]
+    # the input rows of kernel rows outside the image (some output rows' `kh`)
+    outside = [kh * dh - pt < 0 or (oh_n - 1) * sh + kh * dh - pt >= h for kh in range(kh_n)]
+    if any(outside):
+        zeros = ir.GlobalVariable(module, ir.ArrayType(F32, w * c), f"{region.name}.zero_row")
+        zeros.linkage, zeros.align, zeros.initializer = "internal", 64, ir.Constant(zeros.value_type, None)
 
-    def vectors(ow: ir.Value, known: int | None, count: int, c0: ir.Value, valid: int) -> list[ir.Value]:
+    def start_row(oh: ir.Value) -> _Row:
+        inputs = []
+        for kh in range(kh_n):
+            ih = b.add(b.mul(oh, i64(sh)), i64(kh * dh - pt))
+            at = b.gep(image, [b.add(image_base, b.mul(ih, i64(w * c)))])
+            if outside[kh]:
+                at = b.select(b.icmp_unsigned("<", ih, i64(h)), at, zeros.gep([i64(0), i64(0)]))
+            inputs.append(at)
+        return _Row(oh, inputs, b.mul(b.add(b.mul(img, i64(oh_n)), oh), i64(ow_n * c)))
+
+    def vectors(r: _Row, ow: ir.Value, known: int | None, count: int, c0: ir.Value, valid: int) -> list[ir.Value]:
         """out[img, oh, ow:ow+count, c0:c0+valid], epilogue applied: each input vector loaded once
         for the taps of all `count` pixels that read it, each filter vector once for the tile.
         `known`: ow's value when it is a constant (edge tiles: taps outside the image skipped
@@ -183,7 +212,7 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
         accs = [start] * count
         column = b.add(b.mul(b.add(b.mul(ow, i64(sw)), i64(-pl)), i64(c)), c0)  # input column ow * SW - PL
         for kh in range(kh_n):
-            row_at = b.gep(input_rows[kh], [column])
+            row_at = b.gep(r.inputs[kh], [column])
             inputs: dict[int, ir.Value] = {}
             for kw in range(kw_n):
                 taps = [(o, o * sw + kw * dw) for o in range(count)
@@ -196,28 +225,28 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
                         inputs[col] = load_vector(b, b.gep(row_at, [i64(col * c)]), lanes, valid)
                     accs[o] = fma(b, inputs[col], tap, accs[o])
         if epilogue is not None:
-            accs = [epilogue(EpilogueSite(b, b.add(b.mul(oh, i64(ow_n)), b.add(ow, i64(o))), c0, valid, extra), acc)
+            accs = [epilogue(EpilogueSite(b, b.add(b.mul(r.oh, i64(ow_n)), b.add(ow, i64(o))), c0, valid, extra), acc)
                     for o, acc in enumerate(accs)]
         return accs
 
-    def at(ow: ir.Value, o: int, c0: ir.Value) -> ir.Value:
+    def at(r: _Row, ow: ir.Value, o: int, c0: ir.Value) -> ir.Value:
         """Where out[img, oh, ow + o, c0] lies."""
-        return b.gep(out, [b.add(b.add(out_row, b.mul(b.add(ow, i64(o)), i64(c))), c0)], inbounds=True)
+        return b.gep(out, [b.add(b.add(r.out, b.mul(b.add(ow, i64(o)), i64(c))), c0)], inbounds=True)
 
-    def tile(ow: ir.Value, known: int | None, count: int, rotation: _Rotation | None) -> None:
+    def tile(r: _Row, ow: ir.Value, known: int | None, count: int, rotation: _Rotation | None) -> None:
         """`count` output pixels from column `ow`, for every channel vector of the block."""
         if rotation is None:
             with for_range(b, first, end, step=lanes, name="c") as c0:
-                for o, acc in enumerate(vectors(ow, known, count, c0, lanes)):
-                    store_vector(b, acc, at(ow, o, c0), lanes)
+                for o, acc in enumerate(vectors(r, ow, known, count, c0, lanes)):
+                    store_vector(b, acc, at(r, ow, o, c0), lanes)
             if c % lanes:
                 with b.if_then(b.icmp_unsigned("==", cb, i64(grid[0] - 1))):
-                    for o, acc in enumerate(vectors(ow, known, count, i64(whole), c % lanes)):
-                        store_vector(b, acc, at(ow, o, i64(whole)), c % lanes)
+                    for o, acc in enumerate(vectors(r, ow, known, count, i64(whole), c % lanes)):
+                        store_vector(b, acc, at(r, ow, o, i64(whole)), c % lanes)
             return
         # Each pixel's channels, `shift` lanes past a vector boundary, stored as whole aligned
-        # vectors: lanes rotated by `shift`, the last `shift` lanes of one channel vector and
-        # the first of the next; the first and last line of a pixel's block masked.
+        # lines: the last `shift` lanes of one channel vector and the first of the next; the
+        # first and last line of a pixel's block masked.
         previous = [entry_alloca(b, vector(lanes), f"carried{o}") for o in range(count)]
         for slot in previous:
             b.store(zero, slot)
@@ -225,36 +254,38 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
         every_lane = ir.Constant(rotation.carried.type, [1] * lanes)
         with for_range(b, first, end, step=lanes, name="c") as c0:
             mask = b.select(b.icmp_unsigned("==", c0, first), first_line, every_lane)
-            for o, acc in enumerate(vectors(ow, known, count, c0, lanes)):
+            for o, acc in enumerate(vectors(r, ow, known, count, c0, lanes)):
                 line = rotation.line(b, b.load(previous[o]), acc)
-                _masked_store(b, line, b.gep(at(ow, o, c0), [b.neg(rotation.shift)]), mask)
+                _masked_store(b, line, b.gep(at(r, ow, o, c0), [b.neg(rotation.shift)]), mask)
                 b.store(rotation.carry(b, acc), previous[o])
         for o in range(count):  # the last line
             line = rotation.line(b, b.load(previous[o]), zero)
-            _masked_store(b, line, b.gep(at(ow, o, end), [b.neg(rotation.shift)]), rotation.carried)
+            _masked_store(b, line, b.gep(at(r, ow, o, end), [b.neg(rotation.shift)]), rotation.carried)
 
-    def static_tiles(first_col: int, last_col: int, rotation: _Rotation | None) -> None:
+    def static_tiles(r: _Row, first_col: int, last_col: int, rotation: _Rotation | None) -> None:
         for ow in range(first_col, last_col, PIXELS):
-            tile(i64(ow), ow, min(PIXELS, last_col - ow), rotation)
+            tile(r, i64(ow), ow, min(PIXELS, last_col - ow), rotation)
 
-    def row(rotation: _Rotation | None) -> None:
-        static_tiles(0, col_lo, rotation)
-        tiles_end = col_lo + (col_hi - col_lo) // PIXELS * PIXELS
-        if tiles_end > col_lo:
-            with for_range(b, col_lo, tiles_end, step=PIXELS, name="ow") as ow:
-                tile(ow, None, PIXELS, rotation)
-        if tiles_end < col_hi:
-            tile(i64(tiles_end), None, col_hi - tiles_end, rotation)
-        static_tiles(col_hi, ow_n, rotation)
+    def output_rows(rotation: _Rotation | None) -> None:
+        with for_range(b, first_row, end_row, name="oh") as oh:
+            r = start_row(oh)
+            static_tiles(r, 0, col_lo, rotation)
+            tiles_end = col_lo + (col_hi - col_lo) // PIXELS * PIXELS
+            if tiles_end > col_lo:
+                with for_range(b, col_lo, tiles_end, step=PIXELS, name="ow") as ow:
+                    tile(r, ow, None, PIXELS, rotation)
+            if tiles_end < col_hi:
+                tile(r, i64(tiles_end), None, col_hi - tiles_end, rotation)
+            static_tiles(r, col_hi, ow_n, rotation)
 
     rotated = _rotation(b, out, lanes) if c % lanes == 0 else None  # one shift for every pixel
     if rotated is None:
-        row(None)
+        output_rows(None)
     else:
         with b.if_else(rotated[0]) as (realign, plain):
             with realign:
-                row(rotated[1])
+                output_rows(rotated[1])
             with plain:
-                row(None)
+                output_rows(None)
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), grid, 0, len(region.bindings), None)

@@ -209,3 +209,15 @@ def test_pointwise_conv_reads_its_input_in_place(xs: tuple[int, ...], f: int, re
     regions = [r for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
     assert len(regions) == 1 and llvm_cpu.generate(regions[0]).local_memory_size == 0  # nothing gathered
     np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_a_wide_image_gathers_its_tiles_instead_of_a_strip() -> None:
+    """A strip of whole input rows (1,100 pixels x 85 channels, 1.1 MB for three rows) would pass
+    the local memory a workgroup may take: the tiles' pixels are gathered instead."""
+    w, bias, x = _f32(3, 3, 85, 8) / 25, _f32(8), _f32(1, 3, 1100, 85)
+    fn = _conv_relu(w, bias, (1, 1), "SAME")
+    module = fg.load(jax.jit(fn).lower(x).as_text(), device="local-sync")
+    region = next(r for r in module.compiled.regions if isinstance(r.body, kir.ConvBody))
+    kernel = llvm_cpu.generate(region)
+    assert not kernel.config.strip and kernel.config.window_rows and kernel.local_memory_size <= 768 << 10
+    np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)

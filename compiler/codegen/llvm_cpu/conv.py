@@ -590,7 +590,7 @@ def generate_conv2d(
         epilogue, per_image = epilogue_steps(steps, f, oh * ow * f)
         extras = [(step, n * step if step else f) for step in per_image]
     if config is None and cfg.strip and 4 * ConvGenerator(g, cfg, None, 0, name, 0).local_floats > LOCAL_MAX:
-        cfg = replace(cfg, strip=False)  # a wide image's rows: gather each tile's pixels instead
+        cfg = choose_conv_config(oh * ow, f, c, images=n, kernel=(kh, kw))  # a wide image: gather tiles
     if config is None and runtime_batch == 0 and winograd_fits(g, cfg.nr, filter_panel):
         # A workgroup: one filter panel x a band of about WINOGRAD_BLOCKS blocks, in equal bands
         # (the filter's transform, made per workgroup, costs as much as the matmuls of ~12

@@ -22,7 +22,8 @@ vectors, the last `shift` lanes of one and the first of the next, is one permute
 with AVX2, vpermps of the next and a blend) and one whole aligned store, each pixel's first
 and last line masked (lanes of the neighbouring pixel or channel block are left alone). The
 kernel alone, one thread, 56x56x128 with the output 16 bytes off: 1.5x -> 1.07x the aligned
-time. (Loads split the same way cost less, 1.07x, and are left so.)
+time. (Loads split the same way cost less, 1.03-1.07x: two aligned masked loads and a
+vpermt2ps per input vector instead gained nothing.)
 
 Padding costs only at the edges: the row is split, at generation time, into the left columns,
 the interior (every tap inside the image: no checks; whole tiles in a loop, then one tile of

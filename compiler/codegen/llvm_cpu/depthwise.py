@@ -3,9 +3,9 @@
 Output channel c reads input channel c only, so there is no reduction over channels to block
 for: the work is KH*KW multiply-adds per output value, and the kernel is bound by how fast it
 moves the image. Channels are contiguous in NHWC, so a vector holds `lanes` neighbouring
-channels of one pixel. A workgroup computes a few output rows, each in tiles of PIXELS
+channels of one pixel. A workgroup computes a few output rows, each in tiles of 8 (AVX-512) or 4
 neighbouring pixels; per tile it runs through its block of channel vectors, keeping the tile's
-PIXELS accumulators in registers: each input vector is loaded once for every pixel of the tile
+accumulators in registers: each input vector is loaded once for every pixel of the tile
 that reads it (a 3x3 stride-1 row of 8 pixels: 3 x 10 input loads, not 72) and each filter
 vector once per tile. The image is still read front to back (a tile's 3 x 10 pixels, channel
 vector by channel vector), as the hardware prefetchers like (sweeping the row once per channel
@@ -67,7 +67,9 @@ from .matmul import EpilogueSite, GeneratedKernel
 
 BLOCK_VECTORS = 8  # channel vectors per workgroup at most: 128 channels with AVX-512
 MIN_WORKGROUP_FMAS = 16384  # vector FMAs a workgroup at least has (where the image has them)
-PIXELS = 8  # output pixels per register tile (accumulators)
+# Output pixels per register tile (its accumulators), with 32 vector registers (AVX-512) and
+# with 16 (AVX2: 8 accumulators, 9 filter vectors and a row's inputs spilled 64 times a kernel)
+PIXELS_32_REGISTERS, PIXELS_16_REGISTERS = 8, 4
 
 
 def _output_size(size: int, kernel: int, stride: int, dilation: int, pads: tuple[int, int]) -> int:
@@ -167,6 +169,7 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     oh_n, ow_n = _output_size(h, kh_n, sh, dh, (pt, pb)), _output_size(w, kw_n, sw, dw, (pl, pr))
     block_vectors, rows = _workgroups(-(-c // lanes), oh_n, ow_n, kh_n * kw_n)
     block = block_vectors * lanes
+    pixels = PIXELS_32_REGISTERS if lanes >= 16 else PIXELS_16_REGISTERS  # as matmul.register_tile
     grid = (-(-c // block), -(-oh_n // rows), n)
     module = ir.Module()
     kb, (image, filt, out, *extra) = kernel_entry(module, region)
@@ -264,17 +267,17 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
             _masked_store(b, line, b.gep(at(r, ow, o, end), [b.neg(rotation.shift)]), rotation.carried)
 
     def static_tiles(r: _Row, first_col: int, last_col: int, rotation: _Rotation | None) -> None:
-        for ow in range(first_col, last_col, PIXELS):
-            tile(r, i64(ow), ow, min(PIXELS, last_col - ow), rotation)
+        for ow in range(first_col, last_col, pixels):
+            tile(r, i64(ow), ow, min(pixels, last_col - ow), rotation)
 
     def output_rows(rotation: _Rotation | None) -> None:
         with for_range(b, first_row, end_row, name="oh") as oh:
             r = start_row(oh)
             static_tiles(r, 0, col_lo, rotation)
-            tiles_end = col_lo + (col_hi - col_lo) // PIXELS * PIXELS
+            tiles_end = col_lo + (col_hi - col_lo) // pixels * pixels
             if tiles_end > col_lo:
-                with for_range(b, col_lo, tiles_end, step=PIXELS, name="ow") as ow:
-                    tile(r, ow, None, PIXELS, rotation)
+                with for_range(b, col_lo, tiles_end, step=pixels, name="ow") as ow:
+                    tile(r, ow, None, pixels, rotation)
             if tiles_end < col_hi:
                 tile(r, i64(tiles_end), None, col_hi - tiles_end, rotation)
             static_tiles(r, col_hi, ow_n, rotation)

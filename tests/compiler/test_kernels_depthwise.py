@@ -48,6 +48,7 @@ CASES = {
     # workgroups of 16 rows, of two channel blocks (10 vectors + 9 and a masked tail)
     "stride_2_row_groups": dict(x_shape=(1, 64, 64, 64), kernel=(3, 3), strides=(2, 2)),
     "channel_blocks_and_tail": dict(x_shape=(1, 12, 20, 300), kernel=(3, 3)),
+    "batch_row_groups": dict(x_shape=(3, 64, 64, 32), kernel=(3, 3)),  # 4 groups of 16 rows an image
 }
 
 

@@ -14,6 +14,13 @@ buffer of the whole image is ever built. A K block is:
   gather copies them as one run and the microkernel's K loop is KW*C (or a few rows of it)
   long instead of C (3 multiply-adds between reloads of the accumulators).
 
+Two layouts of A need no gather per pixel: with whole kernel rows and unit dilation, a workgroup
+of whole output rows copies its input rows once, zero-padded and channels last, into a local
+strip, and the microkernels read each pixel's window there in place, as KH segments of KW*C
+floats a strip row apart (`strip`); a 1x1, stride-1, unpadded conv reads A straight from the
+input (`pointwise`). 3x3 stride-1 layers with enough pixels go by Winograd's F(2x2, 3x3)
+instead (winograd.py, `winograd_fits`), on the same strip and microkernel.
+
 The filter is read in place (row-major K x F), or, when it is a constant of the program,
 pre-packed at compile time (compiler/passes/conv_packing.py, `filter_panel`) into the NR-wide,
 k-major panels the microkernel reads (`matmul.pack_weights` of the K x F matrix): contiguous
@@ -122,7 +129,8 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     shrink too, down to 4 register tiles (ResNet's 24x24 stage: 3 workgroups for 2 workers, one
     of them idle a third of the time; its stem's 12 keep their 192 pixels: smaller tiles ran a few
     % slower on one thread, and a tile of one register tile streams its filter block for 6
-    pixels: 12x12 x 64 -> 128 ran 1.6x slower on one thread).
+    pixels: 12x12 x 64 -> 128 ran 1.6x slower on one thread). With `out_width` (unit dilation)
+    and whole kernel rows, pixel tiles round down to whole output rows, read from a strip.
     A large filter block keeps its pixel tiles: each re-reads it, which on a 3x3 image (2.4 MB of
     filter) cost more than the parallelism won.
     Few pixels (a 3x3 image: 9) that one register tile of more rows covers take that tile (12 x 2

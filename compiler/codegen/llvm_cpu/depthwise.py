@@ -45,10 +45,13 @@ workgroup_id = (channel block, group of output rows, image).
 
 Workgroups: as many per image as it has MIN_WORKGROUP_FMAS of work (~3 us of FMAs), up to one
 per output row and block of BLOCK_VECTORS channel vectors. One workgroup per row made
-MobileNetV2's late layers (6x6, a microsecond of work) 12 workgroups on the two workers, and its
-depthwise dispatches spent more time at barriers and wakes than computing: in one profile of
-the model (same run, busy VM) the gaps between regions 56-83 -> 40-50 us a call; the 56x56x128
-layer becomes 12 workgroups of 5 rows (same-process A/B on two workers: 165 -> 154 us).
+MobileNetV2's late layers (6x6, a microsecond of work) 12 workgroups on the two workers, and
+its depthwise dispatches spent more time at barriers and wakes than computing; now each of its
+17 is one workgroup. Traces of the model (`fibergrid profile --trace`, busy VM, 3 runs each,
+against the one-pixel kernel with a workgroup per row): the depthwise regions' wall time 147-183
+-> 70-97 us a call, the gaps between regions 69-83 -> 48-64 us. (A minimum of 2048 or 4096
+FMAs, which splits the 24x24 and 48x48 layers in 2-7, measured between the two.) The 56x56x128
+layer is 12 workgroups of 5 rows (same-process A/B on two workers: 165 -> 154 us).
 """
 
 from __future__ import annotations

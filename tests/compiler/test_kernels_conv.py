@@ -221,3 +221,25 @@ def test_a_wide_image_gathers_its_tiles_instead_of_a_strip() -> None:
     kernel = llvm_cpu.generate(region)
     assert not kernel.config.strip and kernel.config.window_rows and kernel.local_memory_size <= 768 << 10
     np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_eight_lane_strip_and_winograd(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """The stem's strip (an NCHW image interleaved 8 pixels at a time) and F(2x2, 3x3) as an AVX2
+    host gets them."""
+    from compiler.codegen.llvm_cpu import jit
+
+    monkeypatch.setattr(jit, "vector_width_f32", lambda: 8)
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path))  # not the 16-lane programs
+    x = _f32(1, 3, 30, 30)
+    stem_w, stem_b = _f32(7, 7, 3, 16) / 10, _f32(16)
+    w, bias = _f32(3, 3, 16, 16) / 12, _f32(16)
+
+    def fn(x):
+        y = lax.conv_general_dilated(x, stem_w, (2, 2), ((3, 3), (3, 3)), dimension_numbers=("NCHW", "HWIO", "NHWC"))
+        y = jax.numpy.maximum(y + stem_b, 0.0)
+        return _residual_block(w, bias)(y)
+
+    module = fg.load(jax.jit(fn).lower(x).as_text(), device="local-sync")
+    configs = [llvm_cpu.generate(r).config for r in module.compiled.regions if isinstance(r.body, kir.ConvBody)]
+    assert [(c.lanes, c.strip, c.winograd) for c in configs] == [(8, True, False), (8, True, True)]
+    np.testing.assert_allclose(module(x), np.asarray(fn(x)), rtol=1e-4, atol=1e-4)

@@ -85,3 +85,17 @@ def test_other_windows_keep_the_generic_reduction(case: str) -> None:
     module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
     assert _pools(module) == [None]
     np.testing.assert_allclose(module(x), np.asarray(f(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_eight_lane_pool(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """The kernel as an AVX2 host gets it (8 lanes: 20 channels are two vectors and a tail of 4)."""
+    from compiler.codegen.llvm_cpu import jit
+
+    monkeypatch.setattr(jit, "vector_width_f32", lambda: 8)
+    monkeypatch.setenv("FIBERGRID_CACHE_DIR", str(tmp_path))  # not the 16-lane programs
+    xs, window, strides, padding = CASES[1]
+    f = _max_pool(window, strides, padding)
+    x = RNG.standard_normal(xs).astype(np.float32)
+    module = fg.load(jax.jit(f).lower(x).as_text(), device="local-sync")
+    assert _pools(module)[0] is not None
+    np.testing.assert_array_equal(module(x), np.asarray(f(x)))

@@ -99,6 +99,23 @@ def test_division_by_a_row_value(device) -> None:
     assert np.isinf(got[1]).all() and np.isnan(got[5]).all() and np.isinf(got[2]).any()
 
 
+def test_a_rounded_quotient_divides(device) -> None:
+    """A quotient that feeds a rounding (a quantizer's round(x / scale), ONNX's
+    DynamicQuantizeLinear) keeps the IEEE divide: 45.5 * (1/7) is 6.5000005 in f32 and would round
+    to 7 where 45.5 / 7 = 6.5 rounds to 6. Checked against numpy: XLA's CPU backend multiplies by
+    the reciprocal here and gives 7."""
+    x = np.tile(np.array([45.5, -38.5, 0.0, 0.0, 7.0, -7.0], np.float32), (4, 1))  # row sums 7
+
+    def f(x):
+        return jnp.round(x / x.sum(-1, keepdims=True))
+
+    module = fg.load(jax.jit(f).lower(x).as_text(), device)
+    assert _kernels(module) == 1
+    got = np.asarray(module(x))
+    assert np.array_equal(got, np.round(x / x.sum(-1, keepdims=True)))
+    assert np.array_equal(got[0], [6.0, -6.0, 0.0, 0.0, 1.0, -1.0])
+
+
 def test_temporaries_read_after_the_chain_are_written(device) -> None:
     def f(x):
         m = x.max(-1, keepdims=True)

@@ -12,11 +12,11 @@ A costly row-long value that a fold and later steps all read (softmax's exp(x - 
 then divided by the sum) is computed once: the fold stores it into the workgroup's local memory
 as it goes, the later steps load it from there (L1) instead of computing it again (`kept_values`).
 
-An output divided by a row value (softmax's e / sum) multiplies by its reciprocal, taken once per
-row (`row_divisors`): a 16-lane divide costs ~10 cycles of throughput, a multiply 0.5, and the
-divides alone took a third of a 16384 x 1024 softmax. x * (1/s) may differ from x / s in the last
-bit; a row whose divisor is not a normal float (its reciprocal would overflow or lose bits)
-takes the divide path.
+An output that is a quotient by a row value (softmax's e / sum) multiplies by its reciprocal,
+taken once per row (`row_divisors`): a 16-lane divide costs ~10 cycles of throughput, a
+multiply 0.5, and the divides alone took a third of a 16384 x 1024 softmax. x * (1/s) may differ
+from x / s in the last bit; a row whose divisor is not a normal float (its reciprocal would
+overflow or lose bits) takes the divide path.
 """
 
 from __future__ import annotations
@@ -94,31 +94,23 @@ def _row_invariant(node: kir.Expr, rank: int) -> bool:
 
 
 def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int) -> tuple[tuple[kir.Expr, ...], list[kir.Expr]]:
-    """(`outputs` with every f32 `a / s` whose s is row-invariant rewritten as `a * Arg(k)`, the
-    divisors s: row value n_values + j is to hold 1 / divisors[j]). Subtrees without such a
-    divide stay the same objects (kept values and memos find them by identity)."""
+    """(`outputs` with each that is an f32 `a / s`, s row-invariant, rewritten as `a * Arg(k)`,
+    the divisors s: row value n_values + j is to hold 1 / divisors[j]). Only a quotient stored
+    as it is: one that feeds a rounding (a quantizer's round(x / scale)) could move by a whole
+    unit for the last bit (ONNX's DynamicQuantizeLinear did)."""
     divisors: list[kir.Expr] = []
     slots: dict[int, int] = {}
-    memo: dict[int, kir.Expr] = {}
-
-    def rewrite(node: kir.Expr) -> kir.Expr:
-        if id(node) in memo:
-            return memo[id(node)]
-        out = node
-        if isinstance(node, kir.Compute):
-            operands = tuple(rewrite(x) for x in node.operands)
-            divisor = node.operands[-1]
-            if node.op == "divide" and node.dtype == np.float32 and _row_invariant(divisor, rank):
-                if id(divisor) not in slots:
-                    slots[id(divisor)] = n_values + len(divisors)
-                    divisors.append(divisor)
-                out = kir.Compute("multiply", (operands[0], kir.Arg(slots[id(divisor)], node.dtype)), node.dtype)
-            elif any(x is not y for x, y in zip(operands, node.operands)):
-                out = kir.Compute(node.op, operands, node.dtype, node.attr)
-        memo[id(node)] = out
-        return out
-
-    return tuple(rewrite(x) for x in outputs), divisors
+    rewritten = []
+    for node in outputs:
+        if isinstance(node, kir.Compute) and node.op == "divide" and node.dtype == np.float32 \
+                and _row_invariant(node.operands[1], rank):
+            divisor = node.operands[1]
+            if id(divisor) not in slots:
+                slots[id(divisor)] = n_values + len(divisors)
+                divisors.append(divisor)
+            node = kir.Compute("multiply", (node.operands[0], kir.Arg(slots[id(divisor)], node.dtype)), node.dtype)
+        rewritten.append(node)
+    return tuple(rewritten), divisors
 
 
 class Accumulator:

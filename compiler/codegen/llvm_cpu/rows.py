@@ -279,7 +279,6 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
             write_row(row, base, outputs, values, None)
 
     multiplied, divisors = row_divisors(body.outputs, len(body.steps), rank)
-    fabs = intrinsic(module, "llvm.fabs.f32", F32, [F32])
     r0, r_end = row_range(kb, grid, region.dynamic)
     streamed = bool(body.outputs) and n % lanes == 0 and region.dynamic is None and streaming.wanted(region, body.output_bindings)
     same_offset, peel = streaming.alignment(b, region, ptrs, body.output_bindings, lanes) if streamed else (None, None)
@@ -293,8 +292,9 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
             else:
                 values.append(fold(step, row, values))
         base = b.mul(r, i64(n))
+        e = ExprEmitter(b, region.bindings, ptrs, row, None, 1, values)  # per-row scalars
         if divisors:
-            e = ExprEmitter(b, region.bindings, ptrs, row, None, 1, values)
+            fabs = intrinsic(module, "llvm.fabs.f32", F32, [F32])
             normal = ir.Constant(ir.IntType(1), 1)
             reciprocals = []
             for divisor in divisors:
@@ -310,7 +310,6 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
                     write_rows(row, base, body.outputs, values)
         else:
             write_rows(row, base, body.outputs, values)
-        e = ExprEmitter(b, region.bindings, ptrs, row, None, 1, values)
         for slot, expr in zip(body.row_output_bindings, body.row_outputs):
             store(b, ptrs, region.bindings[slot], slot, r, e.value(expr))
     b.ret(i32(0))

@@ -343,16 +343,7 @@ class _Fuser:
         n = len(operands) // 2
         shape, out = op.operands[0].type.shape, op.results[0].type.shape
         rank = len(shape)
-        new, conditions = [], []
-        for d in range(rank):
-            position = ix.add(ix.mul(kir.Coord(d), a["window_strides"][d]),
-                              ix.mul(kir.Coord(rank + d), a["window_dilations"][d]))
-            lo, hi = a["padding"][d]
-            span = (shape[d] - 1) * a["base_dilations"][d] + 1 + lo + hi
-            coordinate, condition = ix.window_position(position, shape[d], lo, a["base_dilations"][d], span)
-            new.append(coordinate)
-            conditions += [condition] if condition is not None else []
-        guard = ix.all_of(conditions)
+        new, guard = ix.window_coords(shape, a["window_strides"], a["window_dilations"], a["padding"], a["base_dilations"])
         elements = [ix.select(guard, ix.substitute(x, new), init) for x, init in zip(operands[:n], operands[n:])]
         combiner = ix.region_exprs(op.regions[0], self.combiner_args(op, operands[n:]))
         self.fold(op, tuple(out) + tuple(a["window_dimensions"]), list(range(rank, 2 * rank)),

@@ -301,6 +301,23 @@ def window_position(position, size: int, low: int, dilation: int, span: int):
     return coordinate, all_of(conditions)
 
 
+def window_coords(shape: Sequence[int], strides: Sequence[int], window_dilations: Sequence[int],
+                  padding: Sequence[tuple[int, int]], base_dilations: Sequence[int]):
+    """A reduce_window's operand element at the window point (Coords: the output's dims, then the
+    window's): its coordinates, clamped into range, and the condition that it is a real element,
+    not padding or a dilation hole (None: always)."""
+    rank = len(shape)
+    coordinates, conditions = [], []
+    for d in range(rank):
+        position = add(mul(kir.Coord(d), strides[d]), mul(kir.Coord(rank + d), window_dilations[d]))
+        lo, hi = padding[d]
+        span = (shape[d] - 1) * base_dilations[d] + 1 + lo + hi
+        coordinate, condition = window_position(position, shape[d], lo, base_dilations[d], span)
+        coordinates.append(coordinate)
+        conditions += [condition] if condition is not None else []
+    return coordinates, all_of(conditions)
+
+
 def pad(op: Op, node, value):
     a = op.attrs
     shape, out = op.operands[0].type.shape, op.results[0].type.shape

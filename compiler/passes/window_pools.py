@@ -29,10 +29,10 @@ FOLDS = ("maximum", "minimum", "add")
 @dataclass(frozen=True)
 class WindowPool:
     """out[n, oh, ow, c] = fold over the window of input[n, oh*s0 - top + i, ow*s1 - left + j, c]
-    (i < window[0], j < window[1]) of the points inside the input, from `init`."""
+    (i < window[0], j < window[1]) of the points inside the input, from the region's init (the
+    kernel reads it there)."""
 
     fold: str
-    init: float
     window: tuple[int, int]
     strides: tuple[int, int]
     pads: tuple[int, int]  # (top, left): pads before the input rows and columns
@@ -70,14 +70,9 @@ def _element(shape: tuple[int, ...], strides: tuple[int, ...], pads: tuple[int, 
              init: kir.Const) -> kir.Expr:
     """The element expression fusion.reduce_window builds for a 4-D input binding 0 (unit
     dilations), the padding after each axis 1 where `padded_after` (its size matters not)."""
-    new, conditions = [], []
-    for d in range(4):
-        position = ix.add(ix.mul(kir.Coord(d), strides[d]), kir.Coord(4 + d))
-        span = shape[d] + pads[d] + int(padded_after[d])
-        coordinate, condition = ix.window_position(position, shape[d], pads[d], 1, span)
-        new.append(coordinate)
-        conditions += [condition] if condition is not None else []
-    return ix.select(ix.all_of(conditions), kir.Load(0, tuple(new), F32), init)
+    padding = tuple((pad, int(after)) for pad, after in zip(pads, padded_after))
+    new, guard = ix.window_coords(shape, strides, (1,) * 4, padding, (1,) * 4)
+    return ix.select(guard, kir.Load(0, tuple(new), F32), init)
 
 
 def window_pool(region: kir.KernelRegion) -> WindowPool | None:
@@ -111,5 +106,5 @@ def window_pool(region: kir.KernelRegion) -> WindowPool | None:
     for after in ((False, False), (False, True), (True, False), (True, True)):
         expected = _element(tuple(source.shape), (1, s0, s1, 1), (0, p0, p1, 0), (False, *after, False), init)
         if repr(expected) == text:
-            return WindowPool(fold.op, float(init.value), (body.shape[5], body.shape[6]), (s0, s1), (p0, p1))
+            return WindowPool(fold.op, (body.shape[5], body.shape[6]), (s0, s1), (p0, p1))
     return None

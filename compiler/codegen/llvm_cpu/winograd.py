@@ -142,6 +142,13 @@ class WinogradTiles:
                         at = b.add(i64(point * self.u_point + p * g.c * nr + j * lanes), b.mul(c, i64(nr)))
                         store_vector(b, value, b.gep(u, [at], inbounds=True), lanes)
 
+        def store(oy: ir.Value, ox: ir.Value, c0: int, valid: int, value: ir.Value) -> None:
+            """out[oy, ox, n0 + c0 ...] = value, through the epilogue."""
+            pixel, col = b.add(b.mul(oy, i64(g.ow)), ox), b.add(n0, i64(c0))
+            if self.gen.epilogue is not None:
+                value = self.gen.epilogue(EpilogueSite(b, pixel, col, valid, extra), value)
+            store_vector(b, value, b.gep(out, [b.add(b.mul(pixel, i64(g.f)), col)], inbounds=True), valid)
+
         def chunk(first: ir.Value, count: int) -> None:
             """Blocks first..first+count (count <= MR): transform, multiply, transform back (loops
             over the blocks, not unrolled: a 6x6 layer's kernel was 1 MB of IR, 1.3 s of LLVM)."""
@@ -178,13 +185,14 @@ class WinogradTiles:
                                                 inbounds=True), lanes, valid) for point in range(POINTS)]
                     for index, value in enumerate(math.output(mv)):
                         oy, ox = b.add(y, i64(index // 2)), b.add(x, i64(index % 2))
-                        inside = b.and_(b.icmp_unsigned("<", oy, i64(g.oh)), b.icmp_unsigned("<", ox, i64(g.ow)))
-                        with b.if_then(inside):
-                            pixel, col = b.add(b.mul(oy, i64(g.ow)), ox), b.add(n0, i64(c0))
-                            if self.gen.epilogue is not None:
-                                value = self.gen.epilogue(EpilogueSite(b, pixel, col, valid, extra), value)
-                            store_vector(b, value, b.gep(out, [b.add(b.mul(pixel, i64(g.f)), col)], inbounds=True),
-                                         valid)
+                        # a block's second row or column lies past the image only where OH or OW
+                        # is odd (tiles are whole pairs of rows): checked only there
+                        checks = [b.icmp_unsigned("<", at, i64(size)) for at, size in ((oy, g.oh), (ox, g.ow)) if size % 2]
+                        if checks:
+                            with b.if_then(b.and_(*checks) if len(checks) == 2 else checks[0]):
+                                store(oy, ox, c0, valid, value)
+                        else:
+                            store(oy, ox, c0, valid, value)
 
         whole = blocks - blocks % mr
         with for_range(b, 0, whole, step=mr, name="chunk") as first:

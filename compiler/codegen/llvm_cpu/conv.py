@@ -41,7 +41,7 @@ from llvmlite import ir
 
 from . import caches, jit
 from .abi_builder import F32, I64, for_range, i64, internal_function, intrinsic, load_vector, store_vector, vector
-from .matmul import (MIN_WORKGROUPS, TILES_16_REGISTERS, TILES_32_REGISTERS, Epilogue, EpilogueSite, GeneratedKernel,
+from .matmul import (MIN_WORKGROUPS, Epilogue, EpilogueSite, GeneratedKernel,
                      RegisterTile, bias_add, chain, emit_tiled_entry, microkernel, packed_size, register_tile, relu,
                      round_up)
 from .winograd import WinogradTiles
@@ -139,10 +139,7 @@ def choose_conv_config(pixels: int, f: int, c: int, lanes: int | None = None, im
     calls (more than a quarter of it: it streams from L3) is prefetched PREFETCH_AHEAD bytes
     ahead in each panel (98 -> 76 us there)."""
     lanes = lanes or jit.vector_width_f32()
-    mr, nv = register_tile(f, lanes)
-    covering = [t for t in (TILES_32_REGISTERS if lanes >= 16 else TILES_16_REGISTERS) if t[0] >= pixels]
-    if pixels > mr and covering:
-        mr, nv = min(covering, key=lambda t: round_up(f, t[1] * lanes) - f)
+    mr, nv = register_tile(f, lanes, pixels)
     nr = nv * lanes
     kh, kw = kernel
     window_rows = 0

@@ -64,7 +64,8 @@ from compiler import kernel_ir as kir
 
 from . import jit
 from .abi_builder import F32, I32, I64, entry_alloca, fma, for_range, i32, i64, intrinsic, load_vector, splat, store_vector, vector
-from .grid_loops import kernel_entry
+from .grid_loops import clipped, kernel_entry
+from .streaming import both
 from .conv import epilogue_steps
 from .matmul import EpilogueSite, GeneratedKernel
 
@@ -185,13 +186,9 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     zero = ir.Constant(vector(lanes), [0.0] * lanes)
     col_lo, col_hi = _interior(w, kw_n, sw, dw, pl, ow_n)
     image_base = b.mul(img, i64(h * w * c))
-    first_row = b.mul(group, i64(rows))
-    end_row = b.add(first_row, i64(rows))
-    end_row = b.select(b.icmp_unsigned("<", end_row, i64(oh_n)), end_row, i64(oh_n))
-    first = b.mul(cb, i64(block))
-    end = b.add(first, i64(block))
+    first_row, end_row = clipped(b, group, rows, i64(oh_n))
     whole = c - c % lanes
-    end = b.select(b.icmp_unsigned("<", end, i64(whole)), end, i64(whole))
+    first, end = clipped(b, cb, block, i64(whole))
     # the epilogue's operands, a residual at this image (its rows are pixels: row oh * OW + ow)
     extra = [b.gep(x, [b.mul(img, i64(step))], inbounds=True) if step else x for x, step in zip(extra, per_image)]
     # the input rows of kernel rows outside the image (some output rows' `kh`)
@@ -289,10 +286,6 @@ def generate_depthwise(region: kir.KernelRegion, lanes: int | None = None) -> Ge
     if rotated is None:
         output_rows(None)
     else:
-        with b.if_else(rotated[0]) as (realign, plain):
-            with realign:
-                output_rows(rotated[1])
-            with plain:
-                output_rows(None)
+        both(b, rotated[0], lambda rotate: output_rows(rotated[1] if rotate else None))
     b.ret(i32(0))
     return GeneratedKernel(region.name, str(module), grid, 0, len(region.bindings), None)

@@ -44,7 +44,8 @@ def kernel_entry(module: ir.Module, region: kir.KernelRegion) -> tuple[KernelBui
     return kb, binding_pointers(kb, region.bindings)
 
 
-def _clipped(b: ir.IRBuilder, w: ir.Value, tile: int, extent: ir.Value) -> tuple[ir.Value, ir.Value]:
+def clipped(b: ir.IRBuilder, w: ir.Value, tile: int, extent: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """[w * tile, min(w * tile + tile, extent)): workgroup w's share of `tile`-sized pieces."""
     start = b.mul(w, i64(tile))
     end = b.add(start, i64(tile))
     return start, b.select(b.icmp_unsigned("<", end, extent), end, extent)
@@ -55,7 +56,7 @@ def row_range(kb: KernelBuilder, grid: kir.Grid, dynamic: kir.DynamicExtents | N
     dynamic dim where `dynamic` says so)."""
     dim = kb.dynamic_dim() if dynamic is not None and dynamic.rows else None
     rows = kb.extent(grid.rows, dynamic.rows if dynamic else 0, dim)
-    return _clipped(kb.builder, kb.builder.zext(kb.workgroup_id(1), I64), grid.tile_rows, rows)
+    return clipped(kb.builder, kb.builder.zext(kb.workgroup_id(1), I64), grid.tile_rows, rows)
 
 
 def row_coords(b: ir.IRBuilder, row: ir.Value, shape: Sequence[int], dynamic: kir.DynamicExtents | None) -> list[ir.Value]:
@@ -82,7 +83,7 @@ def for_each_point(kb: KernelBuilder, grid: kir.Grid, shape: Sequence[int], lane
     dim = kb.dynamic_dim() if dynamic is not None else None
     cols = kb.extent(grid.cols, dynamic.cols if dynamic else 0, dim)
     r0, r_end = row_range(kb, grid, dynamic)
-    c0, c_end = _clipped(b, wx, grid.tile_cols, cols)
+    c0, c_end = clipped(b, wx, grid.tile_cols, cols)
     with for_range(b, r0, r_end, name="row") as row:
         index = row_coords(b, row, shape, dynamic)
         out_row = b.mul(row, cols)

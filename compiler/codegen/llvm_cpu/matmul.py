@@ -178,11 +178,13 @@ TILES_16_REGISTERS = ((6, 2),)
 TILES_32_REGISTERS = ((8, 3), (6, 4), (12, 2))
 
 
-def register_tile(n: int, lanes: int) -> tuple[int, int]:
-    """(mr, nv) for N columns: of the tiles that fill the registers, the one whose panels waste
-    the fewest columns past N (64 output channels in 48-wide panels compute a 16-wide remainder
-    with a third of the accumulators, 64-wide panels do not), the first on a tie."""
+def register_tile(n: int, lanes: int, rows: int = 0) -> tuple[int, int]:
+    """(mr, nv) for N columns: of the tiles that fill the registers (and have at least `rows`
+    rows, where some do), the one whose panels waste the fewest columns past N (64 output
+    channels in 48-wide panels compute a 16-wide remainder with a third of the accumulators,
+    64-wide panels do not), the first on a tie."""
     tiles = TILES_32_REGISTERS if lanes >= 16 else TILES_16_REGISTERS
+    tiles = [t for t in tiles if t[0] >= rows] or tiles
     return min(tiles, key=lambda t: round_up(n, t[1] * lanes) - n)
 
 
@@ -327,9 +329,9 @@ def microkernel(module: ir.Module, prefix: str, shape: RegisterTile, accumulate:
             load_acc(partial_at)
 
     prefetch = intrinsic(module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
-    with for_range(b, 0, s.segments, name="seg") as seg:  # A from seg * segment_lda, B from row seg * kc
-        a_seg = b.gep(a, [b.mul(seg, i64(s.segment_lda))], inbounds=True)
-        b_seg = b.gep(bp, [b.mul(b.mul(seg, kc), i64(s.ldb))], inbounds=True)
+
+    def k_steps(a_seg: ir.Value, b_seg: ir.Value) -> None:
+        """kc steps of K: A's row elements from a_seg, B's rows from b_seg."""
         with for_range(b, 0, kc, name="k") as kk:
             b_row = b.gep(b_seg, [b.mul(kk, i64(s.ldb))], inbounds=True)
             if s.prefetch_rows:
@@ -346,6 +348,13 @@ def microkernel(module: ir.Module, prefix: str, shape: RegisterTile, accumulate:
                 av = splat(b, b.load(b.gep(a_seg, [b.add(kk, i64(r * s.lda))], inbounds=True)), lanes)
                 for j in range(nvec):
                     b.store(fma(b, av, bv[j], b.load(acc[r][j])), acc[r][j])
+
+    if s.segments > 1:
+        with for_range(b, 0, s.segments, name="seg") as seg:  # A from seg * segment_lda, B from row seg * kc
+            k_steps(b.gep(a, [b.mul(seg, i64(s.segment_lda))], inbounds=True),
+                    b.gep(bp, [b.mul(b.mul(seg, kc), i64(s.ldb))], inbounds=True))
+    else:
+        k_steps(a, bp)
 
     # The last K block stores to C (after the epilogue), the others to the partial C.
     out_at = [[b.select(last, c_at[r][j], partial_at[r][j]) if s.ldc_local else c_at[r][j] for j in range(nvec)]

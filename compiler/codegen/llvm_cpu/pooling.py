@@ -21,7 +21,7 @@ from compiler.passes.window_pools import WindowPool
 from . import jit
 from .abi_builder import I64, entry_alloca, for_range, i32, i64, load_vector, store_vector, vector
 from .expr import ExprEmitter
-from .grid_loops import kernel_entry
+from .grid_loops import clipped, kernel_entry
 from .matmul import GeneratedKernel
 
 WORKGROUPS = 8  # output row blocks to aim for over all images (a few per worker)
@@ -92,9 +92,7 @@ def generate_pool(region: kir.KernelRegion, pool: WindowPool, lanes: int | None 
             for v, (slot, valid) in enumerate(zip(acc, widths)):
                 store_vector(b, b.load(slot), b.gep(out, [i64(c0 + v * lanes)], inbounds=True), valid)
 
-    first = b.mul(b.zext(kb.workgroup_id(1), I64), i64(rows))
-    last = b.add(first, i64(rows))
-    last = b.select(b.icmp_signed("<", last, i64(oh)), last, i64(oh))
+    first, last = clipped(b, b.zext(kb.workgroup_id(1), I64), rows, i64(oh))
     with for_range(b, first, last, name="y") as y:
         with for_range(b, 0, ow, name="x") as x:
             pixel(y, x)

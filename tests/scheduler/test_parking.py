@@ -36,13 +36,26 @@ def sleepers(dev) -> int:
     return int(dev.scheduler.arena[L.H_SLEEPERS])
 
 
+def _parked_state(dev) -> tuple[int, int, int]:
+    arena = dev.scheduler.arena
+    return int(arena[L.H_SLEEPERS]), int(arena[L.H_WAKING]), int(arena[L.H_WAKE])
+
+
 def wait_all_parked(dev, timeout: float = 5.0) -> None:
-    """Workers register in H_SLEEPERS when they park, shortly after the spin window (20 µs)."""
+    """Workers register in H_SLEEPERS when they park, shortly after the spin window (20 us).
+
+    A worker woken by the last round's publish stays counted in H_SLEEPERS until the OS runs it
+    (H_WAKING counts it meanwhile), then spins and parks again: 'all parked' is all registered,
+    none woken, and no publish between two reads 10 ms apart."""
     deadline = time.monotonic() + timeout
-    while sleepers(dev) < dev.workers and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert sleepers(dev) == dev.workers, f"only {sleepers(dev)} of {dev.workers} workers parked within {timeout} s"
-    time.sleep(0.01)  # past 'about to park': asleep in the futex
+    state = _parked_state(dev)
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        previous, state = state, _parked_state(dev)
+        if state == previous and state[0] == dev.workers and state[1] <= 0:
+            return
+    registered, waking, _ = state
+    raise AssertionError(f"{registered} of {dev.workers} workers parked and {waking} woken after {timeout} s")
 
 
 def do_work(dev, n=2000):

@@ -38,9 +38,15 @@ def _compiled(name: str):
     return run
 
 
-@pytest.fixture(scope="module")
-def vector_exp():
-    return _compiled("exp")
+@pytest.fixture(scope="module", params=["host", "no-avx512"])
+def vector_exp(request):
+    """exp as the host's kernels compute it (vscalefps where AVX-512 is here), and the portable
+    form (the exponent built in the bits) that AVX2 hosts get."""
+    if request.param == "host":
+        return _compiled("exp")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jit, "has_feature", lambda name: False)
+        return _compiled("exp")
 
 
 def test_exp_matches_numpy_to_two_ulp_over_the_normal_range(vector_exp):
@@ -50,15 +56,20 @@ def test_exp_matches_numpy_to_two_ulp_over_the_normal_range(vector_exp):
     assert np.max(np.abs(got - want) / ulp) <= 2.0
 
 
+def test_exp_near_one_ulp_at_random_points(vector_exp):
+    x = np.random.default_rng(3).uniform(-87.0, 88.7, 1 << 20).astype(np.float32)
+    assert _max_ulp(vector_exp(x)[: x.size], np.exp(x.astype(np.float64))) <= 1.5  # 0.5: correctly rounded
+
+
 def test_exp_edges(vector_exp):
     x = np.array([0.0, -0.0, 1.0, -1.0, 88.8, 100.0, np.inf, -np.inf, -104.0, -200.0, np.nan, 1e-30,
-                  -1e-30, 0.5, 88.72, -87.3], np.float32)
-    got = vector_exp(x)
+                  -1e-30, 0.5, 88.72, -87.3, 1e30, 3e38, -1e30, -3e38, 5e6, -5e6, -np.nan], np.float32)
+    got = vector_exp(x)[: x.size]
     with np.errstate(over="ignore"):
         want = np.exp(x)
-    assert np.isnan(got[10])
-    assert got[4] == got[5] == got[6] == np.inf
-    assert got[7] == got[8] == got[9] == 0.0
+    assert np.isnan(got[10]) and np.isnan(got[22])
+    assert got[4] == got[5] == got[6] == got[16] == got[17] == got[20] == np.inf
+    assert got[7] == got[8] == got[9] == got[18] == got[19] == got[21] == 0.0
     finite = np.isfinite(want) & (want > np.finfo(np.float32).tiny)
     np.testing.assert_allclose(got[finite], want[finite], rtol=3e-7)
 

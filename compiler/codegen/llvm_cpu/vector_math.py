@@ -8,7 +8,8 @@ for f32 vectors it returns the inline form, for anything else None (the intrinsi
 
 exp: Cephes' expf: n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact to
 an ulp), exp(r) by a degree-6 polynomial on |r| <= ln2/2 (about 1 ulp), times 2^n built in the
-exponent bits as two factors (n in [-150, 128] does not fit one f32 exponent). Overflow gives
+exponent bits as two factors (n in [-150, 128] does not fit one f32 exponent), or with AVX-512 by
+vscalefps, which needs neither the clamp nor the factors (`_exp_scalef`). Overflow gives
 +inf, deep underflow 0 (denormal results flush to zero: kernels run with FTZ/DAZ, as XLA's do),
 NaN stays NaN. tanh and log: Cephes' tanhf and logf, vectorised the same way; erf: XLA's f32
 rational approximation; erfc: Numerical Recipes' fit over that exp (their docstrings).
@@ -41,6 +42,8 @@ def _call(b: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
 def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """e^x for a vector of f32 (module docstring)."""
     ty = x.type
+    if ty.count == 16 and jit.has_feature("avx512f"):
+        return _exp_scalef(b, x)
     ity = ir.VectorType(I32, ty.count)
     clamped = _call(b, "minnum", [_call(b, "maxnum", [x, _const(ty, _EXP_LOW)]), _const(ty, _EXP_HIGH)])
     n = _call(b, "roundeven", [b.fmul(clamped, _const(ty, _LOG2E))])
@@ -50,12 +53,6 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     for c in _EXP_POLY[1:]:
         p = fma(b, p, r, _const(ty, c))
     p = fma(b, p, b.fmul(r, r), b.fadd(r, _const(ty, 1.0)))
-    if ty.count == 16 and jit.has_feature("avx512f"):
-        # vscalefps: p * 2^n in one instruction (overflow to +inf, underflow to 0 under FTZ),
-        # instead of the 9 of building the two factors.
-        scalef = intrinsic(b.module, "llvm.x86.avx512.mask.scalef.ps.512", ty, [ty, ty, ty, ir.IntType(16), I32])
-        result = b.call(scalef, [p, n, _const(ty, 0.0), ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])
-        return b.select(b.fcmp_unordered("uno", x, x), x, result)
     ni = b.fptosi(n, ity)
     half = b.ashr(ni, _const(ity, 1))
     bias = _const(ity, 127)
@@ -63,6 +60,32 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     scale_b = b.bitcast(b.shl(b.add(b.sub(ni, half), bias), _const(ity, 23)), ty)
     result = b.fmul(b.fmul(p, scale_a), scale_b)
     return b.select(b.fcmp_unordered("uno", x, x), x, result)
+
+
+_ROUNDING_SHIFTER = 1.5 * 2.0 ** 23  # x + this - this rounds x to an integer (|x| < 2^22)
+_EXP_R_LIMIT = 0.35  # just above ln2 / 2: |r| never exceeds it for a finite n
+
+
+def _exp_scalef(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """exp's AVX-512 form, 14 operations instead of 18 (an exp is most of a softmax's compute):
+    vscalefps takes p * 2^n in one instruction, overflowing to +inf and underflowing to 0 for
+    any n, infinite n included, and NaN for a NaN n. So x needs no clamp: where x is out of
+    range (or infinite, or NaN) only r is garbage, and clamping r to +-0.35 keeps p finite and
+    positive, which n's scale then sends to inf or 0; a NaN x makes n NaN and so the result.
+    n is rounded by the shifter (an FMA and a subtract) instead of a 2-uop vrndscaleps; beyond
+    2^22 it is already integral, or as large. p is Horner's 1 + r (1 + r P(r)): two FMAs where
+    Cephes' r^2 P + r + 1 takes three operations (1 ulp either way, tested against float64)."""
+    ty = x.type
+    shifter = _const(ty, _ROUNDING_SHIFTER)
+    n = b.fsub(fma(b, x, _const(ty, _LOG2E), shifter), shifter)
+    r = fma(b, n, _const(ty, -_LN2_HI), x)
+    r = fma(b, n, _const(ty, -_LN2_LO), r)
+    r = _call(b, "minnum", [_call(b, "maxnum", [r, _const(ty, -_EXP_R_LIMIT)]), _const(ty, _EXP_R_LIMIT)])
+    p = _const(ty, _EXP_POLY[0])
+    for c in (*_EXP_POLY[1:], 1.0, 1.0):
+        p = fma(b, p, r, _const(ty, c))
+    scalef = intrinsic(b.module, "llvm.x86.avx512.mask.scalef.ps.512", ty, [ty, ty, ty, ir.IntType(16), I32])
+    return b.call(scalef, [p, n, _const(ty, 0.0), ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])
 
 
 _TANH_POLY = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)

@@ -99,6 +99,41 @@ def test_division_by_a_row_value(device) -> None:
     assert np.isinf(got[1]).all() and np.isnan(got[5]).all() and np.isinf(got[2]).any()
 
 
+def test_a_quotient_inside_an_output_multiplies() -> None:
+    """Layernorm's (x - mean) / sqrt(var + eps) * g + b: the quotient under a multiply and an add
+    takes the reciprocal too; one under a rounding, or row-invariant as a whole, does not."""
+    from compiler import kernel_ir as kir
+    from compiler.codegen.llvm_cpu.rows import row_divisors
+
+    f32 = np.dtype(np.float32)
+    x = kir.Load(0, (kir.Coord(0, np.dtype(np.int64)), kir.Coord(1, np.dtype(np.int64))), f32)
+    g = kir.Load(1, (kir.Coord(1, np.dtype(np.int64)),), f32)
+    s = kir.Compute("sqrt", (kir.Arg(1, f32),), f32)
+    quotient = kir.Compute("divide", (kir.Compute("subtract", (x, kir.Arg(0, f32)), f32), s), f32)
+    layernorm = kir.Compute("add", (kir.Compute("multiply", (quotient, g), f32), kir.Const(0.5, f32)), f32)
+    rounded = kir.Compute("round_nearest_even", (quotient,), f32)
+    per_row = kir.Compute("add", (x, kir.Compute("divide", (kir.Arg(0, f32), s), f32)), f32)
+    (out, kept_round, kept_row), divisors = row_divisors((layernorm, rounded, per_row), 2, 2)
+    assert divisors == [s]
+    product = out.operands[0].operands[0]
+    assert product.op == "multiply" and product.operands[1].index == 2
+    assert kept_round is rounded and kept_row is per_row
+
+
+def test_layernorm_with_special_row_divisors(device) -> None:
+    """A nested quotient whose divisor is zero, denormal, huge, infinite or NaN in some rows
+    divides in those rows, as JAX does."""
+    x = (RNG.standard_normal((8, 40)) * 3).astype(np.float32)
+    s = np.array([2.5, 0.0, 1e-40, 3e38, np.inf, np.nan, -7.0, 2.0 ** -127], np.float32)[:, None]
+    w = RNG.standard_normal(40).astype(np.float32)
+
+    def f(x, s):
+        return (x - x.mean(-1, keepdims=True)) / s * w + 0.5
+
+    module = run_against_jax(device, f, x, s)
+    assert _kernels(module) == 1
+
+
 def test_a_rounded_quotient_divides(device) -> None:
     """A quotient that feeds a rounding (a quantizer's round(x / scale), ONNX's
     DynamicQuantizeLinear) keeps the IEEE divide: 45.5 * (1/7) is 6.5000005 in f32 and would round

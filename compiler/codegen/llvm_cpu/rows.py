@@ -12,8 +12,8 @@ A costly row-long value that a fold and later steps all read (softmax's exp(x - 
 then divided by the sum) is computed once: the fold stores it into the workgroup's local memory
 as it goes, the later steps load it from there (L1) instead of computing it again (`kept_values`).
 
-An output that is a quotient by a row value (softmax's e / sum) multiplies by its reciprocal,
-taken once per row (`row_divisors`): a 16-lane divide costs ~10 cycles of throughput, a
+A quotient by a row value in an output (softmax's e / sum, layernorm's (x - mean) / sqrt(var +
+eps)) multiplies by its reciprocal, taken once per row (`row_divisors`): a 16-lane divide costs ~10 cycles of throughput, a
 multiply 0.5, and the divides alone took a third of a 16384 x 1024 softmax. x * (1/s) may differ
 from x / s in the last bit; a row whose divisor is not a normal float (its reciprocal would
 overflow or lose bits) takes the divide path.
@@ -93,24 +93,42 @@ def _row_invariant(node: kir.Expr, rank: int) -> bool:
     return isinstance(node, kir.Compute) and all(_row_invariant(x, rank) for x in node.operands)
 
 
-def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int) -> tuple[tuple[kir.Expr, ...], list[kir.Expr]]:
-    """(`outputs` with each that is an f32 `a / s`, s row-invariant, rewritten as `a * Arg(k)`,
-    the divisors s: row value n_values + j is to hold 1 / divisors[j]). Only a quotient stored
-    as it is: one that feeds a rounding (a quantizer's round(x / scale)) could move by a whole
-    unit for the last bit (ONNX's DynamicQuantizeLinear did)."""
+# Ops through which a quotient may move by its last bit: continuous ones, where it moves the
+# result by about as little. A rounding, a comparison or a conversion to an integer could move by
+# a whole unit for it: a quantizer's round(x / scale) did (ONNX's DynamicQuantizeLinear).
+_CONTINUOUS = frozenset({"add", "subtract", "multiply", "divide", "negate", "abs", "maximum", "minimum",
+                         "exponential", "tanh", "logistic", "erf", "sqrt", "log"})
+
+
+def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int,
+                 kept: frozenset[int] = frozenset()) -> tuple[tuple[kir.Expr, ...], list[kir.Expr]]:
+    """(`outputs` with each f32 `a / s`, s row-invariant and a not, rewritten as `a * Arg(k)`,
+    the divisors s: row value n_values + j is to hold 1 / divisors[j]). Only quotients reached
+    from an output through `_CONTINUOUS` ops (layernorm's (x - mean) / sqrt(var + eps) * g + b,
+    softmax's e / sum), and none inside a `kept` node (by id: the kernel loads those as stored)."""
     divisors: list[kir.Expr] = []
     slots: dict[int, int] = {}
-    rewritten = []
-    for node in outputs:
-        if isinstance(node, kir.Compute) and node.op == "divide" and node.dtype == np.float32 \
-                and _row_invariant(node.operands[1], rank):
-            divisor = node.operands[1]
-            if id(divisor) not in slots:
-                slots[id(divisor)] = n_values + len(divisors)
-                divisors.append(divisor)
-            node = kir.Compute("multiply", (node.operands[0], kir.Arg(slots[id(divisor)], node.dtype)), node.dtype)
-        rewritten.append(node)
-    return tuple(rewritten), divisors
+    memo: dict[int, kir.Expr] = {}
+
+    def rewrite(node: kir.Expr) -> kir.Expr:
+        if id(node) in memo:
+            return memo[id(node)]
+        new = node
+        if isinstance(node, kir.Compute) and node.op in _CONTINUOUS and id(node) not in kept:
+            operands = tuple(rewrite(x) for x in node.operands)
+            divisor = node.operands[-1]
+            if node.op == "divide" and node.dtype == np.float32 and _row_invariant(divisor, rank) \
+                    and not _row_invariant(node.operands[0], rank):
+                if id(divisor) not in slots:
+                    slots[id(divisor)] = n_values + len(divisors)
+                    divisors.append(divisor)
+                new = kir.Compute("multiply", (operands[0], kir.Arg(slots[id(divisor)], node.dtype)), node.dtype)
+            elif any(a is not b for a, b in zip(operands, node.operands)):
+                new = kir.Compute(node.op, operands, node.dtype, node.attr)
+        memo[id(node)] = new
+        return new
+
+    return tuple(rewrite(x) for x in outputs), divisors
 
 
 class Accumulator:
@@ -133,31 +151,44 @@ class Accumulator:
 
     def add(self, element: ir.Value) -> None:
         b = self.b
-        acc = b.load(self.slot)
+        b.store(self._combine(b.load(self.slot), element), self.slot)
+        if self.nan is not None:
+            b.store(b.or_(b.load(self.nan), b.fcmp_unordered("uno", element, element)), self.nan)
+
+    def _combine(self, acc: ir.Value, element: ir.Value) -> ir.Value:
+        b = self.b
         if self.nan is None:
             combiner = kir.Compute(self.op, (kir.Arg(0, self.dtype), kir.Arg(1, self.dtype)), self.dtype)
-            e = ExprEmitter(b, self.region.bindings, self.ptrs, [], None, width_of(element), [acc, element])
-            b.store(e.value(combiner), self.slot)
-            return
+            return ExprEmitter(b, self.region.bindings, self.ptrs, [], None, width_of(element), [acc, element]).value(combiner)
         better = b.fcmp_ordered(">" if self.op == "maximum" else "<", element, acc)
-        b.store(b.select(better, element, acc), self.slot)
-        b.store(b.or_(b.load(self.nan), b.fcmp_unordered("uno", element, element)), self.nan)
+        return b.select(better, element, acc)
 
     def merge(self, other: "Accumulator") -> None:
-        self._merge(self.b.load(other.slot), None if other.nan is None else self.b.load(other.nan))
+        b = self.b
+        b.store(self._combine(b.load(self.slot), b.load(other.slot)), self.slot)
+        if self.nan is not None:
+            b.store(b.or_(b.load(self.nan), b.load(other.nan)), self.nan)
 
     def merge_lanes(self, vector: "Accumulator") -> None:
-        """Fold every lane of the vector accumulator `vector` into this scalar one."""
+        """Fold every lane of the vector accumulator `vector` into this scalar one, halving the
+        vector log2(width) times: a row's fold ends in 4 dependent steps instead of 16 (a short
+        row's latency: layernorm over 128 values spent half its time on the two lane folds)."""
         b = self.b
         value = b.load(vector.slot)
         nan = None if vector.nan is None else b.load(vector.nan)
-        for lane in range(vector.width):
-            self._merge(b.extract_element(value, i32(lane)), None if nan is None else b.extract_element(nan, i32(lane)))
-
-    def _merge(self, value: ir.Value, nan: ir.Value | None) -> None:
-        self.add(value)
-        if nan is not None:
-            self.b.store(self.b.or_(self.b.load(self.nan), nan), self.nan)
+        width = vector.width
+        while width > 1 and width % 2 == 0:
+            width //= 2
+            low, high = (ir.Constant(ir.VectorType(I32, width), list(range(start, start + width))) for start in (0, width))
+            value = self._combine(b.shuffle_vector(value, value, low), b.shuffle_vector(value, value, high))
+            if nan is not None:
+                nan = b.or_(b.shuffle_vector(nan, nan, low), b.shuffle_vector(nan, nan, high))
+        values = [(b.extract_element(value, i32(k)), None if nan is None else b.extract_element(nan, i32(k)))
+                  for k in range(width)]
+        for lane, lane_nan in values:
+            b.store(self._combine(b.load(self.slot), lane), self.slot)
+            if lane_nan is not None:
+                b.store(b.or_(b.load(self.nan), lane_nan), self.nan)
 
     def result(self) -> ir.Value:
         value = self.b.load(self.slot)
@@ -278,7 +309,7 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
         else:
             write_row(row, base, outputs, values, None)
 
-    multiplied, divisors = row_divisors(body.outputs, len(body.steps), rank)
+    multiplied, divisors = row_divisors(body.outputs, len(body.steps), rank, frozenset(id(node) for node, _ in kept))
     r0, r_end = row_range(kb, grid, region.dynamic)
     streamed = bool(body.outputs) and n % lanes == 0 and region.dynamic is None and streaming.wanted(region, body.output_bindings)
     same_offset, peel = streaming.alignment(b, region, ptrs, body.output_bindings, lanes) if streamed else (None, None)

@@ -26,7 +26,7 @@ from .abi_builder import F32, I1, I32, I64, for_range, i32, i64, internal_functi
 from .expr import ExprEmitter, typed
 from .grid_loops import kernel_entry, row_coords
 from .matmul import ERROR_LOCAL_MEMORY, MIN_WORKGROUPS, GeneratedKernel, RegisterTile, microkernel, register_tile
-from .rows import CHAINS, KEPT_BYTES, Accumulator, kept_values
+from .rows import CHAINS, KEPT_BYTES, Accumulator, divide_by_reciprocals, kept_values
 
 F32P = F32.as_pointer()
 F32_DTYPE = np.dtype(np.float32)
@@ -328,8 +328,8 @@ def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value]
         else:
             values.append(fold(step, values))
 
-    def write(j: ir.Value, width: int) -> None:
-        p = evaluate(body.probability, len(body.steps), j, width, values)
+    def write(probability: kir.Expr, values: list[ir.Value], j: ir.Value, width: int) -> None:
+        p = evaluate(probability, len(body.steps), j, width, values)
         if transposed is not None:
             column, stride = transposed
             for lane in range(width):
@@ -341,10 +341,15 @@ def _softmax_row(b: ir.IRBuilder, region: kir.KernelRegion, ptrs: list[ir.Value]
             ptr = b.bitcast(ptr, p.type.as_pointer())
         b.store(p, ptr, align=4)
 
-    j = i64(0)
-    if n >= lanes:
-        with for_range(b, 0, n - lanes + 1, step=lanes, name="p") as j:
-            write(j, lanes)
-    with for_range(b, j, n, name="p.tail") as j:
-        write(j, 1)
+    def write_row(probability: tuple[kir.Expr], extra: list[ir.Value]) -> None:
+        j = i64(0)
+        if n >= lanes:
+            with for_range(b, 0, n - lanes + 1, step=lanes, name="p") as j:
+                write(probability[0], values + extra, j, lanes)
+        with for_range(b, j, n, name="p.tail") as j:
+            write(probability[0], values + extra, j, 1)
 
+    # The probability's Arg 0 is the score; its divide by the sum multiplies by the reciprocal.
+    row_scalars = ExprEmitter(b, region.bindings, ptrs, coords, None, 1, [ir.Constant(F32, ir.Undefined)] + values)
+    divide_by_reciprocals(b, row_scalars, (body.probability,), 1 + len(values), rank,
+                          frozenset(id(node) for (node, _), _ in kept), write_row, first_value=1)

@@ -22,6 +22,7 @@ overflow or lose bits) takes the divide path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from llvmlite import ir
@@ -81,16 +82,19 @@ def kept_values(body: kir.RowBody) -> list[tuple[kir.Expr, int]]:
     return [(nodes[k], seen[k][0]) for k in shared if k not in covered]
 
 
-def _row_invariant(node: kir.Expr, rank: int) -> bool:
-    """Whether `node` has one value per row: built from row values (Args), constants, the row's
-    coords and loads at them, not the coord along the row (dim rank - 1)."""
-    if isinstance(node, (kir.Arg, kir.Const)):
+def _row_invariant(node: kir.Expr, rank: int, first_value: int = 0) -> bool:
+    """Whether `node` has one value per row: built from row values (Args from `first_value` on;
+    those before it vary along the row), constants, the row's coords and loads at them, not the
+    coord along the row (dim rank - 1)."""
+    if isinstance(node, kir.Arg):
+        return node.index >= first_value
+    if isinstance(node, kir.Const):
         return True
     if isinstance(node, kir.Coord):
         return node.dim < rank - 1
     if isinstance(node, kir.Load):
-        return all(_row_invariant(x, rank) for x in node.index)
-    return isinstance(node, kir.Compute) and all(_row_invariant(x, rank) for x in node.operands)
+        return all(_row_invariant(x, rank, first_value) for x in node.index)
+    return isinstance(node, kir.Compute) and all(_row_invariant(x, rank, first_value) for x in node.operands)
 
 
 # Ops through which a quotient may move by its last bit: continuous ones, where it moves the
@@ -100,10 +104,10 @@ _CONTINUOUS = frozenset({"add", "subtract", "multiply", "divide", "negate", "abs
                          "exponential", "tanh", "logistic", "erf", "sqrt", "log"})
 
 
-def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int,
-                 kept: frozenset[int] = frozenset()) -> tuple[tuple[kir.Expr, ...], list[kir.Expr]]:
+def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int, kept: frozenset[int] = frozenset(),
+                 first_value: int = 0) -> tuple[tuple[kir.Expr, ...], list[kir.Expr]]:
     """(`outputs` with each f32 `a / s`, s row-invariant and a not, rewritten as `a * Arg(k)`,
-    the divisors s: row value n_values + j is to hold 1 / divisors[j]). Only quotients reached
+    the divisors s: Arg n_values + j is to hold 1 / divisors[j]). Only quotients reached
     from an output through `_CONTINUOUS` ops (layernorm's (x - mean) / sqrt(var + eps) * g + b,
     softmax's e / sum), and none inside a `kept` node (by id: the kernel loads those as stored)."""
     divisors: list[kir.Expr] = []
@@ -117,8 +121,8 @@ def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int,
         if isinstance(node, kir.Compute) and node.op in _CONTINUOUS and id(node) not in kept:
             operands = tuple(rewrite(x) for x in node.operands)
             divisor = node.operands[-1]
-            if node.op == "divide" and node.dtype == np.float32 and _row_invariant(divisor, rank) \
-                    and not _row_invariant(node.operands[0], rank):
+            if node.op == "divide" and node.dtype == np.float32 and _row_invariant(divisor, rank, first_value) \
+                    and not _row_invariant(node.operands[0], rank, first_value):
                 if id(divisor) not in slots:
                     slots[id(divisor)] = n_values + len(divisors)
                     divisors.append(divisor)
@@ -129,6 +133,33 @@ def row_divisors(outputs: tuple[kir.Expr, ...], n_values: int, rank: int,
         return new
 
     return tuple(rewrite(x) for x in outputs), divisors
+
+
+def divide_by_reciprocals(b: ir.IRBuilder, row: ExprEmitter, outputs: tuple[kir.Expr, ...], n_values: int,
+                          rank: int, kept: frozenset[int], write: Callable[[tuple[kir.Expr, ...], list[ir.Value]], None],
+                          first_value: int = 0) -> None:
+    """Emit `write(outputs, extra Args)` for one row: with `row_divisors`' rewrite and the
+    divisors' reciprocals (evaluated by `row`, the row's scalar emitter) where every divisor is
+    a normal float, else as they are (a zero, denormal, huge, infinite or NaN divisor's
+    reciprocal would overflow or lose bits)."""
+    multiplied, divisors = row_divisors(outputs, n_values, rank, kept, first_value)
+    if not divisors:
+        write(outputs, [])
+        return
+    fabs = intrinsic(b.module, "llvm.fabs.f32", F32, [F32])
+    normal = ir.Constant(ir.IntType(1), 1)
+    reciprocals = []
+    for divisor in divisors:
+        value = row.value(divisor)
+        magnitude = b.call(fabs, [value])
+        normal = b.and_(normal, b.and_(b.fcmp_ordered(">=", magnitude, ir.Constant(F32, 2.0 ** -126)),
+                                       b.fcmp_ordered("<=", magnitude, ir.Constant(F32, 2.0 ** 126))))
+        reciprocals.append(b.fdiv(ir.Constant(F32, 1.0), value))
+    with b.if_else(normal, likely=True) as (fast, exact):
+        with fast:
+            write(multiplied, reciprocals)
+        with exact:
+            write(outputs, [])
 
 
 class Accumulator:
@@ -309,7 +340,7 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
         else:
             write_row(row, base, outputs, values, None)
 
-    multiplied, divisors = row_divisors(body.outputs, len(body.steps), rank, frozenset(id(node) for node, _ in kept))
+    kept_ids = frozenset(id(node) for node, _ in kept)
     r0, r_end = row_range(kb, grid, region.dynamic)
     streamed = bool(body.outputs) and n % lanes == 0 and region.dynamic is None and streaming.wanted(region, body.output_bindings)
     same_offset, peel = streaming.alignment(b, region, ptrs, body.output_bindings, lanes) if streamed else (None, None)
@@ -324,23 +355,8 @@ def generate_rows(region: kir.KernelRegion, lanes: int | None = None, prefetch_r
                 values.append(fold(step, row, values))
         base = b.mul(r, i64(n))
         e = ExprEmitter(b, region.bindings, ptrs, row, None, 1, values)  # per-row scalars
-        if divisors:
-            fabs = intrinsic(module, "llvm.fabs.f32", F32, [F32])
-            normal = ir.Constant(ir.IntType(1), 1)
-            reciprocals = []
-            for divisor in divisors:
-                value = e.value(divisor)
-                magnitude = b.call(fabs, [value])
-                normal = b.and_(normal, b.and_(b.fcmp_ordered(">=", magnitude, ir.Constant(F32, 2.0 ** -126)),
-                                               b.fcmp_ordered("<=", magnitude, ir.Constant(F32, 2.0 ** 126))))
-                reciprocals.append(b.fdiv(ir.Constant(F32, 1.0), value))
-            with b.if_else(normal, likely=True) as (fast, exact):
-                with fast:
-                    write_rows(row, base, multiplied, values + reciprocals)
-                with exact:
-                    write_rows(row, base, body.outputs, values)
-        else:
-            write_rows(row, base, body.outputs, values)
+        divide_by_reciprocals(b, e, body.outputs, len(body.steps), rank, kept_ids,
+                              lambda outputs, extra: write_rows(row, base, outputs, values + extra))
         for slot, expr in zip(body.row_output_bindings, body.row_outputs):
             store(b, ptrs, region.bindings[slot], slot, r, e.value(expr))
     b.ret(i32(0))

@@ -255,7 +255,8 @@ def models(device, repeats: int, names: list[str] | None, iree_modules: str | No
     """Per-call latency (numpy in, numpy out) of bench.models' JAX models on this device, next
     to IREE's own driver for the same API (vulkan, cuda) in the same run, interleaved: compiled
     here where IREE's compiler imports, else read from `iree_modules` (export_iree)."""
-    from bench.models import _max_rel_error, medians_us
+    from bench.models import _max_rel_error
+    from bench.timing import medians_us
 
     out: dict = {}
     iree_driver = {"vulkan": "vulkan", "cuda": "cuda"}.get(device.driver)

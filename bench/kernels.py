@@ -7,7 +7,7 @@ bandwidth, for one worker and for all). Each case is a JAX function lowered to S
 loaded with `fg.load` (weights baked in as constants) and run on local-sync (one worker) and
 local-task (all workers), results written into preallocated `out` arrays; numpy runs with
 OpenBLAS at 1 and at all threads; IREE (where `iree.compiler`/`iree.runtime` import) on
-local-sync and local-task. All figures are medians of interleaved rounds (`bench.models.medians_us`),
+local-sync and local-task. All figures are medians of interleaved rounds (`bench.timing.medians_us`),
 except numpy on all threads, measured just before (OpenBLAS's spinning threads would take cores
 from whatever ran next).
 
@@ -33,7 +33,8 @@ import fibergrid as fg
 from bench import roofline
 from bench.matmul_kernels import _openblas_threads
 from bench.models import _cases as model_cases
-from bench.models import _iree_callable, _max_rel_error, _weights, medians_us
+from bench.models import _iree_callable, _max_rel_error, _weights
+from bench.timing import medians_us
 
 RNG = np.random.default_rng(1)
 F32 = np.float32

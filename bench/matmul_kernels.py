@@ -32,7 +32,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from bench.models import medians_us
+from bench.timing import medians_us
 from compiler.codegen.llvm_cpu import caches, conv, jit, matmul
 from hal import abi
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from typing import Callable
@@ -26,16 +25,9 @@ from typing import Callable
 import numpy as np
 
 import fibergrid as fg
+from bench.timing import medians_us
 
 RNG = np.random.default_rng(0)
-# medians_us: a runtime's calls run untimed for SETTLE_S before its timed ones. ONNX Runtime's
-# worker spins on for 40-50 ms after its last call, holding a whole core (process CPU read over
-# 20 ms windows after a ResNet call: 0.98 cores up to 20 ms later, 0.0 from 50 ms); OpenBLAS's
-# threads busy-wait after a call too. On a 2-core machine, the next runtime's calls in that time
-# ran ResNet 1.4-1.8x slower than alone, so the settle time is twice the longest tail seen.
-SETTLE_S = 0.1
-TIMED_S = 0.05  # per runtime and round, at least MIN_TIMED calls
-MIN_TIMED = 2
 
 
 def _weights(*shape: int) -> np.ndarray:
@@ -158,41 +150,6 @@ def _cases() -> dict[str, tuple[Callable, Callable, list[np.ndarray]]]:
     }
 
 SMALL = ("attention", "small_cnn", "integer_ops", "data_movement", "avg_pool", "mlp_b1", "mlp_b64")
-
-
-def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
-               settle_s: float = SETTLE_S) -> dict[str, float]:
-    """Median latency of each call, measured in rounds after a warm-up, with at least `repeats`
-    samples and `min_seconds` per call. In a round each call first runs untimed for `settle_s`
-    (what the runtime before it leaves behind, threads still spinning and caches full of its
-    data, wears off there), then timed for TIMED_S; the calls go in a fresh random order each
-    round. The timed calls are each runtime's steady state, as a server calling one model sees
-    it, and noise that drifts over the run still hits every runtime alike."""
-    for call in calls.values():
-        call()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    spent = dict.fromkeys(calls, 0.0)
-    names = list(calls)
-    order = np.random.default_rng(1)
-    for _ in range(max(1, repeats) * 50):
-        if min(len(s) for s in samples.values()) >= repeats and min(spent.values()) >= min_seconds:
-            break
-        for name in order.permutation(names):
-            call = calls[name]
-            settled = time.perf_counter() + settle_s
-            call()
-            while time.perf_counter() < settled:
-                call()
-            window, timed = 0.0, 0
-            while timed < MIN_TIMED or window < TIMED_S:
-                t0 = time.perf_counter()
-                call()
-                dt = time.perf_counter() - t0
-                samples[name].append(dt)
-                window += dt
-                timed += 1
-            spent[name] += window
-    return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
 
 
 def iree_module(vmfb: bytes, driver: str) -> Callable:

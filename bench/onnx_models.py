@@ -7,7 +7,7 @@ hub), exported with torch.onnx's TorchScript exporter (opset 17) into a cache fo
 `fg.load(path)` on local-task and with an ONNX Runtime CPU session (`intra_op_num_threads` = the
 worker count) and checked against ONNX Runtime (max abs error <= 1e-4 x max(1, max |ref|)). Then
 both are timed in interleaved rounds, each runtime's timed calls after 0.1 s of untimed ones
-(bench.models.medians_us: ONNX Runtime's worker spins on for 40-50 ms after a call, holding a
+(bench.timing.medians_us: ONNX Runtime's worker spins on for 40-50 ms after a call, holding a
 core that fibergrid's next calls would miss): median microseconds per call,
 numpy in and out, and `ratio_vs_ort` = fibergrid / ONNX Runtime (below 1: fibergrid is faster).
 
@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 import fibergrid as fg
-from bench.models import medians_us
+from bench.timing import medians_us
 
 TOLERANCE = 1e-4
 

@@ -27,6 +27,7 @@ import psutil
 from numba import njit, prange
 
 import fibergrid as fg
+from bench.timing import medians_us
 from hal.abi import DISPATCH_STATE_DTYPE, WORKGROUP_STATE_DTYPE
 from scheduler.native import call_kernel
 
@@ -225,49 +226,42 @@ def baseline_figures(repeats: int) -> dict:
 
 
 def speedup_figures(repeats: int, baselines: bool) -> dict:
-    """1 -> 2 worker speed-up on the compute-bound kernel, for fibergrid and the baselines, in
-    interleaved rounds (one sample of every runner per round, in random order), so that a noisy
-    neighbour on the shared machine hits all of them alike."""
+    """1 -> 2 worker speed-up on the compute-bound kernel, for fibergrid and the baselines, each
+    in its own steady state (`medians_us`: a runner runs untimed for a while before its timed
+    runs, in a fresh random order each round). numba's OpenMP threads spin for ~20 ms after a
+    prange: a runner timed right after one (as the single untimed run before each timed one
+    used to allow) found both cores taken and started its workgroups 1-4 ms late."""
     y = np.zeros(SPEEDUP_WORKGROUPS, np.float32)
     comp = _NativeDispatch(compute, SPEEDUP_WORKGROUPS, [COMPUTE_ITERATIONS], (y,))
     ws_all = np.zeros(1, WORKGROUP_STATE_DTYPE)
-    runners: dict[tuple[str, int], Callable[[], float]] = {}
+    runners: dict[str, Callable[[], object]] = {}
     devices, pools = [], []
     for workers in (1, 2):
         device = fg.create_device("local-task", workers=workers)
         devices.append(device)
         view = device.allocator.allocate_view((SPEEDUP_WORKGROUPS,), np.float32)
         cb = _reusable(device, lambda cb: cb.dispatch(compute, "compute", SPEEDUP_WORKGROUPS, [COMPUTE_ITERATIONS], [view]))
-        runners[("fibergrid", workers)] = lambda device=device, cb=cb: _run(device, cb)
+        runners[f"fibergrid_{workers}"] = lambda device=device, cb=cb: _run(device, cb)
         if baselines:
             pool = ThreadPoolExecutor(workers)
             pools.append(pool)
-            runners[("thread_pool", workers)] = lambda pool=pool, workers=workers: _timed(lambda: _pool_dispatch(pool, comp, SPEEDUP_WORKGROUPS, workers))
+            runners[f"thread_pool_{workers}"] = lambda pool=pool, workers=workers: _pool_dispatch(pool, comp, SPEEDUP_WORKGROUPS, workers)
 
-            def prange(workers=workers) -> float:
+            def prange(workers=workers) -> None:
                 numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
-                return _timed(lambda: _run_prange(comp.fn, comp.address, ws_all, SPEEDUP_WORKGROUPS))
+                _run_prange(comp.fn, comp.address, ws_all, SPEEDUP_WORKGROUPS)
 
-            runners[("numba_prange", workers)] = prange
-    samples: dict[tuple[str, int], list[float]] = {key: [] for key in runners}
-    for run in runners.values():
-        run()  # warm-up (compiles, wakes)
-    # A fresh random order each round, each runner run once untimed before its timed run: the
-    # threads a predecessor leaves spinning (numba's OpenMP/TBB workers spin on for a while
-    # after a prange) land on that untimed run, not on the figure.
-    keys = list(runners)
-    order = np.random.default_rng(1)
-    for _ in range(repeats):
-        for i in order.permutation(len(keys)):
-            runners[keys[i]]()
-            samples[keys[i]].append(runners[keys[i]]())
-    for device in devices:
-        device.close()
-    for pool in pools:
-        pool.shutdown()
-    medians = {key: statistics.median(v) for key, v in samples.items()}
-    return {name: medians[(name, 1)] / medians[(name, 2)] for name in {n for n, _ in runners}} | {
-        "compute_ms": {f"{name}_{w}": t * 1e3 for (name, w), t in medians.items()}}
+            runners[f"numba_prange_{workers}"] = prange
+    try:
+        medians = medians_us(runners, repeats)
+    finally:
+        for device in devices:
+            device.close()
+        for pool in pools:
+            pool.shutdown()
+    names = {key.rsplit("_", 1)[0] for key in runners}
+    return {name: medians[f"{name}_1"] / medians[f"{name}_2"] for name in names} | {
+        "compute_ms": {key: t / 1e3 for key, t in medians.items()}}
 
 
 BARS = {"per_workgroup_ns": ("<=", 10), "dispatch_to_dispatch_us": ("<=", 0.5), "submit_to_signal_us": ("<=", 50), "speedup_2_workers": (">=", 1.9), "idle_cpu_percent": ("<=", 1)}

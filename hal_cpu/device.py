@@ -63,39 +63,34 @@ class CpuDevice(Device):
 
     def execute_and_wait(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None = None) -> None:
         """One native call: the command buffer keeps a reserved submission slot for the
-        semaphore it signals (scheduler.reserve), so a call writes no program or timepoints; on
-        local-task the calling thread joins as the host participant and runs it, workers
-        joining where the wake policy says they pay for their wake (scheduler/worker.py). A
-        command buffer in flight, or called from two threads at once, takes the general path."""
+        semaphore it signals (scheduler.reserve, on first use), so a call writes no program or
+        timepoints; on local-task the calling thread joins as the host participant and runs it,
+        workers joining where the wake policy says they pay for their wake (scheduler/worker.py).
+        A command buffer in flight, or called from two threads at once, takes the general path.
+        (One function: each Python frame on a model call's path costs ~2 us when a kernel has
+        just swept the caches.)"""
         self._check_open()
         command_buffer.submitted += 1
         lowered = command_buffer.lowered
         signal = (semaphore.index, value)
+        scheduler = self.scheduler
+        ok = None
         if lowered.call_lock.acquire(blocking=False):
             try:
-                ok = self._call_reserved(lowered, semaphore, signal, timeout)
+                if scheduler.settle(lowered.program, 0.0):
+                    if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
+                        if lowered.reserved is not None:
+                            lowered.unreserve()
+                        slot = scheduler.reserve(lowered.program, semaphore.index)
+                        lowered.reserved = (semaphore.index, slot)
+                        lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
+                    ok = scheduler.call(lowered.reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
             finally:
                 lowered.call_lock.release()
-        else:
-            ok = None
         if ok is None:
-            ok = self.scheduler.submit_and_wait(lowered.program, signal, (lowered, semaphore), timeout)
+            ok = scheduler.submit_and_wait(lowered.program, signal, (lowered, semaphore), timeout)
         if not ok:
             semaphore.wait(value, 0)  # raises the failure
-
-    def _call_reserved(self, lowered, semaphore: Semaphore, signal: tuple[int, int], timeout: float | None) -> bool | None:
-        """The call through the command buffer's reserved slot (reserved for `semaphore` on
-        first use); None when its last submission is still in flight."""
-        scheduler = self.scheduler
-        if not scheduler.settle(lowered.program, 0.0):
-            return None
-        if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
-            if lowered.reserved is not None:
-                lowered.unreserve()
-            slot = scheduler.reserve(lowered.program, semaphore.index)
-            lowered.reserved = (semaphore.index, slot)
-            lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
-        return scheduler.call(lowered.reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
         """Host arrays are used in place when 16-byte aligned (every element type's alignment,

@@ -244,7 +244,11 @@ class Scheduler:
 
     def _busy(self, program: GridProgram) -> bool:
         s, serial = program.in_flight
-        return s >= 0 and self._slot_word(s, L.S_SERIAL) == serial and self._slot_word(s, L.S_STATE) not in (L.DONE, L.FAILED)
+        if s < 0:
+            return False
+        row = self._chunks[s >> L.SLOT_CHUNK_SHIFT]
+        i = s & (L.SLOT_CHUNK - 1)
+        return row.item(i, L.S_SERIAL) == serial and row.item(i, L.S_STATE) not in (L.DONE, L.FAILED)
 
     def _take_slot(self) -> int:
         """The oldest submitted slot if it completed, else a free one (lowest index first): the

@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import operator
 import os
 import threading
 import time
@@ -378,6 +379,7 @@ class TensorInfo(NamedTuple):
 
 
 _MISSING = object()
+_SHAPE = operator.attrgetter("shape")  # (map with it: a generator is a frame more per call)
 
 DEVICE_ONLY = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE  # no host mapping
 MAX_LANES = 4  # calls of one signature in flight at once through `submit`
@@ -417,10 +419,11 @@ class Function:
     def __init__(self, module: "Module", entry: executable.FunctionEntry) -> None:
         self.name = entry.name
         self.signature = entry.signature
-        # Per argument, its shape when every dim is static (None otherwise): _arrays' fast check.
-        # Per argument, its rank and the (axis, size) pairs it declares: what the common case
-        # (an ndarray of the declared dtype) needs checked; symbolic dims (None) match any size.
-        self._fixed = [(len(shape), tuple((k, d) for k, d in enumerate(shape) if d is not None)) for shape, _ in self.signature]
+        # Per argument, its shape when every dim is static (None otherwise), its rank and the
+        # (axis, size) pairs it declares: what the common case (an ndarray of the declared
+        # dtype) needs checked; symbolic dims (None) match any size.
+        self._fixed = [(tuple(shape) if None not in shape else None, len(shape),
+                        tuple((k, d) for k, d in enumerate(shape) if d is not None)) for shape, _ in self.signature]
         self._module = module
         self._entry = entry
         # Signature -> prepared code: the input shapes, and where inputs' contents decide the
@@ -477,9 +480,12 @@ class Function:
         if len(args) != len(self.signature):
             raise InvalidArgument(f"{self.name}: takes {len(self.signature)} arguments, got {len(args)}")
         arrays = list(args)
-        for i, (arg, (shape, dtype), (rank, fixed)) in enumerate(zip(args, self.signature, self._fixed)):
-            # The common case in a few attribute reads: an ndarray of the declared dtype and shape.
-            if type(arg) is np.ndarray and arg.dtype is dtype and arg.ndim == rank and (not fixed or all(arg.shape[k] == d for k, d in fixed)):
+        for i, (arg, (shape, dtype), (static, rank, fixed)) in enumerate(zip(args, self.signature, self._fixed)):
+            # The common case in a few attribute reads: an ndarray of the declared dtype and shape
+            # (a static one compared whole: no generator frame, which a cold call pays ~2 us for).
+            if type(arg) is np.ndarray and arg.dtype is dtype and (
+                    arg.shape == static if static is not None
+                    else arg.ndim == rank and all(arg.shape[k] == d for k, d in fixed)):
                 continue
             a = _as_array(arg, dtype, f"{self.name}: argument {i}")
             if a.dtype != dtype or a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):
@@ -494,7 +500,7 @@ class Function:
         return tuple(inputs.index(n) for n in names)
 
     def _key(self, arrays: list[np.ndarray]) -> Any:
-        shapes = tuple(a.shape for a in arrays)
+        shapes = tuple(map(_SHAPE, arrays))
         return (shapes, tuple(arrays[i].tobytes() for i in self._value_at)) if self._value_at else shapes
 
     def _prepare(self, arrays: list[np.ndarray]) -> _Prepared:

@@ -297,8 +297,12 @@ def help_slot(a: int, s: int, w: int, stop_m: int, stop_value: int) -> None:
             bump(a, w, L.W_REGIONS, 1)
             if learn:
                 row = load(slot + 8 * L.S_REGIONS) + 8 * L.REGION_WORDS * load(slot + 8 * L.S_REGION)
-                store_i64(row + 8 * L.R_WORK_NS, load(slot + 8 * L.S_WORK_NS))
-                store_i64(row + 8 * L.R_SAMPLES, load_i64(row + 8 * L.R_SAMPLES) + 1)
+                work = load(slot + 8 * L.S_WORK_NS)
+                samples = load_i64(row + 8 * L.R_SAMPLES)
+                if samples > 0:  # the least of the timed runs: interference only ever adds time
+                    work = min(work, load_i64(row + 8 * L.R_WORK_NS))
+                store_i64(row + 8 * L.R_WORK_NS, work)
+                store_i64(row + 8 * L.R_SAMPLES, samples + 1)
             if advance(a, s, w, 1, False):
                 scan_pending(a, w)
 

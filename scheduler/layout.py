@@ -129,7 +129,9 @@ STATUS_DEADLINE = -1004  # a loop in the submission went round past the submissi
 
 # --- grid program regions: REGION_WORDS per region -----------------------------------------------------
 R_FIRST, R_END = 0, 1  # commands [first, end)
-R_WORK_NS = 2  # measured work of the region (ns summed over participants), once R_SAMPLES > 0
+R_WORK_NS = 2  # measured work of the region (ns summed over participants), once R_SAMPLES > 0: the least of
+#   its timed runs (a run beside a noisy neighbour takes longer, and an estimate it inflated would
+#   have the wake policy pay a wake on every later call of a small region)
 R_SAMPLES = 3  # how many runs were timed
 REGION_WORDS = 4
 LEARN_SAMPLES = 3  # a reusable program times its first runs, then runs untimed

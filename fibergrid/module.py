@@ -280,10 +280,7 @@ class _Prepared:
     def run(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
         if self.countdown is not None:
             self.countdown -= 1
-        with self._lock:  # (_acquire's and _release's common case inline: see execute_and_wait)
-            lane = self._free.pop() if self._free else None
-        if lane is None:
-            lane = self._acquire(grow=False)
+        lane = self._acquire(grow=False)
         try:
             targets = self._bind(lane, arrays, out)
             if lane.command_buffer is not None:
@@ -295,9 +292,7 @@ class _Prepared:
         except BaseException:
             self._replace(lane)
             raise
-        with self._lock:
-            self._free.append(lane)
-            self._lane_freed.notify()
+        self._release(lane)
         return results
 
     def submit(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> "CallFuture":

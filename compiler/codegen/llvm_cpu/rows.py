@@ -181,24 +181,10 @@ class Accumulator:
             b.store(constant(np.dtype(np.bool_), False, width), self.nan)
 
     def add(self, element: ir.Value) -> None:
-        b = self.b
-        b.store(self._combine(b.load(self.slot), element), self.slot)
-        if self.nan is not None:
-            b.store(b.or_(b.load(self.nan), b.fcmp_unordered("uno", element, element)), self.nan)
-
-    def _combine(self, acc: ir.Value, element: ir.Value) -> ir.Value:
-        b = self.b
-        if self.nan is None:
-            combiner = kir.Compute(self.op, (kir.Arg(0, self.dtype), kir.Arg(1, self.dtype)), self.dtype)
-            return ExprEmitter(b, self.region.bindings, self.ptrs, [], None, width_of(element), [acc, element]).value(combiner)
-        better = b.fcmp_ordered(">" if self.op == "maximum" else "<", element, acc)
-        return b.select(better, element, acc)
+        self._fold_in(element, None if self.nan is None else self.b.fcmp_unordered("uno", element, element))
 
     def merge(self, other: "Accumulator") -> None:
-        b = self.b
-        b.store(self._combine(b.load(self.slot), b.load(other.slot)), self.slot)
-        if self.nan is not None:
-            b.store(b.or_(b.load(self.nan), b.load(other.nan)), self.nan)
+        self._fold_in(self.b.load(other.slot), None if other.nan is None else self.b.load(other.nan))
 
     def merge_lanes(self, vector: "Accumulator") -> None:
         """Fold every lane of the vector accumulator `vector` into this scalar one, halving the
@@ -214,12 +200,23 @@ class Accumulator:
             value = self._combine(b.shuffle_vector(value, value, low), b.shuffle_vector(value, value, high))
             if nan is not None:
                 nan = b.or_(b.shuffle_vector(nan, nan, low), b.shuffle_vector(nan, nan, high))
-        values = [(b.extract_element(value, i32(k)), None if nan is None else b.extract_element(nan, i32(k)))
-                  for k in range(width)]
-        for lane, lane_nan in values:
-            b.store(self._combine(b.load(self.slot), lane), self.slot)
-            if lane_nan is not None:
-                b.store(b.or_(b.load(self.nan), lane_nan), self.nan)
+        for k in range(width):
+            self._fold_in(b.extract_element(value, i32(k)), None if nan is None else b.extract_element(nan, i32(k)))
+
+    def _fold_in(self, value: ir.Value, nan: ir.Value | None) -> None:
+        """The accumulator combined with `value`; `nan` (maximum/minimum: whether it was NaN) or-ed in."""
+        b = self.b
+        b.store(self._combine(b.load(self.slot), value), self.slot)
+        if nan is not None:
+            b.store(b.or_(b.load(self.nan), nan), self.nan)
+
+    def _combine(self, acc: ir.Value, element: ir.Value) -> ir.Value:
+        b = self.b
+        if self.nan is None:
+            combiner = kir.Compute(self.op, (kir.Arg(0, self.dtype), kir.Arg(1, self.dtype)), self.dtype)
+            return ExprEmitter(b, self.region.bindings, self.ptrs, [], None, width_of(element), [acc, element]).value(combiner)
+        better = b.fcmp_ordered(">" if self.op == "maximum" else "<", element, acc)
+        return b.select(better, element, acc)
 
     def result(self) -> ir.Value:
         value = self.b.load(self.slot)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -23,36 +23,51 @@ TIMED_S = 0.05  # per runtime and round, at least MIN_TIMED calls
 MIN_TIMED = 2
 
 
-def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
-               settle_s: float = SETTLE_S) -> dict[str, float]:
-    """Median latency of each call, measured in rounds after a warm-up, with at least `repeats`
-    samples and `min_seconds` per call. In a round each call first runs untimed for `settle_s`
-    (what the runtime before it leaves behind, threads still spinning and caches full of its
-    data, wears off there), then timed for TIMED_S; the calls go in a fresh random order each
-    round. The timed calls are each runtime's steady state, as a server calling one model sees
-    it, and noise that drifts over the run still hits every runtime alike."""
+def _rounds(calls: dict[str, Callable[[], object]], settle_s: float) -> Iterator[dict[str, list[float]]]:
+    """Rounds of timed calls, per round each call's samples (seconds): in a round each call
+    first runs untimed for `settle_s` (what the runtime before it leaves behind, threads still
+    spinning and caches full of its data, wears off there), then timed for TIMED_S; the calls
+    go in a fresh random order each round."""
     for call in calls.values():
         call()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    spent = dict.fromkeys(calls, 0.0)
-    names = list(calls)
     order = np.random.default_rng(1)
-    for _ in range(max(1, repeats) * 50):
-        if min(len(s) for s in samples.values()) >= repeats and min(spent.values()) >= min_seconds:
-            break
+    names = list(calls)
+    while True:
+        samples: dict[str, list[float]] = {}
         for name in order.permutation(names):
             call = calls[name]
             settled = time.perf_counter() + settle_s
             call()
             while time.perf_counter() < settled:
                 call()
-            window, timed = 0.0, 0
-            while timed < MIN_TIMED or window < TIMED_S:
+            window, timed = 0.0, []
+            while len(timed) < MIN_TIMED or window < TIMED_S:
                 t0 = time.perf_counter()
                 call()
-                dt = time.perf_counter() - t0
-                samples[name].append(dt)
-                window += dt
-                timed += 1
-            spent[name] += window
+                timed.append(time.perf_counter() - t0)
+                window += timed[-1]
+            samples[name] = timed
+        yield samples
+
+
+def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
+               settle_s: float = SETTLE_S) -> dict[str, float]:
+    """Median latency of each call over rounds (`_rounds`), with at least `repeats` samples and
+    `min_seconds` per call. The timed calls are each runtime's steady state, as a server calling
+    one model sees it, and noise that drifts over the run still hits every runtime alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _, round_samples in zip(range(max(1, repeats) * 50), _rounds(calls, settle_s)):
+        for name, timed in round_samples.items():
+            samples[name] += timed
+        if min(map(len, samples.values())) >= repeats and min(map(sum, samples.values())) >= min_seconds:
+            break
     return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
+
+
+def round_medians_us(calls: dict[str, Callable[[], object]], rounds: int,
+                     settle_s: float = SETTLE_S) -> list[dict[str, float]]:
+    """Per round, each call's median latency: a ratio of two calls taken within each round and
+    then its median over rounds does not move when the machine's speed drifts between rounds
+    (on the 2-core VM one kernel's median ran 12.2 and 14.7 ms in one run, 8 calls apart)."""
+    return [{name: statistics.median(t) * 1e6 for name, t in r.items()}
+            for _, r in zip(range(rounds), _rounds(calls, settle_s))]

@@ -68,9 +68,11 @@ def cmd_addr(slot: int, c: int) -> int:
 
 @njit(nogil=True, cache=True)
 def wake_workers(a: int, count: int) -> None:
-    """Publishes 'there is work' and wakes up to `count` parked workers; no syscall when none sleeps."""
+    """Publishes 'there is work' and wakes up to `count` parked workers; no syscall when none
+    sleeps or `count` is 0 (FUTEX_WAKE of 0 wakes one: the kernel checks the count after each
+    wake; every publish whose spinners covered it woke a parked worker that found no token)."""
     fetch_add(word(a, L.H_WAKE), 1)
-    if load(word(a, L.H_SLEEPERS)) > 0:
+    if count > 0 and load(word(a, L.H_SLEEPERS)) > 0:
         store(word(a, L.H_WAKE_T0), now_ns())
         woken = futex_wake(word(a, L.H_WAKE), count)
         if woken > 0:  # each decrements it when it runs again: see worker._park

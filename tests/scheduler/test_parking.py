@@ -12,6 +12,7 @@ import pytest
 
 import fibergrid as fg
 from scheduler import layout as L
+from scheduler.executor import wake_workers
 from tests.scheduler.kernels import WAIT, dispatch_ids, fail_at, run, spin
 
 IDLE_S = 0.5
@@ -116,6 +117,25 @@ def test_parked_workers_wake_for_new_work_rounds():
             do_work(dev, n)
             wait_all_parked(dev)
         assert idle_cpu_fraction(dev, 0.3) < MAX_CORE_FRACTION
+
+
+def test_publish_with_nothing_to_wake_leaves_parked_workers_parked():
+    """A publish whose work spinners already cover asks for 0 wakes: FUTEX_WAKE with a count of
+    0 still wakes one sleeper, so the scheduler must not make the call (a synchronous call on a
+    2-worker device woke the idle worker every time, to find no token and park again)."""
+    with fg.create_device("local-task", workers=2) as dev:
+        wait_all_parked(dev)
+        a, wakes = dev.scheduler.a, dev.scheduler.counters()["wakes"]
+        for _ in range(100):
+            wake_workers(a, 0)
+        time.sleep(0.05)
+        assert int(dev.scheduler.arena[L.H_WAKING]) <= 0 and sleepers(dev) == dev.workers
+        assert dev.scheduler.counters()["wakes"] == wakes
+        wake_workers(a, 1)  # a count of 1 still wakes one
+        deadline = time.monotonic() + WAIT
+        while dev.scheduler.counters()["wakes"] == wakes and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert dev.scheduler.counters()["wakes"] == wakes + 1
 
 
 def test_host_waiter_sleeps_instead_of_spinning():

@@ -69,22 +69,22 @@ class CpuDevice(Device):
         A command buffer in flight, or called from two threads at once, takes the general path.
         (One function: each Python frame on a model call's path costs ~2 us when a kernel has
         just swept the caches.)"""
-        self._check_open()
+        if self.closed:
+            self._check_open()
         command_buffer.submitted += 1
         lowered = command_buffer.lowered
         signal = (semaphore.index, value)
         scheduler = self.scheduler
         ok = None
-        if lowered.call_lock.acquire(blocking=False):
+        if lowered.call_lock.acquire(False):
             try:
-                if scheduler.settle(lowered.program, 0.0):
-                    if lowered.reserved is None or lowered.reserved[0] != semaphore.index:
-                        if lowered.reserved is not None:
-                            lowered.unreserve()
-                        slot = scheduler.reserve(lowered.program, semaphore.index)
-                        lowered.reserved = (semaphore.index, slot)
-                        lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, slot)
-                    ok = scheduler.call(lowered.reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
+                reserved = lowered.reserved
+                if reserved is None or reserved[0] != signal[0]:
+                    if reserved is not None:
+                        lowered.unreserve()
+                    reserved = lowered.reserved = (signal[0], scheduler.reserve(lowered.program, signal[0]))
+                    lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, reserved[1])
+                ok = scheduler.call(reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
             finally:
                 lowered.call_lock.release()
         if ok is None:

@@ -335,18 +335,31 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
     return 1 if load(sem + 8 * L.M_PAYLOAD) >= value else 0
 
 
+BUSY = 2  # host_call: the program is in flight (the caller takes the general path)
+
+
 @njit(nogil=True, cache=True)
-def host_call(a: int, s: int, value_addr: int, value: int, serial: int, m: int) -> int:
+def host_call(a: int, s: int, value_addr: int, value: int, serial: int, m: int, timeout_ns: int,
+              last_slot: int, last_serial: int) -> int:
     """Runs reserved slot s again (a prepared call: its program and its one signal, semaphore
     m, are already in place) with the signal value `value`, in one native call: on local-task
     the caller joins as the host participant and runs it (returns as host_help does; 0 when it
     could not join: the caller waits), on local-sync the caller (holding the drain lock) runs
-    everything ready."""
+    everything ready. BUSY, doing nothing, while the program's last submission (serial
+    `last_serial` on slot `last_slot`, -1: none) is still in flight. A loop in the program stops
+    going round `timeout_ns` from now (0: never). (The checks and the deadline are here, not in
+    Python: numpy indexing costs microseconds on a call whose kernel just swept the caches.)"""
+    if last_slot >= 0:
+        last = slot_addr(a, last_slot)
+        if load(last + 8 * L.S_SERIAL) == last_serial and load(last + 8 * L.S_STATE) != L.DONE \
+                and load(last + 8 * L.S_STATE) != L.FAILED:
+            return BUSY
     slot = slot_addr(a, s)
     while load(slot + 8 * L.S_RETIRED) == 0:  # the last call's completer may still be signalling
         cpu_relax()
     store(value_addr, value)
     store(slot + 8 * L.S_ERROR, 0)
+    store(slot + 8 * L.S_DEADLINE_NS, now_ns() + timeout_ns if timeout_ns > 0 else 0)
     store(slot + 8 * L.S_SERIAL, serial)
     store(slot + 8 * L.S_RETIRED, 0)
     store(slot + 8 * L.S_STATE, L.PENDING)

@@ -57,3 +57,26 @@ def test_a_finalizer_inside_the_lock_gives_the_slot_back(dev):
     _reserved_call(dev, out)
     assert len(scheduler._reserved) <= 2  # the live one, and at most one not yet taken back
     assert len(scheduler._chunks) == 1
+
+
+def test_a_call_while_the_command_buffer_is_in_flight_waits_its_turn(dev):
+    """execute_and_wait of a command buffer still queued (behind a gate) must not run its
+    reserved slot's program concurrently: the native call sees the program in flight (BUSY) and
+    the call takes the general path, after the queued run. Both runs happen, the second
+    reusing the slot afterwards."""
+    out = dev.allocator.import_array(np.zeros(1, np.int32))
+    cb = dev.create_command_buffer("reusable")
+    cb.dispatch(bump, "bump", 1, [], [out])
+    cb.end()
+    sem = dev.create_semaphore(0)
+    dev.execute_and_wait(cb, sem, 1, timeout=10)  # reserves the slot
+    gate, queued = dev.create_semaphore(0), dev.create_semaphore(0)
+    dev.queue_execute([cb], wait=[(gate, 1)], signal=[(queued, 1)])
+    opener = threading.Timer(0.2, gate.signal, (1,))
+    opener.start()
+    dev.execute_and_wait(cb, sem, 2, timeout=10)
+    opener.join()
+    queued.wait(1, timeout=10)
+    assert out.to_numpy()[0] == 3
+    dev.execute_and_wait(cb, sem, 3, timeout=10)
+    assert out.to_numpy()[0] == 4

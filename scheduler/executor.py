@@ -446,7 +446,8 @@ def complete(a: int, s: int, w: int) -> None:
     slot = slot_addr(a, s)
     error = load(slot + 8 * L.S_ERROR)
     store(slot + 8 * L.S_STATE, L.DONE if error == 0 else L.FAILED)
-    fetch_add(a + 8 * L.H_RUNNING, -1)  # before the signals: a waiter they release sees it
+    if fetch_add(a + 8 * L.H_RUNNING, -1) == 1:  # before the signals: a waiter they release sees it
+        store(a + 8 * L.H_QUIET_SINCE_NS, now_ns())
     signals = load(slot + 8 * L.S_SIGNALS)
     for i in range(load(slot + 8 * L.S_N_SIGNALS)):
         m = load_i64(signals + 16 * i)

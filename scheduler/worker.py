@@ -7,7 +7,7 @@ stack):
        |  no shard in its deque, nothing ready, nothing to steal
     SPINNING -- polls the queues with `pause`, counted in H_SPINNING (a publisher invites it with
        |        a shard instead of a wake), for H_BUSY_SPIN_NS while a submission runs (its next
-       |        region comes within microseconds) or H_SPIN_NS when none does, and only while
+       |        region comes within microseconds) or H_SPIN_NS after the last completed, and only while
        |        the running participants and the spinners fit the cores (cores_free)
        |  still nothing
     PARKED   -- registered in H_SLEEPERS, futex-waits on H_WAKE; whoever publishes work bumps
@@ -123,13 +123,16 @@ def _park(a: int, w: int, participants: int) -> None:
 
 
 @njit(nogil=True, cache=True)
-def spin_budget(a: int) -> int:
-    """How long an idle participant spins before parking: H_BUSY_SPIN_NS while submissions run
-    (a call's next region is usually published within a few us, and a parked worker costs a
-    15-100 us wake to get back), H_SPIN_NS when nothing runs (an idle device burns no CPU)."""
+def keep_spinning(a: int, idle_since: int, now: int) -> bool:
+    """Whether an idle participant (idle since `idle_since`) spins on rather than park: for
+    H_BUSY_SPIN_NS while submissions run (a call's next region is usually published within a
+    few us, and a parked worker costs a 15-100 us wake to get back), and for H_SPIN_NS after
+    the last one completed (an idle device burns no CPU, but the next synchronous call, a few
+    us of Python later, finds its worker still there: counted from the completion, not from
+    when this participant ran dry, which at a region's tail may be a whole workgroup earlier)."""
     if load(a + 8 * L.H_RUNNING) > 0:
-        return load_i64(a + 8 * L.H_BUSY_SPIN_NS)
-    return load_i64(a + 8 * L.H_SPIN_NS)
+        return now - idle_since < load_i64(a + 8 * L.H_BUSY_SPIN_NS)
+    return now - max(idle_since, load_i64(a + 8 * L.H_QUIET_SINCE_NS)) < load_i64(a + 8 * L.H_SPIN_NS)
 
 
 @njit(nogil=True, cache=True)
@@ -207,7 +210,7 @@ def worker_loop(a: int, w: int, drain: bool) -> None:
         if idle_since == 0:
             idle_since = now
             fetch_add(a + 8 * L.H_SPINNING, 1)
-        if now - idle_since < spin_budget(a) and cores_free(a):
+        if keep_spinning(a, idle_since, now) and cores_free(a):
             bump(a, w, L.W_SPINS, 1)
             cpu_relax()
             continue
@@ -280,7 +283,7 @@ def host_join(a: int) -> bool:
 @njit(nogil=True, cache=True)
 def _host_spin(a: int, h: int, m: int, value: int) -> int:
     """The host participant's SPINNING state: polls for work and for its semaphore, as an idle
-    worker does (spin_budget). A region's last tiles usually run on another participant, whose
+    worker does (keep_spinning). A region's last tiles usually run on another participant, whose
     finish publishes the next region a moment later: a host that left at once would miss the
     rest of the call (a worker woken in its place) and then need a futex wake itself at the end.
     It spins without its participant token (counted in H_SPINNING instead), so the wake policy
@@ -291,7 +294,7 @@ def _host_spin(a: int, h: int, m: int, value: int) -> int:
     fetch_add(a + 8 * L.H_SPINNING, 1)
     t0 = now_ns()
     found = EMPTY
-    while not sem_reached(a, m, value) and now_ns() - t0 < spin_budget(a):
+    while not sem_reached(a, m, value) and keep_spinning(a, t0, now_ns()):
         found = find_work(a, h)
         if found != EMPTY:
             break
@@ -308,7 +311,7 @@ def _host_spin(a: int, h: int, m: int, value: int) -> int:
 def host_help(a: int, first: int, m: int, value: int) -> int:
     """The host participant (after host_join) runs work until semaphore m reaches `value`: slot
     `first` (>= 0: a submission it just made with `direct`), then whatever it finds, spinning for
-    more when it runs out (spin_budget). Returns 1 when the value is reached, -1 when the
+    more when it runs out (keep_spinning). Returns 1 when the value is reached, -1 when the
     semaphore failed, 0 when nothing is left to run (the caller then sleeps). Leaves the host
     participant role: anything it leaves visible gets a worker woken for it."""
     participants = load_i64(a + 8 * L.H_WORKERS)

@@ -7,9 +7,10 @@ bandwidth, for one worker and for all). Each case is a JAX function lowered to S
 loaded with `fg.load` (weights baked in as constants) and run on local-sync (one worker) and
 local-task (all workers), results written into preallocated `out` arrays; numpy runs with
 OpenBLAS at 1 and at all threads; IREE (where `iree.compiler`/`iree.runtime` import) on
-local-sync and local-task. All figures are medians of interleaved rounds (`bench.timing.medians_us`),
+local-sync and local-task. All figures are medians of interleaved rounds (`bench.timing.measure`),
 except numpy on all threads, measured just before (OpenBLAS's spinning threads would take cores
-from whatever ran next).
+from whatever ran next); the ratios of runtimes timed in the same rounds are ratios within
+rounds (`Rounds.ratio`, which the VM's drift between rounds does not move).
 
 Per case: its FLOPs (XLA's cost analysis of the JAX function) and its compulsory bytes (inputs +
 outputs + constants, each touched once); the roofline time `max(flops / peak, bytes / bandwidth)`
@@ -34,7 +35,7 @@ from bench import roofline
 from bench.matmul_kernels import _openblas_threads
 from bench.models import _cases as model_cases
 from bench.models import _iree_callable, _max_rel_error, _weights
-from bench.timing import medians_us
+from bench.timing import measure, medians_us
 
 RNG = np.random.default_rng(1)
 F32 = np.float32
@@ -147,7 +148,8 @@ def _case(name: str, jax_fn: Callable, np_fn: Callable, inputs: list[np.ndarray]
     row["numpy_task_us"] = medians_us({"numpy": lambda: np_fn(*inputs)}, repeats)["numpy"]
     _openblas_threads(1)
     time.sleep(0.2)
-    t = medians_us(calls | {"numpy_sync": lambda: np_fn(*inputs)}, repeats)
+    timed = measure(calls | {"numpy_sync": lambda: np_fn(*inputs)}, repeats)
+    t = {key: timed.median_us(key) for key in timed.rounds[0]}
     row["numpy_sync_us"] = t["numpy_sync"]
     for key, count in (("sync", "1"), ("task", "all")):
         peak, bandwidth = limits["peak_gflops"][count] * 1e9, limits["bandwidth_gbs"][count] * 1e9
@@ -155,10 +157,11 @@ def _case(name: str, jax_fn: Callable, np_fn: Callable, inputs: list[np.ndarray]
         row[f"{key}_us"] = round(t[key], 1)
         row[f"{key}_bound"] = "compute" if row["flops"] / peak >= row["bytes"] / bandwidth else "memory"
         row[f"{key}_roofline_fraction"] = round(bound * 1e6 / t[key], 3)
-        row[f"{key}_vs_numpy"] = round(t[key] / row[f"numpy_{key}_us"], 3)
+        # (numpy on all threads ran apart: that ratio is of medians, the others within rounds)
+        row[f"{key}_vs_numpy"] = round(timed.ratio(key, "numpy_sync") if key == "sync" else t[key] / row["numpy_task_us"], 3)
         if f"iree_{key}" in t:
             row[f"iree_{key}_us"] = round(t[f"iree_{key}"], 1)
-            row[f"{key}_vs_iree"] = round(t[key] / t[f"iree_{key}"], 3)
+            row[f"{key}_vs_iree"] = round(timed.ratio(key, f"iree_{key}"), 3)
             row[f"iree_{key}_roofline_fraction"] = round(bound * 1e6 / t[f"iree_{key}"], 3)
     return row
 

@@ -8,10 +8,12 @@ Weights are baked into the modules as constants (as a deployed model has them); 
 passed per call, numpy in and numpy out on both sides. Every figure is a median latency in
 microseconds over repeated calls, the drivers measured in interleaved rounds so that a noisy
 neighbour hits them alike (in each round every runtime first runs untimed for 0.1 s, so that
-another runtime's lingering threads do not land on its timed calls: `medians_us`).
-Per case: `<case>_ratio_vs_iree` = fibergrid's better driver / IREE's
-better driver (below 1: fibergrid is faster), `<case>_task_vs_sync` = local-task / local-sync. A
-case the compiler cannot lower yet reports its error instead of a figure.
+another runtime's lingering threads do not land on its timed calls: `bench.timing.measure`).
+Per case: `<case>_ratio_vs_iree` = fibergrid's better driver / IREE's better driver (below 1:
+fibergrid is faster), `<case>_task_vs_sync` = local-task / local-sync, each a ratio within
+rounds (`Rounds.ratio`: the median over rounds of that round's ratio, which the VM's drift
+between rounds does not move). A case the compiler cannot lower yet reports its error instead
+of a figure.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 import fibergrid as fg
-from bench.timing import medians_us
+from bench.timing import measure, medians_us
 
 RNG = np.random.default_rng(0)
 
@@ -217,14 +219,16 @@ def run(repeats: int, cases: list[str] | None, iree: bool) -> dict:
                 if call is not None:
                     calls[f"iree_{key}"] = lambda call=call: call(*inputs)
         time.sleep(0.2)  # let OpenBLAS's threads go back to sleep
-        t = medians_us(calls, repeats)
-        out[f"{name}_us"] = min(t["task"], t["sync"])
+        timed = measure(calls, repeats)
+        t = {key: timed.median_us(key) for key in calls}
+        ours = min(("task", "sync"), key=t.__getitem__)
+        out[f"{name}_us"] = t[ours]
         out[f"{name}_task_us"], out[f"{name}_sync_us"] = t["task"], t["sync"]
-        out[f"{name}_task_vs_sync"] = t["task"] / t["sync"]
+        out[f"{name}_task_vs_sync"] = timed.ratio("task", "sync")
         out[f"{name}_vs_numpy"] = out[f"{name}_us"] / out[f"{name}_numpy_us"]
         if "iree_task" in t:
             out[f"{name}_iree_task_us"], out[f"{name}_iree_sync_us"] = t["iree_task"], t["iree_sync"]
-            out[f"{name}_ratio_vs_iree"] = out[f"{name}_us"] / min(t["iree_task"], t["iree_sync"])
+            out[f"{name}_ratio_vs_iree"] = timed.ratio(ours, min(("iree_task", "iree_sync"), key=t.__getitem__))
     for device in devices.values():
         device.close()
     ratios = {k: v for k, v in out.items() if k.endswith("_ratio_vs_iree")}

@@ -29,7 +29,7 @@ import psutil
 from numba import njit, prange
 
 import fibergrid as fg
-from bench.timing import round_medians_us
+from bench.timing import measure
 from hal.abi import DISPATCH_STATE_DTYPE, WORKGROUP_STATE_DTYPE
 from scheduler.native import call_kernel
 
@@ -234,12 +234,12 @@ def _call(device, cb, semaphore, values: "itertools.count[int]") -> None:
 
 def speedup_figures(repeats: int, baselines: bool) -> dict:
     """1 -> 2 worker speed-up on the compute-bound kernel, for fibergrid and the baselines, each
-    in its own steady state (`round_medians_us`: a runner runs untimed for a while before its
+    in its own steady state (`bench.timing.measure`: a runner runs untimed for a while before its
     timed runs, in a fresh random order each round). numba's OpenMP threads spin for ~20 ms
     after a prange: a runner timed right after one (as the single untimed run before each timed
     one used to allow) found both cores taken and started its workgroups 1-4 ms late. Each
-    speed-up is the median over rounds of that round's 1-worker / 2-worker time: the VM's speed
-    drifts between rounds, and a ratio of two medians over all rounds moved with it.
+    speed-up is a ratio within rounds (`Rounds.ratio`): the VM's speed drifts between rounds,
+    and a ratio of two medians over all rounds moved with it.
 
     `fibergrid` is the synchronous call (`execute_and_wait`), whose calling thread runs
     workgroups as prange's does: with 2 workers the caller and one woken worker. `fibergrid_async`
@@ -268,15 +268,15 @@ def speedup_figures(repeats: int, baselines: bool) -> dict:
 
             runners[f"numba_prange_{workers}"] = prange
     try:
-        rounds = round_medians_us(runners, repeats)
+        timed = measure(runners, repeats, min_rounds=repeats)
     finally:
         for device in devices:
             device.close()
         for pool in pools:
             pool.shutdown()
     names = {key.rsplit("_", 1)[0] for key in runners}
-    return {name: statistics.median(r[f"{name}_1"] / r[f"{name}_2"] for r in rounds) for name in names} | {
-        "compute_ms": {key: statistics.median(r[key] for r in rounds) / 1e3 for key in runners}}
+    return {name: timed.ratio(f"{name}_1", f"{name}_2") for name in names} | {
+        "compute_ms": {key: timed.median_us(key) / 1e3 for key in runners}}
 
 
 BARS = {"per_workgroup_ns": ("<=", 10), "dispatch_to_dispatch_us": ("<=", 0.5), "submit_to_signal_us": ("<=", 50), "speedup_2_workers": (">=", 1.9), "idle_cpu_percent": ("<=", 1)}

@@ -50,24 +50,46 @@ def _rounds(calls: dict[str, Callable[[], object]], settle_s: float) -> Iterator
         yield samples
 
 
+class Rounds:
+    """What `measure` timed: per round, each call's samples (seconds)."""
+
+    def __init__(self, rounds: list[dict[str, list[float]]]) -> None:
+        self.rounds = rounds
+
+    def median_us(self, name: str) -> float:
+        """The call's median latency over every sample of every round."""
+        return statistics.median(t for r in self.rounds for t in r[name]) * 1e6
+
+    def ratio(self, a: str, b: str) -> float:
+        """Call a's latency over call b's: the median over rounds of the ratio of the two
+        calls' medians in that round. It does not move when the machine's speed drifts between
+        rounds, as a ratio of two medians over all rounds does (on the 2-core VM one kernel's
+        median ran 12.2 and 14.7 ms in one run, 8 calls apart)."""
+        return statistics.median(statistics.median(r[a]) / statistics.median(r[b]) for r in self.rounds)
+
+
+def measure(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
+            settle_s: float = SETTLE_S, min_rounds: int = 1) -> Rounds:
+    """Rounds (`_rounds`) until every call has at least `repeats` samples and `min_seconds`, and
+    there are at least `min_rounds`. The timed calls are each runtime's steady state, as a
+    server calling one model sees it, and noise that drifts over the run still hits every
+    runtime alike."""
+    rounds: list[dict[str, list[float]]] = []
+    count = dict.fromkeys(calls, 0)
+    spent = dict.fromkeys(calls, 0.0)
+    for round_samples in _rounds(calls, settle_s):
+        rounds.append(round_samples)
+        for name, timed in round_samples.items():
+            count[name] += len(timed)
+            spent[name] += sum(timed)
+        if len(rounds) >= max(1, repeats) * 50 or (
+                len(rounds) >= min_rounds and min(count.values()) >= repeats and min(spent.values()) >= min_seconds):
+            return Rounds(rounds)
+    raise AssertionError("unreachable: _rounds is endless")
+
+
 def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
                settle_s: float = SETTLE_S) -> dict[str, float]:
-    """Median latency of each call over rounds (`_rounds`), with at least `repeats` samples and
-    `min_seconds` per call. The timed calls are each runtime's steady state, as a server calling
-    one model sees it, and noise that drifts over the run still hits every runtime alike."""
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _, round_samples in zip(range(max(1, repeats) * 50), _rounds(calls, settle_s)):
-        for name, timed in round_samples.items():
-            samples[name] += timed
-        if min(map(len, samples.values())) >= repeats and min(map(sum, samples.values())) >= min_seconds:
-            break
-    return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
-
-
-def round_medians_us(calls: dict[str, Callable[[], object]], rounds: int,
-                     settle_s: float = SETTLE_S) -> list[dict[str, float]]:
-    """Per round, each call's median latency: a ratio of two calls taken within each round and
-    then its median over rounds does not move when the machine's speed drifts between rounds
-    (on the 2-core VM one kernel's median ran 12.2 and 14.7 ms in one run, 8 calls apart)."""
-    return [{name: statistics.median(t) * 1e6 for name, t in r.items()}
-            for _, r in zip(range(rounds), _rounds(calls, settle_s))]
+    """Median latency of each call (`measure`)."""
+    timed = measure(calls, repeats, min_seconds, settle_s)
+    return {name: timed.median_us(name) for name in calls}

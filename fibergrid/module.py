@@ -140,24 +140,34 @@ class _Lane:
                  alloc.allocate_view(t.shape, t.dtype, BufferUsage.DEFAULT if t.id in host else DEVICE_ONLY)
                  for t in compiled.tensors}
         kinds = {t.id: t.kind for t in compiled.tensors}
-        # Host views of the buffers, made once: a call copies through them with no HAL checks.
-        self.inputs = [(t.input_index, views[t.id].buffer, views[t.id].buffer.view(t.dtype, t.shape))
-                       for t in compiled.tensors if t.kind == "input"]
-        # Per result: its buffer, a host view in the result's shape, and whether a dispatch writes
-        # it (only those can be pointed at memory the caller then owns; a result that is an
-        # input, a constant or another result's tensor is copied).
-        seen: set[int] = set()
-        self.results = []
-        for t, shape in compiled.results:
-            buffer = views[t].buffer
-            self.results.append((buffer, buffer.view(views[t].dtype, shape), kinds[t] == "temp" and t not in seen))
-            seen.add(t)
         self.command_buffer = None  # the program as one command buffer, where the device runs it so
         self.blocks = None  # else its blocks, run by the host
         if has_jumps(program) and not device.branches:
             self.blocks = _Blocks(device, compiled, program, views)
         elif program:
             self.command_buffer = _record(device, compiled, program, views)
+        # What a call does with each input and result is decided here, once (a numpy attribute
+        # read costs ~1 us on a call whose kernel just swept the caches). Per input: its index,
+        # its buffer, a host view of it (a call copies through it with no HAL checks) and whether
+        # the caller's array may be bound in place (ZERO_COPY_BYTES and up, where the driver can).
+        bindable = self.command_buffer is not None
+        self.inputs = []
+        for t in compiled.tensors:
+            if t.kind == "input":
+                view = views[t.id].buffer.view(t.dtype, t.shape)
+                self.inputs.append((t.input_index, views[t.id].buffer, view, bindable and view.nbytes >= ZERO_COPY_BYTES))
+        # Per result: its buffer, a host view in the result's shape, and whether it may be written
+        # in place into memory the caller then owns (large enough, and written by a dispatch: a
+        # result that is an input, a constant or another result's tensor is copied).
+        seen: set[int] = set()
+        self.results = []
+        for t, shape in compiled.results:
+            buffer = views[t].buffer
+            view = buffer.view(views[t].dtype, shape)
+            self.results.append((buffer, view, bindable and kinds[t] == "temp" and t not in seen and view.nbytes >= ZERO_COPY_BYTES))
+            seen.add(t)
+        # (dtype, shape) per result, for checking `out` arrays
+        self.result_types = [(view.dtype, view.shape) for _, view, _ in self.results]
         self.semaphore = device.create_semaphore(0)
         self.submissions = 0
         self.rebound: set[int] = set()  # ids of the buffers whose bindings point at caller memory
@@ -249,17 +259,17 @@ class _Prepared:
         memory; per result, the array the run writes in place, or None (copy it out after).
         In place only from ZERO_COPY_BYTES up, `out` arrays too: below, a copy costs less than
         pointing the bindings elsewhere (a 64-byte `out` bound in place cost 7 us a call)."""
-        device, cb, rebound = self._device, lane.command_buffer, lane.rebound
-        for index, buffer, view in lane.inputs:
+        device, rebound = self._device, lane.rebound
+        for index, buffer, view, bindable in lane.inputs:
             a = arrays[index]
-            if cb is None or a.nbytes < ZERO_COPY_BYTES or not lane.bind(device, buffer, a):
+            if not bindable or not lane.bind(device, buffer, a):
                 if id(buffer) in rebound:
                     lane.bind(device, buffer, None)
                 np.copyto(view, a)
         targets: list[np.ndarray | None] = []
-        for i, (buffer, view, written) in enumerate(lane.results):
+        for i, (buffer, view, in_place) in enumerate(lane.results):
             target = None
-            if written and cb is not None and view.nbytes >= ZERO_COPY_BYTES:
+            if in_place:
                 target = out[i] if out is not None else np.empty_like(view)
                 if not lane.bind(device, buffer, target):
                     target = None
@@ -489,31 +499,36 @@ class Function:
         dims = {arrays[i].shape[0] for i in self._dynamic_inputs}
         return dims.pop() if len(dims) == 1 and 1 <= min(dims) < 1 << 31 else None  # (a 32-bit push constant)
 
-    def _arrays(self, args: tuple[Any, ...]) -> list[np.ndarray]:
+    def _arrays(self, args: tuple[Any, ...]) -> tuple[list[np.ndarray], tuple[tuple[int, ...], ...]]:
+        """The arguments as arrays of the declared dtypes and shapes, and those shapes (read once:
+        a numpy attribute read costs ~1 us on a call whose kernel just swept the caches)."""
         if len(args) != len(self.signature):
             raise InvalidArgument(f"{self.name}: takes {len(self.signature)} arguments, got {len(args)}")
         arrays = list(args)
+        shapes = []
         for i, (arg, (shape, dtype), (static, rank, fixed)) in enumerate(zip(args, self.signature, self._fixed)):
             # The common case in a few attribute reads: an ndarray of the declared dtype and shape
             # (a static one compared whole: no generator frame, which a cold call pays ~2 us for).
-            if type(arg) is np.ndarray and arg.dtype is dtype and (
-                    arg.shape == static if static is not None
-                    else arg.ndim == rank and all(arg.shape[k] == d for k, d in fixed)):
-                continue
+            if type(arg) is np.ndarray and arg.dtype is dtype:
+                got = arg.shape
+                if got == static if static is not None else len(got) == rank and all(got[k] == d for k, d in fixed):
+                    shapes.append(got)
+                    continue
             a = _as_array(arg, dtype, f"{self.name}: argument {i}")
             if a.dtype != dtype or a.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, a.shape)):
                 named = f" ('{self._entry.inputs[i][0]}')" if self._entry.inputs else ""
                 raise InvalidArgument(f"{self.name}: argument {i}{named}: expected {format_shape(shape, dtype)}, "
                                       f"got {format_shape(a.shape, a.dtype)}")
             arrays[i] = a
-        return arrays
+            shapes.append(a.shape)
+        return arrays, tuple(shapes)
 
     def _value_positions(self, names: Sequence[str]) -> tuple[int, ...]:
         inputs = [n for n, _, _ in self._entry.inputs]
         return tuple(inputs.index(n) for n in names)
 
-    def _key(self, arrays: list[np.ndarray]) -> Any:
-        shapes = tuple(map(_SHAPE, arrays))
+    def _key(self, arrays: list[np.ndarray], shapes: tuple[tuple[int, ...], ...] | None = None) -> Any:
+        shapes = shapes or tuple(map(_SHAPE, arrays))
         return (shapes, tuple(arrays[i].tobytes() for i in self._value_at)) if self._value_at else shapes
 
     def _prepare(self, arrays: list[np.ndarray]) -> _Prepared:
@@ -583,13 +598,13 @@ class Function:
         if out is None:
             return None
         outs = [out] if isinstance(out, np.ndarray) else list(out)
-        results = prepared._lanes[0].results
-        if len(outs) != len(results):
-            raise InvalidArgument(f"{self.name}: out= has {len(outs)} arrays for {len(results)} results")
-        for i, (o, (_, view, _)) in enumerate(zip(outs, results)):
-            if not isinstance(o, np.ndarray) or o.dtype != view.dtype or o.shape != view.shape or not o.flags.writeable:
+        types = prepared._lanes[0].result_types
+        if len(outs) != len(types):
+            raise InvalidArgument(f"{self.name}: out= has {len(outs)} arrays for {len(types)} results")
+        for i, (o, (dtype, shape)) in enumerate(zip(outs, types)):
+            if not isinstance(o, np.ndarray) or o.shape != shape or (o.dtype is not dtype and o.dtype != dtype) or not o.flags.writeable:
                 got = format_shape(o.shape, o.dtype) if isinstance(o, np.ndarray) else type(o).__name__
-                raise InvalidArgument(f"{self.name}: out[{i}]: expected a writeable {format_shape(view.shape, view.dtype)} array, got {got}")
+                raise InvalidArgument(f"{self.name}: out[{i}]: expected a writeable {format_shape(shape, dtype)} array, got {got}")
         return outs
 
     @property
@@ -641,8 +656,8 @@ class Function:
         forwarded call took ~5 us more than a direct one right after a kernel swept the caches)."""
         if inputs:
             args = self._by_name(args, inputs)
-        arrays = self._arrays(args)
-        prepared = self._prepared.get(self._key(arrays)) or self._prepare(arrays)
+        arrays, shapes = self._arrays(args)
+        prepared = self._prepared.get(self._key(arrays, shapes)) or self._prepare(arrays)
         if prepared.countdown is not None and prepared.countdown <= 0:
             prepared = self._recurring(prepared, arrays)
         results = prepared.run(arrays, None if out is None else self._outputs(prepared, out))
@@ -653,8 +668,8 @@ class Function:
         pipeline: the next call's inputs are bound while this one runs."""
         if inputs:
             args = self._by_name(args, inputs)
-        arrays = self._arrays(args)
-        prepared = self._prepared.get(self._key(arrays)) or self._prepare(arrays)
+        arrays, shapes = self._arrays(args)
+        prepared = self._prepared.get(self._key(arrays, shapes)) or self._prepare(arrays)
         if prepared.countdown is not None and prepared.countdown <= 0:
             prepared = self._recurring(prepared, arrays)
         return prepared.submit(arrays, self._outputs(prepared, out))

@@ -508,6 +508,18 @@ def waits_state(a: int, slot: int) -> int:
     return 1
 
 
+MAX_QUIET_GAP_NS = 1_000_000  # a longer quiet spell counts as this long (and the first one does)
+
+
+@njit(nogil=True, cache=True)
+def _learn_quiet_gap(a: int) -> None:
+    """The device goes busy again: fold how long it was quiet into H_QUIET_GAP_NS (a quarter a
+    sample), which sets how long idle participants spin when it next goes quiet (keep_spinning).
+    (Racy between participants releasing at once: an estimate, read only as a hint.)"""
+    gap = min(now_ns() - load(a + 8 * L.H_QUIET_SINCE_NS), MAX_QUIET_GAP_NS)
+    store(a + 8 * L.H_QUIET_GAP_NS, (3 * load(a + 8 * L.H_QUIET_GAP_NS) + gap) // 4)
+
+
 @njit(nogil=True, cache=True)
 def try_release(a: int, s: int, w: int, direct: bool) -> bool:
     """Moves a parked submission on if its waits are met (start) or one failed (fail it).
@@ -518,7 +530,8 @@ def try_release(a: int, s: int, w: int, direct: bool) -> bool:
     if state == 0 or cas(slot + 8 * L.S_STATE, L.PENDING, L.RESERVED) != L.PENDING:
         return False
     fetch_add(a + 8 * L.H_PENDING, -1)
-    fetch_add(a + 8 * L.H_RUNNING, 1)
+    if fetch_add(a + 8 * L.H_RUNNING, 1) == 0:
+        _learn_quiet_gap(a)
     if state == 1:
         return start(a, s, w, direct)
     else:

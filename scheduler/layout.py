@@ -42,6 +42,7 @@ H_BUSY_SPIN_NS = 25  # how long an idle participant spins while submissions run 
 H_RUNNING = 26  # submissions released and not yet complete
 H_SPINNING = 27  # idle participants spinning for work: they take a shard without a wake
 H_QUIET_SINCE_NS = 28  # when H_RUNNING last fell to 0: an idle participant's H_SPIN_NS counts from there
+H_QUIET_GAP_NS = 29  # how long the device stays quiet before its next submission runs (a running average)
 H_READY_HEAD = 32  # ready queue: consumers CAS the head
 H_READY_TAIL = 40  # producers CAS the tail
 HEADER_WORDS = 48

@@ -126,13 +126,20 @@ def _park(a: int, w: int, participants: int) -> None:
 def keep_spinning(a: int, idle_since: int, now: int) -> bool:
     """Whether an idle participant (idle since `idle_since`) spins on rather than park: for
     H_BUSY_SPIN_NS while submissions run (a call's next region is usually published within a
-    few us, and a parked worker costs a 15-100 us wake to get back), and for H_SPIN_NS after
-    the last one completed (an idle device burns no CPU, but the next synchronous call, a few
-    us of Python later, finds its worker still there: counted from the completion, not from
-    when this participant ran dry, which at a region's tail may be a whole workgroup earlier)."""
+    few us, and a parked worker costs a 15-100 us wake to get back), and after the last one
+    completed for H_SPIN_NS, or for H_BUSY_SPIN_NS where submissions come back to back (the
+    device's quiet spells average under half that, H_QUIET_GAP_NS): the next call finds its
+    worker still there even after an unusually long pause, while a device called now and
+    then, or idle, burns ~no CPU. Counted from the completion, not from when this participant
+    ran dry, which at a region's tail may be a whole workgroup earlier. (2-worker synchronous
+    calls back to back, bench.scheduling's kernel, quiet spells ~6-10 us on average: 0.2-0.3
+    parks and wakes a worker a call spinning H_SPIN_NS, 20 us, 0.07 spinning 100 us.)"""
+    busy_spin = load_i64(a + 8 * L.H_BUSY_SPIN_NS)
     if load(a + 8 * L.H_RUNNING) > 0:
-        return now - idle_since < load_i64(a + 8 * L.H_BUSY_SPIN_NS)
-    return now - max(idle_since, load_i64(a + 8 * L.H_QUIET_SINCE_NS)) < load_i64(a + 8 * L.H_SPIN_NS)
+        return now - idle_since < busy_spin
+    back_to_back = 2 * load_i64(a + 8 * L.H_QUIET_GAP_NS) < busy_spin
+    budget = busy_spin if back_to_back else load_i64(a + 8 * L.H_SPIN_NS)
+    return now - max(idle_since, load_i64(a + 8 * L.H_QUIET_SINCE_NS)) < budget
 
 
 @njit(nogil=True, cache=True)

@@ -13,6 +13,7 @@ import pytest
 import fibergrid as fg
 from scheduler import layout as L
 from scheduler.executor import wake_workers
+from scheduler.worker import keep_spinning
 from tests.scheduler.kernels import WAIT, dispatch_ids, fail_at, run, spin
 
 IDLE_S = 0.5
@@ -186,3 +187,45 @@ def test_running_count_follows_submissions():
         assert running() == 0
         wait_all_parked(dev)  # and every spinner (H_SPINNING: the wake policy's invitees) left
         assert int(dev.scheduler.arena[L.H_SPINNING]) == 0
+
+
+def test_spin_after_quiet_follows_how_calls_recur():
+    """After the last submission completes an idle participant spins H_SPIN_NS, or
+    H_BUSY_SPIN_NS while submissions come back to back (the average quiet spell,
+    H_QUIET_GAP_NS, under half that), counted from the completion (H_QUIET_SINCE_NS)."""
+    with fg.create_device("local-task", workers=1, spin_us=20.0, busy_spin_us=100.0) as dev:
+        wait_all_parked(dev)
+        arena, a = dev.scheduler.arena, dev.scheduler.a
+        quiet = 10_000_000_000
+        arena[L.H_QUIET_SINCE_NS] = quiet
+        arena[L.H_QUIET_GAP_NS] = 1_000_000  # called now and then
+        assert keep_spinning(a, quiet - 5_000, quiet + 15_000)  # (idle since before the completion)
+        assert not keep_spinning(a, quiet, quiet + 25_000)
+        arena[L.H_QUIET_GAP_NS] = 10_000  # back to back
+        assert keep_spinning(a, quiet, quiet + 90_000)
+        assert not keep_spinning(a, quiet, quiet + 110_000)
+        assert not keep_spinning(a, quiet + 200_000, quiet + 310_000)  # (idle since after it)
+        assert keep_spinning(a, quiet + 200_000, quiet + 290_000)
+
+
+@fg.kernel(workgroup_size=1, bindings=(np.int32,))
+def _mark(wg, out):
+    out[wg.id[0]] = 1
+
+
+def test_quiet_spells_are_learned_as_calls_come():
+    """Synchronous calls back to back bring the average quiet spell (H_QUIET_GAP_NS) under
+    what makes idle participants spin longer; a pause raises it again."""
+    with fg.create_device("local-task", workers=2) as dev:
+        out = dev.allocator.import_array(np.zeros(4, np.int32))
+        cb = dev.create_command_buffer("reusable")
+        cb.dispatch(_mark, "_mark", 4, [], [out])
+        cb.end()
+        sem = dev.create_semaphore(0)
+        for value in range(1, 201):
+            dev.execute_and_wait(cb, sem, value, timeout=WAIT)
+        recurring = int(dev.scheduler.arena[L.H_QUIET_GAP_NS])
+        assert recurring < int(dev.scheduler.arena[L.H_BUSY_SPIN_NS]) // 2
+        time.sleep(0.05)
+        dev.execute_and_wait(cb, sem, 201, timeout=WAIT)
+        assert int(dev.scheduler.arena[L.H_QUIET_GAP_NS]) > recurring

@@ -305,10 +305,7 @@ class _Prepared:
     def run(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
         if self.countdown is not None:
             self.countdown -= 1
-        try:
-            lane = self._free.pop()  # (_acquire's first step, a frame less)
-        except IndexError:
-            lane = self._acquire(grow=False)
+        lane = self._acquire(grow=False)
         try:
             targets = self._bind(lane, arrays, out)
             if lane.command_buffer is not None:

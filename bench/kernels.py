@@ -149,7 +149,7 @@ def _case(name: str, jax_fn: Callable, np_fn: Callable, inputs: list[np.ndarray]
     _openblas_threads(1)
     time.sleep(0.2)
     timed = measure(calls | {"numpy_sync": lambda: np_fn(*inputs)}, repeats)
-    t = {key: timed.median_us(key) for key in timed.rounds[0]}
+    t = timed.medians_us()
     row["numpy_sync_us"] = t["numpy_sync"]
     for key, count in (("sync", "1"), ("task", "all")):
         peak, bandwidth = limits["peak_gflops"][count] * 1e9, limits["bandwidth_gbs"][count] * 1e9

@@ -220,7 +220,7 @@ def run(repeats: int, cases: list[str] | None, iree: bool) -> dict:
                     calls[f"iree_{key}"] = lambda call=call: call(*inputs)
         time.sleep(0.2)  # let OpenBLAS's threads go back to sleep
         timed = measure(calls, repeats)
-        t = {key: timed.median_us(key) for key in calls}
+        t = timed.medians_us()
         ours = min(("task", "sync"), key=t.__getitem__)
         out[f"{name}_us"] = t[ours]
         out[f"{name}_task_us"], out[f"{name}_sync_us"] = t["task"], t["sync"]

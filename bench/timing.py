@@ -60,6 +60,10 @@ class Rounds:
         """The call's median latency over every sample of every round."""
         return statistics.median(t for r in self.rounds for t in r[name]) * 1e6
 
+    def medians_us(self) -> dict[str, float]:
+        """Every call's median latency (`median_us`)."""
+        return {name: self.median_us(name) for name in self.rounds[0]}
+
     def ratio(self, a: str, b: str) -> float:
         """Call a's latency over call b's: the median over rounds of the ratio of the two
         calls' medians in that round. It does not move when the machine's speed drifts between
@@ -91,5 +95,4 @@ def measure(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: f
 def medians_us(calls: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.3,
                settle_s: float = SETTLE_S) -> dict[str, float]:
     """Median latency of each call (`measure`)."""
-    timed = measure(calls, repeats, min_seconds, settle_s)
-    return {name: timed.median_us(name) for name in calls}
+    return measure(calls, repeats, min_seconds, settle_s).medians_us()

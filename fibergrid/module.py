@@ -651,24 +651,24 @@ class Function:
         """`function(*args, out=out, **inputs)` with its arguments as they are: what a caller that
         forwards them (`Module.__call__`) calls, without unpacking and packing them again (a
         forwarded call took ~5 us more than a direct one right after a kernel swept the caches)."""
+        prepared, arrays = self._prepared_for(args, inputs)
+        results = prepared.run(arrays, None if out is None else self._outputs(prepared, out))
+        return results[0] if len(results) == 1 else results
+
+    def _prepared_for(self, args: tuple[Any, ...], inputs: dict[str, Any] | None) -> tuple[_Prepared, list[np.ndarray]]:
+        """The prepared code of this call's signature, and its arguments as checked arrays."""
         if inputs:
             args = self._by_name(args, inputs)
         arrays, shapes = self._arrays(args)
         prepared = self._prepared.get(self._key(arrays, shapes)) or self._prepare(arrays)
         if prepared.countdown is not None and prepared.countdown <= 0:
             prepared = self._recurring(prepared, arrays)
-        results = prepared.run(arrays, None if out is None else self._outputs(prepared, out))
-        return results[0] if len(results) == 1 else results
+        return prepared, arrays
 
     def submit(self, *args: Any, out: Any = None, **inputs: Any) -> CallFuture:
         """Starts the call and returns a future at once (`.result(timeout)`, `.done()`), so calls
         pipeline: the next call's inputs are bound while this one runs."""
-        if inputs:
-            args = self._by_name(args, inputs)
-        arrays, shapes = self._arrays(args)
-        prepared = self._prepared.get(self._key(arrays, shapes)) or self._prepare(arrays)
-        if prepared.countdown is not None and prepared.countdown <= 0:
-            prepared = self._recurring(prepared, arrays)
+        prepared, arrays = self._prepared_for(args, inputs)
         return prepared.submit(arrays, self._outputs(prepared, out))
 
 
@@ -704,8 +704,7 @@ class Module:
         raise AttributeError(f"fibergrid module has no attribute or public function '{name}'")
 
     def __call__(self, *args: Any, out: Any = None, **inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        main = self.functions.get("main") or self["main"]  # (a frame less than self["main"]; that one names what is missing)
-        return main.call(args, out, inputs)
+        return self["main"].call(args, out, inputs)
 
     @property
     def inputs(self) -> list[TensorInfo]:

@@ -66,11 +66,8 @@ class CpuDevice(Device):
         semaphore it signals (scheduler.reserve, on first use), so a call writes no program or
         timepoints; on local-task the calling thread joins as the host participant and runs it,
         workers joining where the wake policy says they pay for their wake (scheduler/worker.py).
-        A command buffer in flight, or called from two threads at once, takes the general path.
-        (One function: each Python frame on a model call's path costs ~2 us when a kernel has
-        just swept the caches.)"""
-        if self.closed:
-            self._check_open()
+        A command buffer in flight, or called from two threads at once, takes the general path."""
+        self._check_open()
         command_buffer.submitted += 1
         lowered = command_buffer.lowered
         signal = (semaphore.index, value)
@@ -78,19 +75,23 @@ class CpuDevice(Device):
         ok = None
         if lowered.call_lock.acquire(False):
             try:
-                reserved = lowered.reserved
-                if reserved is None or reserved[0] != signal[0]:
-                    if reserved is not None:
-                        lowered.unreserve()
-                    reserved = lowered.reserved = (signal[0], scheduler.reserve(lowered.program, signal[0]))
-                    lowered.unreserve = weakref.finalize(lowered, scheduler.unreserve, reserved[1])
-                ok = scheduler.call(reserved[1], lowered.program, signal, timeout, (lowered, semaphore))
+                ok = scheduler.call(self._reserved_slot(lowered, signal[0]), lowered.program, signal, timeout, (lowered, semaphore))
             finally:
                 lowered.call_lock.release()
         if ok is None:
             ok = scheduler.submit_and_wait(lowered.program, signal, (lowered, semaphore), timeout)
         if not ok:
             semaphore.wait(value, 0)  # raises the failure
+
+    def _reserved_slot(self, lowered, m: int) -> int:
+        """The command buffer's reserved slot for calls that signal semaphore m (reserved on
+        first use, and again when the semaphore changes)."""
+        if lowered.reserved is None or lowered.reserved[0] != m:
+            if lowered.reserved is not None:
+                lowered.unreserve()
+            lowered.reserved = (m, self.scheduler.reserve(lowered.program, m))
+            lowered.unreserve = weakref.finalize(lowered, self.scheduler.unreserve, lowered.reserved[1])
+        return lowered.reserved[1]
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
         """Host arrays are used in place when 16-byte aligned (every element type's alignment,

@@ -52,6 +52,7 @@ from hal.command_buffer import CommandBuffer
 from hal.device import Device
 from hal.executable import CPU_NATIVE_FORMAT
 from hal.semaphore import Semaphore
+from fibergrid.quick_call import QUICK_AFTER, QuickCall
 from common.errors import DeadlineExceeded, Error, InvalidArgument
 
 
@@ -214,6 +215,8 @@ class _Prepared:
         # Calls left before the shape gets code of its own (code for every size, with
         # `fg.load(..., specialize_after=N)`); None: never.
         self.countdown: int | None = None
+        self.runs = 0  # synchronous calls through `run`, up to QUICK_AFTER
+        self.quick: QuickCall | None = None  # its common case in a few steps, once it recurs
 
     def _acquire(self, grow: bool) -> _Lane:
         """A free lane. Synchronous calls wait for one; `submit` adds lanes up to MAX_LANES, then
@@ -300,11 +303,17 @@ class _Prepared:
         fresh = _Lane(self.compiled, self._device, self._constants)
         with self._lock:
             self._lanes[self._lanes.index(lane)] = fresh
+            if self.quick is not None and self.quick.lane is lane:
+                self.quick, self.runs = None, 0
         self._release(fresh, future)
 
     def run(self, arrays: list[np.ndarray], out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
         if self.countdown is not None:
             self.countdown -= 1
+        elif self.runs < QUICK_AFTER:
+            self.runs += 1
+            if self.runs == QUICK_AFTER:
+                self.quick = QuickCall.of(self)
         lane = self._acquire(grow=False)
         try:
             targets = self._bind(lane, arrays, out)
@@ -455,6 +464,7 @@ class Function:
         # calls run the code compiled once for every size (`dynamic`).
         self._dynamic_inputs = [i for i, (shape, _) in enumerate(self.signature) if shape and shape[0] is None]
         self._dynamic_constants: dict[int, Any] | None = None
+        self._quick: QuickCall | None = None  # the last signature called that has one
 
     def __repr__(self) -> str:
         args = ", ".join(format_shape(s, d) for s, d in self.signature)
@@ -588,6 +598,7 @@ class Function:
                     raise
                 self._entry.value_inputs = tuple(self._entry.value_inputs) + tuple(new)
                 self._value_at = self._value_positions(self._entry.value_inputs)
+                self._quick = None  # keyed by shapes alone: not for this function any more
 
     def _outputs(self, prepared: _Prepared, out: Any) -> list[np.ndarray] | None:
         """`out`: one array per result (a bare array for a single result), each of exactly the
@@ -650,9 +661,17 @@ class Function:
     def call(self, args: tuple[Any, ...], out: Any = None, inputs: dict[str, Any] | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
         """`function(*args, out=out, **inputs)` with its arguments as they are: what a caller that
         forwards them (`Module.__call__`) calls, without unpacking and packing them again (a
-        forwarded call took ~5 us more than a direct one right after a kernel swept the caches)."""
+        forwarded call took ~5 us more than a direct one right after a kernel swept the caches).
+        A signature that recurs takes its quick call (fibergrid/quick_call.py) where it can."""
+        quick = self._quick
+        if quick is not None and not inputs:
+            results = quick(args, out)
+            if results is not None:
+                return results
         prepared, arrays = self._prepared_for(args, inputs)
         results = prepared.run(arrays, None if out is None else self._outputs(prepared, out))
+        if prepared.quick is not None and not self._value_at:
+            self._quick = prepared.quick
         return results[0] if len(results) == 1 else results
 
     def _prepared_for(self, args: tuple[Any, ...], inputs: dict[str, Any] | None) -> tuple[_Prepared, list[np.ndarray]]:

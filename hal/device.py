@@ -8,6 +8,7 @@ so every driver behaves alike.
 from __future__ import annotations
 
 import abc
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -150,6 +151,13 @@ class Device(abc.ABC):
         ended, reusable). CPU drivers run it on the calling thread where that is fastest."""
         self.queue_execute([command_buffer], signal=[(semaphore, value)])
         semaphore.wait(value, timeout)
+
+    def prepare_call(self, command_buffer: CommandBuffer, semaphore: Semaphore, timeout: float | None = None) -> Callable[[int], None]:
+        """`call(value)` does what execute_and_wait(command_buffer, semaphore, value, timeout)
+        does, with the lookups and checks it repeats done once (CPU drivers). The caller makes
+        calls one at a time and submits the command buffer nowhere else while one runs (a
+        model's lane owns its command buffer)."""
+        return functools.partial(self.execute_and_wait, command_buffer, semaphore, timeout=timeout)
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
         """Points every dispatch binding of `buffer` in an ended command buffer, not in flight, at

@@ -17,6 +17,7 @@ from common.memory import aligned_bytes
 from hal.command_buffer import Barrier, CommandBuffer, Copy, Dispatch, Fill, Jump, Update
 from scheduler import GridProgram
 from scheduler import layout as L
+from scheduler.reserved_call import ReservedCall
 
 
 @dataclass
@@ -27,10 +28,9 @@ class LoweredCommandBuffer:
     # the buffers that fills, copies or indirect counts use by address (never rebound).
     binding_sites: dict[int, list[tuple[np.ndarray, int, int]]] = field(default_factory=dict)
     fixed_buffers: set[int] = field(default_factory=set)
-    # execute_and_wait's reserved submission slot: (semaphore index, slot), its release, and
-    # the lock that keeps two threads from calling through it at once.
-    reserved: tuple[int, int] | None = None
-    unreserve: object = None
+    # execute_and_wait's calls on a reserved submission slot (for one semaphore), and the lock
+    # that keeps two threads from calling through it at once.
+    reserved: ReservedCall | None = None
     call_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def rebind(self, buffer, address: int) -> bool:

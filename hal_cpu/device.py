@@ -4,7 +4,7 @@ native executor, run inline on the submitting thread, as IREE's local-sync does)
 from __future__ import annotations
 
 import time
-import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,9 +14,11 @@ from hal.device import Device, DeviceLimits
 from common.errors import DeadlineExceeded, FailedPrecondition
 from hal.executable import CPU_NATIVE_FORMAT
 from hal.semaphore import Semaphore
+from hal_cpu.call import PreparedCall
 from hal_cpu.command_buffer import lower
 from hal_cpu.semaphore import CpuSemaphore
 from scheduler import GridProgram, Scheduler
+from scheduler.reserved_call import ReservedCall, timeout_ns
 
 
 # Local memory per participant: the compiler's packed GEMM panels take up to 384 KiB on AVX-512
@@ -63,35 +65,28 @@ class CpuDevice(Device):
 
     def execute_and_wait(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None = None) -> None:
         """One native call: the command buffer keeps a reserved submission slot for the
-        semaphore it signals (scheduler.reserve, on first use), so a call writes no program or
+        semaphore it signals (a ReservedCall, made on first use), so a call writes no program or
         timepoints; on local-task the calling thread joins as the host participant and runs it,
         workers joining where the wake policy says they pay for their wake (scheduler/worker.py).
         A command buffer in flight, or called from two threads at once, takes the general path."""
         self._check_open()
         command_buffer.submitted += 1
         lowered = command_buffer.lowered
-        signal = (semaphore.index, value)
-        scheduler = self.scheduler
         ok = None
         if lowered.call_lock.acquire(False):
             try:
-                ok = scheduler.call(self._reserved_slot(lowered, signal[0]), lowered.program, signal, timeout, (lowered, semaphore))
+                if lowered.reserved is None or lowered.reserved.m != semaphore.index:
+                    lowered.reserved = ReservedCall(self.scheduler, lowered.program, semaphore.index)
+                ok = lowered.reserved(value, timeout_ns(timeout), (lowered, semaphore))
             finally:
                 lowered.call_lock.release()
         if ok is None:
-            ok = scheduler.submit_and_wait(lowered.program, signal, (lowered, semaphore), timeout)
+            ok = self.scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout)
         if not ok:
             semaphore.wait(value, 0)  # raises the failure
 
-    def _reserved_slot(self, lowered, m: int) -> int:
-        """The command buffer's reserved slot for calls that signal semaphore m (reserved on
-        first use, and again when the semaphore changes)."""
-        if lowered.reserved is None or lowered.reserved[0] != m:
-            if lowered.reserved is not None:
-                lowered.unreserve()
-            lowered.reserved = (m, self.scheduler.reserve(lowered.program, m))
-            lowered.unreserve = weakref.finalize(lowered, self.scheduler.unreserve, lowered.reserved[1])
-        return lowered.reserved[1]
+    def prepare_call(self, command_buffer: CommandBuffer, semaphore: Semaphore, timeout: float | None = None) -> Callable[[int], None]:
+        return PreparedCall(self, command_buffer, semaphore, timeout)
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:
         """Host arrays are used in place when 16-byte aligned (every element type's alignment,

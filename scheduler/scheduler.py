@@ -24,7 +24,7 @@ from common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument,
 from scheduler import layout as L
 from scheduler.native import futex_wake, make_timespec
 from scheduler.topology import detect, pin_current_thread
-from scheduler.worker import BUSY, host_call, host_fail, host_help, host_join, host_signal, host_submit, host_wait, worker_loop
+from scheduler.worker import host_fail, host_help, host_join, host_signal, host_submit, host_wait, worker_loop
 
 
 class GridProgram:
@@ -332,7 +332,7 @@ class Scheduler:
             flat, base = self._timepoints[s >> L.SLOT_CHUNK_SHIFT]
             signals = (s & (L.SLOT_CHUNK - 1)) * 4 * L.MAX_TIMEPOINTS + 2 * L.MAX_TIMEPOINTS
             flat[signals] = signal
-            self._slot_keepalive[s] = (program, [(signal, 0)], None)  # see call(): not the caller's objects
+            self._slot_keepalive[s] = (program, [(signal, 0)], None)  # see ReservedCall: not the caller's objects
             chunk = self._chunks[s >> L.SLOT_CHUNK_SHIFT][s & (L.SLOT_CHUNK - 1)]
             commands, n_cmds, regions, n_regions, tiles = program.addresses
             chunk[[L.S_PROGRAM, L.S_N_CMDS, L.S_REGIONS, L.S_N_REGIONS, L.S_TILES]] = commands, n_cmds, regions, n_regions, tiles
@@ -354,37 +354,12 @@ class Scheduler:
             if self._reserved.pop(s, None) is not None:
                 self._in_use.append(s)
 
-    def call(self, s: int, program: GridProgram, signal: tuple[int, int], timeout: float | None, keepalive: object = None) -> bool | None:
-        """One call on reserved slot s: it signals semaphore `signal[0]` to `signal[1]`. Returns
-        as wait_semaphore does, or None, having done nothing, while the program's last
-        submission is still in flight (the caller takes the general path). A reserved slot holds
-        nothing of its caller's between calls (its owner's finalizer gives the slot back:
-        holding the owner would keep it, and through the finalizer this scheduler, alive
-        forever); a call that times out still in flight keeps `keepalive` (what the program
-        points into) until the slot is reused or shut down."""
-        m, value = signal
-        serial = next(self._serials)
-        last_slot, last_serial = program.in_flight
-        program.in_flight = (s, serial)
-        timeout_ns = 0 if timeout is None else max(1, int(timeout * 1e9))
-        if self.inline:
-            with self._drain_lock:
-                r = host_call(self.a, s, self._reserved[s], value, serial, m, timeout_ns, last_slot, last_serial)
-        else:
-            r = host_call(self.a, s, self._reserved[s], value, serial, m, timeout_ns, last_slot, last_serial)
-        if r == BUSY:
-            program.in_flight = (last_slot, last_serial)
-            return None
-        if self._slot_keepalive[s][2] is not None:  # the last call timed out; it has completed since
-            self._slot_keepalive[s] = (program, [(m, 0)], None)
-        if r == 1:
-            return True
-        try:
-            return self.wait_semaphore(m, value, timeout)
-        except DeadlineExceeded:
-            with self._lock:
-                self._slot_keepalive[s] = (program, [(m, 0)], keepalive)
-            raise
+    def keep_reserved(self, s: int, keepalive: object) -> None:
+        """Reserved slot s holds `keepalive` (a call that timed out in flight points into it)
+        until the slot is reused or shut down; None: nothing again."""
+        with self._lock:
+            program, signals, _ = self._slot_keepalive[s]
+            self._slot_keepalive[s] = (program, signals, keepalive)
 
     def submit_and_wait(self, program: GridProgram, signal: tuple[int, int], keepalive: object = None, timeout: float | None = None) -> bool:
         """A submission with no waits whose caller waits for it at once: the fast path of a

@@ -130,7 +130,7 @@ class _Lane:
     program with jumps on a device without `branches`, one per straight-line block): a call in
     flight owns a lane. Synchronous calls use lane 0; `submit` adds lanes so calls pipeline."""
 
-    def __init__(self, compiled: CompiledFunction, device: Device, constants: dict[int, Any]) -> None:
+    def __init__(self, compiled: CompiledFunction, device: Device, constants: dict[int, Any], timeout: float) -> None:
         alloc = device.allocator
         program = compiled.program_for(device.formats)
         host = {t for t, _ in compiled.results} | {t.id for t in compiled.tensors if t.kind == "input"}
@@ -171,6 +171,8 @@ class _Lane:
         self.result_types = [(view.dtype, view.shape) for _, view, _ in self.results]
         self.semaphore = device.create_semaphore(0)
         self.submissions = 0
+        # A synchronous call runs the command buffer through this (the lane owns both).
+        self.call = device.prepare_call(self.command_buffer, self.semaphore, timeout) if self.command_buffer is not None else None
         self.rebound: set[int] = set()  # ids of the buffers whose bindings point at caller memory
 
     def bind(self, device: Device, buffer, array: np.ndarray | None) -> bool:
@@ -206,7 +208,7 @@ class _Prepared:
             device.check_executable(compiled.executable)
         # (the sizes of a dynamic function share one upload of its constants)
         self._constants = _upload_constants(compiled, device) if constants is None else constants
-        self._lanes = [_Lane(compiled, device, self._constants)]
+        self._lanes = [_Lane(compiled, device, self._constants, timeout)]
         self._free = [self._lanes[0]]
         self._lock = threading.Lock()
         self._lane_freed = threading.Condition(self._lock)
@@ -236,7 +238,7 @@ class _Prepared:
                     if self._free:
                         return self._free.pop()
                     if grow and len(self._lanes) < MAX_LANES:
-                        lane = _Lane(self.compiled, self._device, self._constants)
+                        lane = _Lane(self.compiled, self._device, self._constants, self._timeout)
                         self._lanes.append(lane)
                         return lane
                     oldest = self._in_flight[0] if grow and self._in_flight else None
@@ -300,7 +302,7 @@ class _Prepared:
             lane.semaphore.fail(DeadlineExceeded(f"@{self.compiled.name}: the call was abandoned"))
         except Error:
             pass
-        fresh = _Lane(self.compiled, self._device, self._constants)
+        fresh = _Lane(self.compiled, self._device, self._constants, self._timeout)
         with self._lock:
             self._lanes[self._lanes.index(lane)] = fresh
             if self.quick is not None and self.quick.lane is lane:
@@ -319,7 +321,7 @@ class _Prepared:
             targets = self._bind(lane, arrays, out)
             if lane.command_buffer is not None:
                 lane.submissions += 1
-                self._device.execute_and_wait(lane.command_buffer, lane.semaphore, lane.submissions, self._timeout)
+                lane.call(lane.submissions)
             elif lane.blocks is not None:
                 lane.submissions = lane.blocks.run(self._device, lane.semaphore, lane.submissions, self._timeout)
             results = self._collect(lane, targets, out)
@@ -706,6 +708,7 @@ class Module:
         self._parsed = None
         self._parse_lock = threading.Lock()
         self.functions = {name: Function(self, entry) for name, entry in program.functions.items()}
+        self._main = self.functions.get("main")  # (module(...) in one frame fewer)
 
     def __repr__(self) -> str:
         return f"<fibergrid module {self.origin} on {self.device!r}: {', '.join(self.functions)}>"
@@ -723,7 +726,7 @@ class Module:
         raise AttributeError(f"fibergrid module has no attribute or public function '{name}'")
 
     def __call__(self, *args: Any, out: Any = None, **inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        return self["main"].call(args, out, inputs)
+        return (self._main or self["main"]).call(args, out, inputs)
 
     @property
     def inputs(self) -> list[TensorInfo]:

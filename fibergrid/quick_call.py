@@ -6,7 +6,7 @@ Right after a kernel has swept the caches (mlp_b1 streams 7.4 MB of weights per 
 ~1 us: ~35 us a call, more than numpy spends around its own three GEMVs. The common case (arrays
 of the declared dtypes and shapes, small enough to be copied, nothing bound in place) needs only
 this: per input a shape check and a copy (`casting="no"`: another dtype raises instead of
-casting), one prepared device call (`Device.prepare_call`), per result a copy out. Anything else
+casting), the lane's prepared device call (`Device.prepare_call`), per result a copy out. Anything else
 is a miss, with nothing left half done: the general path takes the call (and says what is wrong,
 if anything). (Copies compiled with numba were no faster, and cost seconds of compile per dtype
 and rank.)
@@ -37,7 +37,7 @@ class QuickCall:
         by_index = sorted(lane.inputs, key=lambda i: i[0])
         self._inputs = [(view.shape, view) for _, _, view, _ in by_index]  # per argument, in order
         self._results = [(view.shape, view) for _, view, _ in lane.results]
-        self._call = prepared._device.prepare_call(lane.command_buffer, lane.semaphore, prepared._timeout)
+        self._call = lane.call
 
     @classmethod
     def of(cls, prepared: "_Prepared") -> "QuickCall | None":

@@ -152,11 +152,11 @@ class Device(abc.ABC):
         self.queue_execute([command_buffer], signal=[(semaphore, value)])
         semaphore.wait(value, timeout)
 
-    def prepare_call(self, command_buffer: CommandBuffer, semaphore: Semaphore, timeout: float | None = None) -> Callable[[int], None]:
+    def prepare_call(self, command_buffer: CommandBuffer, semaphore: Semaphore, timeout: float | None = None) -> Callable[[int], object]:
         """`call(value)` does what execute_and_wait(command_buffer, semaphore, value, timeout)
-        does, with the lookups and checks it repeats done once (CPU drivers). The caller makes
-        calls one at a time and submits the command buffer nowhere else while one runs (a
-        model's lane owns its command buffer)."""
+        does (its return value means nothing), with the lookups and checks it repeats done once
+        (CPU drivers). The caller makes calls one at a time and submits the command buffer
+        nowhere else while one runs (a model's lane owns its command buffer)."""
         return functools.partial(self.execute_and_wait, command_buffer, semaphore, timeout=timeout)
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:

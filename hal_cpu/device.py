@@ -18,7 +18,7 @@ from hal_cpu.call import PreparedCall
 from hal_cpu.command_buffer import lower
 from hal_cpu.semaphore import CpuSemaphore
 from scheduler import GridProgram, Scheduler
-from scheduler.reserved_call import ReservedCall, timeout_ns
+from scheduler.reserved_call import ReservedCall
 
 
 # Local memory per participant: the compiler's packed GEMM panels take up to 384 KiB on AVX-512
@@ -75,17 +75,27 @@ class CpuDevice(Device):
         ok = None
         if lowered.call_lock.acquire(False):
             try:
-                if lowered.reserved is None or lowered.reserved.m != semaphore.index:
-                    lowered.reserved = ReservedCall(self.scheduler, lowered.program, semaphore.index)
-                ok = lowered.reserved(value, timeout_ns(timeout), (lowered, semaphore))
+                call = lowered.reserved
+                if call is None or call.m != semaphore.index or call.timeout != timeout:
+                    call = lowered.reserved = ReservedCall(self.scheduler, lowered.program, semaphore.index, timeout,
+                                                           (lowered.keepalive, semaphore))
+                ok = call(value)
             finally:
                 lowered.call_lock.release()
         if ok is None:
-            ok = self.scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout)
-        if not ok:
+            self.execute_in_general(command_buffer, semaphore, value, timeout)
+        elif not ok:
             semaphore.wait(value, 0)  # raises the failure
 
-    def prepare_call(self, command_buffer: CommandBuffer, semaphore: Semaphore, timeout: float | None = None) -> Callable[[int], None]:
+    def execute_in_general(self, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None) -> None:
+        """execute_and_wait through a submission of its own: while the command buffer is in
+        flight elsewhere, or called from two threads at once."""
+        self._check_open()
+        lowered = command_buffer.lowered
+        if not self.scheduler.submit_and_wait(lowered.program, (semaphore.index, value), (lowered, semaphore), timeout):
+            semaphore.wait(value, 0)  # raises the failure
+
+    def prepare_call(self, command_buffer: CommandBuffer, semaphore: Semaphore, timeout: float | None = None) -> Callable[[int], object]:
         return PreparedCall(self, command_buffer, semaphore, timeout)
 
     def rebind(self, command_buffer: CommandBuffer, buffer: Buffer, array: np.ndarray | None) -> bool:

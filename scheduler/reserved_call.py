@@ -3,7 +3,8 @@ for them: a model call's fast path.
 
 The slot's program and signal list are written once (`Scheduler.reserve`), so a call is one
 native call (`host_call`) and this object looks everything else up once: right after a kernel
-has swept the caches, each Python attribute or dict lookup on the way costs ~1 us.
+has swept the caches, each Python frame, attribute or dict lookup on the way costs ~1 us, so
+a call that completes is this one frame.
 """
 
 from __future__ import annotations
@@ -16,22 +17,28 @@ from scheduler.worker import BUSY, host_call
 
 
 def timeout_ns(timeout: float | None) -> int:
-    """A call's timeout in seconds (None: none) as `ReservedCall` takes it (0: none)."""
+    """A timeout in seconds (None: none) as the native call takes it (0: none)."""
     return 0 if timeout is None else max(1, int(timeout * 1e9))
 
 
 class ReservedCall:
-    """`call(value, timeout_ns)` runs the program and signals semaphore `m` to `value`; it
-    returns True when done, False when the semaphore failed, None having done nothing while the
-    program is still in flight from another submission (the caller takes the general path).
-    Calls must not overlap: the caller serializes them (hal_cpu with a lock per command buffer,
-    a model's lane by owning it). The slot is given back when this object goes."""
+    """`call(value)` runs the program and signals semaphore `m` to `value`: True once done,
+    False when the semaphore failed, None having done nothing while the program is still in
+    flight from another submission or the scheduler is shut down (the caller takes the general
+    path). Calls must not overlap: the caller serializes them (hal_cpu with a lock per command
+    buffer, a model's lane by owning it). A loop in the program stops going round `timeout`
+    seconds into a call; a call that times out still in flight has the slot keep `keepalive`
+    (what the program points into) until the next call or shutdown. The slot is given back
+    when this object goes."""
 
-    def __init__(self, scheduler: Scheduler, program: GridProgram, m: int) -> None:
+    def __init__(self, scheduler: Scheduler, program: GridProgram, m: int, timeout: float | None, keepalive: object) -> None:
         self.m = m
+        self.timeout = timeout
         self.slot = scheduler.reserve(program, m)
         self._scheduler = scheduler
         self._program = program
+        self._keepalive = keepalive
+        self._timeout_ns = timeout_ns(timeout)
         self._a = scheduler.a
         self._value_addr = scheduler._reserved[self.slot]
         self._serials = scheduler._serials
@@ -39,33 +46,35 @@ class ReservedCall:
         self._holds = False  # the slot keeps a timed-out call's keepalive
         weakref.finalize(self, scheduler.unreserve, self.slot)
 
-    def __call__(self, value: int, timeout_ns: int, keepalive: object = None) -> bool | None:
-        """`timeout_ns`: 0 for none. A call that times out still in flight keeps `keepalive`
-        (what the program points into) until the slot is reused or shut down; between calls the
-        slot holds nothing of its caller's (that would keep the caller, and through this
-        object's finalizer the scheduler, alive forever)."""
-        program, s, m = self._program, self.slot, self.m
+    def __call__(self, value: int) -> bool | None:
+        program, s = self._program, self.slot
         serial = next(self._serials)
         last_slot, last_serial = program.in_flight
         program.in_flight = (s, serial)
-        if self._drain_lock is not None:
-            with self._drain_lock:
-                r = host_call(self._a, s, self._value_addr, value, serial, m, timeout_ns, last_slot, last_serial)
+        if self._drain_lock is None:
+            r = host_call(self._a, s, self._value_addr, value, serial, self.m, self._timeout_ns, last_slot, last_serial)
         else:
-            r = host_call(self._a, s, self._value_addr, value, serial, m, timeout_ns, last_slot, last_serial)
+            with self._drain_lock:
+                r = host_call(self._a, s, self._value_addr, value, serial, self.m, self._timeout_ns, last_slot, last_serial)
+        if r == 1 and not self._holds:
+            return True
+        return self._finish(r, value, (last_slot, last_serial))
+
+    def _finish(self, r: int, value: int, last: tuple[int, int]) -> bool | None:
+        """What a call that did not simply complete needs: the general path's turn, a wait,
+        a failure, a timed-out call's keepalive let go."""
         if r == BUSY:
-            program.in_flight = (last_slot, last_serial)
+            self._program.in_flight = last
             return None
         scheduler = self._scheduler
         if self._holds:  # the call that timed out has completed since
-            scheduler.keep_reserved(s, None)
+            scheduler.keep_reserved(self.slot, None)
             self._holds = False
         if r == 1:
             return True
-        timeout = timeout_ns / 1e9 if timeout_ns else None
         try:
-            return scheduler.wait_semaphore(m, value, timeout)
+            return scheduler.wait_semaphore(self.m, value, self.timeout)
         except DeadlineExceeded:
-            scheduler.keep_reserved(s, keepalive)
+            scheduler.keep_reserved(self.slot, self._keepalive)
             self._holds = True
             raise

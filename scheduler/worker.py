@@ -345,7 +345,7 @@ def host_help(a: int, first: int, m: int, value: int) -> int:
     return 1 if load(sem + 8 * L.M_PAYLOAD) >= value else 0
 
 
-BUSY = 2  # host_call: the program is in flight (the caller takes the general path)
+BUSY = 2  # host_call: the program is in flight, or the scheduler shut down (the caller takes the general path)
 
 
 @njit(nogil=True, cache=True)
@@ -358,7 +358,10 @@ def host_call(a: int, s: int, value_addr: int, value: int, serial: int, m: int, 
     everything ready. BUSY, doing nothing, while the program's last submission (serial
     `last_serial` on slot `last_slot`, -1: none) is still in flight. A loop in the program stops
     going round `timeout_ns` from now (0: never). (The checks and the deadline are here, not in
-    Python: numpy indexing costs microseconds on a call whose kernel just swept the caches.)"""
+    Python: numpy indexing costs microseconds on a call whose kernel just swept the caches.)
+    BUSY too once the scheduler is shut down: the general path says so."""
+    if load(word(a, L.H_SHUTDOWN)) != 0:
+        return BUSY
     if last_slot >= 0:
         last = slot_addr(a, last_slot)
         if load(last + 8 * L.S_SERIAL) == last_serial and load(last + 8 * L.S_STATE) != L.DONE \

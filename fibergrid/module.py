@@ -618,6 +618,12 @@ class Function:
         return outs
 
     @property
+    def has_names(self) -> bool:
+        """True when the source names the inputs and results (ONNX), so they can be given and
+        read by name."""
+        return bool(self._entry.inputs)
+
+    @property
     def inputs(self) -> list[TensorInfo]:
         """Name, declared shape (a symbolic dim by its name, an unknown one None) and dtype per
         argument, as ONNX Runtime's `get_inputs()`; positional functions get `arg0`, `arg1`..."""

@@ -78,7 +78,10 @@ class BatchModel:
             raise InvalidArgument(f"max_batch={max_batch} must be >= 1")
         self.max_batch = max_batch
         self._text = _source_text(model, self.module)
-        names, _, self.named = function_names(self._text, function, len(self.signature), 1)
+        if self.function.has_names:  # an ONNX graph's own input and output names
+            names, self.named = [i.name for i in self.function.inputs], True
+        else:
+            names, _, self.named = function_names(self._text, function, len(self.signature), 1)
         if inputs is not None:
             inputs = list(inputs)
             if len(inputs) != len(self.signature):
@@ -134,7 +137,8 @@ class BatchModel:
                     raise InvalidArgument(f"outputs={self._outputs}: @{self.function.name} has {count} results")
                 self.output_names = self._outputs
             else:
-                self.output_names = function_names(self._text, self.function.name, len(self.signature), count)[1]
+                self.output_names = [o.name for o in self.function.outputs] if self.function.has_names else \
+                    function_names(self._text, self.function.name, len(self.signature), count)[1]
         return self.output_names
 
     # ----------------------------------------------------------------------------------------

@@ -142,8 +142,25 @@ def test_cli_batch_local(dynamic_mlir, dataset_1000, tmp_path, capsys) -> None:
         assert err.count("\n") == 1 and message in err, err
 
 
-def test_cli_batch_onnx_goes_through_fg_load(dataset_1000, tmp_path, capsys) -> None:
-    """.onnx is routed through fg.load: its message, whatever ONNX support exists today."""
+def test_onnx_model_scores_by_its_graph_names(device, tmp_path) -> None:
+    """An ONNX model's columns are its input names and its results its output names; the rows
+    match what ONNX Runtime gave for them (tests/onnx/models, made by tests/onnx/make_models.py)."""
+    models = "tests/onnx/models"
+    ref = np.load(f"{models}/resnet_tiny.npz")
+    pixels = np.concatenate([ref["in0_pixel_values"], ref["in1_pixel_values"]])
+    np.savez(tmp_path / "rows.npz", pixel_values=pixels, id=np.arange(3))
+    model = BatchModel(f"{models}/resnet_tiny.onnx", device=device)
+    assert model.input_names == ["pixel_values"] and model.named
+    out = data.Writer(str(tmp_path / "out"), rows_per_file=10)
+    assert score_local(model, data.list_files(str(tmp_path / "rows.npz")), out, batch_size=2) == 3
+    got = data.read_dataset(out.directory)
+    assert sorted(got) == ["id", "logits"]
+    want = np.concatenate([ref["out0_logits"], ref["out1_logits"]])
+    np.testing.assert_allclose(got["logits"], want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+def test_cli_batch_corrupted_onnx_is_fg_loads_error(dataset_1000, tmp_path, capsys) -> None:
+    """A corrupted .onnx is refused in one line: fg.load's message."""
     model = tmp_path / "model.onnx"
     model.write_bytes(b"\x08\x07")
     try:

@@ -11,6 +11,7 @@ import pytest
 
 import fibergrid as fg
 from fibergrid.quick_call import QUICK_AFTER
+from tests.conftest import count_calls
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -46,15 +47,7 @@ def _args():
 
 def _general_calls(module, monkeypatch) -> list[int]:
     """Counts the calls that take the general path (its signature lookup)."""
-    function, count = module["main"], [0]
-    lookup = function._prepared_for
-
-    def counted(*a, **k):
-        count[0] += 1
-        return lookup(*a, **k)
-
-    monkeypatch.setattr(function, "_prepared_for", counted)
-    return count
+    return count_calls(monkeypatch, module["main"], "_prepared_for")
 
 
 def test_a_signature_called_again_takes_the_quick_call(module, monkeypatch):

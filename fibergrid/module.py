@@ -15,9 +15,11 @@ carries that one already.
 The per-call cost is what a small model feels, so everything that can be done once per shape
 signature is: the buffers are allocated, the constants uploaded and ONE reusable command buffer
 recorded when a signature is first called. A call then only checks its arguments, copies them
-into the input buffers, submits, waits and copies the results out. A reusable command buffer
-runs one submission at a time, so calls of one signature are serialised by a lock; calls of
-different signatures (or different modules) run concurrently.
+into the input buffers, submits, waits and copies the results out; from its third call a
+signature takes the quick call (fibergrid/quick_call.py), those steps and nothing else. A
+reusable command buffer runs one submission at a time, so a call owns a lane (buffers and a
+command buffer) while it runs; calls of one signature from several threads wait for the lane (or
+`submit` adds lanes), calls of different signatures (or different modules) run concurrently.
 
 Control flow (the host program's jumps, compiler/host_program.py): on a device whose command
 buffers can jump (`Device.branches`: the CPU drivers) the whole program, loops and branches

@@ -125,3 +125,17 @@ def test_a_call_that_times_out_leaves_the_signature_usable():
         for n in (8, 9, 10, 11):
             assert int(module(np.int32(n))) == n
         assert module["main"]._quick is not None and module["main"]._quick.lane in module["main"]._quick.prepared._lanes
+
+
+@pytest.mark.parametrize("driver", ["local-sync", "local-task"])
+def test_a_closed_device_refuses_the_quick_call(driver):
+    x, s = _args()
+    text = jax.jit(_f).lower(x, s).as_text()
+    device = fg.create_device(driver)
+    module = fg.load(text, device=device)
+    for _ in range(QUICK_AFTER + 1):
+        module(x, s)
+    assert module["main"]._quick is not None
+    device.close()
+    with pytest.raises(fg.FailedPrecondition, match="closed"):
+        module(x, s)

@@ -34,13 +34,12 @@ class ReservedCall:
     def __init__(self, scheduler: Scheduler, program: GridProgram, m: int, timeout: float | None, keepalive: object) -> None:
         self.m = m
         self.timeout = timeout
-        self.slot = scheduler.reserve(program, m)
+        self.slot, self._value_addr = scheduler.reserve(program, m)
         self._scheduler = scheduler
         self._program = program
         self._keepalive = keepalive
         self._timeout_ns = timeout_ns(timeout)
         self._a = scheduler.a
-        self._value_addr = scheduler._reserved[self.slot]
         self._serials = scheduler._serials
         self._drain_lock = scheduler._drain_lock if scheduler.inline else None
         self._holds = False  # the slot keeps a timed-out call's keepalive

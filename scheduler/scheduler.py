@@ -315,10 +315,11 @@ class Scheduler:
             with self._drain_lock:
                 worker_loop(self.a, self.host, True)
 
-    def reserve(self, program: GridProgram, signal: int) -> int:
+    def reserve(self, program: GridProgram, signal: int) -> tuple[int, int]:
         """A slot kept for repeated calls of `program` that each signal semaphore `signal`
-        (a model call's lane): its program and signal list are written once, so a call is one
-        native call (`call`). Give it back with `unreserve`."""
+        (a model call's lane), and the address its signal's value goes to: its program and
+        signal list are written once, so a call is one native call (ReservedCall). Give it
+        back with `unreserve`."""
         with self._lock:
             self._check_open()
             self._take_unreserved()
@@ -338,7 +339,7 @@ class Scheduler:
             chunk[[L.S_PROGRAM, L.S_N_CMDS, L.S_REGIONS, L.S_N_REGIONS, L.S_TILES]] = commands, n_cmds, regions, n_regions, tiles
             chunk[[L.S_WAITS, L.S_N_WAITS, L.S_SIGNALS, L.S_N_SIGNALS]] = base, 0, base + 8 * signals, 1
             self._reserved[s] = base + 8 * (signals + 1)  # where the signal's value goes
-            return s
+            return s, self._reserved[s]
 
     def unreserve(self, s: int) -> None:
         """Gives a reserved slot back (reused once its last call completed). Takes no lock, so

@@ -1,8 +1,13 @@
-"""Suite-wide setup: compiled programs go to a temporary compile cache, never the user's."""
+"""Suite-wide setup: compiled programs go to a temporary compile cache, never the user's; JAX,
+the reference, runs on the CPU even where it has a GPU (its f32 matmuls there default to TF32,
+and some ops lower differently: 8 of tests/gpu/test_cuda.py's cases failed on the H200 host
+against such a reference)."""
 
 import os
 
 import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before any test module imports JAX
 
 
 @pytest.fixture(autouse=True, scope="session")

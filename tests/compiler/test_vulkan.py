@@ -3,8 +3,7 @@ at the CPU tests' tolerance: an MLP, a dynamic batch, integer ops, gather and so
 transformer-block models of test_lowering_models.py run on vulkan too). Plus the SPIR-V target's own
 checks: every module passes spirv-val, the .fgx keeps one blob per format, and a failure in
 LLVM's SPIR-V backend is a CompileError, not a dead interpreter. Skipped where no Vulkan device
-is available. Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a GPU: its f32
-matmuls there default to TF32 and some ops lower differently)."""
+is available. Compare against JAX on the CPU (tests/conftest.py sets JAX_PLATFORMS=cpu)."""
 
 from __future__ import annotations
 

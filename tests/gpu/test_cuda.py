@@ -4,8 +4,8 @@ writes, and the .fgx's cuda blob. With an sm_90+ GPU (the H200): compiled models
 against JAX at the CPU tests' tolerance (test_vulkan.py's model tests, run here on this module's
 cuda `device`; math through libdevice; both matmul kernels), the CLI, device choice. (The HAL
 conformance suite and the models of tests/compiler/test_lowering_models.py run on cuda too, as
-on every present driver.) Compare against JAX on the CPU (JAX_PLATFORMS=cpu where JAX has a
-GPU)."""
+on every present driver.) Compare against JAX on the CPU (tests/conftest.py sets
+JAX_PLATFORMS=cpu)."""
 
 from __future__ import annotations
 

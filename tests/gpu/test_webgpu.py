@@ -3,7 +3,7 @@ against JAX at the CPU tests' tolerance (test_vulkan.py's model tests, collected
 module's webgpu `device`; the CNN and transformer-block models of test_lowering_models.py and
 the HAL conformance suite run on webgpu too, as on every present driver), the CLI, device
 choice, and what the driver does to the Vulkan target's SPIR-V for naga. Compare against JAX on
-the CPU (JAX_PLATFORMS=cpu where JAX has a GPU)."""
+the CPU (tests/conftest.py sets JAX_PLATFORMS=cpu)."""
 
 from __future__ import annotations
 

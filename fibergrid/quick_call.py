@@ -4,11 +4,11 @@ A call through `Function.call` checks its arguments one numpy attribute at a tim
 signature up, takes a lane, binds, copies, submits and collects: some twenty Python-level steps.
 Right after a kernel has swept the caches (mlp_b1 streams 7.4 MB of weights per call) each costs
 ~1 us: ~35 us a call, more than numpy spends around its own three GEMVs. The common case (arrays
-of the declared dtypes and shapes, small enough to be copied, nothing bound in place) needs only
-this: per input a shape check and a copy (`casting="no"`: another dtype raises instead of
-casting), the lane's prepared device call (`Device.prepare_call`), per result a copy out. Anything else
-is a miss, with nothing left half done: the general path takes the call (and says what is wrong,
-if anything). (Copies compiled with numba were no faster, and cost seconds of compile per dtype
+of the declared dtypes and shapes, up to QUICK_COPY_BYTES each) needs only this: per input a
+shape check and a copy (`casting="no"`: another dtype raises instead of casting), the lane's
+prepared device call (`Device.prepare_call`), per result a copy out. Anything else is a miss,
+with nothing left half done: the general path takes the call (and says what is wrong, if
+anything). (Copies compiled with numba were no faster, and cost seconds of compile per dtype
 and rank.)
 """
 
@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from fibergrid.module import _Lane, _Prepared
 
 QUICK_AFTER = 2  # general-path calls of a signature before it gets a quick call
+# The largest input or result a quick call copies. The general path binds arrays of 64 KiB and
+# up in place (`Device.rebind`), which the quick call does not; copying them instead still won
+# up to here (same-process A/B on local-sync, quick/general time: avg_pool's 64 KiB input 0.755,
+# data_movement's 64 + 69 KiB 0.872, mlp_b64's 196 KiB 1.0), not past it (conv2d's 784 KiB in
+# and out 1.037).
+QUICK_COPY_BYTES = 256 * 1024
 
 _ndarray, _copyto = np.ndarray, np.copyto  # (a module global is one lookup; np.copyto is two)
 
@@ -38,14 +44,15 @@ class QuickCall:
         self._inputs = [(view.shape, view) for _, _, view, _ in by_index]  # per argument, in order
         self._results = [(view.shape, view) for _, view, _ in lane.results]
         self._call = lane.call
+        self._buffers = [buffer for _, buffer, _, _ in lane.inputs] + [buffer for buffer, _, _ in lane.results]
 
     @classmethod
     def of(cls, prepared: "_Prepared") -> "QuickCall | None":
-        """A quick call on the prepared signature's first lane, where every argument and result
-        is copied (binding in place is the general path's) and the program reads every argument."""
+        """A quick call on the prepared signature's first lane, where no argument or result is
+        over QUICK_COPY_BYTES and the program reads every argument."""
         lane = prepared._lanes[0]
-        if lane.command_buffer is None or any(bindable for *_, bindable in lane.inputs) \
-                or any(in_place for *_, in_place in lane.results):
+        if lane.command_buffer is None or any(view.nbytes > QUICK_COPY_BYTES for _, _, view, _ in lane.inputs) \
+                or any(view.nbytes > QUICK_COPY_BYTES for _, view, _ in lane.results):
             return None
         if sorted(index for index, *_ in lane.inputs) != list(range(len(lane.inputs))):
             return None  # an argument the program never reads is still checked by the general path
@@ -73,6 +80,9 @@ class QuickCall:
             return None
         lane.submissions += 1
         try:
+            if lane.rebound:  # the general path has bound the caller's arrays in place since
+                for buffer in self._buffers:
+                    lane.bind(prepared._device, buffer, None)
             self._call(lane.submissions)
         except BaseException:
             prepared._replace(lane)

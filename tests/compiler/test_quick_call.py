@@ -139,3 +139,24 @@ def test_a_closed_device_refuses_the_quick_call(driver):
     device.close()
     with pytest.raises(fg.FailedPrecondition, match="closed"):
         module(x, s)
+
+
+@pytest.mark.parametrize("driver", ["local-sync", "local-task"])
+def test_arrays_the_general_path_bound_in_place_are_let_go_first(driver, monkeypatch):
+    """A 128 KiB input and result: the general path binds them in place (the caller's input,
+    a fresh result array); the quick call copies them, so it first points the bindings back at
+    the lane's buffers. Otherwise its kernel would read the general call's input, freed by then,
+    and write over the result that call returned."""
+    text = jax.jit(lambda x: x * 2.0 + 1.0).lower(np.zeros((128, 256), np.float32)).as_text()
+    with fg.create_device(driver) as device:
+        module = fg.load(text, device=device)
+        for _ in range(QUICK_AFTER):
+            module(RNG.standard_normal((128, 256)).astype(np.float32))
+        general = count_calls(monkeypatch, module["main"], "_prepared_for")
+        listed = module(RNG.standard_normal((128, 256)).astype(np.float32).tolist())  # a list: the general path
+        kept = listed.copy()
+        for _ in range(3):
+            x = RNG.standard_normal((128, 256)).astype(np.float32)
+            np.testing.assert_allclose(module(x), x * 2.0 + 1.0, rtol=1e-6)
+        np.testing.assert_array_equal(listed, kept)
+        assert general[0] == 1

@@ -60,9 +60,10 @@ class Predictor:
     """A callable class for Ray Data's `map_batches` (and plain use: `Predictor(...)(batch)`).
 
     `model`: an .fgx, .mlir or .onnx path, StableHLO text, or a model file's bytes; `function`:
-    the public function (default main); `inputs`/`outputs`/`keep`/`max_batch`: as BatchModel; `workers`: device workers (default: the CPUs Ray assigned, else
-    one per core); `pin`: in a Ray actor, pin them to CPUs claimed on the node (default True;
-    outside Ray nothing is pinned: the calling thread is the user's)."""
+    the public function (default main); `inputs`/`outputs`/`keep`/`max_batch`: as BatchModel;
+    `workers`: device workers (default: the CPUs Ray assigned, else one per core); `pin`: in a
+    Ray actor, pin them to CPUs claimed on the node (default True; outside Ray nothing is
+    pinned: the calling thread is the user's)."""
 
     def __init__(self, model: str | os.PathLike | bytes, function: str = "main", *, inputs: Sequence[str] | None = None,
                  outputs: Sequence[str] | None = None, keep: Sequence[str] | None = None,

@@ -31,9 +31,6 @@ class PreparedCall(ReservedCall):
         self._semaphore = semaphore
 
     def _finish(self, r: int, value: int, last: tuple[int, int]) -> bool:
-        ok = super()._finish(r, value, last)
-        if ok is None:  # in flight from queue_execute, or the device closed: the general path says which
-            self._device.execute_in_general(self._command_buffer, self._semaphore, value, self.timeout)
-        elif not ok:
-            self._semaphore.wait(value, 0)  # raises the failure
+        # (None: in flight from queue_execute, or the device closed: the general path says which)
+        self._device.conclude(super()._finish(r, value, last), self._command_buffer, self._semaphore, value, self.timeout)
         return True

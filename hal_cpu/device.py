@@ -82,6 +82,11 @@ class CpuDevice(Device):
                 ok = call(value)
             finally:
                 lowered.call_lock.release()
+        self.conclude(ok, command_buffer, semaphore, value, timeout)
+
+    def conclude(self, ok: bool | None, command_buffer: CommandBuffer, semaphore: Semaphore, value: int, timeout: float | None) -> None:
+        """What a ReservedCall's result asks for: None (it did nothing) the general path,
+        False the semaphore's failure raised."""
         if ok is None:
             self.execute_in_general(command_buffer, semaphore, value, timeout)
         elif not ok:

@@ -171,7 +171,7 @@ class Scheduler:
         self._slot_keepalive: dict[int, tuple] = {}
         self._free_sems = list(range(self._sems - 1, -1, -1))
         self._serials = itertools.count(1)  # atomic under the GIL: calls take serials unlocked
-        self._reserved: dict[int, int] = {}  # reserved slot -> address of its signal's value
+        self._reserved: set[int] = set()  # slots kept for ReservedCalls
         self._unreserved: collections.deque[int] = collections.deque()  # given back, not yet in use
         self._closed = False
         self.host_errors: dict[int, BaseException] = {}  # error id -> what semaphore.fail() was given
@@ -338,8 +338,8 @@ class Scheduler:
             commands, n_cmds, regions, n_regions, tiles = program.addresses
             chunk[[L.S_PROGRAM, L.S_N_CMDS, L.S_REGIONS, L.S_N_REGIONS, L.S_TILES]] = commands, n_cmds, regions, n_regions, tiles
             chunk[[L.S_WAITS, L.S_N_WAITS, L.S_SIGNALS, L.S_N_SIGNALS]] = base, 0, base + 8 * signals, 1
-            self._reserved[s] = base + 8 * (signals + 1)  # where the signal's value goes
-            return s, self._reserved[s]
+            self._reserved.add(s)
+            return s, base + 8 * (signals + 1)  # where the signal's value goes
 
     def unreserve(self, s: int) -> None:
         """Gives a reserved slot back (reused once its last call completed). Takes no lock, so
@@ -352,7 +352,8 @@ class Scheduler:
         """(under the lock) Slots given back since: in use until their last call completed."""
         while self._unreserved:
             s = self._unreserved.popleft()
-            if self._reserved.pop(s, None) is not None:
+            if s in self._reserved:
+                self._reserved.discard(s)
                 self._in_use.append(s)
 
     def keep_reserved(self, s: int, keepalive: object) -> None:
